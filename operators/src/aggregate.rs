@@ -1,0 +1,626 @@
+//! `aggregate`: grouped multi-metric reductions into per-date partials.
+//!
+//! Implements SEMANTICS.md, *aggregate*. Rows are grouped by the `group_by` columns (a
+//! null key is its own group) and every metric is arithmetic over aggregate calls:
+//! `count()`, `count(x)`, `sum(x)`, `mean(x)`, `min(x)`, `max(x)`. Each call is computed
+//! from **components** (row count, non-null count, sum, min, max per column) that
+//! merge exactly, and a partial keeps them beside the metrics so that merging dates
+//! equals aggregating the dates at once.
+//!
+//! Values that are null are skipped. Non-finite floats (NaN, ±inf) are treated as
+//! missing too, and counted in the date's report as `aggregate.nonfinite.{col}`.
+//! Float sums are exact ([`ExactSum`]): a partial is bit-identical whatever the number
+//! of workers, batch sizes or input order.
+//!
+//! Dataflow: each worker pre-aggregates the batches of a timely time into one state per
+//! group (a hash of the arrow row encoding of the key), and when the time is complete
+//! sends one update per group into a differential collection whose *difference* is the
+//! group's [`AggState`]. `consolidate` merges the updates of all workers; a final
+//! operator gathers each date on one worker and builds its partial when the date is
+//! complete.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Float64Array, Int64Array, RecordBatch,
+};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use differential_dataflow::AsCollection;
+use differential_dataflow::difference::{IsZero, Monoid, Semigroup};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::batch::Batch;
+use crate::exact_sum::ExactSum;
+use crate::expr::{AggregateCall, AggregateFunction, MetricExpr};
+use crate::report::Diagnostics;
+use crate::time::{Time, date_end, date_key_of, date_of_key};
+
+/// The name of the date column of every partial.
+pub const DATE_COLUMN: &str = "date";
+
+/// What to aggregate: group-by columns and named metrics, in output order.
+#[derive(Clone, Debug)]
+pub struct AggregateSpec {
+    /// The group-by columns.
+    pub group_by: Vec<String>,
+    /// `(output name, metric)` pairs.
+    pub metrics: Vec<(String, MetricExpr)>,
+}
+
+/// How a column's values accumulate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum ValueKind {
+    /// Integers and booleans (a boolean sums as 0/1).
+    Int,
+    /// Floats.
+    Float,
+    /// Anything else: only `count(x)` is possible.
+    Other,
+}
+
+fn kind_of(data_type: &DataType) -> ValueKind {
+    match data_type {
+        DataType::Boolean | DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => ValueKind::Int,
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => ValueKind::Int,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => ValueKind::Float,
+        _ => ValueKind::Other,
+    }
+}
+
+/// One mergeable component of the metrics.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Component {
+    Rows,
+    NonNull(String),
+    Sum(String),
+    Min(String),
+    Max(String),
+}
+
+impl Component {
+    /// The component's column name in a partial, e.g. `sum(qty)`.
+    fn name(&self) -> String {
+        match self {
+            Component::Rows => "count()".to_owned(),
+            Component::NonNull(c) => format!("count({c})"),
+            Component::Sum(c) => format!("sum({c})"),
+            Component::Min(c) => format!("min({c})"),
+            Component::Max(c) => format!("max({c})"),
+        }
+    }
+
+    fn column(&self) -> Option<&str> {
+        match self {
+            Component::Rows => None,
+            Component::NonNull(c) | Component::Sum(c) | Component::Min(c) | Component::Max(c) => Some(c),
+        }
+    }
+}
+
+/// The accumulated value of one component for one group: the difference type of the
+/// differential collection, summed with [`Semigroup::plus_equals`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Accumulator {
+    /// A count.
+    Count(i64),
+    /// An integer sum.
+    IntSum(i128),
+    /// An exact float sum.
+    FloatSum(ExactSum),
+    /// An integer minimum.
+    IntMin(Option<i64>),
+    /// An integer maximum.
+    IntMax(Option<i64>),
+    /// A float minimum, as order-preserving bits (see [`float_key`]).
+    FloatMin(Option<i64>),
+    /// A float maximum, as order-preserving bits.
+    FloatMax(Option<i64>),
+}
+
+/// Maps a finite float to an `i64` with the same order (and back with [`float_of_key`]).
+pub fn float_key(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    if bits < 0 { bits ^ i64::MAX } else { bits }
+}
+
+/// The inverse of [`float_key`].
+pub fn float_of_key(key: i64) -> f64 {
+    f64::from_bits(if key < 0 { key ^ i64::MAX } else { key } as u64)
+}
+
+fn merge_option(a: &mut Option<i64>, b: Option<i64>, pick: fn(i64, i64) -> i64) {
+    *a = match (*a, b) {
+        (Some(x), Some(y)) => Some(pick(x, y)),
+        (x, y) => x.or(y),
+    };
+}
+
+impl Accumulator {
+    fn plus_equals(&mut self, other: &Accumulator) {
+        match (self, other) {
+            (Accumulator::Count(a), Accumulator::Count(b)) => *a += b,
+            (Accumulator::IntSum(a), Accumulator::IntSum(b)) => *a += b,
+            (Accumulator::FloatSum(a), Accumulator::FloatSum(b)) => a.add_sum(b),
+            (Accumulator::IntMin(a), Accumulator::IntMin(b)) | (Accumulator::FloatMin(a), Accumulator::FloatMin(b)) => {
+                merge_option(a, *b, i64::min)
+            }
+            (Accumulator::IntMax(a), Accumulator::IntMax(b)) | (Accumulator::FloatMax(a), Accumulator::FloatMax(b)) => {
+                merge_option(a, *b, i64::max)
+            }
+            (mine, theirs) => unreachable!("accumulators of one plan line up: {mine:?} vs {theirs:?}"),
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        match self {
+            Accumulator::Count(c) => *c == 0,
+            Accumulator::IntSum(s) => *s == 0,
+            Accumulator::FloatSum(s) => s.is_zero(),
+            Accumulator::IntMin(m) | Accumulator::IntMax(m) | Accumulator::FloatMin(m) | Accumulator::FloatMax(m) => {
+                m.is_none()
+            }
+        }
+    }
+}
+
+/// The state of one group: one accumulator per component of the plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AggState(pub Vec<Accumulator>);
+
+impl IsZero for AggState {
+    fn is_zero(&self) -> bool {
+        self.0.iter().all(Accumulator::is_zero)
+    }
+}
+
+impl Semigroup for AggState {
+    fn plus_equals(&mut self, rhs: &Self) {
+        if self.0.is_empty() {
+            self.0 = rhs.0.clone();
+        } else {
+            for (mine, theirs) in self.0.iter_mut().zip(rhs.0.iter()) {
+                mine.plus_equals(theirs);
+            }
+        }
+    }
+}
+
+impl Monoid for AggState {
+    fn zero() -> Self {
+        AggState(Vec::new())
+    }
+}
+
+/// An [`AggregateSpec`] bound to an input schema: types checked, components chosen,
+/// output schema known.
+#[derive(Clone, Debug)]
+pub struct AggregatePlan {
+    group_by: Vec<String>,
+    key_fields: Vec<Field>,
+    components: Vec<(Component, ValueKind)>,
+    metrics: Vec<(String, MetricExpr)>,
+    output_schema: SchemaRef,
+}
+
+/// The canonical type a key column is converted to before encoding, so that the same
+/// value encodes the same way on every date (e.g. dictionary or plain strings).
+fn canonical_key_type(data_type: &DataType) -> Option<DataType> {
+    Some(match data_type {
+        DataType::Boolean => DataType::Boolean,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::Dictionary(_, value) if matches!(value.as_ref(), DataType::Utf8 | DataType::LargeUtf8) => DataType::Utf8,
+        t if kind_of(t) == ValueKind::Int => DataType::Int64,
+        t if kind_of(t) == ValueKind::Float => DataType::Float64,
+        DataType::Date32 => DataType::Date32,
+        _ => return None,
+    })
+}
+
+impl AggregatePlan {
+    /// Binds `spec` to the schema of the rows it will see. Errors name the metric or
+    /// column at fault and list the available columns.
+    pub fn new(spec: &AggregateSpec, input: &Schema) -> Result<AggregatePlan, String> {
+        let available = || input.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
+        let field = |name: &str, context: &str| {
+            input.field_with_name(name).map_err(|_| {
+                let hint = crate::expr::closest(name, input.fields().iter().map(|f| f.name().as_str()))
+                    .map(|c| format!("did you mean '{c}'? "))
+                    .unwrap_or_default();
+                format!("aggregate: unknown column '{name}' in {context}; {hint}available columns: {}", available())
+            })
+        };
+        let mut key_fields = Vec::new();
+        for name in &spec.group_by {
+            let f = field(name, "group_by")?;
+            let canonical = canonical_key_type(f.data_type()).ok_or_else(|| {
+                format!("aggregate: cannot group by '{name}' of type {}; group by integers, floats, strings, booleans or dates", f.data_type())
+            })?;
+            key_fields.push(Field::new(name, canonical, true));
+        }
+        let mut components: Vec<(Component, ValueKind)> = vec![(Component::Rows, ValueKind::Int)];
+        let mut add = |c: Component, kind: ValueKind| {
+            if !components.iter().any(|(existing, _)| *existing == c) {
+                components.push((c, kind));
+            }
+        };
+        for (name, metric) in &spec.metrics {
+            for call in metric.calls() {
+                let context = format!("metric '{name}' = '{}'", metric.text());
+                let Some(column) = call.column.as_deref() else { continue };
+                let kind = kind_of(field(column, &context)?.data_type());
+                let needs_number = !matches!(call.function, AggregateFunction::Count | AggregateFunction::CountRows);
+                if needs_number && kind == ValueKind::Other {
+                    return Err(format!(
+                        "aggregate: {} needs a numeric or boolean column, but '{column}' has type {} (in {context})",
+                        call.name(),
+                        field(column, &context)?.data_type()
+                    ));
+                }
+                match call.function {
+                    AggregateFunction::CountRows => {}
+                    AggregateFunction::Count => add(Component::NonNull(column.into()), kind),
+                    AggregateFunction::Sum => add(Component::Sum(column.into()), kind),
+                    AggregateFunction::Mean => {
+                        add(Component::Sum(column.into()), kind);
+                        add(Component::NonNull(column.into()), kind);
+                    }
+                    AggregateFunction::Min => add(Component::Min(column.into()), kind),
+                    AggregateFunction::Max => add(Component::Max(column.into()), kind),
+                }
+            }
+        }
+        let mut plan = AggregatePlan {
+            group_by: spec.group_by.clone(),
+            key_fields,
+            components,
+            metrics: spec.metrics.clone(),
+            output_schema: Arc::new(Schema::empty()),
+        };
+        // The output schema is whatever an empty partial has.
+        let empty = plan.finalize(0, &BTreeMap::new())?;
+        plan.output_schema = empty.schema();
+        Ok(plan)
+    }
+
+    /// The schema of every partial this plan builds.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output_schema.clone()
+    }
+
+    /// The names of the input columns the plan reads.
+    pub fn input_columns(&self) -> Vec<String> {
+        let mut columns = self.group_by.clone();
+        for (component, _) in &self.components {
+            if let Some(c) = component.column() {
+                if !columns.iter().any(|existing| existing == c) {
+                    columns.push(c.to_owned());
+                }
+            }
+        }
+        columns
+    }
+
+    fn converter(&self) -> RowConverter {
+        let fields = self.key_fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        RowConverter::new(fields).expect("canonical key types are supported by the row format")
+    }
+
+    fn empty_state(&self) -> AggState {
+        AggState(
+            self.components
+                .iter()
+                .map(|(component, kind)| match (component, kind) {
+                    (Component::Rows | Component::NonNull(_), _) => Accumulator::Count(0),
+                    (Component::Sum(_), ValueKind::Float) => Accumulator::FloatSum(ExactSum::new()),
+                    (Component::Sum(_), _) => Accumulator::IntSum(0),
+                    (Component::Min(_), ValueKind::Float) => Accumulator::FloatMin(None),
+                    (Component::Max(_), ValueKind::Float) => Accumulator::FloatMax(None),
+                    (Component::Min(_), _) => Accumulator::IntMin(None),
+                    (Component::Max(_), _) => Accumulator::IntMax(None),
+                })
+                .collect(),
+        )
+    }
+
+    /// Builds a date's partial from its groups (key bytes in the row format -> state).
+    pub fn finalize(&self, date_key: u32, groups: &BTreeMap<Vec<u8>, AggState>) -> Result<RecordBatch, String> {
+        let n = groups.len();
+        let converter = self.converter();
+        let parser = converter.parser();
+        let keys = converter
+            .convert_rows(groups.keys().map(|k| parser.parse(k)))
+            .map_err(|e| format!("aggregate: cannot decode group keys: {e}"))?;
+        let days = (date_of_key(date_key) - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days();
+        let mut fields = vec![Field::new(DATE_COLUMN, DataType::Date32, false)];
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Date32Array::from(vec![days as i32; n]))];
+        fields.extend(self.key_fields.iter().cloned());
+        columns.extend(keys);
+
+        let component_arrays: Vec<ArrayRef> = (0..self.components.len())
+            .map(|c| component_array(groups.values().map(|state| &state.0[c]), &self.empty_state().0[c]))
+            .collect::<Result<_, _>>()?;
+        let find = |component: &Component| {
+            let i = self.components.iter().position(|(c, _)| c == component).expect("planned component");
+            component_arrays[i].clone()
+        };
+        for (name, metric) in &self.metrics {
+            let calls: Vec<ArrayRef> = metric.calls().iter().map(|call| call_values(call, &find)).collect::<Result<_, _>>()?;
+            let values = metric
+                .evaluate(&calls)
+                .map_err(|e| format!("aggregate: metric '{name}': {e}"))?;
+            fields.push(Field::new(name, values.data_type().clone(), true));
+            columns.push(values);
+        }
+        for ((component, _), array) in self.components.iter().zip(component_arrays.iter()) {
+            fields.push(Field::new(component.name(), array.data_type().clone(), true));
+            columns.push(array.clone());
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| format!("aggregate: {e}"))
+    }
+}
+
+/// One component's column across groups.
+fn component_array<'a>(states: impl Iterator<Item = &'a Accumulator>, template: &Accumulator) -> Result<ArrayRef, String> {
+    let states: Vec<&Accumulator> = states.collect();
+    Ok(match template {
+        Accumulator::Count(_) => Arc::new(Int64Array::from_iter_values(states.iter().map(|s| match s {
+            Accumulator::Count(c) => *c,
+            _ => 0,
+        }))),
+        Accumulator::IntSum(_) => {
+            let mut values = Vec::with_capacity(states.len());
+            for s in &states {
+                let Accumulator::IntSum(v) = s else { continue };
+                values.push(i64::try_from(*v).map_err(|_| format!("aggregate: an integer sum ({v}) overflows i64"))?);
+            }
+            Arc::new(Int64Array::from(values))
+        }
+        Accumulator::FloatSum(_) => Arc::new(Float64Array::from_iter_values(states.iter().map(|s| match s {
+            Accumulator::FloatSum(v) => v.value(),
+            _ => 0.0,
+        }))),
+        Accumulator::IntMin(_) | Accumulator::IntMax(_) => Arc::new(Int64Array::from_iter(states.iter().map(|s| match s {
+            Accumulator::IntMin(v) | Accumulator::IntMax(v) => *v,
+            _ => None,
+        }))),
+        Accumulator::FloatMin(_) | Accumulator::FloatMax(_) => Arc::new(Float64Array::from_iter(states.iter().map(|s| match s {
+            Accumulator::FloatMin(v) | Accumulator::FloatMax(v) => v.map(float_of_key),
+            _ => None,
+        }))),
+    })
+}
+
+/// The values of one aggregate call across groups, from the component columns.
+fn call_values(call: &AggregateCall, find: &dyn Fn(&Component) -> ArrayRef) -> Result<ArrayRef, String> {
+    let column = || call.column.clone().unwrap_or_default();
+    Ok(match call.function {
+        AggregateFunction::CountRows => find(&Component::Rows),
+        AggregateFunction::Count => find(&Component::NonNull(column())),
+        AggregateFunction::Sum => find(&Component::Sum(column())),
+        AggregateFunction::Min => find(&Component::Min(column())),
+        AggregateFunction::Max => find(&Component::Max(column())),
+        AggregateFunction::Mean => {
+            let sum = arrow::compute::cast(&find(&Component::Sum(column())), &DataType::Float64).map_err(|e| e.to_string())?;
+            let count = find(&Component::NonNull(column()));
+            let (sum, count) = (sum.as_primitive::<Float64Type>(), count.as_primitive::<Int64Type>());
+            Arc::new(Float64Array::from_iter(
+                sum.values().iter().zip(count.values().iter()).map(|(s, c)| (*c > 0).then(|| s / *c as f64)),
+            ))
+        }
+    })
+}
+
+/// A worker's pre-aggregation of one timely time.
+struct Groups {
+    index: FxHashMap<Box<[u8]>, u32>,
+    keys: Vec<Box<[u8]>>,
+    states: Vec<AggState>,
+}
+
+impl Groups {
+    fn new() -> Self {
+        Groups { index: FxHashMap::default(), keys: Vec::new(), states: Vec::new() }
+    }
+}
+
+/// Per-row group ids of a batch, adding new groups to `groups`.
+fn group_ids(plan: &AggregatePlan, converter: &RowConverter, batch: &RecordBatch, groups: &mut Groups) -> Result<Vec<u32>, String> {
+    let mut keys = Vec::with_capacity(plan.key_fields.len());
+    for field in &plan.key_fields {
+        let column = batch
+            .column_by_name(field.name())
+            .ok_or_else(|| format!("aggregate: group_by column '{}' is missing", field.name()))?;
+        keys.push(arrow::compute::cast(column, field.data_type()).map_err(|e| format!("aggregate: group_by '{}': {e}", field.name()))?);
+    }
+    let rows = converter.convert_columns(&keys).map_err(|e| format!("aggregate: {e}"))?;
+    let mut ids = Vec::with_capacity(batch.num_rows());
+    for row in rows.iter() {
+        let bytes = row.data();
+        let id = match groups.index.get(bytes) {
+            Some(id) => *id,
+            None => {
+                let id = groups.keys.len() as u32;
+                groups.index.insert(bytes.into(), id);
+                groups.keys.push(bytes.into());
+                groups.states.push(plan.empty_state());
+                id
+            }
+        };
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Folds a batch into the groups of its time. Returns the non-finite counts per column.
+fn accumulate(plan: &AggregatePlan, converter: &RowConverter, batch: &RecordBatch, groups: &mut Groups) -> Result<Vec<(String, u64)>, String> {
+    let ids = group_ids(plan, converter, batch, groups)?;
+    let mut nonfinite = Vec::new();
+    for (c, (component, kind)) in plan.components.iter().enumerate() {
+        let Some(name) = component.column() else {
+            for id in &ids {
+                if let Accumulator::Count(n) = &mut groups.states[*id as usize].0[c] {
+                    *n += 1;
+                }
+            }
+            continue;
+        };
+        let column = batch.column_by_name(name).ok_or_else(|| format!("aggregate: column '{name}' is missing"))?;
+        match kind {
+            ValueKind::Float => {
+                let floats = arrow::compute::cast(column, &DataType::Float64).map_err(|e| e.to_string())?;
+                let floats = floats.as_primitive::<Float64Type>();
+                let mut skipped = 0u64;
+                for (row, id) in ids.iter().enumerate() {
+                    let x = floats.values()[row];
+                    if floats.is_null(row) {
+                        continue;
+                    }
+                    if !x.is_finite() {
+                        skipped += 1;
+                        continue;
+                    }
+                    match &mut groups.states[*id as usize].0[c] {
+                        Accumulator::Count(n) => *n += 1,
+                        Accumulator::FloatSum(s) => s.add(x),
+                        Accumulator::FloatMin(m) => merge_option(m, Some(float_key(x)), i64::min),
+                        Accumulator::FloatMax(m) => merge_option(m, Some(float_key(x)), i64::max),
+                        _ => {}
+                    }
+                }
+                if !nonfinite.iter().any(|(counted, _)| counted == name) {
+                    nonfinite.push((name.to_owned(), skipped));
+                }
+            }
+            ValueKind::Int => {
+                let column = if column.data_type() == &DataType::Boolean {
+                    let bools = column.as_boolean();
+                    Arc::new(Int64Array::from_iter(bools.iter().map(|b| b.map(i64::from)))) as ArrayRef
+                } else {
+                    arrow::compute::cast(column, &DataType::Int64).map_err(|e| e.to_string())?
+                };
+                let ints = column.as_primitive::<Int64Type>();
+                for (row, id) in ids.iter().enumerate() {
+                    if ints.is_null(row) {
+                        continue;
+                    }
+                    let x = ints.values()[row];
+                    match &mut groups.states[*id as usize].0[c] {
+                        Accumulator::Count(n) => *n += 1,
+                        Accumulator::IntSum(s) => *s += x as i128,
+                        Accumulator::IntMin(m) => merge_option(m, Some(x), i64::min),
+                        Accumulator::IntMax(m) => merge_option(m, Some(x), i64::max),
+                        _ => {}
+                    }
+                }
+            }
+            ValueKind::Other => {
+                for (row, id) in ids.iter().enumerate() {
+                    if column.is_valid(row) {
+                        if let Accumulator::Count(n) = &mut groups.states[*id as usize].0[c] {
+                            *n += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(nonfinite)
+}
+
+/// An update of the differential collection: `((date key, group key bytes), time, state)`.
+pub type GroupUpdate = ((u32, Vec<u8>), Time, AggState);
+
+/// The `aggregate` operator.
+pub trait Aggregate<'scope> {
+    /// Aggregates each date into a partial (one batch per date, see [`AggregatePlan::finalize`]),
+    /// emitted once the date is complete. Dates without rows emit nothing.
+    fn aggregate(self, plan: AggregatePlan, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch>;
+}
+
+impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
+    fn aggregate(self, plan: AggregatePlan, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
+        let plan = Arc::new(plan);
+        let pre_plan = plan.clone();
+        let pre_diagnostics = diagnostics.clone();
+        let updates = self.unary_frontier::<CapacityContainerBuilder<Vec<GroupUpdate>>, _, _, _>(
+            Pipeline,
+            "PreAggregate",
+            move |_cap, _info| {
+                let plan = pre_plan;
+                let diagnostics = pre_diagnostics;
+                let converter = plan.converter();
+                let mut pending: BTreeMap<Time, (Capability<Time>, Groups)> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each_time(|time, data| {
+                        let entry = pending.entry(*time.time()).or_insert_with(|| (time.retain(0), Groups::new()));
+                        let date_key = date_key_of(*time.time());
+                        for batch in data {
+                            let Some(rows) = batch.take() else { continue };
+                            match accumulate(&plan, &converter, &rows, &mut entry.1) {
+                                Ok(nonfinite) => {
+                                    for (column, count) in nonfinite {
+                                        diagnostics.add(date_key, &format!("aggregate.nonfinite.{column}"), count);
+                                    }
+                                }
+                                Err(message) => diagnostics.error(date_key, message),
+                            }
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (time, (capability, groups)) = entry.remove_entry();
+                        let date_key = date_key_of(time);
+                        let mut session = output.session(&capability);
+                        for (key, state) in groups.keys.into_iter().zip(groups.states) {
+                            session.give(((date_key, key.into_vec()), time, state));
+                        }
+                    }
+                }
+            },
+        );
+        updates
+            .as_collection()
+            .consolidate()
+            .inner
+            .unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(
+                Exchange::new(|((date_key, _), _, _): &GroupUpdate| *date_key as u64),
+                "Partial",
+                move |_cap, _info| {
+                    let mut dates: BTreeMap<u32, (Capability<Time>, BTreeMap<Vec<u8>, AggState>)> = BTreeMap::new();
+                    move |(input, frontier), output| {
+                        input.for_each_time(|time, data| {
+                            for updates in data {
+                                for ((date_key, key), _time, state) in updates.drain(..) {
+                                    let entry = dates.entry(date_key).or_insert_with(|| (time.retain(0), BTreeMap::new()));
+                                    if time.time() < entry.0.time() {
+                                        entry.0 = time.retain(0);
+                                    }
+                                    entry.1.entry(key).or_insert_with(AggState::zero).plus_equals(&state);
+                                }
+                            }
+                        });
+                        while let Some(entry) = dates.first_entry() {
+                            if frontier.less_equal(&date_end(*entry.key())) {
+                                break;
+                            }
+                            let (date_key, (capability, groups)) = entry.remove_entry();
+                            match plan.finalize(date_key, &groups) {
+                                Ok(partial) => output.session(&capability).give_container(&mut Batch::new(partial)),
+                                Err(message) => diagnostics.error(date_key, message),
+                            }
+                        }
+                    }
+                },
+            )
+    }
+}

@@ -1,0 +1,327 @@
+//! The columnar container that flows on every VizFlow stream, and the exchange that
+//! routes its rows by symbol.
+//!
+//! Rows never travel one by one: a [`Batch`] holds an Arrow [`RecordBatch`]. Across
+//! processes (and in-process with timely's serialized `ProcessBinary` mode) a batch is
+//! encoded as one Arrow IPC stream message. [`BySymbol`] splits each batch into one
+//! batch per destination worker with Arrow's `take` kernel, so a symbol's rows always
+//! meet on the same worker.
+
+use std::hash::Hasher;
+use std::sync::OnceLock;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::datatypes::{DataType, Int64Type};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use rustc_hash::FxHasher;
+use timely::Accountable;
+use timely::communication::Push;
+use timely::dataflow::channels::pact::DistributorPact;
+use timely::dataflow::channels::pushers::exchange::Distributor;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::{ContainerBytes, Message};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use crate::time::{Time, date_key_of};
+
+/// A batch of rows: the container type of VizFlow streams.
+///
+/// `Default` (required by timely) is the empty batch. The IPC encoding is computed at
+/// most once, because timely asks for the length before asking for the bytes.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// The rows, or `None` for an empty container.
+    pub data: Option<RecordBatch>,
+    encoded: OnceLock<Vec<u8>>,
+}
+
+impl Batch {
+    /// Wraps a record batch.
+    pub fn new(data: RecordBatch) -> Self {
+        Batch { data: Some(data), encoded: OnceLock::new() }
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.data.as_ref().map_or(0, RecordBatch::num_rows)
+    }
+
+    /// True when the batch holds no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes the record batch out, leaving an empty container.
+    pub fn take(&mut self) -> Option<RecordBatch> {
+        self.encoded = OnceLock::new();
+        self.data.take()
+    }
+
+    fn encoded(&self) -> &[u8] {
+        self.encoded.get_or_init(|| {
+            let mut out = Vec::new();
+            if let Some(batch) = &self.data {
+                // Writing to a Vec can only fail on a schema Arrow cannot encode, which
+                // would be a bug in an operator: fail loudly rather than lose rows.
+                let mut writer = StreamWriter::try_new(&mut out, &batch.schema())
+                    .expect("an Arrow schema VizFlow produced must be IPC-encodable");
+                writer.write(batch).expect("an Arrow batch must be IPC-encodable");
+                writer.finish().expect("finishing an in-memory IPC stream cannot fail");
+            }
+            out
+        })
+    }
+}
+
+impl Accountable for Batch {
+    fn record_count(&self) -> i64 {
+        self.len() as i64
+    }
+}
+
+const fn pad8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// Layout: `[ipc length: u64 little-endian][ipc stream bytes][zero padding to 8 bytes]`.
+impl ContainerBytes for Batch {
+    fn from_bytes(bytes: timely::bytes::arc::Bytes) -> Self {
+        let len = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length prefix")) as usize;
+        if len == 0 {
+            return Batch::default();
+        }
+        // The bytes were written by `into_bytes` of a peer running this same code; a
+        // failure here is a transport bug, not bad user input.
+        let mut reader = StreamReader::try_new(std::io::Cursor::new(&bytes[8..8 + len]), None)
+            .expect("a peer sent a batch that is not an Arrow IPC stream");
+        let data = reader
+            .next()
+            .expect("a peer sent an IPC stream without a batch")
+            .expect("a peer sent an undecodable Arrow batch");
+        Batch::new(data)
+    }
+
+    fn length_in_bytes(&self) -> usize {
+        8 + pad8(self.encoded().len())
+    }
+
+    fn into_bytes<W: std::io::Write>(&self, writer: &mut W) {
+        let encoded = self.encoded();
+        let padding = pad8(encoded.len()) - encoded.len();
+        writer
+            .write_all(&(encoded.len() as u64).to_le_bytes())
+            .and_then(|()| writer.write_all(encoded))
+            .and_then(|()| writer.write_all(&[0u8; 8][..padding]))
+            .expect("timely's byte buffers accept writes");
+    }
+}
+
+/// A stable hash of a symbol value: the same on every worker, process and run.
+fn symbol_hash_i64(value: i64) -> u64 {
+    // Fibonacci hashing spreads consecutive ids evenly over any number of workers.
+    (value as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17
+}
+
+fn symbol_hash_bytes(value: &[u8]) -> u64 {
+    let mut hasher = FxHasher::default();
+    hasher.write(value);
+    hasher.finish() >> 17
+}
+
+/// The worker (out of `peers`) that owns each row's symbol.
+///
+/// Integer symbols (any width) hash by value, string symbols (Utf8, LargeUtf8 or
+/// dictionary-encoded) by their bytes. A null symbol is owned by worker 0.
+pub fn symbol_destinations(column: &dyn Array, peers: usize) -> Vec<u32> {
+    let peers_u64 = peers as u64;
+    let to_dest = |hash: u64| (hash % peers_u64) as u32;
+    let mut out = Vec::with_capacity(column.len());
+    match column.data_type() {
+        DataType::Int64 => {
+            let values = column.as_primitive::<Int64Type>();
+            out.extend(values.values().iter().map(|v| to_dest(symbol_hash_i64(*v))));
+        }
+        DataType::Utf8 => {
+            let values = column.as_string::<i32>();
+            out.extend((0..values.len()).map(|i| to_dest(symbol_hash_bytes(values.value(i).as_bytes()))));
+        }
+        DataType::LargeUtf8 => {
+            let values = column.as_string::<i64>();
+            out.extend((0..values.len()).map(|i| to_dest(symbol_hash_bytes(values.value(i).as_bytes()))));
+        }
+        DataType::Dictionary(_, _) => {
+            let utf8 = arrow::compute::cast(column, &DataType::Utf8)
+                .expect("dictionary symbols were validated to cast to Utf8");
+            return symbol_destinations(&utf8, peers);
+        }
+        _ => {
+            let ints = arrow::compute::cast(column, &DataType::Int64)
+                .expect("symbol columns are validated to be integers or strings");
+            return symbol_destinations(&ints, peers);
+        }
+    }
+    if column.null_count() > 0 {
+        for (i, dest) in out.iter_mut().enumerate() {
+            if column.is_null(i) {
+                *dest = 0;
+            }
+        }
+    }
+    out
+}
+
+/// Splits each batch into one batch per destination worker, by symbol.
+pub struct BySymbol {
+    column: String,
+}
+
+impl Distributor<Batch> for BySymbol {
+    fn partition<T: Clone, P: Push<Message<T, Batch>>>(
+        &mut self,
+        container: &mut Batch,
+        time: &T,
+        pushers: &mut [P],
+    ) {
+        let Some(batch) = container.take() else { return };
+        let Some(column) = batch.column_by_name(&self.column) else {
+            panic!("the symbol column '{}' was validated before the dataflow ran", self.column)
+        };
+        let destinations = symbol_destinations(column.as_ref(), pushers.len());
+        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); pushers.len()];
+        for (row, dest) in destinations.iter().enumerate() {
+            indices[*dest as usize].push(row as u32);
+        }
+        for (dest, rows) in indices.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let part = if rows.len() == batch.num_rows() {
+                batch.clone() // every row goes to one worker: share the buffers
+            } else {
+                take_rows(&batch, &UInt32Array::from(rows))
+            };
+            Message::push_at(&mut Batch::new(part), time.clone(), &mut pushers[dest]);
+        }
+    }
+
+    fn flush<T: Clone, P: Push<Message<T, Batch>>>(&mut self, _time: &T, _pushers: &mut [P]) {}
+}
+
+/// Selects rows of a batch (all columns) by index.
+pub fn take_rows(batch: &RecordBatch, indices: &UInt32Array) -> RecordBatch {
+    arrow::compute::take_record_batch(batch, indices).expect("row indices are in bounds")
+}
+
+/// The exchange pact that routes rows by the symbol column `column`.
+pub fn by_symbol(column: &str) -> DistributorPact<impl FnOnce(usize) -> BySymbol + use<>> {
+    let column = column.to_owned();
+    DistributorPact(move |_peers| BySymbol { column })
+}
+
+/// Appends `columns` (name, values) to a batch; values must have the batch's length.
+pub fn with_columns(batch: &RecordBatch, columns: Vec<(String, ArrayRef)>) -> RecordBatch {
+    use arrow::datatypes::{Field, Schema};
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut arrays = batch.columns().to_vec();
+    for (name, values) in columns {
+        let field = Field::new(&name, values.data_type().clone(), true);
+        match fields.iter().position(|f| f.name() == &name) {
+            Some(i) => {
+                fields[i] = field;
+                arrays[i] = values;
+            }
+            None => {
+                fields.push(field);
+                arrays.push(values);
+            }
+        }
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), arrays)
+        .expect("appended columns have the batch's length")
+}
+
+/// Applies `logic` to every batch of a stream, without exchanging rows: the shape of
+/// the stateless operators (derive, parse_time, bin). `logic` gets the date key of the
+/// batch's time and returns the batch to pass on, or `None` to pass nothing (after
+/// recording why in the date's report).
+pub fn map_batches<'scope, L>(
+    stream: Stream<'scope, Time, Batch>,
+    name: &str,
+    mut logic: L,
+) -> Stream<'scope, Time, Batch>
+where
+    L: FnMut(u32, RecordBatch) -> Option<RecordBatch> + 'static,
+{
+    stream.unary::<CapacityContainerBuilder<Batch>, _, _, _>(Pipeline, name, move |_cap, _info| {
+        move |input, output| {
+            input.for_each_time(|time, data| {
+                let date_key = date_key_of(*time.time());
+                let mut session = output.session(&time);
+                for batch in data {
+                    if let Some(rows) = batch.take() {
+                        if let Some(out) = logic(date_key, rows) {
+                            if out.num_rows() > 0 {
+                                session.give_container(&mut Batch::new(out));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    fn sample() -> RecordBatch {
+        RecordBatch::try_from_iter(vec![
+            ("ukey", Arc::new(Int64Array::from(vec![1, 2, 3, 1])) as ArrayRef),
+            ("px", Arc::new(Float64Array::from(vec![Some(1.0), None, Some(3.0), Some(f64::NAN)]))),
+            ("side", Arc::new(StringArray::from(vec!["B", "S", "B", "S"]))),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn bytes_round_trip() {
+        let batch = Batch::new(sample());
+        let mut bytes = Vec::new();
+        batch.into_bytes(&mut bytes);
+        assert_eq!(bytes.len(), batch.length_in_bytes());
+        assert_eq!(bytes.len() % 8, 0);
+        let back = Batch::from_bytes(timely::bytes::arc::BytesMut::from(bytes).freeze());
+        assert_eq!(back.data.unwrap(), sample());
+    }
+
+    #[test]
+    fn empty_round_trip() {
+        let mut bytes = Vec::new();
+        Batch::default().into_bytes(&mut bytes);
+        let back = Batch::from_bytes(timely::bytes::arc::BytesMut::from(bytes).freeze());
+        assert!(back.is_empty());
+    }
+
+    #[test]
+    fn destinations_agree_across_encodings() {
+        let ints = Int64Array::from(vec![600000, 600001, 600002, 600003]);
+        let int32 = arrow::compute::cast(&ints, &DataType::Int32).unwrap();
+        assert_eq!(symbol_destinations(&ints, 3), symbol_destinations(int32.as_ref(), 3));
+        let strings = StringArray::from(vec!["a", "b", "a", "c"]);
+        let dict = arrow::compute::cast(
+            &strings,
+            &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        )
+        .unwrap();
+        let d = symbol_destinations(&strings, 4);
+        assert_eq!(d, symbol_destinations(dict.as_ref(), 4));
+        assert_eq!(d[0], d[2]);
+    }
+}

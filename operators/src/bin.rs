@@ -1,0 +1,154 @@
+//! `bin`: discretise a numeric column into integer bins.
+//!
+//! Implements SEMANTICS.md, *bin*: `{col}_bin` = round half away from zero of
+//! `x / width`, as `i64`, computed in `f64`. A null, NaN or infinite `x` (or a quotient
+//! outside the `i64` range) gives a null bin, counted in the date's report as
+//! `bin.null.{col}`.
+//!
+//! ```
+//! use arrow::array::{Array, Float64Array};
+//! use vizflow_operators::bin::bin_values;
+//! let x = Float64Array::from(vec![Some(0.00015), Some(-0.00025), None, Some(f64::NAN)]);
+//! let (bins, nulls) = bin_values(&x, 1e-4).unwrap();
+//! assert_eq!(bins.value(0), 2);   // 1.5 rounds away from zero
+//! assert_eq!(bins.value(1), -3);  // -2.5 rounds away from zero
+//! assert!(bins.is_null(2) && bins.is_null(3));
+//! assert_eq!(nulls, 2);
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Float64Type};
+use timely::dataflow::Stream;
+
+use crate::batch::{Batch, map_batches, with_columns};
+use crate::report::Diagnostics;
+use crate::time::Time;
+
+/// One binned column: `{column}_bin` from `column` with bins of `width`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BinSpec {
+    /// The input column.
+    pub column: String,
+    /// The bin width (positive, finite).
+    pub width: f64,
+}
+
+impl BinSpec {
+    /// The output column's name, `{column}_bin`.
+    pub fn output(&self) -> String {
+        format!("{}_bin", self.column)
+    }
+}
+
+/// Bins an array of any numeric type. Returns the bins and how many are null.
+pub fn bin_values(values: &dyn Array, width: f64) -> Result<(Int64Array, u64), String> {
+    let floats = arrow::compute::cast(values, &DataType::Float64)
+        .map_err(|e| format!("cannot bin a column of type {}: {e}", values.data_type()))?;
+    let floats = floats.as_primitive::<Float64Type>();
+    let mut valid = Vec::with_capacity(floats.len());
+    let bins: Vec<i64> = floats
+        .values()
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let q = (x / width).round();
+            // i64::MAX as f64 rounds up to 2^63, so the upper bound is exclusive.
+            let ok = floats.is_valid(i) && q.is_finite() && q >= -9.223_372_036_854_775_808e18 && q < 9.223_372_036_854_775_808e18;
+            valid.push(ok);
+            if ok { q as i64 } else { 0 }
+        })
+        .collect();
+    let nulls = valid.iter().filter(|v| !**v).count() as u64;
+    let bins = Int64Array::new(bins.into(), (nulls > 0).then(|| NullBuffer::from(valid)));
+    Ok((bins, nulls))
+}
+
+/// Adds the `{col}_bin` columns of `specs` to a batch.
+pub fn bin_batch(batch: &RecordBatch, specs: &[BinSpec]) -> Result<(RecordBatch, Vec<u64>), String> {
+    let mut columns = Vec::with_capacity(specs.len());
+    let mut nulls = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let values = batch
+            .column_by_name(&spec.column)
+            .ok_or_else(|| format!("bin: column '{}' is missing", spec.column))?;
+        let (bins, null_count) = bin_values(values.as_ref(), spec.width)?;
+        columns.push((spec.output(), Arc::new(bins) as ArrayRef));
+        nulls.push(null_count);
+    }
+    Ok((with_columns(batch, columns), nulls))
+}
+
+/// The `bin` operator.
+pub trait Bin<'scope> {
+    /// Adds a `{col}_bin` column per spec to every batch.
+    fn bin(self, specs: Vec<BinSpec>, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch>;
+}
+
+impl<'scope> Bin<'scope> for Stream<'scope, Time, Batch> {
+    fn bin(self, specs: Vec<BinSpec>, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
+        let counter_names: Vec<String> = specs.iter().map(|s| format!("bin.null.{}", s.column)).collect();
+        map_batches(self, "Bin", move |date_key, batch| match bin_batch(&batch, &specs) {
+            Ok((out, nulls)) => {
+                diagnostics.add_all(date_key, counter_names.iter().map(String::as_str).zip(nulls));
+                Some(out)
+            }
+            Err(message) => {
+                diagnostics.error(date_key, message);
+                None
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int32Array};
+    use proptest::prelude::*;
+
+    /// The oracle, straight from SEMANTICS.md.
+    fn oracle(x: Option<f64>, width: f64) -> Option<i64> {
+        let x = x?;
+        if !x.is_finite() {
+            return None;
+        }
+        // Round half away from zero, written out: the integer part plus one when the
+        // fractional part is at least a half.
+        let q = x / width;
+        let (whole, fraction) = (q.trunc(), q.fract().abs());
+        let r = if fraction >= 0.5 { whole + q.signum() } else { whole };
+        (r.is_finite() && r.abs() < 9.2e18).then_some(r as i64)
+    }
+
+    #[test]
+    fn halves_round_away_from_zero() {
+        let x = Float64Array::from(vec![0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49999999999999994]);
+        let (bins, nulls) = bin_values(&x, 1.0).unwrap();
+        assert_eq!(bins.values().to_vec(), vec![1, 2, 3, -1, -2, -3, 0]);
+        assert_eq!(nulls, 0);
+    }
+
+    #[test]
+    fn integer_input_and_overflow() {
+        let (bins, _) = bin_values(&Int32Array::from(vec![7, -7]), 2.0).unwrap();
+        assert_eq!(bins.values().to_vec(), vec![4, -4]);
+        let (bins, nulls) = bin_values(&Float64Array::from(vec![1e300, f64::INFINITY]), 1e-4).unwrap();
+        assert_eq!(nulls, 2);
+        assert!(bins.is_null(0) && bins.is_null(1));
+    }
+
+    proptest! {
+        #[test]
+        fn matches_oracle(values in prop::collection::vec(prop::option::weighted(0.9, -1e-2f64..1e-2), 0..300), width in prop::sample::select(vec![1e-4, 5e-4, 1e-3, 0.25])) {
+            let array = Float64Array::from(values.clone());
+            let (bins, nulls) = bin_values(&array, width).unwrap();
+            let expected: Vec<Option<i64>> = values.iter().map(|v| oracle(*v, width)).collect();
+            let actual: Vec<Option<i64>> = bins.iter().collect();
+            prop_assert_eq!(&actual, &expected);
+            prop_assert_eq!(nulls as usize, expected.iter().filter(|v| v.is_none()).count());
+        }
+    }
+}

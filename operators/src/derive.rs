@@ -1,0 +1,172 @@
+//! `derive`: casts, derived columns and projection, batch by batch.
+//!
+//! * A **cast** to `int64` loads any numeric column as float and takes the nearest
+//!   integer when it is within `tolerance` (default 1e-6) of it, so `300.00000001`
+//!   becomes `300`. A value further from an integer (or NaN, or out of range) is a cast
+//!   failure: by default the date fails with an error naming the row and value; with
+//!   `on_error = "null"` the value becomes null and is counted as `cast.failed.{col}`.
+//! * A **derived column** is a SQL expression over the columns (see [`crate::expr`]),
+//!   evaluated vectorised; later expressions may use earlier derived columns.
+//! * **Projection** keeps only the columns later stages need.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Float64Type};
+use timely::dataflow::Stream;
+
+use crate::batch::{Batch, map_batches, with_columns};
+use crate::expr::Expr;
+use crate::report::Diagnostics;
+use crate::time::Time;
+
+/// What to do with a value that cannot be cast.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CastFailure {
+    /// Fail the date with an error naming the row and value.
+    #[default]
+    Error,
+    /// Make the value null and count it.
+    Null,
+}
+
+/// A cast of a column to `Int64` within a tolerance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntegerCast {
+    /// The column (replaced in place).
+    pub column: String,
+    /// The largest accepted distance to the nearest integer.
+    pub tolerance: f64,
+    /// What to do with values that are not integers.
+    pub on_error: CastFailure,
+}
+
+/// Everything the `derive` stage does to a batch, in order: casts, derived columns,
+/// projection.
+#[derive(Clone, Debug, Default)]
+pub struct DeriveSpec {
+    /// Integer casts.
+    pub casts: Vec<IntegerCast>,
+    /// `(name, expression)` pairs, evaluated in order.
+    pub columns: Vec<(String, Expr)>,
+    /// When set, the columns to keep (in this order; missing ones are skipped).
+    pub keep: Option<Vec<String>>,
+}
+
+/// Casts `values` to integers within `tolerance`. Returns the integers, the number of
+/// failures made null, or an error naming the first failing row and value.
+pub fn cast_to_integer(values: &dyn Array, cast: &IntegerCast) -> Result<(Int64Array, u64), String> {
+    if matches!(
+        values.data_type(),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32
+    ) {
+        let ints = arrow::compute::cast(values, &DataType::Int64).map_err(|e| e.to_string())?;
+        return Ok((ints.as_primitive().clone(), 0));
+    }
+    let floats = arrow::compute::cast(values, &DataType::Float64).map_err(|e| {
+        format!("cast: column '{}' of type {} cannot be cast to int64: {e}", cast.column, values.data_type())
+    })?;
+    let floats = floats.as_primitive::<Float64Type>();
+    let mut valid: Vec<bool> = (0..floats.len()).map(|i| floats.is_valid(i)).collect();
+    let mut failures = 0u64;
+    let mut out = Vec::with_capacity(floats.len());
+    for (row, x) in floats.values().iter().enumerate() {
+        let nearest = x.round();
+        let ok = (x - nearest).abs() <= cast.tolerance && nearest.abs() < 9.2e18;
+        if valid[row] && !ok {
+            if cast.on_error == CastFailure::Error {
+                return Err(format!(
+                    "cast: column '{}' row {row} value {x} is not within {} of an integer; \
+                     fix the data or set on_error = \"null\" for this cast",
+                    cast.column, cast.tolerance
+                ));
+            }
+            failures += 1;
+            valid[row] = false;
+        }
+        out.push(if ok { nearest as i64 } else { 0 });
+    }
+    let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
+    Ok((Int64Array::new(out.into(), nulls), failures))
+}
+
+/// Applies a [`DeriveSpec`] to a batch. Returns the batch and the cast failure counts
+/// (one per cast).
+pub fn derive_batch(batch: &RecordBatch, spec: &DeriveSpec) -> Result<(RecordBatch, Vec<u64>), String> {
+    let mut out = batch.clone();
+    let mut failures = Vec::with_capacity(spec.casts.len());
+    for cast in &spec.casts {
+        let values = out
+            .column_by_name(&cast.column)
+            .ok_or_else(|| format!("cast: column '{}' is missing", cast.column))?;
+        let (ints, failed) = cast_to_integer(values.as_ref(), cast)?;
+        out = with_columns(&out, vec![(cast.column.clone(), Arc::new(ints) as ArrayRef)]);
+        failures.push(failed);
+    }
+    for (name, expr) in &spec.columns {
+        let values = expr.evaluate(&out).map_err(|e| format!("derive '{name}': {e}"))?;
+        out = with_columns(&out, vec![(name.clone(), values)]);
+    }
+    if let Some(keep) = &spec.keep {
+        let schema = out.schema();
+        let indices: Vec<usize> = keep.iter().filter_map(|name| schema.index_of(name).ok()).collect();
+        out = out.project(&indices).map_err(|e| e.to_string())?;
+    }
+    Ok((out, failures))
+}
+
+/// The `derive` operator.
+pub trait Derive<'scope> {
+    /// Applies casts, derived columns and projection to every batch.
+    fn derive(self, spec: DeriveSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch>;
+}
+
+impl<'scope> Derive<'scope> for Stream<'scope, Time, Batch> {
+    fn derive(self, spec: DeriveSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
+        let counters: Vec<String> = spec.casts.iter().map(|c| format!("cast.failed.{}", c.column)).collect();
+        map_batches(self, "Derive", move |date_key, batch| match derive_batch(&batch, &spec) {
+            Ok((out, failures)) => {
+                diagnostics.add_all(date_key, counters.iter().map(String::as_str).zip(failures));
+                Some(out)
+            }
+            Err(message) => {
+                diagnostics.error(date_key, message);
+                None
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Float64Array;
+
+    fn qty_cast(on_error: CastFailure) -> IntegerCast {
+        IntegerCast { column: "qty".into(), tolerance: 1e-6, on_error }
+    }
+
+    #[test]
+    fn float_noise_casts_to_integers() {
+        let values = Float64Array::from(vec![Some(300.00000001), Some(99.9999999), None, Some(-100.0)]);
+        let (ints, failed) = cast_to_integer(&values, &qty_cast(CastFailure::Error)).unwrap();
+        assert_eq!(ints.iter().collect::<Vec<_>>(), vec![Some(300), Some(100), None, Some(-100)]);
+        assert_eq!(failed, 0);
+    }
+
+    #[test]
+    fn non_integers_fail_or_become_null() {
+        let values = Float64Array::from(vec![1.0, 1.5, f64::NAN]);
+        let err = cast_to_integer(&values, &qty_cast(CastFailure::Error)).unwrap_err();
+        assert_eq!(
+            err,
+            "cast: column 'qty' row 1 value 1.5 is not within 0.000001 of an integer; \
+             fix the data or set on_error = \"null\" for this cast"
+        );
+        let (ints, failed) = cast_to_integer(&values, &qty_cast(CastFailure::Null)).unwrap();
+        assert_eq!(ints.iter().collect::<Vec<_>>(), vec![Some(1), None, None]);
+        assert_eq!(failed, 2);
+    }
+}

@@ -1,0 +1,1456 @@
+//! SQL-syntax expressions, evaluated vectorised on Arrow arrays.
+//!
+//! Pipelines derive columns with scalar expressions ([`Expr`]), e.g.
+//! `mid = (AskPrice1 + BidPrice1) / 2` or `CASE WHEN orderSide = 'B' THEN qty ELSE -qty END`,
+//! and compute aggregate metrics with [`MetricExpr`], e.g. `sum(notional) / sum(qty)`
+//! (SEMANTICS.md, "aggregate"). Text is parsed once with `sqlparser` and converted to a small
+//! private syntax tree; evaluation runs one Arrow compute kernel per tree node and batch.
+//!
+//! # Semantics
+//!
+//! - **Literals**: integers are `Int64` (an integer too large for `i64` becomes `Float64`),
+//!   decimals and exponents (`0.5`, `1e-4`) `Float64`, `'B'` `Utf8`, `TRUE`/`FALSE`, `NULL`.
+//! - **Columns**: `AskPrice1` or `"my col"`; names are case-sensitive. A bare column keeps its
+//!   type; operators first bring integers of any width to `Int64`, floats to `Float64` and
+//!   strings (`LargeUtf8`, `Utf8View`, dictionaries of strings) to `Utf8`.
+//! - **Arithmetic** `+ - * %` and unary `-` give `Int64` on integers and `Float64` as soon as a
+//!   float is involved; integer overflow is an error. **`/` always gives `Float64`**, so
+//!   `3 / 2` is `1.5`, not SQL's integer `1`. Division (and `%`) by zero gives null, for
+//!   integers and floats alike, never an error or an infinity.
+//! - **Comparisons** `= != <> < <= > >=` between numbers, strings or booleans; a null operand
+//!   gives null. Floats compare as in PostgreSQL: `-0.0 = 0.0`, and every NaN equals NaN and
+//!   sorts above every number.
+//! - **Logic**: `AND`, `OR`, `NOT` with SQL's three-valued (Kleene) logic, `IS [NOT] NULL`,
+//!   `[NOT] BETWEEN` (inclusive) and `[NOT] IN (...)` (a chain of `=` joined by `OR`).
+//! - **`CASE WHEN c THEN v ... [ELSE e] END`** and `CASE x WHEN a THEN v ... END`: a null
+//!   condition counts as false, no `ELSE` gives null. Every branch is evaluated on every row,
+//!   so an integer overflow in a branch not taken is still an error.
+//! - **Functions**: `abs`, `sqrt`, `ln`, `log10`, `exp`, `floor`, `ceil`, `round` (half away
+//!   from zero; integers pass through unchanged), `least`, `greatest` (both skip nulls),
+//!   `coalesce`. `sqrt`, `ln`, ... follow IEEE 754 (`sqrt(-1)` is NaN, `ln(0)` is `-inf`).
+//! - **Casts**: `CAST(x AS BIGINT|INTEGER|DOUBLE|FLOAT|VARCHAR|BOOLEAN)`; `INTEGER` is `Int64`
+//!   too. `CAST` fails on a value it cannot convert; `TRY_CAST` gives null instead. Floats
+//!   cast to integers are truncated toward zero.
+//! - An operation whose operands are all `NULL` literals is typed `Int64`.
+//!
+//! Every error names the expression text; see [`ExprError`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+//! use arrow::datatypes::{DataType, Field, Schema};
+//! use vizflow_operators::expr::Expr;
+//!
+//! let schema = Arc::new(Schema::new(vec![
+//!     Field::new("orderSide", DataType::Utf8, true),
+//!     Field::new("qty", DataType::Int64, true),
+//! ]));
+//! let batch = RecordBatch::try_new(schema.clone(), vec![
+//!     Arc::new(StringArray::from(vec!["B", "S", "B"])),
+//!     Arc::new(Int64Array::from(vec![Some(100), Some(30), None])),
+//! ]).unwrap();
+//!
+//! let signed = Expr::parse("CASE WHEN orderSide = 'B' THEN qty ELSE -qty END").unwrap();
+//! assert_eq!(signed.check(&schema).unwrap(), DataType::Int64);
+//! let values = signed.evaluate(&batch).unwrap();
+//! assert_eq!(values.as_ref(), &Int64Array::from(vec![Some(100), Some(-30), None]) as &dyn Array);
+//!
+//! let half = Expr::parse("qty / 2").unwrap();
+//! let values = half.evaluate(&batch).unwrap();
+//! assert_eq!(values.as_ref(), &Float64Array::from(vec![Some(50.0), Some(15.0), None]) as &dyn Array);
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Datum, Float64Array, Int64Array, NullArray,
+    StringArray, UInt32Array,
+};
+use arrow::compute::kernels::{cmp, numeric, zip::zip};
+use arrow::compute::{
+    CastOptions, and_kleene, can_cast_types, cast_with_options, is_not_null, is_null, not, nullif,
+    or_kleene, take,
+};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use sqlparser::ast as sql;
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::Token;
+
+/// Why an expression could not be parsed, checked or evaluated.
+///
+/// Every message names the expression text; the `Display` output is meant for users.
+#[derive(Debug, thiserror::Error)]
+pub enum ExprError {
+    /// The text is not a single SQL expression; `message` is sqlparser's, with its position.
+    #[error("cannot parse expression '{text}': {message}")]
+    Parse {
+        /// The expression text.
+        text: String,
+        /// What went wrong, e.g. `Expected: an expression, found: EOF`.
+        message: String,
+    },
+    /// Valid SQL that VizFlow does not evaluate (subqueries, window functions, `LIKE`, ...).
+    #[error("unsupported {construct} `{fragment}` in expression '{text}'")]
+    Unsupported {
+        /// The expression text.
+        text: String,
+        /// What kind of construct it is, e.g. `subquery`.
+        construct: String,
+        /// The offending part of the expression.
+        fragment: String,
+    },
+    /// A column that is not in the schema.
+    #[error(
+        "unknown column '{column}' in expression '{text}'; {}available columns: {}",
+        did_you_mean(suggestion),
+        available.join(", ")
+    )]
+    UnknownColumn {
+        /// The expression text.
+        text: String,
+        /// The name as written.
+        column: String,
+        /// The closest available name, if any is close (see [`closest`]).
+        suggestion: Option<String>,
+        /// Every column of the schema.
+        available: Vec<String>,
+    },
+    /// A function that does not exist.
+    #[error(
+        "unknown function '{function}' in expression '{text}'; {}supported functions: {}, CAST, TRY_CAST",
+        did_you_mean(suggestion),
+        FUNCTIONS.map(|(name, _)| name).join(", ")
+    )]
+    UnknownFunction {
+        /// The expression text.
+        text: String,
+        /// The function name, lowercased.
+        function: String,
+        /// The closest supported function, if any is close.
+        suggestion: Option<String>,
+    },
+    /// A function called with the wrong number of arguments.
+    #[error("function '{function}' takes {expected}, got {got} in expression '{text}'")]
+    Arity {
+        /// The expression text.
+        text: String,
+        /// The function name, lowercased.
+        function: String,
+        /// What it takes, e.g. `1 argument`.
+        expected: &'static str,
+        /// How many arguments it was given.
+        got: usize,
+    },
+    /// An operator or function applied to types it does not accept.
+    #[error(
+        "cannot apply '{operator}' to {} in expression '{text}'",
+        type_list(types)
+    )]
+    Type {
+        /// The expression text.
+        text: String,
+        /// The operator or function, e.g. `+`, `CASE`, `sqrt`.
+        operator: String,
+        /// The operand types, as found.
+        types: Vec<DataType>,
+    },
+    /// A kernel failed while evaluating, e.g. on integer overflow or a failed `CAST`.
+    #[error("cannot evaluate expression '{text}': {source}")]
+    Compute {
+        /// The expression text.
+        text: String,
+        /// The kernel's error.
+        source: ArrowError,
+    },
+    /// An aggregate whose argument is an expression rather than a column.
+    #[error(
+        "the argument of {call} in metric '{text}' is an expression, not a column; \
+         define a derived column first, e.g. `derive: x = {argument}`, and aggregate that column"
+    )]
+    AggregateArgument {
+        /// The metric text.
+        text: String,
+        /// The aggregate call as written, e.g. `sum(qty * fillPrice)`.
+        call: String,
+        /// Its argument, e.g. `qty * fillPrice`.
+        argument: String,
+    },
+    /// An aggregate inside another aggregate's argument.
+    #[error("nested aggregate {call} in metric '{text}'; an aggregate's argument must be a column")]
+    NestedAggregate {
+        /// The metric text.
+        text: String,
+        /// The outer aggregate call as written, e.g. `sum(count())`.
+        call: String,
+    },
+    /// A column used in a metric outside any aggregate.
+    #[error(
+        "column '{column}' is used outside an aggregate in metric '{text}'; \
+         aggregate it, e.g. sum({column}) or mean({column})"
+    )]
+    BareColumn {
+        /// The metric text.
+        text: String,
+        /// The column name.
+        column: String,
+    },
+    /// A metric without any aggregate call, e.g. `1 + 2`.
+    #[error("metric '{text}' has no aggregate call; use e.g. count() or sum(qty)")]
+    NoAggregate {
+        /// The metric text.
+        text: String,
+    },
+    /// [`MetricExpr::evaluate`] given a different number of arrays than there are calls.
+    #[error("metric '{text}' has {expected} aggregate calls but was given {got} arrays")]
+    CallValues {
+        /// The metric text.
+        text: String,
+        /// The number of calls, `calls().len()`.
+        expected: usize,
+        /// The number of arrays given.
+        got: usize,
+    },
+}
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|name| format!("did you mean '{name}'? "))
+        .unwrap_or_default()
+}
+
+/// `Utf8`, `Utf8 and Float64`, `Int64, Utf8 and Null`.
+fn type_list(types: &[DataType]) -> String {
+    let names: Vec<String> = types.iter().map(DataType::to_string).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
+}
+
+/// The candidate closest to `name` by edit distance, ignoring case, if it is close enough to
+/// be a likely typo: at most `max(2, len / 3)` edits, `len` being `name`'s length in chars.
+/// Ties go to the earliest candidate.
+///
+/// ```
+/// use vizflow_operators::expr::closest;
+///
+/// let columns = ["AskPrice1", "BidPrice1", "qty"];
+/// assert_eq!(closest("ask_price1", columns), Some("AskPrice1"));
+/// assert_eq!(closest("volume", columns), None);
+/// ```
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let name: Vec<char> = name.to_lowercase().chars().collect();
+    let limit = (name.len() / 3).max(2);
+    candidates
+        .into_iter()
+        .map(|candidate| (edit_distance(&name, &candidate.to_lowercase()), candidate))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance, one row of the table at a time.
+fn edit_distance(a: &[char], b: &str) -> usize {
+    let mut row: Vec<usize> = (0..=a.len()).collect();
+    for (j, b_char) in b.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = j + 1;
+        for (i, a_char) in a.iter().enumerate() {
+            let substitution = diagonal + usize::from(*a_char != b_char);
+            diagonal = row[i + 1];
+            row[i + 1] = substitution.min(row[i] + 1).min(diagonal + 1);
+        }
+    }
+    row[a.len()]
+}
+
+/// A compiled scalar expression: parsed once, evaluated on any number of batches.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{Array, Float64Array, RecordBatch};
+/// use arrow::datatypes::{DataType, Field, Schema};
+/// use vizflow_operators::expr::Expr;
+///
+/// let mid = Expr::parse("(AskPrice1 + BidPrice1) / 2").unwrap();
+/// assert_eq!(mid.columns(), ["AskPrice1", "BidPrice1"]);
+///
+/// let schema = Arc::new(Schema::new(vec![
+///     Field::new("AskPrice1", DataType::Float64, true),
+///     Field::new("BidPrice1", DataType::Float64, true),
+/// ]));
+/// assert_eq!(mid.check(&schema).unwrap(), DataType::Float64);
+/// let batch = RecordBatch::try_new(schema, vec![
+///     Arc::new(Float64Array::from(vec![10.2, 7.0])),
+///     Arc::new(Float64Array::from(vec![10.0, 6.0])),
+/// ]).unwrap();
+/// let expected = Float64Array::from(vec![10.1, 6.5]);
+/// assert_eq!(mid.evaluate(&batch).unwrap().as_ref(), &expected as &dyn Array);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Expr {
+    text: String,
+    node: Node,
+}
+
+/// The syntax tree evaluation works on; `BETWEEN`, `IN` and simple `CASE` are rewritten into
+/// comparisons while converting.
+#[derive(Clone, Debug)]
+enum Node {
+    Column(String),
+    /// A one-element array.
+    Literal(ArrayRef),
+    Negate(Box<Node>),
+    Not(Box<Node>),
+    Binary(BinaryOp, Box<Node>, Box<Node>),
+    IsNull {
+        arg: Box<Node>,
+        negated: bool,
+    },
+    Case {
+        branches: Vec<(Node, Node)>,
+        otherwise: Option<Box<Node>>,
+    },
+    Call(Function, Vec<Node>),
+    Cast {
+        arg: Box<Node>,
+        to: DataType,
+        strict: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+    And,
+    Or,
+}
+
+impl BinaryOp {
+    fn symbol(self) -> &'static str {
+        use BinaryOp::*;
+        match self {
+            Add => "+",
+            Sub => "-",
+            Mul => "*",
+            Div => "/",
+            Rem => "%",
+            Eq => "=",
+            NotEq => "<>",
+            Lt => "<",
+            LtEq => "<=",
+            Gt => ">",
+            GtEq => ">=",
+            And => "AND",
+            Or => "OR",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Function {
+    Abs,
+    Sqrt,
+    Ln,
+    Log10,
+    Exp,
+    Floor,
+    Ceil,
+    Round,
+    Least,
+    Greatest,
+    Coalesce,
+}
+
+const FUNCTIONS: [(&str, Function); 11] = [
+    ("abs", Function::Abs),
+    ("sqrt", Function::Sqrt),
+    ("ln", Function::Ln),
+    ("log10", Function::Log10),
+    ("exp", Function::Exp),
+    ("floor", Function::Floor),
+    ("ceil", Function::Ceil),
+    ("round", Function::Round),
+    ("least", Function::Least),
+    ("greatest", Function::Greatest),
+    ("coalesce", Function::Coalesce),
+];
+
+impl Function {
+    fn name(self) -> &'static str {
+        FUNCTIONS
+            .iter()
+            .find(|(_, function)| *function == self)
+            .map_or("?", |(name, _)| name)
+    }
+
+    fn variadic(self) -> bool {
+        matches!(
+            self,
+            Function::Least | Function::Greatest | Function::Coalesce
+        )
+    }
+}
+
+impl Expr {
+    /// Parses one SQL expression.
+    ///
+    /// ```
+    /// use vizflow_operators::expr::Expr;
+    ///
+    /// let notional = Expr::parse("matched_qty * fillPrice").unwrap();
+    /// assert_eq!(notional.text(), "matched_qty * fillPrice");
+    /// let error = Expr::parse("qty *").unwrap_err();
+    /// assert_eq!(
+    ///     error.to_string(),
+    ///     "cannot parse expression 'qty *': Expected: an expression, found: EOF"
+    /// );
+    /// ```
+    pub fn parse(text: &str) -> Result<Expr, ExprError> {
+        let node = Converter { text, calls: None }.convert(&parse_sql(text)?)?;
+        Ok(Expr {
+            text: text.to_string(),
+            node,
+        })
+    }
+
+    /// Column names referenced, in order of first appearance, without duplicates.
+    pub fn columns(&self) -> Vec<String> {
+        fn visit(node: &Node, columns: &mut Vec<String>) {
+            match node {
+                Node::Column(name) if !columns.contains(name) => columns.push(name.clone()),
+                Node::Column(_) | Node::Literal(_) => {}
+                Node::Negate(arg) | Node::Not(arg) => visit(arg, columns),
+                Node::IsNull { arg, .. } | Node::Cast { arg, .. } => visit(arg, columns),
+                Node::Binary(_, left, right) => {
+                    visit(left, columns);
+                    visit(right, columns);
+                }
+                Node::Case {
+                    branches,
+                    otherwise,
+                } => {
+                    for (condition, result) in branches {
+                        visit(condition, columns);
+                        visit(result, columns);
+                    }
+                    if let Some(otherwise) = otherwise {
+                        visit(otherwise, columns);
+                    }
+                }
+                Node::Call(_, args) => args.iter().for_each(|arg| visit(arg, columns)),
+            }
+        }
+        let mut columns = Vec::new();
+        visit(&self.node, &mut columns);
+        columns
+    }
+
+    /// Checks every referenced column exists in `schema` and types are compatible; returns
+    /// the output type.
+    ///
+    /// It evaluates the expression on an empty batch of `schema`, so it accepts exactly what
+    /// [`Expr::evaluate`] accepts.
+    pub fn check(&self, schema: &Schema) -> Result<DataType, ExprError> {
+        let empty = RecordBatch::new_empty(Arc::new(schema.clone()));
+        Ok(self.evaluate(&empty)?.data_type().clone())
+    }
+
+    /// Evaluates over a batch; the result has `batch.num_rows()` rows.
+    pub fn evaluate(&self, batch: &RecordBatch) -> Result<ArrayRef, ExprError> {
+        let result = self.eval(&self.node, batch);
+        let result = result.and_then(|value| Ok(value.expand(batch.num_rows())?));
+        result.map_err(|failure| match failure {
+            Failure::Expr(error) => error,
+            Failure::Arrow(source) => ExprError::Compute {
+                text: self.text.clone(),
+                source,
+            },
+        })
+    }
+
+    /// The source text, as given.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn eval(&self, node: &Node, batch: &RecordBatch) -> Result<Value, Failure> {
+        let eval = |node| self.eval(node, batch);
+        match node {
+            Node::Column(name) => match batch.column_by_name(name) {
+                Some(array) => Ok(Value {
+                    array: array.clone(),
+                    scalar: false,
+                }),
+                None => Err(self.unknown_column(name, batch.schema_ref()).into()),
+            },
+            Node::Literal(array) => Ok(Value {
+                array: array.clone(),
+                scalar: true,
+            }),
+            Node::Negate(arg) => {
+                let value = eval(arg)?;
+                let kind = self.common_kind("-", &[&value], NUMERIC)?;
+                Ok(value.cast(kind)?.map(numeric::neg)?)
+            }
+            Node::Not(arg) => {
+                let value = eval(arg)?;
+                self.common_kind("NOT", &[&value], BOOLEAN)?;
+                Ok(value
+                    .cast(Kind::Bool)?
+                    .map(|array| Ok(Arc::new(not(array.as_boolean())?)))?)
+            }
+            Node::Binary(op, left, right) => self.binary(*op, eval(left)?, eval(right)?, batch),
+            Node::IsNull { arg, negated } => Ok(eval(arg)?.map(|array| {
+                Ok(Arc::new(if *negated {
+                    is_not_null(array)?
+                } else {
+                    is_null(array)?
+                }))
+            })?),
+            Node::Case {
+                branches,
+                otherwise,
+            } => {
+                let mut conditions = Vec::with_capacity(branches.len());
+                let mut results = Vec::with_capacity(branches.len() + 1);
+                for (condition, result) in branches {
+                    conditions.push(eval(condition)?);
+                    results.push(eval(result)?);
+                }
+                results.push(match otherwise {
+                    Some(otherwise) => eval(otherwise)?,
+                    None => Value {
+                        array: Arc::new(NullArray::new(1)),
+                        scalar: true,
+                    },
+                });
+                for condition in &conditions {
+                    self.common_kind("CASE WHEN", &[condition], BOOLEAN)?;
+                }
+                let kind = self.common_kind("CASE", &results.iter().collect::<Vec<_>>(), ANY)?;
+                let conditions = cast_all(conditions, Kind::Bool)?;
+                case(conditions, cast_all(results, kind)?, batch.num_rows())
+            }
+            Node::Call(function, args) => {
+                let args = args.iter().map(eval).collect::<Result<Vec<_>, _>>()?;
+                self.call(*function, args, batch.num_rows())
+            }
+            Node::Cast { arg, to, strict } => {
+                let value = eval(arg)?;
+                if !can_cast_types(value.data_type(), to) {
+                    return Err(self.type_error(&format!("CAST AS {to}"), &[&value]));
+                }
+                let options = CastOptions {
+                    safe: !strict,
+                    ..CastOptions::default()
+                };
+                Ok(value.map(|array| cast_with_options(array, to, &options))?)
+            }
+        }
+    }
+
+    fn binary(
+        &self,
+        op: BinaryOp,
+        left: Value,
+        right: Value,
+        batch: &RecordBatch,
+    ) -> Result<Value, Failure> {
+        use BinaryOp::*;
+        let scalar = left.scalar && right.scalar;
+        let array: ArrayRef = match op {
+            Add | Sub | Mul | Div | Rem => {
+                let kind = match self.common_kind(op.symbol(), &[&left, &right], NUMERIC)? {
+                    _ if op == Div => Kind::Float,
+                    kind => kind,
+                };
+                let (left, mut right) = (left.cast(kind)?, right.cast(kind)?);
+                if matches!(op, Div | Rem) {
+                    right = right.null_if_zero()?;
+                }
+                let kernel = match op {
+                    Add => numeric::add,
+                    Sub => numeric::sub,
+                    Mul => numeric::mul,
+                    Div => numeric::div,
+                    _ => numeric::rem,
+                };
+                kernel(&left, &right)?
+            }
+            Eq | NotEq | Lt | LtEq | Gt | GtEq => {
+                let kind = self.common_kind(op.symbol(), &[&left, &right], ANY)?;
+                let (left, right) = (left.comparable(kind)?, right.comparable(kind)?);
+                let kernel = match op {
+                    Eq => cmp::eq,
+                    NotEq => cmp::neq,
+                    Lt => cmp::lt,
+                    LtEq => cmp::lt_eq,
+                    Gt => cmp::gt,
+                    _ => cmp::gt_eq,
+                };
+                Arc::new(kernel(&left, &right)?)
+            }
+            And | Or => {
+                self.common_kind(op.symbol(), &[&left, &right], BOOLEAN)?;
+                let (left, right) = (left.cast(Kind::Bool)?, right.cast(Kind::Bool)?);
+                let rows = if scalar { 1 } else { batch.num_rows() };
+                let (left, right) = (left.expand(rows)?, right.expand(rows)?);
+                let kernel = if op == And { and_kleene } else { or_kleene };
+                Arc::new(kernel(left.as_boolean(), right.as_boolean())?)
+            }
+        };
+        Ok(Value { array, scalar })
+    }
+
+    fn call(&self, function: Function, args: Vec<Value>, rows: usize) -> Result<Value, Failure> {
+        use Function::*;
+        let kind = if function.variadic() { ANY } else { NUMERIC };
+        let kind = self.common_kind(function.name(), &args.iter().collect::<Vec<_>>(), kind)?;
+        let mut args = cast_all(args, kind)?;
+        if function.variadic() {
+            return Ok(fold_variadic(function, args, kind, rows)?);
+        }
+        let arg = args.remove(0);
+        let float = kind == Kind::Float;
+        let result = match function {
+            Abs if !float => arg.map(|array| {
+                let abs = array
+                    .as_primitive::<Int64Type>()
+                    .try_unary::<_, Int64Type, _>(|x| {
+                        x.checked_abs().ok_or_else(|| {
+                            ArrowError::ArithmeticOverflow(format!(
+                                "Overflow happened on: abs({x})"
+                            ))
+                        })
+                    })?;
+                Ok(Arc::new(abs))
+            })?,
+            Floor | Ceil | Round if !float => arg,
+            Abs => float_unary(arg, f64::abs),
+            Floor => float_unary(arg, f64::floor),
+            Ceil => float_unary(arg, f64::ceil),
+            Round => float_unary(arg, f64::round),
+            Sqrt => float_unary(arg.cast(Kind::Float)?, f64::sqrt),
+            Ln => float_unary(arg.cast(Kind::Float)?, f64::ln),
+            Log10 => float_unary(arg.cast(Kind::Float)?, f64::log10),
+            Exp => float_unary(arg.cast(Kind::Float)?, f64::exp),
+            Least | Greatest | Coalesce => unreachable!("variadic functions are handled above"),
+        };
+        Ok(result)
+    }
+
+    /// The kind all `values` can be cast to; `NULL`-only operands count as `allowed[0]`.
+    fn common_kind(
+        &self,
+        operator: &str,
+        values: &[&Value],
+        allowed: &[Kind],
+    ) -> Result<Kind, Failure> {
+        let common = values.iter().try_fold(Kind::Null, |common, value| {
+            Kind::of(value.data_type()).and_then(|kind| common.unify(kind))
+        });
+        match common {
+            Some(Kind::Null) => Ok(allowed[0]),
+            Some(kind) if allowed.contains(&kind) => Ok(kind),
+            _ => Err(self.type_error(operator, values)),
+        }
+    }
+
+    fn type_error(&self, operator: &str, values: &[&Value]) -> Failure {
+        Failure::Expr(ExprError::Type {
+            text: self.text.clone(),
+            operator: operator.to_string(),
+            types: values
+                .iter()
+                .map(|value| value.data_type().clone())
+                .collect(),
+        })
+    }
+
+    fn unknown_column(&self, name: &str, schema: &Schema) -> ExprError {
+        let available: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        ExprError::UnknownColumn {
+            text: self.text.clone(),
+            column: name.to_string(),
+            suggestion: closest(name, available.iter().map(String::as_str)).map(str::to_string),
+            available,
+        }
+    }
+}
+
+/// `CASE`: the last branch is the `ELSE` value; earlier branches take precedence.
+fn case(conditions: Vec<Value>, mut results: Vec<Value>, rows: usize) -> Result<Value, Failure> {
+    let scalar = conditions.iter().chain(&results).all(|value| value.scalar);
+    let rows = if scalar { 1 } else { rows };
+    let mut chosen = results.pop().expect("CASE always has an ELSE value");
+    for (condition, result) in conditions.iter().zip(results).rev() {
+        let mask = condition.expand(rows)?;
+        chosen = Value {
+            array: zip(mask.as_boolean(), &result, &chosen)?,
+            scalar,
+        };
+    }
+    Ok(chosen)
+}
+
+fn cast_all(values: Vec<Value>, kind: Kind) -> Result<Vec<Value>, ArrowError> {
+    values.into_iter().map(|value| value.cast(kind)).collect()
+}
+
+/// `least`, `greatest` and `coalesce` over arguments of `kind`: fold left, taking the next
+/// argument where it wins.
+fn fold_variadic(
+    function: Function,
+    args: Vec<Value>,
+    kind: Kind,
+    rows: usize,
+) -> Result<Value, ArrowError> {
+    let scalar = args.iter().all(|arg| arg.scalar);
+    let rows = if scalar { 1 } else { rows };
+    let mut args = args.into_iter().map(|arg| match function {
+        Function::Coalesce => Ok(arg),
+        _ => arg.comparable(kind),
+    });
+    let first = args
+        .next()
+        .expect("variadic functions have at least one argument")?;
+    let mut result = Value {
+        array: first.expand(rows)?,
+        scalar,
+    };
+    for next in args {
+        let next = next?;
+        let missing = is_null(&result.array)?;
+        // Where `next` is null the comparison is null, which `zip` reads as false.
+        let take_next = match function {
+            Function::Coalesce => missing,
+            Function::Least => or_kleene(&missing, &cmp::lt(&next, &result)?)?,
+            _ => or_kleene(&missing, &cmp::gt(&next, &result)?)?,
+        };
+        result = Value {
+            array: zip(&take_next, &next, &result)?,
+            scalar,
+        };
+    }
+    Ok(result)
+}
+
+fn float_unary(value: Value, op: impl Fn(f64) -> f64) -> Value {
+    let array = value
+        .array
+        .as_primitive::<Float64Type>()
+        .unary::<_, Float64Type>(op);
+    Value {
+        array: Arc::new(array),
+        scalar: value.scalar,
+    }
+}
+
+/// An evaluation failure; kernel errors get the expression text once, at the top.
+enum Failure {
+    Expr(ExprError),
+    Arrow(ArrowError),
+}
+
+impl From<ExprError> for Failure {
+    fn from(error: ExprError) -> Self {
+        Failure::Expr(error)
+    }
+}
+
+impl From<ArrowError> for Failure {
+    fn from(error: ArrowError) -> Self {
+        Failure::Arrow(error)
+    }
+}
+
+/// The type families operators work on; each has one canonical Arrow type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    Int,
+    Float,
+    Str,
+}
+
+const NUMERIC: &[Kind] = &[Kind::Int, Kind::Float];
+const BOOLEAN: &[Kind] = &[Kind::Bool];
+const ANY: &[Kind] = &[Kind::Int, Kind::Float, Kind::Bool, Kind::Str];
+
+impl Kind {
+    fn of(data_type: &DataType) -> Option<Kind> {
+        match data_type {
+            DataType::Null => Some(Kind::Null),
+            DataType::Boolean => Some(Kind::Bool),
+            t if t.is_integer() => Some(Kind::Int),
+            t if t.is_floating() => Some(Kind::Float),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(Kind::Str),
+            DataType::Dictionary(_, values) => Kind::of(values),
+            _ => None,
+        }
+    }
+
+    fn data_type(self) -> DataType {
+        match self {
+            Kind::Null => DataType::Null,
+            Kind::Bool => DataType::Boolean,
+            Kind::Int => DataType::Int64,
+            Kind::Float => DataType::Float64,
+            Kind::Str => DataType::Utf8,
+        }
+    }
+
+    fn unify(self, other: Kind) -> Option<Kind> {
+        match (self, other) {
+            (a, b) if a == b => Some(a),
+            (Kind::Null, kind) | (kind, Kind::Null) => Some(kind),
+            (Kind::Int, Kind::Float) | (Kind::Float, Kind::Int) => Some(Kind::Float),
+            _ => None,
+        }
+    }
+}
+
+/// An intermediate result: a column of the batch's length, or one value standing for every
+/// row (literals and operations on literals only), so `x * 2` never builds a column of 2s.
+#[derive(Clone, Debug)]
+struct Value {
+    array: ArrayRef,
+    scalar: bool,
+}
+
+impl Datum for Value {
+    fn get(&self) -> (&dyn Array, bool) {
+        (self.array.as_ref(), self.scalar)
+    }
+}
+
+impl Value {
+    fn data_type(&self) -> &DataType {
+        self.array.data_type()
+    }
+
+    fn map(
+        self,
+        op: impl FnOnce(&dyn Array) -> Result<ArrayRef, ArrowError>,
+    ) -> Result<Value, ArrowError> {
+        Ok(Value {
+            array: op(self.array.as_ref())?,
+            scalar: self.scalar,
+        })
+    }
+
+    /// Casts to the canonical type of `kind`; a failure is an error (`UInt64` too big for
+    /// `Int64`), never a silent null.
+    fn cast(self, kind: Kind) -> Result<Value, ArrowError> {
+        let to = kind.data_type();
+        if self.data_type() == &to {
+            return Ok(self);
+        }
+        let options = CastOptions {
+            safe: false,
+            ..CastOptions::default()
+        };
+        self.map(|array| cast_with_options(array, &to, &options))
+    }
+
+    /// Like [`Value::cast`], but keeps dictionaries the comparison kernels read directly, and
+    /// makes floats compare as in PostgreSQL: one NaN, above every number, and `-0.0 = 0.0`.
+    fn comparable(self, kind: Kind) -> Result<Value, ArrowError> {
+        match (kind, self.data_type()) {
+            (Kind::Float, _) => {
+                let value = self.cast(kind)?;
+                Ok(float_unary(value, |x| {
+                    if x.is_nan() { f64::NAN } else { x + 0.0 }
+                }))
+            }
+            (_, DataType::Dictionary(_, values)) if **values == kind.data_type() => Ok(self),
+            _ => self.cast(kind),
+        }
+    }
+
+    /// Nulls out zero divisors, so `/` and `%` give null rather than an error or infinity.
+    fn null_if_zero(self) -> Result<Value, ArrowError> {
+        self.map(|array| {
+            let zero = match array.data_type() {
+                DataType::Int64 => {
+                    BooleanArray::from_unary(array.as_primitive::<Int64Type>(), |x| x == 0)
+                }
+                _ => BooleanArray::from_unary(array.as_primitive::<Float64Type>(), |x| x == 0.0),
+            };
+            nullif(array, &zero)
+        })
+    }
+
+    /// The value as an array of `rows` rows, repeating a scalar.
+    fn expand(&self, rows: usize) -> Result<ArrayRef, ArrowError> {
+        if self.scalar && rows != 1 {
+            take(self.array.as_ref(), &UInt32Array::from_value(0, rows), None)
+        } else {
+            Ok(self.array.clone())
+        }
+    }
+}
+
+fn parse_sql(text: &str) -> Result<sql::Expr, ExprError> {
+    let parse_error = |error: ParserError| ExprError::Parse {
+        text: text.to_string(),
+        message: match error {
+            ParserError::TokenizerError(message) | ParserError::ParserError(message) => message,
+            ParserError::RecursionLimitExceeded => "the expression is nested too deeply".into(),
+        },
+    };
+    let dialect = GenericDialect {};
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(text)
+        .map_err(parse_error)?;
+    let expr = parser.parse_expr().map_err(parse_error)?;
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(ExprError::Parse {
+            text: text.to_string(),
+            message: format!(
+                "unexpected '{}' after the expression{}",
+                next.token, next.span.start
+            ),
+        });
+    }
+    Ok(expr)
+}
+
+/// Converts sqlparser's syntax tree into [`Node`]s.
+struct Converter<'a> {
+    text: &'a str,
+    /// The aggregate calls met so far when converting a metric, `None` for a scalar
+    /// expression. In a metric each call becomes a column named [`AggregateCall::name`].
+    calls: Option<Vec<AggregateCall>>,
+}
+
+impl Converter<'_> {
+    fn convert(&mut self, expr: &sql::Expr) -> Result<Node, ExprError> {
+        use sql::DateTimeField::NoDateTime;
+        use sql::Expr as E;
+        let boxed = |node| Box::new(node);
+        Ok(match expr {
+            E::Identifier(ident) => match self.calls {
+                Some(_) => {
+                    return Err(ExprError::BareColumn {
+                        text: self.text.to_string(),
+                        column: ident.value.clone(),
+                    });
+                }
+                None => Node::Column(ident.value.clone()),
+            },
+            E::Value(value) => Node::Literal(self.literal(&value.value, expr)?),
+            E::Nested(inner)
+            | E::UnaryOp {
+                op: sql::UnaryOperator::Plus,
+                expr: inner,
+            } => self.convert(inner)?,
+            E::UnaryOp {
+                op: sql::UnaryOperator::Minus,
+                expr: inner,
+            } => Node::Negate(boxed(self.convert(inner)?)),
+            E::UnaryOp {
+                op: sql::UnaryOperator::Not,
+                expr: inner,
+            } => Node::Not(boxed(self.convert(inner)?)),
+            E::BinaryOp { left, op, right } => {
+                use sql::BinaryOperator as B;
+                let op = match op {
+                    B::Plus => BinaryOp::Add,
+                    B::Minus => BinaryOp::Sub,
+                    B::Multiply => BinaryOp::Mul,
+                    B::Divide => BinaryOp::Div,
+                    B::Modulo => BinaryOp::Rem,
+                    B::Eq => BinaryOp::Eq,
+                    B::NotEq => BinaryOp::NotEq,
+                    B::Lt => BinaryOp::Lt,
+                    B::LtEq => BinaryOp::LtEq,
+                    B::Gt => BinaryOp::Gt,
+                    B::GtEq => BinaryOp::GtEq,
+                    B::And => BinaryOp::And,
+                    B::Or => BinaryOp::Or,
+                    other => return Err(self.unsupported(&format!("operator '{other}'"), expr)),
+                };
+                Node::Binary(op, boxed(self.convert(left)?), boxed(self.convert(right)?))
+            }
+            E::IsNull(arg) => Node::IsNull {
+                arg: boxed(self.convert(arg)?),
+                negated: false,
+            },
+            E::IsNotNull(arg) => Node::IsNull {
+                arg: boxed(self.convert(arg)?),
+                negated: true,
+            },
+            E::Between {
+                expr: arg,
+                negated,
+                low,
+                high,
+            } => {
+                let arg = self.convert(arg)?;
+                let low = Node::Binary(
+                    BinaryOp::GtEq,
+                    boxed(arg.clone()),
+                    boxed(self.convert(low)?),
+                );
+                let high = Node::Binary(BinaryOp::LtEq, boxed(arg), boxed(self.convert(high)?));
+                negate_if(
+                    *negated,
+                    Node::Binary(BinaryOp::And, boxed(low), boxed(high)),
+                )
+            }
+            E::InList {
+                expr: arg,
+                list,
+                negated,
+            } => {
+                let arg = self.convert(arg)?;
+                let mut any = None;
+                for item in list {
+                    let equal =
+                        Node::Binary(BinaryOp::Eq, boxed(arg.clone()), boxed(self.convert(item)?));
+                    any = Some(match any {
+                        Some(any) => Node::Binary(BinaryOp::Or, boxed(any), boxed(equal)),
+                        None => equal,
+                    });
+                }
+                negate_if(
+                    *negated,
+                    any.ok_or_else(|| self.unsupported("empty IN list", expr))?,
+                )
+            }
+            E::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                let operand = operand
+                    .as_deref()
+                    .map(|operand| self.convert(operand))
+                    .transpose()?;
+                let mut branches = Vec::with_capacity(conditions.len());
+                for when in conditions {
+                    let condition = self.convert(&when.condition)?;
+                    let condition = match &operand {
+                        Some(operand) => {
+                            Node::Binary(BinaryOp::Eq, boxed(operand.clone()), boxed(condition))
+                        }
+                        None => condition,
+                    };
+                    branches.push((condition, self.convert(&when.result)?));
+                }
+                let otherwise = else_result
+                    .as_deref()
+                    .map(|e| self.convert(e))
+                    .transpose()?;
+                Node::Case {
+                    branches,
+                    otherwise: otherwise.map(boxed),
+                }
+            }
+            E::Function(function) => self.function(function, expr)?,
+            // sqlparser parses these two itself, for their `TO <field>` and scale forms.
+            E::Floor {
+                expr: arg,
+                field: sql::CeilFloorKind::DateTimeField(NoDateTime),
+            } => Node::Call(Function::Floor, vec![self.convert(arg)?]),
+            E::Ceil {
+                expr: arg,
+                field: sql::CeilFloorKind::DateTimeField(NoDateTime),
+            } => Node::Call(Function::Ceil, vec![self.convert(arg)?]),
+            E::Cast {
+                kind,
+                expr: arg,
+                data_type,
+                format: None,
+            } => {
+                use sql::DataType as T;
+                let to = match data_type {
+                    T::BigInt(_) | T::Int(_) | T::Integer(_) | T::Int64 => DataType::Int64,
+                    T::Double(_) | T::DoublePrecision | T::Float(_) | T::Real | T::Float64 => {
+                        DataType::Float64
+                    }
+                    T::Varchar(_) | T::Text | T::String(_) => DataType::Utf8,
+                    T::Boolean | T::Bool => DataType::Boolean,
+                    other => return Err(self.unsupported(&format!("cast to {other}"), expr)),
+                };
+                let strict = matches!(kind, sql::CastKind::Cast | sql::CastKind::DoubleColon);
+                Node::Cast {
+                    arg: boxed(self.convert(arg)?),
+                    to,
+                    strict,
+                }
+            }
+            other => return Err(self.unsupported(&construct_name(other), expr)),
+        })
+    }
+
+    fn literal(&self, value: &sql::Value, expr: &sql::Expr) -> Result<ArrayRef, ExprError> {
+        Ok(match value {
+            sql::Value::Number(digits, _) => match digits.parse::<i64>() {
+                Ok(integer) => Arc::new(Int64Array::from(vec![integer])),
+                Err(_) => match digits.parse::<f64>() {
+                    Ok(float) => Arc::new(Float64Array::from(vec![float])),
+                    Err(_) => return Err(self.unsupported("number", expr)),
+                },
+            },
+            sql::Value::SingleQuotedString(text) => {
+                Arc::new(StringArray::from(vec![text.as_str()]))
+            }
+            sql::Value::Boolean(flag) => Arc::new(BooleanArray::from(vec![*flag])),
+            sql::Value::Null => Arc::new(NullArray::new(1)),
+            _ => return Err(self.unsupported("literal", expr)),
+        })
+    }
+
+    fn function(&mut self, function: &sql::Function, expr: &sql::Expr) -> Result<Node, ExprError> {
+        if function.over.is_some() {
+            return Err(self.unsupported("window function", expr));
+        }
+        let plain = function.filter.is_none()
+            && function.within_group.is_empty()
+            && function.null_treatment.is_none()
+            && matches!(function.parameters, sql::FunctionArguments::None);
+        let (name, args) = match (function.name.0.as_slice(), &function.args) {
+            ([sql::ObjectNamePart::Identifier(name)], sql::FunctionArguments::List(list))
+                if plain && list.duplicate_treatment.is_none() && list.clauses.is_empty() =>
+            {
+                (name.value.to_lowercase(), &list.args)
+            }
+            _ => return Err(self.unsupported("function call", expr)),
+        };
+        // `None` is `*`, as in `count(*)`.
+        let mut arguments = Vec::with_capacity(args.len());
+        for arg in args {
+            arguments.push(match arg {
+                sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(arg)) => Some(arg),
+                sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Wildcard) => None,
+                _ => return Err(self.unsupported("function argument", expr)),
+            });
+        }
+        if let Some(aggregate) = AggregateFunction::from_name(&name) {
+            return self.aggregate(aggregate, &arguments, expr);
+        }
+        let Some(&(_, function)) = FUNCTIONS.iter().find(|(known, _)| *known == name) else {
+            return Err(ExprError::UnknownFunction {
+                text: self.text.to_string(),
+                suggestion: closest(&name, FUNCTIONS.map(|(known, _)| known)).map(str::to_string),
+                function: name,
+            });
+        };
+        let arity_ok = match function.variadic() {
+            true => !arguments.is_empty(),
+            false => arguments.len() == 1,
+        };
+        if !arity_ok {
+            return Err(ExprError::Arity {
+                text: self.text.to_string(),
+                function: name,
+                expected: if function.variadic() {
+                    "1 or more arguments"
+                } else {
+                    "1 argument"
+                },
+                got: arguments.len(),
+            });
+        }
+        let args = arguments
+            .into_iter()
+            .map(|arg| match arg {
+                Some(arg) => self.convert(arg),
+                None => Err(self.unsupported("'*' argument", expr)),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Node::Call(function, args))
+    }
+
+    fn aggregate(
+        &mut self,
+        function: AggregateFunction,
+        args: &[Option<&sql::Expr>],
+        expr: &sql::Expr,
+    ) -> Result<Node, ExprError> {
+        let text = self.text.to_string();
+        if self.calls.is_none() {
+            return Err(self.unsupported("aggregate function", expr));
+        }
+        let call = match (function, args) {
+            (AggregateFunction::Count, [] | [None]) => AggregateCall {
+                function: AggregateFunction::CountRows,
+                column: None,
+            },
+            (_, [Some(sql::Expr::Identifier(column))]) => AggregateCall {
+                function,
+                column: Some(column.value.clone()),
+            },
+            (_, [None]) => return Err(self.unsupported("'*' argument", expr)),
+            (_, [Some(sql::Expr::Function(inner))])
+                if inner.name.0.len() == 1
+                    && AggregateFunction::from_name(&inner.name.to_string().to_lowercase())
+                        .is_some() =>
+            {
+                return Err(ExprError::NestedAggregate {
+                    text,
+                    call: expr.to_string(),
+                });
+            }
+            (_, [Some(argument)]) => {
+                return Err(ExprError::AggregateArgument {
+                    text,
+                    call: expr.to_string(),
+                    argument: argument.to_string(),
+                });
+            }
+            _ => {
+                return Err(ExprError::Arity {
+                    text,
+                    function: function.name().to_string(),
+                    expected: "1 column argument",
+                    got: args.len(),
+                });
+            }
+        };
+        let name = call.name();
+        let calls = self.calls.as_mut().expect("only metrics collect calls");
+        if !calls.contains(&call) {
+            calls.push(call);
+        }
+        Ok(Node::Column(name))
+    }
+
+    fn unsupported(&self, construct: &str, expr: &sql::Expr) -> ExprError {
+        ExprError::Unsupported {
+            text: self.text.to_string(),
+            construct: construct.to_string(),
+            fragment: expr.to_string(),
+        }
+    }
+}
+
+fn negate_if(negated: bool, node: Node) -> Node {
+    if negated {
+        Node::Not(Box::new(node))
+    } else {
+        node
+    }
+}
+
+/// sqlparser's variant name in words, e.g. `InSubquery` -> `in subquery`.
+fn construct_name(expr: &sql::Expr) -> String {
+    let debug = format!("{expr:?}");
+    let variant = debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default();
+    let mut name = String::new();
+    for c in variant.chars() {
+        if c.is_uppercase() && !name.is_empty() {
+            name.push(' ');
+        }
+        name.extend(c.to_lowercase());
+    }
+    name
+}
+
+/// An aggregate function of a [`MetricExpr`] (SEMANTICS.md, "aggregate").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AggregateFunction {
+    /// `count()` or `count(*)`: the number of rows.
+    CountRows,
+    /// `count(x)`: the number of non-null values.
+    Count,
+    /// `sum(x)`: 0 when there are no non-null values.
+    Sum,
+    /// `mean(x)` or `avg(x)`: sum / count of non-null values, null when there are none.
+    Mean,
+    /// `min(x)`.
+    Min,
+    /// `max(x)`.
+    Max,
+}
+
+impl AggregateFunction {
+    /// The function's canonical lowercase name: `count`, `sum`, `mean`, `min`, `max`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AggregateFunction::CountRows | AggregateFunction::Count => "count",
+            AggregateFunction::Sum => "sum",
+            AggregateFunction::Mean => "mean",
+            AggregateFunction::Min => "min",
+            AggregateFunction::Max => "max",
+        }
+    }
+
+    /// `count` gives [`AggregateFunction::Count`]; whether it counts rows depends on its
+    /// argument.
+    fn from_name(lowercase: &str) -> Option<AggregateFunction> {
+        Some(match lowercase {
+            "count" => AggregateFunction::Count,
+            "sum" => AggregateFunction::Sum,
+            "mean" | "avg" => AggregateFunction::Mean,
+            "min" => AggregateFunction::Min,
+            "max" => AggregateFunction::Max,
+            _ => return None,
+        })
+    }
+}
+
+/// One aggregate call in a metric, e.g. `sum(qty)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AggregateCall {
+    /// What to compute.
+    pub function: AggregateFunction,
+    /// The column aggregated; `None` only for [`AggregateFunction::CountRows`].
+    pub column: Option<String>,
+}
+
+impl AggregateCall {
+    /// Canonical text, e.g. `sum(qty)`, `count()`, `mean("my col")`.
+    ///
+    /// ```
+    /// use vizflow_operators::expr::{AggregateCall, AggregateFunction};
+    ///
+    /// let call = AggregateCall { function: AggregateFunction::Mean, column: Some("return_60".into()) };
+    /// assert_eq!(call.name(), "mean(return_60)");
+    /// ```
+    pub fn name(&self) -> String {
+        format!(
+            "{}({})",
+            self.function.name(),
+            self.column.as_deref().map(quote).unwrap_or_default()
+        )
+    }
+}
+
+impl fmt::Display for AggregateCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// A column name as it must be written in an expression: bare if it is a plain identifier,
+/// else double-quoted.
+fn quote(column: &str) -> String {
+    let mut chars = column.chars();
+    let plain = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_');
+    if plain {
+        column.to_string()
+    } else {
+        format!("\"{}\"", column.replace('"', "\"\""))
+    }
+}
+
+/// An aggregate metric: arithmetic over aggregate calls, e.g. `sum(notional) / sum(matched_qty)`.
+///
+/// Aggregate names are case-insensitive (`count`, `sum`, `mean` or `avg`, `min`, `max`), and
+/// each aggregates a plain column. Around the calls any scalar expression is allowed
+/// (literals, `+ - * /`, parentheses, and the functions of [`Expr`]), with the same
+/// semantics; in particular a division by zero gives null.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{Array, ArrayRef, Float64Array, Int64Array};
+/// use vizflow_operators::expr::MetricExpr;
+///
+/// let vwap = MetricExpr::parse("sum(notional) / sum(matched_qty)").unwrap();
+/// let names: Vec<String> = vwap.calls().iter().map(|call| call.name()).collect();
+/// assert_eq!(names, ["sum(notional)", "sum(matched_qty)"]);
+///
+/// // One row per group, one array per call.
+/// let notional: ArrayRef = Arc::new(Float64Array::from(vec![1005.0, 0.0]));
+/// let matched_qty: ArrayRef = Arc::new(Int64Array::from(vec![100, 0]));
+/// let values = vwap.evaluate(&[notional, matched_qty]).unwrap();
+/// let expected = Float64Array::from(vec![Some(10.05), None]);
+/// assert_eq!(values.as_ref(), &expected as &dyn Array);
+/// ```
+#[derive(Clone, Debug)]
+pub struct MetricExpr {
+    calls: Vec<AggregateCall>,
+    /// The outer expression, reading each call as a column named [`AggregateCall::name`].
+    outer: Expr,
+}
+
+impl MetricExpr {
+    /// Parses a metric.
+    ///
+    /// ```
+    /// use vizflow_operators::expr::MetricExpr;
+    ///
+    /// let error = MetricExpr::parse("sum(qty * fillPrice)").unwrap_err();
+    /// assert!(error.to_string().contains("`derive: x = qty * fillPrice`"));
+    /// ```
+    pub fn parse(text: &str) -> Result<MetricExpr, ExprError> {
+        let mut converter = Converter {
+            text,
+            calls: Some(Vec::new()),
+        };
+        let node = converter.convert(&parse_sql(text)?)?;
+        let calls = converter.calls.unwrap_or_default();
+        if calls.is_empty() {
+            return Err(ExprError::NoAggregate {
+                text: text.to_string(),
+            });
+        }
+        Ok(MetricExpr {
+            calls,
+            outer: Expr {
+                text: text.to_string(),
+                node,
+            },
+        })
+    }
+
+    /// The distinct aggregate calls, in order of first appearance.
+    pub fn calls(&self) -> &[AggregateCall] {
+        &self.calls
+    }
+
+    /// Evaluates the outer arithmetic given one Float64/Int64 array per call (same order as
+    /// [`MetricExpr::calls`]), all of the same length (one row per group).
+    ///
+    /// A metric that is exactly one call returns that call's array unchanged.
+    pub fn evaluate(&self, call_values: &[ArrayRef]) -> Result<ArrayRef, ExprError> {
+        if call_values.len() != self.calls.len() {
+            return Err(ExprError::CallValues {
+                text: self.outer.text.clone(),
+                expected: self.calls.len(),
+                got: call_values.len(),
+            });
+        }
+        let columns = self
+            .calls
+            .iter()
+            .map(AggregateCall::name)
+            .zip(call_values.iter().cloned());
+        let batch = RecordBatch::try_from_iter(columns).map_err(|source| ExprError::Compute {
+            text: self.outer.text.clone(),
+            source,
+        })?;
+        self.outer.evaluate(&batch)
+    }
+
+    /// The source text, as given.
+    pub fn text(&self) -> &str {
+        &self.outer.text
+    }
+}

@@ -1,0 +1,31 @@
+//! The dataflow operators of VizFlow, one per file, each an extension trait on a
+//! timely stream of [`batch::Batch`]es:
+//!
+//! | operator | trait | what it computes |
+//! |---|---|---|
+//! | [`derive`] | [`derive::Derive`] | casts, SQL-expression columns, projection |
+//! | [`parse_time`] | [`parse_time::ParseTime`] | wall-clock timestamps to trading time (`elapsed_ms`) |
+//! | [`forward_return`] | [`forward_return::ForwardReturn`] | as-of forward returns per symbol, all horizons in one pass |
+//! | [`bin`] | [`bin::Bin`] | `{col}_bin` = round(x / width) |
+//! | [`aggregate`] | [`aggregate::Aggregate`] | grouped metrics into mergeable per-date partials (differential dataflow) |
+//!
+//! Supporting modules: [`time`] (the timestamp model: date + coarse trading time),
+//! [`batch`] (the columnar container and the by-symbol exchange), [`clock`] (market
+//! sessions), [`expr`] (SQL expressions on Arrow arrays), [`exact_sum`] (order-independent
+//! float sums) and [`report`] (per-date counters and errors).
+//!
+//! The exact semantics of every operator are in the project's `SEMANTICS.md`; each
+//! module's docs say which rule it implements.
+#![deny(missing_docs)]
+
+pub mod aggregate;
+pub mod batch;
+pub mod bin;
+pub mod clock;
+pub mod derive;
+pub mod exact_sum;
+pub mod expr;
+pub mod forward_return;
+pub mod parse_time;
+pub mod report;
+pub mod time;

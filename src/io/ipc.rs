@@ -1,0 +1,181 @@
+//! Arrow IPC framing: finding the record batches of an IPC file or stream and their row
+//! counts from message headers alone, without decoding bodies.
+//!
+//! Every offset and length read from the file is checked against the file size here, so
+//! that arrow's decoder, which slices buffers without bounds checks, never sees
+//! out-of-range values from a corrupt file.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::buffer::Buffer;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::convert::try_fb_to_schema;
+use arrow::ipc::reader::read_footer_length;
+use arrow::ipc::{Block, Message, MetadataVersion, root_as_footer, root_as_message};
+
+use super::IoError;
+
+const MAGIC: &[u8] = b"ARROW1";
+const CONTINUATION: [u8; 4] = [0xff; 4];
+
+/// Loads a whole IPC file into one buffer that record batches are decoded from without
+/// copying.
+///
+/// Memory-mapping would avoid reading unused columns at all, but wrapping an `Mmap` in a
+/// `Buffer` safely needs `bytes::Bytes::from_owner`, and `bytes` is not a direct dependency.
+pub(super) fn load(path: &Path) -> Result<Buffer, IoError> {
+    let bytes = std::fs::read(path).map_err(|source| IoError::Read {
+        path: path.into(),
+        source,
+    })?;
+    Ok(Buffer::from_vec(bytes))
+}
+
+/// What an IPC file's footer and block headers say.
+#[derive(Debug)]
+pub(super) struct IpcFileIndex {
+    pub schema: SchemaRef,
+    pub version: MetadataVersion,
+    pub dictionaries: Vec<Block>,
+    pub batches: Vec<Block>,
+    /// Row count of each record batch, in file order.
+    pub batch_rows: Vec<u64>,
+}
+
+/// Reads the footer of an IPC file and the header of each block.
+pub(super) fn index_file(data: &[u8]) -> Result<IpcFileIndex, String> {
+    if data.len() < 2 * MAGIC.len() + 4 || !data.starts_with(MAGIC) {
+        return Err("the file does not start with the ARROW1 magic bytes".into());
+    }
+    let trailer = data.len() - 10;
+    let footer_len = read_footer_length(data[trailer..].try_into().expect("10 bytes"))
+        .map_err(|e| e.to_string())?;
+    let footer = trailer
+        .checked_sub(footer_len)
+        .map(|start| &data[start..trailer])
+        .ok_or_else(|| format!("footer length {footer_len} exceeds the file size"))?;
+    let footer = root_as_footer(footer).map_err(|e| format!("bad footer: {e}"))?;
+    let schema = footer.schema().ok_or("the footer has no schema")?;
+    if !schema.endianness().equals_to_target_endianness() {
+        return Err("the file's endianness differs from this machine's".into());
+    }
+    let schema = Arc::new(try_fb_to_schema(schema).map_err(|e| e.to_string())?);
+    let dictionaries: Vec<Block> = footer.dictionaries().iter().flatten().copied().collect();
+    let batches: Vec<Block> = footer.recordBatches().iter().flatten().copied().collect();
+    for block in &dictionaries {
+        let message = block_message(data, block)?;
+        let body = message.header_as_dictionary_batch().and_then(|d| d.data());
+        check_buffers(
+            body.ok_or("a dictionary block holds no dictionary batch")?,
+            &message,
+        )?;
+    }
+    let batch_rows = batches
+        .iter()
+        .map(|block| {
+            let message = block_message(data, block)?;
+            let batch = message
+                .header_as_record_batch()
+                .ok_or("a block holds no record batch")?;
+            check_buffers(batch, &message)?;
+            u64::try_from(batch.length()).map_err(|_| "negative record batch length".to_string())
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(IpcFileIndex {
+        schema,
+        version: footer.version(),
+        dictionaries,
+        batches,
+        batch_rows,
+    })
+}
+
+/// The bytes of `block` (metadata and body), checked to lie within the file.
+pub(super) fn block_bytes(data: &Buffer, block: &Block) -> Result<Buffer, String> {
+    let range = block_range(data.len(), block)?;
+    Ok(data.slice_with_length(range.start, range.len()))
+}
+
+fn block_range(file_len: usize, block: &Block) -> Result<std::ops::Range<usize>, String> {
+    let start = usize::try_from(block.offset()).ok();
+    let meta = usize::try_from(block.metaDataLength())
+        .ok()
+        .filter(|&m| m >= 8);
+    let body = usize::try_from(block.bodyLength()).ok();
+    match (start, meta, body) {
+        (Some(start), Some(meta), Some(body)) => start
+            .checked_add(meta)
+            .and_then(|end| end.checked_add(body))
+            .filter(|&end| end <= file_len)
+            .map(|end| start..end),
+        _ => None,
+    }
+    .ok_or_else(|| format!("a block at offset {} lies outside the file", block.offset()))
+}
+
+fn block_message<'a>(data: &'a [u8], block: &Block) -> Result<Message<'a>, String> {
+    let start = block_range(data.len(), block)?.start;
+    let metadata = &data[start..start + block.metaDataLength() as usize];
+    let flatbuffer = match metadata[..4] == CONTINUATION {
+        true => &metadata[8..],
+        false => &metadata[4..],
+    };
+    root_as_message(flatbuffer).map_err(|e| format!("bad message header: {e}"))
+}
+
+/// Checks that every buffer of a record batch lies within its message body.
+fn check_buffers(batch: arrow::ipc::RecordBatch<'_>, message: &Message<'_>) -> Result<(), String> {
+    let body_len = message.bodyLength();
+    let inside = |b: &arrow::ipc::Buffer| {
+        let end = b.offset().checked_add(b.length());
+        b.offset() >= 0 && b.length() >= 0 && end.is_some_and(|end| end <= body_len)
+    };
+    match batch.buffers().iter().flatten().all(inside) {
+        true => Ok(()),
+        false => Err("a buffer lies outside its message body".into()),
+    }
+}
+
+/// Walks the messages of an IPC stream: its schema and total row count. A stream must end
+/// with the end-of-stream marker, so one cut at a message boundary is reported as truncated.
+pub(super) fn index_stream(data: &[u8]) -> Result<(SchemaRef, u64), String> {
+    let mut schema: Option<Schema> = None;
+    let mut rows = 0u64;
+    let mut position = 0usize;
+    let truncated = || "the stream ends before its end-of-stream marker".to_string();
+    loop {
+        let mut word = data.get(position..position + 4).ok_or_else(truncated)?;
+        position += 4;
+        if word == CONTINUATION {
+            word = data.get(position..position + 4).ok_or_else(truncated)?;
+            position += 4;
+        }
+        let meta_len = i32::from_le_bytes(word.try_into().expect("4 bytes"));
+        if meta_len == 0 {
+            let schema = schema.ok_or("the stream has no schema message")?;
+            return Ok((Arc::new(schema), rows));
+        }
+        let meta_len = usize::try_from(meta_len).map_err(|_| "negative message length")?;
+        let metadata = data
+            .get(position..position + meta_len)
+            .ok_or_else(truncated)?;
+        let message = root_as_message(metadata).map_err(|e| format!("bad message header: {e}"))?;
+        let body_len = usize::try_from(message.bodyLength()).map_err(|_| "negative body length")?;
+        position += meta_len;
+        position = position
+            .checked_add(body_len)
+            .filter(|&end| end <= data.len())
+            .ok_or_else(truncated)?;
+        if let Some(fb_schema) = message.header_as_schema() {
+            schema = Some(try_fb_to_schema(fb_schema).map_err(|e| e.to_string())?);
+        } else if schema.is_none() {
+            return Err("the stream does not start with a schema message".into());
+        } else if let Some(batch) = message.header_as_record_batch() {
+            check_buffers(batch, &message)?;
+            rows += u64::try_from(batch.length()).map_err(|_| "negative record batch length")?;
+        } else if let Some(dictionary) = message.header_as_dictionary_batch() {
+            check_buffers(dictionary.data().ok_or("empty dictionary batch")?, &message)?;
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! VizFlow: a streaming dataflow engine for per-date market-data analysis.
+//!
+//! Hand it one file per trading day (all symbols in one file; Arrow IPC/feather,
+//! Parquet or CSV) and a pipeline; each date's rows stream through the operators of
+//! the `vizflow-operators` crate on timely dataflow and differential dataflow, and
+//! come out as a per-date partial (Parquet) that merges exactly across dates.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | the pipeline: TOML format, validation, binding to a schema |
+//! | [`market`] | market presets (CN, KR, HK, hkex_northbound, JP, US, crypto) and custom markets |
+//! | [`calendar`] | trading days, date specs, previous/next trading day |
+//! | [`io`] | reading date files by parts with projection; atomic Parquet partials |
+//! | [`engine`] | the embedding API: push batches and time, receive per-date results |
+//! | [`run`] | batch replay over many dates with progress |
+//! | [`synthetic`] | deterministic synthetic market data |
+//! | [`demo`] | the `vizflow demo` walkthrough |
+//!
+//! ```no_run
+//! use vizflow::config::Pipeline;
+//! use vizflow::run::{run, RunOptions};
+//!
+//! let pipeline = Pipeline::from_file("examples/markout.toml".as_ref())?;
+//! let summary = run(&pipeline, &RunOptions { workers: 2, ..RunOptions::default() })?;
+//! println!("{} dates, {} rows", summary.dates.len(), summary.rows);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod calendar;
+pub mod config;
+pub mod demo;
+pub mod engine;
+#[path = "gen.rs"]
+pub mod synthetic;
+pub mod io;
+pub mod market;
+pub mod run;
+
+pub use vizflow_operators as operators;

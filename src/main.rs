@@ -1,0 +1,232 @@
+//! The `vizflow` command: a thin layer over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use vizflow::calendar;
+use vizflow::config::Pipeline;
+use vizflow::synthetic::{GenSpec, generate};
+use vizflow::io::{FileFormat, IpcCompression};
+use vizflow::run::{DateSelection, DateStatus, ProgressStyle, RunOptions, run};
+
+/// VizFlow: per-date market-data analysis on a streaming dataflow engine.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline over dates, writing one Parquet partial per date.
+    Run(RunArgs),
+    /// Generate deterministic synthetic market data (the alpha schema).
+    Gen(GenArgs),
+    /// Generate a few small dates, run examples/markout.toml on them, show the results.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The pipeline file (TOML), e.g. examples/markout.toml.
+    pipeline: PathBuf,
+    /// Directory of the input files (overrides [input] dir).
+    #[arg(long)]
+    input_dir: Option<PathBuf>,
+    /// Directory for the partials (overrides [output] dir).
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Dates to run: a range 20240102..20240131, a list 20240102,20240103, or one date.
+    /// Default: every date with an input file (or in [input] calendar).
+    #[arg(long, conflicts_with = "dates_file")]
+    dates: Option<String>,
+    /// A file with one date (YYYYMMDD) per line.
+    #[arg(long)]
+    dates_file: Option<PathBuf>,
+    /// Worker threads.
+    #[arg(long, short = 'w', default_value_t = 1)]
+    workers: usize,
+    /// Keep partials that exist and were made by the same pipeline; compute the rest.
+    #[arg(long)]
+    skip_existing: bool,
+    /// Progress display: auto (a bar on a terminal, log lines otherwise), log, quiet.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Log,
+    Quiet,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Feather,
+    FeatherLz4,
+    FeatherZstd,
+    Arrows,
+    Parquet,
+    Csv,
+}
+
+#[derive(clap::Args)]
+struct GenArgs {
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Dates: a range 20240102..20240105 (weekdays) or a list 20240102,20240103.
+    #[arg(long)]
+    dates: String,
+    /// Rows per date.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: usize,
+    /// Number of symbols.
+    #[arg(long, default_value_t = 500)]
+    symbols: usize,
+    /// Random seed: the same seed gives the same files.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// File format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Feather)]
+    format: FormatArg,
+    /// File name prefix (files are {prefix}{date}.{ext}).
+    #[arg(long, default_value = "alpha_")]
+    prefix: String,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Where to put the demo's data and results.
+    #[arg(long, default_value = "vizflow-demo")]
+    dir: PathBuf,
+    /// Worker threads.
+    #[arg(long, short = 'w', default_value_t = 2)]
+    workers: usize,
+}
+
+/// Weekdays of a `--dates` spec for `gen` (which has no calendar to resolve against).
+fn gen_dates(spec: &str) -> anyhow::Result<Vec<chrono::NaiveDate>> {
+    use chrono::Datelike;
+    if let Some((from, to)) = spec.split_once("..") {
+        let (from, to) = (calendar::parse_date(from)?, calendar::parse_date(to)?);
+        anyhow::ensure!(from <= to, "--dates {spec}: the range is empty ({from} is after {to})");
+        Ok(from
+            .iter_days()
+            .take_while(|d| *d <= to)
+            .filter(|d| d.weekday().num_days_from_monday() < 5)
+            .collect())
+    } else {
+        spec.split(',').map(|d| Ok(calendar::parse_date(d.trim())?)).collect()
+    }
+}
+
+fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = Pipeline::from_file(&args.pipeline)?;
+    anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
+    let options = RunOptions {
+        input_dir: args.input_dir,
+        output_dir: args.output_dir,
+        dates: match (args.dates, args.dates_file) {
+            (Some(spec), _) => DateSelection::Spec(spec),
+            (None, Some(file)) => DateSelection::File(file),
+            (None, None) => DateSelection::All,
+        },
+        workers: args.workers,
+        skip_existing: args.skip_existing,
+        progress: match args.progress {
+            ProgressArg::Auto => ProgressStyle::Auto,
+            ProgressArg::Log => ProgressStyle::Log,
+            ProgressArg::Quiet => ProgressStyle::Quiet,
+        },
+    };
+    let summary = run(&pipeline, &options)?;
+    let written = summary.dates.iter().filter(|d| matches!(d.status, DateStatus::Written { .. })).count();
+    let skipped = summary.dates.iter().filter(|d| d.status == DateStatus::Skipped).count();
+    let failed: Vec<_> = summary.failed().collect();
+    eprintln!(
+        "{} dates: {written} written, {skipped} skipped, {} failed; {} rows in {:.2} s ({:.2}M rows/s)",
+        summary.dates.len(),
+        failed.len(),
+        summary.rows,
+        summary.elapsed.as_secs_f64(),
+        summary.rows as f64 / summary.elapsed.as_secs_f64().max(1e-9) / 1e6
+    );
+    for outcome in &failed {
+        if let DateStatus::Failed(error) = &outcome.status {
+            eprintln!("  FAILED {error}");
+        }
+    }
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn gen_command(args: GenArgs) -> anyhow::Result<ExitCode> {
+    let (format, compression) = match args.format {
+        FormatArg::Feather => (FileFormat::IpcFile, None),
+        FormatArg::FeatherLz4 => (FileFormat::IpcFile, Some(IpcCompression::Lz4)),
+        FormatArg::FeatherZstd => (FileFormat::IpcFile, Some(IpcCompression::Zstd)),
+        FormatArg::Arrows => (FileFormat::IpcStream, None),
+        FormatArg::Parquet => (FileFormat::Parquet, None),
+        FormatArg::Csv => (FileFormat::Csv, None),
+    };
+    let spec = GenSpec { rows: args.rows, symbols: args.symbols, seed: args.seed, format, compression, prefix: args.prefix };
+    let dates = gen_dates(&args.dates)?;
+    let paths = generate(&spec, &args.out, &dates)?;
+    for path in &paths {
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let dates = gen_dates("20240102..20240104")?;
+    println!("Generating {} dates of 300,000 rows (300 symbols) in {} ...", dates.len(), args.dir.join("data").display());
+    let output = vizflow::demo::demo(&args.dir, &dates, 300_000, args.workers).context("the demo failed")?;
+    let summary = &output.summary;
+    println!(
+        "Ran examples/markout.toml on {} dates with {} workers: {} rows in {:.2} s ({:.2}M rows/s).\n",
+        summary.dates.len(),
+        args.workers,
+        summary.rows,
+        summary.elapsed.as_secs_f64(),
+        summary.rows as f64 / summary.elapsed.as_secs_f64().max(1e-9) / 1e6
+    );
+    println!("Mean forward returns of mid after each fill, by alpha1 at the fill (all dates merged):\n");
+    println!("{}", output.table);
+    println!("Partials (one Parquet file per date, with a quality report beside each):");
+    for outcome in &summary.dates {
+        if let DateStatus::Written { path, groups } = &outcome.status {
+            println!("  {}  ({groups} groups)", path.display());
+        }
+    }
+    println!("\nNext: edit examples/markout.toml, or run it yourself:");
+    println!("  cargo run --release -- run examples/markout.toml --input-dir {} --output-dir out/markout", output.input_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    // A panicking worker thread can leave its peers waiting forever; stop the whole
+    // process instead, after printing the panic.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run_command(args),
+        Command::Gen(args) => gen_command(args),
+        Command::Demo(args) => demo_command(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
