@@ -10,15 +10,19 @@
 //! assert_eq!(calendar.next(days[1]), Some(days[2]));
 //! ```
 
-use std::fmt::Display;
+use std::error::Error;
 use std::fs::File;
+use std::io::Seek;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
+use arrow::error::ArrowError;
+use arrow::ipc::reader::FileReader;
 use chrono::NaiveDate;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// Why a calendar, date or date spec could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -158,94 +162,22 @@ impl TradingCalendar {
     /// named `date`, or a single column, holding YYYYMMDD integers or strings, YYYY-MM-DD
     /// strings or Arrow Date32/Date64 values.
     pub fn from_file(path: &Path) -> Result<Self, CalendarError> {
-        let read_error = |error: &dyn Display| CalendarError::Read {
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        };
-        let open = || File::open(path).map_err(|e| read_error(&e));
         let extension = path
             .extension()
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase);
-        let batches: Vec<RecordBatch> = match extension.as_deref() {
-            Some("csv") => {
-                let format = arrow::csv::reader::Format::default().with_header(true);
-                let (schema, _) = format
-                    .infer_schema(open()?, None)
-                    .map_err(|e| read_error(&e))?;
-                let reader = arrow::csv::ReaderBuilder::new(Arc::new(schema)).with_header(true);
-                let reader = reader.build(open()?).map_err(|e| read_error(&e))?;
-                reader
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| read_error(&e))?
-            }
-            Some("parquet") => {
-                use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-                let builder = ParquetRecordBatchReaderBuilder::try_new(open()?);
-                let reader = builder
-                    .and_then(|b| b.build())
-                    .map_err(|e| read_error(&e))?;
-                reader
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| read_error(&e))?
-            }
-            Some("feather" | "arrow" | "ipc") => {
-                let reader = arrow::ipc::reader::FileReader::try_new(open()?, None);
-                let reader = reader.map_err(|e| read_error(&e))?;
-                reader
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| read_error(&e))?
-            }
-            _ => {
-                return Err(CalendarError::UnsupportedFile {
-                    path: path.to_path_buf(),
-                });
-            }
+        let Some(extension) = extension
+            .filter(|e| ["csv", "parquet", "feather", "arrow", "ipc"].contains(&e.as_str()))
+        else {
+            return Err(CalendarError::UnsupportedFile { path: path.into() });
         };
+        let batches = read_batches(path, &extension).map_err(|error| CalendarError::Read {
+            path: path.into(),
+            message: error.to_string(),
+        })?;
         let mut dates = Vec::new();
         for batch in &batches {
-            let schema = batch.schema();
-            let index = match schema.index_of("date") {
-                Ok(index) => index,
-                Err(_) if schema.fields().len() == 1 => 0,
-                Err(_) => {
-                    let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                    let columns = names.join(", ");
-                    return Err(CalendarError::NoDateColumn {
-                        path: path.into(),
-                        columns,
-                    });
-                }
-            };
-            let column = batch.column(index);
-            let column = match column.data_type() {
-                // Date64 prints with a time of day; as Date32 it prints YYYY-MM-DD.
-                DataType::Date64 => cast(column, &DataType::Date32).map_err(|e| read_error(&e))?,
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Date32 => {
-                    column.clone()
-                }
-                integer if integer.is_integer() => column.clone(),
-                other => {
-                    let data_type = other.clone();
-                    return Err(CalendarError::UnsupportedColumnType {
-                        path: path.into(),
-                        data_type,
-                    });
-                }
-            };
-            // Integers print as YYYYMMDD and dates as YYYY-MM-DD: one parser for all.
-            let texts = cast(&column, &DataType::Utf8).map_err(|e| read_error(&e))?;
-            for text in texts.as_string::<i32>() {
-                let row = dates.len();
-                let date = text
-                    .ok_or("null")
-                    .and_then(|text| parse_date(text).map_err(|_| text));
-                dates.push(date.map_err(|value| CalendarError::InvalidDateInFile {
-                    path: path.into(),
-                    row,
-                    value: value.into(),
-                })?);
-            }
+            push_dates(path, batch, &mut dates)?;
         }
         Ok(Self::new(dates))
     }
@@ -312,6 +244,79 @@ impl TradingCalendar {
         let end = self.dates.partition_point(|&d| d <= to).max(start);
         &self.dates[start..end]
     }
+}
+
+fn read_batches(path: &Path, extension: &str) -> Result<Vec<RecordBatch>, Box<dyn Error>> {
+    let mut file = File::open(path)?;
+    Ok(match extension {
+        "csv" => {
+            let format = arrow::csv::reader::Format::default().with_header(true);
+            let (schema, _) = format.infer_schema(&mut file, None)?;
+            file.rewind()?;
+            let reader = arrow::csv::ReaderBuilder::new(Arc::new(schema)).with_header(true);
+            reader.build(file)?.collect::<Result<_, _>>()?
+        }
+        "parquet" => {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+            reader.collect::<Result<_, _>>()?
+        }
+        _ => FileReader::try_new(file, None)?.collect::<Result<_, _>>()?,
+    })
+}
+
+/// Appends the dates of a calendar file's batch; rows are numbered from `dates.len()`.
+fn push_dates(
+    path: &Path,
+    batch: &RecordBatch,
+    dates: &mut Vec<NaiveDate>,
+) -> Result<(), CalendarError> {
+    let schema = batch.schema();
+    let index = match schema.index_of("date") {
+        Ok(index) => index,
+        Err(_) if schema.fields().len() == 1 => 0,
+        Err(_) => {
+            let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let columns = names.join(", ");
+            return Err(CalendarError::NoDateColumn {
+                path: path.into(),
+                columns,
+            });
+        }
+    };
+    let column = batch.column(index);
+    let read_error = |error: ArrowError| CalendarError::Read {
+        path: path.into(),
+        message: error.to_string(),
+    };
+    let column = match column.data_type() {
+        // Date64 prints with a time of day; as Date32 it prints YYYY-MM-DD.
+        DataType::Date64 => cast(column, &DataType::Date32).map_err(read_error)?,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Date32 => {
+            column.clone()
+        }
+        integer if integer.is_integer() => column.clone(),
+        other => {
+            let data_type = other.clone();
+            return Err(CalendarError::UnsupportedColumnType {
+                path: path.into(),
+                data_type,
+            });
+        }
+    };
+    // Integers print as YYYYMMDD and dates as YYYY-MM-DD: one parser for all.
+    let texts = cast(&column, &DataType::Utf8).map_err(read_error)?;
+    for text in texts.as_string::<i32>() {
+        let row = dates.len();
+        let date = text
+            .ok_or("null")
+            .and_then(|text| parse_date(text).map_err(|_| text));
+        dates.push(date.map_err(|value| CalendarError::InvalidDateInFile {
+            path: path.into(),
+            row,
+            value: value.into(),
+        })?);
+    }
+    Ok(())
 }
 
 /// Parses `YYYYMMDD` or `YYYY-MM-DD`, ignoring surrounding blanks.

@@ -8,8 +8,35 @@
 //! Wherever the configuration names a column, it may use an actual column name or a
 //! semantic name from `[columns]` (`timestamp = "ticktime"` lets `timestamp` stand for
 //! `ticktime`). Expressions use actual column names.
+//!
+//! Errors name the section and key (`[derive] mid: ...`), the column and what is
+//! available, and say what to do; `tests/config_errors.rs` holds every message.
+//!
+//! ```
+//! use arrow::datatypes::{DataType, Field, Schema};
+//! use vizflow::config::Pipeline;
+//!
+//! let pipeline = Pipeline::from_toml(r#"
+//!     input = { dir = "data", pattern = "alpha_{date}.feather" }
+//!     output = { dir = "out" }
+//!     columns = { symbol = "ukey", timestamp = "ticktime" }
+//!     time = { market = "CN" }
+//!     aggregate = { group_by = ["orderSide"], metrics = { volume = "sum(qty)" } }
+//! "#)?;
+//! let field = |name, data_type| Field::new(name, data_type, true);
+//! let schema = Schema::new(vec![
+//!     field("ticktime", DataType::Int64),
+//!     field("ukey", DataType::Int64),
+//!     field("orderSide", DataType::Utf8),
+//!     field("qty", DataType::Float64),
+//!     field("fillPrice", DataType::Float64),
+//! ]);
+//! assert_eq!(pipeline.bind(&schema)?.read, ["ukey", "ticktime", "orderSide", "qty"]);
+//! # Ok::<(), vizflow::config::ConfigError>(())
+//! ```
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -19,7 +46,9 @@ use vizflow_operators::bin::BinSpec;
 use vizflow_operators::derive::{CastFailure, DeriveSpec, IntegerCast};
 use vizflow_operators::expr::{Expr, MetricExpr, closest};
 use vizflow_operators::forward_return::{ELAPSED_MS, ForwardReturnSpec, ROW_ID};
-use vizflow_operators::parse_time::{ELAPSED_SECONDS, OutOfSession, ParseTimeSpec, TimestampFormat};
+use vizflow_operators::parse_time::{
+    ELAPSED_SECONDS, OutOfSession, ParseTimeSpec, TimestampFormat, elapsed_ms,
+};
 
 use crate::market::{Market, MarketConfig};
 
@@ -27,14 +56,15 @@ use crate::market::{Market, MarketConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read pipeline file {path}: {source}")]
+    #[error("cannot read pipeline file {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (part of the message, so not a `source` to print twice).
+        error: std::io::Error,
     },
-    /// The TOML does not parse or has unknown or missing keys (the message has the line).
+    /// The TOML does not parse or has an unknown, missing or mistyped key (the message has
+    /// the line and column, and lists the expected keys or values).
     #[error("invalid pipeline{}: {message}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
     Toml {
         /// The file, when read from one.
@@ -42,13 +72,56 @@ pub enum ConfigError {
         /// The TOML parser's message, with line, column and the offending text.
         message: String,
     },
-    /// A value is wrong: the key, the value and what is expected.
+    /// A value is wrong: the section and key, the value and what is expected. From
+    /// [`Pipeline::bind`], also the column and the columns available.
     #[error("invalid pipeline: {0}")]
     Invalid(String),
+    /// A value in a pipeline file is wrong (as [`ConfigError::Invalid`], with the file).
+    #[error("invalid pipeline {}: {message}", path.display())]
+    InvalidFile {
+        /// The file.
+        path: PathBuf,
+        /// As for [`ConfigError::Invalid`].
+        message: String,
+    },
 }
 
 fn invalid(message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(message.into())
+}
+
+/// `did you mean 'x'? available columns: a, b, c`
+fn column_hint<'a>(name: &str, available: impl Iterator<Item = &'a str> + Clone) -> String {
+    let hint = closest(name, available.clone())
+        .map(|c| format!("did you mean '{c}'? "))
+        .unwrap_or_default();
+    format!(
+        "{hint}available columns: {}",
+        available.collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// `{what} '{name}'; did you mean ...? available columns: ...`, `what` naming the section
+/// and role, e.g. `[columns] unknown symbol column`.
+fn unknown_column(what: &str, name: &str, fields: &[Field]) -> ConfigError {
+    let hint = column_hint(name, fields.iter().map(|f| f.name().as_str()));
+    invalid(format!("{what} '{name}'; {hint}"))
+}
+
+/// The field `name` among `fields`, or an [`unknown_column`] error.
+fn field<'a>(fields: &'a [Field], name: &str, what: &str) -> Result<&'a Field, ConfigError> {
+    fields
+        .iter()
+        .find(|f| f.name() == name)
+        .ok_or_else(|| unknown_column(what, name, fields))
+}
+
+/// Adds `field`, or replaces the field of the same name in place.
+fn set(fields: &mut Vec<Field>, field: Field) {
+    match fields.iter().position(|f| f.name() == field.name()) {
+        Some(i) => fields[i] = field,
+        None => fields.push(field),
+    }
 }
 
 /// `[input]`: where the per-date files are.
@@ -65,13 +138,27 @@ pub struct InputConfig {
     /// days are the dates of the files matching `pattern` in `dir`.
     #[serde(default)]
     pub calendar: Option<PathBuf>,
-    /// Rows per batch inside the engine.
-    #[serde(default = "default_batch_rows")]
+    /// Rows per batch inside the engine, at least 1.
+    #[serde(default = "default_batch_rows", deserialize_with = "batch_rows")]
     pub batch_rows: usize,
 }
 
 fn default_batch_rows() -> usize {
     65_536
+}
+
+/// Any integer, so that 0 and -1 get a message saying what is allowed (not "expected usize").
+fn batch_rows<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    let rows = i64::deserialize(deserializer)?;
+    usize::try_from(rows)
+        .ok()
+        .filter(|rows| *rows >= 1)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "batch_rows must be at least 1, got {rows} (the default is {})",
+                default_batch_rows()
+            ))
+        })
 }
 
 /// `[output]`: where partials go.
@@ -123,13 +210,44 @@ pub struct TimeConfig {
 }
 
 /// A market: a preset's name or a custom definition.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(untagged)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum MarketChoice {
     /// A preset.
     Preset(String),
     /// A custom market (or a preset with other sessions).
     Custom(MarketConfig),
+}
+
+/// A string is a preset, a table a custom market; anything else is an error that says so
+/// (serde's untagged enums only say "data did not match any variant").
+impl<'de> Deserialize<'de> for MarketChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Choice;
+        impl<'de> serde::de::Visitor<'de> for Choice {
+            type Value = MarketChoice;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(
+                    f,
+                    "a preset name ({}) or a table {{ time_zone = \"...\", sessions = [[\"09:30\", \"11:30\"], ...] }}",
+                    Market::preset_names().join(", ")
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<MarketChoice, E> {
+                Ok(MarketChoice::Preset(name.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<MarketChoice, A::Error> {
+                let table = serde::de::value::MapAccessDeserializer::new(map);
+                MarketConfig::deserialize(table).map(MarketChoice::Custom)
+            }
+        }
+        deserializer.deserialize_any(Choice)
+    }
 }
 
 impl MarketChoice {
@@ -162,24 +280,37 @@ pub struct AggregateConfig {
     pub metrics: toml::Table,
 }
 
-/// The pipeline file, as written.
+/// The pipeline file, as written. Required sections are options here so that a missing
+/// one gets a message saying what to add, not serde's "missing field" at line 1.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 struct PipelineFile {
-    input: InputConfig,
-    output: OutputConfig,
+    #[serde(default)]
+    input: Option<InputConfig>,
+    #[serde(default)]
+    output: Option<OutputConfig>,
     #[serde(default)]
     columns: toml::Table,
     #[serde(default)]
     cast: Vec<CastConfig>,
     #[serde(default)]
     derive: toml::Table,
-    time: TimeConfig,
+    #[serde(default)]
+    time: Option<TimeConfig>,
     #[serde(default)]
     forward_return: Option<ForwardReturnConfig>,
     #[serde(default)]
     bin: toml::Table,
-    aggregate: AggregateConfig,
+    #[serde(default)]
+    aggregate: Option<AggregateConfig>,
+}
+
+fn required_section<T>(section: Option<T>, name: &str, example: &str) -> Result<T, ConfigError> {
+    section.ok_or_else(|| {
+        invalid(format!(
+            "missing section [{name}]; add it with its required keys, e.g. {example}"
+        ))
+    })
 }
 
 /// A validated pipeline: every stage's settings, with expressions parsed and the
@@ -215,63 +346,107 @@ pub struct Pipeline {
     pub source: String,
 }
 
+/// A value that must be a string (a column name or an expression); a scalar written
+/// without quotes gets the quoted form as the fix.
 fn string_value(table: &str, key: &str, value: &toml::Value) -> Result<String, ConfigError> {
-    value
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| invalid(format!("[{table}] {key}: expected a string, got {value}")))
+    value.as_str().map(str::to_owned).ok_or_else(|| {
+        let fix = match value {
+            toml::Value::Array(_) | toml::Value::Table(_) => String::new(),
+            scalar => format!("; write it in quotes: {key} = \"{scalar}\""),
+        };
+        invalid(format!(
+            "[{table}] {key}: expected a string, got {} {value}{fix}",
+            value.type_str()
+        ))
+    })
 }
 
 impl Pipeline {
-    /// Reads and validates a pipeline file.
+    /// Reads and validates a pipeline file; every error names the file.
     pub fn from_file(path: &Path) -> Result<Pipeline, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
         Self::from_toml(&text).map_err(|e| match e {
-            ConfigError::Toml { message, .. } => ConfigError::Toml { path: Some(path.to_owned()), message },
+            ConfigError::Toml { message, .. } => ConfigError::Toml {
+                path: Some(path.to_owned()),
+                message,
+            },
+            ConfigError::Invalid(message) => ConfigError::InvalidFile {
+                path: path.to_owned(),
+                message,
+            },
             other => other,
         })
     }
 
     /// Parses and validates a pipeline from TOML text.
     pub fn from_toml(text: &str) -> Result<Pipeline, ConfigError> {
-        let file: PipelineFile =
-            toml::from_str(text).map_err(|e| ConfigError::Toml { path: None, message: e.to_string().trim_end().to_owned() })?;
+        let file: PipelineFile = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: None,
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let input = required_section(
+            file.input,
+            "input",
+            "dir = \"data\" and pattern = \"alpha_{date}.feather\"",
+        )?;
+        let output = required_section(file.output, "output", "dir = \"out\"")?;
+        let time = required_section(file.time, "time", "market = \"CN\"")?;
+        let aggregate = required_section(
+            file.aggregate,
+            "aggregate",
+            "group_by = [\"orderSide\"] and [aggregate.metrics] count = \"count()\"",
+        )?;
         let mut semantic = Vec::new();
         for (key, value) in &file.columns {
             semantic.push((key.clone(), string_value("columns", key, value)?));
         }
         let resolve = |name: &str| {
-            semantic.iter().find(|(k, _)| k == name).map_or_else(|| name.to_owned(), |(_, v)| v.clone())
+            semantic
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or_else(|| name.to_owned(), |(_, v)| v.clone())
         };
-        let required = |key: &str| {
+        let required = |key: &str, example: &str, alternative: &str| {
             semantic.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).ok_or_else(|| {
-                invalid(format!("[columns] must name the '{key}' column, e.g. {key} = \"{}\"", if key == "symbol" { "ukey" } else { "ticktime" }))
+                invalid(format!("[columns] must name the {key} column, e.g. {key} = \"{example}\"{alternative}"))
             })
         };
-        let symbol = required("symbol")?;
-        let timestamp = match &file.time.column {
+        let symbol = required("symbol", "ukey", "")?;
+        let timestamp = match &time.column {
             Some(column) => resolve(column),
-            None => required("timestamp")?,
+            None => required("timestamp", "ticktime", " (or set column in [time])")?,
         };
-        if !file.input.pattern.contains("{date}") {
+        if !input.pattern.contains("{date}") {
             return Err(invalid(format!(
-                "[input] pattern '{}' must contain {{date}}, e.g. \"alpha_{{date}}.feather\"",
-                file.input.pattern
+                "[input] pattern: '{}' has no {{date}}; put {{date}} where the file name has \
+                 the date (YYYYMMDD), e.g. pattern = \"alpha_{{date}}.feather\"",
+                input.pattern
             )));
-        }
-        if file.input.batch_rows == 0 {
-            return Err(invalid("[input] batch_rows must be positive"));
         }
         let mut casts = Vec::new();
         for cast in &file.cast {
+            let column = &cast.column;
             if !cast.to.eq_ignore_ascii_case("int64") {
-                return Err(invalid(format!("[[cast]] column '{}': unsupported type '{}'; supported: int64", cast.column, cast.to)));
+                return Err(invalid(format!(
+                    "[[cast]] column '{column}': unsupported to = \"{}\"; the only supported type is \"int64\"",
+                    cast.to
+                )));
             }
             if !(cast.tolerance >= 0.0 && cast.tolerance < 0.5) {
-                return Err(invalid(format!("[[cast]] column '{}': tolerance {} must be in [0, 0.5)", cast.column, cast.tolerance)));
+                return Err(invalid(format!(
+                    "[[cast]] column '{column}': tolerance {} must be at least 0 and below 0.5 \
+                     (the default is 1e-6)",
+                    cast.tolerance
+                )));
             }
-            casts.push(IntegerCast { column: resolve(&cast.column), tolerance: cast.tolerance, on_error: cast.on_error });
+            casts.push(IntegerCast {
+                column: resolve(column),
+                tolerance: cast.tolerance,
+                on_error: cast.on_error,
+            });
         }
         let mut derive = Vec::new();
         for (name, value) in &file.derive {
@@ -281,11 +456,22 @@ impl Pipeline {
         }
         let forward_return = match &file.forward_return {
             Some(config) => {
-                if config.horizons.is_empty() || config.horizons.iter().any(|h| *h <= 0) {
-                    return Err(invalid(format!(
-                        "[forward_return] horizons must be positive seconds, e.g. [60, 300], got {:?}",
-                        config.horizons
-                    )));
+                let wrong = |problem: String| {
+                    invalid(format!(
+                        "[forward_return] horizons: {problem}; horizons are seconds of trading time, \
+                         e.g. horizons = [60, 300]"
+                    ))
+                };
+                if config.horizons.is_empty() {
+                    return Err(wrong("the list is empty".into()));
+                }
+                for (i, h) in config.horizons.iter().enumerate() {
+                    if *h <= 0 {
+                        return Err(wrong(format!("{h} is not positive")));
+                    }
+                    if config.horizons[..i].contains(h) {
+                        return Err(wrong(format!("{h} is listed twice")));
+                    }
                 }
                 Some((resolve(&config.price), config.horizons.clone()))
             }
@@ -293,30 +479,48 @@ impl Pipeline {
         };
         let mut bins = Vec::new();
         for (column, value) in &file.bin {
-            let width = value.as_float().or_else(|| value.as_integer().map(|i| i as f64)).filter(|w| w.is_finite() && *w > 0.0);
-            let width = width.ok_or_else(|| invalid(format!("[bin] {column}: the width must be a positive number, got {value}")))?;
-            bins.push(BinSpec { column: resolve(column), width });
+            let width = value
+                .as_float()
+                .or_else(|| value.as_integer().map(|i| i as f64));
+            let width = width.filter(|w| w.is_finite() && *w > 0.0).ok_or_else(|| {
+                invalid(format!(
+                    "[bin] {column}: the width must be a positive number, got {value}; \
+                     e.g. {column} = 1e-4"
+                ))
+            })?;
+            bins.push(BinSpec {
+                column: resolve(column),
+                width,
+            });
         }
-        if file.aggregate.metrics.is_empty() {
-            return Err(invalid("[aggregate] metrics: define at least one metric, e.g. count = \"count()\""));
+        if aggregate.metrics.is_empty() {
+            return Err(invalid(
+                "[aggregate.metrics] is empty; define at least one metric, e.g. count = \"count()\"",
+            ));
         }
+        let group_by: Vec<String> = aggregate.group_by.iter().map(|c| resolve(c)).collect();
         let mut metrics = Vec::new();
-        for (name, value) in &file.aggregate.metrics {
+        for (name, value) in &aggregate.metrics {
             let text = string_value("aggregate.metrics", name, value)?;
-            let metric = MetricExpr::parse(&text).map_err(|e| invalid(format!("[aggregate.metrics] {name}: {e}")))?;
+            let metric = MetricExpr::parse(&text)
+                .map_err(|e| invalid(format!("[aggregate.metrics] {name}: {e}")))?;
+            if group_by.contains(name) {
+                return Err(invalid(format!(
+                    "[aggregate.metrics] {name}: the name is also a group_by column; rename the metric"
+                )));
+            }
             metrics.push((name.clone(), metric));
         }
-        let group_by = file.aggregate.group_by.iter().map(|c| resolve(c)).collect();
         Ok(Pipeline {
-            input: file.input,
-            output: file.output,
+            input,
+            output,
             symbol,
             timestamp,
             casts,
             derive,
-            market: file.time.market.build()?,
-            time_format: file.time.format,
-            out_of_session: file.time.out_of_session,
+            market: time.market.build()?,
+            time_format: time.format,
+            out_of_session: time.out_of_session,
             forward_return,
             bins,
             aggregate: AggregateSpec { group_by, metrics },
@@ -334,24 +538,30 @@ impl Pipeline {
     /// Binds the pipeline to the schema of an input file: checks every column and
     /// expression, and plans which columns to read and keep.
     pub fn bind(&self, input: &Schema) -> Result<BoundPipeline, ConfigError> {
+        let plan = self.check(input)?;
         let produced: BTreeSet<String> = self
             .derive
             .iter()
             .map(|(name, _)| name.clone())
-            .chain([ELAPSED_MS.to_owned(), ELAPSED_SECONDS.to_owned(), ROW_ID.to_owned()])
-            .chain(self.forward_return.iter().flat_map(|(_, hs)| hs.iter().map(|h| ForwardReturnSpec::output(*h))))
+            .chain([
+                ELAPSED_MS.to_owned(),
+                ELAPSED_SECONDS.to_owned(),
+                ROW_ID.to_owned(),
+            ])
+            .chain(
+                self.forward_return
+                    .iter()
+                    .flat_map(|(_, hs)| hs.iter().map(|h| ForwardReturnSpec::output(*h))),
+            )
             .chain(self.bins.iter().map(BinSpec::output))
             .collect();
-        let available = |schema: &Schema| schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
-        let missing = |name: &str, role: &str, schema: &Schema| {
-            let hint = closest(name, schema.fields().iter().map(|f| f.name().as_str()))
-                .map(|c| format!(" did you mean '{c}'?"))
-                .unwrap_or_default();
-            invalid(format!("{role} column '{name}' is not in the input.{hint} available columns: {}", available(schema)))
-        };
 
         // The columns needed after the derive stage, then the input columns to read.
-        let mut downstream: Vec<String> = vec![self.symbol.clone(), self.timestamp.clone(), ROW_ID.to_owned()];
+        let mut downstream: Vec<String> = vec![
+            self.symbol.clone(),
+            self.timestamp.clone(),
+            ROW_ID.to_owned(),
+        ];
         let need = |c: &str, list: &mut Vec<String>| {
             if !list.iter().any(|x| x == c) {
                 list.push(c.to_owned());
@@ -373,8 +583,9 @@ impl Pipeline {
                 }
             }
         }
-        downstream.retain(|c| !produced.contains(c) || self.derive.iter().any(|(n, _)| n == c) || c == ROW_ID);
-        let mut read: Vec<String> = Vec::new();
+        downstream.retain(|c| {
+            !produced.contains(c) || self.derive.iter().any(|(n, _)| n == c) || c == ROW_ID
+        });
         let mut wanted: Vec<String> = downstream.clone();
         for (name, expr) in self.derive.iter().rev() {
             if wanted.contains(name) {
@@ -383,80 +594,52 @@ impl Pipeline {
                 }
             }
         }
-        for cast in &self.casts {
-            if wanted.contains(&cast.column) {
-                need(&cast.column, &mut read);
-            }
+        // Casts and derived columns nothing needs are neither read nor computed.
+        let casts: Vec<IntegerCast> = self
+            .casts
+            .iter()
+            .filter(|c| wanted.contains(&c.column))
+            .cloned()
+            .collect();
+        let derive: Vec<(String, Expr)> = self
+            .derive
+            .iter()
+            .filter(|(n, _)| wanted.contains(n))
+            .cloned()
+            .collect();
+        let mut read: Vec<String> = Vec::new();
+        for cast in &casts {
+            need(&cast.column, &mut read);
         }
         for c in &wanted {
             if !produced.contains(c) {
                 need(c, &mut read);
             }
         }
+        // `check` found every one of them; this guards the planning above.
+        let input_fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         for c in &read {
-            if input.field_with_name(c).is_err() {
-                let role = if *c == self.symbol {
-                    "symbol"
-                } else if *c == self.timestamp {
-                    "timestamp"
-                } else {
-                    "the pipeline's"
-                };
-                return Err(missing(c, role, input));
-            }
+            field(&input_fields, c, "unknown column")?;
         }
+        // The columns after the derive stage, in their order there.
+        let mut keep = read.clone();
+        for name in [ROW_ID.to_owned()]
+            .into_iter()
+            .chain(derive.iter().map(|(n, _)| n.clone()))
+        {
+            need(&name, &mut keep);
+        }
+        keep.retain(|c| downstream.contains(c));
 
-        // Walk the stages over the schema, checking types as we go.
-        let mut fields: Vec<Field> = read.iter().map(|c| input.field_with_name(c).expect("checked above").clone()).collect();
-        fields.push(Field::new(ROW_ID, DataType::UInt64, false));
-        let set = |fields: &mut Vec<Field>, field: Field| match fields.iter().position(|f| f.name() == field.name()) {
-            Some(i) => fields[i] = field,
-            None => fields.push(field),
-        };
-        for cast in &self.casts {
-            if wanted.contains(&cast.column) {
-                set(&mut fields, Field::new(&cast.column, DataType::Int64, true));
-            }
-        }
-        for (name, expr) in &self.derive {
-            let data_type = expr
-                .check(&Schema::new(fields.clone()))
-                .map_err(|e| invalid(format!("[derive] {name}: {e}")))?;
-            set(&mut fields, Field::new(name, data_type, true));
-        }
-        fields.retain(|f| downstream.contains(f.name()));
-        let keep: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
-        set(&mut fields, Field::new(ELAPSED_MS, DataType::Int64, false));
-        set(&mut fields, Field::new(ELAPSED_SECONDS, DataType::Int64, false));
-        if let Some((price, horizons)) = &self.forward_return {
-            let schema = Schema::new(fields.clone());
-            let field = schema.field_with_name(price).map_err(|_| missing(price, "[forward_return] price", &schema))?;
-            if !field.data_type().is_numeric() {
-                return Err(invalid(format!("[forward_return] price column '{price}' has type {}; it must be numeric", field.data_type())));
-            }
-            for h in horizons {
-                set(&mut fields, Field::new(ForwardReturnSpec::output(*h), DataType::Float64, true));
-            }
-        }
-        for bin in &self.bins {
-            let schema = Schema::new(fields.clone());
-            let field = schema.field_with_name(&bin.column).map_err(|_| missing(&bin.column, "[bin]", &schema))?;
-            if !field.data_type().is_numeric() {
-                return Err(invalid(format!("[bin] column '{}' has type {}; it must be numeric", bin.column, field.data_type())));
-            }
-            set(&mut fields, Field::new(bin.output(), DataType::Int64, true));
-        }
-        let staged = Schema::new(fields);
-        let plan = AggregatePlan::new(&self.aggregate, &staged).map_err(|e| invalid(format!("[aggregate] {e}")))?;
-        let symbol_type = input.field_with_name(&self.symbol).expect("checked").data_type();
-        if !(symbol_type.is_integer() || matches!(symbol_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Dictionary(_, _))) {
-            return Err(invalid(format!("symbol column '{}' has type {symbol_type}; it must hold integers or strings", self.symbol)));
-        }
         Ok(BoundPipeline {
             pipeline: self.clone(),
             read,
             input_schema: std::sync::Arc::new(input.clone()),
-            derive: DeriveSpec { casts: self.casts.clone(), columns: self.derive.clone(), keep: Some(keep) },
+            derive: DeriveSpec {
+                casts,
+                columns: derive,
+                keep: Some(keep),
+            },
             parse_time: ParseTimeSpec {
                 column: self.timestamp.clone(),
                 format: self.time_format,
@@ -464,13 +647,112 @@ impl Pipeline {
                 policy: self.out_of_session,
                 market: self.market.name.clone(),
             },
-            forward_return: self.forward_return.as_ref().map(|(price, horizons)| ForwardReturnSpec {
-                symbol: self.symbol.clone(),
-                price: price.clone(),
-                horizons_s: horizons.clone(),
-                day_ms: self.market.clock.total_ms(),
+            forward_return: self.forward_return.as_ref().map(|(price, horizons)| {
+                ForwardReturnSpec {
+                    symbol: self.symbol.clone(),
+                    price: price.clone(),
+                    horizons_s: horizons.clone(),
+                    day_ms: self.market.clock.total_ms(),
+                }
             }),
             plan,
+        })
+    }
+
+    /// Walks the stages over the whole input schema, checking each column and expression
+    /// where it is used against the columns available at that point, and returns the
+    /// aggregation plan. Errors start with the section at fault.
+    fn check(&self, input: &Schema) -> Result<AggregatePlan, ConfigError> {
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for cast in &self.casts {
+            let column = field(&fields, &cast.column, "[[cast]] unknown column")?;
+            if !column.data_type().is_numeric() {
+                return Err(invalid(format!(
+                    "[[cast]] column '{}' has type {}; only numeric columns can be cast to int64",
+                    cast.column,
+                    column.data_type()
+                )));
+            }
+            set(&mut fields, Field::new(&cast.column, DataType::Int64, true));
+        }
+        fields.push(Field::new(ROW_ID, DataType::UInt64, false));
+        for (name, expr) in &self.derive {
+            let data_type = expr
+                .check(&Schema::new(fields.clone()))
+                .map_err(|e| invalid(format!("[derive] {name}: {e}")))?;
+            set(&mut fields, Field::new(name, data_type, true));
+        }
+
+        let symbol_type =
+            field(&fields, &self.symbol, "[columns] unknown symbol column")?.data_type();
+        if !(symbol_type.is_integer()
+            || matches!(
+                symbol_type,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Dictionary(_, _)
+            ))
+        {
+            let fix = if symbol_type.is_floating() {
+                format!(
+                    "; cast it with [[cast]] column = \"{}\" and to = \"int64\"",
+                    self.symbol
+                )
+            } else {
+                String::new()
+            };
+            return Err(invalid(format!(
+                "[columns] symbol column '{}' has type {symbol_type}, but symbols must be integers or strings{fix}",
+                self.symbol
+            )));
+        }
+        let timestamp_type =
+            field(&fields, &self.timestamp, "[time] unknown timestamp column")?.data_type();
+        let any_date = chrono::NaiveDate::from_ymd_opt(2024, 1, 2).expect("a valid date");
+        let empty = arrow::array::new_empty_array(timestamp_type);
+        elapsed_ms(
+            &empty,
+            self.time_format,
+            &self.market.clock,
+            any_date,
+            self.out_of_session,
+        )
+        .map_err(|e| invalid(format!("[time] timestamp column '{}': {e}", self.timestamp)))?;
+        set(&mut fields, Field::new(ELAPSED_MS, DataType::Int64, false));
+        set(
+            &mut fields,
+            Field::new(ELAPSED_SECONDS, DataType::Int64, false),
+        );
+
+        if let Some((price, horizons)) = &self.forward_return {
+            let price_type =
+                field(&fields, price, "[forward_return] unknown price column")?.data_type();
+            if !price_type.is_numeric() {
+                return Err(invalid(format!(
+                    "[forward_return] price column '{price}' has type {price_type}; it must be numeric"
+                )));
+            }
+            for h in horizons {
+                set(
+                    &mut fields,
+                    Field::new(ForwardReturnSpec::output(*h), DataType::Float64, true),
+                );
+            }
+        }
+        for bin in &self.bins {
+            let bin_type = field(&fields, &bin.column, "[bin] unknown column")?.data_type();
+            if !bin_type.is_numeric() {
+                return Err(invalid(format!(
+                    "[bin] column '{}' has type {bin_type}; it must be numeric",
+                    bin.column
+                )));
+            }
+            set(&mut fields, Field::new(bin.output(), DataType::Int64, true));
+        }
+        AggregatePlan::new(&self.aggregate, &Schema::new(fields)).map_err(|e| {
+            // The plan's messages start with "aggregate: "; the section replaces it.
+            invalid(format!(
+                "[aggregate] {}",
+                e.strip_prefix("aggregate: ").unwrap_or(&e)
+            ))
         })
     }
 }
@@ -502,15 +784,19 @@ impl BoundPipeline {
 
     /// Checks that another date's file schema is compatible with the bound one: every
     /// column read exists, with a type of the same kind. The error names the column and
-    /// both types.
+    /// both types, or suggests a column and lists those available.
     pub fn check_schema(&self, schema: &Schema) -> Result<(), String> {
         for column in &self.read {
-            let expected = self.input_schema.field_with_name(column).expect("bound columns exist").data_type();
+            let expected = self
+                .input_schema
+                .field_with_name(column)
+                .expect("bound columns exist")
+                .data_type();
             let Ok(field) = schema.field_with_name(column) else {
-                let hint = closest(column, schema.fields().iter().map(|f| f.name().as_str()))
-                    .map(|c| format!(" did you mean '{c}'?"))
-                    .unwrap_or_default();
-                return Err(format!("column '{column}' is missing.{hint}"));
+                let hint = column_hint(column, schema.fields().iter().map(|f| f.name().as_str()));
+                return Err(format!(
+                    "column '{column}' is missing, though the first date has it; {hint}"
+                ));
             };
             let kind = |t: &DataType| {
                 if self.pipeline.casts.iter().any(|c| c.column == *column) && t.is_numeric() {
@@ -519,16 +805,28 @@ impl BoundPipeline {
                     "integer"
                 } else if t.is_floating() {
                     "float"
-                } else if matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _)) {
+                } else if matches!(
+                    t,
+                    DataType::Utf8
+                        | DataType::LargeUtf8
+                        | DataType::Utf8View
+                        | DataType::Dictionary(_, _)
+                ) {
                     "string"
                 } else {
                     "other"
                 }
             };
             if field.data_type() != expected && kind(field.data_type()) != kind(expected) {
+                let fix = if field.data_type().is_numeric() && expected.is_numeric() {
+                    format!(
+                        "make the type consistent across dates, or cast the column with [[cast]] column = \"{column}\""
+                    )
+                } else {
+                    "make the type consistent across dates".to_owned()
+                };
                 return Err(format!(
-                    "column '{column}' has type {} here but {expected} on the first date; \
-                     make the type consistent across dates, or cast the column with [[cast]]",
+                    "column '{column}' has type {} here but {expected} on the first date; {fix}",
                     field.data_type()
                 ));
             }

@@ -24,8 +24,11 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use vizflow_operators::clock::{ClockError, Session, TradingClock};
 
+/// Sessions as (start, end) local wall-clock times.
+type SessionTimes = &'static [(&'static str, &'static str)];
+
 /// Presets: name, IANA time zone, sessions (see the module docs).
-const PRESETS: &[(&str, &str, &[(&str, &str)])] = &[
+const PRESETS: &[(&str, &str, SessionTimes)] = &[
     (
         "CN",
         "Asia/Shanghai",

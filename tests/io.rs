@@ -436,7 +436,14 @@ mod write {
         let batch = generate_date(&spec(100, FileFormat::Csv, None), date());
         for (format, compression) in ALL_FORMATS {
             let path = dir.path().join(format!("out.{}", format.extension()));
-            write_batches(&path, format, batch.schema(), &[batch.clone()], compression).unwrap();
+            write_batches(
+                &path,
+                format,
+                batch.schema(),
+                std::slice::from_ref(&batch),
+                compression,
+            )
+            .unwrap();
         }
         assert_eq!(
             file_names(dir.path()),

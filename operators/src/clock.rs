@@ -41,7 +41,7 @@ impl Session {
     }
 }
 
-/// `09:30-11:30`; seconds and milliseconds are shown only when not zero.
+/// `09:30-11:30`: `HH:MM`, or `HH:MM:SS.mmm` off the whole minute.
 impl fmt::Display for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let short = |ms| {

@@ -493,16 +493,10 @@ impl Expr {
         let eval = |node| self.eval(node, batch);
         match node {
             Node::Column(name) => match batch.column_by_name(name) {
-                Some(array) => Ok(Value {
-                    array: array.clone(),
-                    scalar: false,
-                }),
+                Some(array) => Ok(Value::column(array.clone())),
                 None => Err(self.unknown_column(name, batch.schema_ref()).into()),
             },
-            Node::Literal(array) => Ok(Value {
-                array: array.clone(),
-                scalar: true,
-            }),
+            Node::Literal(array) => Ok(Value::scalar(array.clone())),
             Node::Negate(arg) => {
                 let value = eval(arg)?;
                 let kind = self.common_kind("-", &[&value], NUMERIC)?;
@@ -535,10 +529,7 @@ impl Expr {
                 }
                 results.push(match otherwise {
                     Some(otherwise) => eval(otherwise)?,
-                    None => Value {
-                        array: Arc::new(NullArray::new(1)),
-                        scalar: true,
-                    },
+                    None => Value::scalar(Arc::new(NullArray::new(1))),
                 });
                 for condition in &conditions {
                     self.common_kind("CASE WHEN", &[condition], BOOLEAN)?;
@@ -700,11 +691,8 @@ fn case(conditions: Vec<Value>, mut results: Vec<Value>, rows: usize) -> Result<
     let rows = if scalar { 1 } else { rows };
     let mut chosen = results.pop().expect("CASE always has an ELSE value");
     for (condition, result) in conditions.iter().zip(results).rev() {
-        let mask = condition.expand(rows)?;
-        chosen = Value {
-            array: zip(mask.as_boolean(), &result, &chosen)?,
-            scalar,
-        };
+        let array = zip(condition.expand(rows)?.as_boolean(), &result, &chosen)?;
+        chosen = Value { array, scalar };
     }
     Ok(chosen)
 }
@@ -730,10 +718,8 @@ fn fold_variadic(
     let first = args
         .next()
         .expect("variadic functions have at least one argument")?;
-    let mut result = Value {
-        array: first.expand(rows)?,
-        scalar,
-    };
+    let array = first.expand(rows)?;
+    let mut result = Value { array, scalar };
     for next in args {
         let next = next?;
         let missing = is_null(&result.array)?;
@@ -743,10 +729,8 @@ fn fold_variadic(
             Function::Least => or_kleene(&missing, &cmp::lt(&next, &result)?)?,
             _ => or_kleene(&missing, &cmp::gt(&next, &result)?)?,
         };
-        result = Value {
-            array: zip(&take_next, &next, &result)?,
-            scalar,
-        };
+        let array = zip(&take_next, &next, &result)?;
+        result = Value { array, scalar };
     }
     Ok(result)
 }
@@ -758,11 +742,12 @@ fn float_unary(value: Value, op: impl Fn(f64) -> f64) -> Value {
         .unary::<_, Float64Type>(op);
     Value {
         array: Arc::new(array),
-        scalar: value.scalar,
+        ..value
     }
 }
 
 /// An evaluation failure; kernel errors get the expression text once, at the top.
+#[derive(Debug)]
 enum Failure {
     Expr(ExprError),
     Arrow(ArrowError),
@@ -842,6 +827,20 @@ impl Datum for Value {
 }
 
 impl Value {
+    fn column(array: ArrayRef) -> Value {
+        Value {
+            array,
+            scalar: false,
+        }
+    }
+
+    fn scalar(array: ArrayRef) -> Value {
+        Value {
+            array,
+            scalar: true,
+        }
+    }
+
     fn data_type(&self) -> &DataType {
         self.array.data_type()
     }
@@ -850,10 +849,8 @@ impl Value {
         self,
         op: impl FnOnce(&dyn Array) -> Result<ArrayRef, ArrowError>,
     ) -> Result<Value, ArrowError> {
-        Ok(Value {
-            array: op(self.array.as_ref())?,
-            scalar: self.scalar,
-        })
+        let array = op(self.array.as_ref())?;
+        Ok(Value { array, ..self })
     }
 
     /// Casts to the canonical type of `kind`; a failure is an error (`UInt64` too big for
@@ -989,7 +986,7 @@ impl Converter<'_> {
                     B::Or => BinaryOp::Or,
                     other => return Err(self.unsupported(&format!("operator '{other}'"), expr)),
                 };
-                Node::Binary(op, boxed(self.convert(left)?), boxed(self.convert(right)?))
+                binary(op, self.convert(left)?, self.convert(right)?)
             }
             E::IsNull(arg) => Node::IsNull {
                 arg: boxed(self.convert(arg)?),
@@ -1006,16 +1003,9 @@ impl Converter<'_> {
                 high,
             } => {
                 let arg = self.convert(arg)?;
-                let low = Node::Binary(
-                    BinaryOp::GtEq,
-                    boxed(arg.clone()),
-                    boxed(self.convert(low)?),
-                );
-                let high = Node::Binary(BinaryOp::LtEq, boxed(arg), boxed(self.convert(high)?));
-                negate_if(
-                    *negated,
-                    Node::Binary(BinaryOp::And, boxed(low), boxed(high)),
-                )
+                let low = binary(BinaryOp::GtEq, arg.clone(), self.convert(low)?);
+                let high = binary(BinaryOp::LtEq, arg, self.convert(high)?);
+                negate_if(*negated, binary(BinaryOp::And, low, high))
             }
             E::InList {
                 expr: arg,
@@ -1025,10 +1015,9 @@ impl Converter<'_> {
                 let arg = self.convert(arg)?;
                 let mut any = None;
                 for item in list {
-                    let equal =
-                        Node::Binary(BinaryOp::Eq, boxed(arg.clone()), boxed(self.convert(item)?));
+                    let equal = binary(BinaryOp::Eq, arg.clone(), self.convert(item)?);
                     any = Some(match any {
-                        Some(any) => Node::Binary(BinaryOp::Or, boxed(any), boxed(equal)),
+                        Some(any) => binary(BinaryOp::Or, any, equal),
                         None => equal,
                     });
                 }
@@ -1051,9 +1040,7 @@ impl Converter<'_> {
                 for when in conditions {
                     let condition = self.convert(&when.condition)?;
                     let condition = match &operand {
-                        Some(operand) => {
-                            Node::Binary(BinaryOp::Eq, boxed(operand.clone()), boxed(condition))
-                        }
+                        Some(operand) => binary(BinaryOp::Eq, operand.clone(), condition),
                         None => condition,
                     };
                     branches.push((condition, self.convert(&when.result)?));
@@ -1244,6 +1231,10 @@ impl Converter<'_> {
             fragment: expr.to_string(),
         }
     }
+}
+
+fn binary(op: BinaryOp, left: Node, right: Node) -> Node {
+    Node::Binary(op, Box::new(left), Box::new(right))
 }
 
 fn negate_if(negated: bool, node: Node) -> Node {
@@ -1452,5 +1443,64 @@ impl MetricExpr {
     /// The source text, as given.
     pub fn text(&self) -> &str {
         &self.outer.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Float64Array;
+
+    #[test]
+    fn compiled_expressions_can_move_between_workers() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Expr>();
+        send_sync::<MetricExpr>();
+    }
+
+    #[test]
+    fn edit_distance_counts_insertions_deletions_and_substitutions() {
+        let distance = |a: &str, b: &str| edit_distance(&a.chars().collect::<Vec<_>>(), b);
+        assert_eq!(distance("", ""), 0);
+        assert_eq!(distance("qty", ""), 3);
+        assert_eq!(distance("", "qty"), 3);
+        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(distance("ask_price1", "askprice1"), 1);
+        assert_eq!(distance("qyt", "qty"), 2);
+    }
+
+    #[test]
+    fn call_names_quote_columns_only_when_needed() {
+        assert_eq!(quote("return_60"), "return_60");
+        assert_eq!(quote("_x1"), "_x1");
+        assert_eq!(quote("my col"), "\"my col\"");
+        assert_eq!(quote("1st"), "\"1st\"");
+        assert_eq!(quote("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn construct_names_are_sqlparser_variants_in_words() {
+        let name = |text: &str| construct_name(&parse_sql(text).unwrap());
+        assert_eq!(name("x IN (SELECT 1)"), "in subquery");
+        assert_eq!(name("EXISTS (SELECT 1)"), "exists");
+        assert_eq!(name("x LIKE 'a%'"), "like");
+    }
+
+    #[test]
+    fn literal_only_operations_stay_one_value() {
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0])) as ArrayRef,
+        )])
+        .unwrap();
+        let Node::Binary(_, _, constant) = Expr::parse("x * (2 + 3)").unwrap().node else {
+            panic!("expected a product");
+        };
+        let expr = Expr::parse("x").unwrap();
+        let value = expr.eval(&constant, &batch).unwrap();
+        assert!(value.scalar);
+        assert_eq!(value.array.len(), 1);
+        let column = expr.eval(&expr.node, &batch).unwrap();
+        assert!(!column.scalar);
     }
 }

@@ -25,6 +25,7 @@ pub mod clock;
 pub mod derive;
 pub mod exact_sum;
 pub mod expr;
+pub mod fifo;
 pub mod forward_return;
 pub mod parse_time;
 pub mod report;

@@ -320,9 +320,9 @@ impl Kernel<'_> {
         let keep = (!dropped_rows.is_empty()).then(|| {
             let mut keep = BooleanBufferBuilder::new(elapsed.len());
             keep.append_n(elapsed.len(), true);
-            dropped_rows
-                .iter()
-                .for_each(|&row| keep.set_bit(row, false));
+            for &row in &dropped_rows {
+                keep.set_bit(row, false);
+            }
             BooleanArray::new(keep.finish(), None)
         });
         let dropped = dropped_rows.len() as u64;
@@ -348,11 +348,11 @@ impl Encoding {
         use TimeUnit::*;
         match format {
             TimestampFormat::Auto => match max_abs() {
-                ..=235_959 => Self::Hhmmss,
-                ..=235_959_999 => Self::Hhmmssmmm,
-                ..100_000_000_000 => Self::Epoch(Second),
-                ..100_000_000_000_000 => Self::Epoch(Millisecond),
-                ..100_000_000_000_000_000 => Self::Epoch(Microsecond),
+                max if max <= 235_959 => Self::Hhmmss,
+                max if max <= 235_959_999 => Self::Hhmmssmmm,
+                max if max < 100_000_000_000 => Self::Epoch(Second),
+                max if max < 100_000_000_000_000 => Self::Epoch(Millisecond),
+                max if max < 100_000_000_000_000_000 => Self::Epoch(Microsecond),
                 _ => Self::Epoch(Nanosecond),
             },
             TimestampFormat::Hhmmssmmm => Self::Hhmmssmmm,
@@ -556,10 +556,38 @@ impl TimeError {
     /// file instead of a row of the batch.
     pub fn map_row(self, row: impl Fn(usize) -> usize) -> TimeError {
         match self {
-            TimeError::Invalid { row: r, value, encoding, reason } => TimeError::Invalid { row: row(r), value, encoding, reason },
-            TimeError::InvalidString { row: r, value, reason } => TimeError::InvalidString { row: row(r), value, reason },
+            TimeError::Invalid {
+                row: r,
+                value,
+                encoding,
+                reason,
+            } => TimeError::Invalid {
+                row: row(r),
+                value,
+                encoding,
+                reason,
+            },
+            TimeError::InvalidString {
+                row: r,
+                value,
+                reason,
+            } => TimeError::InvalidString {
+                row: row(r),
+                value,
+                reason,
+            },
             TimeError::Null { row: r } => TimeError::Null { row: row(r) },
-            TimeError::OutOfSession { row: r, value, time, sessions } => TimeError::OutOfSession { row: row(r), value, time, sessions },
+            TimeError::OutOfSession {
+                row: r,
+                value,
+                time,
+                sessions,
+            } => TimeError::OutOfSession {
+                row: row(r),
+                value,
+                time,
+                sessions,
+            },
             other => other,
         }
     }
@@ -568,20 +596,34 @@ impl TimeError {
 /// Adds `elapsed_ms` and `elapsed_seconds` to a batch of `date`, dropping rows under
 /// [`OutOfSession::Drop`]. Errors name the column and the row of the file (from the
 /// `row_id` column when the batch has one).
-pub fn parse_time_batch(batch: &arrow::array::RecordBatch, spec: &ParseTimeSpec, date: NaiveDate) -> Result<(arrow::array::RecordBatch, ElapsedTimes), String> {
+pub fn parse_time_batch(
+    batch: &arrow::array::RecordBatch,
+    spec: &ParseTimeSpec,
+    date: NaiveDate,
+) -> Result<(arrow::array::RecordBatch, ElapsedTimes), String> {
     let column = batch
         .column_by_name(&spec.column)
         .ok_or_else(|| format!("parse_time: timestamp column '{}' is missing", spec.column))?;
-    let times = elapsed_ms(column.as_ref(), spec.format, &spec.clock, date, spec.policy).map_err(|error| {
-        let row_ids = batch.column_by_name(crate::forward_return::ROW_ID).map(|c| c.as_primitive::<arrow::datatypes::UInt64Type>().clone());
-        let error = error.map_row(|r| row_ids.as_ref().map_or(r, |ids| ids.value(r) as usize));
-        format!("parse_time: column '{}' ({} market): {error}", spec.column, spec.market)
-    })?;
+    let times = elapsed_ms(column.as_ref(), spec.format, &spec.clock, date, spec.policy).map_err(
+        |error| {
+            let row_ids = batch
+                .column_by_name(crate::forward_return::ROW_ID)
+                .map(|c| c.as_primitive::<arrow::datatypes::UInt64Type>().clone());
+            let error = error.map_row(|r| row_ids.as_ref().map_or(r, |ids| ids.value(r) as usize));
+            format!(
+                "parse_time: column '{}' ({} market): {error}",
+                spec.column, spec.market
+            )
+        },
+    )?;
     let seconds: Int64Array = times.elapsed_ms.unary(|ms| ms.div_euclid(1000));
     let mut out = crate::batch::with_columns(
         batch,
         vec![
-            (ELAPSED_MS.to_owned(), std::sync::Arc::new(times.elapsed_ms.clone()) as arrow::array::ArrayRef),
+            (
+                ELAPSED_MS.to_owned(),
+                std::sync::Arc::new(times.elapsed_ms.clone()) as arrow::array::ArrayRef,
+            ),
             (ELAPSED_SECONDS.to_owned(), std::sync::Arc::new(seconds)),
         ],
     );
@@ -594,22 +636,44 @@ pub fn parse_time_batch(batch: &arrow::array::RecordBatch, spec: &ParseTimeSpec,
 /// The `parse_time` operator.
 pub trait ParseTime<'scope> {
     /// Adds `elapsed_ms` and `elapsed_seconds` to every batch (see the module docs).
-    fn parse_time(self, spec: ParseTimeSpec, diagnostics: crate::report::Diagnostics) -> timely::dataflow::Stream<'scope, crate::time::Time, crate::batch::Batch>;
+    fn parse_time(
+        self,
+        spec: ParseTimeSpec,
+        diagnostics: crate::report::Diagnostics,
+    ) -> timely::dataflow::Stream<'scope, crate::time::Time, crate::batch::Batch>;
 }
 
-impl<'scope> ParseTime<'scope> for timely::dataflow::Stream<'scope, crate::time::Time, crate::batch::Batch> {
-    fn parse_time(self, spec: ParseTimeSpec, diagnostics: crate::report::Diagnostics) -> timely::dataflow::Stream<'scope, crate::time::Time, crate::batch::Batch> {
-        crate::batch::map_batches(self, "ParseTime", move |date_key, batch| {
-            match parse_time_batch(&batch, &spec, crate::time::date_of_key(date_key)) {
+impl<'scope> ParseTime<'scope>
+    for timely::dataflow::Stream<'scope, crate::time::Time, crate::batch::Batch>
+{
+    fn parse_time(
+        self,
+        spec: ParseTimeSpec,
+        diagnostics: crate::report::Diagnostics,
+    ) -> timely::dataflow::Stream<'scope, crate::time::Time, crate::batch::Batch> {
+        crate::batch::map_batches(
+            self,
+            "ParseTime",
+            move |date_key, batch| match parse_time_batch(
+                &batch,
+                &spec,
+                crate::time::date_of_key(date_key),
+            ) {
                 Ok((out, times)) => {
-                    diagnostics.add_all(date_key, [("parse_time.clamped", times.clamped), ("parse_time.dropped", times.dropped)]);
+                    diagnostics.add_all(
+                        date_key,
+                        [
+                            ("parse_time.clamped", times.clamped),
+                            ("parse_time.dropped", times.dropped),
+                        ],
+                    );
                     Some(out)
                 }
                 Err(message) => {
                     diagnostics.error(date_key, message);
                     None
                 }
-            }
-        })
+            },
+        )
     }
 }

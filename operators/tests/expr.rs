@@ -238,7 +238,7 @@ fn cases() -> Vec<(&'static str, DataType, Oracle)> {
         ("CAST(b AS INTEGER)", Int64, |r| i(i64::from(r.b?))),
         ("TRY_CAST(x AS BIGINT)", Int64, |r| {
             let x = r.x?;
-            (x.is_finite() && x.abs() < 9e18).then(|| V::I(x as i64))
+            (x.is_finite() && x.abs() < 9e18).then_some(V::I(x as i64))
         }),
         ("CAST(i AS VARCHAR)", Utf8, |r| s(&r.i?.to_string())),
         ("CAST(s = 'B' AS VARCHAR)", Utf8, |r| s(&(r.s? == "B").to_string())),

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, Cursor, Seek};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
@@ -51,40 +52,8 @@ impl DateFile {
     pub fn open(path: &Path) -> Result<DateFile, IoError> {
         let format = FileFormat::from_path(path)?;
         check_input(path)?;
-        let corrupt = |message: String| IoError::Corrupt {
-            path: path.into(),
-            format,
-            message,
-        };
-        let (schema, source, part_rows): (SchemaRef, Source, Vec<u64>) = match format {
-            FileFormat::IpcFile => {
-                let data = ipc::load(path)?;
-                let index = ipc::index_file(&data).map_err(corrupt)?;
-                let rows = index.batch_rows.clone();
-                (index.schema.clone(), Source::IpcFile { data, index }, rows)
-            }
-            FileFormat::IpcStream => {
-                let data = ipc::load(path)?;
-                let (schema, rows) = ipc::index_stream(&data).map_err(corrupt)?;
-                (schema, Source::IpcStream { data }, vec![rows])
-            }
-            FileFormat::Parquet => {
-                let file = open_file(path)?;
-                let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
-                    .map_err(|e| corrupt(e.to_string()))?;
-                let rows = metadata.metadata().row_groups().iter();
-                let rows = rows.map(|group| group.num_rows().max(0) as u64).collect();
-                (
-                    metadata.schema().clone(),
-                    Source::Parquet { metadata },
-                    rows,
-                )
-            }
-            FileFormat::Csv => {
-                let (schema, rows) = csv_schema_and_rows(path)?;
-                (schema, Source::Csv, vec![rows])
-            }
-        };
+        let (schema, source, part_rows) =
+            without_panics(path, format, || open_source(path, format))?;
         let part_starts = std::iter::once(0)
             .chain(part_rows.iter().scan(0, |total, rows| {
                 *total += rows;
@@ -162,7 +131,9 @@ impl DateFile {
             .collect();
 
         let batch_rows = batch_rows.max(1);
-        let batches = self.read_projected(i, projection, batch_rows)?;
+        let batches = without_panics(&self.path, self.format, || {
+            self.read_projected(i, projection, batch_rows)
+        })?;
         let mut next_row = self.part_starts[i];
         let mut out = Vec::new();
         for batch in batches {
@@ -261,6 +232,67 @@ impl DateFile {
             available,
         }
     }
+}
+
+/// What [`DateFile::open`] learns from a file: schema, source and row count of each part.
+type Opened = (SchemaRef, Source, Vec<u64>);
+
+fn open_source(path: &Path, format: FileFormat) -> Result<Opened, IoError> {
+    let corrupt = |message: String| IoError::Corrupt {
+        path: path.into(),
+        format,
+        message,
+    };
+    Ok(match format {
+        FileFormat::IpcFile => {
+            let data = ipc::load(path)?;
+            let index = ipc::index_file(&data).map_err(corrupt)?;
+            let rows = index.batch_rows.clone();
+            (index.schema.clone(), Source::IpcFile { data, index }, rows)
+        }
+        FileFormat::IpcStream => {
+            let data = ipc::load(path)?;
+            let (schema, rows) = ipc::index_stream(&data).map_err(corrupt)?;
+            (schema, Source::IpcStream { data }, vec![rows])
+        }
+        FileFormat::Parquet => {
+            let file = open_file(path)?;
+            let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default())
+                .map_err(|e| corrupt(e.to_string()))?;
+            let rows = metadata.metadata().row_groups().iter();
+            let rows = rows.map(|group| group.num_rows().max(0) as u64).collect();
+            (
+                metadata.schema().clone(),
+                Source::Parquet { metadata },
+                rows,
+            )
+        }
+        FileFormat::Csv => {
+            let (schema, rows) = csv_schema_and_rows(path)?;
+            (schema, Source::Csv, vec![rows])
+        }
+    })
+}
+
+/// Runs a decoder, reporting a panic as a corrupt file: arrow-rs 60 can still panic on
+/// some corrupt input (e.g. an IPC offsets buffer whose length is not a multiple of 4).
+fn without_panics<T>(
+    path: &Path,
+    format: FileFormat,
+    decode: impl FnOnce() -> Result<T, IoError>,
+) -> Result<T, IoError> {
+    std::panic::catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(IoError::Corrupt {
+            path: path.into(),
+            format,
+            message: format!("decoder panicked: {message}"),
+        })
+    })
 }
 
 fn open_file(path: &Path) -> Result<File, IoError> {

@@ -5,6 +5,7 @@
 //! that arrow's decoder, which slices buffers without bounds checks, never sees
 //! out-of-range values from a corrupt file.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -64,21 +65,18 @@ pub(super) fn index_file(data: &[u8]) -> Result<IpcFileIndex, String> {
     let dictionaries: Vec<Block> = footer.dictionaries().iter().flatten().copied().collect();
     let batches: Vec<Block> = footer.recordBatches().iter().flatten().copied().collect();
     for block in &dictionaries {
-        let message = block_message(data, block)?;
-        let body = message.header_as_dictionary_batch().and_then(|d| d.data());
-        check_buffers(
-            body.ok_or("a dictionary block holds no dictionary batch")?,
-            &message,
-        )?;
+        let (message, body) = block_message(data, block)?;
+        let batch = message.header_as_dictionary_batch().and_then(|d| d.data());
+        check_buffers(batch.ok_or("a dictionary block holds no dictionary")?, body)?;
     }
     let batch_rows = batches
         .iter()
         .map(|block| {
-            let message = block_message(data, block)?;
+            let (message, body) = block_message(data, block)?;
             let batch = message
                 .header_as_record_batch()
                 .ok_or("a block holds no record batch")?;
-            check_buffers(batch, &message)?;
+            check_buffers(batch, body)?;
             u64::try_from(batch.length()).map_err(|_| "negative record batch length".to_string())
         })
         .collect::<Result<_, String>>()?;
@@ -97,7 +95,7 @@ pub(super) fn block_bytes(data: &Buffer, block: &Block) -> Result<Buffer, String
     Ok(data.slice_with_length(range.start, range.len()))
 }
 
-fn block_range(file_len: usize, block: &Block) -> Result<std::ops::Range<usize>, String> {
+fn block_range(file_len: usize, block: &Block) -> Result<Range<usize>, String> {
     let start = usize::try_from(block.offset()).ok();
     let meta = usize::try_from(block.metaDataLength())
         .ok()
@@ -114,26 +112,47 @@ fn block_range(file_len: usize, block: &Block) -> Result<std::ops::Range<usize>,
     .ok_or_else(|| format!("a block at offset {} lies outside the file", block.offset()))
 }
 
-fn block_message<'a>(data: &'a [u8], block: &Block) -> Result<Message<'a>, String> {
-    let start = block_range(data.len(), block)?.start;
-    let metadata = &data[start..start + block.metaDataLength() as usize];
+/// The message header of `block` and its body, as the decoder will see them.
+fn block_message<'a>(data: &'a [u8], block: &Block) -> Result<(Message<'a>, &'a [u8]), String> {
+    let bytes = &data[block_range(data.len(), block)?];
+    let (metadata, body) = bytes.split_at(block.metaDataLength() as usize);
     let flatbuffer = match metadata[..4] == CONTINUATION {
         true => &metadata[8..],
         false => &metadata[4..],
     };
-    root_as_message(flatbuffer).map_err(|e| format!("bad message header: {e}"))
+    let message = root_as_message(flatbuffer).map_err(|e| format!("bad message header: {e}"))?;
+    Ok((message, body))
 }
 
-/// Checks that every buffer of a record batch lies within its message body.
-fn check_buffers(batch: arrow::ipc::RecordBatch<'_>, message: &Message<'_>) -> Result<(), String> {
-    let body_len = message.bodyLength();
-    let inside = |b: &arrow::ipc::Buffer| {
-        let end = b.offset().checked_add(b.length());
-        b.offset() >= 0 && b.length() >= 0 && end.is_some_and(|end| end <= body_len)
+/// Checks that every buffer of a record batch lies within its message body and, if
+/// compressed, declares an uncompressed size its codec can produce: arrow allocates that
+/// size before decompressing, and an absurd one aborts the process.
+fn check_buffers(batch: arrow::ipc::RecordBatch<'_>, body: &[u8]) -> Result<(), String> {
+    // No codec expands more than 32768x: a zstd RLE block turns 4 bytes into 128 KiB.
+    const MAX_EXPANSION: u64 = 32_768;
+    let compressed = batch.compression().is_some();
+    let valid = |buffer: &arrow::ipc::Buffer| {
+        let (Ok(start), Ok(len)) = (
+            usize::try_from(buffer.offset()),
+            usize::try_from(buffer.length()),
+        ) else {
+            return false;
+        };
+        let Some(bytes) = start.checked_add(len).and_then(|end| body.get(start..end)) else {
+            return false;
+        };
+        match (compressed, bytes.get(..8)) {
+            (true, Some(prefix)) => {
+                let declared = i64::from_le_bytes(prefix.try_into().expect("8 bytes"));
+                declared == -1
+                    || u64::try_from(declared).is_ok_and(|d| d <= MAX_EXPANSION * len as u64)
+            }
+            _ => true,
+        }
     };
-    match batch.buffers().iter().flatten().all(inside) {
+    match batch.buffers().iter().flatten().all(valid) {
         true => Ok(()),
-        false => Err("a buffer lies outside its message body".into()),
+        false => Err("a buffer lies outside its message body or has an impossible size".into()),
     }
 }
 
@@ -163,19 +182,19 @@ pub(super) fn index_stream(data: &[u8]) -> Result<(SchemaRef, u64), String> {
         let message = root_as_message(metadata).map_err(|e| format!("bad message header: {e}"))?;
         let body_len = usize::try_from(message.bodyLength()).map_err(|_| "negative body length")?;
         position += meta_len;
-        position = position
-            .checked_add(body_len)
-            .filter(|&end| end <= data.len())
+        let body = data
+            .get(position..position + body_len)
             .ok_or_else(truncated)?;
+        position += body_len;
         if let Some(fb_schema) = message.header_as_schema() {
             schema = Some(try_fb_to_schema(fb_schema).map_err(|e| e.to_string())?);
         } else if schema.is_none() {
             return Err("the stream does not start with a schema message".into());
         } else if let Some(batch) = message.header_as_record_batch() {
-            check_buffers(batch, &message)?;
+            check_buffers(batch, body)?;
             rows += u64::try_from(batch.length()).map_err(|_| "negative record batch length")?;
         } else if let Some(dictionary) = message.header_as_dictionary_batch() {
-            check_buffers(dictionary.data().ok_or("empty dictionary batch")?, &message)?;
+            check_buffers(dictionary.data().ok_or("empty dictionary batch")?, body)?;
         }
     }
 }

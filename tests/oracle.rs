@@ -1,0 +1,298 @@
+//! The whole markout pipeline (derive, parse_time, forward_return, bin, aggregate)
+//! against a plain sequential oracle written from SEMANTICS.md, on seeded random days
+//! with ties, disorder, nulls, NaNs and out-of-session rows; for 1, 2 and 4 workers,
+//! with serialized exchange, and with rows pushed in shuffled batches of random sizes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{Float64Type, Int64Type};
+use chrono::NaiveDate;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vizflow::config::Pipeline;
+use vizflow::engine::Engine;
+
+const PIPELINE: &str = r#"
+[input]
+dir = "unused"
+pattern = "x_{date}.feather"
+
+[output]
+dir = "unused"
+
+[columns]
+timestamp = "ticktime"
+symbol = "ukey"
+
+[[cast]]
+column = "qty"
+to = "int64"
+
+[derive]
+mid = "(AskPrice1 + BidPrice1) / 2"
+
+[time]
+market = "CN"
+format = "hhmmssmmm"
+
+[forward_return]
+price = "mid"
+horizons = [60, 300, 600]
+
+[bin]
+alpha1 = 1e-4
+
+[aggregate]
+group_by = ["alpha1_bin", "orderSide"]
+
+[aggregate.metrics]
+count = "count()"
+total_qty = "sum(qty)"
+mean_return_60 = "mean(return_60)"
+mean_return_300 = "mean(return_300)"
+mean_return_600 = "mean(return_600)"
+"#;
+
+/// A random day: 20 symbols of skewed activity, times at 10 ms resolution over the
+/// whole day (so ties, lunch-break and out-of-hours rows), in random order.
+fn random_day(seed: u64, rows: usize) -> RecordBatch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut ticktime = Vec::with_capacity(rows);
+    let mut ukey = Vec::with_capacity(rows);
+    let mut side = Vec::with_capacity(rows);
+    let mut qty = Vec::with_capacity(rows);
+    let (mut bid, mut ask, mut alpha) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rows {
+        // 8% of rows outside 09:30-11:30 and 13:00-15:00.
+        let ms_of_day: i64 = if rng.random_bool(0.08) {
+            rng.random_range(8 * 3_600_000..16 * 3_600_000)
+        } else if rng.random_bool(0.5) {
+            rng.random_range(34_200_000..=41_400_000)
+        } else {
+            rng.random_range(46_800_000..=54_000_000)
+        } / 2_000
+            * 2_000; // 2-second resolution: many ties in time
+        let (h, m, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
+        ticktime.push(h * 10_000_000 + m * 100_000 + s * 1000 + ms);
+        let symbol = (rng.random_range(0.0f64..1.0).powi(3) * 20.0) as i64;
+        ukey.push(600_000 + symbol);
+        side.push(match rng.random_range(0..100) {
+            0 => None,
+            1 => Some("X"),
+            k if k % 2 == 0 => Some("B"),
+            _ => Some("S"),
+        });
+        let noise = if rng.random_bool(0.1) { rng.random_range(-1e-8..1e-8) } else { 0.0 };
+        qty.push(rng.random_range(1..20) as f64 * 100.0 + noise);
+        let mid = 10.0 + symbol as f64 + rng.random_range(-0.5..0.5);
+        bid.push(if rng.random_bool(0.02) { None } else { Some(mid - 0.01) });
+        ask.push(if rng.random_bool(0.01) { Some(f64::NAN) } else { Some(mid + 0.01) });
+        alpha.push(match rng.random_range(0..100) {
+            0..=2 => None,
+            3 => Some(f64::NAN),
+            // Multiples of half a bin width land on rounding ties.
+            4..=10 => Some(rng.random_range(-10..10) as f64 * 0.5e-4),
+            _ => Some(rng.random_range(-1e-3..1e-3)),
+        });
+    }
+    RecordBatch::try_from_iter(vec![
+        ("ticktime", Arc::new(Int64Array::from(ticktime)) as ArrayRef),
+        ("ukey", Arc::new(Int64Array::from(ukey))),
+        ("orderSide", Arc::new(StringArray::from(side))),
+        ("qty", Arc::new(Float64Array::from(qty))),
+        ("BidPrice1", Arc::new(Float64Array::from(bid))),
+        ("AskPrice1", Arc::new(Float64Array::from(ask))),
+        ("alpha1", Arc::new(Float64Array::from(alpha))),
+    ])
+    .unwrap()
+}
+
+/// SEMANTICS.md parse_time for CN with the clamp policy.
+fn oracle_elapsed_ms(ticktime: i64) -> i64 {
+    let t = ticktime / 10_000_000 * 3_600_000 + ticktime / 100_000 % 100 * 60_000 + ticktime % 100_000;
+    let (am_open, am_close, pm_open, pm_close) = (34_200_000, 41_400_000, 46_800_000, 54_000_000);
+    if t < am_open {
+        0
+    } else if t <= am_close {
+        t - am_open
+    } else if t < pm_open {
+        7_200_000
+    } else if t <= pm_close {
+        7_200_000 + t - pm_open
+    } else {
+        14_400_000
+    }
+}
+
+type Key = (Option<i64>, Option<String>);
+
+#[derive(Debug, Default, Clone)]
+struct OracleGroup {
+    count: i64,
+    total_qty: i64,
+    returns: [(f64, i64); 3],
+}
+
+/// The whole pipeline, row by row, straight from SEMANTICS.md.
+fn oracle(day: &RecordBatch) -> BTreeMap<Key, OracleGroup> {
+    let n = day.num_rows();
+    let col = |name: &str| day.column_by_name(name).unwrap().clone();
+    let ticktime = col("ticktime");
+    let ticktime = ticktime.as_primitive::<Int64Type>();
+    let ukey = col("ukey");
+    let ukey = ukey.as_primitive::<Int64Type>();
+    let side = col("orderSide");
+    let side = side.as_string::<i32>();
+    let qty = col("qty");
+    let qty = qty.as_primitive::<Float64Type>();
+    let (bid, ask, alpha) = (col("BidPrice1"), col("AskPrice1"), col("alpha1"));
+    let (bid, ask, alpha) = (bid.as_primitive::<Float64Type>(), ask.as_primitive::<Float64Type>(), alpha.as_primitive::<Float64Type>());
+    let get = |a: &arrow::array::Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
+    let elapsed: Vec<i64> = (0..n).map(|i| oracle_elapsed_ms(ticktime.value(i))).collect();
+    let mid: Vec<Option<f64>> = (0..n).map(|i| Some((get(ask, i)? + get(bid, i)?) / 2.0)).collect();
+    let mut groups: BTreeMap<Key, OracleGroup> = BTreeMap::new();
+    for i in 0..n {
+        let mut returns = [None; 3];
+        for (h, horizon) in [60i64, 300, 600].iter().enumerate() {
+            let target = elapsed[i] + 1000 * horizon;
+            if target > 14_400_000 {
+                continue;
+            }
+            // The last row of the symbol with elapsed <= target, in (elapsed, row_id) order.
+            let future = (0..n)
+                .filter(|j| ukey.value(*j) == ukey.value(i) && elapsed[*j] <= target)
+                .max_by_key(|j| (elapsed[*j], *j))
+                .unwrap();
+            returns[h] = match (mid[future], mid[i]) {
+                (Some(f), Some(c)) => Some(f / c - 1.0),
+                _ => None,
+            };
+        }
+        let bin = get(alpha, i).filter(|x| x.is_finite()).map(|x| (x / 1e-4).round() as i64);
+        let key = (bin, side.is_valid(i).then(|| side.value(i).to_owned()));
+        let group = groups.entry(key).or_default();
+        group.count += 1;
+        group.total_qty += qty.value(i).round() as i64;
+        for (h, r) in returns.iter().enumerate() {
+            if let Some(r) = r.filter(|r| r.is_finite()) {
+                group.returns[h].0 += r;
+                group.returns[h].1 += 1;
+            }
+        }
+    }
+    groups
+}
+
+fn close(a: f64, b: f64) -> bool {
+    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-15
+}
+
+fn assert_matches_oracle(partial: &RecordBatch, expected: &BTreeMap<Key, OracleGroup>) {
+    assert_eq!(partial.num_rows(), expected.len(), "number of groups");
+    let col = |name: &str| partial.column_by_name(name).unwrap_or_else(|| panic!("partial lacks {name}")).clone();
+    let bins = col("alpha1_bin");
+    let sides = col("orderSide");
+    let (bins, sides) = (bins.as_primitive::<Int64Type>(), sides.as_string::<i32>());
+    let count = col("count");
+    let total_qty = col("total_qty");
+    let means: Vec<ArrayRef> = ["mean_return_60", "mean_return_300", "mean_return_600"].iter().map(|c| col(c)).collect();
+    let mut actual = BTreeMap::new();
+    for i in 0..partial.num_rows() {
+        let key: Key = (bins.is_valid(i).then(|| bins.value(i)), sides.is_valid(i).then(|| sides.value(i).to_owned()));
+        actual.insert(key, i);
+    }
+    for (key, group) in expected {
+        let i = *actual.get(key).unwrap_or_else(|| panic!("group {key:?} missing"));
+        assert_eq!(count.as_primitive::<Int64Type>().value(i), group.count, "count of {key:?}");
+        assert_eq!(total_qty.as_primitive::<Int64Type>().value(i), group.total_qty, "total_qty of {key:?}");
+        for (h, (sum, n)) in group.returns.iter().enumerate() {
+            let mean = means[h].as_primitive::<Float64Type>();
+            if *n == 0 {
+                assert!(mean.is_null(i), "mean {h} of {key:?} should be null");
+            } else {
+                let expected_mean = sum / *n as f64;
+                assert!(close(mean.value(i), expected_mean), "mean {h} of {key:?}: {} vs {expected_mean}", mean.value(i));
+            }
+        }
+    }
+}
+
+/// Pushes the days through an engine in batches of random sizes, in shuffled order
+/// within each date (rows keep their `row_id`), and returns each date's partial.
+fn run_engine(days: &[(NaiveDate, RecordBatch)], config: timely::Config, seed: u64) -> Vec<RecordBatch> {
+    let pipeline = Pipeline::from_toml(PIPELINE).unwrap();
+    let bound = pipeline.bind(&days[0].1.schema()).unwrap();
+    let mut engine = Engine::start_with(bound, config).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut partials = Vec::new();
+    for (date, day) in days {
+        engine.begin_date(*date).unwrap();
+        let mut order: Vec<u32> = (0..day.num_rows() as u32).collect();
+        order.shuffle(&mut rng);
+        let mut start = 0;
+        while start < order.len() {
+            let size = rng.random_range(1..700).min(order.len() - start);
+            let indices = arrow::array::UInt32Array::from(order[start..start + size].to_vec());
+            let rows = arrow::compute::take_record_batch(day, &indices).unwrap();
+            let ids = UInt64Array::from_iter_values(indices.values().iter().map(|i| *i as u64));
+            let mut columns = rows.columns().to_vec();
+            columns.push(Arc::new(ids));
+            let mut fields: Vec<_> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(arrow::datatypes::Field::new("row_id", arrow::datatypes::DataType::UInt64, false));
+            let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+            engine.push(batch).unwrap();
+            start += size;
+        }
+        while let Some(result) = engine.next_result().unwrap() {
+            partials.push(result.partial.unwrap());
+        }
+    }
+    for result in engine.finish().unwrap() {
+        assert!(result.report.errors.is_empty(), "{:?}", result.report.errors);
+        partials.push(result.partial.unwrap());
+    }
+    partials
+}
+
+fn days() -> Vec<(NaiveDate, RecordBatch)> {
+    vec![
+        (NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(), random_day(1, 3_000)),
+        (NaiveDate::from_ymd_opt(2024, 1, 3).unwrap(), random_day(2, 2_000)),
+    ]
+}
+
+fn process(workers: usize) -> timely::Config {
+    timely::Config { communication: timely::CommunicationConfig::Process(workers), worker: Default::default() }
+}
+
+#[test]
+fn one_worker_matches_oracle() {
+    let days = days();
+    let partials = run_engine(&days, timely::Config::thread(), 1);
+    assert_eq!(partials.len(), 2);
+    for ((_, day), partial) in days.iter().zip(&partials) {
+        assert_matches_oracle(partial, &oracle(day));
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_workers_batches_or_serialization() {
+    let days = days();
+    let reference = run_engine(&days, timely::Config::thread(), 1);
+    for ((_, day), partial) in days.iter().zip(&reference) {
+        assert_matches_oracle(partial, &oracle(day));
+    }
+    let configs = [
+        ("2 workers", process(2)),
+        ("4 workers", process(4)),
+        ("2 workers, serialized", timely::Config { communication: timely::CommunicationConfig::ProcessBinary(2), worker: Default::default() }),
+    ];
+    for (seed, (name, config)) in configs.into_iter().enumerate() {
+        let partials = run_engine(&days, config, 10 + seed as u64);
+        // Exact sums make every partial bit-identical, not merely close.
+        assert_eq!(partials, reference, "{name}");
+    }
+}
