@@ -296,3 +296,174 @@ fn results_do_not_depend_on_workers_batches_or_serialization() {
         assert_eq!(partials, reference, "{name}");
     }
 }
+
+/// Every aggregate function and the `drop` policy, against the oracle: group by side
+/// (with nulls and other values) and the 60 s return bin.
+const METRICS_PIPELINE: &str = r#"
+[input]
+dir = "unused"
+pattern = "x_{date}.feather"
+
+[output]
+dir = "unused"
+
+[columns]
+timestamp = "ticktime"
+symbol = "ukey"
+
+[[cast]]
+column = "qty"
+to = "int64"
+
+[derive]
+mid = "(AskPrice1 + BidPrice1) / 2"
+big = "qty >= 1000"
+
+[time]
+market = "CN"
+out_of_session = "drop"
+
+[forward_return]
+price = "mid"
+horizons = [60]
+
+[bin]
+return_60 = 1e-3
+
+[aggregate]
+group_by = ["orderSide", "return_60_bin"]
+
+[aggregate.metrics]
+rows = "count()"
+alphas = "count(alpha1)"
+min_alpha = "min(alpha1)"
+max_alpha = "max(alpha1)"
+qty = "sum(qty)"
+min_qty = "min(qty)"
+max_qty = "max(qty)"
+big = "sum(big)"
+alpha_per_lot = "sum(alpha1) / (count(qty) - count())"
+mean_alpha_bp = "mean(alpha1) * 10000"
+"#;
+
+#[derive(Debug, Default)]
+struct MetricsGroup {
+    rows: i64,
+    alphas: i64,
+    min_alpha: Option<f64>,
+    max_alpha: Option<f64>,
+    alpha_sum: f64,
+    qty: i64,
+    min_qty: Option<i64>,
+    max_qty: Option<i64>,
+    big: i64,
+}
+
+fn metrics_oracle(day: &RecordBatch) -> BTreeMap<Key, MetricsGroup> {
+    let n = day.num_rows();
+    let col = |name: &str| day.column_by_name(name).unwrap().clone();
+    let (ticktime, ukey, side, qty) = (col("ticktime"), col("ukey"), col("orderSide"), col("qty"));
+    let (ticktime, ukey, side, qty) =
+        (ticktime.as_primitive::<Int64Type>(), ukey.as_primitive::<Int64Type>(), side.as_string::<i32>(), qty.as_primitive::<Float64Type>());
+    let (bid, ask, alpha) = (col("BidPrice1"), col("AskPrice1"), col("alpha1"));
+    let (bid, ask, alpha) = (bid.as_primitive::<Float64Type>(), ask.as_primitive::<Float64Type>(), alpha.as_primitive::<Float64Type>());
+    let get = |a: &Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
+    // drop: rows outside 09:30-11:30 and 13:00-15:00 disappear before anything else.
+    let ms_of_day = |t: i64| t / 10_000_000 * 3_600_000 + t / 100_000 % 100 * 60_000 + t % 100_000;
+    let kept: Vec<usize> = (0..n)
+        .filter(|i| {
+            let t = ms_of_day(ticktime.value(*i));
+            (34_200_000..=41_400_000).contains(&t) || (46_800_000..=54_000_000).contains(&t)
+        })
+        .collect();
+    let elapsed = |i: usize| oracle_elapsed_ms(ticktime.value(i));
+    let mid = |i: usize| Some((get(ask, i)? + get(bid, i)?) / 2.0);
+    let mut groups: BTreeMap<Key, MetricsGroup> = BTreeMap::new();
+    for &i in &kept {
+        let target = elapsed(i) + 60_000;
+        let ret = (target <= 14_400_000)
+            .then(|| {
+                let future = kept
+                    .iter()
+                    .copied()
+                    .filter(|j| ukey.value(*j) == ukey.value(i) && elapsed(*j) <= target)
+                    .max_by_key(|j| (elapsed(*j), *j))
+                    .unwrap();
+                Some(mid(future)? / mid(i)? - 1.0)
+            })
+            .flatten();
+        let bin = ret.filter(|r| r.is_finite()).map(|r| (r / 1e-3).round() as i64);
+        let group = groups.entry((bin, side.is_valid(i).then(|| side.value(i).to_owned()))).or_default();
+        group.rows += 1;
+        if let Some(a) = get(alpha, i).filter(|a| a.is_finite()) {
+            group.alphas += 1;
+            group.alpha_sum += a;
+            group.min_alpha = Some(group.min_alpha.map_or(a, |m| m.min(a)));
+            group.max_alpha = Some(group.max_alpha.map_or(a, |m| m.max(a)));
+        }
+        let q = qty.value(i).round() as i64;
+        group.qty += q;
+        group.min_qty = Some(group.min_qty.map_or(q, |m| m.min(q)));
+        group.max_qty = Some(group.max_qty.map_or(q, |m| m.max(q)));
+        group.big += i64::from(q >= 1000);
+    }
+    groups
+}
+
+#[test]
+fn every_aggregate_function_and_the_drop_policy_match_the_oracle() {
+    let days = days();
+    let pipeline = Pipeline::from_toml(METRICS_PIPELINE).unwrap();
+    for config in [timely::Config::thread(), process(2)] {
+        let mut engine = Engine::start_with(pipeline.bind(&days[0].1.schema()).unwrap(), config).unwrap();
+        for (date, day) in &days {
+            engine.begin_date(*date).unwrap();
+            for offset in (0..day.num_rows()).step_by(1000) {
+                engine.push(day.slice(offset, 1000.min(day.num_rows() - offset))).unwrap();
+            }
+        }
+        let results = engine.finish().unwrap();
+        for ((_, day), result) in days.iter().zip(results) {
+            let expected = metrics_oracle(day);
+            let dropped = result.report.count("parse_time.dropped");
+            assert_eq!(dropped as usize, day.num_rows() - expected.values().map(|g| g.rows as usize).sum::<usize>());
+            let partial = result.partial.unwrap();
+            if partial.num_rows() != expected.len() {
+                eprintln!("{}", arrow::util::pretty::pretty_format_batches(&[partial.slice(0, 20)]).unwrap());
+                eprintln!("{:?}", expected.iter().take(20).map(|(k, g)| (k, g.rows)).collect::<Vec<_>>());
+            }
+            assert_eq!(partial.num_rows(), expected.len());
+            let col = |name: &str| partial.column_by_name(name).unwrap().clone();
+            let (sides, bins) = (col("orderSide"), col("return_60_bin"));
+            let (sides, bins) = (sides.as_string::<i32>(), bins.as_primitive::<Int64Type>());
+            let int = |name: &str, i: usize| {
+                let c = col(name);
+                let c = c.as_primitive::<Int64Type>();
+                c.is_valid(i).then(|| c.value(i))
+            };
+            let float = |name: &str, i: usize| {
+                let c = col(name);
+                let c = c.as_primitive::<Float64Type>();
+                c.is_valid(i).then(|| c.value(i))
+            };
+            for i in 0..partial.num_rows() {
+                let key: Key = (bins.is_valid(i).then(|| bins.value(i)), sides.is_valid(i).then(|| sides.value(i).to_owned()));
+                let g = &expected[&key];
+                assert_eq!(int("rows", i), Some(g.rows), "{key:?}");
+                assert_eq!(int("alphas", i), Some(g.alphas), "{key:?}");
+                assert_eq!(float("min_alpha", i), g.min_alpha, "{key:?}");
+                assert_eq!(float("max_alpha", i), g.max_alpha, "{key:?}");
+                assert_eq!(int("qty", i), Some(g.qty), "{key:?}");
+                assert_eq!(int("min_qty", i), g.min_qty, "{key:?}");
+                assert_eq!(int("max_qty", i), g.max_qty, "{key:?}");
+                assert_eq!(int("big", i), Some(g.big), "{key:?}");
+                // count(qty) - count() is 0 (qty has no nulls): division by zero is null.
+                assert_eq!(float("alpha_per_lot", i), None, "{key:?}");
+                match float("mean_alpha_bp", i) {
+                    None => assert_eq!(g.alphas, 0, "{key:?}"),
+                    Some(mean) => assert!(close(mean, g.alpha_sum / g.alphas as f64 * 10000.0), "{key:?}: {mean}"),
+                }
+            }
+        }
+    }
+}

@@ -41,7 +41,7 @@ use crate::batch::Batch;
 use crate::exact_sum::ExactSum;
 use crate::expr::{AggregateCall, AggregateFunction, MetricExpr};
 use crate::report::Diagnostics;
-use crate::time::{Time, date_end, date_key_of, date_of_key};
+use crate::time::{Time, date_end, date_key_of, date_of_key, date_start};
 
 /// The name of the date column of every partial.
 pub const DATE_COLUMN: &str = "date";
@@ -601,9 +601,14 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                         input.for_each_time(|time, data| {
                             for updates in data {
                                 for ((date_key, key), _time, state) in updates.drain(..) {
-                                    let entry = dates.entry(date_key).or_insert_with(|| (time.retain(0), BTreeMap::new()));
-                                    if time.time() < entry.0.time() {
-                                        entry.0 = time.retain(0);
+                                    // Differential may deliver several dates' updates in one
+                                    // message at the earliest date's time: hold a capability
+                                    // at (or after) the start of the update's own date, so
+                                    // each partial is emitted at a time of its date.
+                                    let start = (*time.time()).max(date_start(date_key));
+                                    let entry = dates.entry(date_key).or_insert_with(|| (time.delayed(&start, 0), BTreeMap::new()));
+                                    if start < *entry.0.time() {
+                                        entry.0 = time.delayed(&start, 0);
                                     }
                                     entry.1.entry(key).or_insert_with(AggState::zero).plus_equals(&state);
                                 }
