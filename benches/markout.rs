@@ -17,18 +17,32 @@ use vizflow::run::{DateSelection, ProgressStyle, RunOptions, run};
 use vizflow::synthetic::{GenSpec, generate};
 
 fn bench_markout(c: &mut Criterion) {
-    let rows: usize = std::env::var("VIZFLOW_BENCH_ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(10_000_000);
+    let rows: usize = std::env::var("VIZFLOW_BENCH_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10_000_000);
     let symbols = 3_000;
     let date = NaiveDate::from_ymd_opt(2024, 1, 2).expect("valid date");
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-data/{rows}x{symbols}"));
-    let spec = GenSpec { rows, symbols, seed: 1, format: FileFormat::IpcFile, compression: None, prefix: "alpha_".into() };
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/bench-data/{rows}x{symbols}"));
+    let spec = GenSpec {
+        rows,
+        symbols,
+        seed: 1,
+        format: FileFormat::IpcFile,
+        compression: None,
+        prefix: "alpha_".into(),
+    };
     if !data.join("alpha_20240102.feather").exists() {
         generate(&spec, &data, &[date]).expect("generate bench data");
     }
     let pipeline = Pipeline::from_toml(vizflow::demo::MARKOUT_TOML).expect("markout pipeline");
     let out = tempfile::tempdir().expect("temp dir");
     let mut group = c.benchmark_group("markout");
-    group.sample_size(10).measurement_time(Duration::from_secs(20)).throughput(Throughput::Elements(rows as u64));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .throughput(Throughput::Elements(rows as u64));
     for workers in [1, 2] {
         let options = RunOptions {
             input_dir: Some(data.clone()),
@@ -38,12 +52,15 @@ fn bench_markout(c: &mut Criterion) {
             skip_existing: false,
             progress: ProgressStyle::Quiet,
         };
-        group.bench_function(format!("{rows} rows x {symbols} symbols, feather, {workers} workers"), |b| {
-            b.iter(|| {
-                let summary = run(&pipeline, &options).expect("run");
-                assert_eq!(summary.rows, rows as u64);
-            })
-        });
+        group.bench_function(
+            format!("{rows} rows x {symbols} symbols, feather, {workers} workers"),
+            |b| {
+                b.iter(|| {
+                    let summary = run(&pipeline, &options).expect("run");
+                    assert_eq!(summary.rows, rows as u64);
+                })
+            },
+        );
     }
     group.finish();
 }

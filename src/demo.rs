@@ -7,9 +7,9 @@ use arrow::datatypes::{Float64Type, Int64Type};
 use chrono::NaiveDate;
 
 use crate::config::Pipeline;
-use crate::synthetic::{GenSpec, generate};
 use crate::io::{FileFormat, read_parquet};
 use crate::run::{DateStatus, ProgressStyle, RunOptions, RunSummary, run};
+use crate::synthetic::{GenSpec, generate};
 
 /// The markout reference pipeline, as shipped in `examples/markout.toml`.
 pub const MARKOUT_TOML: &str = include_str!("../examples/markout.toml");
@@ -29,7 +29,12 @@ pub struct DemoOutput {
 
 /// Generates `dates` of `rows` rows under `dir`, runs the markout pipeline with
 /// `workers` workers, and summarises the partials by alpha bucket and side.
-pub fn demo(dir: &Path, dates: &[NaiveDate], rows: usize, workers: usize) -> anyhow::Result<DemoOutput> {
+pub fn demo(
+    dir: &Path,
+    dates: &[NaiveDate],
+    rows: usize,
+    workers: usize,
+) -> anyhow::Result<DemoOutput> {
     let input_dir = dir.join("data");
     let output_dir = dir.join("out/markout");
     let spec = GenSpec {
@@ -59,7 +64,12 @@ pub fn demo(dir: &Path, dates: &[NaiveDate], rows: usize, workers: usize) -> any
         }
     }
     let table = alpha_table(&partials);
-    Ok(DemoOutput { input_dir, output_dir, summary, table })
+    Ok(DemoOutput {
+        input_dir,
+        output_dir,
+        summary,
+        table,
+    })
 }
 
 /// Merges partials into buckets of `alpha1_bin` by side: count and mean returns in
@@ -78,7 +88,9 @@ pub fn alpha_table(partials: &[RecordBatch]) -> String {
     let mut cells = vec![vec![(0i64, [(0f64, 0i64); 3]); BUCKETS.len()]; 2];
     for partial in partials {
         let column = |name: &str| partial.column_by_name(name).cloned();
-        let (Some(bins), Some(sides), Some(rows)) = (column("alpha1_bin"), column("orderSide"), column("count()")) else {
+        let (Some(bins), Some(sides), Some(rows)) =
+            (column("alpha1_bin"), column("orderSide"), column("count()"))
+        else {
             continue;
         };
         let bins = bins.as_primitive::<Int64Type>();
@@ -89,11 +101,19 @@ pub fn alpha_table(partials: &[RecordBatch]) -> String {
                 continue;
             }
             let side = usize::from(sides.value(i) != "B");
-            let Some(bucket) = BUCKETS.iter().position(|(_, lo, hi)| (*lo..=*hi).contains(&bins.value(i))) else { continue };
+            let Some(bucket) = BUCKETS
+                .iter()
+                .position(|(_, lo, hi)| (*lo..=*hi).contains(&bins.value(i)))
+            else {
+                continue;
+            };
             let cell = &mut cells[side][bucket];
             cell.0 += rows.value(i);
             for (h, horizon) in horizons.iter().enumerate() {
-                if let (Some(sum), Some(count)) = (column(&format!("sum(return_{horizon})")), column(&format!("count(return_{horizon})"))) {
+                if let (Some(sum), Some(count)) = (
+                    column(&format!("sum(return_{horizon})")),
+                    column(&format!("count(return_{horizon})")),
+                ) {
                     cell.1[h].0 += sum.as_primitive::<Float64Type>().value(i);
                     cell.1[h].1 += count.as_primitive::<Int64Type>().value(i);
                 }
@@ -107,7 +127,13 @@ pub fn alpha_table(partials: &[RecordBatch]) -> String {
     for (b, (label, _, _)) in BUCKETS.iter().enumerate() {
         for (side, name) in ["B", "S"].iter().enumerate() {
             let (rows, returns) = &cells[side][b];
-            let bp = |(sum, count): (f64, i64)| if count > 0 { format!("{:.2}", sum / count as f64 * 1e4) } else { "-".to_owned() };
+            let bp = |(sum, count): (f64, i64)| {
+                if count > 0 {
+                    format!("{:.2}", sum / count as f64 * 1e4)
+                } else {
+                    "-".to_owned()
+                }
+            };
             out.push_str(&format!(
                 "{label:<26} {name:<5} {rows:>9} {:>12} {:>12} {:>12}\n",
                 bp(returns[0]),

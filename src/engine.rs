@@ -86,7 +86,12 @@ pub struct DateResult {
 /// What the caller tells a worker.
 enum Command {
     Push(RecordBatch),
-    Read { file: Arc<DateFile>, part: usize, columns: Arc<Vec<String>>, batch_rows: usize },
+    Read {
+        file: Arc<DateFile>,
+        part: usize,
+        columns: Arc<Vec<String>>,
+        batch_rows: usize,
+    },
     Advance(Time),
 }
 
@@ -126,12 +131,21 @@ impl Engine {
         } else {
             timely::CommunicationConfig::Thread
         };
-        Self::start_with(pipeline, timely::Config { communication, worker: Default::default() })
+        Self::start_with(
+            pipeline,
+            timely::Config {
+                communication,
+                worker: Default::default(),
+            },
+        )
     }
 
     /// Starts the workers with an explicit timely configuration, e.g.
     /// `CommunicationConfig::ProcessBinary(n)` to serialize every exchanged batch.
-    pub fn start_with(pipeline: BoundPipeline, config: timely::Config) -> Result<Engine, EngineError> {
+    pub fn start_with(
+        pipeline: BoundPipeline,
+        config: timely::Config,
+    ) -> Result<Engine, EngineError> {
         let diagnostics = Diagnostics::default();
         let (event_tx, events) = crossbeam_channel::unbounded();
         let (feed_tx, feed_rx) = crossbeam_channel::unbounded::<(usize, Feed)>();
@@ -141,11 +155,20 @@ impl Engine {
         let guards = timely::execute(config, move |worker| {
             let (commands_tx, commands) = crossbeam_channel::unbounded();
             let index = worker.index();
-            let feed = Feed { commands: commands_tx, thread: std::thread::current() };
+            let feed = Feed {
+                commands: commands_tx,
+                thread: std::thread::current(),
+            };
             if feed_tx.send((index, feed)).is_err() {
                 return;
             }
-            run_worker(worker, &worker_pipeline, &worker_diagnostics, commands, event_tx.clone());
+            run_worker(
+                worker,
+                &worker_pipeline,
+                &worker_diagnostics,
+                commands,
+                event_tx.clone(),
+            );
         })
         .map_err(EngineError::Start)?;
         let mut feeds: Vec<(usize, Feed)> = feed_rx.iter().take(guards_len(&guards)).collect();
@@ -180,7 +203,9 @@ impl Engine {
 
     fn send(&self, worker: usize, command: Command) -> Result<(), EngineError> {
         let feed = &self.feeds[worker];
-        feed.commands.send(command).map_err(|_| EngineError::Stopped)?;
+        feed.commands
+            .send(command)
+            .map_err(|_| EngineError::Stopped)?;
         feed.thread.unpark();
         Ok(())
     }
@@ -199,10 +224,13 @@ impl Engine {
     /// this returns, and its result follows from [`Engine::next_result`].
     pub fn begin_date(&mut self, date: NaiveDate) -> Result<(), EngineError> {
         let key = time::date_key(date);
-        if let Some(current) = self.current {
-            if key <= current {
-                return Err(EngineError::DateOrder { date, current: time::date_of_key(current) });
-            }
+        if let Some(current) = self.current
+            && key <= current
+        {
+            return Err(EngineError::DateOrder {
+                date,
+                current: time::date_of_key(current),
+            });
         }
         self.advance(time::date_start(key))?;
         self.current = Some(key);
@@ -230,15 +258,20 @@ impl Engine {
         for column in &self.read_columns {
             let index = schema.index_of(column).map_err(|_| EngineError::Schema {
                 date,
-                message: format!("column '{column}' is missing; the pipeline reads {}", self.read_columns.join(", ")),
+                message: format!(
+                    "column '{column}' is missing; the pipeline reads {}",
+                    self.read_columns.join(", ")
+                ),
             })?;
             indices.push(index);
         }
         let rows = batch.num_rows();
         let row_ids: ArrayRef = match schema.index_of(ROW_ID) {
-            Ok(i) => arrow::compute::cast(batch.column(i), &DataType::UInt64).map_err(|e| EngineError::Schema {
-                date,
-                message: format!("row_id column: {e}"),
+            Ok(i) => arrow::compute::cast(batch.column(i), &DataType::UInt64).map_err(|e| {
+                EngineError::Schema {
+                    date,
+                    message: format!("row_id column: {e}"),
+                }
             })?,
             Err(_) => {
                 let start = self.next_row_id;
@@ -247,9 +280,15 @@ impl Engine {
             }
         };
         if row_ids.null_count() > 0 {
-            return Err(EngineError::Schema { date, message: "row_id column has nulls".into() });
+            return Err(EngineError::Schema {
+                date,
+                message: "row_id column has nulls".into(),
+            });
         }
-        let projected = batch.project(&indices).map_err(|e| EngineError::Schema { date, message: e.to_string() })?;
+        let projected = batch.project(&indices).map_err(|e| EngineError::Schema {
+            date,
+            message: e.to_string(),
+        })?;
         let batch = with_columns(&projected, vec![(ROW_ID.to_owned(), row_ids)]);
         self.diagnostics.add(key, "rows_read", rows as u64);
         let worker = self.next_worker;
@@ -259,11 +298,24 @@ impl Engine {
 
     /// Has a worker read part `part` of `file` (rows of the current date) and feed it
     /// in as if pushed, with `row_id` = the row's position in the file.
-    pub fn push_file_part(&mut self, file: Arc<DateFile>, part: usize, batch_rows: usize) -> Result<(), EngineError> {
+    pub fn push_file_part(
+        &mut self,
+        file: Arc<DateFile>,
+        part: usize,
+        batch_rows: usize,
+    ) -> Result<(), EngineError> {
         self.current.ok_or(EngineError::NoDate)?;
         let worker = part % self.feeds.len();
         let columns = Arc::new(self.read_columns.clone());
-        self.send(worker, Command::Read { file, part, columns, batch_rows })
+        self.send(
+            worker,
+            Command::Read {
+                file,
+                part,
+                columns,
+                batch_rows,
+            },
+        )
     }
 
     /// Waits for the next completed date. Returns `None` when no begun date is pending.
@@ -273,7 +325,9 @@ impl Engine {
             if let Some(result) = self.completed() {
                 return Ok(Some(result));
             }
-            let Some(first) = self.open.keys().next().copied() else { return Ok(None) };
+            let Some(first) = self.open.keys().next().copied() else {
+                return Ok(None);
+            };
             if self.current == Some(first) && self.time <= time::date_end(first) && !self.closed() {
                 return Ok(None); // the current date is still being fed
             }
@@ -294,7 +348,10 @@ impl Engine {
     /// The earliest open date, if every worker's frontier is past it.
     fn completed(&mut self) -> Option<DateResult> {
         let (&date_key, _) = self.open.first_key_value()?;
-        let done = self.frontiers.iter().all(|f| f.is_none_or(|t| t > time::date_end(date_key)));
+        let done = self
+            .frontiers
+            .iter()
+            .all(|f| f.is_none_or(|t| t > time::date_end(date_key)));
         if !done {
             return None;
         }
@@ -305,7 +362,11 @@ impl Engine {
         } else {
             Err(report.errors.clone())
         };
-        Some(DateResult { date: time::date_of_key(date_key), partial, report })
+        Some(DateResult {
+            date: time::date_of_key(date_key),
+            partial,
+            report,
+        })
     }
 
     /// Closes the input, waits for every remaining date, and stops the workers.
@@ -345,7 +406,8 @@ fn run_worker(
     events: Sender<Event>,
 ) {
     let index = worker.index();
-    let mut input: InputHandle<Time, timely::container::CapacityContainerBuilder<Batch>> = InputHandle::new();
+    let mut input: InputHandle<Time, timely::container::CapacityContainerBuilder<Batch>> =
+        InputHandle::new();
     let probe = ProbeHandle::new();
     worker.dataflow::<Time, _, _>(|scope| {
         let rows = scope.input_from(&mut input);
@@ -359,17 +421,24 @@ fn run_worker(
         }
         let partial_events = events.clone();
         rows.aggregate(pipeline.plan.clone(), diagnostics.clone())
-            .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(PipelinePact, "Results", move |_, _| {
-                move |input, _output| {
-                    input.for_each_time(|time, data| {
-                        for batch in data {
-                            if let Some(partial) = batch.take() {
-                                let _ = partial_events.send(Event::Partial(time::date_key_of(*time.time()), partial));
+            .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                PipelinePact,
+                "Results",
+                move |_, _| {
+                    move |input, _output| {
+                        input.for_each_time(|time, data| {
+                            for batch in data {
+                                if let Some(partial) = batch.take() {
+                                    let _ = partial_events.send(Event::Partial(
+                                        time::date_key_of(*time.time()),
+                                        partial,
+                                    ));
+                                }
                             }
-                        }
-                    });
-                }
-            })
+                        });
+                    }
+                },
+            )
             .probe_with(&probe);
     });
 
@@ -379,7 +448,12 @@ fn run_worker(
         loop {
             match commands.try_recv() {
                 Ok(Command::Push(batch)) => input.send_batch(&mut Batch::new(batch)),
-                Ok(Command::Read { file, part, columns, batch_rows }) => {
+                Ok(Command::Read {
+                    file,
+                    part,
+                    columns,
+                    batch_rows,
+                }) => {
                     let date_key = time::date_key_of(*input.time());
                     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
                     match file.read_part(part, &names, batch_rows) {
@@ -387,8 +461,12 @@ fn run_worker(
                             for (offset, batch) in batches {
                                 let n = batch.num_rows() as u64;
                                 diagnostics.add(date_key, "rows_read", n);
-                                let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(offset..offset + n));
-                                input.send_batch(&mut Batch::new(with_columns(&batch, vec![(ROW_ID.to_owned(), ids)])));
+                                let ids: ArrayRef =
+                                    Arc::new(UInt64Array::from_iter_values(offset..offset + n));
+                                input.send_batch(&mut Batch::new(with_columns(
+                                    &batch,
+                                    vec![(ROW_ID.to_owned(), ids)],
+                                )));
                             }
                         }
                         Err(error) => diagnostics.error(date_key, error.to_string()),
@@ -415,7 +493,10 @@ fn run_worker(
         let frontier = probe.with_frontier(|f| f.first().copied());
         if reported != Some(frontier) {
             reported = Some(frontier);
-            let _ = events.send(Event::Frontier { worker: index, time: frontier });
+            let _ = events.send(Event::Frontier {
+                worker: index,
+                time: frontier,
+            });
         }
     }
     drop(input);
@@ -424,8 +505,14 @@ fn run_worker(
         let frontier = probe.with_frontier(|f| f.first().copied());
         if reported != Some(frontier) {
             reported = Some(frontier);
-            let _ = events.send(Event::Frontier { worker: index, time: frontier });
+            let _ = events.send(Event::Frontier {
+                worker: index,
+                time: frontier,
+            });
         }
     }
-    let _ = events.send(Event::Frontier { worker: index, time: None });
+    let _ = events.send(Event::Frontier {
+        worker: index,
+        time: None,
+    });
 }

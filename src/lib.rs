@@ -31,10 +31,10 @@ pub mod calendar;
 pub mod config;
 pub mod demo;
 pub mod engine;
-#[path = "gen.rs"]
-pub mod synthetic;
 pub mod io;
 pub mod market;
 pub mod run;
+#[path = "gen.rs"]
+pub mod synthetic;
 
 pub use vizflow_operators as operators;

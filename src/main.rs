@@ -7,9 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use vizflow::calendar;
 use vizflow::config::Pipeline;
-use vizflow::synthetic::{GenSpec, generate};
 use vizflow::io::{FileFormat, IpcCompression};
 use vizflow::run::{DateSelection, DateStatus, ProgressStyle, RunOptions, run};
+use vizflow::synthetic::{GenSpec, generate};
 
 /// VizFlow: per-date market-data analysis on a streaming dataflow engine.
 #[derive(Parser)]
@@ -114,14 +114,19 @@ fn gen_dates(spec: &str) -> anyhow::Result<Vec<chrono::NaiveDate>> {
     use chrono::Datelike;
     if let Some((from, to)) = spec.split_once("..") {
         let (from, to) = (calendar::parse_date(from)?, calendar::parse_date(to)?);
-        anyhow::ensure!(from <= to, "--dates {spec}: the range is empty ({from} is after {to})");
+        anyhow::ensure!(
+            from <= to,
+            "--dates {spec}: the range is empty ({from} is after {to})"
+        );
         Ok(from
             .iter_days()
             .take_while(|d| *d <= to)
             .filter(|d| d.weekday().num_days_from_monday() < 5)
             .collect())
     } else {
-        spec.split(',').map(|d| Ok(calendar::parse_date(d.trim())?)).collect()
+        spec.split(',')
+            .map(|d| Ok(calendar::parse_date(d.trim())?))
+            .collect()
     }
 }
 
@@ -145,8 +150,16 @@ fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let summary = run(&pipeline, &options)?;
-    let written = summary.dates.iter().filter(|d| matches!(d.status, DateStatus::Written { .. })).count();
-    let skipped = summary.dates.iter().filter(|d| d.status == DateStatus::Skipped).count();
+    let written = summary
+        .dates
+        .iter()
+        .filter(|d| matches!(d.status, DateStatus::Written { .. }))
+        .count();
+    let skipped = summary
+        .dates
+        .iter()
+        .filter(|d| d.status == DateStatus::Skipped)
+        .count();
     let failed: Vec<_> = summary.failed().collect();
     eprintln!(
         "{} dates: {written} written, {skipped} skipped, {} failed; {} rows in {:.2} s ({:.2}M rows/s)",
@@ -161,7 +174,11 @@ fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
             eprintln!("  FAILED {error}");
         }
     }
-    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn gen_command(args: GenArgs) -> anyhow::Result<ExitCode> {
@@ -173,7 +190,14 @@ fn gen_command(args: GenArgs) -> anyhow::Result<ExitCode> {
         FormatArg::Parquet => (FileFormat::Parquet, None),
         FormatArg::Csv => (FileFormat::Csv, None),
     };
-    let spec = GenSpec { rows: args.rows, symbols: args.symbols, seed: args.seed, format, compression, prefix: args.prefix };
+    let spec = GenSpec {
+        rows: args.rows,
+        symbols: args.symbols,
+        seed: args.seed,
+        format,
+        compression,
+        prefix: args.prefix,
+    };
     let dates = gen_dates(&args.dates)?;
     let paths = generate(&spec, &args.out, &dates)?;
     for path in &paths {
@@ -184,8 +208,13 @@ fn gen_command(args: GenArgs) -> anyhow::Result<ExitCode> {
 
 fn demo_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dates = gen_dates("20240102..20240104")?;
-    println!("Generating {} dates of 300,000 rows (300 symbols) in {} ...", dates.len(), args.dir.join("data").display());
-    let output = vizflow::demo::demo(&args.dir, &dates, 300_000, args.workers).context("the demo failed")?;
+    println!(
+        "Generating {} dates of 300,000 rows (300 symbols) in {} ...",
+        dates.len(),
+        args.dir.join("data").display()
+    );
+    let output =
+        vizflow::demo::demo(&args.dir, &dates, 300_000, args.workers).context("the demo failed")?;
     let summary = &output.summary;
     println!(
         "Ran examples/markout.toml on {} dates with {} workers: {} rows in {:.2} s ({:.2}M rows/s).\n",
@@ -195,7 +224,9 @@ fn demo_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
         summary.elapsed.as_secs_f64(),
         summary.rows as f64 / summary.elapsed.as_secs_f64().max(1e-9) / 1e6
     );
-    println!("Mean forward returns of mid after each fill, by alpha1 at the fill (all dates merged):\n");
+    println!(
+        "Mean forward returns of mid after each fill, by alpha1 at the fill (all dates merged):\n"
+    );
     println!("{}", output.table);
     println!("Partials (one Parquet file per date, with a quality report beside each):");
     for outcome in &summary.dates {
@@ -204,7 +235,10 @@ fn demo_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     println!("\nNext: edit examples/markout.toml, or run it yourself:");
-    println!("  cargo run --release -- run examples/markout.toml --input-dir {} --output-dir out/markout", output.input_dir.display());
+    println!(
+        "  cargo run --release -- run examples/markout.toml --input-dir {} --output-dir out/markout",
+        output.input_dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -114,7 +114,9 @@ pub struct RunSummary {
 impl RunSummary {
     /// The dates that failed.
     pub fn failed(&self) -> impl Iterator<Item = &DateOutcome> {
-        self.dates.iter().filter(|d| matches!(d.status, DateStatus::Failed(_)))
+        self.dates
+            .iter()
+            .filter(|d| matches!(d.status, DateStatus::Failed(_)))
     }
 }
 
@@ -157,7 +159,11 @@ pub fn partial_path(dir: &Path, date: NaiveDate) -> PathBuf {
 pub const CONFIG_HASH_KEY: &str = "vizflow.config_hash";
 
 /// Resolves the dates of a run.
-pub fn select_dates(pipeline: &Pipeline, input_dir: &Path, selection: &DateSelection) -> Result<Vec<NaiveDate>, RunError> {
+pub fn select_dates(
+    pipeline: &Pipeline,
+    input_dir: &Path,
+    selection: &DateSelection,
+) -> Result<Vec<NaiveDate>, RunError> {
     let calendar = || -> Result<TradingCalendar, RunError> {
         Ok(match &pipeline.input.calendar {
             Some(path) => TradingCalendar::from_file(path)?,
@@ -184,7 +190,11 @@ pub fn select_dates(pipeline: &Pipeline, input_dir: &Path, selection: &DateSelec
 /// True when `path` holds a partial made by a pipeline with `hash`.
 fn made_by(path: &Path, hash: &str) -> Option<bool> {
     let (_, metadata) = read_parquet(path).ok()?;
-    Some(metadata.iter().any(|(k, v)| k == CONFIG_HASH_KEY && v == hash))
+    Some(
+        metadata
+            .iter()
+            .any(|(k, v)| k == CONFIG_HASH_KEY && v == hash),
+    )
 }
 
 struct Progress {
@@ -200,14 +210,21 @@ impl Progress {
         let bar = (style == ProgressStyle::Auto && terminal).then(|| {
             let bar = indicatif::ProgressBar::new(dates as u64);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} dates  {msg}  ETA {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} dates  {msg}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             bar
         });
         let log = style == ProgressStyle::Log || (style == ProgressStyle::Auto && !terminal);
-        Progress { bar, log, started: Instant::now(), rows: 0 }
+        Progress {
+            bar,
+            log,
+            started: Instant::now(),
+            rows: 0,
+        }
     }
 
     fn date(&mut self, outcome: &DateOutcome, done: usize, total: usize) {
@@ -215,7 +232,9 @@ impl Progress {
         self.rows += rows;
         let rate = self.rows as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
         let status = match &outcome.status {
-            DateStatus::Written { path, groups } => format!("{rows} rows -> {groups} groups, {}", path.display()),
+            DateStatus::Written { path, groups } => {
+                format!("{rows} rows -> {groups} groups, {}", path.display())
+            }
             DateStatus::Skipped => "skipped (partial exists)".to_owned(),
             DateStatus::Failed(error) => format!("FAILED: {error}"),
         };
@@ -227,7 +246,11 @@ impl Progress {
             }
         }
         if self.log {
-            eprintln!("[{done}/{total}] {}: {status} ({:.2}M rows/s overall)", calendar::format_date(outcome.date), rate / 1e6);
+            eprintln!(
+                "[{done}/{total}] {}: {status} ({:.2}M rows/s overall)",
+                calendar::format_date(outcome.date),
+                rate / 1e6
+            );
         }
     }
 
@@ -240,15 +263,27 @@ impl Progress {
 
 fn write_outputs(output_dir: &Path, result: &DateResult, hash: &str) -> Result<PathBuf, String> {
     let path = partial_path(output_dir, result.date);
-    let partial = result.partial.as_ref().map_err(|errors| errors.join("; "))?;
+    let partial = result
+        .partial
+        .as_ref()
+        .map_err(|errors| errors.join("; "))?;
     let metadata = vec![
         (CONFIG_HASH_KEY.to_owned(), hash.to_owned()),
-        ("vizflow.version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
-        ("vizflow.date".to_owned(), calendar::format_date(result.date)),
+        (
+            "vizflow.version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        ),
+        (
+            "vizflow.date".to_owned(),
+            calendar::format_date(result.date),
+        ),
     ];
     write_parquet_atomic(&path, partial, &metadata).map_err(|e| e.to_string())?;
     let report = serde_json::to_vec_pretty(&result.report).map_err(|e| e.to_string())?;
-    let report_path = output_dir.join(format!("{}.report.json", calendar::format_date(result.date)));
+    let report_path = output_dir.join(format!(
+        "{}.report.json",
+        calendar::format_date(result.date)
+    ));
     let mut temporary = tempfile::NamedTempFile::new_in(output_dir).map_err(|e| e.to_string())?;
     std::io::Write::write_all(&mut temporary, &report).map_err(|e| e.to_string())?;
     temporary.persist(&report_path).map_err(|e| e.to_string())?;
@@ -258,10 +293,19 @@ fn write_outputs(output_dir: &Path, result: &DateResult, hash: &str) -> Result<P
 /// Runs `pipeline` over the selected dates.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let input_dir = options.input_dir.clone().unwrap_or_else(|| pipeline.input.dir.clone());
-    let output_dir = options.output_dir.clone().unwrap_or_else(|| pipeline.output.dir.clone());
+    let input_dir = options
+        .input_dir
+        .clone()
+        .unwrap_or_else(|| pipeline.input.dir.clone());
+    let output_dir = options
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| pipeline.output.dir.clone());
     let dates = select_dates(pipeline, &input_dir, &options.dates)?;
-    std::fs::create_dir_all(&output_dir).map_err(|source| RunError::Output { path: output_dir.clone(), source })?;
+    std::fs::create_dir_all(&output_dir).map_err(|source| RunError::Output {
+        path: output_dir.clone(),
+        source,
+    })?;
     let hash = pipeline.config_hash();
     let mut progress = Progress::new(options.progress, dates.len());
     let mut summary = RunSummary::default();
@@ -276,29 +320,60 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
     let mut engine: Option<(Engine, BoundPipeline)> = None;
     for &date in &dates {
         if options.skip_existing && made_by(&partial_path(&output_dir, date), &hash) == Some(true) {
-            record(&mut summary, &mut progress, DateOutcome { date, status: DateStatus::Skipped, report: DateReport::default() });
+            record(
+                &mut summary,
+                &mut progress,
+                DateOutcome {
+                    date,
+                    status: DateStatus::Skipped,
+                    report: DateReport::default(),
+                },
+            );
             continue;
         }
         let path = input_path(&input_dir, &pipeline.input.pattern, date);
         let file = match DateFile::open(&path) {
             Ok(file) => Arc::new(file),
             Err(error) => {
-                let status = DateStatus::Failed(format!("{}: {error}", calendar::format_date(date)));
-                record(&mut summary, &mut progress, DateOutcome { date, status, report: DateReport::default() });
+                let status =
+                    DateStatus::Failed(format!("{}: {error}", calendar::format_date(date)));
+                record(
+                    &mut summary,
+                    &mut progress,
+                    DateOutcome {
+                        date,
+                        status,
+                        report: DateReport::default(),
+                    },
+                );
                 continue;
             }
         };
         if engine.is_none() {
             let bound = pipeline.bind(&file.schema()).map_err(|e| match e {
-                ConfigError::Invalid(message) => ConfigError::Invalid(format!("{message} (in {})", path.display())),
+                ConfigError::Invalid(message) => {
+                    ConfigError::Invalid(format!("{message} (in {})", path.display()))
+                }
                 other => other,
             })?;
             engine = Some((Engine::start(bound.clone(), options.workers)?, bound));
         }
         let (running, bound) = engine.as_mut().expect("started above");
         if let Err(message) = bound.check_schema(&file.schema()) {
-            let status = DateStatus::Failed(format!("{}: {}: {message}", calendar::format_date(date), path.display()));
-            record(&mut summary, &mut progress, DateOutcome { date, status, report: DateReport::default() });
+            let status = DateStatus::Failed(format!(
+                "{}: {}: {message}",
+                calendar::format_date(date),
+                path.display()
+            ));
+            record(
+                &mut summary,
+                &mut progress,
+                DateOutcome {
+                    date,
+                    status,
+                    report: DateReport::default(),
+                },
+            );
             continue;
         }
         running.begin_date(date)?;
@@ -331,5 +406,9 @@ fn outcome_of(output_dir: &Path, result: DateResult, hash: &str) -> DateOutcome 
         },
         Err(error) => DateStatus::Failed(format!("{}: {error}", calendar::format_date(date))),
     };
-    DateOutcome { date, status, report: result.report }
+    DateOutcome {
+        date,
+        status,
+        report: result.report,
+    }
 }

@@ -20,22 +20,44 @@ use vizflow::run::{DateStatus, ProgressStyle, RunOptions, run};
 use vizflow::synthetic::{GenSpec, generate, generate_date};
 
 fn dates() -> Vec<NaiveDate> {
-    vec![NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(), NaiveDate::from_ymd_opt(2024, 1, 3).unwrap()]
+    vec![
+        NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(),
+        NaiveDate::from_ymd_opt(2024, 1, 3).unwrap(),
+    ]
 }
 
 fn spec(format: FileFormat) -> GenSpec {
-    GenSpec { rows: 20_000, symbols: 50, seed: 42, format, compression: None, prefix: "alpha_".into() }
+    GenSpec {
+        rows: 20_000,
+        symbols: 50,
+        seed: 42,
+        format,
+        compression: None,
+        prefix: "alpha_".into(),
+    }
 }
 
 /// A partial as CSV text with floats in shortest round-trip form: exact and reviewable.
 fn to_csv(batch: &RecordBatch) -> String {
     let options = FormatOptions::default().with_null("");
     let schema = batch.schema();
-    let mut out = schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(",");
+    let mut out = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     out.push('\n');
-    let formatters: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
+    let formatters: Vec<_> = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+        .collect();
     for row in 0..batch.num_rows() {
-        let cells: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+        let cells: Vec<String> = formatters
+            .iter()
+            .map(|f| f.value(row).to_string())
+            .collect();
         out.push_str(&cells.join(","));
         out.push('\n');
     }
@@ -63,13 +85,21 @@ fn run_files(input: &Path, output: &Path, workers: usize) -> Vec<RecordBatch> {
 }
 
 fn golden_path(date: NaiveDate) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/markout/{}.csv", date.format("%Y%m%d")))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "tests/golden/markout/{}.csv",
+        date.format("%Y%m%d")
+    ))
 }
 
 #[test]
 fn golden_markout() {
     let dir = tempfile::tempdir().unwrap();
-    generate(&spec(FileFormat::IpcFile), &dir.path().join("data"), &dates()).unwrap();
+    generate(
+        &spec(FileFormat::IpcFile),
+        &dir.path().join("data"),
+        &dates(),
+    )
+    .unwrap();
     let partials = run_files(&dir.path().join("data"), &dir.path().join("out"), 2);
     assert_eq!(partials.len(), 2);
     for (date, partial) in dates().into_iter().zip(&partials) {
@@ -79,8 +109,14 @@ fn golden_markout() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, &actual).unwrap();
         }
-        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; run with VIZFLOW_BLESS=1", path.display()));
-        assert_eq!(actual, expected, "partial of {date} differs from {}", path.display());
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run with VIZFLOW_BLESS=1", path.display()));
+        assert_eq!(
+            actual,
+            expected,
+            "partial of {date} differs from {}",
+            path.display()
+        );
     }
 }
 
@@ -88,10 +124,18 @@ fn golden_markout() {
 fn every_input_format_gives_the_same_partials() {
     let dir = tempfile::tempdir().unwrap();
     let mut reference = None;
-    for format in [FileFormat::IpcFile, FileFormat::IpcStream, FileFormat::Parquet, FileFormat::Csv] {
+    for format in [
+        FileFormat::IpcFile,
+        FileFormat::IpcStream,
+        FileFormat::Parquet,
+        FileFormat::Csv,
+    ] {
         let data = dir.path().join(format!("data-{format:?}"));
         generate(&spec(format), &data, &dates()).unwrap();
-        let pipeline_text = vizflow::demo::MARKOUT_TOML.replace("alpha_{date}.feather", &format!("alpha_{{date}}.{}", format.extension()));
+        let pipeline_text = vizflow::demo::MARKOUT_TOML.replace(
+            "alpha_{date}.feather",
+            &format!("alpha_{{date}}.{}", format.extension()),
+        );
         let pipeline = Pipeline::from_toml(&pipeline_text).unwrap();
         let options = RunOptions {
             input_dir: Some(data),
@@ -137,17 +181,37 @@ fn embedding_shuffled_small_batches_equals_reading_the_file() {
             let indices = UInt32Array::from(chunk.to_vec());
             let rows = arrow::compute::take_record_batch(&day, &indices).unwrap();
             let ids = arrow::array::UInt64Array::from_iter_values(chunk.iter().map(|i| *i as u64));
-            let mut fields: Vec<_> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-            fields.push(arrow::datatypes::Field::new("row_id", arrow::datatypes::DataType::UInt64, false));
+            let mut fields: Vec<_> = rows
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(arrow::datatypes::Field::new(
+                "row_id",
+                arrow::datatypes::DataType::UInt64,
+                false,
+            ));
             let mut columns = rows.columns().to_vec();
             columns.push(Arc::new(ids));
-            engine.push(RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap()).unwrap();
+            engine
+                .push(
+                    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+                        .unwrap(),
+                )
+                .unwrap();
         }
         while let Some(result) = engine.next_result().unwrap() {
             pushed.push(result.partial.unwrap());
         }
     }
-    pushed.extend(engine.finish().unwrap().into_iter().map(|r| r.partial.unwrap()));
+    pushed.extend(
+        engine
+            .finish()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.partial.unwrap()),
+    );
     assert_eq!(pushed.len(), from_files.len());
     for (a, b) in pushed.iter().zip(&from_files) {
         assert_eq!(to_csv(a), to_csv(b));

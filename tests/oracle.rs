@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array,
+};
 use arrow::datatypes::{Float64Type, Int64Type};
 use chrono::NaiveDate;
 use rand::seq::SliceRandom;
@@ -75,7 +77,12 @@ fn random_day(seed: u64, rows: usize) -> RecordBatch {
             rng.random_range(46_800_000..=54_000_000)
         } / 2_000
             * 2_000; // 2-second resolution: many ties in time
-        let (h, m, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
+        let (h, m, s, ms) = (
+            ms_of_day / 3_600_000,
+            ms_of_day / 60_000 % 60,
+            ms_of_day / 1000 % 60,
+            ms_of_day % 1000,
+        );
         ticktime.push(h * 10_000_000 + m * 100_000 + s * 1000 + ms);
         let symbol = (rng.random_range(0.0f64..1.0).powi(3) * 20.0) as i64;
         ukey.push(600_000 + symbol);
@@ -85,11 +92,23 @@ fn random_day(seed: u64, rows: usize) -> RecordBatch {
             k if k % 2 == 0 => Some("B"),
             _ => Some("S"),
         });
-        let noise = if rng.random_bool(0.1) { rng.random_range(-1e-8..1e-8) } else { 0.0 };
+        let noise = if rng.random_bool(0.1) {
+            rng.random_range(-1e-8..1e-8)
+        } else {
+            0.0
+        };
         qty.push(rng.random_range(1..20) as f64 * 100.0 + noise);
         let mid = 10.0 + symbol as f64 + rng.random_range(-0.5..0.5);
-        bid.push(if rng.random_bool(0.02) { None } else { Some(mid - 0.01) });
-        ask.push(if rng.random_bool(0.01) { Some(f64::NAN) } else { Some(mid + 0.01) });
+        bid.push(if rng.random_bool(0.02) {
+            None
+        } else {
+            Some(mid - 0.01)
+        });
+        ask.push(if rng.random_bool(0.01) {
+            Some(f64::NAN)
+        } else {
+            Some(mid + 0.01)
+        });
         alpha.push(match rng.random_range(0..100) {
             0..=2 => None,
             3 => Some(f64::NAN),
@@ -112,7 +131,8 @@ fn random_day(seed: u64, rows: usize) -> RecordBatch {
 
 /// SEMANTICS.md parse_time for CN with the clamp policy.
 fn oracle_elapsed_ms(ticktime: i64) -> i64 {
-    let t = ticktime / 10_000_000 * 3_600_000 + ticktime / 100_000 % 100 * 60_000 + ticktime % 100_000;
+    let t =
+        ticktime / 10_000_000 * 3_600_000 + ticktime / 100_000 % 100 * 60_000 + ticktime % 100_000;
     let (am_open, am_close, pm_open, pm_close) = (34_200_000, 41_400_000, 46_800_000, 54_000_000);
     if t < am_open {
         0
@@ -149,10 +169,18 @@ fn oracle(day: &RecordBatch) -> BTreeMap<Key, OracleGroup> {
     let qty = col("qty");
     let qty = qty.as_primitive::<Float64Type>();
     let (bid, ask, alpha) = (col("BidPrice1"), col("AskPrice1"), col("alpha1"));
-    let (bid, ask, alpha) = (bid.as_primitive::<Float64Type>(), ask.as_primitive::<Float64Type>(), alpha.as_primitive::<Float64Type>());
+    let (bid, ask, alpha) = (
+        bid.as_primitive::<Float64Type>(),
+        ask.as_primitive::<Float64Type>(),
+        alpha.as_primitive::<Float64Type>(),
+    );
     let get = |a: &arrow::array::Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
-    let elapsed: Vec<i64> = (0..n).map(|i| oracle_elapsed_ms(ticktime.value(i))).collect();
-    let mid: Vec<Option<f64>> = (0..n).map(|i| Some((get(ask, i)? + get(bid, i)?) / 2.0)).collect();
+    let elapsed: Vec<i64> = (0..n)
+        .map(|i| oracle_elapsed_ms(ticktime.value(i)))
+        .collect();
+    let mid: Vec<Option<f64>> = (0..n)
+        .map(|i| Some((get(ask, i)? + get(bid, i)?) / 2.0))
+        .collect();
     let mut groups: BTreeMap<Key, OracleGroup> = BTreeMap::new();
     for i in 0..n {
         let mut returns = [None; 3];
@@ -171,7 +199,9 @@ fn oracle(day: &RecordBatch) -> BTreeMap<Key, OracleGroup> {
                 _ => None,
             };
         }
-        let bin = get(alpha, i).filter(|x| x.is_finite()).map(|x| (x / 1e-4).round() as i64);
+        let bin = get(alpha, i)
+            .filter(|x| x.is_finite())
+            .map(|x| (x / 1e-4).round() as i64);
         let key = (bin, side.is_valid(i).then(|| side.value(i).to_owned()));
         let group = groups.entry(key).or_default();
         group.count += 1;
@@ -192,29 +222,54 @@ fn close(a: f64, b: f64) -> bool {
 
 fn assert_matches_oracle(partial: &RecordBatch, expected: &BTreeMap<Key, OracleGroup>) {
     assert_eq!(partial.num_rows(), expected.len(), "number of groups");
-    let col = |name: &str| partial.column_by_name(name).unwrap_or_else(|| panic!("partial lacks {name}")).clone();
+    let col = |name: &str| {
+        partial
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("partial lacks {name}"))
+            .clone()
+    };
     let bins = col("alpha1_bin");
     let sides = col("orderSide");
     let (bins, sides) = (bins.as_primitive::<Int64Type>(), sides.as_string::<i32>());
     let count = col("count");
     let total_qty = col("total_qty");
-    let means: Vec<ArrayRef> = ["mean_return_60", "mean_return_300", "mean_return_600"].iter().map(|c| col(c)).collect();
+    let means: Vec<ArrayRef> = ["mean_return_60", "mean_return_300", "mean_return_600"]
+        .iter()
+        .map(|c| col(c))
+        .collect();
     let mut actual = BTreeMap::new();
     for i in 0..partial.num_rows() {
-        let key: Key = (bins.is_valid(i).then(|| bins.value(i)), sides.is_valid(i).then(|| sides.value(i).to_owned()));
+        let key: Key = (
+            bins.is_valid(i).then(|| bins.value(i)),
+            sides.is_valid(i).then(|| sides.value(i).to_owned()),
+        );
         actual.insert(key, i);
     }
     for (key, group) in expected {
-        let i = *actual.get(key).unwrap_or_else(|| panic!("group {key:?} missing"));
-        assert_eq!(count.as_primitive::<Int64Type>().value(i), group.count, "count of {key:?}");
-        assert_eq!(total_qty.as_primitive::<Int64Type>().value(i), group.total_qty, "total_qty of {key:?}");
+        let i = *actual
+            .get(key)
+            .unwrap_or_else(|| panic!("group {key:?} missing"));
+        assert_eq!(
+            count.as_primitive::<Int64Type>().value(i),
+            group.count,
+            "count of {key:?}"
+        );
+        assert_eq!(
+            total_qty.as_primitive::<Int64Type>().value(i),
+            group.total_qty,
+            "total_qty of {key:?}"
+        );
         for (h, (sum, n)) in group.returns.iter().enumerate() {
             let mean = means[h].as_primitive::<Float64Type>();
             if *n == 0 {
                 assert!(mean.is_null(i), "mean {h} of {key:?} should be null");
             } else {
                 let expected_mean = sum / *n as f64;
-                assert!(close(mean.value(i), expected_mean), "mean {h} of {key:?}: {} vs {expected_mean}", mean.value(i));
+                assert!(
+                    close(mean.value(i), expected_mean),
+                    "mean {h} of {key:?}: {} vs {expected_mean}",
+                    mean.value(i)
+                );
             }
         }
     }
@@ -222,7 +277,11 @@ fn assert_matches_oracle(partial: &RecordBatch, expected: &BTreeMap<Key, OracleG
 
 /// Pushes the days through an engine in batches of random sizes, in shuffled order
 /// within each date (rows keep their `row_id`), and returns each date's partial.
-fn run_engine(days: &[(NaiveDate, RecordBatch)], config: timely::Config, seed: u64) -> Vec<RecordBatch> {
+fn run_engine(
+    days: &[(NaiveDate, RecordBatch)],
+    config: timely::Config,
+    seed: u64,
+) -> Vec<RecordBatch> {
     let pipeline = Pipeline::from_toml(PIPELINE).unwrap();
     let bound = pipeline.bind(&days[0].1.schema()).unwrap();
     let mut engine = Engine::start_with(bound, config).unwrap();
@@ -240,9 +299,20 @@ fn run_engine(days: &[(NaiveDate, RecordBatch)], config: timely::Config, seed: u
             let ids = UInt64Array::from_iter_values(indices.values().iter().map(|i| *i as u64));
             let mut columns = rows.columns().to_vec();
             columns.push(Arc::new(ids));
-            let mut fields: Vec<_> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-            fields.push(arrow::datatypes::Field::new("row_id", arrow::datatypes::DataType::UInt64, false));
-            let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+            let mut fields: Vec<_> = rows
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(arrow::datatypes::Field::new(
+                "row_id",
+                arrow::datatypes::DataType::UInt64,
+                false,
+            ));
+            let batch =
+                RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+                    .unwrap();
             engine.push(batch).unwrap();
             start += size;
         }
@@ -251,7 +321,11 @@ fn run_engine(days: &[(NaiveDate, RecordBatch)], config: timely::Config, seed: u
         }
     }
     for result in engine.finish().unwrap() {
-        assert!(result.report.errors.is_empty(), "{:?}", result.report.errors);
+        assert!(
+            result.report.errors.is_empty(),
+            "{:?}",
+            result.report.errors
+        );
         partials.push(result.partial.unwrap());
     }
     partials
@@ -259,13 +333,22 @@ fn run_engine(days: &[(NaiveDate, RecordBatch)], config: timely::Config, seed: u
 
 fn days() -> Vec<(NaiveDate, RecordBatch)> {
     vec![
-        (NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(), random_day(1, 3_000)),
-        (NaiveDate::from_ymd_opt(2024, 1, 3).unwrap(), random_day(2, 2_000)),
+        (
+            NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(),
+            random_day(1, 3_000),
+        ),
+        (
+            NaiveDate::from_ymd_opt(2024, 1, 3).unwrap(),
+            random_day(2, 2_000),
+        ),
     ]
 }
 
 fn process(workers: usize) -> timely::Config {
-    timely::Config { communication: timely::CommunicationConfig::Process(workers), worker: Default::default() }
+    timely::Config {
+        communication: timely::CommunicationConfig::Process(workers),
+        worker: Default::default(),
+    }
 }
 
 #[test]
@@ -288,7 +371,13 @@ fn results_do_not_depend_on_workers_batches_or_serialization() {
     let configs = [
         ("2 workers", process(2)),
         ("4 workers", process(4)),
-        ("2 workers, serialized", timely::Config { communication: timely::CommunicationConfig::ProcessBinary(2), worker: Default::default() }),
+        (
+            "2 workers, serialized",
+            timely::Config {
+                communication: timely::CommunicationConfig::ProcessBinary(2),
+                worker: Default::default(),
+            },
+        ),
     ];
     for (seed, (name, config)) in configs.into_iter().enumerate() {
         let partials = run_engine(&days, config, 10 + seed as u64);
@@ -363,10 +452,18 @@ fn metrics_oracle(day: &RecordBatch) -> BTreeMap<Key, MetricsGroup> {
     let n = day.num_rows();
     let col = |name: &str| day.column_by_name(name).unwrap().clone();
     let (ticktime, ukey, side, qty) = (col("ticktime"), col("ukey"), col("orderSide"), col("qty"));
-    let (ticktime, ukey, side, qty) =
-        (ticktime.as_primitive::<Int64Type>(), ukey.as_primitive::<Int64Type>(), side.as_string::<i32>(), qty.as_primitive::<Float64Type>());
+    let (ticktime, ukey, side, qty) = (
+        ticktime.as_primitive::<Int64Type>(),
+        ukey.as_primitive::<Int64Type>(),
+        side.as_string::<i32>(),
+        qty.as_primitive::<Float64Type>(),
+    );
     let (bid, ask, alpha) = (col("BidPrice1"), col("AskPrice1"), col("alpha1"));
-    let (bid, ask, alpha) = (bid.as_primitive::<Float64Type>(), ask.as_primitive::<Float64Type>(), alpha.as_primitive::<Float64Type>());
+    let (bid, ask, alpha) = (
+        bid.as_primitive::<Float64Type>(),
+        ask.as_primitive::<Float64Type>(),
+        alpha.as_primitive::<Float64Type>(),
+    );
     let get = |a: &Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
     // drop: rows outside 09:30-11:30 and 13:00-15:00 disappear before anything else.
     let ms_of_day = |t: i64| t / 10_000_000 * 3_600_000 + t / 100_000 % 100 * 60_000 + t % 100_000;
@@ -392,8 +489,12 @@ fn metrics_oracle(day: &RecordBatch) -> BTreeMap<Key, MetricsGroup> {
                 Some(mid(future)? / mid(i)? - 1.0)
             })
             .flatten();
-        let bin = ret.filter(|r| r.is_finite()).map(|r| (r / 1e-3).round() as i64);
-        let group = groups.entry((bin, side.is_valid(i).then(|| side.value(i).to_owned()))).or_default();
+        let bin = ret
+            .filter(|r| r.is_finite())
+            .map(|r| (r / 1e-3).round() as i64);
+        let group = groups
+            .entry((bin, side.is_valid(i).then(|| side.value(i).to_owned())))
+            .or_default();
         group.rows += 1;
         if let Some(a) = get(alpha, i).filter(|a| a.is_finite()) {
             group.alphas += 1;
@@ -415,22 +516,38 @@ fn every_aggregate_function_and_the_drop_policy_match_the_oracle() {
     let days = days();
     let pipeline = Pipeline::from_toml(METRICS_PIPELINE).unwrap();
     for config in [timely::Config::thread(), process(2)] {
-        let mut engine = Engine::start_with(pipeline.bind(&days[0].1.schema()).unwrap(), config).unwrap();
+        let mut engine =
+            Engine::start_with(pipeline.bind(&days[0].1.schema()).unwrap(), config).unwrap();
         for (date, day) in &days {
             engine.begin_date(*date).unwrap();
             for offset in (0..day.num_rows()).step_by(1000) {
-                engine.push(day.slice(offset, 1000.min(day.num_rows() - offset))).unwrap();
+                engine
+                    .push(day.slice(offset, 1000.min(day.num_rows() - offset)))
+                    .unwrap();
             }
         }
         let results = engine.finish().unwrap();
         for ((_, day), result) in days.iter().zip(results) {
             let expected = metrics_oracle(day);
             let dropped = result.report.count("parse_time.dropped");
-            assert_eq!(dropped as usize, day.num_rows() - expected.values().map(|g| g.rows as usize).sum::<usize>());
+            assert_eq!(
+                dropped as usize,
+                day.num_rows() - expected.values().map(|g| g.rows as usize).sum::<usize>()
+            );
             let partial = result.partial.unwrap();
             if partial.num_rows() != expected.len() {
-                eprintln!("{}", arrow::util::pretty::pretty_format_batches(&[partial.slice(0, 20)]).unwrap());
-                eprintln!("{:?}", expected.iter().take(20).map(|(k, g)| (k, g.rows)).collect::<Vec<_>>());
+                eprintln!(
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(&[partial.slice(0, 20)]).unwrap()
+                );
+                eprintln!(
+                    "{:?}",
+                    expected
+                        .iter()
+                        .take(20)
+                        .map(|(k, g)| (k, g.rows))
+                        .collect::<Vec<_>>()
+                );
             }
             assert_eq!(partial.num_rows(), expected.len());
             let col = |name: &str| partial.column_by_name(name).unwrap().clone();
@@ -447,7 +564,10 @@ fn every_aggregate_function_and_the_drop_policy_match_the_oracle() {
                 c.is_valid(i).then(|| c.value(i))
             };
             for i in 0..partial.num_rows() {
-                let key: Key = (bins.is_valid(i).then(|| bins.value(i)), sides.is_valid(i).then(|| sides.value(i).to_owned()));
+                let key: Key = (
+                    bins.is_valid(i).then(|| bins.value(i)),
+                    sides.is_valid(i).then(|| sides.value(i).to_owned()),
+                );
                 let g = &expected[&key];
                 assert_eq!(int("rows", i), Some(g.rows), "{key:?}");
                 assert_eq!(int("alphas", i), Some(g.alphas), "{key:?}");
@@ -461,7 +581,10 @@ fn every_aggregate_function_and_the_drop_policy_match_the_oracle() {
                 assert_eq!(float("alpha_per_lot", i), None, "{key:?}");
                 match float("mean_alpha_bp", i) {
                     None => assert_eq!(g.alphas, 0, "{key:?}"),
-                    Some(mean) => assert!(close(mean, g.alpha_sum / g.alphas as f64 * 10000.0), "{key:?}: {mean}"),
+                    Some(mean) => assert!(
+                        close(mean, g.alpha_sum / g.alphas as f64 * 10000.0),
+                        "{key:?}: {mean}"
+                    ),
                 }
             }
         }

@@ -22,9 +22,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Float64Array, Int64Array, RecordBatch,
-};
+use arrow::array::{Array, ArrayRef, AsArray, Date32Array, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use differential_dataflow::AsCollection;
@@ -68,7 +66,11 @@ enum ValueKind {
 
 fn kind_of(data_type: &DataType) -> ValueKind {
     match data_type {
-        DataType::Boolean | DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => ValueKind::Int,
+        DataType::Boolean
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64 => ValueKind::Int,
         DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => ValueKind::Int,
         DataType::Float16 | DataType::Float32 | DataType::Float64 => ValueKind::Float,
         _ => ValueKind::Other,
@@ -100,7 +102,9 @@ impl Component {
     fn column(&self) -> Option<&str> {
         match self {
             Component::Rows => None,
-            Component::NonNull(c) | Component::Sum(c) | Component::Min(c) | Component::Max(c) => Some(c),
+            Component::NonNull(c) | Component::Sum(c) | Component::Min(c) | Component::Max(c) => {
+                Some(c)
+            }
         }
     }
 }
@@ -113,8 +117,8 @@ pub enum Accumulator {
     Count(i64),
     /// An integer sum.
     IntSum(i128),
-    /// An exact float sum.
-    FloatSum(ExactSum),
+    /// An exact float sum (boxed: it is 544 bytes).
+    FloatSum(Box<ExactSum>),
     /// An integer minimum.
     IntMin(Option<i64>),
     /// An integer maximum.
@@ -149,13 +153,13 @@ impl Accumulator {
             (Accumulator::Count(a), Accumulator::Count(b)) => *a += b,
             (Accumulator::IntSum(a), Accumulator::IntSum(b)) => *a += b,
             (Accumulator::FloatSum(a), Accumulator::FloatSum(b)) => a.add_sum(b),
-            (Accumulator::IntMin(a), Accumulator::IntMin(b)) | (Accumulator::FloatMin(a), Accumulator::FloatMin(b)) => {
-                merge_option(a, *b, i64::min)
+            (Accumulator::IntMin(a), Accumulator::IntMin(b))
+            | (Accumulator::FloatMin(a), Accumulator::FloatMin(b)) => merge_option(a, *b, i64::min),
+            (Accumulator::IntMax(a), Accumulator::IntMax(b))
+            | (Accumulator::FloatMax(a), Accumulator::FloatMax(b)) => merge_option(a, *b, i64::max),
+            (mine, theirs) => {
+                unreachable!("accumulators of one plan line up: {mine:?} vs {theirs:?}")
             }
-            (Accumulator::IntMax(a), Accumulator::IntMax(b)) | (Accumulator::FloatMax(a), Accumulator::FloatMax(b)) => {
-                merge_option(a, *b, i64::max)
-            }
-            (mine, theirs) => unreachable!("accumulators of one plan line up: {mine:?} vs {theirs:?}"),
         }
     }
 
@@ -164,9 +168,10 @@ impl Accumulator {
             Accumulator::Count(c) => *c == 0,
             Accumulator::IntSum(s) => *s == 0,
             Accumulator::FloatSum(s) => s.is_zero(),
-            Accumulator::IntMin(m) | Accumulator::IntMax(m) | Accumulator::FloatMin(m) | Accumulator::FloatMax(m) => {
-                m.is_none()
-            }
+            Accumulator::IntMin(m)
+            | Accumulator::IntMax(m)
+            | Accumulator::FloatMin(m)
+            | Accumulator::FloatMax(m) => m.is_none(),
         }
     }
 }
@@ -216,7 +221,11 @@ fn canonical_key_type(data_type: &DataType) -> Option<DataType> {
     Some(match data_type {
         DataType::Boolean => DataType::Boolean,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
-        DataType::Dictionary(_, value) if matches!(value.as_ref(), DataType::Utf8 | DataType::LargeUtf8) => DataType::Utf8,
+        DataType::Dictionary(_, value)
+            if matches!(value.as_ref(), DataType::Utf8 | DataType::LargeUtf8) =>
+        {
+            DataType::Utf8
+        }
         t if kind_of(t) == ValueKind::Int => DataType::Int64,
         t if kind_of(t) == ValueKind::Float => DataType::Float64,
         DataType::Date32 => DataType::Date32,
@@ -228,13 +237,24 @@ impl AggregatePlan {
     /// Binds `spec` to the schema of the rows it will see. Errors name the metric or
     /// column at fault and list the available columns.
     pub fn new(spec: &AggregateSpec, input: &Schema) -> Result<AggregatePlan, String> {
-        let available = || input.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
+        let available = || {
+            input
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let field = |name: &str, context: &str| {
             input.field_with_name(name).map_err(|_| {
-                let hint = crate::expr::closest(name, input.fields().iter().map(|f| f.name().as_str()))
-                    .map(|c| format!("did you mean '{c}'? "))
-                    .unwrap_or_default();
-                format!("aggregate: unknown column '{name}' in {context}; {hint}available columns: {}", available())
+                let hint =
+                    crate::expr::closest(name, input.fields().iter().map(|f| f.name().as_str()))
+                        .map(|c| format!("did you mean '{c}'? "))
+                        .unwrap_or_default();
+                format!(
+                    "aggregate: unknown column '{name}' in {context}; {hint}available columns: {}",
+                    available()
+                )
             })
         };
         let mut key_fields = Vec::new();
@@ -254,9 +274,14 @@ impl AggregatePlan {
         for (name, metric) in &spec.metrics {
             for call in metric.calls() {
                 let context = format!("metric '{name}' = '{}'", metric.text());
-                let Some(column) = call.column.as_deref() else { continue };
+                let Some(column) = call.column.as_deref() else {
+                    continue;
+                };
                 let kind = kind_of(field(column, &context)?.data_type());
-                let needs_number = !matches!(call.function, AggregateFunction::Count | AggregateFunction::CountRows);
+                let needs_number = !matches!(
+                    call.function,
+                    AggregateFunction::Count | AggregateFunction::CountRows
+                );
                 if needs_number && kind == ValueKind::Other {
                     return Err(format!(
                         "aggregate: {} needs a numeric or boolean column, but '{column}' has type {} (in {context})",
@@ -299,17 +324,21 @@ impl AggregatePlan {
     pub fn input_columns(&self) -> Vec<String> {
         let mut columns = self.group_by.clone();
         for (component, _) in &self.components {
-            if let Some(c) = component.column() {
-                if !columns.iter().any(|existing| existing == c) {
-                    columns.push(c.to_owned());
-                }
+            if let Some(c) = component.column()
+                && !columns.iter().any(|existing| existing == c)
+            {
+                columns.push(c.to_owned());
             }
         }
         columns
     }
 
     fn converter(&self) -> RowConverter {
-        let fields = self.key_fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        let fields = self
+            .key_fields
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
         RowConverter::new(fields).expect("canonical key types are supported by the row format")
     }
 
@@ -319,7 +348,7 @@ impl AggregatePlan {
                 .iter()
                 .map(|(component, kind)| match (component, kind) {
                     (Component::Rows | Component::NonNull(_), _) => Accumulator::Count(0),
-                    (Component::Sum(_), ValueKind::Float) => Accumulator::FloatSum(ExactSum::new()),
+                    (Component::Sum(_), ValueKind::Float) => Accumulator::FloatSum(Box::default()),
                     (Component::Sum(_), _) => Accumulator::IntSum(0),
                     (Component::Min(_), ValueKind::Float) => Accumulator::FloatMin(None),
                     (Component::Max(_), ValueKind::Float) => Accumulator::FloatMax(None),
@@ -331,28 +360,47 @@ impl AggregatePlan {
     }
 
     /// Builds a date's partial from its groups (key bytes in the row format -> state).
-    pub fn finalize(&self, date_key: u32, groups: &BTreeMap<Vec<u8>, AggState>) -> Result<RecordBatch, String> {
+    pub fn finalize(
+        &self,
+        date_key: u32,
+        groups: &BTreeMap<Vec<u8>, AggState>,
+    ) -> Result<RecordBatch, String> {
         let n = groups.len();
         let converter = self.converter();
         let parser = converter.parser();
         let keys = converter
             .convert_rows(groups.keys().map(|k| parser.parse(k)))
             .map_err(|e| format!("aggregate: cannot decode group keys: {e}"))?;
-        let days = (date_of_key(date_key) - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days();
+        let days = (date_of_key(date_key)
+            - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default())
+        .num_days();
         let mut fields = vec![Field::new(DATE_COLUMN, DataType::Date32, false)];
         let mut columns: Vec<ArrayRef> = vec![Arc::new(Date32Array::from(vec![days as i32; n]))];
         fields.extend(self.key_fields.iter().cloned());
         columns.extend(keys);
 
         let component_arrays: Vec<ArrayRef> = (0..self.components.len())
-            .map(|c| component_array(groups.values().map(|state| &state.0[c]), &self.empty_state().0[c]))
+            .map(|c| {
+                component_array(
+                    groups.values().map(|state| &state.0[c]),
+                    &self.empty_state().0[c],
+                )
+            })
             .collect::<Result<_, _>>()?;
         let find = |component: &Component| {
-            let i = self.components.iter().position(|(c, _)| c == component).expect("planned component");
+            let i = self
+                .components
+                .iter()
+                .position(|(c, _)| c == component)
+                .expect("planned component");
             component_arrays[i].clone()
         };
         for (name, metric) in &self.metrics {
-            let calls: Vec<ArrayRef> = metric.calls().iter().map(|call| call_values(call, &find)).collect::<Result<_, _>>()?;
+            let calls: Vec<ArrayRef> = metric
+                .calls()
+                .iter()
+                .map(|call| call_values(call, &find))
+                .collect::<Result<_, _>>()?;
             let values = metric
                 .evaluate(&calls)
                 .map_err(|e| format!("aggregate: metric '{name}': {e}"))?;
@@ -360,46 +408,68 @@ impl AggregatePlan {
             columns.push(values);
         }
         for ((component, _), array) in self.components.iter().zip(component_arrays.iter()) {
-            fields.push(Field::new(component.name(), array.data_type().clone(), true));
+            fields.push(Field::new(
+                component.name(),
+                array.data_type().clone(),
+                true,
+            ));
             columns.push(array.clone());
         }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| format!("aggregate: {e}"))
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| format!("aggregate: {e}"))
     }
 }
 
 /// One component's column across groups.
-fn component_array<'a>(states: impl Iterator<Item = &'a Accumulator>, template: &Accumulator) -> Result<ArrayRef, String> {
+fn component_array<'a>(
+    states: impl Iterator<Item = &'a Accumulator>,
+    template: &Accumulator,
+) -> Result<ArrayRef, String> {
     let states: Vec<&Accumulator> = states.collect();
     Ok(match template {
-        Accumulator::Count(_) => Arc::new(Int64Array::from_iter_values(states.iter().map(|s| match s {
-            Accumulator::Count(c) => *c,
-            _ => 0,
-        }))),
+        Accumulator::Count(_) => Arc::new(Int64Array::from_iter_values(states.iter().map(
+            |s| match s {
+                Accumulator::Count(c) => *c,
+                _ => 0,
+            },
+        ))),
         Accumulator::IntSum(_) => {
             let mut values = Vec::with_capacity(states.len());
             for s in &states {
                 let Accumulator::IntSum(v) = s else { continue };
-                values.push(i64::try_from(*v).map_err(|_| format!("aggregate: an integer sum ({v}) overflows i64"))?);
+                values.push(
+                    i64::try_from(*v)
+                        .map_err(|_| format!("aggregate: an integer sum ({v}) overflows i64"))?,
+                );
             }
             Arc::new(Int64Array::from(values))
         }
-        Accumulator::FloatSum(_) => Arc::new(Float64Array::from_iter_values(states.iter().map(|s| match s {
-            Accumulator::FloatSum(v) => v.value(),
-            _ => 0.0,
-        }))),
-        Accumulator::IntMin(_) | Accumulator::IntMax(_) => Arc::new(Int64Array::from_iter(states.iter().map(|s| match s {
-            Accumulator::IntMin(v) | Accumulator::IntMax(v) => *v,
-            _ => None,
-        }))),
-        Accumulator::FloatMin(_) | Accumulator::FloatMax(_) => Arc::new(Float64Array::from_iter(states.iter().map(|s| match s {
-            Accumulator::FloatMin(v) | Accumulator::FloatMax(v) => v.map(float_of_key),
-            _ => None,
-        }))),
+        Accumulator::FloatSum(_) => Arc::new(Float64Array::from_iter_values(states.iter().map(
+            |s| match s {
+                Accumulator::FloatSum(v) => v.value(),
+                _ => 0.0,
+            },
+        ))),
+        Accumulator::IntMin(_) | Accumulator::IntMax(_) => {
+            Arc::new(Int64Array::from_iter(states.iter().map(|s| match s {
+                Accumulator::IntMin(v) | Accumulator::IntMax(v) => *v,
+                _ => None,
+            })))
+        }
+        Accumulator::FloatMin(_) | Accumulator::FloatMax(_) => {
+            Arc::new(Float64Array::from_iter(states.iter().map(|s| match s {
+                Accumulator::FloatMin(v) | Accumulator::FloatMax(v) => v.map(float_of_key),
+                _ => None,
+            })))
+        }
     })
 }
 
 /// The values of one aggregate call across groups, from the component columns.
-fn call_values(call: &AggregateCall, find: &dyn Fn(&Component) -> ArrayRef) -> Result<ArrayRef, String> {
+fn call_values(
+    call: &AggregateCall,
+    find: &dyn Fn(&Component) -> ArrayRef,
+) -> Result<ArrayRef, String> {
     let column = || call.column.clone().unwrap_or_default();
     Ok(match call.function {
         AggregateFunction::CountRows => find(&Component::Rows),
@@ -408,11 +478,18 @@ fn call_values(call: &AggregateCall, find: &dyn Fn(&Component) -> ArrayRef) -> R
         AggregateFunction::Min => find(&Component::Min(column())),
         AggregateFunction::Max => find(&Component::Max(column())),
         AggregateFunction::Mean => {
-            let sum = arrow::compute::cast(&find(&Component::Sum(column())), &DataType::Float64).map_err(|e| e.to_string())?;
+            let sum = arrow::compute::cast(&find(&Component::Sum(column())), &DataType::Float64)
+                .map_err(|e| e.to_string())?;
             let count = find(&Component::NonNull(column()));
-            let (sum, count) = (sum.as_primitive::<Float64Type>(), count.as_primitive::<Int64Type>());
+            let (sum, count) = (
+                sum.as_primitive::<Float64Type>(),
+                count.as_primitive::<Int64Type>(),
+            );
             Arc::new(Float64Array::from_iter(
-                sum.values().iter().zip(count.values().iter()).map(|(s, c)| (*c > 0).then(|| s / *c as f64)),
+                sum.values()
+                    .iter()
+                    .zip(count.values().iter())
+                    .map(|(s, c)| (*c > 0).then(|| s / *c as f64)),
             ))
         }
     })
@@ -427,20 +504,34 @@ struct Groups {
 
 impl Groups {
     fn new() -> Self {
-        Groups { index: FxHashMap::default(), keys: Vec::new(), states: Vec::new() }
+        Groups {
+            index: FxHashMap::default(),
+            keys: Vec::new(),
+            states: Vec::new(),
+        }
     }
 }
 
 /// Per-row group ids of a batch, adding new groups to `groups`.
-fn group_ids(plan: &AggregatePlan, converter: &RowConverter, batch: &RecordBatch, groups: &mut Groups) -> Result<Vec<u32>, String> {
+fn group_ids(
+    plan: &AggregatePlan,
+    converter: &RowConverter,
+    batch: &RecordBatch,
+    groups: &mut Groups,
+) -> Result<Vec<u32>, String> {
     let mut keys = Vec::with_capacity(plan.key_fields.len());
     for field in &plan.key_fields {
         let column = batch
             .column_by_name(field.name())
             .ok_or_else(|| format!("aggregate: group_by column '{}' is missing", field.name()))?;
-        keys.push(arrow::compute::cast(column, field.data_type()).map_err(|e| format!("aggregate: group_by '{}': {e}", field.name()))?);
+        keys.push(
+            arrow::compute::cast(column, field.data_type())
+                .map_err(|e| format!("aggregate: group_by '{}': {e}", field.name()))?,
+        );
     }
-    let rows = converter.convert_columns(&keys).map_err(|e| format!("aggregate: {e}"))?;
+    let rows = converter
+        .convert_columns(&keys)
+        .map_err(|e| format!("aggregate: {e}"))?;
     let mut ids = Vec::with_capacity(batch.num_rows());
     for row in rows.iter() {
         let bytes = row.data();
@@ -460,7 +551,12 @@ fn group_ids(plan: &AggregatePlan, converter: &RowConverter, batch: &RecordBatch
 }
 
 /// Folds a batch into the groups of its time. Returns the non-finite counts per column.
-fn accumulate(plan: &AggregatePlan, converter: &RowConverter, batch: &RecordBatch, groups: &mut Groups) -> Result<Vec<(String, u64)>, String> {
+fn accumulate(
+    plan: &AggregatePlan,
+    converter: &RowConverter,
+    batch: &RecordBatch,
+    groups: &mut Groups,
+) -> Result<Vec<(String, u64)>, String> {
     let ids = group_ids(plan, converter, batch, groups)?;
     let mut nonfinite = Vec::new();
     for (c, (component, kind)) in plan.components.iter().enumerate() {
@@ -472,10 +568,13 @@ fn accumulate(plan: &AggregatePlan, converter: &RowConverter, batch: &RecordBatc
             }
             continue;
         };
-        let column = batch.column_by_name(name).ok_or_else(|| format!("aggregate: column '{name}' is missing"))?;
+        let column = batch
+            .column_by_name(name)
+            .ok_or_else(|| format!("aggregate: column '{name}' is missing"))?;
         match kind {
             ValueKind::Float => {
-                let floats = arrow::compute::cast(column, &DataType::Float64).map_err(|e| e.to_string())?;
+                let floats =
+                    arrow::compute::cast(column, &DataType::Float64).map_err(|e| e.to_string())?;
                 let floats = floats.as_primitive::<Float64Type>();
                 let mut skipped = 0u64;
                 for (row, id) in ids.iter().enumerate() {
@@ -502,7 +601,9 @@ fn accumulate(plan: &AggregatePlan, converter: &RowConverter, batch: &RecordBatc
             ValueKind::Int => {
                 let column = if column.data_type() == &DataType::Boolean {
                     let bools = column.as_boolean();
-                    Arc::new(Int64Array::from_iter(bools.iter().map(|b| b.map(i64::from)))) as ArrayRef
+                    Arc::new(Int64Array::from_iter(
+                        bools.iter().map(|b| b.map(i64::from)),
+                    )) as ArrayRef
                 } else {
                     arrow::compute::cast(column, &DataType::Int64).map_err(|e| e.to_string())?
                 };
@@ -523,10 +624,10 @@ fn accumulate(plan: &AggregatePlan, converter: &RowConverter, batch: &RecordBatc
             }
             ValueKind::Other => {
                 for (row, id) in ids.iter().enumerate() {
-                    if column.is_valid(row) {
-                        if let Accumulator::Count(n) = &mut groups.states[*id as usize].0[c] {
-                            *n += 1;
-                        }
+                    if column.is_valid(row)
+                        && let Accumulator::Count(n) = &mut groups.states[*id as usize].0[c]
+                    {
+                        *n += 1;
                     }
                 }
             }
@@ -535,6 +636,9 @@ fn accumulate(plan: &AggregatePlan, converter: &RowConverter, batch: &RecordBatc
     Ok(nonfinite)
 }
 
+/// A date's groups at the final operator, with the capability to emit its partial.
+type DateGroups = (Capability<Time>, BTreeMap<Vec<u8>, AggState>);
+
 /// An update of the differential collection: `((date key, group key bytes), time, state)`.
 pub type GroupUpdate = ((u32, Vec<u8>), Time, AggState);
 
@@ -542,11 +646,19 @@ pub type GroupUpdate = ((u32, Vec<u8>), Time, AggState);
 pub trait Aggregate<'scope> {
     /// Aggregates each date into a partial (one batch per date, see [`AggregatePlan::finalize`]),
     /// emitted once the date is complete. Dates without rows emit nothing.
-    fn aggregate(self, plan: AggregatePlan, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch>;
+    fn aggregate(
+        self,
+        plan: AggregatePlan,
+        diagnostics: Diagnostics,
+    ) -> Stream<'scope, Time, Batch>;
 }
 
 impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
-    fn aggregate(self, plan: AggregatePlan, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
+    fn aggregate(
+        self,
+        plan: AggregatePlan,
+        diagnostics: Diagnostics,
+    ) -> Stream<'scope, Time, Batch> {
         let plan = Arc::new(plan);
         let pre_plan = plan.clone();
         let pre_diagnostics = diagnostics.clone();
@@ -560,14 +672,20 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                 let mut pending: BTreeMap<Time, (Capability<Time>, Groups)> = BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each_time(|time, data| {
-                        let entry = pending.entry(*time.time()).or_insert_with(|| (time.retain(0), Groups::new()));
+                        let entry = pending
+                            .entry(*time.time())
+                            .or_insert_with(|| (time.retain(0), Groups::new()));
                         let date_key = date_key_of(*time.time());
                         for batch in data {
                             let Some(rows) = batch.take() else { continue };
                             match accumulate(&plan, &converter, &rows, &mut entry.1) {
                                 Ok(nonfinite) => {
                                     for (column, count) in nonfinite {
-                                        diagnostics.add(date_key, &format!("aggregate.nonfinite.{column}"), count);
+                                        diagnostics.add(
+                                            date_key,
+                                            &format!("aggregate.nonfinite.{column}"),
+                                            count,
+                                        );
                                     }
                                 }
                                 Err(message) => diagnostics.error(date_key, message),
@@ -596,7 +714,7 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                 Exchange::new(|((date_key, _), _, _): &GroupUpdate| *date_key as u64),
                 "Partial",
                 move |_cap, _info| {
-                    let mut dates: BTreeMap<u32, (Capability<Time>, BTreeMap<Vec<u8>, AggState>)> = BTreeMap::new();
+                    let mut dates: BTreeMap<u32, DateGroups> = BTreeMap::new();
                     move |(input, frontier), output| {
                         input.for_each_time(|time, data| {
                             for updates in data {
@@ -606,11 +724,17 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                     // at (or after) the start of the update's own date, so
                                     // each partial is emitted at a time of its date.
                                     let start = (*time.time()).max(date_start(date_key));
-                                    let entry = dates.entry(date_key).or_insert_with(|| (time.delayed(&start, 0), BTreeMap::new()));
+                                    let entry = dates.entry(date_key).or_insert_with(|| {
+                                        (time.delayed(&start, 0), BTreeMap::new())
+                                    });
                                     if start < *entry.0.time() {
                                         entry.0 = time.delayed(&start, 0);
                                     }
-                                    entry.1.entry(key).or_insert_with(AggState::zero).plus_equals(&state);
+                                    entry
+                                        .1
+                                        .entry(key)
+                                        .or_insert_with(AggState::zero)
+                                        .plus_equals(&state);
                                 }
                             }
                         });
@@ -620,7 +744,9 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                             }
                             let (date_key, (capability, groups)) = entry.remove_entry();
                             match plan.finalize(date_key, &groups) {
-                                Ok(partial) => output.session(&capability).give_container(&mut Batch::new(partial)),
+                                Ok(partial) => output
+                                    .session(&capability)
+                                    .give_container(&mut Batch::new(partial)),
                                 Err(message) => diagnostics.error(date_key, message),
                             }
                         }

@@ -17,13 +17,13 @@ use arrow::ipc::writer::StreamWriter;
 use rustc_hash::FxHasher;
 use timely::Accountable;
 use timely::communication::Push;
-use timely::dataflow::channels::pact::DistributorPact;
-use timely::dataflow::channels::pushers::exchange::Distributor;
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::DistributorPact;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pushers::exchange::Distributor;
 use timely::dataflow::channels::{ContainerBytes, Message};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::Stream;
 
 use crate::time::{Time, date_key_of};
 
@@ -41,7 +41,10 @@ pub struct Batch {
 impl Batch {
     /// Wraps a record batch.
     pub fn new(data: RecordBatch) -> Self {
-        Batch { data: Some(data), encoded: OnceLock::new() }
+        Batch {
+            data: Some(data),
+            encoded: OnceLock::new(),
+        }
     }
 
     /// The number of rows.
@@ -68,8 +71,12 @@ impl Batch {
                 // would be a bug in an operator: fail loudly rather than lose rows.
                 let mut writer = StreamWriter::try_new(&mut out, &batch.schema())
                     .expect("an Arrow schema VizFlow produced must be IPC-encodable");
-                writer.write(batch).expect("an Arrow batch must be IPC-encodable");
-                writer.finish().expect("finishing an in-memory IPC stream cannot fail");
+                writer
+                    .write(batch)
+                    .expect("an Arrow batch must be IPC-encodable");
+                writer
+                    .finish()
+                    .expect("finishing an in-memory IPC stream cannot fail");
             }
             out
         })
@@ -146,11 +153,15 @@ pub fn symbol_destinations(column: &dyn Array, peers: usize) -> Vec<u32> {
         }
         DataType::Utf8 => {
             let values = column.as_string::<i32>();
-            out.extend((0..values.len()).map(|i| to_dest(symbol_hash_bytes(values.value(i).as_bytes()))));
+            out.extend(
+                (0..values.len()).map(|i| to_dest(symbol_hash_bytes(values.value(i).as_bytes()))),
+            );
         }
         DataType::LargeUtf8 => {
             let values = column.as_string::<i64>();
-            out.extend((0..values.len()).map(|i| to_dest(symbol_hash_bytes(values.value(i).as_bytes()))));
+            out.extend(
+                (0..values.len()).map(|i| to_dest(symbol_hash_bytes(values.value(i).as_bytes()))),
+            );
         }
         DataType::Dictionary(_, _) => {
             let utf8 = arrow::compute::cast(column, &DataType::Utf8)
@@ -185,9 +196,14 @@ impl Distributor<Batch> for BySymbol {
         time: &T,
         pushers: &mut [P],
     ) {
-        let Some(batch) = container.take() else { return };
+        let Some(batch) = container.take() else {
+            return;
+        };
         let Some(column) = batch.column_by_name(&self.column) else {
-            panic!("the symbol column '{}' was validated before the dataflow ran", self.column)
+            panic!(
+                "the symbol column '{}' was validated before the dataflow ran",
+                self.column
+            )
         };
         let destinations = symbol_destinations(column.as_ref(), pushers.len());
         let mut indices: Vec<Vec<u32>> = vec![Vec::new(); pushers.len()];
@@ -262,12 +278,11 @@ where
                 let date_key = date_key_of(*time.time());
                 let mut session = output.session(&time);
                 for batch in data {
-                    if let Some(rows) = batch.take() {
-                        if let Some(out) = logic(date_key, rows) {
-                            if out.num_rows() > 0 {
-                                session.give_container(&mut Batch::new(out));
-                            }
-                        }
+                    if let Some(rows) = batch.take()
+                        && let Some(out) = logic(date_key, rows)
+                        && out.num_rows() > 0
+                    {
+                        session.give_container(&mut Batch::new(out));
                     }
                 }
             });
@@ -283,9 +298,23 @@ mod tests {
 
     fn sample() -> RecordBatch {
         RecordBatch::try_from_iter(vec![
-            ("ukey", Arc::new(Int64Array::from(vec![1, 2, 3, 1])) as ArrayRef),
-            ("px", Arc::new(Float64Array::from(vec![Some(1.0), None, Some(3.0), Some(f64::NAN)]))),
-            ("side", Arc::new(StringArray::from(vec!["B", "S", "B", "S"]))),
+            (
+                "ukey",
+                Arc::new(Int64Array::from(vec![1, 2, 3, 1])) as ArrayRef,
+            ),
+            (
+                "px",
+                Arc::new(Float64Array::from(vec![
+                    Some(1.0),
+                    None,
+                    Some(3.0),
+                    Some(f64::NAN),
+                ])),
+            ),
+            (
+                "side",
+                Arc::new(StringArray::from(vec!["B", "S", "B", "S"])),
+            ),
         ])
         .unwrap()
     }
@@ -313,7 +342,10 @@ mod tests {
     fn destinations_agree_across_encodings() {
         let ints = Int64Array::from(vec![600000, 600001, 600002, 600003]);
         let int32 = arrow::compute::cast(&ints, &DataType::Int32).unwrap();
-        assert_eq!(symbol_destinations(&ints, 3), symbol_destinations(int32.as_ref(), 3));
+        assert_eq!(
+            symbol_destinations(&ints, 3),
+            symbol_destinations(int32.as_ref(), 3)
+        );
         let strings = StringArray::from(vec!["a", "b", "a", "c"]);
         let dict = arrow::compute::cast(
             &strings,

@@ -27,6 +27,8 @@ use crate::batch::{Batch, map_batches, with_columns};
 use crate::report::Diagnostics;
 use crate::time::Time;
 
+const TWO_POW_63: f64 = (1u64 << 63) as f64;
+
 /// One binned column: `{column}_bin` from `column` with bins of `width`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BinSpec {
@@ -55,8 +57,8 @@ pub fn bin_values(values: &dyn Array, width: f64) -> Result<(Int64Array, u64), S
         .enumerate()
         .map(|(i, x)| {
             let q = (x / width).round();
-            // i64::MAX as f64 rounds up to 2^63, so the upper bound is exclusive.
-            let ok = floats.is_valid(i) && q.is_finite() && q >= -9.223_372_036_854_775_808e18 && q < 9.223_372_036_854_775_808e18;
+            // The i64 range is [-2^63, 2^63); 2^63 itself is an f64, so compare exclusively.
+            let ok = floats.is_valid(i) && (-TWO_POW_63..TWO_POW_63).contains(&q);
             valid.push(ok);
             if ok { q as i64 } else { 0 }
         })
@@ -67,7 +69,10 @@ pub fn bin_values(values: &dyn Array, width: f64) -> Result<(Int64Array, u64), S
 }
 
 /// Adds the `{col}_bin` columns of `specs` to a batch.
-pub fn bin_batch(batch: &RecordBatch, specs: &[BinSpec]) -> Result<(RecordBatch, Vec<u64>), String> {
+pub fn bin_batch(
+    batch: &RecordBatch,
+    specs: &[BinSpec],
+) -> Result<(RecordBatch, Vec<u64>), String> {
     let mut columns = Vec::with_capacity(specs.len());
     let mut nulls = Vec::with_capacity(specs.len());
     for spec in specs {
@@ -89,15 +94,23 @@ pub trait Bin<'scope> {
 
 impl<'scope> Bin<'scope> for Stream<'scope, Time, Batch> {
     fn bin(self, specs: Vec<BinSpec>, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
-        let counter_names: Vec<String> = specs.iter().map(|s| format!("bin.null.{}", s.column)).collect();
-        map_batches(self, "Bin", move |date_key, batch| match bin_batch(&batch, &specs) {
-            Ok((out, nulls)) => {
-                diagnostics.add_all(date_key, counter_names.iter().map(String::as_str).zip(nulls));
-                Some(out)
-            }
-            Err(message) => {
-                diagnostics.error(date_key, message);
-                None
+        let counter_names: Vec<String> = specs
+            .iter()
+            .map(|s| format!("bin.null.{}", s.column))
+            .collect();
+        map_batches(self, "Bin", move |date_key, batch| {
+            match bin_batch(&batch, &specs) {
+                Ok((out, nulls)) => {
+                    diagnostics.add_all(
+                        date_key,
+                        counter_names.iter().map(String::as_str).zip(nulls),
+                    );
+                    Some(out)
+                }
+                Err(message) => {
+                    diagnostics.error(date_key, message);
+                    None
+                }
             }
         })
     }
@@ -119,7 +132,11 @@ mod tests {
         // fractional part is at least a half.
         let q = x / width;
         let (whole, fraction) = (q.trunc(), q.fract().abs());
-        let r = if fraction >= 0.5 { whole + q.signum() } else { whole };
+        let r = if fraction >= 0.5 {
+            whole + q.signum()
+        } else {
+            whole
+        };
         (r.is_finite() && r.abs() < 9.2e18).then_some(r as i64)
     }
 
@@ -135,7 +152,8 @@ mod tests {
     fn integer_input_and_overflow() {
         let (bins, _) = bin_values(&Int32Array::from(vec![7, -7]), 2.0).unwrap();
         assert_eq!(bins.values().to_vec(), vec![4, -4]);
-        let (bins, nulls) = bin_values(&Float64Array::from(vec![1e300, f64::INFINITY]), 1e-4).unwrap();
+        let (bins, nulls) =
+            bin_values(&Float64Array::from(vec![1e300, f64::INFINITY]), 1e-4).unwrap();
         assert_eq!(nulls, 2);
         assert!(bins.is_null(0) && bins.is_null(1));
     }

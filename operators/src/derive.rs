@@ -57,16 +57,29 @@ pub struct DeriveSpec {
 
 /// Casts `values` to integers within `tolerance`. Returns the integers, the number of
 /// failures made null, or an error naming the first failing row and value.
-pub fn cast_to_integer(values: &dyn Array, cast: &IntegerCast) -> Result<(Int64Array, u64), String> {
+pub fn cast_to_integer(
+    values: &dyn Array,
+    cast: &IntegerCast,
+) -> Result<(Int64Array, u64), String> {
     if matches!(
         values.data_type(),
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
     ) {
         let ints = arrow::compute::cast(values, &DataType::Int64).map_err(|e| e.to_string())?;
         return Ok((ints.as_primitive().clone(), 0));
     }
     let floats = arrow::compute::cast(values, &DataType::Float64).map_err(|e| {
-        format!("cast: column '{}' of type {} cannot be cast to int64: {e}", cast.column, values.data_type())
+        format!(
+            "cast: column '{}' of type {} cannot be cast to int64: {e}",
+            cast.column,
+            values.data_type()
+        )
     })?;
     let floats = floats.as_primitive::<Float64Type>();
     let mut valid: Vec<bool> = (0..floats.len()).map(|i| floats.is_valid(i)).collect();
@@ -94,7 +107,10 @@ pub fn cast_to_integer(values: &dyn Array, cast: &IntegerCast) -> Result<(Int64A
 
 /// Applies a [`DeriveSpec`] to a batch. Returns the batch and the cast failure counts
 /// (one per cast).
-pub fn derive_batch(batch: &RecordBatch, spec: &DeriveSpec) -> Result<(RecordBatch, Vec<u64>), String> {
+pub fn derive_batch(
+    batch: &RecordBatch,
+    spec: &DeriveSpec,
+) -> Result<(RecordBatch, Vec<u64>), String> {
     let mut out = batch.clone();
     let mut failures = Vec::with_capacity(spec.casts.len());
     for cast in &spec.casts {
@@ -102,16 +118,24 @@ pub fn derive_batch(batch: &RecordBatch, spec: &DeriveSpec) -> Result<(RecordBat
             .column_by_name(&cast.column)
             .ok_or_else(|| format!("cast: column '{}' is missing", cast.column))?;
         let (ints, failed) = cast_to_integer(values.as_ref(), cast)?;
-        out = with_columns(&out, vec![(cast.column.clone(), Arc::new(ints) as ArrayRef)]);
+        out = with_columns(
+            &out,
+            vec![(cast.column.clone(), Arc::new(ints) as ArrayRef)],
+        );
         failures.push(failed);
     }
     for (name, expr) in &spec.columns {
-        let values = expr.evaluate(&out).map_err(|e| format!("derive '{name}': {e}"))?;
+        let values = expr
+            .evaluate(&out)
+            .map_err(|e| format!("derive '{name}': {e}"))?;
         out = with_columns(&out, vec![(name.clone(), values)]);
     }
     if let Some(keep) = &spec.keep {
         let schema = out.schema();
-        let indices: Vec<usize> = keep.iter().filter_map(|name| schema.index_of(name).ok()).collect();
+        let indices: Vec<usize> = keep
+            .iter()
+            .filter_map(|name| schema.index_of(name).ok())
+            .collect();
         out = out.project(&indices).map_err(|e| e.to_string())?;
     }
     Ok((out, failures))
@@ -125,15 +149,22 @@ pub trait Derive<'scope> {
 
 impl<'scope> Derive<'scope> for Stream<'scope, Time, Batch> {
     fn derive(self, spec: DeriveSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
-        let counters: Vec<String> = spec.casts.iter().map(|c| format!("cast.failed.{}", c.column)).collect();
-        map_batches(self, "Derive", move |date_key, batch| match derive_batch(&batch, &spec) {
-            Ok((out, failures)) => {
-                diagnostics.add_all(date_key, counters.iter().map(String::as_str).zip(failures));
-                Some(out)
-            }
-            Err(message) => {
-                diagnostics.error(date_key, message);
-                None
+        let counters: Vec<String> = spec
+            .casts
+            .iter()
+            .map(|c| format!("cast.failed.{}", c.column))
+            .collect();
+        map_batches(self, "Derive", move |date_key, batch| {
+            match derive_batch(&batch, &spec) {
+                Ok((out, failures)) => {
+                    diagnostics
+                        .add_all(date_key, counters.iter().map(String::as_str).zip(failures));
+                    Some(out)
+                }
+                Err(message) => {
+                    diagnostics.error(date_key, message);
+                    None
+                }
             }
         })
     }
@@ -145,14 +176,26 @@ mod tests {
     use arrow::array::Float64Array;
 
     fn qty_cast(on_error: CastFailure) -> IntegerCast {
-        IntegerCast { column: "qty".into(), tolerance: 1e-6, on_error }
+        IntegerCast {
+            column: "qty".into(),
+            tolerance: 1e-6,
+            on_error,
+        }
     }
 
     #[test]
     fn float_noise_casts_to_integers() {
-        let values = Float64Array::from(vec![Some(300.00000001), Some(99.9999999), None, Some(-100.0)]);
+        let values = Float64Array::from(vec![
+            Some(300.00000001),
+            Some(99.9999999),
+            None,
+            Some(-100.0),
+        ]);
         let (ints, failed) = cast_to_integer(&values, &qty_cast(CastFailure::Error)).unwrap();
-        assert_eq!(ints.iter().collect::<Vec<_>>(), vec![Some(300), Some(100), None, Some(-100)]);
+        assert_eq!(
+            ints.iter().collect::<Vec<_>>(),
+            vec![Some(300), Some(100), None, Some(-100)]
+        );
         assert_eq!(failed, 0);
     }
 

@@ -27,7 +27,10 @@ pub struct ExactSum {
 
 impl Default for ExactSum {
     fn default() -> Self {
-        ExactSum { chunks: [0; CHUNKS], pending: 0 }
+        ExactSum {
+            chunks: [0; CHUNKS],
+            pending: 0,
+        }
     }
 }
 
@@ -54,8 +57,11 @@ impl ExactSum {
         let exponent = ((bits >> 52) & 0x7ff) as u32;
         let fraction = bits & ((1 << 52) - 1);
         // Position of the mantissa's lowest bit, counted from 2^-1074.
-        let (mantissa, position) =
-            if exponent == 0 { (fraction, 0) } else { (fraction | (1 << 52), exponent - 1) };
+        let (mantissa, position) = if exponent == 0 {
+            (fraction, 0)
+        } else {
+            (fraction | (1 << 52), exponent - 1)
+        };
         let chunk = (position / CHUNK_BITS) as usize;
         let wide = (mantissa as u128) << (position % CHUNK_BITS);
         let parts = [
@@ -128,8 +134,16 @@ impl ExactSum {
             normal.negate();
             normal.carry();
         }
-        let Some(high) = normal.chunks.iter().rposition(|c| *c != 0) else { return 0.0 };
-        let chunk = |k: isize| if k >= 0 { normal.chunks[k as usize] as u128 } else { 0 };
+        let Some(high) = normal.chunks.iter().rposition(|c| *c != 0) else {
+            return 0.0;
+        };
+        let chunk = |k: isize| {
+            if k >= 0 {
+                normal.chunks[k as usize] as u128
+            } else {
+                0
+            }
+        };
         let high = high as isize;
         // The top three chunks hold at least 65 significant bits; any lower non-zero bit
         // is folded into a sticky bit below the rounding position.
@@ -161,7 +175,11 @@ impl Serialize for ExactSum {
         let mut normal = self.clone();
         normal.carry();
         let first = normal.chunks.iter().position(|c| *c != 0).unwrap_or(0);
-        let last = normal.chunks.iter().rposition(|c| *c != 0).map_or(0, |l| l + 1);
+        let last = normal
+            .chunks
+            .iter()
+            .rposition(|c| *c != 0)
+            .map_or(0, |l| l + 1);
         (first as u8, normal.chunks[first..last.max(first)].to_vec()).serialize(serializer)
     }
 }
@@ -198,7 +216,10 @@ mod tests {
         assert_eq!(sum_of(&[]), 0.0);
         assert_eq!(sum_of(&[-2.5]), -2.5);
         assert_eq!(sum_of(&[f64::MAX, f64::MAX]), f64::INFINITY);
-        assert_eq!(sum_of(&[f64::MIN_POSITIVE, -f64::MIN_POSITIVE, 5e-324]), 5e-324);
+        assert_eq!(
+            sum_of(&[f64::MIN_POSITIVE, -f64::MIN_POSITIVE, 5e-324]),
+            5e-324
+        );
     }
 
     #[test]
@@ -219,8 +240,15 @@ mod tests {
         let bytes = bincode::serialize(&s).unwrap();
         let back: ExactSum = bincode::deserialize(&bytes).unwrap();
         assert_eq!(back.value(), s.value());
-        assert!(bytes.len() < 200, "compact encoding, got {} bytes", bytes.len());
-        assert!(bincode::deserialize::<ExactSum>(&bincode::serialize(&(60u8, vec![1i64; 10])).unwrap()).is_err());
+        assert!(
+            bytes.len() < 200,
+            "compact encoding, got {} bytes",
+            bytes.len()
+        );
+        assert!(
+            bincode::deserialize::<ExactSum>(&bincode::serialize(&(60u8, vec![1i64; 10])).unwrap())
+                .is_err()
+        );
     }
 
     proptest! {

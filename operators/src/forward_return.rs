@@ -69,8 +69,12 @@ fn symbol_ids(batches: &[RecordBatch], column: &str) -> Result<(Vec<u32>, usize)
             .column_by_name(column)
             .ok_or_else(|| format!("forward_return: symbol column '{column}' is missing"))?;
         match values.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Dictionary(_, _) | DataType::Utf8View => {
-                let utf8 = arrow::compute::cast(values, &DataType::Utf8).map_err(|e| e.to_string())?;
+            DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Dictionary(_, _)
+            | DataType::Utf8View => {
+                let utf8 =
+                    arrow::compute::cast(values, &DataType::Utf8).map_err(|e| e.to_string())?;
                 let utf8 = utf8.as_string::<i32>();
                 for i in 0..utf8.len() {
                     let id = if utf8.is_null(i) {
@@ -78,7 +82,9 @@ fn symbol_ids(batches: &[RecordBatch], column: &str) -> Result<(Vec<u32>, usize)
                     } else {
                         match strings.get(utf8.value(i)) {
                             Some(id) => *id,
-                            None => *strings.entry(utf8.value(i).to_owned()).or_insert_with(&mut fresh),
+                            None => *strings
+                                .entry(utf8.value(i).to_owned())
+                                .or_insert_with(&mut fresh),
                         }
                     };
                     ids.push(id);
@@ -124,9 +130,15 @@ fn float_column(batches: &[RecordBatch], column: &str) -> Result<(Vec<f64>, Vec<
 fn event_keys(batches: &[RecordBatch]) -> Result<Vec<u64>, String> {
     let mut keys = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
     for batch in batches {
-        let missing = |name: &str| format!("forward_return: column '{name}' is missing (run parse_time first)");
-        let elapsed = batch.column_by_name(ELAPSED_MS).ok_or_else(|| missing(ELAPSED_MS))?;
-        let row_id = batch.column_by_name(ROW_ID).ok_or_else(|| missing(ROW_ID))?;
+        let missing = |name: &str| {
+            format!("forward_return: column '{name}' is missing (run parse_time first)")
+        };
+        let elapsed = batch
+            .column_by_name(ELAPSED_MS)
+            .ok_or_else(|| missing(ELAPSED_MS))?;
+        let row_id = batch
+            .column_by_name(ROW_ID)
+            .ok_or_else(|| missing(ROW_ID))?;
         let elapsed = elapsed.as_primitive::<Int64Type>();
         let row_id = row_id.as_primitive::<UInt64Type>();
         for (e, r) in elapsed.values().iter().zip(row_id.values().iter()) {
@@ -144,7 +156,10 @@ fn event_keys(batches: &[RecordBatch]) -> Result<Vec<u64>, String> {
 
 /// Computes the returns of every horizon for one date's rows (all of a worker's
 /// symbols), returning the batches with `return_{h}` columns appended.
-pub fn forward_returns(batches: Vec<RecordBatch>, spec: &ForwardReturnSpec) -> Result<Vec<RecordBatch>, String> {
+pub fn forward_returns(
+    batches: Vec<RecordBatch>,
+    spec: &ForwardReturnSpec,
+) -> Result<Vec<RecordBatch>, String> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let (symbols, symbol_count) = symbol_ids(&batches, &spec.symbol)?;
     let (prices, price_valid) = float_column(&batches, &spec.price)?;
@@ -203,8 +218,12 @@ pub fn forward_returns(batches: Vec<RecordBatch>, spec: &ForwardReturnSpec) -> R
             .enumerate()
             .map(|(h, horizon)| {
                 let nulls = NullBuffer::from(&valid[h][offset..offset + n]);
-                let values = Float64Array::new(returns[h][offset..offset + n].to_vec().into(), Some(nulls));
-                (ForwardReturnSpec::output(*horizon), Arc::new(values) as ArrayRef)
+                let values =
+                    Float64Array::new(returns[h][offset..offset + n].to_vec().into(), Some(nulls));
+                (
+                    ForwardReturnSpec::output(*horizon),
+                    Arc::new(values) as ArrayRef,
+                )
             })
             .collect();
         out.push(with_columns(&batch, columns));
@@ -216,40 +235,55 @@ pub fn forward_returns(batches: Vec<RecordBatch>, spec: &ForwardReturnSpec) -> R
 /// The `forward_return` operator.
 pub trait ForwardReturn<'scope> {
     /// Appends `return_{h}` for every horizon, per symbol and date (see the module docs).
-    fn forward_return(self, spec: ForwardReturnSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch>;
+    fn forward_return(
+        self,
+        spec: ForwardReturnSpec,
+        diagnostics: Diagnostics,
+    ) -> Stream<'scope, Time, Batch>;
 }
 
 impl<'scope> ForwardReturn<'scope> for Stream<'scope, Time, Batch> {
-    fn forward_return(self, spec: ForwardReturnSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
+    fn forward_return(
+        self,
+        spec: ForwardReturnSpec,
+        diagnostics: Diagnostics,
+    ) -> Stream<'scope, Time, Batch> {
         let pact = by_symbol(&spec.symbol);
-        self.unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(pact, "ForwardReturn", move |_cap, _info| {
-            // Each date's rows, held with a capability at the date's earliest time.
-            let mut pending: BTreeMap<u32, (Capability<Time>, Vec<RecordBatch>)> = BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each_time(|time, data| {
-                    let date_key = date_key_of(*time.time());
-                    let entry = pending.entry(date_key).or_insert_with(|| (time.retain(0), Vec::new()));
-                    if time.time() < entry.0.time() {
-                        entry.0 = time.retain(0);
-                    }
-                    entry.1.extend(data.filter_map(Batch::take));
-                });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(&date_end(*entry.key())) {
-                        break;
-                    }
-                    let (date_key, (capability, batches)) = entry.remove_entry();
-                    match forward_returns(batches, &spec) {
-                        Ok(out) => {
-                            let mut session = output.session(&capability);
-                            for batch in out {
-                                session.give_container(&mut Batch::new(batch));
-                            }
+        self.unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(
+            pact,
+            "ForwardReturn",
+            move |_cap, _info| {
+                // Each date's rows, held with a capability at the date's earliest time.
+                let mut pending: BTreeMap<u32, (Capability<Time>, Vec<RecordBatch>)> =
+                    BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each_time(|time, data| {
+                        let date_key = date_key_of(*time.time());
+                        let entry = pending
+                            .entry(date_key)
+                            .or_insert_with(|| (time.retain(0), Vec::new()));
+                        if time.time() < entry.0.time() {
+                            entry.0 = time.retain(0);
                         }
-                        Err(message) => diagnostics.error(date_key, message),
+                        entry.1.extend(data.filter_map(Batch::take));
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(&date_end(*entry.key())) {
+                            break;
+                        }
+                        let (date_key, (capability, batches)) = entry.remove_entry();
+                        match forward_returns(batches, &spec) {
+                            Ok(out) => {
+                                let mut session = output.session(&capability);
+                                for batch in out {
+                                    session.give_container(&mut Batch::new(batch));
+                                }
+                            }
+                            Err(message) => diagnostics.error(date_key, message),
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
     }
 }

@@ -33,14 +33,21 @@ pub struct Diagnostics {
 impl Diagnostics {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, DateReport>> {
         // A poisoned lock means a worker panicked; the counters are still usable.
-        self.dates.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.dates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds `amount` to a named count of a date. Zero amounts are not recorded.
     pub fn add(&self, date_key: u32, name: &str, amount: u64) {
         if amount > 0 {
-            *self.lock().entry(date_key).or_default().counts.entry(name.to_owned()).or_default() +=
-                amount;
+            *self
+                .lock()
+                .entry(date_key)
+                .or_default()
+                .counts
+                .entry(name.to_owned())
+                .or_default() += amount;
         }
     }
 
@@ -57,12 +64,18 @@ impl Diagnostics {
 
     /// Records an error that fails the date.
     pub fn error(&self, date_key: u32, message: String) {
-        self.lock().entry(date_key).or_default().errors.push(message);
+        self.lock()
+            .entry(date_key)
+            .or_default()
+            .errors
+            .push(message);
     }
 
     /// True when the date has an error.
     pub fn has_error(&self, date_key: u32) -> bool {
-        self.lock().get(&date_key).is_some_and(|r| !r.errors.is_empty())
+        self.lock()
+            .get(&date_key)
+            .is_some_and(|r| !r.errors.is_empty())
     }
 
     /// Removes and returns a date's report.

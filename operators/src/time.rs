@@ -92,7 +92,10 @@ mod tests {
         assert!(date_end(d1) < date_start(d2));
         assert_eq!(date_key_of(pack(d2, 7)), d2);
         assert_eq!(bucket_of(pack(d2, 7)), 7);
-        assert_eq!(date_of(pack(d2, 0)), NaiveDate::from_ymd_opt(2024, 1, 3).unwrap());
+        assert_eq!(
+            date_of(pack(d2, 0)),
+            NaiveDate::from_ymd_opt(2024, 1, 3).unwrap()
+        );
         assert_eq!(bucket_for_elapsed(14_400_000), 14_400);
         assert_eq!(bucket_for_elapsed(-5), 0);
     }
