@@ -80,94 +80,140 @@ pub fn alpha_schema() -> SchemaRef {
 /// One date's rows as a single batch in [`alpha_schema`]; deterministic in `(spec.seed,
 /// spec.rows, spec.symbols, date)`.
 pub fn generate_date(spec: &GenSpec, date: NaiveDate) -> RecordBatch {
-    let rows = spec.rows;
     let mut rng = date_rng(spec.seed, date);
-    let cumulative_weight = symbol_weights(&mut rng, spec.symbols.max(1));
-    let total_weight = *cumulative_weight.last().expect("at least one symbol");
-    let mut bid_ticks: Vec<i64> = cumulative_weight
-        .iter()
-        .map(|_| rng.random_range(500..10_000))
-        .collect();
-    let mut last_alpha = vec![0.0; bid_ticks.len()];
+    let ticktime = trade_times(&mut rng, spec.rows);
+    let mut market = Market::new(&mut rng, spec.symbols.max(1));
+    let mut trades = Trades::with_capacity(spec.rows);
+    for _ in 0..spec.rows {
+        market.trade(&mut rng, &mut trades);
+    }
+    trades.into_batch(ticktime)
+}
 
-    let mut ticktime = Vec::with_capacity(rows);
-    let mut ukey = Vec::with_capacity(rows);
-    let mut is_buy = Vec::with_capacity(rows);
-    let (mut qty, mut fill, mut bid, mut ask, mut alpha1, mut alpha2) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
+/// `rows` times as HHMMSSmmm: evenly spread over the sessions in 10 ms slots, ~25% repeating
+/// the previous time (an order filled at several levels), ~0.1% out of session, and ~2%
+/// swapped with a time 1-4 rows later.
+fn trade_times(rng: &mut ChaCha8Rng, rows: usize) -> Vec<i64> {
     let slots = (2 * SESSION_MS / TIME_RESOLUTION_MS) as f64;
     let mut session_ms = 0;
-    for i in 0..rows {
-        // Evenly spread slots keep times increasing; a repeated time is a multi-fill order.
-        if i == 0 || rng.random::<f64>() >= 0.25 {
-            let slot = ((i as f64 + rng.random::<f64>()) * slots / rows as f64) as i64;
-            session_ms = slot * TIME_RESOLUTION_MS;
-        }
-        ticktime.push(match rng.random::<f64>() < 0.001 {
-            true => out_of_session_ms(&mut rng),
-            false => session_clock_ms(session_ms),
-        });
-
-        let u = rng.random::<f64>() * total_weight;
-        let k = cumulative_weight
-            .partition_point(|&c| c <= u)
-            .min(bid_ticks.len() - 1);
-        ukey.push(FIRST_UKEY + k as i64);
-
-        // The previous alpha1 of the symbol tilts this move: alpha1 predicts the next move.
-        if rng.random::<f64>() < 0.3 {
-            let up = 0.5 + 0.15 * (last_alpha[k] / ALPHA_SD).clamp(-1.0, 1.0);
-            bid_ticks[k] = (bid_ticks[k] + if rng.random::<f64>() < up { 1 } else { -1 }).max(1);
-        }
-        let (z1, z2) = standard_normal_pair(&mut rng);
-        last_alpha[k] = ALPHA_SD * z1;
-        alpha1.push(ALPHA_SD * z1);
-        alpha2.push(ALPHA_SD * (0.6 * z1 + 0.8 * z2));
-
-        // Dividing integer ticks by 100 gives the double nearest the decimal price.
-        let bid_price = bid_ticks[k] as f64 / 100.0;
-        let ask_price = (bid_ticks[k] + rng.random_range(1..=3)) as f64 / 100.0;
-        let buy = rng.random::<bool>();
-        is_buy.push(buy);
-        bid.push(bid_price);
-        ask.push(ask_price);
-        fill.push(if buy { ask_price } else { bid_price });
-
-        let mut lot = 100.0 * rng.random_range(1..=50) as f64;
-        if rng.random::<f64>() < 0.01 {
-            lot += if rng.random::<bool>() { 1e-8 } else { -1e-8 };
-        }
-        qty.push(lot);
-    }
+    let mut times: Vec<i64> = (0..rows)
+        .map(|i| {
+            if i == 0 || rng.random::<f64>() >= 0.25 {
+                let slot = ((i as f64 + rng.random::<f64>()) * slots / rows as f64) as i64;
+                session_ms = slot * TIME_RESOLUTION_MS;
+            }
+            match rng.random::<f64>() < 0.001 {
+                true => out_of_session_ms(rng),
+                false => session_clock_ms(session_ms),
+            }
+        })
+        .collect();
     for i in 0..rows {
         if rng.random::<f64>() < 0.02 {
             let j = i + rng.random_range(1..=4);
             if j < rows {
-                ticktime.swap(i, j);
+                times.swap(i, j);
             }
         }
     }
+    times.into_iter().map(hhmmssmmm).collect()
+}
 
-    let ticktime = ticktime.into_iter().map(hhmmssmmm).collect::<Vec<_>>();
-    let side = StringArray::from_iter_values(is_buy.iter().map(|&b| if b { "B" } else { "S" }));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(ticktime)),
-        Arc::new(Int64Array::from(ukey)),
-        Arc::new(side),
-        Arc::new(Float64Array::from(qty)),
-        Arc::new(Float64Array::from(fill)),
-        Arc::new(Float64Array::from(bid)),
-        Arc::new(Float64Array::from(ask)),
-        Arc::new(Float64Array::from(alpha1)),
-        Arc::new(Float64Array::from(alpha2)),
-    ];
-    RecordBatch::try_new(alpha_schema(), columns).expect("columns match alpha_schema")
+/// Per-symbol state: activity weight, bid price in ticks of 0.01, and the last alpha1.
+struct Market {
+    cumulative_weight: Vec<f64>,
+    bid_ticks: Vec<i64>,
+    last_alpha: Vec<f64>,
+}
+
+impl Market {
+    fn new(rng: &mut ChaCha8Rng, symbols: usize) -> Market {
+        Market {
+            cumulative_weight: symbol_weights(rng, symbols),
+            bid_ticks: (0..symbols)
+                .map(|_| rng.random_range(500..10_000))
+                .collect(),
+            last_alpha: vec![0.0; symbols],
+        }
+    }
+
+    /// Draws one trade: its symbol, price move, quote, side, quantity and alphas.
+    fn trade(&mut self, rng: &mut ChaCha8Rng, trades: &mut Trades) {
+        let total_weight = self.cumulative_weight[self.cumulative_weight.len() - 1];
+        let u = rng.random::<f64>() * total_weight;
+        let k = self.cumulative_weight.partition_point(|&c| c <= u);
+        let k = k.min(self.bid_ticks.len() - 1);
+        trades.ukey.push(FIRST_UKEY + k as i64);
+
+        // The symbol's previous alpha1 tilts this move: alpha1 predicts the next move.
+        if rng.random::<f64>() < 0.3 {
+            let up = 0.5 + 0.15 * (self.last_alpha[k] / ALPHA_SD).clamp(-1.0, 1.0);
+            let step = if rng.random::<f64>() < up { 1 } else { -1 };
+            self.bid_ticks[k] = (self.bid_ticks[k] + step).max(1);
+        }
+        let (z1, z2) = standard_normal_pair(rng);
+        self.last_alpha[k] = ALPHA_SD * z1;
+        trades.alpha1.push(ALPHA_SD * z1);
+        trades.alpha2.push(ALPHA_SD * (0.6 * z1 + 0.8 * z2));
+
+        // Dividing integer ticks by 100 gives the double nearest the decimal price.
+        let bid = self.bid_ticks[k] as f64 / 100.0;
+        let ask = (self.bid_ticks[k] + rng.random_range(1..=3)) as f64 / 100.0;
+        let buy = rng.random::<bool>();
+        trades.is_buy.push(buy);
+        trades.bid.push(bid);
+        trades.ask.push(ask);
+        trades.fill.push(if buy { ask } else { bid });
+
+        let mut qty = 100.0 * rng.random_range(1..=50) as f64;
+        if rng.random::<f64>() < 0.01 {
+            qty += if rng.random::<bool>() { 1e-8 } else { -1e-8 };
+        }
+        trades.qty.push(qty);
+    }
+}
+
+/// The generated columns but `ticktime`, filled one trade at a time.
+struct Trades {
+    ukey: Vec<i64>,
+    is_buy: Vec<bool>,
+    qty: Vec<f64>,
+    fill: Vec<f64>,
+    bid: Vec<f64>,
+    ask: Vec<f64>,
+    alpha1: Vec<f64>,
+    alpha2: Vec<f64>,
+}
+
+impl Trades {
+    fn with_capacity(rows: usize) -> Trades {
+        Trades {
+            ukey: Vec::with_capacity(rows),
+            is_buy: Vec::with_capacity(rows),
+            qty: Vec::with_capacity(rows),
+            fill: Vec::with_capacity(rows),
+            bid: Vec::with_capacity(rows),
+            ask: Vec::with_capacity(rows),
+            alpha1: Vec::with_capacity(rows),
+            alpha2: Vec::with_capacity(rows),
+        }
+    }
+
+    fn into_batch(self, ticktime: Vec<i64>) -> RecordBatch {
+        let side = self.is_buy.iter().map(|&buy| if buy { "B" } else { "S" });
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ticktime)),
+            Arc::new(Int64Array::from(self.ukey)),
+            Arc::new(StringArray::from_iter_values(side)),
+            Arc::new(Float64Array::from(self.qty)),
+            Arc::new(Float64Array::from(self.fill)),
+            Arc::new(Float64Array::from(self.bid)),
+            Arc::new(Float64Array::from(self.ask)),
+            Arc::new(Float64Array::from(self.alpha1)),
+            Arc::new(Float64Array::from(self.alpha2)),
+        ];
+        RecordBatch::try_new(alpha_schema(), columns).expect("columns match alpha_schema")
+    }
 }
 
 /// Writes `{dir}/{prefix}{YYYYMMDD}.{ext}` for each date (ext: feather, arrows, parquet, csv)

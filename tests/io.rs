@@ -9,11 +9,11 @@ use arrow::compute::concat_batches;
 use chrono::NaiveDate;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use vizflow::r#gen::{GenSpec, alpha_schema, generate, generate_date};
 use vizflow::io::{
     DateFile, FileFormat, IoError, IpcCompression, read_parquet, write_batches,
     write_parquet_atomic,
 };
+use vizflow::synthetic::{GenSpec, alpha_schema, generate, generate_date};
 
 const ALL_FORMATS: [(FileFormat, Option<IpcCompression>); 7] = [
     (FileFormat::IpcFile, None),

@@ -8,10 +8,10 @@
 //! ```
 //! use arrow::array::{Array, Float64Array};
 //! use vizflow_operators::bin::bin_values;
-//! let x = Float64Array::from(vec![Some(0.00015), Some(-0.00025), None, Some(f64::NAN)]);
-//! let (bins, nulls) = bin_values(&x, 1e-4).unwrap();
-//! assert_eq!(bins.value(0), 2);   // 1.5 rounds away from zero
-//! assert_eq!(bins.value(1), -3);  // -2.5 rounds away from zero
+//! let x = Float64Array::from(vec![Some(0.75), Some(-1.25), None, Some(f64::NAN)]);
+//! let (bins, nulls) = bin_values(&x, 0.5).unwrap();
+//! assert_eq!(bins.value(0), 2); // 1.5 rounds away from zero
+//! assert_eq!(bins.value(1), -3); // -2.5 rounds away from zero
 //! assert!(bins.is_null(2) && bins.is_null(3));
 //! assert_eq!(nulls, 2);
 //! ```

@@ -235,20 +235,26 @@ mod tests {
 
     #[test]
     fn serde_round_trip() {
-        let mut s = ExactSum::new();
-        [1.5, -7e-20, 3e15, 1e-310].iter().for_each(|v| s.add(*v));
-        let bytes = bincode::serialize(&s).unwrap();
-        let back: ExactSum = bincode::deserialize(&bytes).unwrap();
-        assert_eq!(back.value(), s.value());
-        assert!(
-            bytes.len() < 200,
-            "compact encoding, got {} bytes",
-            bytes.len()
-        );
-        assert!(
-            bincode::deserialize::<ExactSum>(&bincode::serialize(&(60u8, vec![1i64; 10])).unwrap())
-                .is_err()
-        );
+        let round_trip = |s: &ExactSum| {
+            let bytes = bincode::serialize(s).unwrap();
+            (
+                bincode::deserialize::<ExactSum>(&bytes).unwrap(),
+                bytes.len(),
+            )
+        };
+        let mut wide = ExactSum::new();
+        [1.5, -7e-20, 3e15, 1e-310]
+            .iter()
+            .for_each(|v| wide.add(*v));
+        assert_eq!(round_trip(&wide).0.value(), wide.value());
+        // Only the chunks in use are encoded: values between 1e-20 and 1e16 need 5.
+        let mut narrow = ExactSum::new();
+        [1.5, -7e-20, 3e15].iter().for_each(|v| narrow.add(*v));
+        let (back, len) = round_trip(&narrow);
+        assert_eq!(back.value(), narrow.value());
+        assert!(len < 80, "compact encoding, got {len} bytes");
+        let too_wide = bincode::serialize(&(60u8, vec![1i64; 10])).unwrap();
+        assert!(bincode::deserialize::<ExactSum>(&too_wide).is_err());
     }
 
     proptest! {

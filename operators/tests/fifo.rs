@@ -231,19 +231,11 @@ fn check_invariants(rows: &[Row], out: &[Out]) {
         }
     }
     for row in out {
-        if rows[row.0 as usize].side == Some("B") && row.2.is_some() {
-            assert_eq!(
-                row.2.unwrap(),
-                taken.get(&row.0).copied().unwrap_or(0),
-                "entry {}",
-                row.0
-            );
-            assert_eq!(
-                row.5,
-                Some(row.2 == rows[row.0 as usize].qty),
-                "entry {}",
-                row.0
-            );
+        let input = &rows[row.0 as usize];
+        if let (Some("B"), Some(matched)) = (input.side, row.2) {
+            let taken = taken.get(&row.0).copied().unwrap_or(0);
+            assert_eq!(matched, taken, "entry {}", row.0);
+            assert_eq!(row.5, Some(Some(matched) == input.qty), "entry {}", row.0);
         }
     }
     let sources: HashSet<u64> = out.iter().map(|row| row.0).collect();
@@ -300,6 +292,10 @@ proptest! {
         let (out, counts) = fifo_match(&batches, &spec(), "ukey").unwrap();
         let mut got = outputs(&out, &rows);
         check_invariants(&rows, &got);
+        // Output in input order, an input row's output rows adjacent.
+        let mut sources: Vec<usize> = got.iter().map(|row| row.0 as usize).collect();
+        sources.dedup();
+        prop_assert_eq!(&sources, &order);
         let (mut expected, unclosed) = oracle(&rows);
         prop_assert_eq!(counts.output_rows as usize, got.len());
         prop_assert_eq!(counts.unclosed_entries, unclosed);

@@ -20,17 +20,20 @@ use super::IoError;
 const MAGIC: &[u8] = b"ARROW1";
 const CONTINUATION: [u8; 4] = [0xff; 4];
 
-/// Loads a whole IPC file into one buffer that record batches are decoded from without
-/// copying.
-///
-/// Memory-mapping would avoid reading unused columns at all, but wrapping an `Mmap` in a
-/// `Buffer` safely needs `bytes::Bytes::from_owner`, and `bytes` is not a direct dependency.
+/// Memory-maps an IPC file into one buffer that record batches are decoded from
+/// without copying, so an uncompressed file costs only the pages of the columns read.
+#[allow(unsafe_code)]
 pub(super) fn load(path: &Path) -> Result<Buffer, IoError> {
-    let bytes = std::fs::read(path).map_err(|source| IoError::Read {
+    let read_error = |source| IoError::Read {
         path: path.into(),
         source,
-    })?;
-    Ok(Buffer::from_vec(bytes))
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    // SAFETY: a mapping is undefined behaviour if the file is modified or truncated while
+    // mapped. Input files are treated as immutable while a date is read (VizFlow and its
+    // generator write files atomically, by rename, never in place); the README says so.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_error)?;
+    Ok(Buffer::from(bytes::Bytes::from_owner(map)))
 }
 
 /// What an IPC file's footer and block headers say.

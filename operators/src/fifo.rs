@@ -1,0 +1,1270 @@
+//! `fifo`: FIFO matching of entries and exits, per symbol and date (row-expanding).
+//!
+//! Implements SEMANTICS.md, *FIFO matching*. Per symbol, in event order (`elapsed_ms`,
+//! then `row_id`), an entry row opens a lot and an exit row closes the oldest open lots
+//! first:
+//!
+//! * **Entry row** (side = [`FifoSpec::entry_side`]): opens a lot of its quantity and
+//!   emits one row: `matched_entry_id` null, `matched_qty` = how much of the lot was
+//!   closed by the end of the date, `holding_period` null, `matched_entry_price` null,
+//!   `is_closed` = (`matched_qty` = qty).
+//! * **Exit row** (side = [`FifoSpec::exit_side`]): takes quantity from the open lots,
+//!   oldest first, and emits one row per lot portion taken: `matched_entry_id` = the
+//!   lot's `row_id`, `matched_qty` = the portion, `holding_period` = (exit `elapsed_ms` -
+//!   lot `elapsed_ms`) / 1000 in seconds of trading time, `matched_entry_price` = the
+//!   lot's price, `is_closed` = true. If quantity remains with no open lot, or nothing
+//!   was taken at all, one more row: `matched_entry_id` null, `matched_qty` = the
+//!   remainder, `holding_period` and `matched_entry_price` null, `is_closed` = false.
+//!   An exit only ever sees the lots opened before it in event order.
+//! * **Any other row**: one row with the five FIFO columns null.
+//!
+//! Lots never carry over to the next date: the kernel sees one date at a time, and an
+//! entry still open at the end of the date reports `is_closed` = false.
+//!
+//! # Decisions where SEMANTICS.md is silent
+//!
+//! * **Quantities** must be an integer column (the pipeline's `[[cast]]` to `int64`
+//!   runs before this stage); any integer type is accepted and widened to `Int64`. A
+//!   float column is an error, not silently truncated.
+//! * **Zero quantity.** An entry of 0 opens no lot and emits `matched_qty` 0,
+//!   `is_closed` true (the formula `0 = 0`). An exit of 0 takes nothing and emits the
+//!   single "nothing matched" row: `matched_qty` 0, `is_closed` false. Both are counted
+//!   as `fifo.zero_qty_rows`, not as unmatched exits.
+//! * **Null or negative quantity** on an entry or exit row: the row is invalid. It
+//!   emits one row with the FIFO columns null (like another side), opens no lot,
+//!   closes nothing, and is counted as `fifo.invalid_qty_rows`. The quantity of rows
+//!   with another side is never looked at.
+//! * **Null side**: treated as another side value (FIFO columns null), counted with
+//!   them as `fifo.other_side_rows`. Sides are compared as exact, case-sensitive
+//!   strings; a non-string side column is compared through its Arrow cast to `Utf8`
+//!   (so an integer side `1` matches an entry side `"1"`).
+//! * **Price** is optional ([`FifoSpec::price`]). Without one, or for a lot whose price
+//!   is null, `matched_entry_price` is null. A NaN price is passed through as NaN.
+//! * **Null symbol**: rows with a null symbol form one symbol of their own.
+//! * **Null `elapsed_ms` or `row_id`** is an error (the engine and `parse_time` never
+//!   produce them), as are values outside the event-key range (`elapsed_ms` in
+//!   `0..2^27`, `row_id` below `2^36`, the same limits as `forward_return`).
+//! * **Input columns named like an output column** are replaced in place.
+//!
+//! # Output order
+//!
+//! The input's order: each input row's output rows, in the order the rows were given
+//! (an exit's rows in the order its lots were taken, then its remainder row). Each
+//! input batch gives one output batch, or several when its expanded rows exceed
+//! [`OUTPUT_BATCH_ROWS`]: all its columns (sliced, not copied, where no row expands)
+//! followed by the five FIFO columns. Keeping the input order makes gathering the input
+//! columns a sequential copy, the bulk of the work on wide inputs.
+//!
+//! # Performance
+//!
+//! [`fifo_match`] groups the rows by symbol with a counting sort, sorts each symbol's
+//! rows by a `u64` event key, copies the five columns the kernel reads into that
+//! order, runs [`fifo_symbol`] over each symbol's contiguous run (no allocation per row
+//! or per symbol), then reorders the kernel's output to input order with a counting
+//! sort and gathers the input columns with Arrow's `take`.
+//!
+//! # Example
+//!
+//! The example of SEMANTICS.md: `B 50` (row 0), `B 50` (row 1), `S 80` (row 2) gives
+//! four rows from three.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray, UInt64Array};
+//! use arrow::datatypes::{Int64Type, UInt64Type};
+//! use vizflow_operators::fifo::{FifoSpec, fifo_match};
+//!
+//! let batch = RecordBatch::try_from_iter([
+//!     ("ukey", Arc::new(StringArray::from(vec!["600000"; 3])) as _),
+//!     ("side", Arc::new(StringArray::from(vec!["B", "B", "S"])) as _),
+//!     ("qty", Arc::new(Int64Array::from(vec![50, 50, 80])) as _),
+//!     ("elapsed_ms", Arc::new(Int64Array::from(vec![0, 1_000, 61_000])) as _),
+//!     ("row_id", Arc::new(UInt64Array::from(vec![0, 1, 2])) as _),
+//! ])
+//! .unwrap();
+//! let (out, counts) = fifo_match(&[batch], &FifoSpec::new("side", "qty"), "ukey").unwrap();
+//! let out = &out[0];
+//! let column = |name: &str| out.column_by_name(name).unwrap().clone();
+//! assert_eq!(column("row_id").as_primitive::<UInt64Type>().values(), &[0, 1, 2, 2]);
+//! let entry_id = column("matched_entry_id");
+//! let entry_id = entry_id.as_primitive::<UInt64Type>();
+//! assert_eq!(entry_id.iter().collect::<Vec<_>>(), [None, None, Some(0), Some(1)]);
+//! let qty = column("matched_qty");
+//! assert_eq!(qty.as_primitive::<Int64Type>().values(), &[50, 30, 50, 30]);
+//! let closed = column("is_closed");
+//! let closed: Vec<_> = closed.as_boolean().iter().collect();
+//! assert_eq!(closed, [Some(true), Some(false), Some(true), Some(true)]);
+//! assert_eq!(counts.unclosed_entries, 1);
+//! ```
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
+    UInt32Array, UInt64Builder,
+};
+use arrow::compute::CastOptions;
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
+use rustc_hash::FxHashMap;
+
+use crate::forward_return::{ELAPSED_MS, ROW_ID};
+
+/// The output column: the `row_id` of the lot an exit row's portion was taken from.
+pub const MATCHED_ENTRY_ID: &str = "matched_entry_id";
+/// The output column: the quantity matched by the row (see the module docs).
+pub const MATCHED_QTY: &str = "matched_qty";
+/// The output column: seconds of trading time between the lot's entry and the exit.
+pub const HOLDING_PERIOD: &str = "holding_period";
+/// The output column: the price of the lot an exit row's portion was taken from.
+pub const MATCHED_ENTRY_PRICE: &str = "matched_entry_price";
+/// The output column: whether the row's quantity is fully matched.
+pub const IS_CLOSED: &str = "is_closed";
+/// The five output columns, in their order.
+const OUTPUTS: [&str; 5] = [
+    MATCHED_ENTRY_ID,
+    MATCHED_QTY,
+    HOLDING_PERIOD,
+    MATCHED_ENTRY_PRICE,
+    IS_CLOSED,
+];
+/// The most rows in one output batch of [`fifo_match`].
+pub const OUTPUT_BATCH_ROWS: usize = 1 << 16;
+
+/// What to match: the side, quantity and (optional) price columns, and the side values
+/// that open and close lots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FifoSpec {
+    /// The side column (string, dictionary of strings, or anything castable to a string).
+    pub side: String,
+    /// The quantity column (an integer type).
+    pub qty: String,
+    /// The price column recorded with each lot, reported as `matched_entry_price`;
+    /// `None` leaves that column null.
+    pub price: Option<String>,
+    /// The side value of entries, which open lots (`"B"` by default).
+    pub entry_side: String,
+    /// The side value of exits, which close lots (`"S"` by default).
+    pub exit_side: String,
+}
+
+impl FifoSpec {
+    /// A spec with the default sides (`B` entry, `S` exit) and no price column.
+    pub fn new(side: impl Into<String>, qty: impl Into<String>) -> Self {
+        FifoSpec {
+            side: side.into(),
+            qty: qty.into(),
+            price: None,
+            entry_side: "B".to_owned(),
+            exit_side: "S".to_owned(),
+        }
+    }
+
+    /// The same spec with a price column.
+    pub fn with_price(mut self, price: impl Into<String>) -> Self {
+        self.price = Some(price.into());
+        self
+    }
+
+    fn side_of(&self, value: &str) -> Side {
+        if value == self.entry_side {
+            Side::Entry
+        } else if value == self.exit_side {
+            Side::Exit
+        } else {
+            Side::Other
+        }
+    }
+}
+
+/// A row's side, as far as matching is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The entry side: the row opens a lot.
+    Entry,
+    /// The exit side: the row closes lots.
+    Exit,
+    /// Any other value, or null: the row passes through with null FIFO columns.
+    Other,
+}
+
+/// The columns the kernel reads, one value per row (at most `u32::MAX` rows);
+/// [`fifo_symbol`] reads one symbol's run of them.
+#[derive(Clone, Copy, Debug)]
+pub struct FifoColumns<'a> {
+    /// Each row's side.
+    pub side: &'a [Side],
+    /// Each row's quantity (`None` = null).
+    pub qty: &'a [Option<i64>],
+    /// Each row's event time in ms of trading time.
+    pub elapsed_ms: &'a [i64],
+    /// Each row's identity (its position in the date's file).
+    pub row_id: &'a [u64],
+    /// Each row's price (`None` = null), recorded with the lot an entry opens.
+    pub price: &'a [Option<f64>],
+}
+
+/// What the matching of one date did, for the date's quality report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FifoCounts {
+    /// Entry rows with a valid quantity (including 0).
+    pub entry_rows: u64,
+    /// Exit rows with a valid quantity (including 0).
+    pub exit_rows: u64,
+    /// Rows whose side is neither the entry nor the exit value, or null.
+    pub other_side_rows: u64,
+    /// Entry and exit rows with a null or negative quantity (passed through unmatched).
+    pub invalid_qty_rows: u64,
+    /// Entry and exit rows with quantity 0.
+    pub zero_qty_rows: u64,
+    /// Entries with a positive quantity not fully closed by the end of the date.
+    pub unclosed_entries: u64,
+    /// Exit rows left with positive quantity and no open lot to take it from.
+    pub unmatched_exit_rows: u64,
+    /// The total quantity of those exits that found no open lot.
+    pub unmatched_exit_qty: u64,
+    /// Rows emitted (at least the rows read: exits can expand into several rows).
+    pub output_rows: u64,
+}
+
+impl FifoCounts {
+    /// The counts under their report names (`fifo.entry_rows`, ...), for
+    /// [`crate::report::Diagnostics::add_all`].
+    pub fn named(&self) -> [(&'static str, u64); 9] {
+        [
+            ("fifo.entry_rows", self.entry_rows),
+            ("fifo.exit_rows", self.exit_rows),
+            ("fifo.other_side_rows", self.other_side_rows),
+            ("fifo.invalid_qty_rows", self.invalid_qty_rows),
+            ("fifo.zero_qty_rows", self.zero_qty_rows),
+            ("fifo.unclosed_entries", self.unclosed_entries),
+            ("fifo.unmatched_exit_rows", self.unmatched_exit_rows),
+            ("fifo.unmatched_exit_qty", self.unmatched_exit_qty),
+            ("fifo.output_rows", self.output_rows),
+        ]
+    }
+}
+
+/// One output row of the kernel: the input row it comes from and its five FIFO
+/// columns (`None` is null).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FifoRow {
+    /// The input row (an index into the kernel's [`FifoColumns`]).
+    pub source: u32,
+    /// `matched_entry_id`: the `row_id` of the lot a portion was taken from.
+    pub matched_entry_id: Option<u64>,
+    /// `matched_qty`.
+    pub matched_qty: Option<i64>,
+    /// `holding_period`, in seconds of trading time.
+    pub holding_period: Option<f64>,
+    /// `matched_entry_price`: the price of the lot a portion was taken from.
+    pub matched_entry_price: Option<f64>,
+    /// `is_closed`.
+    pub is_closed: Option<bool>,
+}
+
+/// The kernel's output: its rows (one struct per row, so reordering them touches one
+/// place per row) and what happened, for the quality report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FifoOutput {
+    /// The output rows, each symbol's in event order.
+    pub rows: Vec<FifoRow>,
+    /// The counters.
+    pub counts: FifoCounts,
+}
+
+impl FifoOutput {
+    /// An empty output with room for `rows` rows.
+    pub fn with_capacity(rows: usize) -> Self {
+        FifoOutput {
+            rows: Vec::with_capacity(rows),
+            counts: FifoCounts::default(),
+        }
+    }
+}
+
+/// Matches one symbol's rows, `rows` at the indices `range`, which must be in event
+/// order (`elapsed_ms`, then `row_id`; the kernel trusts it), and appends their output
+/// rows to `out`, in the same order. Lots of earlier calls are never touched, so one
+/// `out` can collect every symbol of a date.
+///
+/// The queue of open lots is not a separate structure: lots are opened in event order
+/// and closed from the front, so the open lots are exactly the entry rows already in
+/// `out` from a front cursor on whose `is_closed` is still false, and a lot's closed
+/// quantity is its own row's `matched_qty`. So the kernel allocates nothing beyond
+/// `out` itself, and with the symbol's rows contiguous it reads memory in order.
+pub fn fifo_symbol(rows: &FifoColumns<'_>, range: Range<usize>, out: &mut FifoOutput) {
+    let (counts, out) = (&mut out.counts, &mut out.rows);
+    let first_row = out.len();
+    let mut front = first_row;
+    let (mut lots_opened, mut lots_closed) = (0u64, 0u64);
+    for index in range {
+        let source = index as u32;
+        let side = rows.side[index];
+        if side == Side::Other {
+            counts.other_side_rows += 1;
+            out.push(FifoRow {
+                source,
+                ..FifoRow::default()
+            });
+            continue;
+        }
+        let qty = match rows.qty[index] {
+            Some(qty) if qty >= 0 => qty,
+            _ => {
+                counts.invalid_qty_rows += 1;
+                out.push(FifoRow {
+                    source,
+                    ..FifoRow::default()
+                });
+                continue;
+            }
+        };
+        counts.zero_qty_rows += u64::from(qty == 0);
+        if side == Side::Entry {
+            counts.entry_rows += 1;
+            lots_opened += u64::from(qty > 0);
+            let (matched_qty, is_closed) = (Some(0), Some(qty == 0));
+            out.push(FifoRow {
+                source,
+                matched_qty,
+                is_closed,
+                ..FifoRow::default()
+            });
+            continue;
+        }
+        counts.exit_rows += 1;
+        let first_exit_row = out.len();
+        let mut remaining = qty;
+        while remaining > 0 {
+            let is_open_lot = |r: &FifoRow| {
+                r.is_closed == Some(false) && rows.side[r.source as usize] == Side::Entry
+            };
+            while front < first_exit_row && !is_open_lot(&out[front]) {
+                front += 1;
+            }
+            if front == first_exit_row {
+                break;
+            }
+            let lot = &mut out[front];
+            let lot_row = lot.source as usize;
+            let lot_qty = rows.qty[lot_row].unwrap_or_default();
+            let lot_matched = lot.matched_qty.unwrap_or_default();
+            let portion = remaining.min(lot_qty - lot_matched);
+            remaining -= portion;
+            lot.matched_qty = Some(lot_matched + portion);
+            if lot_matched + portion == lot_qty {
+                lot.is_closed = Some(true);
+                lots_closed += 1;
+            }
+            let holding_s = (rows.elapsed_ms[index] - rows.elapsed_ms[lot_row]) as f64 / 1000.0;
+            out.push(FifoRow {
+                source,
+                matched_entry_id: Some(rows.row_id[lot_row]),
+                matched_qty: Some(portion),
+                holding_period: Some(holding_s),
+                matched_entry_price: rows.price[lot_row],
+                is_closed: Some(true),
+            });
+        }
+        if remaining > 0 || out.len() == first_exit_row {
+            let (matched_qty, is_closed) = (Some(remaining), Some(false));
+            out.push(FifoRow {
+                source,
+                matched_qty,
+                is_closed,
+                ..FifoRow::default()
+            });
+            if remaining > 0 {
+                counts.unmatched_exit_rows += 1;
+                counts.unmatched_exit_qty =
+                    counts.unmatched_exit_qty.saturating_add(remaining as u64);
+            }
+        }
+    }
+    counts.unclosed_entries += lots_opened - lots_closed;
+    counts.output_rows += (out.len() - first_row) as u64;
+}
+
+/// Matches one date's rows (all symbols of the given batches) and builds the output
+/// batches: every input column of the source row, then `matched_entry_id` (UInt64),
+/// `matched_qty` (Int64), `holding_period` (Float64), `matched_entry_price` (Float64)
+/// and `is_closed` (Boolean). See the module docs for the rules and the row order.
+///
+/// The batches must share one schema and hold the columns `elapsed_ms` (Int64) and
+/// `row_id` (UInt64), the symbol column and the spec's columns.
+pub fn fifo_match(
+    batches: &[RecordBatch],
+    spec: &FifoSpec,
+    symbol: &str,
+) -> Result<(Vec<RecordBatch>, FifoCounts), String> {
+    if spec.entry_side == spec.exit_side {
+        return Err(format!(
+            "fifo: the entry side and the exit side are both '{}'; they must differ",
+            spec.entry_side
+        ));
+    }
+    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    if batches.is_empty() {
+        return Ok((Vec::new(), FifoCounts::default()));
+    }
+    let schema = common_schema(&batches)?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows > u32::MAX as usize {
+        return Err(format!(
+            "fifo: {rows} rows in one date; at most {} are supported",
+            u32::MAX
+        ));
+    }
+
+    let (symbols, symbol_count) = symbol_ids(&batches, symbol)?;
+    let mut side = Vec::with_capacity(rows);
+    let mut qty = Vec::with_capacity(rows);
+    let mut price = Vec::with_capacity(rows);
+    let mut keys = Vec::with_capacity(rows);
+    for batch in &batches {
+        push_sides(column(batch, &spec.side, "side")?, spec, &mut side)?;
+        push_quantities(column(batch, &spec.qty, "quantity")?, &spec.qty, &mut qty)?;
+        match &spec.price {
+            Some(name) => push_prices(column(batch, name, "price")?, name, &mut price)?,
+            None => price.resize(price.len() + batch.num_rows(), None),
+        }
+        push_event_keys(batch, &mut keys)?;
+    }
+
+    // The kernel reads each symbol's rows as one contiguous run in event order.
+    let (starts, events) = event_order(&symbols, symbol_count, &keys);
+    let input_row = |&(_, row): &(u64, u32)| row as usize;
+    let side: Vec<Side> = events.iter().map(|e| side[input_row(e)]).collect();
+    let qty: Vec<Option<i64>> = events.iter().map(|e| qty[input_row(e)]).collect();
+    let price: Vec<Option<f64>> = events.iter().map(|e| price[input_row(e)]).collect();
+    let elapsed_ms: Vec<i64> = events
+        .iter()
+        .map(|(key, _)| (key >> ROW_ID_BITS) as i64)
+        .collect();
+    let row_id: Vec<u64> = events
+        .iter()
+        .map(|(key, _)| key & ((1 << ROW_ID_BITS) - 1))
+        .collect();
+    let columns = FifoColumns {
+        side: &side,
+        qty: &qty,
+        elapsed_ms: &elapsed_ms,
+        row_id: &row_id,
+        price: &price,
+    };
+    // Each exit emits at most one row per lot it closes plus one, so this is enough.
+    let entries = side.iter().filter(|s| **s == Side::Entry).count();
+    let mut out = FifoOutput::with_capacity(rows + entries);
+    for s in 0..symbol_count {
+        fifo_symbol(&columns, starts[s]..starts[s + 1], &mut out);
+    }
+    let input_rows: Vec<u32> = events.iter().map(|(_, row)| *row).collect();
+    let batches = output_batches(&batches, &schema, &out, &input_rows)?;
+    Ok((batches, out.counts))
+}
+
+/// A column of a batch, or an error naming it and its role.
+fn column<'a>(batch: &'a RecordBatch, name: &str, role: &str) -> Result<&'a ArrayRef, String> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("fifo: {role} column '{name}' is missing"))
+}
+
+/// The output schema: the batches' columns (nullable if any batch's is), a column named
+/// like a FIFO output replaced in place, then the remaining FIFO columns.
+fn common_schema(batches: &[&RecordBatch]) -> Result<SchemaRef, String> {
+    let first = batches[0].schema();
+    let mut fields: Vec<Field> = first.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (b, batch) in batches.iter().enumerate().skip(1) {
+        let schema = batch.schema();
+        let same = schema.fields().len() == fields.len()
+            && schema
+                .fields()
+                .iter()
+                .zip(&fields)
+                .all(|(f, g)| f.name() == g.name() && f.data_type() == g.data_type());
+        if !same {
+            let describe = |s: &Schema| {
+                let fields = s
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{}: {}", f.name(), f.data_type()));
+                fields.collect::<Vec<_>>().join(", ")
+            };
+            return Err(format!(
+                "fifo: batch {b} of the date has columns ({}) but batch 0 has ({}); \
+                 all batches of a date must share one schema",
+                describe(&schema),
+                describe(&first)
+            ));
+        }
+        for (field, other) in fields.iter_mut().zip(schema.fields()) {
+            if other.is_nullable() && !field.is_nullable() {
+                *field = field.clone().with_nullable(true);
+            }
+        }
+    }
+    let types = [
+        DataType::UInt64,
+        DataType::Int64,
+        DataType::Float64,
+        DataType::Float64,
+        DataType::Boolean,
+    ];
+    for (name, data_type) in OUTPUTS.into_iter().zip(types) {
+        let field = Field::new(name, data_type, true);
+        match fields.iter().position(|f| f.name() == name) {
+            Some(i) => fields[i] = field,
+            None => fields.push(field),
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Dense per-row symbol ids in order of first appearance, and how many there are.
+fn symbol_ids(batches: &[&RecordBatch], name: &str) -> Result<(Vec<u32>, usize), String> {
+    let mut ids = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+    let mut ints: FxHashMap<i64, u32> = FxHashMap::default();
+    let mut strings: FxHashMap<String, u32> = FxHashMap::default();
+    let mut null_id = None;
+    let mut next = 0u32;
+    let mut fresh = || {
+        next += 1;
+        next - 1
+    };
+    for batch in batches {
+        let values = column(batch, name, "symbol")?;
+        match values.data_type() {
+            DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Dictionary(_, _) => {
+                let utf8 = arrow::compute::cast(values, &DataType::Utf8)
+                    .map_err(|e| format!("fifo: symbol column '{name}': {e}"))?;
+                for value in utf8.as_string::<i32>() {
+                    ids.push(match value {
+                        None => *null_id.get_or_insert_with(&mut fresh),
+                        Some(value) => match strings.get(value) {
+                            Some(id) => *id,
+                            None => *strings.entry(value.to_owned()).or_insert_with(&mut fresh),
+                        },
+                    });
+                }
+            }
+            _ => {
+                let int64 = arrow::compute::cast(values, &DataType::Int64).map_err(|e| {
+                    format!("fifo: symbol column '{name}' must hold integers or strings: {e}")
+                })?;
+                for value in int64.as_primitive::<Int64Type>() {
+                    ids.push(match value {
+                        None => *null_id.get_or_insert_with(&mut fresh),
+                        Some(value) => *ints.entry(value).or_insert_with(&mut fresh),
+                    });
+                }
+            }
+        }
+    }
+    Ok((ids, next as usize))
+}
+
+/// Appends each row's [`Side`]. Dictionaries are classified once per dictionary value.
+fn push_sides(values: &ArrayRef, spec: &FifoSpec, out: &mut Vec<Side>) -> Result<(), String> {
+    let classify = |value: Option<&str>| value.map_or(Side::Other, |v| spec.side_of(v));
+    match values.data_type() {
+        DataType::Utf8 => out.extend(values.as_string::<i32>().iter().map(classify)),
+        DataType::LargeUtf8 => out.extend(values.as_string::<i64>().iter().map(classify)),
+        DataType::Utf8View => out.extend(values.as_string_view().iter().map(classify)),
+        DataType::Dictionary(_, _) => {
+            let dictionary = values.as_any_dictionary();
+            let mut classes = Vec::with_capacity(dictionary.values().len());
+            push_sides(dictionary.values(), spec, &mut classes)?;
+            if classes.is_empty() {
+                // Only null keys can point into an empty dictionary (and `normalized_keys`
+                // panics on one).
+                out.resize(out.len() + values.len(), Side::Other);
+                return Ok(());
+            }
+            let nulls = dictionary.keys().logical_nulls();
+            let keys = dictionary.normalized_keys().into_iter().enumerate();
+            out.extend(keys.map(|(i, key)| match &nulls {
+                Some(nulls) if nulls.is_null(i) => Side::Other,
+                _ => classes[key],
+            }));
+        }
+        data_type => {
+            let utf8 = arrow::compute::cast(values, &DataType::Utf8).map_err(|e| {
+                format!(
+                    "fifo: side column '{}' has type {data_type}, which cannot be compared \
+                     with the side values '{}' and '{}': {e}",
+                    spec.side, spec.entry_side, spec.exit_side
+                )
+            })?;
+            out.extend(utf8.as_string::<i32>().iter().map(classify));
+        }
+    }
+    Ok(())
+}
+
+/// Appends each row's quantity; the column must hold integers.
+fn push_quantities(
+    values: &ArrayRef,
+    name: &str,
+    out: &mut Vec<Option<i64>>,
+) -> Result<(), String> {
+    let data_type = values.data_type();
+    if !data_type.is_integer() {
+        return Err(format!(
+            "fifo: quantity column '{name}' has type {data_type}; FIFO matches integer \
+             quantities, so cast it first (a [[cast]] of '{name}' to int64)"
+        ));
+    }
+    // `safe: false`: a UInt64 quantity above i64::MAX is an error, not a silent null.
+    let options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let int64 = arrow::compute::cast_with_options(values, &DataType::Int64, &options)
+        .map_err(|e| format!("fifo: quantity column '{name}' does not fit in Int64: {e}"))?;
+    out.extend(int64.as_primitive::<Int64Type>().iter());
+    Ok(())
+}
+
+/// Appends each row's price as `f64`.
+fn push_prices(values: &ArrayRef, name: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
+    let floats = arrow::compute::cast(values, &DataType::Float64).map_err(|e| {
+        format!(
+            "fifo: price column '{name}' has type {}, not numeric: {e}",
+            values.data_type()
+        )
+    })?;
+    out.extend(floats.as_primitive::<Float64Type>().iter());
+    Ok(())
+}
+
+/// The low bits of an event key that hold the `row_id`; `elapsed_ms` is above them.
+const ROW_ID_BITS: u32 = 36;
+
+/// Appends each row's event key, `elapsed_ms` above `row_id`, checking both fit.
+fn push_event_keys(batch: &RecordBatch, keys: &mut Vec<u64>) -> Result<(), String> {
+    let elapsed = column(batch, ELAPSED_MS, "event time")?;
+    let ids = column(batch, ROW_ID, "row identity")?;
+    let elapsed = elapsed.as_primitive_opt::<Int64Type>().ok_or_else(|| {
+        format!(
+            "fifo: column '{ELAPSED_MS}' has type {}; expected Int64",
+            elapsed.data_type()
+        )
+    })?;
+    let ids = ids.as_primitive_opt::<UInt64Type>().ok_or_else(|| {
+        format!(
+            "fifo: column '{ROW_ID}' has type {}; expected UInt64",
+            ids.data_type()
+        )
+    })?;
+    for (name, nulls) in [
+        (ELAPSED_MS, elapsed.null_count()),
+        (ROW_ID, ids.null_count()),
+    ] {
+        if nulls > 0 {
+            return Err(format!("fifo: column '{name}' has {nulls} null values"));
+        }
+    }
+    for (e, r) in elapsed.values().iter().zip(ids.values().iter()) {
+        if *e < 0 || *e >= 1 << (64 - ROW_ID_BITS - 1) || *r >= 1 << ROW_ID_BITS {
+            return Err(format!(
+                "fifo: event time out of range (elapsed_ms {e}, row_id {r}); \
+                 elapsed_ms must be in 0..2^27 and row_id below 2^36"
+            ));
+        }
+        keys.push(((*e as u64) << ROW_ID_BITS) | r);
+    }
+    Ok(())
+}
+
+/// Rows grouped by symbol (a counting sort), each symbol's rows in event order: the
+/// start of each symbol's run (plus the end), and each event's key and input row.
+fn event_order(
+    symbols: &[u32],
+    symbol_count: usize,
+    keys: &[u64],
+) -> (Vec<usize>, Vec<(u64, u32)>) {
+    let mut starts = vec![0usize; symbol_count + 1];
+    for s in symbols {
+        starts[*s as usize + 1] += 1;
+    }
+    for s in 0..symbol_count {
+        starts[s + 1] += starts[s];
+    }
+    let mut events: Vec<(u64, u32)> = vec![(0, 0); symbols.len()];
+    let mut cursor = starts.clone();
+    for (row, s) in symbols.iter().enumerate() {
+        events[cursor[*s as usize]] = (keys[row], row as u32);
+        cursor[*s as usize] += 1;
+    }
+    for s in 0..symbol_count {
+        events[starts[s]..starts[s + 1]].sort_unstable_by_key(|(key, _)| *key);
+    }
+    (starts, events)
+}
+
+/// Builds the output batches in input row order from the kernel's output (in event
+/// order; `input_rows` maps its sources back to input rows): per input batch, batches
+/// of at most [`OUTPUT_BATCH_ROWS`] rows, the input columns gathered (or sliced, where
+/// no row expands) and the FIFO columns appended.
+fn output_batches(
+    inputs: &[&RecordBatch],
+    schema: &SchemaRef,
+    out: &FifoOutput,
+    input_rows: &[u32],
+) -> Result<Vec<RecordBatch>, String> {
+    // Each input row's first output position, and the kernel output row at each position
+    // (a stable counting sort by input row keeps an exit's rows in their order).
+    let mut first = vec![0u32; input_rows.len() + 1];
+    for row in &out.rows {
+        first[input_rows[row.source as usize] as usize + 1] += 1;
+    }
+    for row in 0..input_rows.len() {
+        first[row + 1] += first[row];
+    }
+    let mut kernel_row = vec![0u32; out.rows.len()];
+    let mut cursor = first.clone();
+    for (k, row) in out.rows.iter().enumerate() {
+        let row = input_rows[row.source as usize] as usize;
+        kernel_row[cursor[row] as usize] = k as u32;
+        cursor[row] += 1;
+    }
+
+    let gather_error =
+        |e: arrow::error::ArrowError| format!("fifo: gathering the output rows: {e}");
+    let mut batches = Vec::with_capacity(out.rows.len().div_ceil(OUTPUT_BATCH_ROWS) + inputs.len());
+    let mut batch_start = 0;
+    for input in inputs {
+        let batch_rows = batch_start..batch_start + input.num_rows();
+        batch_start = batch_rows.end;
+        // The row of `input` behind each of its output rows.
+        let mut local_rows =
+            Vec::with_capacity((first[batch_rows.end] - first[batch_rows.start]) as usize);
+        for row in batch_rows.clone() {
+            let copies = first[row + 1] - first[row];
+            local_rows.extend(std::iter::repeat_n(
+                (row - batch_rows.start) as u32,
+                copies as usize,
+            ));
+        }
+        let positions = first[batch_rows.start] as usize;
+        for chunk_start in (0..local_rows.len()).step_by(OUTPUT_BATCH_ROWS) {
+            let chunk = chunk_start..local_rows.len().min(chunk_start + OUTPUT_BATCH_ROWS);
+            let rows = &local_rows[chunk.clone()];
+            let kernel_rows = &kernel_row[positions + chunk.start..positions + chunk.end];
+            let fifo = fifo_arrays(out, kernel_rows);
+            // Without expansion the output rows are a run of input rows: slice, don't copy.
+            let run = (rows[rows.len() - 1] - rows[0]) as usize == rows.len() - 1;
+            let indices = (!run).then(|| UInt32Array::from(rows.to_vec()));
+            let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+            for (c, field) in schema.fields().iter().enumerate() {
+                if let Some(f) = OUTPUTS.iter().position(|name| field.name() == name) {
+                    columns.push(fifo[f].clone());
+                } else if let Some(indices) = &indices {
+                    let taken = arrow::compute::take(input.column(c), indices, None);
+                    columns.push(taken.map_err(gather_error)?);
+                } else {
+                    columns.push(input.column(c).slice(rows[0] as usize, rows.len()));
+                }
+            }
+            batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(gather_error)?);
+        }
+    }
+    Ok(batches)
+}
+
+/// The five FIFO columns of the given kernel output rows, in the order of [`OUTPUTS`].
+fn fifo_arrays(out: &FifoOutput, kernel_rows: &[u32]) -> [ArrayRef; 5] {
+    let n = kernel_rows.len();
+    let mut entry_id = UInt64Builder::with_capacity(n);
+    let mut qty = Int64Builder::with_capacity(n);
+    let mut holding = Float64Builder::with_capacity(n);
+    let mut price = Float64Builder::with_capacity(n);
+    let mut closed = BooleanBuilder::with_capacity(n);
+    for k in kernel_rows {
+        let row = &out.rows[*k as usize];
+        entry_id.append_option(row.matched_entry_id);
+        qty.append_option(row.matched_qty);
+        holding.append_option(row.holding_period);
+        price.append_option(row.matched_entry_price);
+        closed.append_option(row.is_closed);
+    }
+    [
+        Arc::new(entry_id.finish()),
+        Arc::new(qty.finish()),
+        Arc::new(holding.finish()),
+        Arc::new(price.finish()),
+        Arc::new(closed.finish()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int64Array, StringArray, UInt64Array};
+
+    /// An input row: symbol, side, qty, elapsed_ms, row_id.
+    type In<'a> = (&'a str, Option<&'a str>, Option<i64>, i64, u64);
+    /// An output row: source row_id and the five FIFO columns.
+    type Out = (
+        u64,
+        Option<u64>,
+        Option<i64>,
+        Option<f64>,
+        Option<f64>,
+        Option<bool>,
+    );
+
+    fn batch(rows: &[In], prices: &[Option<f64>]) -> RecordBatch {
+        RecordBatch::try_from_iter([
+            (
+                "ukey",
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| Some(r.0)))) as ArrayRef,
+            ),
+            (
+                "side",
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1))) as _,
+            ),
+            (
+                "qty",
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.2))) as _,
+            ),
+            ("price", Arc::new(Float64Array::from(prices.to_vec())) as _),
+            (
+                ELAPSED_MS,
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))) as _,
+            ),
+            (
+                ROW_ID,
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.4))) as _,
+            ),
+        ])
+        .unwrap()
+    }
+
+    fn spec() -> FifoSpec {
+        FifoSpec::new("side", "qty").with_price("price")
+    }
+
+    /// Runs `fifo_match` with prices `100 + row_id` unless given.
+    fn run_with_prices(rows: &[In], prices: &[Option<f64>]) -> (Vec<Out>, FifoCounts) {
+        let (out, counts) = fifo_match(&[batch(rows, prices)], &spec(), "ukey").unwrap();
+        let mut result = Vec::new();
+        for batch in &out {
+            let col = |name: &str| batch.column_by_name(name).unwrap().clone();
+            let (ids, entry, qty) = (col(ROW_ID), col(MATCHED_ENTRY_ID), col(MATCHED_QTY));
+            let (holding, price, closed) = (
+                col(HOLDING_PERIOD),
+                col(MATCHED_ENTRY_PRICE),
+                col(IS_CLOSED),
+            );
+            let entry = entry.as_primitive::<UInt64Type>().iter();
+            let qty = qty.as_primitive::<Int64Type>().iter();
+            let holding = holding.as_primitive::<Float64Type>().iter();
+            let price = price.as_primitive::<Float64Type>().iter();
+            let closed = closed.as_boolean().iter();
+            let ids = ids.as_primitive::<UInt64Type>().values().to_vec();
+            let fifo = entry.zip(qty).zip(holding).zip(price).zip(closed);
+            for (id, ((((e, q), h), p), c)) in ids.into_iter().zip(fifo) {
+                result.push((id, e, q, h, p, c));
+            }
+        }
+        assert_eq!(counts.output_rows as usize, result.len());
+        (result, counts)
+    }
+
+    fn run(rows: &[In]) -> (Vec<Out>, FifoCounts) {
+        let prices: Vec<_> = rows.iter().map(|r| Some(100.0 + r.4 as f64)).collect();
+        run_with_prices(rows, &prices)
+    }
+
+    const NULLS: Option<u64> = None;
+
+    #[test]
+    fn simple_match() {
+        let (out, counts) = run(&[
+            ("A", Some("B"), Some(100), 0, 0),
+            ("A", Some("S"), Some(100), 5_000, 1),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (0, None, Some(100), None, None, Some(true)),
+                (1, Some(0), Some(100), Some(5.0), Some(100.0), Some(true)),
+            ]
+        );
+        assert_eq!(
+            (counts.entry_rows, counts.exit_rows, counts.unclosed_entries),
+            (1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn partial_exits_close_a_lot_in_steps() {
+        let (out, counts) = run(&[
+            ("A", Some("B"), Some(100), 0, 0),
+            ("A", Some("S"), Some(60), 1_000, 1),
+            ("A", Some("S"), Some(40), 3_500, 2),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (0, None, Some(100), None, None, Some(true)),
+                (1, Some(0), Some(60), Some(1.0), Some(100.0), Some(true)),
+                (2, Some(0), Some(40), Some(3.5), Some(100.0), Some(true)),
+            ]
+        );
+        assert_eq!(counts.unclosed_entries, 0);
+    }
+
+    #[test]
+    fn an_exit_splits_over_two_lots() {
+        // The example of SEMANTICS.md: four rows from three.
+        let (out, counts) = run(&[
+            ("A", Some("B"), Some(50), 0, 0),
+            ("A", Some("B"), Some(50), 1_000, 1),
+            ("A", Some("S"), Some(80), 61_000, 2),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (0, None, Some(50), None, None, Some(true)),
+                (1, None, Some(30), None, None, Some(false)),
+                (2, Some(0), Some(50), Some(61.0), Some(100.0), Some(true)),
+                (2, Some(1), Some(30), Some(60.0), Some(101.0), Some(true)),
+            ]
+        );
+        assert_eq!((counts.unclosed_entries, counts.output_rows), (1, 4));
+    }
+
+    #[test]
+    fn the_kernel_alone_on_plain_columns() {
+        // Symbol one: rows 0..3 (the example of SEMANTICS.md); symbol two: row 3.
+        let side = [Side::Entry, Side::Entry, Side::Exit, Side::Exit];
+        let columns = FifoColumns {
+            side: &side,
+            qty: &[Some(50), Some(50), Some(80), Some(80)],
+            elapsed_ms: &[0, 1_000, 61_000, 61_000],
+            row_id: &[10, 11, 12, 13],
+            price: &[Some(9.5), None, None, None],
+        };
+        let mut out = FifoOutput::default();
+        fifo_symbol(&columns, 0..3, &mut out);
+        let row = |source, id, qty, holding, price, closed| FifoRow {
+            source,
+            matched_entry_id: id,
+            matched_qty: Some(qty),
+            holding_period: holding,
+            matched_entry_price: price,
+            is_closed: Some(closed),
+        };
+        assert_eq!(
+            out.rows,
+            [
+                row(0, None, 50, None, None, true),
+                row(1, None, 30, None, None, false),
+                row(2, Some(10), 50, Some(61.0), Some(9.5), true),
+                row(2, Some(11), 30, Some(60.0), None, true),
+            ]
+        );
+        // A second symbol in the same output never touches the first one's open lot.
+        fifo_symbol(&columns, 3..4, &mut out);
+        assert_eq!(out.rows[4..], [row(3, None, 80, None, None, false)]);
+        assert_eq!(
+            (out.counts.unmatched_exit_rows, out.counts.unclosed_entries),
+            (1, 1)
+        );
+        assert_eq!(out.counts.output_rows, 5);
+    }
+
+    #[test]
+    fn unclosed_entries_report_what_was_closed() {
+        let (out, counts) = run(&[
+            ("A", Some("B"), Some(100), 0, 0),
+            ("A", Some("S"), Some(30), 1_000, 1),
+            ("A", Some("B"), Some(50), 2_000, 2),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (0, None, Some(30), None, None, Some(false)),
+                (1, Some(0), Some(30), Some(1.0), Some(100.0), Some(true)),
+                (2, None, Some(0), None, None, Some(false)),
+            ]
+        );
+        assert_eq!(counts.unclosed_entries, 2);
+    }
+
+    #[test]
+    fn an_exit_before_any_entry_never_takes_a_later_lot() {
+        let (out, counts) = run(&[
+            ("A", Some("S"), Some(50), 0, 0),
+            ("A", Some("B"), Some(50), 1_000, 1),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (0, None, Some(50), None, None, Some(false)),
+                (1, None, Some(0), None, None, Some(false)),
+            ]
+        );
+        assert_eq!(
+            (counts.unmatched_exit_rows, counts.unmatched_exit_qty),
+            (1, 50)
+        );
+        assert_eq!(counts.unclosed_entries, 1);
+    }
+
+    #[test]
+    fn an_exit_larger_than_all_open_lots_leaves_a_remainder() {
+        let (out, counts) = run(&[
+            ("A", Some("B"), Some(30), 0, 0),
+            ("A", Some("B"), Some(20), 0, 1),
+            ("A", Some("S"), Some(100), 2_000, 2),
+            ("A", Some("S"), Some(5), 3_000, 3),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (0, None, Some(30), None, None, Some(true)),
+                (1, None, Some(20), None, None, Some(true)),
+                (2, Some(0), Some(30), Some(2.0), Some(100.0), Some(true)),
+                (2, Some(1), Some(20), Some(2.0), Some(101.0), Some(true)),
+                (2, None, Some(50), None, None, Some(false)),
+                (3, None, Some(5), None, None, Some(false)),
+            ]
+        );
+        assert_eq!(
+            (counts.unmatched_exit_rows, counts.unmatched_exit_qty),
+            (2, 55)
+        );
+        assert_eq!(counts.unclosed_entries, 0);
+    }
+
+    #[test]
+    fn zero_quantities_open_nothing_and_take_nothing() {
+        let (out, counts) = run(&[
+            ("A", Some("B"), Some(0), 0, 0),
+            ("A", Some("S"), Some(0), 1_000, 1),
+            ("A", Some("B"), Some(10), 2_000, 2),
+            ("A", Some("S"), Some(0), 3_000, 3),
+            ("A", Some("S"), Some(10), 4_000, 4),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (0, None, Some(0), None, None, Some(true)),
+                (1, None, Some(0), None, None, Some(false)),
+                (2, None, Some(10), None, None, Some(true)),
+                (3, None, Some(0), None, None, Some(false)),
+                (4, Some(2), Some(10), Some(2.0), Some(102.0), Some(true)),
+            ]
+        );
+        assert_eq!(counts.zero_qty_rows, 3);
+        assert_eq!(
+            (counts.unmatched_exit_rows, counts.unclosed_entries),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn other_sides_pass_through_with_null_fifo_columns() {
+        let (out, counts) = run(&[
+            ("A", Some("B"), Some(10), 0, 0),
+            ("A", Some("X"), Some(10), 1_000, 1),
+            ("A", Some("b"), Some(10), 1_000, 2),
+            ("A", Some("S"), Some(10), 2_000, 3),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (0, None, Some(10), None, None, Some(true)),
+                (1, NULLS, None, None, None, None),
+                (2, NULLS, None, None, None, None),
+                (3, Some(0), Some(10), Some(2.0), Some(100.0), Some(true)),
+            ]
+        );
+        assert_eq!(counts.other_side_rows, 2);
+    }
+
+    #[test]
+    fn ties_in_time_are_resolved_by_row_id_whatever_the_input_order() {
+        // Given out of order; event order is row 3 (B 7 at 500 ms), then at 1,000 ms
+        // row 0 (B 10), row 1 (S 10) and row 2 (S 10). Input order would match nothing.
+        // The output keeps the input order.
+        let (out, _) = run(&[
+            ("A", Some("S"), Some(10), 1_000, 2),
+            ("A", Some("S"), Some(10), 1_000, 1),
+            ("A", Some("B"), Some(10), 1_000, 0),
+            ("A", Some("B"), Some(7), 500, 3),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (2, Some(0), Some(7), Some(0.0), Some(100.0), Some(true)),
+                (2, None, Some(3), None, None, Some(false)),
+                (1, Some(3), Some(7), Some(0.5), Some(103.0), Some(true)),
+                (1, Some(0), Some(3), Some(0.0), Some(100.0), Some(true)),
+                (0, None, Some(10), None, None, Some(true)),
+                (3, None, Some(7), None, None, Some(true)),
+            ]
+        );
+    }
+
+    #[test]
+    fn several_symbols_interleaved_are_matched_separately() {
+        let (out, counts) = run(&[
+            ("A", Some("B"), Some(10), 0, 0),
+            ("Z", Some("S"), Some(5), 0, 1),
+            ("A", Some("S"), Some(4), 1_000, 2),
+            ("Z", Some("B"), Some(5), 1_000, 3),
+            ("A", Some("S"), Some(10), 2_000, 4),
+        ]);
+        assert_eq!(
+            out,
+            [
+                (0, None, Some(10), None, None, Some(true)),
+                (1, None, Some(5), None, None, Some(false)),
+                (2, Some(0), Some(4), Some(1.0), Some(100.0), Some(true)),
+                (3, None, Some(0), None, None, Some(false)),
+                (4, Some(0), Some(6), Some(2.0), Some(100.0), Some(true)),
+                (4, None, Some(4), None, None, Some(false)),
+            ]
+        );
+        assert_eq!(
+            (counts.unmatched_exit_rows, counts.unclosed_entries),
+            (2, 1)
+        );
+    }
+
+    #[test]
+    fn null_side_qty_and_price() {
+        let rows = [
+            ("A", None, Some(10), 0, 0),
+            ("A", Some("B"), None, 0, 1),
+            ("A", Some("B"), Some(-5), 0, 2),
+            ("A", Some("B"), Some(10), 0, 3),
+            ("A", Some("S"), None, 1_000, 4),
+            ("A", Some("S"), Some(4), 1_000, 5),
+            ("A", Some("X"), None, 1_000, 6),
+        ];
+        let prices = [
+            Some(1.0),
+            Some(1.0),
+            Some(1.0),
+            None,
+            Some(1.0),
+            Some(1.0),
+            None,
+        ];
+        let (out, counts) = run_with_prices(&rows, &prices);
+        assert_eq!(
+            out,
+            [
+                (0, NULLS, None, None, None, None),
+                (1, NULLS, None, None, None, None),
+                (2, NULLS, None, None, None, None),
+                (3, None, Some(4), None, None, Some(false)),
+                (4, NULLS, None, None, None, None),
+                (5, Some(3), Some(4), Some(1.0), None, Some(true)),
+                (6, NULLS, None, None, None, None),
+            ]
+        );
+        assert_eq!((counts.invalid_qty_rows, counts.other_side_rows), (3, 2));
+    }
+
+    #[test]
+    fn a_null_symbol_is_a_symbol_of_its_own() {
+        let batch = batch(
+            &[
+                ("A", Some("B"), Some(10), 0, 0),
+                ("A", Some("S"), Some(10), 1_000, 1),
+            ],
+            &[None, None],
+        );
+        let symbols: ArrayRef = Arc::new(StringArray::from(vec![None, Some("A")]));
+        let batch = crate::batch::with_columns(&batch, vec![("ukey".to_owned(), symbols)]);
+        let (_, counts) = fifo_match(&[batch], &spec(), "ukey").unwrap();
+        assert_eq!(
+            (counts.unclosed_entries, counts.unmatched_exit_rows),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn integer_sides_and_narrow_quantities() {
+        let good = batch(
+            &[("A", None, None, 0, 0), ("A", None, None, 1_000, 1)],
+            &[None; 2],
+        );
+        let sides: ArrayRef = Arc::new(arrow::array::Int8Array::from(vec![1, -1]));
+        let qty: ArrayRef = Arc::new(arrow::array::UInt32Array::from(vec![5, 3]));
+        let batch = crate::batch::with_columns(
+            &good,
+            vec![("side".to_owned(), sides), ("qty".to_owned(), qty)],
+        );
+        let spec = FifoSpec {
+            entry_side: "1".into(),
+            exit_side: "-1".into(),
+            ..spec()
+        };
+        let (out, counts) = fifo_match(&[batch], &spec, "ukey").unwrap();
+        let matched = out[0].column_by_name(MATCHED_QTY).unwrap();
+        assert_eq!(matched.as_primitive::<Int64Type>().values(), &[3, 3]);
+        assert_eq!(
+            (counts.entry_rows, counts.exit_rows, counts.unclosed_entries),
+            (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn error_texts() {
+        let rows = [("A", Some("B"), Some(10), 0, 0)];
+        let good = batch(&rows, &[None]);
+        let error = |batches: &[RecordBatch], spec: &FifoSpec| {
+            fifo_match(batches, spec, "ukey").unwrap_err()
+        };
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![10.0]));
+        let float_qty = crate::batch::with_columns(&good, vec![("qty".to_owned(), floats)]);
+        assert_eq!(
+            error(&[float_qty], &spec()),
+            "fifo: quantity column 'qty' has type Float64; FIFO matches integer quantities, \
+             so cast it first (a [[cast]] of 'qty' to int64)"
+        );
+        let no_side = FifoSpec {
+            side: "orderSide".into(),
+            ..spec()
+        };
+        assert_eq!(
+            error(std::slice::from_ref(&good), &no_side),
+            "fifo: side column 'orderSide' is missing"
+        );
+        let same = FifoSpec {
+            exit_side: "B".into(),
+            ..spec()
+        };
+        assert_eq!(
+            error(std::slice::from_ref(&good), &same),
+            "fifo: the entry side and the exit side are both 'B'; they must differ"
+        );
+        let late: ArrayRef = Arc::new(Int64Array::from(vec![1 << 27]));
+        let late = crate::batch::with_columns(&good, vec![(ELAPSED_MS.to_owned(), late)]);
+        assert_eq!(
+            error(&[late], &spec()),
+            "fifo: event time out of range (elapsed_ms 134217728, row_id 0); \
+             elapsed_ms must be in 0..2^27 and row_id below 2^36"
+        );
+        let fewer = good.project(&[0, 1, 2, 4, 5]).unwrap();
+        assert_eq!(
+            error(&[good.clone(), fewer], &FifoSpec::new("side", "qty")),
+            "fifo: batch 1 of the date has columns (ukey: Utf8, side: Utf8, qty: Int64, \
+             elapsed_ms: Int64, row_id: UInt64) but batch 0 has (ukey: Utf8, side: Utf8, \
+             qty: Int64, price: Float64, elapsed_ms: Int64, row_id: UInt64); all batches of \
+             a date must share one schema"
+        );
+    }
+}
