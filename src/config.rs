@@ -31,7 +31,7 @@
 //!     field("qty", DataType::Float64),
 //!     field("fillPrice", DataType::Float64),
 //! ]);
-//! assert_eq!(pipeline.bind(&schema)?.read, ["ukey", "ticktime", "orderSide", "qty"]);
+//! assert_eq!(pipeline.bind(&schema)?.read, ["ukey", "orderSide", "qty", "ticktime"]);
 //! # Ok::<(), vizflow::config::ConfigError>(())
 //! ```
 
@@ -556,33 +556,32 @@ impl Pipeline {
             .chain(self.bins.iter().map(BinSpec::output))
             .collect();
 
-        // The columns needed after the derive stage, then the input columns to read.
-        let mut downstream: Vec<String> = vec![
-            self.symbol.clone(),
-            self.timestamp.clone(),
-            ROW_ID.to_owned(),
-        ];
+        // The columns the stages after parse_time use, then those needed after the derive
+        // stage, then the input columns to read.
         let need = |c: &str, list: &mut Vec<String>| {
             if !list.iter().any(|x| x == c) {
                 list.push(c.to_owned());
             }
         };
+        let mut after_time: Vec<String> = vec![self.symbol.clone(), ROW_ID.to_owned()];
         if let Some((price, _)) = &self.forward_return {
-            need(price, &mut downstream);
+            need(price, &mut after_time);
         }
         for bin in &self.bins {
-            need(&bin.column, &mut downstream);
+            need(&bin.column, &mut after_time);
         }
         for column in self.aggregate.group_by.iter() {
-            need(column, &mut downstream);
+            need(column, &mut after_time);
         }
         for (_, metric) in &self.aggregate.metrics {
             for call in metric.calls() {
                 if let Some(c) = &call.column {
-                    need(c, &mut downstream);
+                    need(c, &mut after_time);
                 }
             }
         }
+        let mut downstream = after_time.clone();
+        need(&self.timestamp, &mut downstream);
         downstream.retain(|c| {
             !produced.contains(c) || self.derive.iter().any(|(n, _)| n == c) || c == ROW_ID
         });
@@ -638,7 +637,7 @@ impl Pipeline {
             derive: DeriveSpec {
                 casts,
                 columns: derive,
-                keep: Some(keep),
+                keep: Some(keep.clone()),
             },
             parse_time: ParseTimeSpec {
                 column: self.timestamp.clone(),
@@ -646,6 +645,18 @@ impl Pipeline {
                 clock: self.market.clock.clone(),
                 policy: self.out_of_session,
                 market: self.market.name.clone(),
+                keep: Some({
+                    let mut keep: Vec<String> = keep
+                        .iter()
+                        .filter(|c| after_time.contains(c))
+                        .cloned()
+                        .collect();
+                    need(ELAPSED_MS, &mut keep);
+                    if after_time.iter().any(|c| c == ELAPSED_SECONDS) {
+                        need(ELAPSED_SECONDS, &mut keep);
+                    }
+                    keep
+                }),
             },
             forward_return: self.forward_return.as_ref().map(|(price, horizons)| {
                 ForwardReturnSpec {

@@ -88,9 +88,9 @@ fn markout_binds_to_the_alpha_schema() {
         [
             "qty",
             "ukey",
-            "ticktime",
             "alpha1",
             "orderSide",
+            "ticktime",
             "AskPrice1",
             "BidPrice1"
         ]

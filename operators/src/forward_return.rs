@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanBufferBuilder, Float64Array, RecordBatch};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use rustc_hash::FxHashMap;
@@ -109,26 +109,50 @@ fn symbol_ids(batches: &[RecordBatch], column: &str) -> Result<(Vec<u32>, usize)
     Ok((ids, next as usize))
 }
 
-/// Concatenates a column of every batch as `f64` values plus validity.
-fn float_column(batches: &[RecordBatch], column: &str) -> Result<(Vec<f64>, Vec<bool>), String> {
-    let mut values = Vec::new();
-    let mut valid = Vec::new();
-    for batch in batches {
-        let array = batch
-            .column_by_name(column)
-            .ok_or_else(|| format!("forward_return: price column '{column}' is missing"))?;
-        let floats = arrow::compute::cast(array, &DataType::Float64)
-            .map_err(|e| format!("forward_return: price column '{column}' is not numeric: {e}"))?;
-        let floats = floats.as_primitive::<Float64Type>();
-        values.extend_from_slice(floats.values());
-        valid.extend((0..floats.len()).map(|i| floats.is_valid(i)));
-    }
-    Ok((values, valid))
+/// A column of every batch as `f64` arrays (cast when needed).
+fn float_columns(batches: &[RecordBatch], column: &str) -> Result<Vec<Float64Array>, String> {
+    batches
+        .iter()
+        .map(|batch| {
+            let array = batch
+                .column_by_name(column)
+                .ok_or_else(|| format!("forward_return: price column '{column}' is missing"))?;
+            let floats = arrow::compute::cast(array, &DataType::Float64).map_err(|e| {
+                format!("forward_return: price column '{column}' is not numeric: {e}")
+            })?;
+            Ok(floats.as_primitive::<Float64Type>().clone())
+        })
+        .collect()
 }
 
-/// Event-order keys: `elapsed_ms` in the high bits, `row_id` in the low 36 bits.
-fn event_keys(batches: &[RecordBatch]) -> Result<Vec<u64>, String> {
-    let mut keys = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+/// Event-order key of a row: `elapsed_ms` in the high bits, `row_id` in the low 36.
+fn event_key(elapsed_ms: i64, row_id: u64) -> Result<u64, String> {
+    if !(0..1 << 27).contains(&elapsed_ms) || row_id >= 1 << 36 {
+        return Err(format!(
+            "forward_return: event time out of range (elapsed_ms {elapsed_ms}, row_id {row_id}); \
+             elapsed_ms must be in 0..2^27 and row_id below 2^36"
+        ));
+    }
+    Ok(((elapsed_ms as u64) << 36) | row_id)
+}
+
+/// `(event key, row)` pairs grouped by symbol, and where each symbol's run starts.
+type EventOrder = (Vec<(u64, u32)>, Vec<usize>);
+
+/// The rows of a date grouped by symbol and sorted in event order within each symbol.
+fn event_order(batches: &[RecordBatch], symbol: &str) -> Result<EventOrder, String> {
+    let (symbols, symbol_count) = symbol_ids(batches, symbol)?;
+    // Counting sort by symbol, then a sort of each (mostly ordered) run.
+    let mut starts = vec![0usize; symbol_count + 1];
+    for s in &symbols {
+        starts[*s as usize + 1] += 1;
+    }
+    for s in 0..symbol_count {
+        starts[s + 1] += starts[s];
+    }
+    let mut order: Vec<(u64, u32)> = vec![(0, 0); symbols.len()];
+    let mut cursor = starts.clone();
+    let mut row = 0usize;
     for batch in batches {
         let missing = |name: &str| {
             format!("forward_return: column '{name}' is missing (run parse_time first)")
@@ -142,16 +166,16 @@ fn event_keys(batches: &[RecordBatch]) -> Result<Vec<u64>, String> {
         let elapsed = elapsed.as_primitive::<Int64Type>();
         let row_id = row_id.as_primitive::<UInt64Type>();
         for (e, r) in elapsed.values().iter().zip(row_id.values().iter()) {
-            if *e < 0 || *e >= 1 << 27 || *r >= 1 << 36 {
-                return Err(format!(
-                    "forward_return: event time out of range (elapsed_ms {e}, row_id {r}); \
-                     elapsed_ms must be in 0..2^27 and row_id below 2^36"
-                ));
-            }
-            keys.push(((*e as u64) << 36) | r);
+            let s = symbols[row] as usize;
+            order[cursor[s]] = (event_key(*e, *r)?, row as u32);
+            cursor[s] += 1;
+            row += 1;
         }
     }
-    Ok(keys)
+    for s in 0..symbol_count {
+        order[starts[s]..starts[s + 1]].sort_unstable_by_key(|(key, _)| *key);
+    }
+    Ok((order, starts))
 }
 
 /// Computes the returns of every horizon for one date's rows (all of a worker's
@@ -161,51 +185,51 @@ pub fn forward_returns(
     spec: &ForwardReturnSpec,
 ) -> Result<Vec<RecordBatch>, String> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let (symbols, symbol_count) = symbol_ids(&batches, &spec.symbol)?;
-    let (prices, price_valid) = float_column(&batches, &spec.price)?;
-    let keys = event_keys(&batches)?;
+    let (order, starts) = event_order(&batches, &spec.symbol)?;
 
-    // Counting sort by symbol, then event order within each symbol.
-    let mut starts = vec![0usize; symbol_count + 1];
-    for s in &symbols {
-        starts[*s as usize + 1] += 1;
+    // Prices in event order, so the scan below reads them sequentially.
+    let prices = float_columns(&batches, &spec.price)?;
+    let mut locate = Vec::with_capacity(batches.len() + 1);
+    locate.push(0usize);
+    for p in &prices {
+        locate.push(locate.last().copied().unwrap_or(0) + p.len());
     }
-    for s in 0..symbol_count {
-        starts[s + 1] += starts[s];
+    let (mut sorted, mut sorted_valid) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+    for (_, row) in &order {
+        let row = *row as usize;
+        let b = locate.partition_point(|start| *start <= row) - 1;
+        let (array, i) = (&prices[b], row - locate[b]);
+        sorted.push(array.values()[i]);
+        sorted_valid.push(array.is_valid(i));
     }
-    let mut order: Vec<(u64, u32)> = vec![(0, 0); rows];
-    let mut cursor = starts.clone();
-    for (row, s) in symbols.iter().enumerate() {
-        order[cursor[*s as usize]] = (keys[row], row as u32);
-        cursor[*s as usize] += 1;
-    }
-    for s in 0..symbol_count {
-        order[starts[s]..starts[s + 1]].sort_unstable_by_key(|(key, _)| *key);
-    }
+    drop(prices);
 
-    let horizons = spec.horizons_s.len();
-    let mut returns = vec![vec![f64::NAN; rows]; horizons];
-    let mut valid = vec![vec![false; rows]; horizons];
-    for s in 0..symbol_count {
-        let run = &order[starts[s]..starts[s + 1]];
-        for (h, horizon) in spec.horizons_s.iter().enumerate() {
-            let mut ahead = 0usize;
-            for (i, (key, row)) in run.iter().enumerate() {
-                let target = (key >> 36) as i64 + 1000 * horizon;
+    let mut outputs = Vec::with_capacity(spec.horizons_s.len());
+    for horizon in &spec.horizons_s {
+        let mut values = vec![0.0f64; rows];
+        let mut valid = BooleanBufferBuilder::new(rows);
+        valid.append_n(rows, false);
+        for run in starts.windows(2) {
+            let (first, end) = (run[0], run[1]);
+            let mut ahead = first;
+            for i in first..end {
+                let target = (order[i].0 >> 36) as i64 + 1000 * horizon;
                 if target > spec.day_ms {
                     continue;
                 }
                 ahead = ahead.max(i);
-                while ahead + 1 < run.len() && (run[ahead + 1].0 >> 36) as i64 <= target {
+                while ahead + 1 < end && (order[ahead + 1].0 >> 36) as i64 <= target {
                     ahead += 1;
                 }
-                let (row, future) = (*row as usize, run[ahead].1 as usize);
-                if price_valid[row] && price_valid[future] {
-                    returns[h][row] = prices[future] / prices[row] - 1.0;
-                    valid[h][row] = true;
+                if sorted_valid[i] && sorted_valid[ahead] {
+                    let row = order[i].1 as usize;
+                    values[row] = sorted[ahead] / sorted[i] - 1.0;
+                    valid.set_bit(row, true);
                 }
             }
         }
+        let nulls = NullBuffer::new(valid.finish());
+        outputs.push(Float64Array::new(values.into(), Some(nulls)));
     }
 
     let mut offset = 0;
@@ -215,14 +239,11 @@ pub fn forward_returns(
         let columns = spec
             .horizons_s
             .iter()
-            .enumerate()
-            .map(|(h, horizon)| {
-                let nulls = NullBuffer::from(&valid[h][offset..offset + n]);
-                let values =
-                    Float64Array::new(returns[h][offset..offset + n].to_vec().into(), Some(nulls));
+            .zip(&outputs)
+            .map(|(horizon, values)| {
                 (
                     ForwardReturnSpec::output(*horizon),
-                    Arc::new(values) as ArrayRef,
+                    Arc::new(values.slice(offset, n)) as ArrayRef,
                 )
             })
             .collect();

@@ -549,6 +549,9 @@ pub struct ParseTimeSpec {
     pub policy: OutOfSession,
     /// A label for messages, e.g. the market's name.
     pub market: String,
+    /// When set, the columns to keep afterwards (in this order), e.g. without the raw
+    /// timestamp; `elapsed_seconds` is only computed when kept.
+    pub keep: Option<Vec<String>>,
 }
 
 impl TimeError {
@@ -616,17 +619,27 @@ pub fn parse_time_batch(
             )
         },
     )?;
-    let seconds: Int64Array = times.elapsed_ms.unary(|ms| ms.div_euclid(1000));
-    let mut out = crate::batch::with_columns(
-        batch,
-        vec![
-            (
-                ELAPSED_MS.to_owned(),
-                std::sync::Arc::new(times.elapsed_ms.clone()) as arrow::array::ArrayRef,
-            ),
-            (ELAPSED_SECONDS.to_owned(), std::sync::Arc::new(seconds)),
-        ],
-    );
+    let mut columns = vec![(
+        ELAPSED_MS.to_owned(),
+        std::sync::Arc::new(times.elapsed_ms.clone()) as arrow::array::ArrayRef,
+    )];
+    if spec
+        .keep
+        .as_ref()
+        .is_none_or(|keep| keep.iter().any(|c| c == ELAPSED_SECONDS))
+    {
+        let seconds: Int64Array = times.elapsed_ms.unary(|ms| ms.div_euclid(1000));
+        columns.push((ELAPSED_SECONDS.to_owned(), std::sync::Arc::new(seconds)));
+    }
+    let mut out = crate::batch::with_columns(batch, columns);
+    if let Some(keep) = &spec.keep {
+        let schema = out.schema();
+        let indices: Vec<usize> = keep
+            .iter()
+            .filter_map(|c| schema.index_of(c).ok())
+            .collect();
+        out = out.project(&indices).map_err(|e| e.to_string())?;
+    }
     if let Some(keep) = &times.keep {
         out = arrow::compute::filter_record_batch(&out, keep).map_err(|e| e.to_string())?;
     }
