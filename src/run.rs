@@ -17,7 +17,7 @@ use vizflow_operators::report::DateReport;
 use crate::calendar::{self, TradingCalendar};
 use crate::config::{BoundPipeline, ConfigError, Pipeline};
 use crate::engine::{DateResult, Engine, EngineError};
-use crate::io::{DateFile, read_parquet, write_parquet_atomic};
+use crate::io::{DateFile, read_parquet, write_bytes_atomic, write_parquet_atomic};
 
 /// Which dates to run.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -284,9 +284,7 @@ fn write_outputs(output_dir: &Path, result: &DateResult, hash: &str) -> Result<P
         "{}.report.json",
         calendar::format_date(result.date)
     ));
-    let mut temporary = tempfile::NamedTempFile::new_in(output_dir).map_err(|e| e.to_string())?;
-    std::io::Write::write_all(&mut temporary, &report).map_err(|e| e.to_string())?;
-    temporary.persist(&report_path).map_err(|e| e.to_string())?;
+    write_bytes_atomic(&report_path, &report).map_err(|e| e.to_string())?;
     Ok(path)
 }
 

@@ -135,6 +135,11 @@ fn write_parquet(
     Ok(())
 }
 
+/// Writes `bytes` to `path` atomically (see [`write_atomic`]).
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    write_atomic(path, |out| Ok(std::io::Write::write_all(out, bytes)?))
+}
+
 /// Runs `write` on a temporary file next to `path`, fsyncs it, renames it to `path` and
 /// fsyncs the directory. On any error the temporary file is removed.
 fn write_atomic(
@@ -158,6 +163,13 @@ fn write_atomic(
         .tempfile_in(dir)
         .map_err(|e| error(e.to_string()))?;
     let (file, temp_path) = temp.into_parts();
+    // Temporary files are created private (0600); the result is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&temp_path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| error(e.to_string()))?;
+    }
     let mut out = BufWriter::new(file);
     write(&mut out).map_err(|e| error(e.to_string()))?;
     let file = out.into_inner().map_err(|e| error(e.error().to_string()))?;
