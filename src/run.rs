@@ -100,6 +100,18 @@ pub struct DateOutcome {
     pub report: DateReport,
 }
 
+impl DateOutcome {
+    /// A date that failed before it ran, with nothing counted.
+    fn failed(date: NaiveDate, message: String) -> DateOutcome {
+        let status = DateStatus::Failed(format!("{}: {message}", calendar::format_date(date)));
+        DateOutcome {
+            date,
+            status,
+            report: DateReport::default(),
+        }
+    }
+}
+
 /// The outcome of a run.
 #[derive(Clone, Debug, Default)]
 pub struct RunSummary {
@@ -333,16 +345,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         let file = match DateFile::open(&path) {
             Ok(file) => Arc::new(file),
             Err(error) => {
-                let status =
-                    DateStatus::Failed(format!("{}: {error}", calendar::format_date(date)));
                 record(
                     &mut summary,
                     &mut progress,
-                    DateOutcome {
-                        date,
-                        status,
-                        report: DateReport::default(),
-                    },
+                    DateOutcome::failed(date, error.to_string()),
                 );
                 continue;
             }
@@ -358,19 +364,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         }
         let (running, bound) = engine.as_mut().expect("started above");
         if let Err(message) = bound.check_schema(&file.schema()) {
-            let status = DateStatus::Failed(format!(
-                "{}: {}: {message}",
-                calendar::format_date(date),
-                path.display()
-            ));
+            let message = format!("{}: {message}", path.display());
             record(
                 &mut summary,
                 &mut progress,
-                DateOutcome {
-                    date,
-                    status,
-                    report: DateReport::default(),
-                },
+                DateOutcome::failed(date, message),
             );
             continue;
         }

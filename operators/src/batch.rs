@@ -184,6 +184,64 @@ pub fn symbol_destinations(column: &dyn Array, peers: usize) -> Vec<u32> {
     out
 }
 
+/// Dense per-row symbol ids (0, 1, ... in order of first appearance) over a date's
+/// batches, so rows can be grouped by symbol with a counting sort. Integer symbols of
+/// any width and string symbols (plain or dictionary) are accepted; a null symbol is
+/// its own group. Returns the ids and how many symbols there are. `operator` prefixes
+/// error messages.
+pub fn symbol_ids<'a>(
+    batches: impl IntoIterator<Item = &'a RecordBatch>,
+    column: &str,
+    operator: &str,
+) -> Result<(Vec<u32>, usize), String> {
+    let mut ids = Vec::new();
+    let mut ints: rustc_hash::FxHashMap<i64, u32> = Default::default();
+    let mut strings: rustc_hash::FxHashMap<String, u32> = Default::default();
+    let mut null_id = None;
+    let mut next = 0u32;
+    let mut fresh = || {
+        next += 1;
+        next - 1
+    };
+    for batch in batches {
+        let values = batch
+            .column_by_name(column)
+            .ok_or_else(|| format!("{operator}: symbol column '{column}' is missing"))?;
+        match values.data_type() {
+            DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Dictionary(_, _) => {
+                let utf8 = arrow::compute::cast(values, &DataType::Utf8)
+                    .map_err(|e| format!("{operator}: symbol column '{column}': {e}"))?;
+                for value in utf8.as_string::<i32>() {
+                    ids.push(match value {
+                        None => *null_id.get_or_insert_with(&mut fresh),
+                        Some(value) => match strings.get(value) {
+                            Some(id) => *id,
+                            None => *strings.entry(value.to_owned()).or_insert_with(&mut fresh),
+                        },
+                    });
+                }
+            }
+            _ => {
+                let int64 = arrow::compute::cast(values, &DataType::Int64).map_err(|e| {
+                    format!(
+                        "{operator}: symbol column '{column}' must hold integers or strings: {e}"
+                    )
+                })?;
+                for value in int64.as_primitive::<Int64Type>() {
+                    ids.push(match value {
+                        None => *null_id.get_or_insert_with(&mut fresh),
+                        Some(value) => *ints.entry(value).or_insert_with(&mut fresh),
+                    });
+                }
+            }
+        }
+    }
+    Ok((ids, next as usize))
+}
+
 /// Splits each batch into one batch per destination worker, by symbol.
 pub struct BySymbol {
     column: String,

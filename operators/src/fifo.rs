@@ -106,7 +106,6 @@ use arrow::array::{
 };
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
-use rustc_hash::FxHashMap;
 
 use crate::forward_return::{ELAPSED_MS, ROW_ID};
 
@@ -417,7 +416,8 @@ pub fn fifo_match(
         ));
     }
 
-    let (symbols, symbol_count) = symbol_ids(&batches, symbol)?;
+    let (symbols, symbol_count) =
+        crate::batch::symbol_ids(batches.iter().copied(), symbol, "fifo")?;
     let mut side = Vec::with_capacity(rows);
     let mut qty = Vec::with_capacity(rows);
     let mut price = Vec::with_capacity(rows);
@@ -520,52 +520,6 @@ fn common_schema(batches: &[&RecordBatch]) -> Result<SchemaRef, String> {
         }
     }
     Ok(Arc::new(Schema::new(fields)))
-}
-
-/// Dense per-row symbol ids in order of first appearance, and how many there are.
-fn symbol_ids(batches: &[&RecordBatch], name: &str) -> Result<(Vec<u32>, usize), String> {
-    let mut ids = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
-    let mut ints: FxHashMap<i64, u32> = FxHashMap::default();
-    let mut strings: FxHashMap<String, u32> = FxHashMap::default();
-    let mut null_id = None;
-    let mut next = 0u32;
-    let mut fresh = || {
-        next += 1;
-        next - 1
-    };
-    for batch in batches {
-        let values = column(batch, name, "symbol")?;
-        match values.data_type() {
-            DataType::Utf8
-            | DataType::LargeUtf8
-            | DataType::Utf8View
-            | DataType::Dictionary(_, _) => {
-                let utf8 = arrow::compute::cast(values, &DataType::Utf8)
-                    .map_err(|e| format!("fifo: symbol column '{name}': {e}"))?;
-                for value in utf8.as_string::<i32>() {
-                    ids.push(match value {
-                        None => *null_id.get_or_insert_with(&mut fresh),
-                        Some(value) => match strings.get(value) {
-                            Some(id) => *id,
-                            None => *strings.entry(value.to_owned()).or_insert_with(&mut fresh),
-                        },
-                    });
-                }
-            }
-            _ => {
-                let int64 = arrow::compute::cast(values, &DataType::Int64).map_err(|e| {
-                    format!("fifo: symbol column '{name}' must hold integers or strings: {e}")
-                })?;
-                for value in int64.as_primitive::<Int64Type>() {
-                    ids.push(match value {
-                        None => *null_id.get_or_insert_with(&mut fresh),
-                        Some(value) => *ints.entry(value).or_insert_with(&mut fresh),
-                    });
-                }
-            }
-        }
-    }
-    Ok((ids, next as usize))
 }
 
 /// Appends each row's [`Side`]. Dictionaries are classified once per dictionary value.

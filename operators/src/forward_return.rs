@@ -18,13 +18,12 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanBufferBuilder, Float64Array, RecordBatch};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
-use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::batch::{Batch, by_symbol, with_columns};
+use crate::batch::{Batch, by_symbol, symbol_ids, with_columns};
 use crate::report::Diagnostics;
 use crate::time::{Time, date_end, date_key_of};
 
@@ -51,62 +50,6 @@ impl ForwardReturnSpec {
     pub fn output(horizon_s: i64) -> String {
         format!("return_{horizon_s}")
     }
-}
-
-/// Dense per-row symbol ids, so rows can be grouped by symbol with a counting sort.
-fn symbol_ids(batches: &[RecordBatch], column: &str) -> Result<(Vec<u32>, usize), String> {
-    let mut ids = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
-    let mut ints: FxHashMap<i64, u32> = FxHashMap::default();
-    let mut strings: FxHashMap<String, u32> = FxHashMap::default();
-    let mut null_id = None;
-    let mut next = 0u32;
-    let mut fresh = || {
-        next += 1;
-        next - 1
-    };
-    for batch in batches {
-        let values = batch
-            .column_by_name(column)
-            .ok_or_else(|| format!("forward_return: symbol column '{column}' is missing"))?;
-        match values.data_type() {
-            DataType::Utf8
-            | DataType::LargeUtf8
-            | DataType::Dictionary(_, _)
-            | DataType::Utf8View => {
-                let utf8 =
-                    arrow::compute::cast(values, &DataType::Utf8).map_err(|e| e.to_string())?;
-                let utf8 = utf8.as_string::<i32>();
-                for i in 0..utf8.len() {
-                    let id = if utf8.is_null(i) {
-                        *null_id.get_or_insert_with(&mut fresh)
-                    } else {
-                        match strings.get(utf8.value(i)) {
-                            Some(id) => *id,
-                            None => *strings
-                                .entry(utf8.value(i).to_owned())
-                                .or_insert_with(&mut fresh),
-                        }
-                    };
-                    ids.push(id);
-                }
-            }
-            _ => {
-                let int64 = arrow::compute::cast(values, &DataType::Int64).map_err(|e| {
-                    format!("forward_return: symbol column '{column}' must hold integers or strings: {e}")
-                })?;
-                let int64 = int64.as_primitive::<Int64Type>();
-                for (i, value) in int64.values().iter().enumerate() {
-                    let id = if int64.is_null(i) {
-                        *null_id.get_or_insert_with(&mut fresh)
-                    } else {
-                        *ints.entry(*value).or_insert_with(&mut fresh)
-                    };
-                    ids.push(id);
-                }
-            }
-        }
-    }
-    Ok((ids, next as usize))
 }
 
 /// A column of every batch as `f64` arrays (cast when needed).
@@ -141,7 +84,7 @@ type EventOrder = (Vec<(u64, u32)>, Vec<usize>);
 
 /// The rows of a date grouped by symbol and sorted in event order within each symbol.
 fn event_order(batches: &[RecordBatch], symbol: &str) -> Result<EventOrder, String> {
-    let (symbols, symbol_count) = symbol_ids(batches, symbol)?;
+    let (symbols, symbol_count) = symbol_ids(batches, symbol, "forward_return")?;
     // Counting sort by symbol, then a sort of each (mostly ordered) run.
     let mut starts = vec![0usize; symbol_count + 1];
     for s in &symbols {
