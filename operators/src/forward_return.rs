@@ -79,13 +79,43 @@ fn event_key(elapsed_ms: i64, row_id: u64) -> Result<u64, String> {
     Ok(((elapsed_ms as u64) << 36) | row_id)
 }
 
-/// `(event key, row)` pairs grouped by symbol, and where each symbol's run starts.
-type EventOrder = (Vec<(u64, u32)>, Vec<usize>);
+/// One row in event order: its event key, its row (the top bit set when its price is
+/// valid) and its price. Carrying the price here means the scan reads it sequentially.
+#[derive(Clone, Copy, Default)]
+struct Event {
+    key: u64,
+    row: u32,
+    price: f64,
+}
 
-/// The rows of a date grouped by symbol and sorted in event order within each symbol.
-fn event_order(batches: &[RecordBatch], symbol: &str) -> Result<EventOrder, String> {
-    let (symbols, symbol_count) = symbol_ids(batches, symbol, "forward_return")?;
-    // Counting sort by symbol, then a sort of each (mostly ordered) run.
+const PRICE_VALID: u32 = 1 << 31;
+
+impl Event {
+    fn elapsed_ms(&self) -> i64 {
+        (self.key >> 36) as i64
+    }
+    fn row(&self) -> usize {
+        (self.row & !PRICE_VALID) as usize
+    }
+    fn valid(&self) -> bool {
+        self.row & PRICE_VALID != 0
+    }
+}
+
+/// The rows of a date grouped by symbol (a counting sort, reading every column in input
+/// order) and sorted in event order within each symbol; and where each symbol's run
+/// starts.
+fn event_order(
+    batches: &[RecordBatch],
+    spec: &ForwardReturnSpec,
+) -> Result<(Vec<Event>, Vec<usize>), String> {
+    let (symbols, symbol_count) = symbol_ids(batches, &spec.symbol, "forward_return")?;
+    if symbols.len() >= PRICE_VALID as usize {
+        return Err(format!(
+            "forward_return: {} rows on one worker for one date; at most 2^31 are supported",
+            symbols.len()
+        ));
+    }
     let mut starts = vec![0usize; symbol_count + 1];
     for s in &symbols {
         starts[*s as usize + 1] += 1;
@@ -93,10 +123,11 @@ fn event_order(batches: &[RecordBatch], symbol: &str) -> Result<EventOrder, Stri
     for s in 0..symbol_count {
         starts[s + 1] += starts[s];
     }
-    let mut order: Vec<(u64, u32)> = vec![(0, 0); symbols.len()];
+    let mut order = vec![Event::default(); symbols.len()];
     let mut cursor = starts.clone();
+    let prices = float_columns(batches, &spec.price)?;
     let mut row = 0usize;
-    for batch in batches {
+    for (batch, prices) in batches.iter().zip(&prices) {
         let missing = |name: &str| {
             format!("forward_return: column '{name}' is missing (run parse_time first)")
         };
@@ -108,15 +139,25 @@ fn event_order(batches: &[RecordBatch], symbol: &str) -> Result<EventOrder, Stri
             .ok_or_else(|| missing(ROW_ID))?;
         let elapsed = elapsed.as_primitive::<Int64Type>();
         let row_id = row_id.as_primitive::<UInt64Type>();
-        for (e, r) in elapsed.values().iter().zip(row_id.values().iter()) {
+        for (i, (e, r)) in elapsed
+            .values()
+            .iter()
+            .zip(row_id.values().iter())
+            .enumerate()
+        {
             let s = symbols[row] as usize;
-            order[cursor[s]] = (event_key(*e, *r)?, row as u32);
+            let valid = if prices.is_valid(i) { PRICE_VALID } else { 0 };
+            order[cursor[s]] = Event {
+                key: event_key(*e, *r)?,
+                row: row as u32 | valid,
+                price: prices.values()[i],
+            };
             cursor[s] += 1;
             row += 1;
         }
     }
     for s in 0..symbol_count {
-        order[starts[s]..starts[s + 1]].sort_unstable_by_key(|(key, _)| *key);
+        order[starts[s]..starts[s + 1]].sort_unstable_by_key(|event| event.key);
     }
     Ok((order, starts))
 }
@@ -128,24 +169,7 @@ pub fn forward_returns(
     spec: &ForwardReturnSpec,
 ) -> Result<Vec<RecordBatch>, String> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let (order, starts) = event_order(&batches, &spec.symbol)?;
-
-    // Prices in event order, so the scan below reads them sequentially.
-    let prices = float_columns(&batches, &spec.price)?;
-    let mut locate = Vec::with_capacity(batches.len() + 1);
-    locate.push(0usize);
-    for p in &prices {
-        locate.push(locate.last().copied().unwrap_or(0) + p.len());
-    }
-    let (mut sorted, mut sorted_valid) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
-    for (_, row) in &order {
-        let row = *row as usize;
-        let b = locate.partition_point(|start| *start <= row) - 1;
-        let (array, i) = (&prices[b], row - locate[b]);
-        sorted.push(array.values()[i]);
-        sorted_valid.push(array.is_valid(i));
-    }
-    drop(prices);
+    let (order, starts) = event_order(&batches, spec)?;
 
     let mut outputs = Vec::with_capacity(spec.horizons_s.len());
     for horizon in &spec.horizons_s {
@@ -156,18 +180,18 @@ pub fn forward_returns(
             let (first, end) = (run[0], run[1]);
             let mut ahead = first;
             for i in first..end {
-                let target = (order[i].0 >> 36) as i64 + 1000 * horizon;
+                let target = order[i].elapsed_ms() + 1000 * horizon;
                 if target > spec.day_ms {
                     continue;
                 }
                 ahead = ahead.max(i);
-                while ahead + 1 < end && (order[ahead + 1].0 >> 36) as i64 <= target {
+                while ahead + 1 < end && order[ahead + 1].elapsed_ms() <= target {
                     ahead += 1;
                 }
-                if sorted_valid[i] && sorted_valid[ahead] {
-                    let row = order[i].1 as usize;
-                    values[row] = sorted[ahead] / sorted[i] - 1.0;
-                    valid.set_bit(row, true);
+                let (now, future) = (&order[i], &order[ahead]);
+                if now.valid() && future.valid() {
+                    values[now.row()] = future.price / now.price - 1.0;
+                    valid.set_bit(now.row(), true);
                 }
             }
         }
