@@ -16,6 +16,10 @@ use vizflow::io::FileFormat;
 use vizflow::run::{DateSelection, ProgressStyle, RunOptions, run};
 use vizflow::synthetic::{GenSpec, generate};
 
+/// The same allocator as the `vizflow` binary, so the figures match the CLI's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn bench_markout(c: &mut Criterion) {
     let rows: usize = std::env::var("VIZFLOW_BENCH_ROWS")
         .ok()
