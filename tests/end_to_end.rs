@@ -5,9 +5,8 @@
 //! `VIZFLOW_BLESS=1 cargo test --test end_to_end`, and review the diff.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, RecordBatch};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::NaiveDate;
 use rand::seq::SliceRandom;
@@ -18,6 +17,8 @@ use vizflow::engine::Engine;
 use vizflow::io::{FileFormat, read_parquet};
 use vizflow::run::{DateStatus, ProgressStyle, RunOptions, run};
 use vizflow::synthetic::{GenSpec, generate, generate_date};
+
+mod common;
 
 fn dates() -> Vec<NaiveDate> {
     vec![
@@ -178,28 +179,7 @@ fn embedding_shuffled_small_batches_equals_reading_the_file() {
         let mut order: Vec<u32> = (0..day.num_rows() as u32).collect();
         order.shuffle(&mut rng);
         for chunk in order.chunks(rng.random_range(50..400)) {
-            let indices = UInt32Array::from(chunk.to_vec());
-            let rows = arrow::compute::take_record_batch(&day, &indices).unwrap();
-            let ids = arrow::array::UInt64Array::from_iter_values(chunk.iter().map(|i| *i as u64));
-            let mut fields: Vec<_> = rows
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            fields.push(arrow::datatypes::Field::new(
-                "row_id",
-                arrow::datatypes::DataType::UInt64,
-                false,
-            ));
-            let mut columns = rows.columns().to_vec();
-            columns.push(Arc::new(ids));
-            engine
-                .push(
-                    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
-                        .unwrap(),
-                )
-                .unwrap();
+            engine.push(common::rows_with_ids(&day, chunk)).unwrap();
         }
         while let Some(result) = engine.next_result().unwrap() {
             pushed.push(result.partial.unwrap());

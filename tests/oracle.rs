@@ -6,9 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{Float64Type, Int64Type};
 use chrono::NaiveDate;
 use rand::seq::SliceRandom;
@@ -16,6 +14,8 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vizflow::config::Pipeline;
 use vizflow::engine::Engine;
+
+mod common;
 
 const PIPELINE: &str = r#"
 [input]
@@ -294,25 +294,7 @@ fn run_engine(
         let mut start = 0;
         while start < order.len() {
             let size = rng.random_range(1..700).min(order.len() - start);
-            let indices = arrow::array::UInt32Array::from(order[start..start + size].to_vec());
-            let rows = arrow::compute::take_record_batch(day, &indices).unwrap();
-            let ids = UInt64Array::from_iter_values(indices.values().iter().map(|i| *i as u64));
-            let mut columns = rows.columns().to_vec();
-            columns.push(Arc::new(ids));
-            let mut fields: Vec<_> = rows
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            fields.push(arrow::datatypes::Field::new(
-                "row_id",
-                arrow::datatypes::DataType::UInt64,
-                false,
-            ));
-            let batch =
-                RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
-                    .unwrap();
+            let batch = common::rows_with_ids(day, &order[start..start + size]);
             engine.push(batch).unwrap();
             start += size;
         }

@@ -25,6 +25,7 @@ use timely::dataflow::channels::pushers::exchange::Distributor;
 use timely::dataflow::channels::{ContainerBytes, Message};
 use timely::dataflow::operators::generic::Operator;
 
+use crate::report::Diagnostics;
 use crate::time::{Time, date_key_of};
 
 /// A batch of rows: the container type of VizFlow streams.
@@ -320,27 +321,29 @@ pub fn with_columns(batch: &RecordBatch, columns: Vec<(String, ArrayRef)>) -> Re
 
 /// Applies `logic` to every batch of a stream, without exchanging rows: the shape of
 /// the stateless operators (derive, parse_time, bin). `logic` gets the date key of the
-/// batch's time and returns the batch to pass on, or `None` to pass nothing (after
-/// recording why in the date's report).
+/// batch's time, the batch and the diagnostics (to count what it did), and returns the
+/// batch to pass on; an error fails the batch's date and passes nothing.
 pub fn map_batches<'scope, L>(
     stream: Stream<'scope, Time, Batch>,
     name: &str,
+    diagnostics: Diagnostics,
     mut logic: L,
 ) -> Stream<'scope, Time, Batch>
 where
-    L: FnMut(u32, RecordBatch) -> Option<RecordBatch> + 'static,
+    L: FnMut(u32, RecordBatch, &Diagnostics) -> Result<RecordBatch, String> + 'static,
 {
     stream.unary::<CapacityContainerBuilder<Batch>, _, _, _>(Pipeline, name, move |_cap, _info| {
         move |input, output| {
             input.for_each_time(|time, data| {
                 let date_key = date_key_of(*time.time());
                 let mut session = output.session(&time);
-                for batch in data {
-                    if let Some(rows) = batch.take()
-                        && let Some(out) = logic(date_key, rows)
-                        && out.num_rows() > 0
-                    {
-                        session.give_container(&mut Batch::new(out));
+                for rows in data.filter_map(Batch::take) {
+                    match logic(date_key, rows, &diagnostics) {
+                        Ok(out) if out.num_rows() > 0 => {
+                            session.give_container(&mut Batch::new(out))
+                        }
+                        Ok(_) => {}
+                        Err(message) => diagnostics.error(date_key, message),
                     }
                 }
             });

@@ -98,21 +98,19 @@ impl<'scope> Bin<'scope> for Stream<'scope, Time, Batch> {
             .iter()
             .map(|s| format!("bin.null.{}", s.column))
             .collect();
-        map_batches(self, "Bin", move |date_key, batch| {
-            match bin_batch(&batch, &specs) {
-                Ok((out, nulls)) => {
-                    diagnostics.add_all(
-                        date_key,
-                        counter_names.iter().map(String::as_str).zip(nulls),
-                    );
-                    Some(out)
-                }
-                Err(message) => {
-                    diagnostics.error(date_key, message);
-                    None
-                }
-            }
-        })
+        map_batches(
+            self,
+            "Bin",
+            diagnostics,
+            move |date_key, batch, diagnostics| {
+                let (out, nulls) = bin_batch(&batch, &specs)?;
+                diagnostics.add_all(
+                    date_key,
+                    counter_names.iter().map(String::as_str).zip(nulls),
+                );
+                Ok(out)
+            },
+        )
     }
 }
 

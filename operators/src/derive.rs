@@ -154,19 +154,16 @@ impl<'scope> Derive<'scope> for Stream<'scope, Time, Batch> {
             .iter()
             .map(|c| format!("cast.failed.{}", c.column))
             .collect();
-        map_batches(self, "Derive", move |date_key, batch| {
-            match derive_batch(&batch, &spec) {
-                Ok((out, failures)) => {
-                    diagnostics
-                        .add_all(date_key, counters.iter().map(String::as_str).zip(failures));
-                    Some(out)
-                }
-                Err(message) => {
-                    diagnostics.error(date_key, message);
-                    None
-                }
-            }
-        })
+        map_batches(
+            self,
+            "Derive",
+            diagnostics,
+            move |date_key, batch, diagnostics| {
+                let (out, failures) = derive_batch(&batch, &spec)?;
+                diagnostics.add_all(date_key, counters.iter().map(String::as_str).zip(failures));
+                Ok(out)
+            },
+        )
     }
 }
 

@@ -667,25 +667,18 @@ impl<'scope> ParseTime<'scope>
         crate::batch::map_batches(
             self,
             "ParseTime",
-            move |date_key, batch| match parse_time_batch(
-                &batch,
-                &spec,
-                crate::time::date_of_key(date_key),
-            ) {
-                Ok((out, times)) => {
-                    diagnostics.add_all(
-                        date_key,
-                        [
-                            ("parse_time.clamped", times.clamped),
-                            ("parse_time.dropped", times.dropped),
-                        ],
-                    );
-                    Some(out)
-                }
-                Err(message) => {
-                    diagnostics.error(date_key, message);
-                    None
-                }
+            diagnostics,
+            move |date_key, batch, diagnostics| {
+                let date = crate::time::date_of_key(date_key);
+                let (out, times) = parse_time_batch(&batch, &spec, date)?;
+                diagnostics.add_all(
+                    date_key,
+                    [
+                        ("parse_time.clamped", times.clamped),
+                        ("parse_time.dropped", times.dropped),
+                    ],
+                );
+                Ok(out)
             },
         )
     }
