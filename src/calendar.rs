@@ -194,7 +194,10 @@ impl TradingCalendar {
         }
         let read_error = |error: std::io::Error| CalendarError::Read {
             path: dir.into(),
-            message: error.to_string(),
+            message: format!(
+                "{error}; the trading days are discovered from the input files: check \
+                 [input] dir or --input-dir, or set [input] calendar"
+            ),
         };
         let mut dates = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(read_error)? {
