@@ -171,7 +171,7 @@ impl Engine {
             );
         })
         .map_err(EngineError::Start)?;
-        let mut feeds: Vec<(usize, Feed)> = feed_rx.iter().take(guards_len(&guards)).collect();
+        let mut feeds: Vec<(usize, Feed)> = feed_rx.iter().take(guards.guards().len()).collect();
         feeds.sort_by_key(|(index, _)| *index);
         let feeds: Vec<Feed> = feeds.into_iter().map(|(_, f)| f).collect();
         let frontiers = vec![Some(0); feeds.len()];
@@ -391,10 +391,6 @@ impl Drop for Engine {
         // Disconnecting the command channels lets the workers finish; the guards join.
         self.feeds.clear();
     }
-}
-
-fn guards_len(guards: &timely::communication::WorkerGuards<()>) -> usize {
-    guards.guards().len()
 }
 
 /// One worker: builds the dataflow, then feeds commands into it until the engine hangs up.

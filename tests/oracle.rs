@@ -17,7 +17,11 @@ use vizflow::engine::Engine;
 
 mod common;
 
-const PIPELINE: &str = r#"
+/// The sections every test pipeline shares: where (unused) files would be, the
+/// column mapping and the `qty` cast.
+macro_rules! common_sections {
+    () => {
+        r#"
 [input]
 dir = "unused"
 pattern = "x_{date}.feather"
@@ -32,7 +36,13 @@ symbol = "ukey"
 [[cast]]
 column = "qty"
 to = "int64"
+"#
+    };
+}
 
+const PIPELINE: &str = concat!(
+    common_sections!(),
+    r#"
 [derive]
 mid = "(AskPrice1 + BidPrice1) / 2"
 
@@ -56,7 +66,8 @@ total_qty = "sum(qty)"
 mean_return_60 = "mean(return_60)"
 mean_return_300 = "mean(return_300)"
 mean_return_600 = "mean(return_600)"
-"#;
+"#
+);
 
 /// A random day: 20 symbols of skewed activity, times at 10 ms resolution over the
 /// whole day (so ties, lunch-break and out-of-hours rows), in random order.
@@ -370,22 +381,9 @@ fn results_do_not_depend_on_workers_batches_or_serialization() {
 
 /// Every aggregate function and the `drop` policy, against the oracle: group by side
 /// (with nulls and other values) and the 60 s return bin.
-const METRICS_PIPELINE: &str = r#"
-[input]
-dir = "unused"
-pattern = "x_{date}.feather"
-
-[output]
-dir = "unused"
-
-[columns]
-timestamp = "ticktime"
-symbol = "ukey"
-
-[[cast]]
-column = "qty"
-to = "int64"
-
+const METRICS_PIPELINE: &str = concat!(
+    common_sections!(),
+    r#"
 [derive]
 mid = "(AskPrice1 + BidPrice1) / 2"
 big = "qty >= 1000"
@@ -415,7 +413,8 @@ max_qty = "max(qty)"
 big = "sum(big)"
 alpha_per_lot = "sum(alpha1) / (count(qty) - count())"
 mean_alpha_bp = "mean(alpha1) * 10000"
-"#;
+"#
+);
 
 #[derive(Debug, Default)]
 struct MetricsGroup {
