@@ -7,6 +7,7 @@
 //! batch per destination worker with Arrow's `take` kernel, so a symbol's rows always
 //! meet on the same worker.
 
+use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::sync::OnceLock;
 
@@ -20,13 +21,14 @@ use timely::communication::Push;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::DistributorPact;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
 use timely::dataflow::channels::pushers::exchange::Distributor;
 use timely::dataflow::channels::{ContainerBytes, Message};
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::report::Diagnostics;
-use crate::time::{Time, date_key_of};
+use crate::time::{Time, date_end, date_key_of};
 
 /// A batch of rows: the container type of VizFlow streams.
 ///
@@ -349,6 +351,60 @@ where
             });
         }
     })
+}
+
+/// Keeps each date's batches until the date is complete (the input frontier has passed
+/// its last time), then applies `logic` to all of them at once and sends what it returns
+/// at the date's earliest time: the shape of the keyed operators (forward_return,
+/// enrich), whose `pact` brings a symbol's rows to one worker. An error fails the date
+/// and passes nothing.
+pub fn per_date<'scope, P, L>(
+    stream: Stream<'scope, Time, Batch>,
+    pact: P,
+    name: &str,
+    diagnostics: Diagnostics,
+    mut logic: L,
+) -> Stream<'scope, Time, Batch>
+where
+    P: ParallelizationContract<Time, Batch>,
+    L: FnMut(u32, Vec<RecordBatch>, &Diagnostics) -> Result<Vec<RecordBatch>, String> + 'static,
+{
+    stream.unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(
+        pact,
+        name,
+        move |_cap, _info| {
+            // Each date's rows, held with a capability at the date's earliest time.
+            let mut pending: BTreeMap<u32, (Capability<Time>, Vec<RecordBatch>)> =
+                BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_time(|time, data| {
+                    let date_key = date_key_of(*time.time());
+                    let entry = pending
+                        .entry(date_key)
+                        .or_insert_with(|| (time.retain(0), Vec::new()));
+                    if time.time() < entry.0.time() {
+                        entry.0 = time.retain(0);
+                    }
+                    entry.1.extend(data.filter_map(Batch::take));
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(&date_end(*entry.key())) {
+                        break;
+                    }
+                    let (date_key, (capability, batches)) = entry.remove_entry();
+                    match logic(date_key, batches, &diagnostics) {
+                        Ok(out) => {
+                            let mut session = output.session(&capability);
+                            for batch in out.into_iter().filter(|b| b.num_rows() > 0) {
+                                session.give_container(&mut Batch::new(batch));
+                            }
+                        }
+                        Err(message) => diagnostics.error(date_key, message),
+                    }
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -46,22 +46,14 @@
 //!   `0..2^27`, `row_id` below `2^36`, the same limits as `forward_return`).
 //! * **Input columns named like an output column** are replaced in place.
 //!
-//! # Output order
+//! # Where it runs
 //!
-//! The input's order: each input row's output rows, in the order the rows were given
-//! (an exit's rows in the order its lots were taken, then its remainder row). Each
-//! input batch gives one output batch, or several when its expanded rows exceed
-//! [`OUTPUT_BATCH_ROWS`]: all its columns (sliced, not copied, where no row expands)
-//! followed by the five FIFO columns. Keeping the input order makes gathering the input
-//! columns a sequential copy, the bulk of the work on wide inputs.
-//!
-//! # Performance
-//!
-//! [`fifo_match`] groups the rows by symbol with a counting sort, sorts each symbol's
-//! rows by a `u64` event key, copies the five columns the kernel reads into that
-//! order, runs [`fifo_symbol`] over each symbol's contiguous run (no allocation per row
-//! or per symbol), then reorders the kernel's output to input order with a counting
-//! sort and gathers the input columns with Arrow's `take`.
+//! [`FifoMatch`] is a rule of the [`crate::enrich`] operator, which brings each symbol's
+//! rows of a date together in event order, runs [`fifo_symbol`] over each symbol's
+//! contiguous run (no allocation per row or per symbol) and returns the rows in input
+//! order (an exit's rows in the order its lots were taken, then its remainder row),
+//! every input column followed by the five FIFO columns. [`fifo_match`] runs that
+//! operator's kernel with this one rule.
 //!
 //! # Example
 //!
@@ -102,12 +94,13 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
-    UInt32Array, UInt64Builder,
+    UInt64Builder,
 };
 use arrow::compute::CastOptions;
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 
-use crate::forward_return::{ELAPSED_MS, ROW_ID};
+pub use crate::enrich::OUTPUT_BATCH_ROWS;
+use crate::enrich::{EnrichRule, EnrichSpec, RuleOutput, Rows, enrich};
 
 /// The output column: the `row_id` of the lot an exit row's portion was taken from.
 pub const MATCHED_ENTRY_ID: &str = "matched_entry_id";
@@ -127,8 +120,6 @@ const OUTPUTS: [&str; 5] = [
     MATCHED_ENTRY_PRICE,
     IS_CLOSED,
 ];
-/// The most rows in one output batch of [`fifo_match`].
-pub const OUTPUT_BATCH_ROWS: usize = 1 << 16;
 
 /// What to match: the side, quantity and (optional) price columns, and the side values
 /// that open and close lots.
@@ -385,141 +376,161 @@ pub fn fifo_symbol(rows: &FifoColumns<'_>, range: Range<usize>, out: &mut FifoOu
     counts.output_rows += (out.len() - first_row) as u64;
 }
 
+/// FIFO matching as a rule of the [`crate::enrich`] operator (`FIFOMatch` in the
+/// seeds): reads the spec's side, quantity and (optional) price columns and adds the
+/// five FIFO columns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FifoMatch {
+    spec: FifoSpec,
+}
+
+impl FifoMatch {
+    /// The rule for `spec`; the entry and exit sides must differ.
+    pub fn new(spec: FifoSpec) -> Result<Self, String> {
+        if spec.entry_side == spec.exit_side {
+            return Err(format!(
+                "FIFOMatch: the entry side and the exit side are both '{}'; they must differ",
+                spec.entry_side
+            ));
+        }
+        Ok(FifoMatch { spec })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &FifoSpec {
+        &self.spec
+    }
+}
+
+impl EnrichRule for FifoMatch {
+    fn name(&self) -> String {
+        "FIFOMatch".to_owned()
+    }
+
+    fn inputs(&self) -> Vec<String> {
+        let spec = &self.spec;
+        let mut inputs = vec![spec.side.clone(), spec.qty.clone()];
+        inputs.extend(spec.price.clone());
+        inputs
+    }
+
+    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
+        let spec = &self.spec;
+        let type_of = |name: &str| {
+            schema
+                .field_with_name(name)
+                .map(|f| f.data_type().clone())
+                .map_err(|e| format!("FIFOMatch: {e}"))
+        };
+        let qty = type_of(&spec.qty)?;
+        if !qty.is_integer() {
+            return Err(format!(
+                "FIFOMatch: quantity column '{}' has type {qty}; FIFO matches integer \
+                 quantities, so cast it first with [[cast]] column = \"{}\" and to = \"int64\"",
+                spec.qty, spec.qty
+            ));
+        }
+        let side = type_of(&spec.side)?;
+        if !arrow::compute::can_cast_types(&side, &DataType::Utf8) {
+            return Err(format!(
+                "FIFOMatch: side column '{}' has type {side}, which cannot be compared with \
+                 the side values '{}' and '{}'",
+                spec.side, spec.entry_side, spec.exit_side
+            ));
+        }
+        if let Some(price) = &spec.price {
+            let price_type = type_of(price)?;
+            if !price_type.is_numeric() {
+                return Err(format!(
+                    "FIFOMatch: price column '{price}' has type {price_type}; it must be numeric"
+                ));
+            }
+        }
+        let types = [
+            DataType::UInt64,
+            DataType::Int64,
+            DataType::Float64,
+            DataType::Float64,
+            DataType::Boolean,
+        ];
+        Ok(OUTPUTS
+            .into_iter()
+            .zip(types)
+            .map(|(name, data_type)| Field::new(name, data_type, true))
+            .collect())
+    }
+
+    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String> {
+        let spec = &self.spec;
+        let n = rows.len();
+        let mut side = Vec::with_capacity(n);
+        push_sides(&rows.columns[0], spec, &mut side)?;
+        let mut qty = Vec::with_capacity(n);
+        push_quantities(&rows.columns[1], &spec.qty, &mut qty)?;
+        let mut price = Vec::with_capacity(n);
+        match &spec.price {
+            Some(name) => push_prices(&rows.columns[2], name, &mut price)?,
+            None => price.resize(n, None),
+        }
+        let columns = FifoColumns {
+            side: &side,
+            qty: &qty,
+            elapsed_ms: rows.elapsed_ms,
+            row_id: rows.row_id,
+            price: &price,
+        };
+        // Each exit emits at most one row per lot it closes plus one, so this is enough.
+        let entries = side.iter().filter(|s| **s == Side::Entry).count();
+        let mut out = FifoOutput::with_capacity(n + entries);
+        for run in rows.runs.windows(2) {
+            fifo_symbol(&columns, run[0]..run[1], &mut out);
+        }
+        let expanded = out.rows.len() != n;
+        let source = expanded.then(|| out.rows.iter().map(|r| r.source).collect());
+        Ok(RuleOutput {
+            source,
+            columns: fifo_arrays(&out).to_vec(),
+            counts: out
+                .counts
+                .named()
+                .into_iter()
+                .map(|(name, count)| (name.to_owned(), count))
+                .collect(),
+        })
+    }
+}
+
 /// Matches one date's rows (all symbols of the given batches) and builds the output
 /// batches: every input column of the source row, then `matched_entry_id` (UInt64),
 /// `matched_qty` (Int64), `holding_period` (Float64), `matched_entry_price` (Float64)
 /// and `is_closed` (Boolean). See the module docs for the rules and the row order.
 ///
 /// The batches must share one schema and hold the columns `elapsed_ms` (Int64) and
-/// `row_id` (UInt64), the symbol column and the spec's columns.
+/// `row_id` (UInt64), the symbol column and the spec's columns. This is the
+/// [`crate::enrich`] operator's kernel with the one rule [`FifoMatch`].
 pub fn fifo_match(
     batches: &[RecordBatch],
     spec: &FifoSpec,
     symbol: &str,
 ) -> Result<(Vec<RecordBatch>, FifoCounts), String> {
-    if spec.entry_side == spec.exit_side {
-        return Err(format!(
-            "fifo: the entry side and the exit side are both '{}'; they must differ",
-            spec.entry_side
-        ));
-    }
-    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
-    if batches.is_empty() {
-        return Ok((Vec::new(), FifoCounts::default()));
-    }
-    let schema = common_schema(&batches)?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if rows > u32::MAX as usize {
-        return Err(format!(
-            "fifo: {rows} rows in one date; at most {} are supported",
-            u32::MAX
-        ));
-    }
-
-    let (symbols, symbol_count) =
-        crate::batch::symbol_ids(batches.iter().copied(), symbol, "fifo")?;
-    let mut side = Vec::with_capacity(rows);
-    let mut qty = Vec::with_capacity(rows);
-    let mut price = Vec::with_capacity(rows);
-    let mut keys = Vec::with_capacity(rows);
-    for batch in &batches {
-        push_sides(column(batch, &spec.side, "side")?, spec, &mut side)?;
-        push_quantities(column(batch, &spec.qty, "quantity")?, &spec.qty, &mut qty)?;
-        match &spec.price {
-            Some(name) => push_prices(column(batch, name, "price")?, name, &mut price)?,
-            None => price.resize(price.len() + batch.num_rows(), None),
-        }
-        push_event_keys(batch, &mut keys)?;
-    }
-
-    // The kernel reads each symbol's rows as one contiguous run in event order.
-    let (starts, events) = event_order(&symbols, symbol_count, &keys);
-    let input_row = |&(_, row): &(u64, u32)| row as usize;
-    let side: Vec<Side> = events.iter().map(|e| side[input_row(e)]).collect();
-    let qty: Vec<Option<i64>> = events.iter().map(|e| qty[input_row(e)]).collect();
-    let price: Vec<Option<f64>> = events.iter().map(|e| price[input_row(e)]).collect();
-    let elapsed_ms: Vec<i64> = events
-        .iter()
-        .map(|(key, _)| (key >> ROW_ID_BITS) as i64)
-        .collect();
-    let row_id: Vec<u64> = events
-        .iter()
-        .map(|(key, _)| key & ((1 << ROW_ID_BITS) - 1))
-        .collect();
-    let columns = FifoColumns {
-        side: &side,
-        qty: &qty,
-        elapsed_ms: &elapsed_ms,
-        row_id: &row_id,
-        price: &price,
+    let spec = EnrichSpec {
+        symbol: symbol.to_owned(),
+        rules: vec![Arc::new(FifoMatch::new(spec.clone())?)],
     };
-    // Each exit emits at most one row per lot it closes plus one, so this is enough.
-    let entries = side.iter().filter(|s| **s == Side::Entry).count();
-    let mut out = FifoOutput::with_capacity(rows + entries);
-    for s in 0..symbol_count {
-        fifo_symbol(&columns, starts[s]..starts[s + 1], &mut out);
-    }
-    let input_rows: Vec<u32> = events.iter().map(|(_, row)| *row).collect();
-    let batches = output_batches(&batches, &schema, &out, &input_rows)?;
-    Ok((batches, out.counts))
-}
-
-/// A column of a batch, or an error naming it and its role.
-fn column<'a>(batch: &'a RecordBatch, name: &str, role: &str) -> Result<&'a ArrayRef, String> {
-    batch
-        .column_by_name(name)
-        .ok_or_else(|| format!("fifo: {role} column '{name}' is missing"))
-}
-
-/// The output schema: the batches' columns (nullable if any batch's is), a column named
-/// like a FIFO output replaced in place, then the remaining FIFO columns.
-fn common_schema(batches: &[&RecordBatch]) -> Result<SchemaRef, String> {
-    let first = batches[0].schema();
-    let mut fields: Vec<Field> = first.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for (b, batch) in batches.iter().enumerate().skip(1) {
-        let schema = batch.schema();
-        let same = schema.fields().len() == fields.len()
-            && schema
-                .fields()
-                .iter()
-                .zip(&fields)
-                .all(|(f, g)| f.name() == g.name() && f.data_type() == g.data_type());
-        if !same {
-            let describe = |s: &Schema| {
-                let fields = s
-                    .fields()
-                    .iter()
-                    .map(|f| format!("{}: {}", f.name(), f.data_type()));
-                fields.collect::<Vec<_>>().join(", ")
-            };
-            return Err(format!(
-                "fifo: batch {b} of the date has columns ({}) but batch 0 has ({}); \
-                 all batches of a date must share one schema",
-                describe(&schema),
-                describe(&first)
-            ));
-        }
-        for (field, other) in fields.iter_mut().zip(schema.fields()) {
-            if other.is_nullable() && !field.is_nullable() {
-                *field = field.clone().with_nullable(true);
-            }
-        }
-    }
-    let types = [
-        DataType::UInt64,
-        DataType::Int64,
-        DataType::Float64,
-        DataType::Float64,
-        DataType::Boolean,
-    ];
-    for (name, data_type) in OUTPUTS.into_iter().zip(types) {
-        let field = Field::new(name, data_type, true);
-        match fields.iter().position(|f| f.name() == name) {
-            Some(i) => fields[i] = field,
-            None => fields.push(field),
-        }
-    }
-    Ok(Arc::new(Schema::new(fields)))
+    let (batches, counts) = enrich(&batches, &spec)?;
+    let count = |name: &str| counts.get(name).copied().unwrap_or(0);
+    let counts = FifoCounts {
+        entry_rows: count("fifo.entry_rows"),
+        exit_rows: count("fifo.exit_rows"),
+        other_side_rows: count("fifo.other_side_rows"),
+        invalid_qty_rows: count("fifo.invalid_qty_rows"),
+        zero_qty_rows: count("fifo.zero_qty_rows"),
+        unclosed_entries: count("fifo.unclosed_entries"),
+        unmatched_exit_rows: count("fifo.unmatched_exit_rows"),
+        unmatched_exit_qty: count("fifo.unmatched_exit_qty"),
+        output_rows: count("fifo.output_rows"),
+    };
+    Ok((batches, counts))
 }
 
 /// Appends each row's [`Side`]. Dictionaries are classified once per dictionary value.
@@ -596,151 +607,15 @@ fn push_prices(values: &ArrayRef, name: &str, out: &mut Vec<Option<f64>>) -> Res
     Ok(())
 }
 
-/// The low bits of an event key that hold the `row_id`; `elapsed_ms` is above them.
-const ROW_ID_BITS: u32 = 36;
-
-/// Appends each row's event key, `elapsed_ms` above `row_id`, checking both fit.
-fn push_event_keys(batch: &RecordBatch, keys: &mut Vec<u64>) -> Result<(), String> {
-    let elapsed = column(batch, ELAPSED_MS, "event time")?;
-    let ids = column(batch, ROW_ID, "row identity")?;
-    let elapsed = elapsed.as_primitive_opt::<Int64Type>().ok_or_else(|| {
-        format!(
-            "fifo: column '{ELAPSED_MS}' has type {}; expected Int64",
-            elapsed.data_type()
-        )
-    })?;
-    let ids = ids.as_primitive_opt::<UInt64Type>().ok_or_else(|| {
-        format!(
-            "fifo: column '{ROW_ID}' has type {}; expected UInt64",
-            ids.data_type()
-        )
-    })?;
-    for (name, nulls) in [
-        (ELAPSED_MS, elapsed.null_count()),
-        (ROW_ID, ids.null_count()),
-    ] {
-        if nulls > 0 {
-            return Err(format!("fifo: column '{name}' has {nulls} null values"));
-        }
-    }
-    for (e, r) in elapsed.values().iter().zip(ids.values().iter()) {
-        if *e < 0 || *e >= 1 << (64 - ROW_ID_BITS - 1) || *r >= 1 << ROW_ID_BITS {
-            return Err(format!(
-                "fifo: event time out of range (elapsed_ms {e}, row_id {r}); \
-                 elapsed_ms must be in 0..2^27 and row_id below 2^36"
-            ));
-        }
-        keys.push(((*e as u64) << ROW_ID_BITS) | r);
-    }
-    Ok(())
-}
-
-/// Rows grouped by symbol (a counting sort), each symbol's rows in event order: the
-/// start of each symbol's run (plus the end), and each event's key and input row.
-fn event_order(
-    symbols: &[u32],
-    symbol_count: usize,
-    keys: &[u64],
-) -> (Vec<usize>, Vec<(u64, u32)>) {
-    let mut starts = vec![0usize; symbol_count + 1];
-    for s in symbols {
-        starts[*s as usize + 1] += 1;
-    }
-    for s in 0..symbol_count {
-        starts[s + 1] += starts[s];
-    }
-    let mut events: Vec<(u64, u32)> = vec![(0, 0); symbols.len()];
-    let mut cursor = starts.clone();
-    for (row, s) in symbols.iter().enumerate() {
-        events[cursor[*s as usize]] = (keys[row], row as u32);
-        cursor[*s as usize] += 1;
-    }
-    for s in 0..symbol_count {
-        events[starts[s]..starts[s + 1]].sort_unstable_by_key(|(key, _)| *key);
-    }
-    (starts, events)
-}
-
-/// Builds the output batches in input row order from the kernel's output (in event
-/// order; `input_rows` maps its sources back to input rows): per input batch, batches
-/// of at most [`OUTPUT_BATCH_ROWS`] rows, the input columns gathered (or sliced, where
-/// no row expands) and the FIFO columns appended.
-fn output_batches(
-    inputs: &[&RecordBatch],
-    schema: &SchemaRef,
-    out: &FifoOutput,
-    input_rows: &[u32],
-) -> Result<Vec<RecordBatch>, String> {
-    // Each input row's first output position, and the kernel output row at each position
-    // (a stable counting sort by input row keeps an exit's rows in their order).
-    let mut first = vec![0u32; input_rows.len() + 1];
-    for row in &out.rows {
-        first[input_rows[row.source as usize] as usize + 1] += 1;
-    }
-    for row in 0..input_rows.len() {
-        first[row + 1] += first[row];
-    }
-    let mut kernel_row = vec![0u32; out.rows.len()];
-    let mut cursor = first.clone();
-    for (k, row) in out.rows.iter().enumerate() {
-        let row = input_rows[row.source as usize] as usize;
-        kernel_row[cursor[row] as usize] = k as u32;
-        cursor[row] += 1;
-    }
-
-    let gather_error =
-        |e: arrow::error::ArrowError| format!("fifo: gathering the output rows: {e}");
-    let mut batches = Vec::with_capacity(out.rows.len().div_ceil(OUTPUT_BATCH_ROWS) + inputs.len());
-    let mut batch_start = 0;
-    for input in inputs {
-        let batch_rows = batch_start..batch_start + input.num_rows();
-        batch_start = batch_rows.end;
-        // The row of `input` behind each of its output rows.
-        let mut local_rows =
-            Vec::with_capacity((first[batch_rows.end] - first[batch_rows.start]) as usize);
-        for row in batch_rows.clone() {
-            let copies = first[row + 1] - first[row];
-            local_rows.extend(std::iter::repeat_n(
-                (row - batch_rows.start) as u32,
-                copies as usize,
-            ));
-        }
-        let positions = first[batch_rows.start] as usize;
-        for chunk_start in (0..local_rows.len()).step_by(OUTPUT_BATCH_ROWS) {
-            let chunk = chunk_start..local_rows.len().min(chunk_start + OUTPUT_BATCH_ROWS);
-            let rows = &local_rows[chunk.clone()];
-            let kernel_rows = &kernel_row[positions + chunk.start..positions + chunk.end];
-            let fifo = fifo_arrays(out, kernel_rows);
-            // Without expansion the output rows are a run of input rows: slice, don't copy.
-            let run = (rows[rows.len() - 1] - rows[0]) as usize == rows.len() - 1;
-            let indices = (!run).then(|| UInt32Array::from(rows.to_vec()));
-            let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-            for (c, field) in schema.fields().iter().enumerate() {
-                if let Some(f) = OUTPUTS.iter().position(|name| field.name() == name) {
-                    columns.push(fifo[f].clone());
-                } else if let Some(indices) = &indices {
-                    let taken = arrow::compute::take(input.column(c), indices, None);
-                    columns.push(taken.map_err(gather_error)?);
-                } else {
-                    columns.push(input.column(c).slice(rows[0] as usize, rows.len()));
-                }
-            }
-            batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(gather_error)?);
-        }
-    }
-    Ok(batches)
-}
-
-/// The five FIFO columns of the given kernel output rows, in the order of [`OUTPUTS`].
-fn fifo_arrays(out: &FifoOutput, kernel_rows: &[u32]) -> [ArrayRef; 5] {
-    let n = kernel_rows.len();
+/// The five FIFO columns of the kernel's output rows, in the order of [`OUTPUTS`].
+fn fifo_arrays(out: &FifoOutput) -> [ArrayRef; 5] {
+    let n = out.rows.len();
     let mut entry_id = UInt64Builder::with_capacity(n);
     let mut qty = Int64Builder::with_capacity(n);
     let mut holding = Float64Builder::with_capacity(n);
     let mut price = Float64Builder::with_capacity(n);
     let mut closed = BooleanBuilder::with_capacity(n);
-    for k in kernel_rows {
-        let row = &out.rows[*k as usize];
+    for row in &out.rows {
         entry_id.append_option(row.matched_entry_id);
         qty.append_option(row.matched_qty);
         holding.append_option(row.holding_period);
@@ -760,6 +635,9 @@ fn fifo_arrays(out: &FifoOutput, kernel_rows: &[u32]) -> [ArrayRef; 5] {
 mod tests {
     use super::*;
     use arrow::array::{Float64Array, Int64Array, StringArray, UInt64Array};
+    use arrow::datatypes::UInt64Type;
+
+    use crate::forward_return::{ELAPSED_MS, ROW_ID};
 
     /// An input row: symbol, side, qty, elapsed_ms, row_id.
     type In<'a> = (&'a str, Option<&'a str>, Option<i64>, i64, u64);
@@ -1186,8 +1064,8 @@ mod tests {
         let float_qty = crate::batch::with_columns(&good, vec![("qty".to_owned(), floats)]);
         assert_eq!(
             error(&[float_qty], &spec()),
-            "fifo: quantity column 'qty' has type Float64; FIFO matches integer quantities, \
-             so cast it first (a [[cast]] of 'qty' to int64)"
+            "FIFOMatch: quantity column 'qty' has type Float64; FIFO matches integer \
+             quantities, so cast it first with [[cast]] column = \"qty\" and to = \"int64\""
         );
         let no_side = FifoSpec {
             side: "orderSide".into(),
@@ -1195,7 +1073,8 @@ mod tests {
         };
         assert_eq!(
             error(std::slice::from_ref(&good), &no_side),
-            "fifo: side column 'orderSide' is missing"
+            "FIFOMatch: unknown column 'orderSide'; available columns: ukey, side, qty, price, \
+             elapsed_ms, row_id"
         );
         let same = FifoSpec {
             exit_side: "B".into(),
@@ -1203,19 +1082,19 @@ mod tests {
         };
         assert_eq!(
             error(std::slice::from_ref(&good), &same),
-            "fifo: the entry side and the exit side are both 'B'; they must differ"
+            "FIFOMatch: the entry side and the exit side are both 'B'; they must differ"
         );
         let late: ArrayRef = Arc::new(Int64Array::from(vec![1 << 27]));
         let late = crate::batch::with_columns(&good, vec![(ELAPSED_MS.to_owned(), late)]);
         assert_eq!(
             error(&[late], &spec()),
-            "fifo: event time out of range (elapsed_ms 134217728, row_id 0); \
+            "enrich: event time out of range (elapsed_ms 134217728, row_id 0); \
              elapsed_ms must be in 0..2^27 and row_id below 2^36"
         );
         let fewer = good.project(&[0, 1, 2, 4, 5]).unwrap();
         assert_eq!(
             error(&[good.clone(), fewer], &FifoSpec::new("side", "qty")),
-            "fifo: batch 1 of the date has columns (ukey: Utf8, side: Utf8, qty: Int64, \
+            "enrich: batch 1 of the date has columns (ukey: Utf8, side: Utf8, qty: Int64, \
              elapsed_ms: Int64, row_id: UInt64) but batch 0 has (ukey: Utf8, side: Utf8, \
              qty: Int64, price: Float64, elapsed_ms: Int64, row_id: UInt64); all batches of \
              a date must share one schema"

@@ -12,20 +12,16 @@
 //! one forward-moving pointer per horizon). Output batches are the input batches with
 //! `return_{h}` columns appended; no other column is copied.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanBufferBuilder, Float64Array, RecordBatch};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
-use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
 
-use crate::batch::{Batch, by_symbol, symbol_ids, with_columns};
+use crate::batch::{Batch, by_symbol, per_date, symbol_ids, with_columns};
 use crate::report::Diagnostics;
-use crate::time::{Time, date_end, date_key_of};
+use crate::time::Time;
 
 /// The name of the event-time column added by `parse_time`.
 pub const ELAPSED_MS: &str = "elapsed_ms";
@@ -237,41 +233,12 @@ impl<'scope> ForwardReturn<'scope> for Stream<'scope, Time, Batch> {
         diagnostics: Diagnostics,
     ) -> Stream<'scope, Time, Batch> {
         let pact = by_symbol(&spec.symbol);
-        self.unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(
+        per_date(
+            self,
             pact,
             "ForwardReturn",
-            move |_cap, _info| {
-                // Each date's rows, held with a capability at the date's earliest time.
-                let mut pending: BTreeMap<u32, (Capability<Time>, Vec<RecordBatch>)> =
-                    BTreeMap::new();
-                move |(input, frontier), output| {
-                    input.for_each_time(|time, data| {
-                        let date_key = date_key_of(*time.time());
-                        let entry = pending
-                            .entry(date_key)
-                            .or_insert_with(|| (time.retain(0), Vec::new()));
-                        if time.time() < entry.0.time() {
-                            entry.0 = time.retain(0);
-                        }
-                        entry.1.extend(data.filter_map(Batch::take));
-                    });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(&date_end(*entry.key())) {
-                            break;
-                        }
-                        let (date_key, (capability, batches)) = entry.remove_entry();
-                        match forward_returns(batches, &spec) {
-                            Ok(out) => {
-                                let mut session = output.session(&capability);
-                                for batch in out {
-                                    session.give_container(&mut Batch::new(batch));
-                                }
-                            }
-                            Err(message) => diagnostics.error(date_key, message),
-                        }
-                    }
-                }
-            },
+            diagnostics,
+            move |_date, batches, _diagnostics| forward_returns(batches, &spec),
         )
     }
 }

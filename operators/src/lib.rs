@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | [`derive`] | [`derive::Derive`] | casts, SQL-expression columns, projection |
 //! | [`parse_time`] | [`parse_time::ParseTime`] | wall-clock timestamps to trading time (`elapsed_ms`) |
+//! | [`enrich`] | [`enrich::Enrich`] | per-symbol rules in event order: [`fifo`] matching, [`tag_condition`], running values, custom [`enrich::TagRule`]s |
 //! | [`forward_return`] | [`forward_return::ForwardReturn`] | as-of forward returns per symbol, all horizons in one pass |
 //! | [`bin`] | [`bin::Bin`] | `{col}_bin` = round(x / width) |
 //! | [`aggregate`] | [`aggregate::Aggregate`] | grouped metrics into mergeable per-date partials (differential dataflow) |
@@ -23,10 +24,12 @@ pub mod batch;
 pub mod bin;
 pub mod clock;
 pub mod derive;
+pub mod enrich;
 pub mod exact_sum;
 pub mod expr;
 pub mod fifo;
 pub mod forward_return;
 pub mod parse_time;
 pub mod report;
+pub mod tag_condition;
 pub mod time;

@@ -1,0 +1,1067 @@
+//! `enrich`: the keyed stateful operator. Per symbol and date, rules run over the rows
+//! in event order: FIFO matching ([`crate::fifo::FifoMatch`]), condition tags
+//! ([`crate::tag_condition::TagCondition`]), running values
+//! ([`crate::tag_running::TagRunning`]) and user rules written in Rust ([`TagRule`]).
+//!
+//! # What the operator guarantees
+//!
+//! * Rows are exchanged by symbol, and each worker keeps a date's rows until the date is
+//!   complete. Then, per symbol, the rows are put in **event order** (`elapsed_ms`, ties
+//!   broken by `row_id`), whatever order they arrived in, and every rule runs over them.
+//!   State lives per (date, symbol): it starts afresh for every symbol of every date.
+//! * Rules run in the order they are listed. Each sees the columns of the rows as the
+//!   rules before it left them, so a running value can sum `matched_qty` after a FIFO
+//!   match has split the exits. All rules run in the operator's one pass over the date:
+//!   one sort, then one sequential scan per rule over contiguous column slices.
+//! * A rule may expand rows (FIFO splits an exit over the lots it closes) or drop them
+//!   (a custom rule that emits nothing for a row; counted as
+//!   `rule.{name}.dropped_rows`). Every output row keeps all columns of the input row
+//!   it comes from.
+//! * A rule's output column named like an existing column replaces it in place.
+//! * The output rows are in input order (each input row's rows together, in the order
+//!   the rules emitted them): this keeps gathering the input columns a sequential copy,
+//!   the bulk of the work on wide inputs. Downstream operators do not depend on order.
+//!
+//! The same operator runs whether rows come from files or from the embedding API, and
+//! its output does not depend on the number of workers or on how rows were batched.
+//!
+//! # Writing a rule in Rust
+//!
+//! Implement [`TagRule`]: typed inputs and outputs (tuples of `Option<f64>`, `i64`,
+//! `Option<&str>`, `bool`, ...), a per-symbol state type, and `process`, which sees one
+//! row at a time in event order and emits zero, one or several output rows. No value
+//! is boxed and nothing is allocated per row. See `examples/custom_rule.rs`.
+//!
+//! ```
+//! use vizflow_operators::enrich::{Emit, Event, TagRule};
+//!
+//! /// The running volume-weighted average price of the buys of a symbol.
+//! struct BuyVwap;
+//!
+//! impl TagRule for BuyVwap {
+//!     type State = (f64, f64); // (sum of qty * price, sum of qty)
+//!     type Input<'a> = (Option<&'a str>, Option<i64>, Option<f64>);
+//!     type Output = Option<f64>;
+//!
+//!     fn name(&self) -> String {
+//!         "buy_vwap".into()
+//!     }
+//!     fn inputs(&self) -> Vec<String> {
+//!         vec!["orderSide".into(), "qty".into(), "fillPrice".into()]
+//!     }
+//!     fn outputs(&self) -> Vec<String> {
+//!         vec!["buy_vwap".into()]
+//!     }
+//!     fn process(
+//!         &self,
+//!         (side, qty, price): Self::Input<'_>,
+//!         _event: Event,
+//!         state: &mut Self::State,
+//!         emit: &mut Emit<'_, Self::Output>,
+//!     ) {
+//!         if let (Some("B"), Some(qty), Some(price)) = (side, qty, price) {
+//!             state.0 += qty as f64 * price;
+//!             state.1 += qty as f64;
+//!         }
+//!         emit.push((state.1 > 0.0).then(|| state.0 / state.1));
+//!     }
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Array, Float64Builder,
+    Int64Array, Int64Builder, RecordBatch, StringArray, UInt32Array, UInt64Builder,
+};
+use arrow::compute::CastOptions;
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
+use timely::dataflow::Stream;
+
+use crate::batch::{Batch, by_symbol, per_date, symbol_ids};
+use crate::forward_return::{ELAPSED_MS, ROW_ID};
+use crate::report::Diagnostics;
+use crate::time::Time;
+
+/// The most rows in one output batch.
+pub const OUTPUT_BATCH_ROWS: usize = 1 << 16;
+
+/// A rule as the operator runs it. The built-in rules implement it directly; a
+/// [`TagRule`] becomes one with [`custom`].
+pub trait EnrichRule: Send + Sync + fmt::Debug {
+    /// The rule's name in errors and reports, e.g. `FIFOMatch` or `TagRunning(position)`.
+    fn name(&self) -> String;
+    /// The columns the rule reads. `elapsed_ms` and `row_id` are always available in
+    /// [`Rows`] and need not be listed.
+    fn inputs(&self) -> Vec<String>;
+    /// Checks the types of the rule's input columns in `schema` (the columns as they are
+    /// when the rule runs; the operator has checked they exist) and returns the columns
+    /// the rule adds, in order. An error says what is wrong and how to fix it.
+    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String>;
+    /// Runs the rule over one worker's rows of a date (all its symbols).
+    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String>;
+}
+
+/// The rows a rule runs over: each symbol's rows contiguous and in event order.
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    /// The rule's input columns, in the order of [`EnrichRule::inputs`].
+    pub columns: &'a [ArrayRef],
+    /// Where each symbol's rows start, then the end (so symbol `s` is
+    /// `runs[s]..runs[s + 1]`).
+    pub runs: &'a [usize],
+    /// Each row's `elapsed_ms`.
+    pub elapsed_ms: &'a [i64],
+    /// Each row's `row_id`.
+    pub row_id: &'a [u64],
+}
+
+impl Rows<'_> {
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.row_id.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.row_id.is_empty()
+    }
+}
+
+/// What a rule made of its [`Rows`].
+#[derive(Clone, Debug, Default)]
+pub struct RuleOutput {
+    /// For each output row, the row of [`Rows`] it comes from, in non-decreasing order;
+    /// `None` when there is exactly one output row per row.
+    pub source: Option<Vec<u32>>,
+    /// The added columns, one per field of [`EnrichRule::outputs`], one value per
+    /// output row.
+    pub columns: Vec<ArrayRef>,
+    /// Counts for the date's quality report.
+    pub counts: Vec<(String, u64)>,
+}
+
+/// The rules of an `enrich` stage and the symbol column they are keyed by.
+#[derive(Clone, Debug)]
+pub struct EnrichSpec {
+    /// The symbol column.
+    pub symbol: String,
+    /// The rules, in the order they run.
+    pub rules: Vec<Arc<dyn EnrichRule>>,
+}
+
+impl EnrichSpec {
+    /// The output schema for rows of `input`, checking every rule's inputs where it runs.
+    /// Errors name the rule and the column, and list the columns available.
+    pub fn output_schema(&self, input: &Schema) -> Result<SchemaRef, String> {
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for rule in &self.rules {
+            let added = rule_outputs(rule.as_ref(), &fields)?;
+            for field in added {
+                set_field(&mut fields, field);
+            }
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+}
+
+/// Checks a rule's inputs exist among `fields` and returns its output fields.
+fn rule_outputs(rule: &dyn EnrichRule, fields: &[Field]) -> Result<Vec<Field>, String> {
+    for column in rule.inputs() {
+        if !fields.iter().any(|f| f.name() == &column) {
+            let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+            let hint = crate::expr::closest(&column, names.iter().copied())
+                .map(|c| format!("did you mean '{c}'? "))
+                .unwrap_or_default();
+            return Err(format!(
+                "{}: unknown column '{column}'; {hint}available columns: {}",
+                rule.name(),
+                names.join(", ")
+            ));
+        }
+    }
+    let outputs = rule.outputs(&Schema::new(fields.to_vec()))?;
+    for (i, field) in outputs.iter().enumerate() {
+        if outputs[..i].iter().any(|f| f.name() == field.name()) {
+            return Err(format!(
+                "{}: the output column '{}' is listed twice",
+                rule.name(),
+                field.name()
+            ));
+        }
+        if field.name() == ELAPSED_MS || field.name() == ROW_ID {
+            return Err(format!(
+                "{}: the output column '{}' would replace the engine's own column; rename it",
+                rule.name(),
+                field.name()
+            ));
+        }
+    }
+    Ok(outputs)
+}
+
+/// Adds `field`, or replaces the field of the same name in place.
+fn set_field(fields: &mut Vec<Field>, field: Field) {
+    match fields.iter().position(|f| f.name() == field.name()) {
+        Some(i) => fields[i] = field,
+        None => fields.push(field),
+    }
+}
+
+/// The low bits of an event key that hold the `row_id`; `elapsed_ms` is above them.
+const ROW_ID_BITS: u32 = 36;
+
+/// Runs `spec`'s rules over one date's rows (all symbols of the given batches, which
+/// must share one schema and hold `elapsed_ms` (Int64), `row_id` (UInt64) and the
+/// symbol column). Returns the output batches (see the module docs for their rows and
+/// order) and the rules' counts, summed by name.
+pub fn enrich(
+    batches: &[RecordBatch],
+    spec: &EnrichSpec,
+) -> Result<(Vec<RecordBatch>, BTreeMap<String, u64>), String> {
+    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    let mut counts = BTreeMap::new();
+    if batches.is_empty() {
+        return Ok((Vec::new(), counts));
+    }
+    let input_schema = common_schema(&batches)?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows >= u32::MAX as usize {
+        return Err(format!(
+            "enrich: {rows} rows of one date on one worker; at most {} are supported",
+            u32::MAX - 1
+        ));
+    }
+
+    let (symbols, symbol_count) = symbol_ids(batches.iter().copied(), &spec.symbol, "enrich")?;
+    let mut keys = Vec::with_capacity(rows);
+    for batch in &batches {
+        push_event_keys(batch, &mut keys)?;
+    }
+    let (starts, events) = event_order(&symbols, symbol_count, &keys);
+    drop((symbols, keys));
+    let mut frame = Frame::new(&batches, events, starts);
+
+    let mut fields: Vec<Field> = input_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for rule in &spec.rules {
+        let outputs = rule_outputs(rule.as_ref(), &fields)?;
+        let columns: Vec<ArrayRef> = rule
+            .inputs()
+            .iter()
+            .map(|name| frame.column(name))
+            .collect::<Result<_, _>>()?;
+        let (elapsed_ms, row_id) = frame.event_columns();
+        let rows = Rows {
+            columns: &columns,
+            runs: &frame.runs,
+            elapsed_ms: &elapsed_ms,
+            row_id: &row_id,
+        };
+        let out = rule.apply(&rows)?;
+        drop(columns);
+        frame.apply(rule.as_ref(), &outputs, out, &mut counts)?;
+        for field in outputs {
+            set_field(&mut fields, field);
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batches = frame.output_batches(&schema)?;
+    Ok((batches, counts))
+}
+
+/// A date's rows while the rules run: the input batches, the rows as the rules so far
+/// left them (in event order), and the columns the rules added.
+struct Frame<'a> {
+    inputs: &'a [&'a RecordBatch],
+    /// Each event's key (`elapsed_ms << 36 | row_id`) and global input row, in event
+    /// order (symbol by symbol).
+    events: Vec<(u64, u32)>,
+    /// The current rows, as indices into `events` (non-decreasing).
+    rows: Vec<u32>,
+    /// Where each symbol's current rows start, then the end.
+    runs: Vec<usize>,
+    /// The columns added by rules, one value per current row.
+    added: Vec<(String, ArrayRef)>,
+    /// Input columns concatenated over the input batches, by name.
+    concatenated: BTreeMap<String, ArrayRef>,
+    /// Input columns gathered for the current rows, by name.
+    gathered: BTreeMap<String, ArrayRef>,
+}
+
+impl<'a> Frame<'a> {
+    fn new(inputs: &'a [&'a RecordBatch], events: Vec<(u64, u32)>, runs: Vec<usize>) -> Self {
+        Frame {
+            inputs,
+            rows: (0..events.len() as u32).collect(),
+            events,
+            runs,
+            added: Vec::new(),
+            concatenated: BTreeMap::new(),
+            gathered: BTreeMap::new(),
+        }
+    }
+
+    /// The global input row behind each current row.
+    fn input_rows(&self) -> Vec<u32> {
+        self.rows
+            .iter()
+            .map(|e| self.events[*e as usize].1)
+            .collect()
+    }
+
+    /// `elapsed_ms` and `row_id` of the current rows.
+    fn event_columns(&self) -> (Vec<i64>, Vec<u64>) {
+        let keys = self.rows.iter().map(|e| self.events[*e as usize].0);
+        let elapsed = keys.clone().map(|k| (k >> ROW_ID_BITS) as i64).collect();
+        let row_id = keys.map(|k| k & ((1 << ROW_ID_BITS) - 1)).collect();
+        (elapsed, row_id)
+    }
+
+    /// A column for the current rows: added by a rule, or an input column gathered.
+    fn column(&mut self, name: &str) -> Result<ArrayRef, String> {
+        if let Some((_, values)) = self.added.iter().find(|(n, _)| n == name) {
+            return Ok(values.clone());
+        }
+        if let Some(values) = self.gathered.get(name) {
+            return Ok(values.clone());
+        }
+        let gather_error = |e: arrow::error::ArrowError| format!("enrich: column '{name}': {e}");
+        if !self.concatenated.contains_key(name) {
+            let parts: Vec<&dyn Array> = self
+                .inputs
+                .iter()
+                .map(|b| {
+                    b.column_by_name(name)
+                        .map(|c| c.as_ref())
+                        .ok_or_else(|| format!("enrich: column '{name}' is missing"))
+                })
+                .collect::<Result<_, _>>()?;
+            let whole = arrow::compute::concat(&parts).map_err(gather_error)?;
+            self.concatenated.insert(name.to_owned(), whole);
+        }
+        let whole = &self.concatenated[name];
+        let indices = UInt32Array::from(self.input_rows());
+        let values = arrow::compute::take(whole, &indices, None).map_err(gather_error)?;
+        self.gathered.insert(name.to_owned(), values.clone());
+        Ok(values)
+    }
+
+    /// Takes a rule's output: checks its shape, expands or drops rows, adds its columns.
+    fn apply(
+        &mut self,
+        rule: &dyn EnrichRule,
+        fields: &[Field],
+        out: RuleOutput,
+        counts: &mut BTreeMap<String, u64>,
+    ) -> Result<(), String> {
+        let name = rule.name();
+        let before = self.rows.len();
+        let after = out.source.as_ref().map_or(before, Vec::len);
+        if out.columns.len() != fields.len() {
+            return Err(format!(
+                "enrich: rule {name} returned {} columns but declares {}",
+                out.columns.len(),
+                fields.len()
+            ));
+        }
+        for (column, field) in out.columns.iter().zip(fields) {
+            if column.len() != after || column.data_type() != field.data_type() {
+                return Err(format!(
+                    "enrich: rule {name} returned column '{}' as {} values of type {}; \
+                     expected {after} values of type {}",
+                    field.name(),
+                    column.len(),
+                    column.data_type(),
+                    field.data_type()
+                ));
+            }
+        }
+        for (counter, amount) in out.counts {
+            *counts.entry(counter).or_default() += amount;
+        }
+        if let Some(source) = out.source {
+            let ordered = source.windows(2).all(|w| w[0] <= w[1]);
+            if !ordered || source.last().is_some_and(|s| *s as usize >= before) {
+                return Err(format!(
+                    "enrich: rule {name} returned output rows out of order or out of range; \
+                     each output row must come from a row at or after the previous one's"
+                ));
+            }
+            let indices = UInt32Array::from(source);
+            for (_, values) in &mut self.added {
+                *values = arrow::compute::take(values, &indices, None)
+                    .map_err(|e| format!("enrich: rule {name}: {e}"))?;
+            }
+            let source = indices.values();
+            for run in &mut self.runs {
+                *run = source.partition_point(|s| (*s as usize) < *run);
+            }
+            self.rows = source.iter().map(|s| self.rows[*s as usize]).collect();
+            self.gathered.clear();
+        }
+        for (field, values) in fields.iter().zip(out.columns) {
+            self.gathered.remove(field.name());
+            match self.added.iter_mut().find(|(n, _)| n == field.name()) {
+                Some(entry) => entry.1 = values,
+                None => self.added.push((field.name().clone(), values)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The output batches in input row order: per input batch, batches of at most
+    /// [`OUTPUT_BATCH_ROWS`] rows, the input columns gathered (or sliced, where no row
+    /// expands or is dropped) and the added columns taken into that order.
+    fn output_batches(&self, schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+        let input_rows = self.input_rows();
+        let total: usize = self.inputs.iter().map(|b| b.num_rows()).sum();
+        // Each input row's first output position, and the current row at each position
+        // (a stable counting sort by input row keeps an expanded row's rows in order).
+        let mut first = vec![0u32; total + 1];
+        for row in &input_rows {
+            first[*row as usize + 1] += 1;
+        }
+        for row in 0..total {
+            first[row + 1] += first[row];
+        }
+        let mut position_row = vec![0u32; input_rows.len()];
+        let mut cursor = first.clone();
+        for (k, row) in input_rows.iter().enumerate() {
+            position_row[cursor[*row as usize] as usize] = k as u32;
+            cursor[*row as usize] += 1;
+        }
+        drop(cursor);
+
+        let gather_error = |e: arrow::error::ArrowError| format!("enrich: output rows: {e}");
+        let mut batches =
+            Vec::with_capacity(input_rows.len().div_ceil(OUTPUT_BATCH_ROWS) + self.inputs.len());
+        let mut batch_start = 0;
+        for input in self.inputs {
+            let batch_rows = batch_start..batch_start + input.num_rows();
+            batch_start = batch_rows.end;
+            // The row of `input` behind each of its output rows.
+            let mut local_rows =
+                Vec::with_capacity((first[batch_rows.end] - first[batch_rows.start]) as usize);
+            for row in batch_rows.clone() {
+                let copies = first[row + 1] - first[row];
+                local_rows.extend(std::iter::repeat_n(
+                    (row - batch_rows.start) as u32,
+                    copies as usize,
+                ));
+            }
+            let positions = first[batch_rows.start] as usize;
+            for chunk_start in (0..local_rows.len()).step_by(OUTPUT_BATCH_ROWS) {
+                let chunk = chunk_start..local_rows.len().min(chunk_start + OUTPUT_BATCH_ROWS);
+                let rows = &local_rows[chunk.clone()];
+                let current = UInt32Array::from(
+                    position_row[positions + chunk.start..positions + chunk.end].to_vec(),
+                );
+                // Without expansion or drops the output rows are a run of input rows:
+                // slice, don't copy.
+                let run = (rows[rows.len() - 1] - rows[0]) as usize == rows.len() - 1;
+                let indices = (!run).then(|| UInt32Array::from(rows.to_vec()));
+                let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+                for field in schema.fields() {
+                    if let Some((_, values)) = self.added.iter().find(|(n, _)| n == field.name())
+                    {
+                        let taken = arrow::compute::take(values, &current, None);
+                        columns.push(taken.map_err(gather_error)?);
+                        continue;
+                    }
+                    let column = input
+                        .column_by_name(field.name())
+                        .expect("the schema's input columns are in every batch");
+                    match &indices {
+                        Some(indices) => columns.push(
+                            arrow::compute::take(column, indices, None).map_err(gather_error)?,
+                        ),
+                        None => columns.push(column.slice(rows[0] as usize, rows.len())),
+                    }
+                }
+                batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(gather_error)?);
+            }
+        }
+        Ok(batches)
+    }
+}
+
+/// The batches' common schema (nullable if any batch's column is), or an error naming
+/// the first batch that differs.
+fn common_schema(batches: &[&RecordBatch]) -> Result<SchemaRef, String> {
+    let first = batches[0].schema();
+    let mut fields: Vec<Field> = first.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (b, batch) in batches.iter().enumerate().skip(1) {
+        let schema = batch.schema();
+        let same = schema.fields().len() == fields.len()
+            && schema
+                .fields()
+                .iter()
+                .zip(&fields)
+                .all(|(f, g)| f.name() == g.name() && f.data_type() == g.data_type());
+        if !same {
+            let describe = |s: &Schema| {
+                let fields = s
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{}: {}", f.name(), f.data_type()));
+                fields.collect::<Vec<_>>().join(", ")
+            };
+            return Err(format!(
+                "enrich: batch {b} of the date has columns ({}) but batch 0 has ({}); \
+                 all batches of a date must share one schema",
+                describe(&schema),
+                describe(&first)
+            ));
+        }
+        for (field, other) in fields.iter_mut().zip(schema.fields()) {
+            if other.is_nullable() && !field.is_nullable() {
+                *field = field.clone().with_nullable(true);
+            }
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Appends each row's event key, `elapsed_ms` above `row_id`, checking both fit.
+fn push_event_keys(batch: &RecordBatch, keys: &mut Vec<u64>) -> Result<(), String> {
+    let column = |name: &str| {
+        batch.column_by_name(name).ok_or_else(|| {
+            format!("enrich: column '{name}' is missing (parse_time adds elapsed_ms, the engine row_id)")
+        })
+    };
+    let (elapsed, ids) = (column(ELAPSED_MS)?, column(ROW_ID)?);
+    let elapsed = elapsed.as_primitive_opt::<Int64Type>().ok_or_else(|| {
+        format!(
+            "enrich: column '{ELAPSED_MS}' has type {}; expected Int64",
+            elapsed.data_type()
+        )
+    })?;
+    let ids = ids.as_primitive_opt::<UInt64Type>().ok_or_else(|| {
+        format!(
+            "enrich: column '{ROW_ID}' has type {}; expected UInt64",
+            ids.data_type()
+        )
+    })?;
+    for (name, nulls) in [
+        (ELAPSED_MS, elapsed.null_count()),
+        (ROW_ID, ids.null_count()),
+    ] {
+        if nulls > 0 {
+            return Err(format!("enrich: column '{name}' has {nulls} null values"));
+        }
+    }
+    for (e, r) in elapsed.values().iter().zip(ids.values().iter()) {
+        if *e < 0 || *e >= 1 << (64 - ROW_ID_BITS - 1) || *r >= 1 << ROW_ID_BITS {
+            return Err(format!(
+                "enrich: event time out of range (elapsed_ms {e}, row_id {r}); \
+                 elapsed_ms must be in 0..2^27 and row_id below 2^36"
+            ));
+        }
+        keys.push(((*e as u64) << ROW_ID_BITS) | r);
+    }
+    Ok(())
+}
+
+/// Rows grouped by symbol (a counting sort), each symbol's rows in event order: the
+/// start of each symbol's run (plus the end), and each event's key and input row.
+fn event_order(
+    symbols: &[u32],
+    symbol_count: usize,
+    keys: &[u64],
+) -> (Vec<usize>, Vec<(u64, u32)>) {
+    let mut starts = vec![0usize; symbol_count + 1];
+    for s in symbols {
+        starts[*s as usize + 1] += 1;
+    }
+    for s in 0..symbol_count {
+        starts[s + 1] += starts[s];
+    }
+    let mut events: Vec<(u64, u32)> = vec![(0, 0); symbols.len()];
+    let mut cursor = starts.clone();
+    for (row, s) in symbols.iter().enumerate() {
+        events[cursor[*s as usize]] = (keys[row], row as u32);
+        cursor[*s as usize] += 1;
+    }
+    for s in 0..symbol_count {
+        events[starts[s]..starts[s + 1]].sort_unstable_by_key(|(key, _)| *key);
+    }
+    (starts, events)
+}
+
+/// The `enrich` operator.
+pub trait Enrich<'scope> {
+    /// Runs the rules per symbol and date (see the module docs).
+    fn enrich(self, spec: EnrichSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch>;
+}
+
+impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
+    fn enrich(self, spec: EnrichSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
+        let pact = by_symbol(&spec.symbol);
+        per_date(
+            self,
+            pact,
+            "Enrich",
+            diagnostics,
+            move |date_key, batches, diagnostics| {
+                let (out, counts) = enrich(&batches, &spec)?;
+                diagnostics.add_all(date_key, counts.iter().map(|(k, v)| (k.as_str(), *v)));
+                Ok(out)
+            },
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rules written in Rust.
+
+/// The event a row belongs to: its `row_id` and `elapsed_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The row's position in the date's file.
+    pub row_id: u64,
+    /// The row's trading time in ms since the first session's start.
+    pub elapsed_ms: i64,
+}
+
+/// A rule written in Rust: the seeds' `TagRule.process(row, state)`, typed.
+///
+/// Per symbol and date, the operator creates a fresh `State::default()` and calls
+/// [`TagRule::process`] once per row in event order. The rule emits any number of
+/// output rows for the row with [`Emit::push`]: one is the common case, several expand
+/// the row (each copy keeps all the row's columns), none drops it (counted as
+/// `rule.{name}.dropped_rows`). Register it on a pipeline with the library API (see
+/// `Pipeline::with_rule` in the `vizflow` crate) or wrap it with [`custom`].
+///
+/// Inputs are read as the types of `Input`: `Option<f64>` reads any numeric column
+/// (cast to `f64`), `Option<i64>` any integer column, `Option<&str>` any string
+/// column, `Option<bool>` a boolean column; nulls are `None`. The same types without
+/// `Option` read nulls as `0`, `0.0`, `""` and `false`. Outputs are typed the same way
+/// (`Option<T>` writes nulls).
+pub trait TagRule: Send + Sync + 'static {
+    /// The state kept per symbol and date.
+    type State: Default;
+    /// The input values of one row: a value type or a tuple of up to six.
+    type Input<'a>: InputRow<'a>;
+    /// The output values of one output row: a value type or a tuple of up to six.
+    type Output: OutputRow;
+
+    /// The rule's name, used in errors and report counts.
+    fn name(&self) -> String;
+    /// The input column names, one per element of `Input`.
+    fn inputs(&self) -> Vec<String>;
+    /// The output column names, one per element of `Output`.
+    fn outputs(&self) -> Vec<String>;
+    /// Processes one row (in event order), updating `state` and emitting output rows.
+    fn process(
+        &self,
+        input: Self::Input<'_>,
+        event: Event,
+        state: &mut Self::State,
+        emit: &mut Emit<'_, Self::Output>,
+    );
+}
+
+/// Where [`TagRule::process`] puts its output rows.
+pub struct Emit<'b, O: OutputRow> {
+    builders: &'b mut O::Builders,
+    source: &'b mut Vec<u32>,
+    row: u32,
+}
+
+impl<O: OutputRow> Emit<'_, O> {
+    /// Emits one output row for the current row, with these output values.
+    pub fn push(&mut self, values: O) {
+        values.append(self.builders);
+        self.source.push(self.row);
+    }
+}
+
+/// A [`TagRule`] as an [`EnrichRule`], to put in an [`EnrichSpec`].
+pub fn custom<R: TagRule>(rule: R) -> Arc<dyn EnrichRule> {
+    Arc::new(Custom(rule))
+}
+
+struct Custom<R>(R);
+
+impl<R: TagRule> fmt::Debug for Custom<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TagRule({})", self.0.name())
+    }
+}
+
+impl<R: TagRule> EnrichRule for Custom<R> {
+    fn name(&self) -> String {
+        format!("TagRule({})", self.0.name())
+    }
+
+    fn inputs(&self) -> Vec<String> {
+        self.0.inputs()
+    }
+
+    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
+        let (inputs, outputs) = (self.0.inputs(), self.0.outputs());
+        let input_types = R::Input::types();
+        if inputs.len() != input_types.len() {
+            return Err(format!(
+                "{}: inputs() names {} columns but the Input type has {} values",
+                self.name(),
+                inputs.len(),
+                input_types.len()
+            ));
+        }
+        for (name, wanted) in inputs.iter().zip(&input_types) {
+            let actual = schema
+                .field_with_name(name)
+                .map_err(|e| e.to_string())?
+                .data_type();
+            if wanted.cast_from(actual).is_none() {
+                return Err(format!(
+                    "{}: input column '{name}' has type {actual}, which cannot be read as {}",
+                    self.name(),
+                    wanted.describe()
+                ));
+            }
+        }
+        let output_types = R::Output::data_types();
+        if outputs.len() != output_types.len() {
+            return Err(format!(
+                "{}: outputs() names {} columns but the Output type has {} values",
+                self.name(),
+                outputs.len(),
+                output_types.len()
+            ));
+        }
+        Ok(outputs
+            .into_iter()
+            .zip(output_types)
+            .map(|(name, data_type)| Field::new(name, data_type, true))
+            .collect())
+    }
+
+    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String> {
+        let name = self.0.name();
+        let columns: Vec<ArrayRef> = rows
+            .columns
+            .iter()
+            .zip(R::Input::types())
+            .map(|(column, kind)| kind.cast(column))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("TagRule({name}): reading an input column: {e}"))?;
+        let readers = R::Input::readers(&columns);
+        let mut builders = R::Output::builders(rows.len());
+        let mut source = Vec::with_capacity(rows.len());
+        for run in rows.runs.windows(2) {
+            let mut state = R::State::default();
+            for row in run[0]..run[1] {
+                let event = Event {
+                    row_id: rows.row_id[row],
+                    elapsed_ms: rows.elapsed_ms[row],
+                };
+                let mut emit = Emit {
+                    builders: &mut builders,
+                    source: &mut source,
+                    row: row as u32,
+                };
+                self.0
+                    .process(R::Input::read(&readers, row), event, &mut state, &mut emit);
+            }
+        }
+        let mut counts = Vec::new();
+        let identity = source.len() == rows.len() && source.iter().enumerate().all(|(i, s)| *s as usize == i);
+        if !identity {
+            let mut emitted = vec![false; rows.len()];
+            for s in &source {
+                emitted[*s as usize] = true;
+            }
+            let dropped = emitted.iter().filter(|e| !**e).count() as u64;
+            counts.push((format!("rule.{name}.dropped_rows"), dropped));
+            counts.push((
+                format!("rule.{name}.added_rows"),
+                (source.len() as u64 + dropped).saturating_sub(rows.len() as u64),
+            ));
+        }
+        Ok(RuleOutput {
+            source: (!identity).then_some(source),
+            columns: R::Output::finish(builders),
+            counts,
+        })
+    }
+}
+
+/// The types a [`TagRule`] reads its input columns as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputType {
+    /// `f64`: any numeric column.
+    Float,
+    /// `i64`: any integer column.
+    Int,
+    /// `&str`: any string column (plain, large, view or dictionary).
+    Str,
+    /// `bool`: a boolean column.
+    Bool,
+}
+
+impl InputType {
+    fn data_type(self) -> DataType {
+        match self {
+            InputType::Float => DataType::Float64,
+            InputType::Int => DataType::Int64,
+            InputType::Str => DataType::Utf8,
+            InputType::Bool => DataType::Boolean,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            InputType::Float => "f64 (any numeric column)",
+            InputType::Int => "i64 (any integer column)",
+            InputType::Str => "&str (any string column)",
+            InputType::Bool => "bool (a boolean column)",
+        }
+    }
+
+    /// `Some(())` when a column of type `actual` can be read as this type.
+    fn cast_from(self, actual: &DataType) -> Option<()> {
+        let ok = match self {
+            InputType::Float => actual.is_numeric(),
+            InputType::Int => actual.is_integer(),
+            InputType::Str => matches!(
+                actual,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) || matches!(actual, DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)),
+            InputType::Bool => actual == &DataType::Boolean,
+        };
+        ok.then_some(())
+    }
+
+    fn cast(self, column: &ArrayRef) -> Result<ArrayRef, arrow::error::ArrowError> {
+        let options = CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        arrow::compute::cast_with_options(column, &self.data_type(), &options)
+    }
+}
+
+/// A typed input column, ready to read row by row.
+#[derive(Debug)]
+pub enum Reader<'a> {
+    /// A Float64 column.
+    Float(&'a Float64Array),
+    /// An Int64 column.
+    Int(&'a Int64Array),
+    /// A Utf8 column.
+    Str(&'a StringArray),
+    /// A Boolean column.
+    Bool(&'a BooleanArray),
+}
+
+impl<'a> Reader<'a> {
+    fn new(column: &'a ArrayRef) -> Self {
+        match column.data_type() {
+            DataType::Float64 => Reader::Float(column.as_primitive::<Float64Type>()),
+            DataType::Int64 => Reader::Int(column.as_primitive::<Int64Type>()),
+            DataType::Utf8 => Reader::Str(column.as_string::<i32>()),
+            _ => Reader::Bool(column.as_boolean()),
+        }
+    }
+}
+
+/// A value a [`TagRule`] reads from one input column.
+pub trait InputValue<'a>: Sized {
+    /// The column type it reads.
+    const TYPE: InputType;
+    /// The value at `row`.
+    fn read(reader: &Reader<'a>, row: usize) -> Self;
+}
+
+macro_rules! input_value {
+    ($variant:ident, $t:ty, $read:expr, $default:expr) => {
+        impl<'a> InputValue<'a> for Option<$t> {
+            const TYPE: InputType = InputType::$variant;
+            #[inline]
+            fn read(reader: &Reader<'a>, row: usize) -> Self {
+                match reader {
+                    Reader::$variant(array) => array.is_valid(row).then(|| $read(*array, row)),
+                    _ => unreachable!("columns are cast to the input type"),
+                }
+            }
+        }
+        impl<'a> InputValue<'a> for $t {
+            const TYPE: InputType = InputType::$variant;
+            #[inline]
+            fn read(reader: &Reader<'a>, row: usize) -> Self {
+                <Option<$t> as InputValue<'a>>::read(reader, row).unwrap_or($default)
+            }
+        }
+    };
+}
+
+input_value!(Float, f64, |a: &Float64Array, i| a.value(i), 0.0);
+input_value!(Int, i64, |a: &Int64Array, i| a.value(i), 0);
+input_value!(Str, &'a str, |a: &'a StringArray, i| a.value(i), "");
+input_value!(Bool, bool, |a: &BooleanArray, i| a.value(i), false);
+
+/// The input values of one row: one [`InputValue`] or a tuple of them.
+pub trait InputRow<'a>: Sized {
+    /// Each value's column type.
+    fn types() -> Vec<InputType>;
+    /// Typed readers over the (already cast) input columns.
+    fn readers(columns: &'a [ArrayRef]) -> Vec<Reader<'a>> {
+        columns.iter().map(Reader::new).collect()
+    }
+    /// The values at `row`.
+    fn read(readers: &[Reader<'a>], row: usize) -> Self;
+}
+
+impl<'a, T: InputValue<'a>> InputRow<'a> for T {
+    fn types() -> Vec<InputType> {
+        vec![T::TYPE]
+    }
+    #[inline]
+    fn read(readers: &[Reader<'a>], row: usize) -> Self {
+        T::read(&readers[0], row)
+    }
+}
+
+macro_rules! input_tuple {
+    ($($t:ident $i:tt),+) => {
+        impl<'a, $($t: InputValue<'a>),+> InputRow<'a> for ($($t,)+) {
+            fn types() -> Vec<InputType> {
+                vec![$($t::TYPE),+]
+            }
+            #[inline]
+            fn read(readers: &[Reader<'a>], row: usize) -> Self {
+                ($($t::read(&readers[$i], row),)+)
+            }
+        }
+    };
+}
+
+input_tuple!(A 0);
+input_tuple!(A 0, B 1);
+input_tuple!(A 0, B 1, C 2);
+input_tuple!(A 0, B 1, C 2, D 3);
+input_tuple!(A 0, B 1, C 2, D 3, E 4);
+input_tuple!(A 0, B 1, C 2, D 3, E 4, F 5);
+
+/// A value a [`TagRule`] writes to one output column.
+pub trait OutputValue: Sized {
+    /// The column's builder.
+    type Builder;
+    /// The column's type.
+    fn data_type() -> DataType;
+    /// A builder with room for `rows` values.
+    fn builder(rows: usize) -> Self::Builder;
+    /// Appends the value.
+    fn append(self, builder: &mut Self::Builder);
+    /// The finished column.
+    fn finish(builder: Self::Builder) -> ArrayRef;
+}
+
+macro_rules! output_value {
+    ($t:ty, $builder:ty, $data_type:expr) => {
+        impl OutputValue for Option<$t> {
+            type Builder = $builder;
+            fn data_type() -> DataType {
+                $data_type
+            }
+            fn builder(rows: usize) -> Self::Builder {
+                <$builder>::with_capacity(rows)
+            }
+            #[inline]
+            fn append(self, builder: &mut Self::Builder) {
+                builder.append_option(self);
+            }
+            fn finish(mut builder: Self::Builder) -> ArrayRef {
+                Arc::new(builder.finish())
+            }
+        }
+        impl OutputValue for $t {
+            type Builder = $builder;
+            fn data_type() -> DataType {
+                $data_type
+            }
+            fn builder(rows: usize) -> Self::Builder {
+                <$builder>::with_capacity(rows)
+            }
+            #[inline]
+            fn append(self, builder: &mut Self::Builder) {
+                builder.append_value(self);
+            }
+            fn finish(mut builder: Self::Builder) -> ArrayRef {
+                Arc::new(builder.finish())
+            }
+        }
+    };
+}
+
+output_value!(f64, Float64Builder, DataType::Float64);
+output_value!(i64, Int64Builder, DataType::Int64);
+output_value!(u64, UInt64Builder, DataType::UInt64);
+output_value!(bool, BooleanBuilder, DataType::Boolean);
+
+/// The output values of one output row: one [`OutputValue`] or a tuple of them.
+pub trait OutputRow: Sized {
+    /// The columns' builders.
+    type Builders;
+    /// Each column's type.
+    fn data_types() -> Vec<DataType>;
+    /// Builders with room for `rows` rows.
+    fn builders(rows: usize) -> Self::Builders;
+    /// Appends one row.
+    fn append(self, builders: &mut Self::Builders);
+    /// The finished columns.
+    fn finish(builders: Self::Builders) -> Vec<ArrayRef>;
+}
+
+impl<T: OutputValue> OutputRow for T {
+    type Builders = T::Builder;
+    fn data_types() -> Vec<DataType> {
+        vec![T::data_type()]
+    }
+    fn builders(rows: usize) -> Self::Builders {
+        T::builder(rows)
+    }
+    #[inline]
+    fn append(self, builders: &mut Self::Builders) {
+        OutputValue::append(self, builders)
+    }
+    fn finish(builders: Self::Builders) -> Vec<ArrayRef> {
+        vec![T::finish(builders)]
+    }
+}
+
+macro_rules! output_tuple {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: OutputValue),+> OutputRow for ($($t,)+) {
+            type Builders = ($($t::Builder,)+);
+            fn data_types() -> Vec<DataType> {
+                vec![$($t::data_type()),+]
+            }
+            fn builders(rows: usize) -> Self::Builders {
+                ($($t::builder(rows),)+)
+            }
+            #[inline]
+            fn append(self, builders: &mut Self::Builders) {
+                $(self.$i.append(&mut builders.$i);)+
+            }
+            fn finish(builders: Self::Builders) -> Vec<ArrayRef> {
+                vec![$($t::finish(builders.$i)),+]
+            }
+        }
+    };
+}
+
+output_tuple!(A 0);
+output_tuple!(A 0, B 1);
+output_tuple!(A 0, B 1, C 2);
+output_tuple!(A 0, B 1, C 2, D 3);
+output_tuple!(A 0, B 1, C 2, D 3, E 4);
+output_tuple!(A 0, B 1, C 2, D 3, E 4, F 5);

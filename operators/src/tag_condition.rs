@@ -1,0 +1,87 @@
+//! `tag_condition`: a boolean column from a SQL condition (`TagCondition` in the seeds),
+//! a rule of the [`crate::enrich`] operator.
+//!
+//! `is_large = "qty >= 1000"` adds the Boolean column `is_large`, evaluated vectorised
+//! over each date's rows (after the rules listed before it, so it may use their columns,
+//! e.g. `matched_qty > 0`). A condition that is null for a row (a null operand) gives a
+//! null tag; wrap it in `coalesce(..., FALSE)` for false instead.
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::{DataType, Field, Schema};
+
+use crate::enrich::{EnrichRule, RuleOutput, Rows};
+use crate::expr::Expr;
+
+/// A condition tag: the output column's name and the condition.
+#[derive(Clone, Debug)]
+pub struct TagCondition {
+    name: String,
+    condition: Expr,
+}
+
+impl TagCondition {
+    /// The tag `name` = `condition`, which must be a boolean expression.
+    pub fn new(name: impl Into<String>, condition: Expr) -> Self {
+        TagCondition {
+            name: name.into(),
+            condition,
+        }
+    }
+}
+
+impl EnrichRule for TagCondition {
+    fn name(&self) -> String {
+        format!("TagCondition({})", self.name)
+    }
+
+    fn inputs(&self) -> Vec<String> {
+        self.condition.columns()
+    }
+
+    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
+        let data_type = self
+            .condition
+            .check(schema)
+            .map_err(|e| format!("{}: {e}", self.name()))?;
+        if !matches!(data_type, DataType::Boolean | DataType::Null) {
+            return Err(format!(
+                "{}: the condition '{}' gives {data_type}, not a boolean; write a comparison, \
+                 e.g. {} > 0",
+                self.name(),
+                self.condition.text(),
+                self.condition.text()
+            ));
+        }
+        Ok(vec![Field::new(&self.name, DataType::Boolean, true)])
+    }
+
+    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String> {
+        let inputs = self.inputs();
+        let fields: Vec<Field> = inputs
+            .iter()
+            .zip(rows.columns)
+            .map(|(name, column)| Field::new(name, column.data_type().clone(), true))
+            .collect();
+        let batch = arrow::array::RecordBatch::try_new_with_options(
+            std::sync::Arc::new(Schema::new(fields)),
+            rows.columns.to_vec(),
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )
+        .map_err(|e| format!("{}: {e}", self.name()))?;
+        let values = self
+            .condition
+            .evaluate(&batch)
+            .map_err(|e| format!("{}: {e}", self.name()))?;
+        let values: ArrayRef = if values.data_type() == &DataType::Boolean {
+            values
+        } else {
+            arrow::compute::cast(&values, &DataType::Boolean)
+                .map_err(|e| format!("{}: {e}", self.name()))?
+        };
+        Ok(RuleOutput {
+            source: None,
+            columns: vec![values],
+            counts: Vec::new(),
+        })
+    }
+}
