@@ -374,8 +374,7 @@ where
         name,
         move |_cap, _info| {
             // Each date's rows, held with a capability at the date's earliest time.
-            let mut pending: BTreeMap<u32, (Capability<Time>, Vec<RecordBatch>)> =
-                BTreeMap::new();
+            let mut pending: BTreeMap<u32, (Capability<Time>, Vec<RecordBatch>)> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each_time(|time, data| {
                     let date_key = date_key_of(*time.time());

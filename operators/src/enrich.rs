@@ -150,25 +150,25 @@ pub struct EnrichSpec {
     pub symbol: String,
     /// The rules, in the order they run.
     pub rules: Vec<Arc<dyn EnrichRule>>,
+    /// When set, the columns to keep afterwards (the others are neither gathered nor
+    /// passed on; missing ones are skipped).
+    pub keep: Option<Vec<String>>,
 }
 
 impl EnrichSpec {
-    /// The output schema for rows of `input`, checking every rule's inputs where it runs.
-    /// Errors name the rule and the column, and list the columns available.
-    pub fn output_schema(&self, input: &Schema) -> Result<SchemaRef, String> {
-        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
-        for rule in &self.rules {
-            let added = rule_outputs(rule.as_ref(), &fields)?;
-            for field in added {
-                set_field(&mut fields, field);
-            }
+    /// The columns of `fields` that are kept.
+    fn kept(&self, mut fields: Vec<Field>) -> Vec<Field> {
+        if let Some(keep) = &self.keep {
+            fields.retain(|f| keep.contains(f.name()));
         }
-        Ok(Arc::new(Schema::new(fields)))
+        fields
     }
 }
 
-/// Checks a rule's inputs exist among `fields` and returns its output fields.
-fn rule_outputs(rule: &dyn EnrichRule, fields: &[Field]) -> Result<Vec<Field>, String> {
+/// Checks that a rule's inputs are among `fields` (the columns where it runs) and
+/// returns the columns it adds, checking they have distinct names and do not replace
+/// the engine's event columns.
+pub fn checked_outputs(rule: &dyn EnrichRule, fields: &[Field]) -> Result<Vec<Field>, String> {
     for column in rule.inputs() {
         if !fields.iter().any(|f| f.name() == &column) {
             let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
@@ -250,7 +250,7 @@ pub fn enrich(
         .map(|f| f.as_ref().clone())
         .collect();
     for rule in &spec.rules {
-        let outputs = rule_outputs(rule.as_ref(), &fields)?;
+        let outputs = checked_outputs(rule.as_ref(), &fields)?;
         let columns: Vec<ArrayRef> = rule
             .inputs()
             .iter()
@@ -270,7 +270,7 @@ pub fn enrich(
             set_field(&mut fields, field);
         }
     }
-    let schema = Arc::new(Schema::new(fields));
+    let schema = Arc::new(Schema::new(spec.kept(fields)));
     let batches = frame.output_batches(&schema)?;
     Ok((batches, counts))
 }
@@ -464,12 +464,11 @@ impl<'a> Frame<'a> {
                 );
                 // Without expansion or drops the output rows are a run of input rows:
                 // slice, don't copy.
-                let run = (rows[rows.len() - 1] - rows[0]) as usize == rows.len() - 1;
+                let run = rows.windows(2).all(|w| w[1] == w[0] + 1);
                 let indices = (!run).then(|| UInt32Array::from(rows.to_vec()));
                 let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
                 for field in schema.fields() {
-                    if let Some((_, values)) = self.added.iter().find(|(n, _)| n == field.name())
-                    {
+                    if let Some((_, values)) = self.added.iter().find(|(n, _)| n == field.name()) {
                         let taken = arrow::compute::take(values, &current, None);
                         columns.push(taken.map_err(gather_error)?);
                         continue;
@@ -532,7 +531,9 @@ fn common_schema(batches: &[&RecordBatch]) -> Result<SchemaRef, String> {
 fn push_event_keys(batch: &RecordBatch, keys: &mut Vec<u64>) -> Result<(), String> {
     let column = |name: &str| {
         batch.column_by_name(name).ok_or_else(|| {
-            format!("enrich: column '{name}' is missing (parse_time adds elapsed_ms, the engine row_id)")
+            format!(
+                "enrich: column '{name}' is missing (parse_time adds elapsed_ms, the engine row_id)"
+            )
         })
     };
     let (elapsed, ids) = (column(ELAPSED_MS)?, column(ROW_ID)?);
@@ -773,7 +774,8 @@ impl<R: TagRule> EnrichRule for Custom<R> {
             }
         }
         let mut counts = Vec::new();
-        let identity = source.len() == rows.len() && source.iter().enumerate().all(|(i, s)| *s as usize == i);
+        let identity =
+            source.len() == rows.len() && source.iter().enumerate().all(|(i, s)| *s as usize == i);
         if !identity {
             let mut emitted = vec![false; rows.len()];
             for s in &source {
@@ -831,10 +833,12 @@ impl InputType {
         let ok = match self {
             InputType::Float => actual.is_numeric(),
             InputType::Int => actual.is_integer(),
-            InputType::Str => matches!(
-                actual,
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-            ) || matches!(actual, DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)),
+            InputType::Str => {
+                matches!(
+                    actual,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) || matches!(actual, DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View))
+            }
             InputType::Bool => actual == &DataType::Boolean,
         };
         ok.then_some(())
@@ -1065,3 +1069,152 @@ output_tuple!(A 0, B 1, C 2);
 output_tuple!(A 0, B 1, C 2, D 3);
 output_tuple!(A 0, B 1, C 2, D 3, E 4);
 output_tuple!(A 0, B 1, C 2, D 3, E 4, F 5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, UInt64Array};
+
+    /// Rows of two symbols, given out of event order: (symbol, elapsed_ms, qty).
+    fn batch() -> RecordBatch {
+        let rows = [
+            ("A", 3_000, 5),
+            ("B", 1_000, 7),
+            ("A", 1_000, 2),
+            ("A", 1_000, 4),
+            ("B", 0, 1),
+        ];
+        RecordBatch::try_from_iter([
+            (
+                "ukey",
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+            ),
+            (
+                ELAPSED_MS,
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))) as _,
+            ),
+            (
+                "qty",
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))) as _,
+            ),
+            (ROW_ID, Arc::new(UInt64Array::from_iter_values(0..5)) as _),
+        ])
+        .unwrap()
+    }
+
+    /// Emits `qty` copies of each row with odd quantity (numbered 1..), none of even
+    /// ones, and the running sum of quantities per symbol.
+    struct Expand;
+
+    impl TagRule for Expand {
+        type State = i64;
+        type Input<'a> = i64;
+        type Output = (i64, Option<i64>);
+        fn name(&self) -> String {
+            "expand".into()
+        }
+        fn inputs(&self) -> Vec<String> {
+            vec!["qty".into()]
+        }
+        fn outputs(&self) -> Vec<String> {
+            vec!["copy".into(), "running".into()]
+        }
+        fn process(&self, qty: i64, _: Event, sum: &mut i64, emit: &mut Emit<'_, Self::Output>) {
+            *sum += qty;
+            if qty % 2 == 1 {
+                for copy in 1..=qty.min(2) {
+                    emit.push((copy, Some(*sum)));
+                }
+            }
+        }
+    }
+
+    fn column(batches: &[RecordBatch], name: &str) -> Vec<Option<i64>> {
+        let mut values = Vec::new();
+        for batch in batches {
+            let column = batch.column_by_name(name).unwrap();
+            let column = arrow::compute::cast(column, &DataType::Int64).unwrap();
+            values.extend(column.as_primitive::<Int64Type>().iter());
+        }
+        values
+    }
+
+    #[test]
+    fn custom_rules_expand_and_drop_rows_in_event_order() {
+        let spec = EnrichSpec {
+            symbol: "ukey".into(),
+            rules: vec![custom(Expand)],
+            keep: None,
+        };
+        let (out, counts) = enrich(&[batch()], &spec).unwrap();
+        // Input order; per symbol in event order A: rows 2 (qty 2), 3 (4), 0 (5) and
+        // B: rows 4 (1), 1 (7). Even quantities are dropped, odd ones copied up to twice.
+        assert_eq!(
+            column(&out, ROW_ID),
+            [Some(0), Some(0), Some(1), Some(1), Some(4)]
+        );
+        assert_eq!(
+            column(&out, "copy"),
+            [Some(1), Some(2), Some(1), Some(2), Some(1)]
+        );
+        assert_eq!(
+            column(&out, "running"),
+            [Some(11), Some(11), Some(8), Some(8), Some(1)]
+        );
+        assert_eq!(
+            column(&out, "qty"),
+            [Some(5), Some(5), Some(7), Some(7), Some(1)]
+        );
+        assert_eq!(counts["rule.expand.dropped_rows"], 2);
+        assert_eq!(counts["rule.expand.added_rows"], 2);
+    }
+
+    #[test]
+    fn kept_columns_only() {
+        let spec = EnrichSpec {
+            symbol: "ukey".into(),
+            rules: vec![custom(Expand)],
+            keep: Some(vec!["running".into(), "ukey".into()]),
+        };
+        let (out, _) = enrich(&[batch()], &spec).unwrap();
+        let names: Vec<String> = out[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["ukey", "running"]);
+    }
+
+    #[test]
+    fn rule_errors_name_the_rule_and_column() {
+        struct Wrong;
+        impl TagRule for Wrong {
+            type State = ();
+            type Input<'a> = Option<&'a str>;
+            type Output = bool;
+            fn name(&self) -> String {
+                "wrong".into()
+            }
+            fn inputs(&self) -> Vec<String> {
+                vec!["qty".into()]
+            }
+            fn outputs(&self) -> Vec<String> {
+                vec!["flag".into()]
+            }
+            fn process(&self, _: Option<&str>, _: Event, _: &mut (), emit: &mut Emit<'_, bool>) {
+                emit.push(true);
+            }
+        }
+        let spec = EnrichSpec {
+            symbol: "ukey".into(),
+            rules: vec![custom(Wrong)],
+            keep: None,
+        };
+        assert_eq!(
+            enrich(&[batch()], &spec).unwrap_err(),
+            "TagRule(wrong): input column 'qty' has type Int64, which cannot be read as \
+             &str (any string column)"
+        );
+    }
+}

@@ -100,7 +100,7 @@ use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 
 pub use crate::enrich::OUTPUT_BATCH_ROWS;
-use crate::enrich::{EnrichRule, EnrichSpec, RuleOutput, Rows, enrich};
+use crate::enrich::{EnrichRule, EnrichSpec, Rows, RuleOutput, enrich};
 
 /// The output column: the `row_id` of the lot an exit row's portion was taken from.
 pub const MATCHED_ENTRY_ID: &str = "matched_entry_id";
@@ -516,6 +516,7 @@ pub fn fifo_match(
     let spec = EnrichSpec {
         symbol: symbol.to_owned(),
         rules: vec![Arc::new(FifoMatch::new(spec.clone())?)],
+        keep: None,
     };
     let (batches, counts) = enrich(&batches, &spec)?;
     let count = |name: &str| counts.get(name).copied().unwrap_or(0);

@@ -9,7 +9,7 @@
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::enrich::{EnrichRule, RuleOutput, Rows};
+use crate::enrich::{EnrichRule, Rows, RuleOutput};
 use crate::expr::Expr;
 
 /// A condition tag: the output column's name and the condition.
