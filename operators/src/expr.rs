@@ -623,13 +623,7 @@ impl Expr {
             Abs if !float => arg.map(|array| {
                 let abs = array
                     .as_primitive::<Int64Type>()
-                    .try_unary::<_, Int64Type, _>(|x| {
-                        x.checked_abs().ok_or_else(|| {
-                            ArrowError::ArithmeticOverflow(format!(
-                                "Overflow happened on: abs({x})"
-                            ))
-                        })
-                    })?;
+                    .try_unary::<_, Int64Type, _>(checked_abs)?;
                 Ok(Arc::new(abs))
             })?,
             Floor | Ceil | Round if !float => arg,
@@ -733,6 +727,18 @@ fn fold_variadic(
         result = Value { array, scalar };
     }
     Ok(result)
+}
+
+/// `abs` of an integer; `abs(i64::MIN)` is an overflow error.
+fn checked_abs(x: i64) -> Result<i64, ArrowError> {
+    x.checked_abs()
+        .ok_or_else(|| ArrowError::ArithmeticOverflow(format!("Overflow happened on: abs({x})")))
+}
+
+/// A float as comparisons see it (PostgreSQL's order): every NaN is the one positive NaN, which
+/// sorts above every number, and `-0.0` is `0.0`.
+fn canonical_float(x: f64) -> f64 {
+    if x.is_nan() { f64::NAN } else { x + 0.0 }
 }
 
 fn float_unary(value: Value, op: impl Fn(f64) -> f64) -> Value {
@@ -873,9 +879,7 @@ impl Value {
         match (kind, self.data_type()) {
             (Kind::Float, _) => {
                 let value = self.cast(kind)?;
-                Ok(float_unary(value, |x| {
-                    if x.is_nan() { f64::NAN } else { x + 0.0 }
-                }))
+                Ok(float_unary(value, canonical_float))
             }
             (_, DataType::Dictionary(_, values)) if **values == kind.data_type() => Ok(self),
             _ => self.cast(kind),
