@@ -35,6 +35,9 @@
 //!
 //! Every error names the expression text; see [`ExprError`].
 //!
+//! A running value per symbol and date (e.g. a position, `prev + qty`) is computed row by row
+//! with [`Expr::recurrence`], with the same semantics.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
@@ -79,6 +82,10 @@ use sqlparser::ast as sql;
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
+
+mod recurrence;
+
+pub use recurrence::{PreparedRecurrence, Recurrence, Scalar};
 
 /// Why an expression could not be parsed, checked or evaluated.
 ///
@@ -203,6 +210,60 @@ pub enum ExprError {
     NoAggregate {
         /// The metric text.
         text: String,
+    },
+    /// [`Expr::recurrence`] given a running variable of a type other than Int64, Float64 or
+    /// Boolean.
+    #[error(
+        "the running variable '{var}' of expression '{text}' is {data_type}; \
+         it must be Int64, Float64 or Boolean"
+    )]
+    RecurrenceVariableType {
+        /// The expression text.
+        text: String,
+        /// The variable's name, e.g. `prev`.
+        var: String,
+        /// The type it was given.
+        data_type: DataType,
+    },
+    /// [`Expr::recurrence`] given a schema with a column named like the running variable.
+    #[error(
+        "the running variable '{var}' of expression '{text}' is also a column of the input; \
+         rename the variable or the column"
+    )]
+    RecurrenceVariableIsColumn {
+        /// The expression text.
+        text: String,
+        /// The variable's name, e.g. `prev`.
+        var: String,
+    },
+    /// A running value (see [`Expr::recurrence`]) whose expression gives a type other than
+    /// Int64, Float64 or Boolean.
+    #[error(
+        "expression '{text}' gives {data_type}, but a running value must be Int64, Float64 or \
+         Boolean; convert it, e.g. CAST(... AS BIGINT)"
+    )]
+    RecurrenceResultType {
+        /// The expression text.
+        text: String,
+        /// The type the expression gives.
+        data_type: DataType,
+    },
+    /// A string value in a part of a running-value expression (see [`Expr::recurrence`]) that
+    /// involves the running variable, which the row-by-row evaluator does not handle.
+    #[error(
+        "cannot apply '{operator}' to {} in expression '{text}': strings may only be used in \
+         parts of the expression that do not involve '{var}'",
+        type_list(types)
+    )]
+    RecurrenceString {
+        /// The expression text.
+        text: String,
+        /// The variable's name, e.g. `prev`.
+        var: String,
+        /// The operator or function, e.g. `CASE`, `CAST AS Utf8`.
+        operator: String,
+        /// The operand types, as found.
+        types: Vec<DataType>,
     },
     /// [`MetricExpr::evaluate`] given a different number of arrays than there are calls.
     #[error("metric '{text}' has {expected} aggregate calls but was given {got} arrays")]
