@@ -35,6 +35,9 @@
 //!
 //! Every error names the expression text; see [`ExprError`].
 //!
+//! A running value per symbol and date (e.g. a position, `prev + qty`) is computed row by row
+//! with [`Expr::recurrence`], with the same semantics.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
@@ -79,6 +82,10 @@ use sqlparser::ast as sql;
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
+
+mod recurrence;
+
+pub use recurrence::{PreparedRecurrence, Recurrence, Scalar};
 
 /// Why an expression could not be parsed, checked or evaluated.
 ///
@@ -203,6 +210,60 @@ pub enum ExprError {
     NoAggregate {
         /// The metric text.
         text: String,
+    },
+    /// [`Expr::recurrence`] given a running variable of a type other than Int64, Float64 or
+    /// Boolean.
+    #[error(
+        "the running variable '{var}' of expression '{text}' is {data_type}; \
+         it must be Int64, Float64 or Boolean"
+    )]
+    RecurrenceVariableType {
+        /// The expression text.
+        text: String,
+        /// The variable's name, e.g. `prev`.
+        var: String,
+        /// The type it was given.
+        data_type: DataType,
+    },
+    /// [`Expr::recurrence`] given a schema with a column named like the running variable.
+    #[error(
+        "the running variable '{var}' of expression '{text}' is also a column of the input; \
+         rename the variable or the column"
+    )]
+    RecurrenceVariableIsColumn {
+        /// The expression text.
+        text: String,
+        /// The variable's name, e.g. `prev`.
+        var: String,
+    },
+    /// A running value (see [`Expr::recurrence`]) whose expression gives a type other than
+    /// Int64, Float64 or Boolean.
+    #[error(
+        "expression '{text}' gives {data_type}, but a running value must be Int64, Float64 or \
+         Boolean; convert it, e.g. CAST(... AS BIGINT)"
+    )]
+    RecurrenceResultType {
+        /// The expression text.
+        text: String,
+        /// The type the expression gives.
+        data_type: DataType,
+    },
+    /// A string value in a part of a running-value expression (see [`Expr::recurrence`]) that
+    /// involves the running variable, which the row-by-row evaluator does not handle.
+    #[error(
+        "cannot apply '{operator}' to {} in expression '{text}': strings may only be used in \
+         parts of the expression that do not involve '{var}'",
+        type_list(types)
+    )]
+    RecurrenceString {
+        /// The expression text.
+        text: String,
+        /// The variable's name, e.g. `prev`.
+        var: String,
+        /// The operator or function, e.g. `CASE`, `CAST AS Utf8`.
+        operator: String,
+        /// The operand types, as found.
+        types: Vec<DataType>,
     },
     /// [`MetricExpr::evaluate`] given a different number of arrays than there are calls.
     #[error("metric '{text}' has {expected} aggregate calls but was given {got} arrays")]
@@ -623,13 +684,7 @@ impl Expr {
             Abs if !float => arg.map(|array| {
                 let abs = array
                     .as_primitive::<Int64Type>()
-                    .try_unary::<_, Int64Type, _>(|x| {
-                        x.checked_abs().ok_or_else(|| {
-                            ArrowError::ArithmeticOverflow(format!(
-                                "Overflow happened on: abs({x})"
-                            ))
-                        })
-                    })?;
+                    .try_unary::<_, Int64Type, _>(checked_abs)?;
                 Ok(Arc::new(abs))
             })?,
             Floor | Ceil | Round if !float => arg,
@@ -733,6 +788,18 @@ fn fold_variadic(
         result = Value { array, scalar };
     }
     Ok(result)
+}
+
+/// `abs` of an integer; `abs(i64::MIN)` is an overflow error.
+fn checked_abs(x: i64) -> Result<i64, ArrowError> {
+    x.checked_abs()
+        .ok_or_else(|| ArrowError::ArithmeticOverflow(format!("Overflow happened on: abs({x})")))
+}
+
+/// A float as comparisons see it (PostgreSQL's order): every NaN is the one positive NaN, which
+/// sorts above every number, and `-0.0` is `0.0`.
+fn canonical_float(x: f64) -> f64 {
+    if x.is_nan() { f64::NAN } else { x + 0.0 }
 }
 
 fn float_unary(value: Value, op: impl Fn(f64) -> f64) -> Value {
@@ -873,9 +940,7 @@ impl Value {
         match (kind, self.data_type()) {
             (Kind::Float, _) => {
                 let value = self.cast(kind)?;
-                Ok(float_unary(value, |x| {
-                    if x.is_nan() { f64::NAN } else { x + 0.0 }
-                }))
+                Ok(float_unary(value, canonical_float))
             }
             (_, DataType::Dictionary(_, values)) if **values == kind.data_type() => Ok(self),
             _ => self.cast(kind),
