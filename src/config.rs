@@ -38,17 +38,22 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 use vizflow_operators::aggregate::{AggregatePlan, AggregateSpec};
 use vizflow_operators::bin::BinSpec;
 use vizflow_operators::derive::{CastFailure, DeriveSpec, IntegerCast};
-use vizflow_operators::expr::{Expr, MetricExpr, closest};
+use vizflow_operators::enrich::{EnrichRule, EnrichSpec, TagRule, checked_outputs, custom};
+use vizflow_operators::expr::{Expr, MetricExpr, Scalar, closest};
+use vizflow_operators::fifo::{FifoMatch, FifoSpec};
 use vizflow_operators::forward_return::{ELAPSED_MS, ForwardReturnSpec, ROW_ID};
 use vizflow_operators::parse_time::{
     ELAPSED_SECONDS, OutOfSession, ParseTimeSpec, TimestampFormat, elapsed_ms,
 };
+use vizflow_operators::tag_condition::TagCondition;
+use vizflow_operators::tag_running::TagRunning;
 
 use crate::market::{Market, MarketConfig};
 
@@ -270,6 +275,72 @@ pub struct ForwardReturnConfig {
     pub horizons: Vec<i64>,
 }
 
+/// `[[enrich]]`: one rule of the enrich stage, chosen by `rule`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "rule")]
+pub enum EnrichConfig {
+    /// `rule = "FIFOMatch"`: FIFO matching of entries and exits (SEMANTICS.md).
+    #[serde(rename = "FIFOMatch")]
+    FifoMatch(FifoMatchConfig),
+    /// `rule = "TagCondition"`: a boolean column from a condition.
+    #[serde(rename = "TagCondition")]
+    TagCondition(TagConditionConfig),
+    /// `rule = "TagRunning"`: a running value per symbol and date.
+    #[serde(rename = "TagRunning")]
+    TagRunning(TagRunningConfig),
+}
+
+/// `rule = "FIFOMatch"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FifoMatchConfig {
+    /// The side column.
+    pub side: String,
+    /// The quantity column (an integer column; `[[cast]]` a float one first).
+    pub qty: String,
+    /// The price recorded with each lot and reported as `matched_entry_price`.
+    #[serde(default)]
+    pub price: Option<String>,
+    /// The side value of entries (default `B`).
+    #[serde(default = "default_entry_side")]
+    pub entry_side: String,
+    /// The side value of exits (default `S`).
+    #[serde(default = "default_exit_side")]
+    pub exit_side: String,
+}
+
+fn default_entry_side() -> String {
+    "B".to_owned()
+}
+
+fn default_exit_side() -> String {
+    "S".to_owned()
+}
+
+/// `rule = "TagCondition"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TagConditionConfig {
+    /// The output column.
+    pub name: String,
+    /// A boolean SQL expression over the row's columns.
+    pub condition: String,
+}
+
+/// `rule = "TagRunning"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TagRunningConfig {
+    /// The output column.
+    pub name: String,
+    /// A SQL expression over `prev` (the previous row's value) and the row's columns.
+    pub update: String,
+    /// The value before the first row of each symbol and date: an integer (default 0),
+    /// a float or a boolean.
+    #[serde(default)]
+    pub initial: Option<toml::Value>,
+}
+
 /// `[aggregate]`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -300,6 +371,8 @@ struct PipelineFile {
     #[serde(default)]
     forward_return: Option<ForwardReturnConfig>,
     #[serde(default)]
+    enrich: Vec<EnrichConfig>,
+    #[serde(default)]
     bin: toml::Table,
     #[serde(default)]
     aggregate: Option<AggregateConfig>,
@@ -328,7 +401,9 @@ pub struct Pipeline {
     pub timestamp: String,
     /// Integer casts.
     pub casts: Vec<IntegerCast>,
-    /// Derived columns, in order.
+    /// Derived columns, in order. Each is computed at the earliest stage where every
+    /// column it uses exists: before `parse_time` when it uses only input columns (and
+    /// earlier derived columns), otherwise after the enrich stage, before `bin`.
     pub derive: Vec<(String, Expr)>,
     /// The market.
     pub market: Market,
@@ -338,6 +413,9 @@ pub struct Pipeline {
     pub out_of_session: OutOfSession,
     /// Forward returns: price column and horizons.
     pub forward_return: Option<(String, Vec<i64>)>,
+    /// The enrich stage's rules, in order (`[[enrich]]`, then rules added with
+    /// [`Pipeline::with_rule`]).
+    pub enrich: Vec<Arc<dyn EnrichRule>>,
     /// Binned columns.
     pub bins: Vec<BinSpec>,
     /// The grouped metrics.
@@ -477,6 +555,45 @@ impl Pipeline {
             }
             None => None,
         };
+        let mut enrich: Vec<Arc<dyn EnrichRule>> = Vec::new();
+        for (i, rule) in file.enrich.iter().enumerate() {
+            let at = |what: &str| format!("[[enrich]] #{} ({what})", i + 1);
+            enrich.push(match rule {
+                EnrichConfig::FifoMatch(config) => {
+                    let mut spec = FifoSpec::new(resolve(&config.side), resolve(&config.qty));
+                    spec.price = config.price.as_deref().map(&resolve);
+                    spec.entry_side = config.entry_side.clone();
+                    spec.exit_side = config.exit_side.clone();
+                    let rule = FifoMatch::new(spec)
+                        .map_err(|e| invalid(format!("{}: {e}", at("FIFOMatch"))))?;
+                    Arc::new(rule)
+                }
+                EnrichConfig::TagCondition(config) => {
+                    let condition = Expr::parse(&config.condition)
+                        .map_err(|e| invalid(format!("{} condition: {e}", at("TagCondition"))))?;
+                    Arc::new(TagCondition::new(&config.name, condition))
+                }
+                EnrichConfig::TagRunning(config) => {
+                    let update = Expr::parse(&config.update)
+                        .map_err(|e| invalid(format!("{} update: {e}", at("TagRunning"))))?;
+                    let initial = match &config.initial {
+                        None => Scalar::Int(0),
+                        Some(toml::Value::Integer(i)) => Scalar::Int(*i),
+                        Some(toml::Value::Float(f)) => Scalar::Float(*f),
+                        Some(toml::Value::Boolean(b)) => Scalar::Bool(*b),
+                        Some(other) => {
+                            return Err(invalid(format!(
+                                "{} initial: expected a number or a boolean, got {} {other}; \
+                                 e.g. initial = 0",
+                                at("TagRunning"),
+                                other.type_str()
+                            )));
+                        }
+                    };
+                    Arc::new(TagRunning::new(&config.name, update, initial))
+                }
+            });
+        }
         let mut bins = Vec::new();
         for (column, value) in &file.bin {
             let width = value
@@ -522,96 +639,186 @@ impl Pipeline {
             time_format: time.format,
             out_of_session: time.out_of_session,
             forward_return,
+            enrich,
             bins,
             aggregate: AggregateSpec { group_by, metrics },
             source: text.to_owned(),
         })
     }
 
-    /// A hex digest of the pipeline's text, stored in every partial.
+    /// A hex digest of the pipeline's text, stored in every partial. Rules added from
+    /// Rust ([`Pipeline::with_rule`]) count by name, so changing them changes the hash.
     pub fn config_hash(&self) -> String {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(self.source.as_bytes());
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(self.source.as_bytes());
+        let custom: Vec<String> = self.custom_rules().map(|r| r.name()).collect();
+        if !custom.is_empty() {
+            hasher.update(format!("\0rules: {}", custom.join(", ")).as_bytes());
+        }
+        let digest = hasher.finalize();
         digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The rules added from Rust (after those of `[[enrich]]`).
+    fn custom_rules(&self) -> impl Iterator<Item = &Arc<dyn EnrichRule>> {
+        self.enrich
+            .iter()
+            .filter(|r| r.name().starts_with("TagRule("))
+    }
+
+    /// The pipeline with one more enrich rule written in Rust, run after the others.
+    ///
+    /// ```
+    /// use vizflow::config::Pipeline;
+    /// use vizflow_operators::enrich::{Emit, Event, TagRule};
+    ///
+    /// /// Numbers each symbol's rows of a date in event order.
+    /// struct Sequence;
+    ///
+    /// impl TagRule for Sequence {
+    ///     type State = i64;
+    ///     type Input<'a> = Option<f64>;
+    ///     type Output = i64;
+    ///     fn name(&self) -> String { "sequence".into() }
+    ///     fn inputs(&self) -> Vec<String> { vec!["fillPrice".into()] }
+    ///     fn outputs(&self) -> Vec<String> { vec!["sequence".into()] }
+    ///     fn process(&self, _: Option<f64>, _: Event, n: &mut i64, emit: &mut Emit<'_, i64>) {
+    ///         *n += 1;
+    ///         emit.push(*n);
+    ///     }
+    /// }
+    ///
+    /// let pipeline = Pipeline::from_toml(r#"
+    ///     input = { dir = "data", pattern = "alpha_{date}.feather" }
+    ///     output = { dir = "out" }
+    ///     columns = { symbol = "ukey", timestamp = "ticktime" }
+    ///     time = { market = "CN" }
+    ///     aggregate = { group_by = ["orderSide"], metrics = { last = "max(sequence)" } }
+    /// "#)?
+    /// .with_rule(Sequence);
+    /// assert_eq!(pipeline.enrich.len(), 1);
+    /// # Ok::<(), vizflow::config::ConfigError>(())
+    /// ```
+    pub fn with_rule<R: TagRule>(mut self, rule: R) -> Pipeline {
+        self.enrich.push(custom(rule));
+        self
+    }
+
+    /// Splits the derived columns into those computed before `parse_time` (every column
+    /// they use is an input column, `row_id` or an earlier such derived column) and
+    /// those computed after the enrich stage.
+    fn split_derive(&self, input: &Schema) -> (Vec<(String, Expr)>, Vec<(String, Expr)>) {
+        let mut available: BTreeSet<String> =
+            input.fields().iter().map(|f| f.name().clone()).collect();
+        available.insert(ROW_ID.to_owned());
+        let (mut early, mut late) = (Vec::new(), Vec::new());
+        for (name, expr) in &self.derive {
+            if expr.columns().iter().all(|c| available.contains(c)) {
+                available.insert(name.clone());
+                early.push((name.clone(), expr.clone()));
+            } else {
+                late.push((name.clone(), expr.clone()));
+            }
+        }
+        (early, late)
     }
 
     /// Binds the pipeline to the schema of an input file: checks every column and
     /// expression, and plans which columns to read and keep.
+    ///
+    /// The plan walks the stages backwards from the aggregation: each stage needs what
+    /// the next needs, minus the columns it adds, plus the columns it reads. Derived
+    /// columns nothing needs are not computed, and casts of unneeded columns not done.
     pub fn bind(&self, input: &Schema) -> Result<BoundPipeline, ConfigError> {
-        let plan = self.check(input)?;
-        let produced: BTreeSet<String> = self
-            .derive
-            .iter()
-            .map(|(name, _)| name.clone())
-            .chain([
-                ELAPSED_MS.to_owned(),
-                ELAPSED_SECONDS.to_owned(),
-                ROW_ID.to_owned(),
-            ])
-            .chain(
-                self.forward_return
-                    .iter()
-                    .flat_map(|(_, hs)| hs.iter().map(|h| ForwardReturnSpec::output(*h))),
-            )
-            .chain(self.bins.iter().map(BinSpec::output))
-            .collect();
-
-        // The columns the stages after parse_time use, then those needed after the derive
-        // stage, then the input columns to read.
+        let (early, late) = self.split_derive(input);
+        let checked = self.check(input, &early, &late)?;
         let need = |c: &str, list: &mut Vec<String>| {
             if !list.iter().any(|x| x == c) {
                 list.push(c.to_owned());
             }
         };
-        let mut after_time: Vec<String> = vec![self.symbol.clone(), ROW_ID.to_owned()];
-        if let Some((price, _)) = &self.forward_return {
-            need(price, &mut after_time);
-        }
-        for bin in &self.bins {
-            need(&bin.column, &mut after_time);
-        }
-        for column in self.aggregate.group_by.iter() {
-            need(column, &mut after_time);
+        let remove = |c: &str, list: &mut Vec<String>| list.retain(|x| x != c);
+
+        // Needed by the aggregation, then before bin.
+        let mut before_bin: Vec<String> = Vec::new();
+        for column in &self.aggregate.group_by {
+            need(column, &mut before_bin);
         }
         for (_, metric) in &self.aggregate.metrics {
             for call in metric.calls() {
                 if let Some(c) = &call.column {
-                    need(c, &mut after_time);
+                    need(c, &mut before_bin);
                 }
             }
         }
-        let mut downstream = after_time.clone();
-        need(&self.timestamp, &mut downstream);
-        downstream.retain(|c| {
-            !produced.contains(c) || self.derive.iter().any(|(n, _)| n == c) || c == ROW_ID
-        });
-        let mut wanted: Vec<String> = downstream.clone();
-        for (name, expr) in self.derive.iter().rev() {
+        for bin in self.bins.iter().rev() {
+            remove(&bin.output(), &mut before_bin);
+            need(&bin.column, &mut before_bin);
+        }
+        // Before the late derived columns: the needed ones are kept, in order.
+        let mut after_enrich = before_bin.clone();
+        let mut late_needed = Vec::new();
+        for (name, expr) in late.iter().rev() {
+            if after_enrich.contains(name) {
+                remove(name, &mut after_enrich);
+                for c in expr.columns() {
+                    need(&c, &mut after_enrich);
+                }
+                late_needed.insert(0, (name.clone(), expr.clone()));
+            }
+        }
+        // Before the enrich stage and forward returns, which need the event columns.
+        let mut after_time = after_enrich.clone();
+        for (rule, outputs) in self.enrich.iter().zip(&checked.rule_outputs).rev() {
+            for output in outputs {
+                remove(output, &mut after_time);
+            }
+            for input in rule.inputs() {
+                need(&input, &mut after_time);
+            }
+        }
+        if let Some((price, horizons)) = &self.forward_return {
+            for h in horizons {
+                remove(&ForwardReturnSpec::output(*h), &mut after_time);
+            }
+            need(price, &mut after_time);
+        }
+        for c in [self.symbol.as_str(), ROW_ID, ELAPSED_MS] {
+            need(c, &mut after_time);
+        }
+        // Before parse_time, then the early derived columns and casts, then the input.
+        let mut before_time = after_time.clone();
+        remove(ELAPSED_MS, &mut before_time);
+        remove(ELAPSED_SECONDS, &mut before_time);
+        need(&self.timestamp, &mut before_time);
+        let mut wanted = before_time.clone();
+        let mut early_needed = Vec::new();
+        for (name, expr) in early.iter().rev() {
             if wanted.contains(name) {
                 for c in expr.columns() {
                     need(&c, &mut wanted);
                 }
+                early_needed.insert(0, (name.clone(), expr.clone()));
             }
         }
-        // Casts and derived columns nothing needs are neither read nor computed.
         let casts: Vec<IntegerCast> = self
             .casts
             .iter()
             .filter(|c| wanted.contains(&c.column))
             .cloned()
             .collect();
-        let derive: Vec<(String, Expr)> = self
-            .derive
+        let produced: BTreeSet<&str> = early_needed
             .iter()
-            .filter(|(n, _)| wanted.contains(n))
-            .cloned()
+            .map(|(n, _)| n.as_str())
+            .chain([ROW_ID])
             .collect();
         let mut read: Vec<String> = Vec::new();
         for cast in &casts {
             need(&cast.column, &mut read);
         }
         for c in &wanted {
-            if !produced.contains(c) {
+            if !produced.contains(c.as_str()) {
                 need(c, &mut read);
             }
         }
@@ -620,24 +827,33 @@ impl Pipeline {
         for c in &read {
             field(&input_fields, c, "unknown column")?;
         }
-        // The columns after the derive stage, in their order there.
+        // The columns after the early derived columns, in their order there.
         let mut keep = read.clone();
         for name in [ROW_ID.to_owned()]
             .into_iter()
-            .chain(derive.iter().map(|(n, _)| n.clone()))
+            .chain(early_needed.iter().map(|(n, _)| n.clone()))
         {
             need(&name, &mut keep);
         }
-        keep.retain(|c| downstream.contains(c));
+        keep.retain(|c| before_time.contains(c));
+        let mut time_keep: Vec<String> = keep
+            .iter()
+            .filter(|c| after_time.contains(c))
+            .cloned()
+            .collect();
+        need(ELAPSED_MS, &mut time_keep);
+        if after_time.iter().any(|c| c == ELAPSED_SECONDS) {
+            need(ELAPSED_SECONDS, &mut time_keep);
+        }
 
         Ok(BoundPipeline {
             pipeline: self.clone(),
             read,
-            input_schema: std::sync::Arc::new(input.clone()),
+            input_schema: Arc::new(input.clone()),
             derive: DeriveSpec {
                 casts,
-                columns: derive,
-                keep: Some(keep.clone()),
+                columns: early_needed,
+                keep: Some(keep),
             },
             parse_time: ParseTimeSpec {
                 column: self.timestamp.clone(),
@@ -645,18 +861,7 @@ impl Pipeline {
                 clock: self.market.clock.clone(),
                 policy: self.out_of_session,
                 market: self.market.name.clone(),
-                keep: Some({
-                    let mut keep: Vec<String> = keep
-                        .iter()
-                        .filter(|c| after_time.contains(c))
-                        .cloned()
-                        .collect();
-                    need(ELAPSED_MS, &mut keep);
-                    if after_time.iter().any(|c| c == ELAPSED_SECONDS) {
-                        need(ELAPSED_SECONDS, &mut keep);
-                    }
-                    keep
-                }),
+                keep: Some(time_keep),
             },
             forward_return: self.forward_return.as_ref().map(|(price, horizons)| {
                 ForwardReturnSpec {
@@ -666,14 +871,30 @@ impl Pipeline {
                     day_ms: self.market.clock.total_ms(),
                 }
             }),
-            plan,
+            enrich: (!self.enrich.is_empty()).then(|| EnrichSpec {
+                symbol: self.symbol.clone(),
+                rules: self.enrich.clone(),
+                keep: Some(after_enrich.clone()),
+            }),
+            late_derive: (!late_needed.is_empty()).then(|| DeriveSpec {
+                casts: Vec::new(),
+                columns: late_needed,
+                keep: Some(before_bin),
+            }),
+            plan: checked.plan,
         })
     }
 
     /// Walks the stages over the whole input schema, checking each column and expression
-    /// where it is used against the columns available at that point, and returns the
-    /// aggregation plan. Errors start with the section at fault.
-    fn check(&self, input: &Schema) -> Result<AggregatePlan, ConfigError> {
+    /// where it is used against the columns available at that point. Returns the
+    /// aggregation plan and the columns each enrich rule adds. Errors start with the
+    /// section at fault.
+    fn check(
+        &self,
+        input: &Schema,
+        early: &[(String, Expr)],
+        late: &[(String, Expr)],
+    ) -> Result<Checked, ConfigError> {
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         for cast in &self.casts {
             let column = field(&fields, &cast.column, "[[cast]] unknown column")?;
@@ -687,12 +908,16 @@ impl Pipeline {
             set(&mut fields, Field::new(&cast.column, DataType::Int64, true));
         }
         fields.push(Field::new(ROW_ID, DataType::UInt64, false));
-        for (name, expr) in &self.derive {
-            let data_type = expr
-                .check(&Schema::new(fields.clone()))
-                .map_err(|e| invalid(format!("[derive] {name}: {e}")))?;
-            set(&mut fields, Field::new(name, data_type, true));
-        }
+        let derive_columns = |derived: &[(String, Expr)], fields: &mut Vec<Field>| {
+            for (name, expr) in derived {
+                let data_type = expr
+                    .check(&Schema::new(fields.clone()))
+                    .map_err(|e| invalid(format!("[derive] {name}: {e}")))?;
+                set(fields, Field::new(name, data_type, true));
+            }
+            Ok::<(), ConfigError>(())
+        };
+        derive_columns(early, &mut fields)?;
 
         let symbol_type =
             field(&fields, &self.symbol, "[columns] unknown symbol column")?.data_type();
@@ -734,6 +959,13 @@ impl Pipeline {
         );
 
         if let Some((price, horizons)) = &self.forward_return {
+            if late.iter().any(|(n, _)| n == price) {
+                return Err(invalid(format!(
+                    "[forward_return] price column '{price}' is a derived column that uses a \
+                     column added after forward returns are computed (they use the original \
+                     rows, before [[enrich]]); derive the price from input columns only"
+                )));
+            }
             let price_type =
                 field(&fields, price, "[forward_return] unknown price column")?.data_type();
             if !price_type.is_numeric() {
@@ -748,6 +980,16 @@ impl Pipeline {
                 );
             }
         }
+        let mut rule_outputs = Vec::with_capacity(self.enrich.len());
+        for (i, rule) in self.enrich.iter().enumerate() {
+            let outputs = checked_outputs(rule.as_ref(), &fields)
+                .map_err(|e| invalid(format!("[[enrich]] #{}: {e}", i + 1)))?;
+            rule_outputs.push(outputs.iter().map(|f| f.name().clone()).collect());
+            for output in outputs {
+                set(&mut fields, output);
+            }
+        }
+        derive_columns(late, &mut fields)?;
         for bin in &self.bins {
             let bin_type = field(&fields, &bin.column, "[bin] unknown column")?.data_type();
             if !bin_type.is_numeric() {
@@ -758,14 +1000,22 @@ impl Pipeline {
             }
             set(&mut fields, Field::new(bin.output(), DataType::Int64, true));
         }
-        AggregatePlan::new(&self.aggregate, &Schema::new(fields)).map_err(|e| {
+        let plan = AggregatePlan::new(&self.aggregate, &Schema::new(fields)).map_err(|e| {
             // The plan's messages start with "aggregate: "; the section replaces it.
             invalid(format!(
                 "[aggregate] {}",
                 e.strip_prefix("aggregate: ").unwrap_or(&e)
             ))
-        })
+        })?;
+        Ok(Checked { plan, rule_outputs })
     }
+}
+
+/// What [`Pipeline::check`] found.
+struct Checked {
+    plan: AggregatePlan,
+    /// The names of the columns each enrich rule adds.
+    rule_outputs: Vec<Vec<String>>,
 }
 
 /// A pipeline bound to an input schema: what to read and every operator's settings.
@@ -783,6 +1033,10 @@ pub struct BoundPipeline {
     pub parse_time: ParseTimeSpec,
     /// Forward returns, if any.
     pub forward_return: Option<ForwardReturnSpec>,
+    /// The enrich stage, if any rules.
+    pub enrich: Option<EnrichSpec>,
+    /// The derived columns computed after the enrich stage, if any.
+    pub late_derive: Option<DeriveSpec>,
     /// The aggregation plan.
     pub plan: AggregatePlan,
 }

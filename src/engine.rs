@@ -11,7 +11,8 @@
 //!
 //! ```text
 //! push / push_file_part ──> input ─> derive ─> parse_time ─> [exchange by symbol]
-//!     ─> forward_return ─> bin ─> aggregate (differential) ─> DateResult per date
+//!     ─> forward_return ─> enrich ─> derive (late columns) ─> bin
+//!     ─> aggregate (differential) ─> DateResult per date
 //! ```
 //!
 //! Time model (see `vizflow_operators::time`): every batch is sent at `(date, bucket)`;
@@ -34,6 +35,7 @@ use vizflow_operators::aggregate::Aggregate;
 use vizflow_operators::batch::{Batch, with_columns};
 use vizflow_operators::bin::Bin;
 use vizflow_operators::derive::Derive;
+use vizflow_operators::enrich::Enrich;
 use vizflow_operators::forward_return::{ForwardReturn, ROW_ID};
 use vizflow_operators::parse_time::ParseTime;
 use vizflow_operators::report::{DateReport, Diagnostics};
@@ -411,6 +413,12 @@ fn run_worker(
         rows = rows.parse_time(pipeline.parse_time.clone(), diagnostics.clone());
         if let Some(spec) = &pipeline.forward_return {
             rows = rows.forward_return(spec.clone(), diagnostics.clone());
+        }
+        if let Some(spec) = &pipeline.enrich {
+            rows = rows.enrich(spec.clone(), diagnostics.clone());
+        }
+        if let Some(spec) = &pipeline.late_derive {
+            rows = rows.derive(spec.clone(), diagnostics.clone());
         }
         if !pipeline.pipeline.bins.is_empty() {
             rows = rows.bin(pipeline.pipeline.bins.clone(), diagnostics.clone());

@@ -32,4 +32,5 @@ pub mod forward_return;
 pub mod parse_time;
 pub mod report;
 pub mod tag_condition;
+pub mod tag_running;
 pub mod time;
