@@ -31,7 +31,7 @@
 //!     field("qty", DataType::Float64),
 //!     field("fillPrice", DataType::Float64),
 //! ]);
-//! assert_eq!(pipeline.bind(&schema)?.read, ["ukey", "orderSide", "qty", "ticktime"]);
+//! assert_eq!(pipeline.bind(&schema)?.read, ["orderSide", "qty", "ukey", "ticktime"]);
 //! # Ok::<(), vizflow::config::ConfigError>(())
 //! ```
 
@@ -705,23 +705,36 @@ impl Pipeline {
         self
     }
 
-    /// Splits the derived columns into those computed before `parse_time` (every column
-    /// they use is an input column, `row_id` or an earlier such derived column) and
-    /// those computed after the enrich stage.
-    fn split_derive(&self, input: &Schema) -> (Vec<(String, Expr)>, Vec<(String, Expr)>) {
-        let mut available: BTreeSet<String> =
-            input.fields().iter().map(|f| f.name().clone()).collect();
-        available.insert(ROW_ID.to_owned());
-        let (mut early, mut late) = (Vec::new(), Vec::new());
-        for (name, expr) in &self.derive {
-            if expr.columns().iter().all(|c| available.contains(c)) {
-                available.insert(name.clone());
-                early.push((name.clone(), expr.clone()));
-            } else {
-                late.push((name.clone(), expr.clone()));
-            }
+    /// Splits the derived columns by where they are computed: each at the earliest of
+    /// three points where every column it uses exists. [`Tier::Input`]: before
+    /// `parse_time`, from input columns, `row_id` and earlier such derived columns.
+    /// [`Tier::Time`]: right after `parse_time`, which adds `elapsed_ms` and
+    /// `elapsed_seconds`. [`Tier::Enriched`]: after forward returns and the enrich
+    /// stage, before `bin`. A column that uses a column no stage has goes in the first,
+    /// where checking it names the unknown column.
+    fn split_derive(&self, input: &Schema) -> [Vec<(String, Expr)>; 3] {
+        let mut available: [BTreeSet<String>; 3] = Default::default();
+        available[0] = input.fields().iter().map(|f| f.name().clone()).collect();
+        available[0].insert(ROW_ID.to_owned());
+        available[1] = available[0].clone();
+        available[1].extend([ELAPSED_MS.to_owned(), ELAPSED_SECONDS.to_owned()]);
+        available[2] = available[1].clone();
+        if let Some((_, horizons)) = &self.forward_return {
+            available[2].extend(horizons.iter().map(|h| ForwardReturnSpec::output(*h)));
         }
-        (early, late)
+        available[2].extend(self.enrich.iter().flat_map(|r| r.output_names()));
+        let mut tiers: [Vec<(String, Expr)>; 3] = Default::default();
+        for (name, expr) in &self.derive {
+            let columns = expr.columns();
+            let tier = (0..3)
+                .find(|t| columns.iter().all(|c| available[*t].contains(c)))
+                .unwrap_or(0);
+            for later in &mut available[tier..] {
+                later.insert(name.clone());
+            }
+            tiers[tier].push((name.clone(), expr.clone()));
+        }
+        tiers
     }
 
     /// Binds the pipeline to the schema of an input file: checks every column and
@@ -731,14 +744,29 @@ impl Pipeline {
     /// the next needs, minus the columns it adds, plus the columns it reads. Derived
     /// columns nothing needs are not computed, and casts of unneeded columns not done.
     pub fn bind(&self, input: &Schema) -> Result<BoundPipeline, ConfigError> {
-        let (early, late) = self.split_derive(input);
-        let checked = self.check(input, &early, &late)?;
+        let [early, timed, late] = self.split_derive(input);
+        let checked = self.check(input, [&early, &timed, &late])?;
         let need = |c: &str, list: &mut Vec<String>| {
             if !list.iter().any(|x| x == c) {
                 list.push(c.to_owned());
             }
         };
         let remove = |c: &str, list: &mut Vec<String>| list.retain(|x| x != c);
+        // The derived columns of `tier` that `list` needs, in order; `list` then needs
+        // their inputs instead of them.
+        let derived = |tier: &[(String, Expr)], list: &mut Vec<String>| {
+            let mut needed = Vec::new();
+            for (name, expr) in tier.iter().rev() {
+                if list.contains(name) {
+                    remove(name, list);
+                    for c in expr.columns() {
+                        need(&c, list);
+                    }
+                    needed.insert(0, (name.clone(), expr.clone()));
+                }
+            }
+            needed
+        };
 
         // Needed by the aggregation, then before bin.
         let mut before_bin: Vec<String> = Vec::new();
@@ -756,34 +784,31 @@ impl Pipeline {
             remove(&bin.output(), &mut before_bin);
             need(&bin.column, &mut before_bin);
         }
-        // Before the late derived columns: the needed ones are kept, in order.
+        // After the enrich stage, before the late derived columns.
         let mut after_enrich = before_bin.clone();
-        let mut late_needed = Vec::new();
-        for (name, expr) in late.iter().rev() {
-            if after_enrich.contains(name) {
-                remove(name, &mut after_enrich);
-                for c in expr.columns() {
-                    need(&c, &mut after_enrich);
-                }
-                late_needed.insert(0, (name.clone(), expr.clone()));
-            }
-        }
+        let late_needed = derived(&late, &mut after_enrich);
         // Before the enrich stage and forward returns, which need the event columns.
-        let mut after_time = after_enrich.clone();
+        let mut before_keyed = after_enrich.clone();
         for (rule, outputs) in self.enrich.iter().zip(&checked.rule_outputs).rev() {
             for output in outputs {
-                remove(output, &mut after_time);
+                remove(output, &mut before_keyed);
             }
             for input in rule.inputs() {
-                need(&input, &mut after_time);
+                need(&input, &mut before_keyed);
             }
         }
         if let Some((price, horizons)) = &self.forward_return {
             for h in horizons {
-                remove(&ForwardReturnSpec::output(*h), &mut after_time);
+                remove(&ForwardReturnSpec::output(*h), &mut before_keyed);
             }
-            need(price, &mut after_time);
+            need(price, &mut before_keyed);
         }
+        for c in [self.symbol.as_str(), ROW_ID, ELAPSED_MS] {
+            need(c, &mut before_keyed);
+        }
+        // After parse_time, before the derived columns that use its output.
+        let mut after_time = before_keyed.clone();
+        let timed_needed = derived(&timed, &mut after_time);
         for c in [self.symbol.as_str(), ROW_ID, ELAPSED_MS] {
             need(c, &mut after_time);
         }
@@ -793,32 +818,19 @@ impl Pipeline {
         remove(ELAPSED_SECONDS, &mut before_time);
         need(&self.timestamp, &mut before_time);
         let mut wanted = before_time.clone();
-        let mut early_needed = Vec::new();
-        for (name, expr) in early.iter().rev() {
-            if wanted.contains(name) {
-                for c in expr.columns() {
-                    need(&c, &mut wanted);
-                }
-                early_needed.insert(0, (name.clone(), expr.clone()));
-            }
-        }
+        let early_needed = derived(&early, &mut wanted);
         let casts: Vec<IntegerCast> = self
             .casts
             .iter()
             .filter(|c| wanted.contains(&c.column))
             .cloned()
             .collect();
-        let produced: BTreeSet<&str> = early_needed
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .chain([ROW_ID])
-            .collect();
         let mut read: Vec<String> = Vec::new();
         for cast in &casts {
             need(&cast.column, &mut read);
         }
         for c in &wanted {
-            if !produced.contains(c.as_str()) {
+            if c != ROW_ID {
                 need(c, &mut read);
             }
         }
@@ -845,6 +857,13 @@ impl Pipeline {
         if after_time.iter().any(|c| c == ELAPSED_SECONDS) {
             need(ELAPSED_SECONDS, &mut time_keep);
         }
+        let derive_stage = |columns: Vec<(String, Expr)>, keep: Vec<String>| {
+            (!columns.is_empty()).then(|| DeriveSpec {
+                casts: Vec::new(),
+                columns,
+                keep: Some(keep),
+            })
+        };
 
         Ok(BoundPipeline {
             pipeline: self.clone(),
@@ -863,6 +882,7 @@ impl Pipeline {
                 market: self.market.name.clone(),
                 keep: Some(time_keep),
             },
+            timed_derive: derive_stage(timed_needed, before_keyed),
             forward_return: self.forward_return.as_ref().map(|(price, horizons)| {
                 ForwardReturnSpec {
                     symbol: self.symbol.clone(),
@@ -876,11 +896,7 @@ impl Pipeline {
                 rules: self.enrich.clone(),
                 keep: Some(after_enrich.clone()),
             }),
-            late_derive: (!late_needed.is_empty()).then(|| DeriveSpec {
-                casts: Vec::new(),
-                columns: late_needed,
-                keep: Some(before_bin),
-            }),
+            late_derive: derive_stage(late_needed, before_bin),
             plan: checked.plan,
         })
     }
@@ -892,8 +908,7 @@ impl Pipeline {
     fn check(
         &self,
         input: &Schema,
-        early: &[(String, Expr)],
-        late: &[(String, Expr)],
+        [early, timed, late]: [&[(String, Expr)]; 3],
     ) -> Result<Checked, ConfigError> {
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         for cast in &self.casts {
@@ -957,6 +972,7 @@ impl Pipeline {
             &mut fields,
             Field::new(ELAPSED_SECONDS, DataType::Int64, false),
         );
+        derive_columns(timed, &mut fields)?;
 
         if let Some((price, horizons)) = &self.forward_return {
             if late.iter().any(|(n, _)| n == price) {
@@ -1033,6 +1049,9 @@ pub struct BoundPipeline {
     pub parse_time: ParseTimeSpec,
     /// Forward returns, if any.
     pub forward_return: Option<ForwardReturnSpec>,
+    /// The derived columns computed right after parse_time (they use `elapsed_ms` or
+    /// `elapsed_seconds`), if any.
+    pub timed_derive: Option<DeriveSpec>,
     /// The enrich stage, if any rules.
     pub enrich: Option<EnrichSpec>,
     /// The derived columns computed after the enrich stage, if any.

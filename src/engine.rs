@@ -10,8 +10,8 @@
 //! same input as pushed batches.
 //!
 //! ```text
-//! push / push_file_part ──> input ─> derive ─> parse_time ─> [exchange by symbol]
-//!     ─> forward_return ─> enrich ─> derive (late columns) ─> bin
+//! push / push_file_part ──> input ─> derive ─> parse_time ─> derive (timed columns)
+//!     ─> [exchange by symbol] forward_return ─> enrich ─> derive (late columns) ─> bin
 //!     ─> aggregate (differential) ─> DateResult per date
 //! ```
 //!
@@ -411,6 +411,9 @@ fn run_worker(
         let rows = scope.input_from(&mut input);
         let mut rows = rows.derive(pipeline.derive.clone(), diagnostics.clone());
         rows = rows.parse_time(pipeline.parse_time.clone(), diagnostics.clone());
+        if let Some(spec) = &pipeline.timed_derive {
+            rows = rows.derive(spec.clone(), diagnostics.clone());
+        }
         if let Some(spec) = &pipeline.forward_return {
             rows = rows.forward_return(spec.clone(), diagnostics.clone());
         }

@@ -87,9 +87,9 @@ fn markout_binds_to_the_alpha_schema() {
         bound.read,
         [
             "qty",
-            "ukey",
-            "alpha1",
             "orderSide",
+            "alpha1",
+            "ukey",
             "ticktime",
             "AskPrice1",
             "BidPrice1"
@@ -120,7 +120,7 @@ fn unknown_section() {
          40 | [aggregat]\n   \
          |  ^^^^^^^^\n\
          unknown field `aggregat`, expected one of `input`, `output`, `columns`, `cast`, \
-         `derive`, `time`, `forward_return`, `bin`, `aggregate`"
+         `derive`, `time`, `forward_return`, `enrich`, `bin`, `aggregate`"
     );
 }
 
@@ -679,16 +679,29 @@ fn derive_unknown_column() {
     );
 }
 
-/// Derived columns come before parse_time, so they cannot use its output.
+/// Forward returns use the original rows, so their price cannot be derived from a
+/// column added later (a return, or an enrich rule's output).
 #[test]
-fn derive_using_a_later_stage_column() {
+fn forward_return_price_from_a_later_stage() {
     assert_eq!(
-        bind_error(&with_mid("\"elapsed_ms / 1000\""), &alpha_schema()),
-        format!(
-            "invalid pipeline: [derive] mid: unknown column 'elapsed_ms' in expression \
-             'elapsed_ms / 1000'; available columns: {ALPHA_COLUMNS}, row_id"
-        )
+        bind_error(&with_mid("\"return_60 * 2\""), &alpha_schema()),
+        "invalid pipeline: [forward_return] price column 'mid' is a derived column that \
+         uses a column added after forward returns are computed (they use the original \
+         rows, before [[enrich]]); derive the price from input columns only"
     );
+}
+
+/// A derived column that uses parse_time's output is computed right after it, so it can
+/// be the forward-return price.
+#[test]
+fn derive_using_trading_time_binds() {
+    let bound = Pipeline::from_toml(&with_mid("\"AskPrice1 + elapsed_ms / 1e9\""))
+        .unwrap()
+        .bind(&alpha_schema())
+        .unwrap();
+    let timed = bound.timed_derive.expect("a derive stage after parse_time");
+    assert_eq!(timed.columns[0].0, "mid");
+    assert!(bound.derive.columns.is_empty());
 }
 
 #[test]

@@ -96,6 +96,8 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
     /// The columns the rule reads. `elapsed_ms` and `row_id` are always available in
     /// [`Rows`] and need not be listed.
     fn inputs(&self) -> Vec<String>;
+    /// The names of the columns the rule adds (as [`EnrichRule::outputs`] returns them).
+    fn output_names(&self) -> Vec<String>;
     /// Checks the types of the rule's input columns in `schema` (the columns as they are
     /// when the rule runs; the operator has checked they exist) and returns the columns
     /// the rule adds, in order. An error says what is wrong and how to fix it.
@@ -703,6 +705,10 @@ impl<R: TagRule> EnrichRule for Custom<R> {
 
     fn inputs(&self) -> Vec<String> {
         self.0.inputs()
+    }
+
+    fn output_names(&self) -> Vec<String> {
+        self.0.outputs()
     }
 
     fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {

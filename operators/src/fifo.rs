@@ -414,6 +414,10 @@ impl EnrichRule for FifoMatch {
         inputs
     }
 
+    fn output_names(&self) -> Vec<String> {
+        OUTPUTS.map(str::to_owned).to_vec()
+    }
+
     fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
         let spec = &self.spec;
         let type_of = |name: &str| {

@@ -38,6 +38,10 @@ impl EnrichRule for TagCondition {
         self.condition.columns()
     }
 
+    fn output_names(&self) -> Vec<String> {
+        vec![self.name.clone()]
+    }
+
     fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
         let data_type = self
             .condition

@@ -117,6 +117,10 @@ impl EnrichRule for TagRunning {
         columns
     }
 
+    fn output_names(&self) -> Vec<String> {
+        vec![self.name.clone()]
+    }
+
     fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
         let recurrence = self.compile(schema)?;
         Ok(vec![Field::new(
