@@ -1,9 +1,10 @@
-//! `vizflow demo`: generate a few small dates, run the markout pipeline, show results.
+//! `vizflow demo`: generate a few small dates, run the markout and alpha markout
+//! pipelines on them, show results.
 
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, Int64Type};
+use arrow::datatypes::{DataType, Float64Type};
 use chrono::NaiveDate;
 
 use crate::config::Pipeline;
@@ -14,11 +15,24 @@ use crate::synthetic::{GenSpec, generate};
 /// The markout reference pipeline, as shipped in `examples/markout.toml`.
 pub const MARKOUT_TOML: &str = include_str!("../examples/markout.toml");
 
+/// The alpha markout reference pipeline (with the FIFO match), as shipped in
+/// `examples/alpha_markout.toml`.
+pub const ALPHA_MARKOUT_TOML: &str = include_str!("../examples/alpha_markout.toml");
+
 /// What the demo produced.
 #[derive(Debug)]
 pub struct DemoOutput {
     /// Where the generated inputs are.
     pub input_dir: PathBuf,
+    /// `examples/markout.toml` on the generated dates.
+    pub markout: DemoRun,
+    /// `examples/alpha_markout.toml` on the same dates.
+    pub alpha_markout: DemoRun,
+}
+
+/// One pipeline's run in the demo.
+#[derive(Debug)]
+pub struct DemoRun {
     /// Where the partials are.
     pub output_dir: PathBuf,
     /// The run's summary.
@@ -27,8 +41,9 @@ pub struct DemoOutput {
     pub table: String,
 }
 
-/// Generates `dates` of `rows` rows under `dir`, runs the markout pipeline with
-/// `workers` workers, and summarises the partials by alpha bucket and side.
+/// Generates `dates` of `rows` rows under `dir`, runs the markout and alpha markout
+/// pipelines with `workers` workers, and summarises each one's partials by alpha bucket
+/// and side.
 pub fn demo(
     dir: &Path,
     dates: &[NaiveDate],
@@ -36,7 +51,6 @@ pub fn demo(
     workers: usize,
 ) -> anyhow::Result<DemoOutput> {
     let input_dir = dir.join("data");
-    let output_dir = dir.join("out/markout");
     let spec = GenSpec {
         rows,
         symbols: 300,
@@ -46,10 +60,42 @@ pub fn demo(
         prefix: "alpha_".to_owned(),
     };
     generate(&spec, &input_dir, dates)?;
-    let pipeline = Pipeline::from_toml(MARKOUT_TOML)?;
+    let (summary, partials) =
+        run_pipeline(MARKOUT_TOML, &input_dir, &dir.join("out/markout"), workers)?;
+    let markout = DemoRun {
+        output_dir: dir.join("out/markout"),
+        summary,
+        table: markout_table(&partials),
+    };
+    let (summary, partials) = run_pipeline(
+        ALPHA_MARKOUT_TOML,
+        &input_dir,
+        &dir.join("out/alpha_markout"),
+        workers,
+    )?;
+    let alpha_markout = DemoRun {
+        output_dir: dir.join("out/alpha_markout"),
+        summary,
+        table: alpha_markout_table(&partials),
+    };
+    Ok(DemoOutput {
+        input_dir,
+        markout,
+        alpha_markout,
+    })
+}
+
+/// Runs a pipeline over every date in `input_dir`; returns the summary and the partials.
+fn run_pipeline(
+    toml: &str,
+    input_dir: &Path,
+    output_dir: &Path,
+    workers: usize,
+) -> anyhow::Result<(RunSummary, Vec<RecordBatch>)> {
+    let pipeline = Pipeline::from_toml(toml)?;
     let options = RunOptions {
-        input_dir: Some(input_dir.clone()),
-        output_dir: Some(output_dir.clone()),
+        input_dir: Some(input_dir.to_owned()),
+        output_dir: Some(output_dir.to_owned()),
         workers,
         progress: ProgressStyle::Quiet,
         ..RunOptions::default()
@@ -63,82 +109,137 @@ pub fn demo(
             DateStatus::Skipped => {}
         }
     }
-    let table = alpha_table(&partials);
-    Ok(DemoOutput {
-        input_dir,
-        output_dir,
-        summary,
-        table,
-    })
+    Ok((summary, partials))
 }
 
-/// Merges partials into buckets of `alpha1_bin` by side: count and mean returns in
-/// basis points, computed from the mergeable components (`count(return_h)`,
-/// `sum(return_h)`), which is how any number of dates merge exactly.
-pub fn alpha_table(partials: &[RecordBatch]) -> String {
-    const BUCKETS: [(&str, i64, i64); 5] = [
-        ("alpha1 <= -5e-4", i64::MIN, -5),
-        ("-5e-4 < alpha1 <= -2e-4", -4, -2),
-        ("-2e-4 < alpha1 < 2e-4", -1, 1),
-        ("2e-4 <= alpha1 < 5e-4", 2, 4),
-        ("alpha1 >= 5e-4", 5, i64::MAX),
-    ];
-    let horizons = [60, 300, 600];
-    // [side][bucket] -> (rows, per horizon (sum, count))
-    let mut cells = vec![vec![(0i64, [(0f64, 0i64); 3]); BUCKETS.len()]; 2];
+/// The alpha buckets of the tables: a label and the range of `alpha1_bin` (1e-4 wide).
+const BUCKETS: [(&str, i64, i64); 5] = [
+    ("alpha1 <= -5e-4", i64::MIN, -5),
+    ("-5e-4 < alpha1 <= -2e-4", -4, -2),
+    ("-2e-4 < alpha1 < 2e-4", -1, 1),
+    ("2e-4 <= alpha1 < 5e-4", 2, 4),
+    ("alpha1 >= 5e-4", 5, i64::MAX),
+];
+
+/// The sides, in table order.
+const SIDES: [&str; 2] = ["B", "S"];
+
+/// Sums the named mergeable components of the partials (`count()`, `sum(x)`,
+/// `count(x)`) per alpha bucket and side: `[side][bucket][component]`. Adding the
+/// components of any number of dates is how partials merge exactly; a component a
+/// partial lacks adds nothing.
+fn merge_components(partials: &[RecordBatch], components: &[&str]) -> Vec<Vec<Vec<f64>>> {
+    let mut cells = vec![vec![vec![0.0; components.len()]; BUCKETS.len()]; SIDES.len()];
     for partial in partials {
         let column = |name: &str| partial.column_by_name(name).cloned();
-        let (Some(bins), Some(sides), Some(rows)) =
-            (column("alpha1_bin"), column("orderSide"), column("count()"))
-        else {
+        let (Some(bins), Some(sides)) = (column("alpha1_bin"), column("orderSide")) else {
             continue;
         };
-        let bins = bins.as_primitive::<Int64Type>();
+        let Ok(bins) = arrow::compute::cast(&bins, &DataType::Int64) else {
+            continue;
+        };
+        let bins = bins.as_primitive::<arrow::datatypes::Int64Type>();
         let sides = sides.as_string::<i32>();
-        let rows = rows.as_primitive::<Int64Type>();
+        let values: Vec<Option<_>> = components
+            .iter()
+            .map(|name| {
+                let values = arrow::compute::cast(&column(name)?, &DataType::Float64).ok()?;
+                Some(values.as_primitive::<Float64Type>().clone())
+            })
+            .collect();
         for i in 0..partial.num_rows() {
             if bins.is_null(i) || sides.is_null(i) {
                 continue;
             }
-            let side = usize::from(sides.value(i) != "B");
+            let Some(side) = SIDES.iter().position(|s| *s == sides.value(i)) else {
+                continue;
+            };
             let Some(bucket) = BUCKETS
                 .iter()
                 .position(|(_, lo, hi)| (*lo..=*hi).contains(&bins.value(i)))
             else {
                 continue;
             };
-            let cell = &mut cells[side][bucket];
-            cell.0 += rows.value(i);
-            for (h, horizon) in horizons.iter().enumerate() {
-                if let (Some(sum), Some(count)) = (
-                    column(&format!("sum(return_{horizon})")),
-                    column(&format!("count(return_{horizon})")),
-                ) {
-                    cell.1[h].0 += sum.as_primitive::<Float64Type>().value(i);
-                    cell.1[h].1 += count.as_primitive::<Int64Type>().value(i);
+            for (total, values) in cells[side][bucket].iter_mut().zip(&values) {
+                if let Some(values) = values.as_ref().filter(|v| v.is_valid(i)) {
+                    *total += values.value(i);
                 }
             }
         }
     }
+    cells
+}
+
+/// `numerator / denominator` formatted, or `-` when the denominator is 0.
+fn ratio(numerator: f64, denominator: f64, scale: f64, decimals: usize) -> String {
+    if denominator == 0.0 {
+        "-".to_owned()
+    } else {
+        format!("{:.decimals$}", numerator / denominator * scale)
+    }
+}
+
+/// Merges markout partials into buckets of `alpha1_bin` by side: fills and mean
+/// returns in basis points, from the components `count()`, `sum(return_h)` and
+/// `count(return_h)`.
+pub fn markout_table(partials: &[RecordBatch]) -> String {
+    let components = [
+        "count()",
+        "sum(return_60)",
+        "count(return_60)",
+        "sum(return_300)",
+        "count(return_300)",
+        "sum(return_600)",
+        "count(return_600)",
+    ];
+    let cells = merge_components(partials, &components);
     let mut out = format!(
         "{:<26} {:<5} {:>9} {:>12} {:>12} {:>12}\n",
         "alpha1 bucket", "side", "fills", "ret 60s bp", "ret 300s bp", "ret 600s bp"
     );
     for (b, (label, _, _)) in BUCKETS.iter().enumerate() {
-        for (side, name) in ["B", "S"].iter().enumerate() {
-            let (rows, returns) = &cells[side][b];
-            let bp = |(sum, count): (f64, i64)| {
-                if count > 0 {
-                    format!("{:.2}", sum / count as f64 * 1e4)
-                } else {
-                    "-".to_owned()
-                }
-            };
+        for (s, side) in SIDES.iter().enumerate() {
+            let c = &cells[s][b];
             out.push_str(&format!(
-                "{label:<26} {name:<5} {rows:>9} {:>12} {:>12} {:>12}\n",
-                bp(returns[0]),
-                bp(returns[1]),
-                bp(returns[2])
+                "{label:<26} {side:<5} {:>9} {:>12} {:>12} {:>12}\n",
+                c[0],
+                ratio(c[1], c[2], 1e4, 2),
+                ratio(c[3], c[4], 1e4, 2),
+                ratio(c[5], c[6], 1e4, 2)
+            ));
+        }
+    }
+    out
+}
+
+/// Merges alpha markout partials into buckets of `alpha1_bin` by side: matched rows
+/// (an exit split over several lots counts once per lot), the share of them closed,
+/// the VWAP of the matched quantity and the mean holding period of exits, from the
+/// components `count()`, `sum(is_closed)`, `sum(notional)`, `sum(matched_qty)`,
+/// `sum(holding_period)` and `count(holding_period)`.
+pub fn alpha_markout_table(partials: &[RecordBatch]) -> String {
+    let components = [
+        "count()",
+        "sum(is_closed)",
+        "sum(notional)",
+        "sum(matched_qty)",
+        "sum(holding_period)",
+        "count(holding_period)",
+    ];
+    let cells = merge_components(partials, &components);
+    let mut out = format!(
+        "{:<26} {:<5} {:>9} {:>9} {:>9} {:>11}\n",
+        "alpha1 bucket", "side", "rows", "closed %", "vwap", "mean hold s"
+    );
+    for (b, (label, _, _)) in BUCKETS.iter().enumerate() {
+        for (s, side) in SIDES.iter().enumerate() {
+            let c = &cells[s][b];
+            out.push_str(&format!(
+                "{label:<26} {side:<5} {:>9} {:>9} {:>9} {:>11}\n",
+                c[0],
+                ratio(c[1], c[0], 100.0, 1),
+                ratio(c[2], c[3], 1.0, 3),
+                ratio(c[4], c[5], 1.0, 0)
             ));
         }
     }

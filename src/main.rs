@@ -31,7 +31,8 @@ enum Command {
     Run(RunArgs),
     /// Generate deterministic synthetic market data (the alpha schema).
     Gen(GenArgs),
-    /// Generate a few small dates, run examples/markout.toml on them, show the results.
+    /// Generate a few small dates, run examples/markout.toml and
+    /// examples/alpha_markout.toml on them, show the results.
     Demo(DemoArgs),
 }
 
@@ -221,30 +222,54 @@ fn demo_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let output =
         vizflow::demo::demo(&args.dir, &dates, 300_000, args.workers).context("the demo failed")?;
-    let summary = &output.summary;
-    println!(
-        "Ran examples/markout.toml on {} dates with {} workers: {} rows in {:.2} s ({:.2}M rows/s).\n",
-        summary.dates.len(),
-        args.workers,
-        summary.rows,
-        summary.elapsed.as_secs_f64(),
-        summary.rows as f64 / summary.elapsed.as_secs_f64().max(1e-9) / 1e6
-    );
-    println!(
-        "Mean forward returns of mid after each fill, by alpha1 at the fill (all dates merged):\n"
-    );
-    println!("{}", output.table);
-    println!("Partials (one Parquet file per date, with a quality report beside each):");
-    for outcome in &summary.dates {
-        if let DateStatus::Written { path, groups } = &outcome.status {
-            println!("  {}  ({groups} groups)", path.display());
+    let runs = [
+        (
+            "examples/markout.toml",
+            &output.markout,
+            "Mean forward returns of mid after each fill, by alpha1 at the fill (all dates merged):",
+        ),
+        (
+            "examples/alpha_markout.toml",
+            &output.alpha_markout,
+            "FIFO-matched fills by alpha1 at the fill (all dates merged): rows (an exit split\n\
+             over several lots gives one row per lot), the share of them fully matched, the VWAP\n\
+             of the matched quantity, and the mean holding period of exits in trading seconds:",
+        ),
+    ];
+    for (file, demo_run, caption) in runs {
+        let summary = &demo_run.summary;
+        println!(
+            "\nRan {file} on {} dates with {} workers: {} rows in {:.2} s ({:.2}M rows/s).\n",
+            summary.dates.len(),
+            args.workers,
+            summary.rows,
+            summary.elapsed.as_secs_f64(),
+            summary.rows as f64 / summary.elapsed.as_secs_f64().max(1e-9) / 1e6
+        );
+        println!("{caption}\n");
+        println!("{}", demo_run.table);
+        println!("Partials (one Parquet file per date, with a quality report beside each):");
+        for outcome in &summary.dates {
+            if let DateStatus::Written { path, groups } = &outcome.status {
+                println!("  {}  ({groups} groups)", path.display());
+            }
         }
     }
-    println!("\nNext: edit examples/markout.toml, or run it yourself:");
-    println!(
-        "  cargo run --release -- run examples/markout.toml --input-dir {} --output-dir out/markout",
-        output.input_dir.display()
-    );
+    println!("\nNext: edit the pipelines, or run them yourself:");
+    for (file, demo_run) in [
+        ("examples/markout.toml", &output.markout),
+        ("examples/alpha_markout.toml", &output.alpha_markout),
+    ] {
+        let out = demo_run
+            .output_dir
+            .strip_prefix(&args.dir)
+            .unwrap_or(&demo_run.output_dir);
+        println!(
+            "  cargo run --release -- run {file} --input-dir {} --output-dir {}",
+            output.input_dir.display(),
+            out.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
