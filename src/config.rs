@@ -883,18 +883,25 @@ impl Pipeline {
                 keep: Some(time_keep),
             },
             timed_derive: derive_stage(timed_needed, before_keyed),
-            forward_return: self.forward_return.as_ref().map(|(price, horizons)| {
-                ForwardReturnSpec {
+            keyed: (self.forward_return.is_some() || !self.enrich.is_empty()).then(|| {
+                // Forward returns first, on the original rows; then the enrich rules.
+                let returns = self.forward_return.as_ref().map(|(price, horizons)| {
+                    ForwardReturnSpec {
+                        symbol: self.symbol.clone(),
+                        price: price.clone(),
+                        horizons_s: horizons.clone(),
+                        day_ms: self.market.clock.total_ms(),
+                    }
+                    .rule()
+                });
+                EnrichSpec {
                     symbol: self.symbol.clone(),
-                    price: price.clone(),
-                    horizons_s: horizons.clone(),
-                    day_ms: self.market.clock.total_ms(),
+                    rules: returns
+                        .into_iter()
+                        .chain(self.enrich.iter().cloned())
+                        .collect(),
+                    keep: Some(after_enrich.clone()),
                 }
-            }),
-            enrich: (!self.enrich.is_empty()).then(|| EnrichSpec {
-                symbol: self.symbol.clone(),
-                rules: self.enrich.clone(),
-                keep: Some(after_enrich.clone()),
             }),
             late_derive: derive_stage(late_needed, before_bin),
             plan: checked.plan,
@@ -1047,13 +1054,12 @@ pub struct BoundPipeline {
     pub derive: DeriveSpec,
     /// Time parsing.
     pub parse_time: ParseTimeSpec,
-    /// Forward returns, if any.
-    pub forward_return: Option<ForwardReturnSpec>,
     /// The derived columns computed right after parse_time (they use `elapsed_ms` or
     /// `elapsed_seconds`), if any.
     pub timed_derive: Option<DeriveSpec>,
-    /// The enrich stage, if any rules.
-    pub enrich: Option<EnrichSpec>,
+    /// The keyed per-symbol stage: forward returns (on the original rows), then the
+    /// enrich rules; `None` when the pipeline has neither.
+    pub keyed: Option<EnrichSpec>,
     /// The derived columns computed after the enrich stage, if any.
     pub late_derive: Option<DeriveSpec>,
     /// The aggregation plan.

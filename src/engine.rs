@@ -11,7 +11,8 @@
 //!
 //! ```text
 //! push / push_file_part ──> input ─> derive ─> parse_time ─> derive (timed columns)
-//!     ─> [exchange by symbol] forward_return ─> enrich ─> derive (late columns) ─> bin
+//!     ─> [exchange by symbol] enrich (forward returns, then the [[enrich]] rules)
+//!     ─> derive (late columns) ─> bin
 //!     ─> aggregate (differential) ─> DateResult per date
 //! ```
 //!
@@ -36,7 +37,7 @@ use vizflow_operators::batch::{Batch, with_columns};
 use vizflow_operators::bin::Bin;
 use vizflow_operators::derive::Derive;
 use vizflow_operators::enrich::Enrich;
-use vizflow_operators::forward_return::{ForwardReturn, ROW_ID};
+use vizflow_operators::forward_return::ROW_ID;
 use vizflow_operators::parse_time::ParseTime;
 use vizflow_operators::report::{DateReport, Diagnostics};
 use vizflow_operators::time::{self, Time};
@@ -414,10 +415,7 @@ fn run_worker(
         if let Some(spec) = &pipeline.timed_derive {
             rows = rows.derive(spec.clone(), diagnostics.clone());
         }
-        if let Some(spec) = &pipeline.forward_return {
-            rows = rows.forward_return(spec.clone(), diagnostics.clone());
-        }
-        if let Some(spec) = &pipeline.enrich {
+        if let Some(spec) = &pipeline.keyed {
             rows = rows.enrich(spec.clone(), diagnostics.clone());
         }
         if let Some(spec) = &pipeline.late_derive {

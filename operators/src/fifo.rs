@@ -93,9 +93,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
-    UInt64Builder,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt64Array,
 };
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 
@@ -184,14 +184,16 @@ pub enum Side {
 pub struct FifoColumns<'a> {
     /// Each row's side.
     pub side: &'a [Side],
-    /// Each row's quantity (`None` = null).
-    pub qty: &'a [Option<i64>],
+    /// Each row's quantity; read on entry and exit rows only, where a null or negative
+    /// quantity makes the row invalid.
+    pub qty: &'a Int64Array,
     /// Each row's event time in ms of trading time.
     pub elapsed_ms: &'a [i64],
     /// Each row's identity (its position in the date's file).
     pub row_id: &'a [u64],
-    /// Each row's price (`None` = null), recorded with the lot an entry opens.
-    pub price: &'a [Option<f64>],
+    /// Each row's price, recorded with the lot an entry opens; `None` when there is no
+    /// price column.
+    pub price: Option<&'a Float64Array>,
 }
 
 /// What the matching of one date did, for the date's quality report.
@@ -235,30 +237,37 @@ impl FifoCounts {
     }
 }
 
-/// One output row of the kernel: the input row it comes from and its five FIFO
-/// columns (`None` is null).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct FifoRow {
-    /// The input row (an index into the kernel's [`FifoColumns`]).
-    pub source: u32,
-    /// `matched_entry_id`: the `row_id` of the lot a portion was taken from.
-    pub matched_entry_id: Option<u64>,
-    /// `matched_qty`.
-    pub matched_qty: Option<i64>,
-    /// `holding_period`, in seconds of trading time.
-    pub holding_period: Option<f64>,
-    /// `matched_entry_price`: the price of the lot a portion was taken from.
-    pub matched_entry_price: Option<f64>,
-    /// `is_closed`.
-    pub is_closed: Option<bool>,
-}
+/// [`FifoOutput::flags`]: `matched_qty` and `is_closed` are valid (an entry or exit
+/// row with a valid quantity).
+pub const MATCHED: u8 = 1;
+/// [`FifoOutput::flags`]: the row is an exit's portion of a lot (`matched_entry_id`
+/// and `holding_period` are valid).
+pub const PORTION: u8 = 2;
+/// [`FifoOutput::flags`]: `matched_entry_price` is valid.
+pub const PRICED: u8 = 4;
+/// [`FifoOutput::flags`]: `is_closed` is true.
+pub const CLOSED: u8 = 8;
+/// [`FifoOutput::flags`]: the row is an entry (a lot).
+pub const ENTRY: u8 = 16;
 
-/// The kernel's output: its rows (one struct per row, so reordering them touches one
-/// place per row) and what happened, for the quality report.
+/// The kernel's output, column by column (the five FIFO columns' values, and one byte
+/// of flags per row saying which are valid), and what happened, for the quality
+/// report. About 37 bytes per output row; the value vectors become Arrow buffers
+/// without a copy.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FifoOutput {
-    /// The output rows, each symbol's in event order.
-    pub rows: Vec<FifoRow>,
+    /// Each output row's input row (an index into the kernel's [`FifoColumns`]).
+    pub source: Vec<u32>,
+    /// `matched_entry_id`: the `row_id` of the lot a portion was taken from.
+    pub matched_entry_id: Vec<u64>,
+    /// `matched_qty`.
+    pub matched_qty: Vec<i64>,
+    /// `holding_period`, in seconds of trading time.
+    pub holding_period: Vec<f64>,
+    /// `matched_entry_price`: the price of the lot a portion was taken from.
+    pub matched_entry_price: Vec<f64>,
+    /// [`MATCHED`], [`PORTION`], [`PRICED`], [`CLOSED`] and [`ENTRY`] bits.
+    pub flags: Vec<u8>,
     /// The counters.
     pub counts: FifoCounts,
 }
@@ -267,9 +276,60 @@ impl FifoOutput {
     /// An empty output with room for `rows` rows.
     pub fn with_capacity(rows: usize) -> Self {
         FifoOutput {
-            rows: Vec::with_capacity(rows),
+            source: Vec::with_capacity(rows),
+            matched_entry_id: Vec::with_capacity(rows),
+            matched_qty: Vec::with_capacity(rows),
+            holding_period: Vec::with_capacity(rows),
+            matched_entry_price: Vec::with_capacity(rows),
+            flags: Vec::with_capacity(rows),
             counts: FifoCounts::default(),
         }
+    }
+
+    /// The number of output rows.
+    pub fn len(&self) -> usize {
+        self.source.len()
+    }
+
+    /// True when there are no output rows.
+    pub fn is_empty(&self) -> bool {
+        self.source.is_empty()
+    }
+
+    #[inline]
+    fn push(&mut self, source: u32, entry_id: u64, qty: i64, holding: f64, price: f64, flags: u8) {
+        self.source.push(source);
+        self.matched_entry_id.push(entry_id);
+        self.matched_qty.push(qty);
+        self.holding_period.push(holding);
+        self.matched_entry_price.push(price);
+        self.flags.push(flags);
+    }
+
+    /// The five FIFO columns, in the order of [`OUTPUTS`].
+    pub fn into_arrays(self) -> [ArrayRef; 5] {
+        let flags = self.flags;
+        let nulls = |bit: u8| {
+            let valid = BooleanBuffer::collect_bool(flags.len(), |i| flags[i] & bit != 0);
+            Some(NullBuffer::new(valid))
+        };
+        let closed = BooleanBuffer::collect_bool(flags.len(), |i| flags[i] & CLOSED != 0);
+        [
+            Arc::new(UInt64Array::new(
+                self.matched_entry_id.into(),
+                nulls(PORTION),
+            )),
+            Arc::new(Int64Array::new(self.matched_qty.into(), nulls(MATCHED))),
+            Arc::new(Float64Array::new(
+                self.holding_period.into(),
+                nulls(PORTION),
+            )),
+            Arc::new(Float64Array::new(
+                self.matched_entry_price.into(),
+                nulls(PRICED),
+            )),
+            Arc::new(BooleanArray::new(closed, nulls(MATCHED))),
+        ]
     }
 }
 
@@ -280,100 +340,83 @@ impl FifoOutput {
 ///
 /// The queue of open lots is not a separate structure: lots are opened in event order
 /// and closed from the front, so the open lots are exactly the entry rows already in
-/// `out` from a front cursor on whose `is_closed` is still false, and a lot's closed
-/// quantity is its own row's `matched_qty`. So the kernel allocates nothing beyond
-/// `out` itself, and with the symbol's rows contiguous it reads memory in order.
+/// `out` from a front cursor on that are not yet closed, and a lot's closed quantity
+/// is its own row's `matched_qty`. So the kernel allocates nothing beyond `out`
+/// itself, and with the symbol's rows contiguous it reads memory in order.
 pub fn fifo_symbol(rows: &FifoColumns<'_>, range: Range<usize>, out: &mut FifoOutput) {
-    let (counts, out) = (&mut out.counts, &mut out.rows);
     let first_row = out.len();
     let mut front = first_row;
     let (mut lots_opened, mut lots_closed) = (0u64, 0u64);
+    let price = |row: usize| match rows.price {
+        Some(prices) if prices.is_valid(row) => (prices.value(row), PRICED),
+        _ => (0.0, 0),
+    };
     for index in range {
         let source = index as u32;
         let side = rows.side[index];
         if side == Side::Other {
-            counts.other_side_rows += 1;
-            out.push(FifoRow {
-                source,
-                ..FifoRow::default()
-            });
+            out.counts.other_side_rows += 1;
+            out.push(source, 0, 0, 0.0, 0.0, 0);
             continue;
         }
-        let qty = match rows.qty[index] {
-            Some(qty) if qty >= 0 => qty,
-            _ => {
-                counts.invalid_qty_rows += 1;
-                out.push(FifoRow {
-                    source,
-                    ..FifoRow::default()
-                });
-                continue;
-            }
-        };
-        counts.zero_qty_rows += u64::from(qty == 0);
+        let qty = rows.qty.value(index);
+        if rows.qty.is_null(index) || qty < 0 {
+            out.counts.invalid_qty_rows += 1;
+            out.push(source, 0, 0, 0.0, 0.0, 0);
+            continue;
+        }
+        out.counts.zero_qty_rows += u64::from(qty == 0);
         if side == Side::Entry {
-            counts.entry_rows += 1;
+            out.counts.entry_rows += 1;
             lots_opened += u64::from(qty > 0);
-            let (matched_qty, is_closed) = (Some(0), Some(qty == 0));
-            out.push(FifoRow {
-                source,
-                matched_qty,
-                is_closed,
-                ..FifoRow::default()
-            });
+            let closed = if qty == 0 { CLOSED } else { 0 };
+            out.push(source, 0, 0, 0.0, 0.0, MATCHED | ENTRY | closed);
             continue;
         }
-        counts.exit_rows += 1;
+        out.counts.exit_rows += 1;
         let first_exit_row = out.len();
         let mut remaining = qty;
         while remaining > 0 {
-            let is_open_lot = |r: &FifoRow| {
-                r.is_closed == Some(false) && rows.side[r.source as usize] == Side::Entry
-            };
-            while front < first_exit_row && !is_open_lot(&out[front]) {
+            while front < first_exit_row && out.flags[front] & (ENTRY | CLOSED) != ENTRY {
                 front += 1;
             }
             if front == first_exit_row {
                 break;
             }
-            let lot = &mut out[front];
-            let lot_row = lot.source as usize;
-            let lot_qty = rows.qty[lot_row].unwrap_or_default();
-            let lot_matched = lot.matched_qty.unwrap_or_default();
-            let portion = remaining.min(lot_qty - lot_matched);
+            let lot_row = out.source[front] as usize;
+            let lot_matched = out.matched_qty[front];
+            let portion = remaining.min(rows.qty.value(lot_row) - lot_matched);
             remaining -= portion;
-            lot.matched_qty = Some(lot_matched + portion);
-            if lot_matched + portion == lot_qty {
-                lot.is_closed = Some(true);
+            out.matched_qty[front] = lot_matched + portion;
+            if lot_matched + portion == rows.qty.value(lot_row) {
+                out.flags[front] |= CLOSED;
                 lots_closed += 1;
             }
             let holding_s = (rows.elapsed_ms[index] - rows.elapsed_ms[lot_row]) as f64 / 1000.0;
-            out.push(FifoRow {
+            let (lot_price, priced) = price(lot_row);
+            let flags = MATCHED | PORTION | CLOSED | priced;
+            out.push(
                 source,
-                matched_entry_id: Some(rows.row_id[lot_row]),
-                matched_qty: Some(portion),
-                holding_period: Some(holding_s),
-                matched_entry_price: rows.price[lot_row],
-                is_closed: Some(true),
-            });
+                rows.row_id[lot_row],
+                portion,
+                holding_s,
+                lot_price,
+                flags,
+            );
         }
         if remaining > 0 || out.len() == first_exit_row {
-            let (matched_qty, is_closed) = (Some(remaining), Some(false));
-            out.push(FifoRow {
-                source,
-                matched_qty,
-                is_closed,
-                ..FifoRow::default()
-            });
+            out.push(source, 0, remaining, 0.0, 0.0, MATCHED);
             if remaining > 0 {
-                counts.unmatched_exit_rows += 1;
-                counts.unmatched_exit_qty =
-                    counts.unmatched_exit_qty.saturating_add(remaining as u64);
+                out.counts.unmatched_exit_rows += 1;
+                out.counts.unmatched_exit_qty = out
+                    .counts
+                    .unmatched_exit_qty
+                    .saturating_add(remaining as u64);
             }
         }
     }
-    counts.unclosed_entries += lots_opened - lots_closed;
-    counts.output_rows += (out.len() - first_row) as u64;
+    out.counts.unclosed_entries += lots_opened - lots_closed;
+    out.counts.output_rows += (out.len() - first_row) as u64;
 }
 
 /// FIFO matching as a rule of the [`crate::enrich`] operator (`FIFOMatch` in the
@@ -469,34 +512,31 @@ impl EnrichRule for FifoMatch {
         let n = rows.len();
         let mut side = Vec::with_capacity(n);
         push_sides(&rows.columns[0], spec, &mut side)?;
-        let mut qty = Vec::with_capacity(n);
-        push_quantities(&rows.columns[1], &spec.qty, &mut qty)?;
-        let mut price = Vec::with_capacity(n);
-        match &spec.price {
-            Some(name) => push_prices(&rows.columns[2], name, &mut price)?,
-            None => price.resize(n, None),
-        }
+        let qty = quantities(&rows.columns[1], &spec.qty)?;
+        let price = match &spec.price {
+            Some(name) => Some(prices(&rows.columns[2], name)?),
+            None => None,
+        };
         let columns = FifoColumns {
             side: &side,
             qty: &qty,
             elapsed_ms: rows.elapsed_ms,
             row_id: rows.row_id,
-            price: &price,
+            price: price.as_ref(),
         };
-        // Each exit emits at most one row per lot it closes plus one, so this is enough.
-        let entries = side.iter().filter(|s| **s == Side::Entry).count();
-        let mut out = FifoOutput::with_capacity(n + entries);
+        // Exits emit a row per lot they close: room for one and a half rows per row,
+        // growing if needed.
+        let mut out = FifoOutput::with_capacity(n + n / 2);
         for run in rows.runs.windows(2) {
             fifo_symbol(&columns, run[0]..run[1], &mut out);
         }
-        let expanded = out.rows.len() != n;
-        let source = expanded.then(|| out.rows.iter().map(|r| r.source).collect());
+        let counts = out.counts.named();
+        let source = std::mem::take(&mut out.source);
+        let expanded = source.len() != n;
         Ok(RuleOutput {
-            source,
-            columns: fifo_arrays(&out).to_vec(),
-            counts: out
-                .counts
-                .named()
+            source: expanded.then_some(source),
+            columns: out.into_arrays().to_vec(),
+            counts: counts
                 .into_iter()
                 .map(|(name, count)| (name.to_owned(), count))
                 .collect(),
@@ -576,12 +616,8 @@ fn push_sides(values: &ArrayRef, spec: &FifoSpec, out: &mut Vec<Side>) -> Result
     Ok(())
 }
 
-/// Appends each row's quantity; the column must hold integers.
-fn push_quantities(
-    values: &ArrayRef,
-    name: &str,
-    out: &mut Vec<Option<i64>>,
-) -> Result<(), String> {
+/// The quantity column as `Int64`; it must hold integers.
+fn quantities(values: &ArrayRef, name: &str) -> Result<Int64Array, String> {
     let data_type = values.data_type();
     if !data_type.is_integer() {
         return Err(format!(
@@ -596,44 +632,18 @@ fn push_quantities(
     };
     let int64 = arrow::compute::cast_with_options(values, &DataType::Int64, &options)
         .map_err(|e| format!("fifo: quantity column '{name}' does not fit in Int64: {e}"))?;
-    out.extend(int64.as_primitive::<Int64Type>().iter());
-    Ok(())
+    Ok(int64.as_primitive::<Int64Type>().clone())
 }
 
-/// Appends each row's price as `f64`.
-fn push_prices(values: &ArrayRef, name: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
+/// The price column as `f64`.
+fn prices(values: &ArrayRef, name: &str) -> Result<Float64Array, String> {
     let floats = arrow::compute::cast(values, &DataType::Float64).map_err(|e| {
         format!(
             "fifo: price column '{name}' has type {}, not numeric: {e}",
             values.data_type()
         )
     })?;
-    out.extend(floats.as_primitive::<Float64Type>().iter());
-    Ok(())
-}
-
-/// The five FIFO columns of the kernel's output rows, in the order of [`OUTPUTS`].
-fn fifo_arrays(out: &FifoOutput) -> [ArrayRef; 5] {
-    let n = out.rows.len();
-    let mut entry_id = UInt64Builder::with_capacity(n);
-    let mut qty = Int64Builder::with_capacity(n);
-    let mut holding = Float64Builder::with_capacity(n);
-    let mut price = Float64Builder::with_capacity(n);
-    let mut closed = BooleanBuilder::with_capacity(n);
-    for row in &out.rows {
-        entry_id.append_option(row.matched_entry_id);
-        qty.append_option(row.matched_qty);
-        holding.append_option(row.holding_period);
-        price.append_option(row.matched_entry_price);
-        closed.append_option(row.is_closed);
-    }
-    [
-        Arc::new(entry_id.finish()),
-        Arc::new(qty.finish()),
-        Arc::new(holding.finish()),
-        Arc::new(price.finish()),
-        Arc::new(closed.finish()),
-    ]
+    Ok(floats.as_primitive::<Float64Type>().clone())
 }
 
 #[cfg(test)]
@@ -782,40 +792,39 @@ mod tests {
     fn the_kernel_alone_on_plain_columns() {
         // Symbol one: rows 0..3 (the example of SEMANTICS.md); symbol two: row 3.
         let side = [Side::Entry, Side::Entry, Side::Exit, Side::Exit];
+        let qty = Int64Array::from(vec![50, 50, 80, 80]);
+        let price = Float64Array::from(vec![Some(9.5), None, None, None]);
         let columns = FifoColumns {
             side: &side,
-            qty: &[Some(50), Some(50), Some(80), Some(80)],
+            qty: &qty,
             elapsed_ms: &[0, 1_000, 61_000, 61_000],
             row_id: &[10, 11, 12, 13],
-            price: &[Some(9.5), None, None, None],
+            price: Some(&price),
         };
         let mut out = FifoOutput::default();
         fifo_symbol(&columns, 0..3, &mut out);
-        let row = |source, id, qty, holding, price, closed| FifoRow {
-            source,
-            matched_entry_id: id,
-            matched_qty: Some(qty),
-            holding_period: holding,
-            matched_entry_price: price,
-            is_closed: Some(closed),
-        };
-        assert_eq!(
-            out.rows,
-            [
-                row(0, None, 50, None, None, true),
-                row(1, None, 30, None, None, false),
-                row(2, Some(10), 50, Some(61.0), Some(9.5), true),
-                row(2, Some(11), 30, Some(60.0), None, true),
-            ]
-        );
         // A second symbol in the same output never touches the first one's open lot.
         fifo_symbol(&columns, 3..4, &mut out);
-        assert_eq!(out.rows[4..], [row(3, None, 80, None, None, false)]);
         assert_eq!(
             (out.counts.unmatched_exit_rows, out.counts.unclosed_entries),
             (1, 1)
         );
         assert_eq!(out.counts.output_rows, 5);
+        assert_eq!(out.source, [0, 1, 2, 2, 3]);
+        let [entry_id, qty, holding, price, closed] = out.into_arrays();
+        let entry_id: Vec<_> = entry_id.as_primitive::<UInt64Type>().iter().collect();
+        assert_eq!(entry_id, [None, None, Some(10), Some(11), None]);
+        let qty: Vec<_> = qty.as_primitive::<Int64Type>().iter().collect();
+        assert_eq!(qty, [Some(50), Some(30), Some(50), Some(30), Some(80)]);
+        let holding: Vec<_> = holding.as_primitive::<Float64Type>().iter().collect();
+        assert_eq!(holding, [None, None, Some(61.0), Some(60.0), None]);
+        let price: Vec<_> = price.as_primitive::<Float64Type>().iter().collect();
+        assert_eq!(price, [None, None, Some(9.5), None, None]);
+        let closed: Vec<_> = closed.as_boolean().iter().collect();
+        assert_eq!(
+            closed,
+            [Some(true), Some(false), Some(true), Some(true), Some(false)]
+        );
     }
 
     #[test]

@@ -7,19 +7,22 @@
 //! `return_{h} = future / current - 1`. A null current or future price gives a null
 //! return; NaN and infinities follow IEEE arithmetic.
 //!
-//! The operator exchanges rows by symbol, keeps each date's batches, and when the date
-//! is complete computes every horizon in one pass per symbol (a sort by event time, then
-//! one forward-moving pointer per horizon). Output batches are the input batches with
-//! `return_{h}` columns appended; no other column is copied.
+//! The computation is a rule of the keyed [`crate::enrich`] operator, which brings each
+//! symbol's rows of a date together in event order: every horizon is one forward-moving
+//! pointer per symbol over the rows, writing the returns in order. A pipeline runs it
+//! as the first rule of its enrich stage, so returns are computed on the original rows
+//! (before FIFO matching expands exits) and expanded rows carry their source row's
+//! returns. [`ForwardReturn::forward_return`] runs it alone.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanBufferBuilder, Float64Array, RecordBatch};
 use arrow::buffer::NullBuffer;
-use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use timely::dataflow::Stream;
 
-use crate::batch::{Batch, by_symbol, per_date, symbol_ids, with_columns};
+use crate::batch::Batch;
+use crate::enrich::{Enrich, EnrichRule, EnrichSpec, Rows, RuleOutput, enrich};
 use crate::report::Diagnostics;
 use crate::time::Time;
 
@@ -46,116 +49,102 @@ impl ForwardReturnSpec {
     pub fn output(horizon_s: i64) -> String {
         format!("return_{horizon_s}")
     }
-}
 
-/// A column of every batch as `f64` arrays (cast when needed).
-fn float_columns(batches: &[RecordBatch], column: &str) -> Result<Vec<Float64Array>, String> {
-    batches
-        .iter()
-        .map(|batch| {
-            let array = batch
-                .column_by_name(column)
-                .ok_or_else(|| format!("forward_return: price column '{column}' is missing"))?;
-            let floats = arrow::compute::cast(array, &DataType::Float64).map_err(|e| {
-                format!("forward_return: price column '{column}' is not numeric: {e}")
-            })?;
-            Ok(floats.as_primitive::<Float64Type>().clone())
-        })
-        .collect()
-}
+    /// The returns as a rule of the enrich operator.
+    pub fn rule(&self) -> Arc<dyn EnrichRule> {
+        Arc::new(self.clone())
+    }
 
-/// Event-order key of a row: `elapsed_ms` in the high bits, `row_id` in the low 36.
-fn event_key(elapsed_ms: i64, row_id: u64) -> Result<u64, String> {
-    if !(0..1 << 27).contains(&elapsed_ms) || row_id >= 1 << 36 {
-        return Err(format!(
-            "forward_return: event time out of range (elapsed_ms {elapsed_ms}, row_id {row_id}); \
-             elapsed_ms must be in 0..2^27 and row_id below 2^36"
-        ));
-    }
-    Ok(((elapsed_ms as u64) << 36) | row_id)
-}
-
-/// One row in event order: its event key, its row (the top bit set when its price is
-/// valid) and its price. Carrying the price here means the scan reads it sequentially.
-#[derive(Clone, Copy, Default)]
-struct Event {
-    key: u64,
-    row: u32,
-    price: f64,
-}
-
-const PRICE_VALID: u32 = 1 << 31;
-
-impl Event {
-    fn elapsed_ms(&self) -> i64 {
-        (self.key >> 36) as i64
-    }
-    fn row(&self) -> usize {
-        (self.row & !PRICE_VALID) as usize
-    }
-    fn valid(&self) -> bool {
-        self.row & PRICE_VALID != 0
-    }
-}
-
-/// The rows of a date grouped by symbol (a counting sort, reading every column in input
-/// order) and sorted in event order within each symbol; and where each symbol's run
-/// starts.
-fn event_order(
-    batches: &[RecordBatch],
-    spec: &ForwardReturnSpec,
-) -> Result<(Vec<Event>, Vec<usize>), String> {
-    let (symbols, symbol_count) = symbol_ids(batches, &spec.symbol, "forward_return")?;
-    if symbols.len() >= PRICE_VALID as usize {
-        return Err(format!(
-            "forward_return: {} rows on one worker for one date; at most 2^31 are supported",
-            symbols.len()
-        ));
-    }
-    let mut starts = vec![0usize; symbol_count + 1];
-    for s in &symbols {
-        starts[*s as usize + 1] += 1;
-    }
-    for s in 0..symbol_count {
-        starts[s + 1] += starts[s];
-    }
-    let mut order = vec![Event::default(); symbols.len()];
-    let mut cursor = starts.clone();
-    let prices = float_columns(batches, &spec.price)?;
-    let mut row = 0usize;
-    for (batch, prices) in batches.iter().zip(&prices) {
-        let missing = |name: &str| {
-            format!("forward_return: column '{name}' is missing (run parse_time first)")
-        };
-        let elapsed = batch
-            .column_by_name(ELAPSED_MS)
-            .ok_or_else(|| missing(ELAPSED_MS))?;
-        let row_id = batch
-            .column_by_name(ROW_ID)
-            .ok_or_else(|| missing(ROW_ID))?;
-        let elapsed = elapsed.as_primitive::<Int64Type>();
-        let row_id = row_id.as_primitive::<UInt64Type>();
-        for (i, (e, r)) in elapsed
-            .values()
-            .iter()
-            .zip(row_id.values().iter())
-            .enumerate()
-        {
-            let s = symbols[row] as usize;
-            let valid = if prices.is_valid(i) { PRICE_VALID } else { 0 };
-            order[cursor[s]] = Event {
-                key: event_key(*e, *r)?,
-                row: row as u32 | valid,
-                price: prices.values()[i],
-            };
-            cursor[s] += 1;
-            row += 1;
+    fn enrich_spec(&self) -> EnrichSpec {
+        EnrichSpec {
+            symbol: self.symbol.clone(),
+            rules: vec![self.rule()],
+            keep: None,
         }
     }
-    for s in 0..symbol_count {
-        order[starts[s]..starts[s + 1]].sort_unstable_by_key(|event| event.key);
+}
+
+impl EnrichRule for ForwardReturnSpec {
+    fn name(&self) -> String {
+        "forward_return".to_owned()
     }
-    Ok((order, starts))
+
+    fn inputs(&self) -> Vec<String> {
+        vec![self.price.clone()]
+    }
+
+    fn output_names(&self) -> Vec<String> {
+        self.horizons_s.iter().map(|h| Self::output(*h)).collect()
+    }
+
+    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
+        let price = schema
+            .field_with_name(&self.price)
+            .map_err(|e| format!("forward_return: {e}"))?;
+        if !price.data_type().is_numeric() {
+            return Err(format!(
+                "forward_return: price column '{}' has type {}; it must be numeric",
+                self.price,
+                price.data_type()
+            ));
+        }
+        Ok(self
+            .output_names()
+            .into_iter()
+            .map(|name| Field::new(name, DataType::Float64, true))
+            .collect())
+    }
+
+    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String> {
+        let prices = arrow::compute::cast(&rows.columns[0], &DataType::Float64).map_err(|e| {
+            format!(
+                "forward_return: price column '{}' is not numeric: {e}",
+                self.price
+            )
+        })?;
+        let prices = prices.as_primitive::<Float64Type>();
+        let columns = self
+            .horizons_s
+            .iter()
+            .map(|horizon| returns(rows, prices, *horizon, self.day_ms))
+            .collect();
+        Ok(RuleOutput {
+            source: None,
+            columns,
+            counts: Vec::new(),
+        })
+    }
+}
+
+/// The returns of one horizon over rows in event order, symbol by symbol.
+fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon_s: i64, day_ms: i64) -> ArrayRef {
+    let n = rows.len();
+    let elapsed = rows.elapsed_ms;
+    let (price, valid_price) = (prices.values(), prices.nulls());
+    let is_valid = |i: usize| valid_price.is_none_or(|nulls| nulls.is_valid(i));
+    let mut values = vec![0.0f64; n];
+    let mut valid = BooleanBufferBuilder::new(n);
+    valid.append_n(n, false);
+    for run in rows.runs.windows(2) {
+        let (first, end) = (run[0], run[1]);
+        let mut ahead = first;
+        for i in first..end {
+            let target = elapsed[i] + 1000 * horizon_s;
+            if target > day_ms {
+                continue;
+            }
+            ahead = ahead.max(i);
+            while ahead + 1 < end && elapsed[ahead + 1] <= target {
+                ahead += 1;
+            }
+            if is_valid(i) && is_valid(ahead) {
+                values[i] = price[ahead] / price[i] - 1.0;
+                valid.set_bit(i, true);
+            }
+        }
+    }
+    let nulls = NullBuffer::new(valid.finish());
+    Arc::new(Float64Array::new(values.into(), Some(nulls)))
 }
 
 /// Computes the returns of every horizon for one date's rows (all of a worker's
@@ -164,56 +153,7 @@ pub fn forward_returns(
     batches: Vec<RecordBatch>,
     spec: &ForwardReturnSpec,
 ) -> Result<Vec<RecordBatch>, String> {
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let (order, starts) = event_order(&batches, spec)?;
-
-    let mut outputs = Vec::with_capacity(spec.horizons_s.len());
-    for horizon in &spec.horizons_s {
-        let mut values = vec![0.0f64; rows];
-        let mut valid = BooleanBufferBuilder::new(rows);
-        valid.append_n(rows, false);
-        for run in starts.windows(2) {
-            let (first, end) = (run[0], run[1]);
-            let mut ahead = first;
-            for i in first..end {
-                let target = order[i].elapsed_ms() + 1000 * horizon;
-                if target > spec.day_ms {
-                    continue;
-                }
-                ahead = ahead.max(i);
-                while ahead + 1 < end && order[ahead + 1].elapsed_ms() <= target {
-                    ahead += 1;
-                }
-                let (now, future) = (&order[i], &order[ahead]);
-                if now.valid() && future.valid() {
-                    values[now.row()] = future.price / now.price - 1.0;
-                    valid.set_bit(now.row(), true);
-                }
-            }
-        }
-        let nulls = NullBuffer::new(valid.finish());
-        outputs.push(Float64Array::new(values.into(), Some(nulls)));
-    }
-
-    let mut offset = 0;
-    let mut out = Vec::with_capacity(batches.len());
-    for batch in batches {
-        let n = batch.num_rows();
-        let columns = spec
-            .horizons_s
-            .iter()
-            .zip(&outputs)
-            .map(|(horizon, values)| {
-                (
-                    ForwardReturnSpec::output(*horizon),
-                    Arc::new(values.slice(offset, n)) as ArrayRef,
-                )
-            })
-            .collect();
-        out.push(with_columns(&batch, columns));
-        offset += n;
-    }
-    Ok(out)
+    enrich(&batches, &spec.enrich_spec()).map(|(batches, _)| batches)
 }
 
 /// The `forward_return` operator.
@@ -232,13 +172,6 @@ impl<'scope> ForwardReturn<'scope> for Stream<'scope, Time, Batch> {
         spec: ForwardReturnSpec,
         diagnostics: Diagnostics,
     ) -> Stream<'scope, Time, Batch> {
-        let pact = by_symbol(&spec.symbol);
-        per_date(
-            self,
-            pact,
-            "ForwardReturn",
-            diagnostics,
-            move |_date, batches, _diagnostics| forward_returns(batches, &spec),
-        )
+        self.enrich(spec.enrich_spec(), diagnostics)
     }
 }
