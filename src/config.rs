@@ -401,9 +401,11 @@ pub struct Pipeline {
     pub timestamp: String,
     /// Integer casts.
     pub casts: Vec<IntegerCast>,
-    /// Derived columns, in order. Each is computed at the earliest stage where every
-    /// column it uses exists: before `parse_time` when it uses only input columns (and
-    /// earlier derived columns), otherwise after the enrich stage, before `bin`.
+    /// Derived columns, in order. Each is computed at the earliest of three points
+    /// where every column it uses exists: before `parse_time` (input columns, `row_id`
+    /// and earlier such derived columns), right after it (`elapsed_ms`,
+    /// `elapsed_seconds`), or after the keyed stage (forward returns and `[[enrich]]`
+    /// outputs), before `bin`.
     pub derive: Vec<(String, Expr)>,
     /// The market.
     pub market: Market,

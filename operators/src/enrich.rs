@@ -258,12 +258,13 @@ pub fn enrich(
             .iter()
             .map(|name| frame.column(name))
             .collect::<Result<_, _>>()?;
-        let (elapsed_ms, row_id) = frame.event_columns();
+        frame.compute_event_columns();
+        let (elapsed_ms, row_id) = frame.event_columns.as_ref().expect("computed");
         let rows = Rows {
             columns: &columns,
             runs: &frame.runs,
-            elapsed_ms: &elapsed_ms,
-            row_id: &row_id,
+            elapsed_ms,
+            row_id,
         };
         let out = rule.apply(&rows)?;
         drop(columns);
@@ -294,6 +295,8 @@ struct Frame<'a> {
     concatenated: BTreeMap<String, ArrayRef>,
     /// Input columns gathered for the current rows, by name.
     gathered: BTreeMap<String, ArrayRef>,
+    /// `elapsed_ms` and `row_id` of the current rows, once a rule needed them.
+    event_columns: Option<(Vec<i64>, Vec<u64>)>,
 }
 
 impl<'a> Frame<'a> {
@@ -306,6 +309,7 @@ impl<'a> Frame<'a> {
             added: Vec::new(),
             concatenated: BTreeMap::new(),
             gathered: BTreeMap::new(),
+            event_columns: None,
         }
     }
 
@@ -317,12 +321,14 @@ impl<'a> Frame<'a> {
             .collect()
     }
 
-    /// `elapsed_ms` and `row_id` of the current rows.
-    fn event_columns(&self) -> (Vec<i64>, Vec<u64>) {
-        let keys = self.rows.iter().map(|e| self.events[*e as usize].0);
-        let elapsed = keys.clone().map(|k| (k >> ROW_ID_BITS) as i64).collect();
-        let row_id = keys.map(|k| k & ((1 << ROW_ID_BITS) - 1)).collect();
-        (elapsed, row_id)
+    /// Makes `event_columns` hold `elapsed_ms` and `row_id` of the current rows.
+    fn compute_event_columns(&mut self) {
+        if self.event_columns.is_none() {
+            let keys = self.rows.iter().map(|e| self.events[*e as usize].0);
+            let elapsed = keys.clone().map(|k| (k >> ROW_ID_BITS) as i64).collect();
+            let row_id = keys.map(|k| k & ((1 << ROW_ID_BITS) - 1)).collect();
+            self.event_columns = Some((elapsed, row_id));
+        }
     }
 
     /// A column for the current rows: added by a rule, or an input column gathered.
@@ -406,6 +412,7 @@ impl<'a> Frame<'a> {
             }
             self.rows = source.iter().map(|s| self.rows[*s as usize]).collect();
             self.gathered.clear();
+            self.event_columns = None;
         }
         for (field, values) in fields.iter().zip(out.columns) {
             self.gathered.remove(field.name());
@@ -420,8 +427,14 @@ impl<'a> Frame<'a> {
     /// The output batches in input row order: per input batch, batches of at most
     /// [`OUTPUT_BATCH_ROWS`] rows, the input columns gathered (or sliced, where no row
     /// expands or is dropped) and the added columns taken into that order.
-    fn output_batches(&self, schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+    fn output_batches(mut self, schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
         let input_rows = self.input_rows();
+        // Free what the rules needed before the output is built.
+        self.events = Vec::new();
+        self.rows = Vec::new();
+        self.concatenated.clear();
+        self.gathered.clear();
+        self.event_columns = None;
         let total: usize = self.inputs.iter().map(|b| b.num_rows()).sum();
         // Each input row's first output position, and the current row at each position
         // (a stable counting sort by input row keeps an expanded row's rows in order).

@@ -562,7 +562,7 @@ pub fn fifo_match(
         rules: vec![Arc::new(FifoMatch::new(spec.clone())?)],
         keep: None,
     };
-    let (batches, counts) = enrich(&batches, &spec)?;
+    let (batches, counts) = enrich(batches, &spec)?;
     let count = |name: &str| counts.get(name).copied().unwrap_or(0);
     let counts = FifoCounts {
         entry_rows: count("fifo.entry_rows"),

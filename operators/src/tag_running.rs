@@ -145,9 +145,10 @@ impl EnrichRule for TagRunning {
         )
         .map_err(|e| format!("{rule}: {e}"))?;
         let recurrence = self.compile(&Schema::new(fields))?;
-        let prepared = recurrence
-            .prepare(&batch)
-            .map_err(|e| format!("{rule}: {e}"))?;
+        let prepared = recurrence.prepare(&batch).map_err(|e| {
+            let row = first_failing_row(&recurrence, &batch);
+            format!("{rule}: row_id {}: {e}", rows.row_id[row])
+        })?;
         let data_type = recurrence.data_type().clone();
         let initial = convert(self.initial, &data_type);
         let mut values = ValueBuilder::new(&data_type, rows.len());
@@ -172,6 +173,23 @@ impl EnrichRule for TagRunning {
             counts: vec![(format!("tag_running.{}.null_rows", self.name), nulls)],
         })
     }
+}
+
+/// The first row (in the rows' order) on which the vectorised part of a recurrence
+/// fails, given that it fails on all of `batch`: a bisection over prefixes, run only to
+/// name the row in an error.
+fn first_failing_row(recurrence: &Recurrence, batch: &RecordBatch) -> usize {
+    // The prefix of `ok` rows succeeds, the prefix of `failing` rows fails.
+    let (mut ok, mut failing) = (0, batch.num_rows());
+    while failing - ok > 1 {
+        let middle = ok + (failing - ok) / 2;
+        if recurrence.prepare(&batch.slice(0, middle)).is_err() {
+            failing = middle;
+        } else {
+            ok = middle;
+        }
+    }
+    failing.saturating_sub(1)
 }
 
 fn describe(value: Scalar) -> String {

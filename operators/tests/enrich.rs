@@ -993,9 +993,6 @@ fn an_integer_overflow_fails_the_date_naming_the_rule_row_and_prev() {
 }
 
 #[test]
-#[ignore = "bug: an overflow in the part of a TagRunning update that does not involve prev \
-            (evaluated vectorised) fails the date without naming the row, though tag_running.rs \
-            documents that errors name the rule and the row"]
 fn an_integer_overflow_in_the_vectorised_part_names_the_row() {
     // -qty overflows for qty = i64::MIN (every CASE branch is evaluated, so even on a buy).
     let rows = [
