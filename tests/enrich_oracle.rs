@@ -1092,3 +1092,65 @@ fn an_overflowing_running_value_fails_its_date_only() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// float noise
+
+/// FIFO matches the quantities after the `[[cast]]`: noise within 1e-6 of an integer
+/// (B 100.00000001, S 59.9999999999, S 40.0000000001) matches exactly, closing the lot.
+#[test]
+fn float_noise_quantities_match_as_integers() {
+    const NOISE: &str = concat!(
+        common_sections!(),
+        r#"
+[[enrich]]
+rule = "FIFOMatch"
+side = "orderSide"
+qty = "qty"
+
+[aggregate]
+group_by = ["row_id", "matched_entry_id"]
+
+[aggregate.metrics]
+matched = "sum(matched_qty)"
+closed = "sum(is_closed)"
+"#
+    );
+    let batch = RecordBatch::try_from_iter([
+        (
+            "ticktime",
+            Arc::new(Int64Array::from(vec![93000000, 93100000, 93200000])) as ArrayRef,
+        ),
+        ("ukey", Arc::new(Int64Array::from(vec![600000; 3])) as _),
+        ("orderSide", Arc::new(StringArray::from(vec!["B", "S", "S"])) as _),
+        (
+            "qty",
+            Arc::new(Float64Array::from(vec![100.00000001, 59.9999999999, 40.0000000001])) as _,
+        ),
+    ])
+    .unwrap();
+    let pipeline = Pipeline::from_toml(NOISE).unwrap();
+    let mut engine = Engine::start(pipeline.bind(&batch.schema()).unwrap(), 1).unwrap();
+    engine.begin_date(dates()[0]).unwrap();
+    engine.push(batch).unwrap();
+    let mut results = engine.finish().unwrap();
+    let partial = partial(results.remove(0), "float noise");
+    let mut groups = Vec::new();
+    for row in 0..partial.num_rows() {
+        groups.push((
+            int_at(&partial, "row_id", row),
+            int_at(&partial, "matched_entry_id", row),
+            int_at(&partial, "matched", row),
+            int_at(&partial, "closed", row),
+        ));
+    }
+    groups.sort();
+    assert_eq!(
+        groups,
+        [
+            (Some(0), None, Some(100), Some(1)),
+            (Some(1), Some(0), Some(60), Some(1)),
+            (Some(2), Some(0), Some(40), Some(1)),
+        ]
+    );
+}
