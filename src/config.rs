@@ -799,11 +799,18 @@ impl Pipeline {
                 need(&input, &mut before_keyed);
             }
         }
+        // Horizons whose returns nothing uses are not computed.
+        let mut horizons_needed = Vec::new();
         if let Some((price, horizons)) = &self.forward_return {
             for h in horizons {
+                if before_keyed.contains(&ForwardReturnSpec::output(*h)) {
+                    horizons_needed.push(*h);
+                }
                 remove(&ForwardReturnSpec::output(*h), &mut before_keyed);
             }
-            need(price, &mut before_keyed);
+            if !horizons_needed.is_empty() {
+                need(price, &mut before_keyed);
+            }
         }
         for c in [self.symbol.as_str(), ROW_ID, ELAPSED_MS] {
             need(c, &mut before_keyed);
@@ -867,6 +874,16 @@ impl Pipeline {
             })
         };
 
+        let returns = self.forward_return.as_ref().and_then(|(price, _)| {
+            let spec = ForwardReturnSpec {
+                symbol: self.symbol.clone(),
+                price: price.clone(),
+                horizons_s: horizons_needed.clone(),
+                day_ms: self.market.clock.total_ms(),
+            };
+            (!spec.horizons_s.is_empty()).then(|| spec.rule())
+        });
+
         Ok(BoundPipeline {
             pipeline: self.clone(),
             read,
@@ -885,25 +902,14 @@ impl Pipeline {
                 keep: Some(time_keep),
             },
             timed_derive: derive_stage(timed_needed, before_keyed),
-            keyed: (self.forward_return.is_some() || !self.enrich.is_empty()).then(|| {
+            keyed: (returns.is_some() || !self.enrich.is_empty()).then(|| EnrichSpec {
+                symbol: self.symbol.clone(),
                 // Forward returns first, on the original rows; then the enrich rules.
-                let returns = self.forward_return.as_ref().map(|(price, horizons)| {
-                    ForwardReturnSpec {
-                        symbol: self.symbol.clone(),
-                        price: price.clone(),
-                        horizons_s: horizons.clone(),
-                        day_ms: self.market.clock.total_ms(),
-                    }
-                    .rule()
-                });
-                EnrichSpec {
-                    symbol: self.symbol.clone(),
-                    rules: returns
-                        .into_iter()
-                        .chain(self.enrich.iter().cloned())
-                        .collect(),
-                    keep: Some(after_enrich.clone()),
-                }
+                rules: returns
+                    .into_iter()
+                    .chain(self.enrich.iter().cloned())
+                    .collect(),
+                keep: Some(after_enrich.clone()),
             }),
             late_derive: derive_stage(late_needed, before_bin),
             plan: checked.plan,

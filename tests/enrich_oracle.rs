@@ -1122,10 +1122,17 @@ closed = "sum(is_closed)"
             Arc::new(Int64Array::from(vec![93000000, 93100000, 93200000])) as ArrayRef,
         ),
         ("ukey", Arc::new(Int64Array::from(vec![600000; 3])) as _),
-        ("orderSide", Arc::new(StringArray::from(vec!["B", "S", "S"])) as _),
+        (
+            "orderSide",
+            Arc::new(StringArray::from(vec!["B", "S", "S"])) as _,
+        ),
         (
             "qty",
-            Arc::new(Float64Array::from(vec![100.00000001, 59.9999999999, 40.0000000001])) as _,
+            Arc::new(Float64Array::from(vec![
+                100.00000001,
+                59.9999999999,
+                40.0000000001,
+            ])) as _,
         ),
     ])
     .unwrap();

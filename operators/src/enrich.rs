@@ -223,7 +223,16 @@ pub fn enrich(
     batches: &[RecordBatch],
     spec: &EnrichSpec,
 ) -> Result<(Vec<RecordBatch>, BTreeMap<String, u64>), String> {
-    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    enrich_owned(batches.to_vec(), spec)
+}
+
+/// [`enrich`] taking the batches, so that columns no later step needs are freed as
+/// soon as the rules are done with them.
+pub fn enrich_owned(
+    batches: Vec<RecordBatch>,
+    spec: &EnrichSpec,
+) -> Result<(Vec<RecordBatch>, BTreeMap<String, u64>), String> {
+    let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
     let mut counts = BTreeMap::new();
     if batches.is_empty() {
         return Ok((Vec::new(), counts));
@@ -237,24 +246,24 @@ pub fn enrich(
         ));
     }
 
-    let (symbols, symbol_count) = symbol_ids(batches.iter().copied(), &spec.symbol, "enrich")?;
+    let (symbols, symbol_count) = symbol_ids(&batches, &spec.symbol, "enrich")?;
     let mut keys = Vec::with_capacity(rows);
     for batch in &batches {
         push_event_keys(batch, &mut keys)?;
     }
     let (starts, events) = event_order(&symbols, symbol_count, &keys);
     drop((symbols, keys));
-    let mut frame = Frame::new(&batches, events, starts);
+    let mut frame = Frame::new(batches, events, starts);
 
     let mut fields: Vec<Field> = input_schema
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    for rule in &spec.rules {
+    let inputs: Vec<Vec<String>> = spec.rules.iter().map(|r| r.inputs()).collect();
+    for (i, rule) in spec.rules.iter().enumerate() {
         let outputs = checked_outputs(rule.as_ref(), &fields)?;
-        let columns: Vec<ArrayRef> = rule
-            .inputs()
+        let columns: Vec<ArrayRef> = inputs[i]
             .iter()
             .map(|name| frame.column(name))
             .collect::<Result<_, _>>()?;
@@ -272,6 +281,15 @@ pub fn enrich(
         for field in outputs {
             set_field(&mut fields, field);
         }
+        // Free the columns that neither the output nor a later rule uses.
+        let later: Vec<&String> = inputs[i + 1..].iter().flatten().collect();
+        let needed = |name: &str| {
+            spec.keep
+                .as_ref()
+                .is_none_or(|keep| keep.iter().any(|k| k == name))
+                || later.iter().any(|l| *l == name)
+        };
+        frame.retain(needed);
     }
     let schema = Arc::new(Schema::new(spec.kept(fields)));
     let batches = frame.output_batches(&schema)?;
@@ -280,8 +298,8 @@ pub fn enrich(
 
 /// A date's rows while the rules run: the input batches, the rows as the rules so far
 /// left them (in event order), and the columns the rules added.
-struct Frame<'a> {
-    inputs: &'a [&'a RecordBatch],
+struct Frame {
+    inputs: Vec<RecordBatch>,
     /// Each event's key (`elapsed_ms << 36 | row_id`) and global input row, in event
     /// order (symbol by symbol).
     events: Vec<(u64, u32)>,
@@ -303,8 +321,8 @@ struct Frame<'a> {
     event_columns: Option<(Vec<i64>, Vec<u64>)>,
 }
 
-impl<'a> Frame<'a> {
-    fn new(inputs: &'a [&'a RecordBatch], events: Vec<(u64, u32)>, runs: Vec<usize>) -> Self {
+impl Frame {
+    fn new(inputs: Vec<RecordBatch>, events: Vec<(u64, u32)>, runs: Vec<usize>) -> Self {
         Frame {
             inputs,
             rows: (0..events.len() as u32).collect(),
@@ -347,6 +365,7 @@ impl<'a> Frame<'a> {
         }
         let gather_error = |e: arrow::error::ArrowError| format!("enrich: column '{name}': {e}");
         if !self.event_ordered.contains_key(name) {
+            self.positions();
             let parts: Vec<&ArrayRef> = self
                 .inputs
                 .iter()
@@ -355,7 +374,7 @@ impl<'a> Frame<'a> {
                         .ok_or_else(|| format!("enrich: column '{name}' is missing"))
                 })
                 .collect::<Result<_, _>>()?;
-            let ordered = match scatter(&parts, self.positions()) {
+            let ordered = match scatter(&parts, &self.positions) {
                 Some(ordered) => ordered,
                 None => {
                     let parts: Vec<&dyn Array> = parts.iter().map(|p| p.as_ref()).collect();
@@ -388,6 +407,28 @@ impl<'a> Frame<'a> {
             self.positions = positions;
         }
         &self.positions
+    }
+
+    /// Keeps only the columns `needed` by the output or later rules: added columns,
+    /// gathered ones, and input columns (an input column replaced by an added one of the
+    /// same name is not needed either).
+    fn retain(&mut self, needed: impl Fn(&str) -> bool) {
+        self.added.retain(|(name, _)| needed(name));
+        self.event_ordered.retain(|name, _| needed(name));
+        self.gathered.retain(|name, _| needed(name));
+        let added = &self.added;
+        for batch in &mut self.inputs {
+            let schema = batch.schema();
+            let keep: Vec<usize> = (0..schema.fields().len())
+                .filter(|c| {
+                    let name = schema.field(*c).name();
+                    needed(name) && !added.iter().any(|(n, _)| n == name)
+                })
+                .collect();
+            if keep.len() < schema.fields().len() {
+                *batch = batch.project(&keep).expect("indices are in bounds");
+            }
+        }
     }
 
     /// Takes a rule's output: checks its shape, expands or drops rows, adds its columns.
@@ -489,7 +530,8 @@ impl<'a> Frame<'a> {
         let mut batches =
             Vec::with_capacity(input_rows.len().div_ceil(OUTPUT_BATCH_ROWS) + self.inputs.len());
         let mut batch_start = 0;
-        for input in self.inputs {
+        // Each input batch is dropped once its output is built.
+        for input in std::mem::take(&mut self.inputs) {
             let batch_rows = batch_start..batch_start + input.num_rows();
             batch_start = batch_rows.end;
             // The row of `input` behind each of its output rows.
@@ -652,7 +694,7 @@ fn scatter_utf8(parts: &[&ArrayRef], positions: &[u32]) -> Option<StringArray> {
 
 /// The batches' common schema (nullable if any batch's column is), or an error naming
 /// the first batch that differs.
-fn common_schema(batches: &[&RecordBatch]) -> Result<SchemaRef, String> {
+fn common_schema(batches: &[RecordBatch]) -> Result<SchemaRef, String> {
     let first = batches[0].schema();
     let mut fields: Vec<Field> = first.fields().iter().map(|f| f.as_ref().clone()).collect();
     for (b, batch) in batches.iter().enumerate().skip(1) {
@@ -770,7 +812,7 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
             "Enrich",
             diagnostics,
             move |date_key, batches, diagnostics| {
-                let (out, counts) = enrich(&batches, &spec)?;
+                let (out, counts) = enrich_owned(batches, &spec)?;
                 diagnostics.add_all(date_key, counts.iter().map(|(k, v)| (k.as_str(), *v)));
                 Ok(out)
             },

@@ -22,7 +22,7 @@ use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use timely::dataflow::Stream;
 
 use crate::batch::Batch;
-use crate::enrich::{Enrich, EnrichRule, EnrichSpec, Rows, RuleOutput, enrich};
+use crate::enrich::{Enrich, EnrichRule, EnrichSpec, Rows, RuleOutput, enrich_owned};
 use crate::report::Diagnostics;
 use crate::time::Time;
 
@@ -153,7 +153,7 @@ pub fn forward_returns(
     batches: Vec<RecordBatch>,
     spec: &ForwardReturnSpec,
 ) -> Result<Vec<RecordBatch>, String> {
-    enrich(&batches, &spec.enrich_spec()).map(|(batches, _)| batches)
+    enrich_owned(batches, &spec.enrich_spec()).map(|(batches, _)| batches)
 }
 
 /// The `forward_return` operator.
