@@ -500,6 +500,9 @@ impl Frame {
     /// [`OUTPUT_BATCH_ROWS`] rows, the input columns gathered (or sliced, where no row
     /// expands or is dropped) and the added columns taken into that order.
     fn output_batches(mut self, schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+        if !self.reshaped {
+            return self.unreshaped_output(schema);
+        }
         let input_rows = self.input_rows();
         // Free what the rules needed before the output is built.
         self.events = Vec::new();
@@ -574,6 +577,54 @@ impl Frame {
                 }
                 batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(gather_error)?);
             }
+        }
+        Ok(batches)
+    }
+}
+
+impl Frame {
+    /// [`Frame::output_batches`] when no rule expanded or dropped rows: every input row
+    /// is one output row, so each input batch is passed on whole (sliced at
+    /// [`OUTPUT_BATCH_ROWS`]) with the added columns taken at its rows' event
+    /// positions.
+    fn unreshaped_output(mut self, schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+        if self.positions.is_empty() && !self.added.is_empty() {
+            self.positions();
+        }
+        let positions = std::mem::take(&mut self.positions);
+        self.events = Vec::new();
+        self.rows = Vec::new();
+        self.event_ordered.clear();
+        self.gathered.clear();
+        self.event_columns = None;
+        let gather_error = |e: arrow::error::ArrowError| format!("enrich: output rows: {e}");
+        let mut batches = Vec::with_capacity(self.inputs.len());
+        let mut start = 0;
+        for input in std::mem::take(&mut self.inputs) {
+            for chunk in (0..input.num_rows()).step_by(OUTPUT_BATCH_ROWS) {
+                let rows = OUTPUT_BATCH_ROWS.min(input.num_rows() - chunk);
+                let indices = (!self.added.is_empty()).then(|| {
+                    UInt32Array::from(positions[start + chunk..start + chunk + rows].to_vec())
+                });
+                let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+                for field in schema.fields() {
+                    match self.added.iter().find(|(n, _)| n == field.name()) {
+                        Some((_, values)) => {
+                            let indices = indices.as_ref().expect("there are added columns");
+                            let taken = arrow::compute::take(values, indices, None);
+                            columns.push(taken.map_err(gather_error)?);
+                        }
+                        None => {
+                            let column = input
+                                .column_by_name(field.name())
+                                .expect("the schema's input columns are in every batch");
+                            columns.push(column.slice(chunk, rows));
+                        }
+                    }
+                }
+                batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(gather_error)?);
+            }
+            start += input.num_rows();
         }
         Ok(batches)
     }
