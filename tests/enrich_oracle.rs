@@ -361,24 +361,6 @@ fn days() -> Vec<Day> {
 // ---------------------------------------------------------------------------------------
 // The oracle: SEMANTICS.md row by row.
 
-/// SEMANTICS.md parse_time for CN with the clamp policy.
-fn oracle_elapsed_ms(ticktime: i64) -> i64 {
-    let t =
-        ticktime / 10_000_000 * 3_600_000 + ticktime / 100_000 % 100 * 60_000 + ticktime % 100_000;
-    let (am_open, am_close, pm_open, pm_close) = (34_200_000, 41_400_000, 46_800_000, 54_000_000);
-    if t < am_open {
-        0
-    } else if t <= am_close {
-        t - am_open
-    } else if t < pm_open {
-        7_200_000
-    } else if t <= pm_close {
-        7_200_000 + t - pm_open
-    } else {
-        DAY_MS
-    }
-}
-
 /// One row after the FIFO match (and the rules of [`ROWS`] before the custom one).
 #[derive(Clone, Debug, Default)]
 struct Enriched {
@@ -411,7 +393,11 @@ fn oracle_day(day: &Day) -> OracleDay {
         .iter()
         .map(|q| q.map(|q| q.round() as i64))
         .collect();
-    let elapsed_ms: Vec<i64> = day.ticktime.iter().map(|t| oracle_elapsed_ms(*t)).collect();
+    let elapsed_ms: Vec<i64> = day
+        .ticktime
+        .iter()
+        .map(|t| common::oracle_elapsed_ms(*t))
+        .collect();
     let mid: Vec<Option<f64>> = (0..n)
         .map(|i| Some((day.ask[i]? + day.bid[i]?) / 2.0))
         .collect();
@@ -903,13 +889,6 @@ enum Feed {
     Files,
 }
 
-fn process(workers: usize) -> timely::Config {
-    timely::Config {
-        communication: timely::CommunicationConfig::Process(workers),
-        worker: Default::default(),
-    }
-}
-
 fn serialized(workers: usize) -> timely::Config {
     timely::Config {
         communication: timely::CommunicationConfig::ProcessBinary(workers),
@@ -925,8 +904,8 @@ fn setups() -> Vec<(&'static str, timely::Config, Feed)> {
             timely::Config::thread(),
             Feed::Pushed(1),
         ),
-        ("2 workers, pushed", process(2), Feed::Pushed(2)),
-        ("4 workers, pushed", process(4), Feed::Pushed(3)),
+        ("2 workers, pushed", common::process(2), Feed::Pushed(2)),
+        ("4 workers, pushed", common::process(4), Feed::Pushed(3)),
         (
             "2 workers, serialized, pushed",
             serialized(2),
@@ -937,7 +916,7 @@ fn setups() -> Vec<(&'static str, timely::Config, Feed)> {
             serialized(4),
             Feed::Pushed(7),
         ),
-        ("2 workers, files", process(2), Feed::Files),
+        ("2 workers, files", common::process(2), Feed::Files),
     ]
 }
 
@@ -1074,7 +1053,7 @@ fn an_overflowing_running_value_fails_its_date_only() {
     let pipeline = Pipeline::from_toml(ROWS).unwrap().with_rule(Lots);
     for (name, config, feed) in [
         ("1 worker", timely::Config::thread(), Feed::Pushed(5)),
-        ("2 workers", process(2), Feed::Pushed(6)),
+        ("2 workers", common::process(2), Feed::Pushed(6)),
     ] {
         let mut results = run_engine(&pipeline, &batches, config, feed);
         let failed = results.pop().unwrap();

@@ -140,24 +140,6 @@ fn random_day(seed: u64, rows: usize) -> RecordBatch {
     .unwrap()
 }
 
-/// SEMANTICS.md parse_time for CN with the clamp policy.
-fn oracle_elapsed_ms(ticktime: i64) -> i64 {
-    let t =
-        ticktime / 10_000_000 * 3_600_000 + ticktime / 100_000 % 100 * 60_000 + ticktime % 100_000;
-    let (am_open, am_close, pm_open, pm_close) = (34_200_000, 41_400_000, 46_800_000, 54_000_000);
-    if t < am_open {
-        0
-    } else if t <= am_close {
-        t - am_open
-    } else if t < pm_open {
-        7_200_000
-    } else if t <= pm_close {
-        7_200_000 + t - pm_open
-    } else {
-        14_400_000
-    }
-}
-
 type Key = (Option<i64>, Option<String>);
 
 #[derive(Debug, Default, Clone)]
@@ -187,7 +169,7 @@ fn oracle(day: &RecordBatch) -> BTreeMap<Key, OracleGroup> {
     );
     let get = |a: &arrow::array::Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
     let elapsed: Vec<i64> = (0..n)
-        .map(|i| oracle_elapsed_ms(ticktime.value(i)))
+        .map(|i| common::oracle_elapsed_ms(ticktime.value(i)))
         .collect();
     let mid: Vec<Option<f64>> = (0..n)
         .map(|i| Some((get(ask, i)? + get(bid, i)?) / 2.0))
@@ -337,13 +319,6 @@ fn days() -> Vec<(NaiveDate, RecordBatch)> {
     ]
 }
 
-fn process(workers: usize) -> timely::Config {
-    timely::Config {
-        communication: timely::CommunicationConfig::Process(workers),
-        worker: Default::default(),
-    }
-}
-
 #[test]
 fn one_worker_matches_oracle() {
     let days = days();
@@ -362,8 +337,8 @@ fn results_do_not_depend_on_workers_batches_or_serialization() {
         assert_matches_oracle(partial, &oracle(day));
     }
     let configs = [
-        ("2 workers", process(2)),
-        ("4 workers", process(4)),
+        ("2 workers", common::process(2)),
+        ("4 workers", common::process(4)),
         (
             "2 workers, serialized",
             timely::Config {
@@ -454,7 +429,7 @@ fn metrics_oracle(day: &RecordBatch) -> BTreeMap<Key, MetricsGroup> {
             (34_200_000..=41_400_000).contains(&t) || (46_800_000..=54_000_000).contains(&t)
         })
         .collect();
-    let elapsed = |i: usize| oracle_elapsed_ms(ticktime.value(i));
+    let elapsed = |i: usize| common::oracle_elapsed_ms(ticktime.value(i));
     let mid = |i: usize| Some((get(ask, i)? + get(bid, i)?) / 2.0);
     let mut groups: BTreeMap<Key, MetricsGroup> = BTreeMap::new();
     for &i in &kept {
@@ -496,7 +471,7 @@ fn metrics_oracle(day: &RecordBatch) -> BTreeMap<Key, MetricsGroup> {
 fn every_aggregate_function_and_the_drop_policy_match_the_oracle() {
     let days = days();
     let pipeline = Pipeline::from_toml(METRICS_PIPELINE).unwrap();
-    for config in [timely::Config::thread(), process(2)] {
+    for config in [timely::Config::thread(), common::process(2)] {
         let mut engine =
             Engine::start_with(pipeline.bind(&days[0].1.schema()).unwrap(), config).unwrap();
         for (date, day) in &days {
