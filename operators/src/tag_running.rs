@@ -19,7 +19,8 @@
 //!   skips null quantities instead. Rows with a null value are counted as
 //!   `tag_running.{name}.null_rows`.
 //! * **Errors** (an integer overflow, a failing `CAST`) fail the date, naming the rule,
-//!   the symbol's row and the value of `prev`.
+//!   the row's `row_id` and, for an error in the part of the update that uses `prev`,
+//!   the value of `prev`.
 //! * **`prev`** is a reserved name in the update: a column named `prev` cannot be used
 //!   there.
 
