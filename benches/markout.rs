@@ -26,6 +26,7 @@ use vizflow::synthetic::{GenSpec, generate};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn bench_markout(c: &mut Criterion) {
+    vizflow::allocator::keep_freed_memory();
     let rows: usize = std::env::var("VIZFLOW_BENCH_ROWS")
         .ok()
         .and_then(|r| r.parse().ok())

@@ -15,6 +15,7 @@
 //! | [`run`] | batch replay over many dates with progress |
 //! | [`synthetic`] | deterministic synthetic market data |
 //! | [`demo`] | the `vizflow demo` walkthrough |
+//! | [`allocator`] | tuning of mimalloc, the `vizflow` binary's allocator |
 //!
 //! ```no_run
 //! use vizflow::config::Pipeline;
@@ -27,6 +28,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod allocator;
 pub mod calendar;
 pub mod config;
 pub mod demo;

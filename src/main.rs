@@ -281,6 +281,7 @@ fn main() -> ExitCode {
         default_hook(info);
         std::process::abort();
     }));
+    vizflow::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run_command(args),
