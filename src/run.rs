@@ -372,13 +372,15 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
             );
             continue;
         }
+        // Beginning the date completes the previous one; its result is written before
+        // this date's rows are read, so that two dates' rows are never in memory at once.
         running.begin_date(date)?;
-        for part in 0..file.num_parts() {
-            running.push_file_part(file.clone(), part, pipeline.input.batch_rows)?;
-        }
         while let Some(result) = running.next_result()? {
             let outcome = outcome_of(&output_dir, result, &hash);
             record(&mut summary, &mut progress, outcome);
+        }
+        for part in 0..file.num_parts() {
+            running.push_file_part(file.clone(), part, pipeline.input.batch_rows)?;
         }
     }
     if let Some((running, _)) = engine {
