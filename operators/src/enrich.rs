@@ -24,6 +24,15 @@
 //!
 //! The same operator runs whether rows come from files or from the embedding API, and
 //! its output does not depend on the number of workers or on how rows were batched.
+//! Forward returns ([`crate::forward_return`]) run in it too, as the first rule.
+//!
+//! # Performance
+//!
+//! Input columns reach event order by a *scatter* (read in input order, one write
+//! cursor per symbol), which stays in cache where a gather in event order would miss it
+//! on nearly every row; added columns go back to input order the same way. After each
+//! rule, the columns that neither a later rule nor the output needs are freed, and the
+//! input batches are dropped as their output is built. Nothing is allocated per row.
 //!
 //! # Writing a rule in Rust
 //!
