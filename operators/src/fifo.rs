@@ -306,7 +306,8 @@ impl FifoOutput {
         self.flags.push(flags);
     }
 
-    /// The five FIFO columns, in the order of [`OUTPUTS`].
+    /// The five FIFO columns: `matched_entry_id`, `matched_qty`, `holding_period`,
+    /// `matched_entry_price`, `is_closed`.
     pub fn into_arrays(self) -> [ArrayRef; 5] {
         let flags = self.flags;
         let nulls = |bit: u8| {

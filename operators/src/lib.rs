@@ -3,7 +3,7 @@
 //!
 //! | operator | trait | what it computes |
 //! |---|---|---|
-//! | [`derive`] | [`derive::Derive`] | casts, SQL-expression columns, projection |
+//! | [`derive`](mod@derive) | [`derive::Derive`] | casts, SQL-expression columns, projection |
 //! | [`parse_time`] | [`parse_time::ParseTime`] | wall-clock timestamps to trading time (`elapsed_ms`) |
 //! | [`enrich`] | [`enrich::Enrich`] | per-symbol rules in event order: [`fifo`] matching, [`tag_condition`], running values, custom [`enrich::TagRule`]s |
 //! | [`forward_return`] | [`forward_return::ForwardReturn`] | as-of forward returns per symbol, all horizons in one pass |
