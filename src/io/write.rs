@@ -135,7 +135,8 @@ fn write_parquet(
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically (see [`write_atomic`]).
+/// Writes `bytes` to `path` atomically: to a temporary file in the same directory, then
+/// renamed over `path`, so a reader never sees a half-written file.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     write_atomic(path, |out| Ok(std::io::Write::write_all(out, bytes)?))
 }
