@@ -7,7 +7,7 @@
 //! batch per destination worker with Arrow's `take` kernel, so a symbol's rows always
 //! meet on the same worker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hasher;
 use std::sync::OnceLock;
 
@@ -353,12 +353,18 @@ where
     })
 }
 
+/// How many output batches a keyed operator sends per activation before it lets the
+/// operators downstream run (and free them) and activates itself again.
+const BATCHES_PER_ACTIVATION: usize = 4;
+
 /// Keeps each date's batches until the date is complete (the input frontier has passed
-/// its last time), then applies `logic` to all of them at once and sends what it returns
-/// at the date's earliest time: the shape of the keyed operators (forward_return,
-/// enrich), whose `pact` brings a symbol's rows to one worker. An error fails the date
-/// and passes nothing.
-pub fn per_date<'scope, P, L>(
+/// its last time), then applies `logic` to all of them at once and sends the batches
+/// its iterator yields, at the date's earliest time: the shape of the keyed operators
+/// (forward returns, enrich), whose `pact` brings a symbol's rows to one worker. The
+/// output goes out a few batches per activation, so the operators downstream consume
+/// each part before the next is built. An error fails the date and passes nothing
+/// more of it.
+pub fn per_date<'scope, P, L, I>(
     stream: Stream<'scope, Time, Batch>,
     pact: P,
     name: &str,
@@ -367,14 +373,19 @@ pub fn per_date<'scope, P, L>(
 ) -> Stream<'scope, Time, Batch>
 where
     P: ParallelizationContract<Time, Batch>,
-    L: FnMut(u32, Vec<RecordBatch>, &Diagnostics) -> Result<Vec<RecordBatch>, String> + 'static,
+    L: FnMut(u32, Vec<RecordBatch>, &Diagnostics) -> Result<I, String> + 'static,
+    I: Iterator<Item = Result<RecordBatch, String>> + 'static,
 {
+    let scope = stream.scope();
     stream.unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(
         pact,
         name,
-        move |_cap, _info| {
+        move |_cap, info| {
+            let activator = scope.activator_for(info.address.clone());
             // Each date's rows, held with a capability at the date's earliest time.
             let mut pending: BTreeMap<u32, (Capability<Time>, Vec<RecordBatch>)> = BTreeMap::new();
+            // Dates whose output is being sent, in date order.
+            let mut sending: VecDeque<(u32, Capability<Time>, I)> = VecDeque::new();
             move |(input, frontier), output| {
                 input.for_each_time(|time, data| {
                     let date_key = date_key_of(*time.time());
@@ -392,14 +403,34 @@ where
                     }
                     let (date_key, (capability, batches)) = entry.remove_entry();
                     match logic(date_key, batches, &diagnostics) {
-                        Ok(out) => {
-                            let mut session = output.session(&capability);
-                            for batch in out.into_iter().filter(|b| b.num_rows() > 0) {
-                                session.give_container(&mut Batch::new(batch));
-                            }
-                        }
+                        Ok(batches) => sending.push_back((date_key, capability, batches)),
                         Err(message) => diagnostics.error(date_key, message),
                     }
+                }
+                let mut budget = BATCHES_PER_ACTIVATION;
+                while budget > 0 {
+                    let Some((date_key, capability, batches)) = sending.front_mut() else {
+                        break;
+                    };
+                    match batches.next() {
+                        Some(Ok(batch)) if batch.num_rows() > 0 => {
+                            output
+                                .session(capability)
+                                .give_container(&mut Batch::new(batch));
+                            budget -= 1;
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(message)) => {
+                            diagnostics.error(*date_key, message);
+                            sending.pop_front();
+                        }
+                        None => {
+                            sending.pop_front();
+                        }
+                    }
+                }
+                if !sending.is_empty() {
+                    activator.activate();
                 }
             }
         },

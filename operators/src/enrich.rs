@@ -241,10 +241,21 @@ pub fn enrich_owned(
     batches: Vec<RecordBatch>,
     spec: &EnrichSpec,
 ) -> Result<(Vec<RecordBatch>, BTreeMap<String, u64>), String> {
+    let (output, counts) = enrich_lazy(batches, spec)?;
+    Ok((output.collect::<Result<_, _>>()?, counts))
+}
+
+/// [`enrich_owned`] with the output built lazily, one input batch at a time as the
+/// returned iterator is consumed. The rules have all run when it returns.
+pub fn enrich_lazy(
+    batches: Vec<RecordBatch>,
+    spec: &EnrichSpec,
+) -> Result<(EnrichOutput, BTreeMap<String, u64>), String> {
     let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
     let mut counts = BTreeMap::new();
     if batches.is_empty() {
-        return Ok((Vec::new(), counts));
+        let empty = Frame::new(Vec::new(), Vec::new(), vec![0]);
+        return Ok((empty.into_output(Arc::new(Schema::empty())), counts));
     }
     let input_schema = common_schema(&batches)?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -301,8 +312,7 @@ pub fn enrich_owned(
         frame.retain(needed);
     }
     let schema = Arc::new(Schema::new(spec.kept(fields)));
-    let batches = frame.output_batches(&schema)?;
-    Ok((batches, counts))
+    Ok((frame.into_output(schema), counts))
 }
 
 /// A date's rows while the rules run: the input batches, the rows as the rules so far
@@ -505,135 +515,171 @@ impl Frame {
         Ok(())
     }
 
-    /// The output batches in input row order: per input batch, batches of at most
-    /// [`OUTPUT_BATCH_ROWS`] rows, the input columns gathered (or sliced, where no row
-    /// expands or is dropped) and the added columns taken into that order.
-    fn output_batches(mut self, schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
-        if !self.reshaped {
-            return self.unreshaped_output(schema);
-        }
-        let input_rows = self.input_rows();
-        // Free what the rules needed before the output is built.
-        self.events = Vec::new();
-        self.rows = Vec::new();
-        self.event_ordered.clear();
-        self.positions = Vec::new();
-        self.gathered.clear();
-        self.event_columns = None;
-        let total: usize = self.inputs.iter().map(|b| b.num_rows()).sum();
-        // Each input row's first output position, and the current row at each position
-        // (a stable counting sort by input row keeps an expanded row's rows in order).
-        let mut first = vec![0u32; total + 1];
-        for row in &input_rows {
-            first[*row as usize + 1] += 1;
-        }
-        for row in 0..total {
-            first[row + 1] += first[row];
-        }
-        let mut position_row = vec![0u32; input_rows.len()];
-        let mut cursor = first.clone();
-        for (k, row) in input_rows.iter().enumerate() {
-            position_row[cursor[*row as usize] as usize] = k as u32;
-            cursor[*row as usize] += 1;
-        }
-        drop(cursor);
-
-        let gather_error = |e: arrow::error::ArrowError| format!("enrich: output rows: {e}");
-        let mut batches =
-            Vec::with_capacity(input_rows.len().div_ceil(OUTPUT_BATCH_ROWS) + self.inputs.len());
-        let mut batch_start = 0;
-        // Each input batch is dropped once its output is built.
-        for input in std::mem::take(&mut self.inputs) {
-            let batch_rows = batch_start..batch_start + input.num_rows();
-            batch_start = batch_rows.end;
-            // The row of `input` behind each of its output rows.
-            let mut local_rows =
-                Vec::with_capacity((first[batch_rows.end] - first[batch_rows.start]) as usize);
-            for row in batch_rows.clone() {
-                let copies = first[row + 1] - first[row];
-                local_rows.extend(std::iter::repeat_n(
-                    (row - batch_rows.start) as u32,
-                    copies as usize,
-                ));
+    /// The output, batch by batch, in input row order: per input batch, batches of at
+    /// most [`OUTPUT_BATCH_ROWS`] rows, the input columns gathered (or sliced, where no
+    /// row expands or is dropped) and the added columns taken into that order. What the
+    /// rules needed is freed first; each input batch is freed once its output is built.
+    fn into_output(mut self, schema: SchemaRef) -> EnrichOutput {
+        let order = if self.reshaped {
+            let input_rows = self.input_rows();
+            let total: usize = self.inputs.iter().map(|b| b.num_rows()).sum();
+            // Each input row's first output position, and the current row at each
+            // position (a stable counting sort by input row keeps an expanded row's rows
+            // in order).
+            let mut first = vec![0u32; total + 1];
+            for row in &input_rows {
+                first[*row as usize + 1] += 1;
             }
-            let positions = first[batch_rows.start] as usize;
-            for chunk_start in (0..local_rows.len()).step_by(OUTPUT_BATCH_ROWS) {
-                let chunk = chunk_start..local_rows.len().min(chunk_start + OUTPUT_BATCH_ROWS);
-                let rows = &local_rows[chunk.clone()];
-                let current = UInt32Array::from(
-                    position_row[positions + chunk.start..positions + chunk.end].to_vec(),
-                );
-                // Without expansion or drops the output rows are a run of input rows:
-                // slice, don't copy.
-                let run = rows.windows(2).all(|w| w[1] == w[0] + 1);
-                let indices = (!run).then(|| UInt32Array::from(rows.to_vec()));
-                let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-                for field in schema.fields() {
-                    if let Some((_, values)) = self.added.iter().find(|(n, _)| n == field.name()) {
-                        let taken = arrow::compute::take(values, &current, None);
-                        columns.push(taken.map_err(gather_error)?);
-                        continue;
-                    }
-                    let column = input
-                        .column_by_name(field.name())
-                        .expect("the schema's input columns are in every batch");
-                    match &indices {
-                        Some(indices) => columns.push(
-                            arrow::compute::take(column, indices, None).map_err(gather_error)?,
-                        ),
-                        None => columns.push(column.slice(rows[0] as usize, rows.len())),
-                    }
-                }
-                batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(gather_error)?);
+            for row in 0..total {
+                first[row + 1] += first[row];
             }
+            let mut position_row = vec![0u32; input_rows.len()];
+            let mut cursor = first.clone();
+            for (k, row) in input_rows.iter().enumerate() {
+                position_row[cursor[*row as usize] as usize] = k as u32;
+                cursor[*row as usize] += 1;
+            }
+            OutputOrder::Reshaped {
+                first,
+                position_row,
+            }
+        } else {
+            if self.positions.is_empty() && !self.added.is_empty() {
+                self.positions();
+            }
+            OutputOrder::Whole {
+                positions: std::mem::take(&mut self.positions),
+            }
+        };
+        EnrichOutput {
+            inputs: std::mem::take(&mut self.inputs).into(),
+            added: std::mem::take(&mut self.added),
+            schema,
+            order,
+            batch_start: 0,
+            ready: std::collections::VecDeque::new(),
         }
-        Ok(batches)
     }
 }
 
-impl Frame {
-    /// [`Frame::output_batches`] when no rule expanded or dropped rows: every input row
-    /// is one output row, so each input batch is passed on whole (sliced at
-    /// [`OUTPUT_BATCH_ROWS`]) with the added columns taken at its rows' event
-    /// positions.
-    fn unreshaped_output(mut self, schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
-        if self.positions.is_empty() && !self.added.is_empty() {
-            self.positions();
-        }
-        let positions = std::mem::take(&mut self.positions);
-        self.events = Vec::new();
-        self.rows = Vec::new();
-        self.event_ordered.clear();
-        self.gathered.clear();
-        self.event_columns = None;
-        let gather_error = |e: arrow::error::ArrowError| format!("enrich: output rows: {e}");
-        let mut batches = Vec::with_capacity(self.inputs.len());
-        let mut start = 0;
-        for input in std::mem::take(&mut self.inputs) {
-            for chunk in (0..input.num_rows()).step_by(OUTPUT_BATCH_ROWS) {
-                let rows = OUTPUT_BATCH_ROWS.min(input.num_rows() - chunk);
-                let indices = (!self.added.is_empty()).then(|| {
-                    UInt32Array::from(positions[start + chunk..start + chunk + rows].to_vec())
-                });
-                let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-                for field in schema.fields() {
-                    match self.added.iter().find(|(n, _)| n == field.name()) {
-                        Some((_, values)) => {
-                            let indices = indices.as_ref().expect("there are added columns");
-                            let taken = arrow::compute::take(values, indices, None);
-                            columns.push(taken.map_err(gather_error)?);
-                        }
-                        None => {
-                            let column = input
-                                .column_by_name(field.name())
-                                .expect("the schema's input columns are in every batch");
-                            columns.push(column.slice(chunk, rows));
-                        }
-                    }
-                }
-                batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(gather_error)?);
+/// How output rows map to input rows and to the rows the rules left.
+enum OutputOrder {
+    /// No rule expanded or dropped rows: input row `g` is output row `g`, and
+    /// `positions[g]` is its row in the added columns.
+    Whole { positions: Vec<u32> },
+    /// `first[g]..first[g + 1]` are input row `g`'s output positions, and
+    /// `position_row[p]` is output position `p`'s row in the added columns.
+    Reshaped {
+        first: Vec<u32>,
+        position_row: Vec<u32>,
+    },
+}
+
+/// The output of the enrich kernel, built one input batch at a time as it is consumed,
+/// so the keyed operator can pass each part downstream before building the next.
+pub struct EnrichOutput {
+    inputs: std::collections::VecDeque<RecordBatch>,
+    added: Vec<(String, ArrayRef)>,
+    schema: SchemaRef,
+    order: OutputOrder,
+    /// The global row of the next input batch's first row.
+    batch_start: usize,
+    ready: std::collections::VecDeque<RecordBatch>,
+}
+
+impl Iterator for EnrichOutput {
+    type Item = Result<RecordBatch, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(batch) = self.ready.pop_front() {
+                return Some(Ok(batch));
             }
-            start += input.num_rows();
+            let input = self.inputs.pop_front()?;
+            match self.output_of(&input) {
+                Ok(batches) => self.ready.extend(batches),
+                Err(message) => {
+                    self.inputs.clear();
+                    return Some(Err(message));
+                }
+            }
+        }
+    }
+}
+
+impl EnrichOutput {
+    /// The output batches of one input batch.
+    fn output_of(&mut self, input: &RecordBatch) -> Result<Vec<RecordBatch>, String> {
+        let start = self.batch_start;
+        self.batch_start += input.num_rows();
+        let gather_error = |e: arrow::error::ArrowError| format!("enrich: output rows: {e}");
+        // Per output batch: the rows of `input` (a contiguous run, or indices) and the
+        // rows of the added columns.
+        let mut parts: Vec<(Result<(usize, usize), UInt32Array>, Option<UInt32Array>)> = Vec::new();
+        match &self.order {
+            OutputOrder::Whole { positions } => {
+                for chunk in (0..input.num_rows()).step_by(OUTPUT_BATCH_ROWS) {
+                    let rows = OUTPUT_BATCH_ROWS.min(input.num_rows() - chunk);
+                    let added = (!self.added.is_empty()).then(|| {
+                        UInt32Array::from(positions[start + chunk..start + chunk + rows].to_vec())
+                    });
+                    parts.push((Ok((chunk, rows)), added));
+                }
+            }
+            OutputOrder::Reshaped {
+                first,
+                position_row,
+            } => {
+                let batch_rows = start..start + input.num_rows();
+                // The row of `input` behind each of its output rows.
+                let mut local_rows =
+                    Vec::with_capacity((first[batch_rows.end] - first[batch_rows.start]) as usize);
+                for row in batch_rows.clone() {
+                    let copies = first[row + 1] - first[row];
+                    local_rows.extend(std::iter::repeat_n(
+                        (row - batch_rows.start) as u32,
+                        copies as usize,
+                    ));
+                }
+                let positions = first[batch_rows.start] as usize;
+                for chunk_start in (0..local_rows.len()).step_by(OUTPUT_BATCH_ROWS) {
+                    let chunk = chunk_start..local_rows.len().min(chunk_start + OUTPUT_BATCH_ROWS);
+                    let rows = &local_rows[chunk.clone()];
+                    let added = UInt32Array::from(
+                        position_row[positions + chunk.start..positions + chunk.end].to_vec(),
+                    );
+                    // Without expansion or drops the output rows are a run of input
+                    // rows: slice, don't copy.
+                    let run = rows.windows(2).all(|w| w[1] == w[0] + 1);
+                    let input_rows = if run {
+                        Ok((rows[0] as usize, rows.len()))
+                    } else {
+                        Err(UInt32Array::from(rows.to_vec()))
+                    };
+                    parts.push((input_rows, Some(added)));
+                }
+            }
+        }
+        let mut batches = Vec::with_capacity(parts.len());
+        for (input_rows, added_rows) in parts {
+            let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+            for field in self.schema.fields() {
+                if let Some((_, values)) = self.added.iter().find(|(n, _)| n == field.name()) {
+                    let indices = added_rows.as_ref().expect("there are added columns");
+                    let taken = arrow::compute::take(values, indices, None);
+                    columns.push(taken.map_err(gather_error)?);
+                    continue;
+                }
+                let column = input
+                    .column_by_name(field.name())
+                    .expect("the schema's input columns are in every batch");
+                match &input_rows {
+                    Ok((offset, length)) => columns.push(column.slice(*offset, *length)),
+                    Err(indices) => columns
+                        .push(arrow::compute::take(column, indices, None).map_err(gather_error)?),
+                }
+            }
+            batches.push(RecordBatch::try_new(self.schema.clone(), columns).map_err(gather_error)?);
         }
         Ok(batches)
     }
@@ -872,7 +918,7 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
             "Enrich",
             diagnostics,
             move |date_key, batches, diagnostics| {
-                let (out, counts) = enrich_owned(batches, &spec)?;
+                let (out, counts) = enrich_lazy(batches, &spec)?;
                 diagnostics.add_all(date_key, counts.iter().map(|(k, v)| (k.as_str(), *v)));
                 Ok(out)
             },
