@@ -575,6 +575,14 @@ enum OutputOrder {
     },
 }
 
+/// The rows of an input batch behind one output batch.
+enum InputRows {
+    /// A run: offset and length (sliced, not copied).
+    Run(usize, usize),
+    /// Any rows, repeated where a row expands.
+    Indices(UInt32Array),
+}
+
 /// The output of the enrich kernel, built one input batch at a time as it is consumed,
 /// so the keyed operator can pass each part downstream before building the next.
 pub struct EnrichOutput {
@@ -613,9 +621,8 @@ impl EnrichOutput {
         let start = self.batch_start;
         self.batch_start += input.num_rows();
         let gather_error = |e: arrow::error::ArrowError| format!("enrich: output rows: {e}");
-        // Per output batch: the rows of `input` (a contiguous run, or indices) and the
-        // rows of the added columns.
-        let mut parts: Vec<(Result<(usize, usize), UInt32Array>, Option<UInt32Array>)> = Vec::new();
+        // Per output batch: the rows of `input` and the rows of the added columns.
+        let mut parts: Vec<(InputRows, Option<UInt32Array>)> = Vec::new();
         match &self.order {
             OutputOrder::Whole { positions } => {
                 for chunk in (0..input.num_rows()).step_by(OUTPUT_BATCH_ROWS) {
@@ -623,7 +630,7 @@ impl EnrichOutput {
                     let added = (!self.added.is_empty()).then(|| {
                         UInt32Array::from(positions[start + chunk..start + chunk + rows].to_vec())
                     });
-                    parts.push((Ok((chunk, rows)), added));
+                    parts.push((InputRows::Run(chunk, rows), added));
                 }
             }
             OutputOrder::Reshaped {
@@ -652,9 +659,9 @@ impl EnrichOutput {
                     // rows: slice, don't copy.
                     let run = rows.windows(2).all(|w| w[1] == w[0] + 1);
                     let input_rows = if run {
-                        Ok((rows[0] as usize, rows.len()))
+                        InputRows::Run(rows[0] as usize, rows.len())
                     } else {
-                        Err(UInt32Array::from(rows.to_vec()))
+                        InputRows::Indices(UInt32Array::from(rows.to_vec()))
                     };
                     parts.push((input_rows, Some(added)));
                 }
@@ -674,8 +681,8 @@ impl EnrichOutput {
                     .column_by_name(field.name())
                     .expect("the schema's input columns are in every batch");
                 match &input_rows {
-                    Ok((offset, length)) => columns.push(column.slice(*offset, *length)),
-                    Err(indices) => columns
+                    InputRows::Run(offset, length) => columns.push(column.slice(*offset, *length)),
+                    InputRows::Indices(indices) => columns
                         .push(arrow::compute::take(column, indices, None).map_err(gather_error)?),
                 }
             }
