@@ -106,7 +106,7 @@ fn run_pipeline(
         match &outcome.status {
             DateStatus::Written { path, .. } => partials.push(read_parquet(path)?.0),
             DateStatus::Failed(error) => anyhow::bail!("demo date failed: {error}"),
-            DateStatus::Skipped => {}
+            DateStatus::Skipped | DateStatus::NotRun => {}
         }
     }
     Ok((summary, partials))

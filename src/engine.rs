@@ -28,20 +28,22 @@ use arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array};
 use arrow::datatypes::DataType;
 use chrono::NaiveDate;
 use crossbeam_channel::{Receiver, Sender};
-use timely::dataflow::channels::pact::Pipeline as PipelinePact;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline as PipelinePact};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use vizflow_operators::aggregate::Aggregate;
-use vizflow_operators::batch::{Batch, with_columns};
+use vizflow_operators::batch::{Batch, Partition, with_columns};
 use vizflow_operators::bin::Bin;
 use vizflow_operators::derive::Derive;
 use vizflow_operators::enrich::Enrich;
 use vizflow_operators::forward_return::ROW_ID;
 use vizflow_operators::parse_time::ParseTime;
 use vizflow_operators::report::{DateReport, Diagnostics};
-use vizflow_operators::time::{self, Time};
+use vizflow_operators::time::{self, DateOwners, Time};
 
+use crate::cluster::Connected;
 use crate::config::BoundPipeline;
 use crate::io::DateFile;
 
@@ -70,6 +72,17 @@ pub enum EngineError {
         /// What is wrong.
         message: String,
     },
+    /// With [`Partition::Date`], rows must be pushed in the process that owns the date.
+    #[error(
+        "pushed batch for {date}: partitioned by date, the date belongs to worker {worker} of \
+         another process; push a date's rows in the process that owns it (Engine::owns)"
+    )]
+    NotOwner {
+        /// The date.
+        date: NaiveDate,
+        /// Its owner (a global worker index).
+        worker: usize,
+    },
     /// The workers stopped (a worker failed); the run cannot go on.
     #[error("the dataflow workers stopped unexpectedly")]
     Stopped,
@@ -82,8 +95,24 @@ pub struct DateResult {
     pub date: NaiveDate,
     /// The partial, or the errors that failed the date.
     pub partial: Result<RecordBatch, Vec<String>>,
-    /// The date's counters (and errors).
+    /// The date's counters (and errors), from every process.
     pub report: DateReport,
+}
+
+/// The owner (a global worker index) of the `ordinal`-th date begun (0-based), out of
+/// `peers` workers in all processes: the worker that builds its partial, whose process
+/// returns its result, and, partitioned by date, the one that reads its rows.
+pub fn date_owner(ordinal: usize, peers: usize) -> usize {
+    ordinal % peers
+}
+
+/// Where the workers run.
+pub enum Workers {
+    /// Threads of this process, as a timely configuration says (`Thread`, `Process(n)`,
+    /// or `ProcessBinary(n)` to serialize every exchanged batch).
+    Local(timely::Config),
+    /// This process's share of a cluster connected by [`crate::cluster::connect`].
+    Cluster(Connected),
 }
 
 /// What the caller tells a worker.
@@ -96,17 +125,34 @@ enum Command {
         batch_rows: usize,
     },
     Advance(Time),
+    /// This process's report of a completed date (sent to one worker; the others get
+    /// `None`), which every worker's report input then passes.
+    Report(u32, Option<DateReport>),
 }
 
 /// What workers tell the caller.
 enum Event {
     Partial(u32, RecordBatch),
+    /// A date's report merged from every process, on the date's owner.
+    Report(u32, DateReport),
     Frontier { worker: usize, time: Option<Time> },
 }
 
 struct Feed {
     commands: Sender<Command>,
     thread: Thread,
+}
+
+/// A date begun and not yet returned.
+#[derive(Default)]
+struct OpenDate {
+    /// The date's owner (a global worker index).
+    owner: usize,
+    partial: Option<RecordBatch>,
+    /// The merged report (on the owner's process).
+    report: Option<DateReport>,
+    /// Whether this process's report was sent.
+    reported: bool,
 }
 
 /// A running pipeline; see the module docs.
@@ -117,12 +163,19 @@ pub struct Engine {
     diagnostics: Diagnostics,
     output_schema: arrow::datatypes::SchemaRef,
     read_columns: Vec<String>,
+    partition: Partition,
+    owners: DateOwners,
+    /// The global index of this process's first worker.
+    first_worker: usize,
+    /// Workers in all processes.
+    peers: usize,
+    /// Dates begun so far (the next date's ordinal).
+    begun: usize,
     current: Option<u32>,
     time: Time,
     next_row_id: u64,
     next_worker: usize,
-    /// Dates begun and not yet returned, with their partial once it arrived.
-    open: BTreeMap<u32, Option<RecordBatch>>,
+    open: BTreeMap<u32, OpenDate>,
     frontiers: Vec<Option<Time>>,
 }
 
@@ -149,32 +202,60 @@ impl Engine {
         pipeline: BoundPipeline,
         config: timely::Config,
     ) -> Result<Engine, EngineError> {
+        Self::launch(pipeline, Workers::Local(config), Partition::Symbol)
+    }
+
+    /// Starts the workers where `workers` says, with rows spread as `partition` says.
+    /// In a cluster every process starts its engine the same way and then begins the
+    /// same dates in the same order; each date's result is returned by the process
+    /// that owns it ([`Engine::owns`]).
+    pub fn launch(
+        pipeline: BoundPipeline,
+        workers: Workers,
+        partition: Partition,
+    ) -> Result<Engine, EngineError> {
+        let (builders, others, worker_config, process, processes) = match workers {
+            Workers::Local(config) => {
+                let (builders, others) = config
+                    .communication
+                    .try_build()
+                    .map_err(EngineError::Start)?;
+                (builders, others, config.worker, 0, 1)
+            }
+            Workers::Cluster(connected) => (
+                connected.builders,
+                connected.guard,
+                timely::WorkerConfig::default(),
+                connected.process,
+                connected.processes,
+            ),
+        };
+        let threads = builders.len();
+        let first_worker = process * threads;
         let diagnostics = Diagnostics::default();
+        let owners = DateOwners::default();
         let (event_tx, events) = crossbeam_channel::unbounded();
         let (feed_tx, feed_rx) = crossbeam_channel::unbounded::<(usize, Feed)>();
         let pipeline = Arc::new(pipeline);
-        let worker_diagnostics = diagnostics.clone();
-        let worker_pipeline = pipeline.clone();
-        let guards = timely::execute(config, move |worker| {
+        let context = WorkerContext {
+            pipeline: pipeline.clone(),
+            diagnostics: diagnostics.clone(),
+            owners: owners.clone(),
+            partition,
+        };
+        let guards = timely::execute::execute_from(builders, others, worker_config, move |worker| {
             let (commands_tx, commands) = crossbeam_channel::unbounded();
-            let index = worker.index();
             let feed = Feed {
                 commands: commands_tx,
                 thread: std::thread::current(),
             };
-            if feed_tx.send((index, feed)).is_err() {
+            if feed_tx.send((worker.index() - first_worker, feed)).is_err() {
                 return;
             }
-            run_worker(
-                worker,
-                &worker_pipeline,
-                &worker_diagnostics,
-                commands,
-                event_tx.clone(),
-            );
+            run_worker(worker, &context, commands, event_tx.clone());
         })
         .map_err(EngineError::Start)?;
-        let mut feeds: Vec<(usize, Feed)> = feed_rx.iter().take(guards.guards().len()).collect();
+        let mut feeds: Vec<(usize, Feed)> = feed_rx.iter().take(threads).collect();
         feeds.sort_by_key(|(index, _)| *index);
         let feeds: Vec<Feed> = feeds.into_iter().map(|(_, f)| f).collect();
         let frontiers = vec![Some(0); feeds.len()];
@@ -185,6 +266,11 @@ impl Engine {
             diagnostics,
             output_schema: pipeline.output_schema(),
             read_columns: pipeline.read.clone(),
+            partition,
+            owners,
+            first_worker,
+            peers: threads * processes,
+            begun: 0,
             current: None,
             time: 0,
             next_row_id: 0,
@@ -199,9 +285,36 @@ impl Engine {
         self.feeds.len()
     }
 
+    /// The number of workers in all processes.
+    pub fn peers(&self) -> usize {
+        self.peers
+    }
+
     /// The diagnostics shared with the workers.
     pub fn diagnostics(&self) -> &Diagnostics {
         &self.diagnostics
+    }
+
+    /// The local index of a global worker index, when the worker is in this process.
+    fn local(&self, worker: usize) -> Option<usize> {
+        worker
+            .checked_sub(self.first_worker)
+            .filter(|local| *local < self.feeds.len())
+    }
+
+
+    /// Dates begun whose result is not yet returned (or dropped, in processes that do
+    /// not own them).
+    pub fn pending_dates(&self) -> usize {
+        self.open.len()
+    }
+
+    /// True when this process returns `date`'s result (its owner is one of this
+    /// process's workers). Only for dates begun.
+    pub fn owns(&self, date: NaiveDate) -> bool {
+        self.open
+            .get(&time::date_key(date))
+            .is_some_and(|open| self.local(open.owner).is_some())
     }
 
     fn send(&self, worker: usize, command: Command) -> Result<(), EngineError> {
@@ -235,10 +348,19 @@ impl Engine {
                 current: time::date_of_key(current),
             });
         }
+        let owner = date_owner(self.begun, self.peers);
+        self.begun += 1;
+        self.owners.assign(key, owner);
         self.advance(time::date_start(key))?;
         self.current = Some(key);
         self.next_row_id = 0;
-        self.open.insert(key, None);
+        self.open.insert(
+            key,
+            OpenDate {
+                owner,
+                ..OpenDate::default()
+            },
+        );
         Ok(())
     }
 
@@ -250,12 +372,31 @@ impl Engine {
         self.advance(time::pack(key, time::bucket_for_elapsed(elapsed_ms)))
     }
 
+    /// Fails the current date with `message` (e.g. its file could not be read in this
+    /// process): the date's result carries the error and no partial.
+    pub fn fail_current_date(&mut self, message: String) -> Result<(), EngineError> {
+        let key = self.current.ok_or(EngineError::NoDate)?;
+        self.diagnostics.error(key, message);
+        Ok(())
+    }
+
     /// Pushes rows of the current date. The batch needs the columns the pipeline reads
     /// (others are ignored). A `row_id` column (the row's position in the date's file)
     /// is used when present; otherwise rows are numbered in push order.
     pub fn push(&mut self, batch: RecordBatch) -> Result<(), EngineError> {
         let key = self.current.ok_or(EngineError::NoDate)?;
         let date = time::date_of_key(key);
+        let worker = match self.partition {
+            Partition::Symbol => {
+                self.next_worker = (self.next_worker + 1) % self.feeds.len();
+                self.next_worker
+            }
+            Partition::Date => {
+                let owner = self.owners.worker_of(key) % self.peers;
+                self.local(owner)
+                    .ok_or(EngineError::NotOwner { date, worker: owner })?
+            }
+        };
         let schema = batch.schema();
         let mut indices = Vec::with_capacity(self.read_columns.len() + 1);
         for column in &self.read_columns {
@@ -294,21 +435,28 @@ impl Engine {
         })?;
         let batch = with_columns(&projected, vec![(ROW_ID.to_owned(), row_ids)]);
         self.diagnostics.add(key, "rows_read", rows as u64);
-        let worker = self.next_worker;
-        self.next_worker = (self.next_worker + 1) % self.feeds.len();
         self.send(worker, Command::Push(batch))
     }
 
     /// Has a worker read part `part` of `file` (rows of the current date) and feed it
-    /// in as if pushed, with `row_id` = the row's position in the file.
+    /// in as if pushed, with `row_id` = the row's position in the file. In a cluster
+    /// every process calls this for every part; each reads its share (partitioned by
+    /// symbol, part `p` goes to worker `p mod peers`; by date, the date's owner reads
+    /// every part).
     pub fn push_file_part(
         &mut self,
         file: Arc<DateFile>,
         part: usize,
         batch_rows: usize,
     ) -> Result<(), EngineError> {
-        self.current.ok_or(EngineError::NoDate)?;
-        let worker = part % self.feeds.len();
+        let key = self.current.ok_or(EngineError::NoDate)?;
+        let reader = match self.partition {
+            Partition::Symbol => part % self.peers,
+            Partition::Date => self.owners.worker_of(key) % self.peers,
+        };
+        let Some(worker) = self.local(reader) else {
+            return Ok(()); // another process reads this part
+        };
         let columns = Arc::new(self.read_columns.clone());
         self.send(
             worker,
@@ -321,10 +469,12 @@ impl Engine {
         )
     }
 
-    /// Waits for the next completed date. Returns `None` when no begun date is pending.
-    /// A date completes once a later date is begun or the engine is finished.
+    /// Waits for the next completed date of this process. Returns `None` when no begun
+    /// date is pending. A date completes once a later date is begun or the engine is
+    /// finished.
     pub fn next_result(&mut self) -> Result<Option<DateResult>, EngineError> {
         loop {
+            self.report_completed()?;
             if let Some(result) = self.completed() {
                 return Ok(Some(result));
             }
@@ -336,9 +486,18 @@ impl Engine {
             }
             match self.events.recv() {
                 Ok(Event::Partial(date_key, batch)) => {
-                    self.open.insert(date_key, Some(batch));
+                    if let Some(open) = self.open.get_mut(&date_key) {
+                        open.partial = Some(batch);
+                    }
                 }
-                Ok(Event::Frontier { worker, time }) => self.frontiers[worker] = time,
+                Ok(Event::Report(date_key, report)) => {
+                    if let Some(open) = self.open.get_mut(&date_key) {
+                        open.report = Some(report);
+                    }
+                }
+                Ok(Event::Frontier { worker, time }) => {
+                    self.frontiers[worker - self.first_worker] = time
+                }
                 Err(_) => return Err(EngineError::Stopped),
             }
         }
@@ -348,28 +507,60 @@ impl Engine {
         self.time == Time::MAX
     }
 
-    /// The earliest open date, if every worker's frontier is past it.
-    fn completed(&mut self) -> Option<DateResult> {
-        let (&date_key, _) = self.open.first_key_value()?;
-        let done = self
-            .frontiers
+    /// Sends this process's report of every date the dataflow has completed, in date
+    /// order, to the date's owner (through the workers' report dataflow).
+    fn report_completed(&mut self) -> Result<(), EngineError> {
+        let done: Vec<u32> = self
+            .open
             .iter()
-            .all(|f| f.is_none_or(|t| t > time::date_end(date_key)));
-        if !done {
-            return None;
+            .filter(|(_, open)| !open.reported)
+            .map(|(date_key, _)| *date_key)
+            .take_while(|date_key| {
+                self.frontiers
+                    .iter()
+                    .all(|f| f.is_none_or(|t| t > time::date_end(*date_key)))
+            })
+            .collect();
+        for date_key in done {
+            let mut report = Some(self.diagnostics.take(date_key));
+            for worker in 0..self.feeds.len() {
+                self.send(worker, Command::Report(date_key, report.take()))?;
+            }
+            if let Some(open) = self.open.get_mut(&date_key) {
+                open.reported = true;
+            }
         }
-        let partial = self.open.remove(&date_key).flatten();
-        let report = self.diagnostics.take(date_key);
-        let partial = if report.errors.is_empty() {
-            Ok(partial.unwrap_or_else(|| RecordBatch::new_empty(self.output_schema.clone())))
-        } else {
-            Err(report.errors.clone())
-        };
-        Some(DateResult {
-            date: time::date_of_key(date_key),
-            partial,
-            report,
-        })
+        Ok(())
+    }
+
+    /// The earliest open date once it is complete: its result if this process owns it
+    /// (and every process's report has arrived); dates of other processes are dropped.
+    fn completed(&mut self) -> Option<DateResult> {
+        loop {
+            let (first_worker, workers) = (self.first_worker, self.feeds.len());
+            let mut entry = self.open.first_entry()?;
+            if !entry.get().reported {
+                return None;
+            }
+            if !(first_worker..first_worker + workers).contains(&entry.get().owner) {
+                entry.remove();
+                continue;
+            }
+            let report = entry.get_mut().report.take()?;
+            let (date_key, open) = entry.remove_entry();
+            let partial = if report.errors.is_empty() {
+                Ok(open
+                    .partial
+                    .unwrap_or_else(|| RecordBatch::new_empty(self.output_schema.clone())))
+            } else {
+                Err(report.errors.clone())
+            };
+            return Some(DateResult {
+                date: time::date_of_key(date_key),
+                partial,
+                report,
+            });
+        }
     }
 
     /// Closes the input, waits for every remaining date, and stops the workers.
@@ -379,7 +570,7 @@ impl Engine {
         while let Some(result) = self.next_result()? {
             results.push(result);
         }
-        drop(std::mem::take(&mut self.feeds)); // workers see the channel close and exit
+        self.hang_up();
         if let Some(guards) = self.guards.take() {
             for result in guards.join() {
                 result.map_err(|_| EngineError::Stopped)?;
@@ -389,34 +580,61 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // Disconnecting the command channels lets the workers finish; the guards join.
-        self.feeds.clear();
+impl Engine {
+    /// Disconnects the command channels and wakes the workers, which then close their
+    /// inputs and finish.
+    fn hang_up(&mut self) {
+        for feed in std::mem::take(&mut self.feeds) {
+            drop(feed.commands);
+            feed.thread.unpark();
+        }
     }
 }
 
-/// One worker: builds the dataflow, then feeds commands into it until the engine hangs up.
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.hang_up(); // then the guards join the workers
+    }
+}
+
+/// What every worker of a process shares.
+struct WorkerContext {
+    pipeline: Arc<BoundPipeline>,
+    diagnostics: Diagnostics,
+    owners: DateOwners,
+    partition: Partition,
+}
+
+/// One worker: builds the dataflows, then feeds commands into them until the engine
+/// hangs up and both dataflows are done.
 fn run_worker(
     worker: &mut timely::worker::Worker,
-    pipeline: &BoundPipeline,
-    diagnostics: &Diagnostics,
+    context: &WorkerContext,
     commands: Receiver<Command>,
     events: Sender<Event>,
 ) {
+    let WorkerContext {
+        pipeline,
+        diagnostics,
+        owners,
+        partition,
+    } = context;
     let index = worker.index();
-    let mut input: InputHandle<Time, timely::container::CapacityContainerBuilder<Batch>> =
-        InputHandle::new();
+    let mut input: Option<InputHandle<Time, CapacityContainerBuilder<Batch>>> =
+        Some(InputHandle::new());
+    let mut reports: Option<InputHandle<Time, CapacityContainerBuilder<Vec<(u32, DateReport)>>>> =
+        Some(InputHandle::new());
     let probe = ProbeHandle::new();
+    let report_probe = ProbeHandle::new();
     worker.dataflow::<Time, _, _>(|scope| {
-        let rows = scope.input_from(&mut input);
+        let rows = scope.input_from(input.as_mut().expect("open while building"));
         let mut rows = rows.derive(pipeline.derive.clone(), diagnostics.clone());
         rows = rows.parse_time(pipeline.parse_time.clone(), diagnostics.clone());
         if let Some(spec) = &pipeline.timed_derive {
             rows = rows.derive(spec.clone(), diagnostics.clone());
         }
         if let Some(spec) = &pipeline.keyed {
-            rows = rows.enrich(spec.clone(), diagnostics.clone());
+            rows = rows.enrich_partitioned(spec.clone(), diagnostics.clone(), *partition);
         }
         if let Some(spec) = &pipeline.late_derive {
             rows = rows.derive(spec.clone(), diagnostics.clone());
@@ -425,8 +643,8 @@ fn run_worker(
             rows = rows.bin(pipeline.pipeline.bins.clone(), diagnostics.clone());
         }
         let partial_events = events.clone();
-        rows.aggregate(pipeline.plan.clone(), diagnostics.clone())
-            .unary::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        rows.aggregate(pipeline.plan.clone(), diagnostics.clone(), owners.clone())
+            .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
                 PipelinePact,
                 "Results",
                 move |_, _| {
@@ -446,19 +664,57 @@ fn run_worker(
             )
             .probe_with(&probe);
     });
+    // Every process's report of a date meets on the date's owner, which passes the
+    // merged report on once every worker's report input has passed the date.
+    worker.dataflow::<Time, _, _>(|scope| {
+        let report_events = events.clone();
+        let owners = owners.clone();
+        scope
+            .input_from(reports.as_mut().expect("open while building"))
+            .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Exchange::new(move |(date_key, _): &(u32, DateReport)| {
+                    owners.worker_of(*date_key) as u64
+                }),
+                "Reports",
+                move |_, _| {
+                    let mut pending: BTreeMap<u32, DateReport> = BTreeMap::new();
+                    move |(input, frontier), _output| {
+                        input.for_each_time(|_time, data| {
+                            for parts in data {
+                                for (date_key, part) in parts.drain(..) {
+                                    pending.entry(date_key).or_default().merge(part);
+                                }
+                            }
+                        });
+                        while let Some(entry) = pending.first_entry() {
+                            if frontier.less_equal(&time::date_end(*entry.key())) {
+                                break;
+                            }
+                            let (date_key, report) = entry.remove_entry();
+                            let _ = report_events.send(Event::Report(date_key, report));
+                        }
+                    }
+                },
+            )
+            .probe_with(&report_probe);
+    });
 
     let mut reported: Option<Option<Time>> = None;
     loop {
-        let mut hung_up = false;
         loop {
             match commands.try_recv() {
-                Ok(Command::Push(batch)) => input.send_batch(&mut Batch::new(batch)),
+                Ok(Command::Push(batch)) => {
+                    if let Some(input) = input.as_mut() {
+                        input.send_batch(&mut Batch::new(batch));
+                    }
+                }
                 Ok(Command::Read {
                     file,
                     part,
                     columns,
                     batch_rows,
                 }) => {
+                    let Some(input) = input.as_mut() else { continue };
                     let date_key = time::date_key_of(*input.time());
                     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
                     match file.read_part(part, &names, batch_rows) {
@@ -479,19 +735,29 @@ fn run_worker(
                 }
                 Ok(Command::Advance(time)) => {
                     if time == Time::MAX {
-                        hung_up = true;
-                    } else {
+                        input = None; // closes the input: the remaining dates complete
+                    } else if let Some(input) = input.as_mut() {
                         input.advance_to(time);
+                    }
+                }
+                Ok(Command::Report(date_key, report)) => {
+                    if let Some(reports) = reports.as_mut() {
+                        reports.advance_to(time::date_start(date_key));
+                        if let Some(report) = report {
+                            reports.send((date_key, report));
+                        }
+                        reports.advance_to(time::date_end(date_key) + 1);
                     }
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => break,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    hung_up = true;
+                    input = None;
+                    reports = None;
                     break;
                 }
             }
         }
-        if hung_up {
+        if input.is_none() && reports.is_none() && probe.done() && report_probe.done() {
             break;
         }
         worker.step_or_park(None);
@@ -504,20 +770,4 @@ fn run_worker(
             });
         }
     }
-    drop(input);
-    while !probe.done() {
-        worker.step_or_park(None);
-        let frontier = probe.with_frontier(|f| f.first().copied());
-        if reported != Some(frontier) {
-            reported = Some(frontier);
-            let _ = events.send(Event::Frontier {
-                worker: index,
-                time: frontier,
-            });
-        }
-    }
-    let _ = events.send(Event::Frontier {
-        worker: index,
-        time: None,
-    });
 }

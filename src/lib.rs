@@ -12,6 +12,7 @@
 //! | [`calendar`] | trading days, date specs, previous/next trading day |
 //! | [`io`] | reading date files by parts with projection; atomic Parquet partials |
 //! | [`engine`] | the embedding API: push batches and time, receive per-date results |
+//! | [`cluster`] | runs across processes: connecting a cluster, supervising local clusters |
 //! | [`run`] | batch replay over many dates with progress |
 //! | [`synthetic`] | deterministic synthetic market data |
 //! | [`demo`] | the `vizflow demo` walkthrough |
@@ -30,6 +31,7 @@
 
 pub mod allocator;
 pub mod calendar;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod engine;

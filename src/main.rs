@@ -2,12 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use vizflow::calendar;
 use vizflow::config::Pipeline;
 use vizflow::io::{FileFormat, IpcCompression};
+use vizflow::cluster::ClusterSpec;
+use vizflow::operators::batch::Partition;
 use vizflow::run::{DateSelection, DateStatus, ProgressStyle, RunOptions, run};
 use vizflow::synthetic::{GenSpec, generate};
 
@@ -29,6 +32,9 @@ struct Cli {
 enum Command {
     /// Run a pipeline over dates, writing one Parquet partial per date.
     Run(RunArgs),
+    /// Run a pipeline across several processes: start them on this machine (--local N),
+    /// or print the command for each host of a hostfile (--hostfile F --print).
+    Cluster(ClusterArgs),
     /// Generate deterministic synthetic market data (the alpha schema).
     Gen(GenArgs),
     /// Generate a few small dates, run examples/markout.toml and
@@ -40,6 +46,24 @@ enum Command {
 struct RunArgs {
     /// The pipeline file (TOML), e.g. examples/markout.toml.
     pipeline: PathBuf,
+    #[command(flatten)]
+    flags: RunFlags,
+    /// Processes in the run: start one `vizflow run` per process, each with the same
+    /// flags and its own --process (see `vizflow cluster`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    processes: u16,
+    /// This process's index, 0 to --processes minus 1.
+    #[arg(long, default_value_t = 0)]
+    process: u16,
+    /// The cluster's hostfile: one host:port per line, in process order; process I
+    /// listens on line I. Default: 127.0.0.1:2101, 127.0.0.1:2102, ...
+    #[arg(long, short = 'H')]
+    hostfile: Option<PathBuf>,
+}
+
+/// The flags of a run, shared by `run` and `cluster`.
+#[derive(clap::Args)]
+struct RunFlags {
     /// Directory of the input files (overrides [input] dir).
     #[arg(long)]
     input_dir: Option<PathBuf>,
@@ -53,22 +77,133 @@ struct RunArgs {
     /// A file with one date (YYYYMMDD) per line.
     #[arg(long)]
     dates_file: Option<PathBuf>,
-    /// Worker threads.
-    #[arg(long, short = 'w', default_value_t = 1)]
-    workers: usize,
+    /// Worker threads (per process).
+    #[arg(long, short = 'w', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: u16,
+    /// How rows are spread over the workers: `symbol` (every worker reads a share of
+    /// each date and rows are exchanged by symbol; one date in memory at a time) or
+    /// `date` (each worker reads and processes whole dates; no exchange, one date in
+    /// flight per worker: best for many dates).
+    #[arg(long, value_enum, default_value_t = PartitionArg::Symbol)]
+    partition: PartitionArg,
     /// Keep partials that exist and were made by the same pipeline; compute the rest.
     #[arg(long)]
     skip_existing: bool,
+    /// Stop at the first date that fails; the dates after it are reported as not run.
+    #[arg(long)]
+    fail_fast: bool,
+    /// Seconds to wait for the other processes of a cluster to connect.
+    #[arg(long, default_value_t = 60)]
+    connect_timeout: u64,
     /// Progress display: auto (a bar on a terminal, log lines otherwise), log, quiet.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     progress: ProgressArg,
 }
 
+impl RunFlags {
+    /// The flags as command-line arguments, in a fixed order (for `cluster`).
+    fn to_args(&self, progress: Option<ProgressArg>) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut flag = |name: &str, value: Option<String>| {
+            args.push(format!("--{name}"));
+            args.extend(value);
+        };
+        let path = |p: &PathBuf| Some(p.display().to_string());
+        if let Some(dir) = &self.input_dir {
+            flag("input-dir", path(dir));
+        }
+        if let Some(dir) = &self.output_dir {
+            flag("output-dir", path(dir));
+        }
+        if let Some(dates) = &self.dates {
+            flag("dates", Some(dates.clone()));
+        }
+        if let Some(file) = &self.dates_file {
+            flag("dates-file", path(file));
+        }
+        flag("workers", Some(self.workers.to_string()));
+        let partition = self.partition.to_possible_value().expect("no skipped values");
+        flag("partition", Some(partition.get_name().to_owned()));
+        if self.skip_existing {
+            flag("skip-existing", None);
+        }
+        if self.fail_fast {
+            flag("fail-fast", None);
+        }
+        if self.connect_timeout != 60 {
+            flag("connect-timeout", Some(self.connect_timeout.to_string()));
+        }
+        let progress = progress.unwrap_or(self.progress);
+        if !matches!(progress, ProgressArg::Auto) {
+            let value = progress.to_possible_value().expect("no skipped values");
+            flag("progress", Some(value.get_name().to_owned()));
+        }
+        args
+    }
+
+    fn options(&self, cluster: Option<ClusterSpec>) -> RunOptions {
+        RunOptions {
+            input_dir: self.input_dir.clone(),
+            output_dir: self.output_dir.clone(),
+            dates: match (&self.dates, &self.dates_file) {
+                (Some(spec), _) => DateSelection::Spec(spec.clone()),
+                (None, Some(file)) => DateSelection::File(file.clone()),
+                (None, None) => DateSelection::All,
+            },
+            workers: self.workers as usize,
+            skip_existing: self.skip_existing,
+            progress: self.progress.style(),
+            partition: match self.partition {
+                PartitionArg::Symbol => Partition::Symbol,
+                PartitionArg::Date => Partition::Date,
+            },
+            cluster,
+            fail_fast: self.fail_fast,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// The pipeline file (TOML), e.g. examples/alpha_markout.toml.
+    pipeline: PathBuf,
+    #[command(flatten)]
+    flags: RunFlags,
+    /// Start this many processes on this machine (on free loopback ports), show their
+    /// combined progress, and stop them all if one fails.
+    #[arg(long, conflicts_with = "hostfile", required_unless_present = "hostfile",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    local: Option<u16>,
+    /// The hostfile of a cluster across machines (one host:port per line, in process
+    /// order); use with --print.
+    #[arg(long, short = 'H', requires = "print")]
+    hostfile: Option<PathBuf>,
+    /// Print the `vizflow run` command to start on each host of --hostfile, and exit.
+    #[arg(long, requires = "hostfile")]
+    print: bool,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
+enum PartitionArg {
+    Symbol,
+    Date,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum ProgressArg {
     Auto,
     Log,
     Quiet,
+}
+
+impl ProgressArg {
+    fn style(self) -> ProgressStyle {
+        match self {
+            ProgressArg::Auto => ProgressStyle::Auto,
+            ProgressArg::Log => ProgressStyle::Log,
+            ProgressArg::Quiet => ProgressStyle::Quiet,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -139,23 +274,26 @@ fn gen_dates(spec: &str) -> anyhow::Result<Vec<chrono::NaiveDate>> {
 
 fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::from_file(&args.pipeline)?;
-    anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
-    let options = RunOptions {
-        input_dir: args.input_dir,
-        output_dir: args.output_dir,
-        dates: match (args.dates, args.dates_file) {
-            (Some(spec), _) => DateSelection::Spec(spec),
-            (None, Some(file)) => DateSelection::File(file),
-            (None, None) => DateSelection::All,
-        },
-        workers: args.workers,
-        skip_existing: args.skip_existing,
-        progress: match args.progress {
-            ProgressArg::Auto => ProgressStyle::Auto,
-            ProgressArg::Log => ProgressStyle::Log,
-            ProgressArg::Quiet => ProgressStyle::Quiet,
-        },
+    let processes = args.processes as usize;
+    let cluster = if processes > 1 {
+        anyhow::ensure!(
+            (args.process as usize) < processes,
+            "--process {} is out of range: with --processes {processes} the processes are \
+             numbered 0 to {}",
+            args.process,
+            processes - 1
+        );
+        Some(ClusterSpec {
+            processes,
+            process: args.process as usize,
+            addresses: ClusterSpec::addresses(args.hostfile.as_deref(), processes)?,
+            workers: args.flags.workers as usize,
+            connect_timeout: Duration::from_secs(args.flags.connect_timeout),
+        })
+    } else {
+        None
     };
+    let options = args.flags.options(cluster);
     let summary = run(&pipeline, &options)?;
     let written = summary
         .dates
@@ -186,6 +324,36 @@ fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn cluster_command(args: ClusterArgs) -> anyhow::Result<ExitCode> {
+    // Fail on a bad pipeline here, once, rather than in every process.
+    Pipeline::from_file(&args.pipeline)?;
+    let run_args = |progress: Option<ProgressArg>| {
+        let mut run = vec!["run".to_owned(), args.pipeline.display().to_string()];
+        run.extend(args.flags.to_args(progress));
+        run
+    };
+    if let Some(hostfile) = &args.hostfile {
+        let text = std::fs::read_to_string(hostfile)
+            .with_context(|| format!("cannot read hostfile {}", hostfile.display()))?;
+        let count = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#'))
+            .count();
+        anyhow::ensure!(count > 0, "hostfile {} lists no host:port", hostfile.display());
+        let addresses = ClusterSpec::addresses(Some(hostfile), count)?;
+        print!(
+            "{}",
+            vizflow::cluster::print_commands(&run_args(None), hostfile, &addresses)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let processes = args.local.unwrap_or(1) as usize;
+    let progress = args.flags.progress.style();
+    let exe = std::env::current_exe().context("cannot find the vizflow executable")?;
+    let code = vizflow::cluster::run_local(&exe, &run_args(Some(ProgressArg::Log)), processes, progress)?;
+    Ok(ExitCode::from(code))
 }
 
 fn gen_command(args: GenArgs) -> anyhow::Result<ExitCode> {
@@ -276,15 +444,22 @@ fn demo_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     // A panicking worker thread can leave its peers waiting forever; stop the whole
     // process instead, after printing the panic.
+    // When a peer process of a cluster dies, timely's network threads panic here: say
+    // which peer, and stop.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
+        let thread = std::thread::current();
+        match thread.name().and_then(vizflow::cluster::lost_peer_message) {
+            Some(message) => eprintln!("{message}"),
+            None => default_hook(info),
+        }
         std::process::abort();
     }));
     vizflow::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run_command(args),
+        Command::Cluster(args) => cluster_command(args),
         Command::Gen(args) => gen_command(args),
         Command::Demo(args) => demo_command(args),
     };

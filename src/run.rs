@@ -5,6 +5,10 @@
 //! atomically (temporary file, then rename) to `{output_dir}/{YYYYMMDD}.parquet`, with
 //! the date's quality report beside it as `{YYYYMMDD}.report.json`. A date that fails
 //! (missing file, bad data) is reported and the others go on.
+//!
+//! A run may span several processes ([`RunOptions::cluster`]): every process runs the
+//! same plan (process 0's: the dates to compute), each date's result comes out of the
+//! process that owns it ([`crate::engine::date_owner`]), which alone writes its files.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -14,9 +18,12 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use vizflow_operators::report::DateReport;
 
+use vizflow_operators::batch::Partition;
+
 use crate::calendar::{self, TradingCalendar};
-use crate::config::{BoundPipeline, ConfigError, Pipeline};
-use crate::engine::{DateResult, Engine, EngineError};
+use crate::cluster::{self, ClusterError, ClusterSpec};
+use crate::config::{ConfigError, Pipeline};
+use crate::engine::{DateResult, Engine, EngineError, Workers, date_owner};
 use crate::io::{DateFile, read_parquet, write_bytes_atomic, write_parquet_atomic};
 
 /// Which dates to run.
@@ -58,6 +65,12 @@ pub struct RunOptions {
     pub skip_existing: bool,
     /// Progress display.
     pub progress: ProgressStyle,
+    /// How rows are spread over the workers.
+    pub partition: Partition,
+    /// This process's place in a cluster of processes (`None`: this process alone).
+    pub cluster: Option<ClusterSpec>,
+    /// Stop at the first date that fails (the dates not run are reported as such).
+    pub fail_fast: bool,
 }
 
 impl Default for RunOptions {
@@ -69,6 +82,9 @@ impl Default for RunOptions {
             workers: 1,
             skip_existing: false,
             progress: ProgressStyle::Auto,
+            partition: Partition::Symbol,
+            cluster: None,
+            fail_fast: false,
         }
     }
 }
@@ -87,6 +103,8 @@ pub enum DateStatus {
     Skipped,
     /// The date failed; nothing was written for it.
     Failed(String),
+    /// The date was not run: an earlier date failed and the run was `--fail-fast`.
+    NotRun,
 }
 
 /// One date's outcome.
@@ -101,6 +119,15 @@ pub struct DateOutcome {
 }
 
 impl DateOutcome {
+    /// A date with nothing counted.
+    fn new(date: NaiveDate, status: DateStatus) -> DateOutcome {
+        DateOutcome {
+            date,
+            status,
+            report: DateReport::default(),
+        }
+    }
+
     /// A date that failed before it ran, with nothing counted.
     fn failed(date: NaiveDate, message: String) -> DateOutcome {
         let status = DateStatus::Failed(format!("{}: {message}", calendar::format_date(date)));
@@ -155,6 +182,12 @@ pub enum RunError {
     /// No date matched.
     #[error("no dates to run: {0}")]
     NoDates(String),
+    /// The processes of a cluster could not connect.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A date failed in a `--fail-fast` run across processes: the whole cluster stops.
+    #[error("stopping the cluster at the first failed date (--fail-fast): {0}")]
+    FailFast(String),
 }
 
 /// The input file of `date`.
@@ -249,6 +282,7 @@ impl Progress {
             }
             DateStatus::Skipped => "skipped (partial exists)".to_owned(),
             DateStatus::Failed(error) => format!("FAILED: {error}"),
+            DateStatus::NotRun => "not run (an earlier date failed, --fail-fast)".to_owned(),
         };
         if let Some(bar) = &self.bar {
             bar.set_message(format!("{:.2}M rows/s", rate / 1e6));
@@ -300,6 +334,33 @@ fn write_outputs(output_dir: &Path, result: &DateResult, hash: &str) -> Result<P
     Ok(path)
 }
 
+/// The dates every process of a run computes, decided by process 0.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Plan {
+    /// Dates to compute, in order.
+    #[serde(with = "date_keys")]
+    run: Vec<NaiveDate>,
+    /// Dates whose partial exists from the same pipeline (`--skip-existing`).
+    #[serde(with = "date_keys")]
+    skipped: Vec<NaiveDate>,
+}
+
+/// Dates as `YYYYMMDD` numbers on the wire.
+mod date_keys {
+    use chrono::NaiveDate;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use vizflow_operators::time::{date_key, date_of_key};
+
+    pub fn serialize<S: Serializer>(dates: &[NaiveDate], s: S) -> Result<S::Ok, S::Error> {
+        let keys: Vec<u32> = dates.iter().map(|d| date_key(*d)).collect();
+        keys.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NaiveDate>, D::Error> {
+        Ok(Vec::<u32>::deserialize(d)?.into_iter().map(date_of_key).collect())
+    }
+}
+
 /// Runs `pipeline` over the selected dates.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
@@ -317,82 +378,198 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         source,
     })?;
     let hash = pipeline.config_hash();
-    let mut progress = Progress::new(options.progress, dates.len());
-    let mut summary = RunSummary::default();
-    let mut finished = 0usize;
-    let mut record = |summary: &mut RunSummary, progress: &mut Progress, outcome: DateOutcome| {
-        finished += 1;
-        progress.date(&outcome, finished, dates.len());
-        summary.rows += outcome.report.count("rows_read");
-        summary.dates.push(outcome);
-    };
-
-    let mut engine: Option<(Engine, BoundPipeline)> = None;
-    for &date in &dates {
-        if options.skip_existing && made_by(&partial_path(&output_dir, date), &hash) == Some(true) {
-            record(
-                &mut summary,
-                &mut progress,
-                DateOutcome {
-                    date,
-                    status: DateStatus::Skipped,
-                    report: DateReport::default(),
-                },
-            );
-            continue;
-        }
-        let path = input_path(&input_dir, &pipeline.input.pattern, date);
-        let file = match DateFile::open(&path) {
-            Ok(file) => Arc::new(file),
-            Err(error) => {
-                record(
-                    &mut summary,
-                    &mut progress,
-                    DateOutcome::failed(date, error.to_string()),
-                );
-                continue;
-            }
-        };
-        if engine.is_none() {
-            let bound = pipeline.bind(&file.schema()).map_err(|e| match e {
-                ConfigError::Invalid(message) => {
-                    ConfigError::Invalid(format!("{message} (in {})", path.display()))
+    let mut plan = Plan::default();
+    for date in dates {
+        let partial = partial_path(&output_dir, date);
+        match options.skip_existing.then(|| made_by(&partial, &hash)).flatten() {
+            Some(true) => plan.skipped.push(date),
+            Some(false) => {
+                tracing::info!("{}: recomputing", partial.display());
+                if options.progress != ProgressStyle::Quiet {
+                    eprintln!(
+                        "{}: the partial there was made by a different pipeline; recomputing it",
+                        partial.display()
+                    );
                 }
-                other => other,
+                plan.run.push(date);
+            }
+            None => plan.run.push(date),
+        }
+    }
+
+    // Where the workers run; in a cluster, every process takes process 0's plan.
+    let (workers, process, processes) = match &options.cluster {
+        Some(spec) if spec.processes > 1 => {
+            let proposal = serde_json::to_string(&plan).unwrap_or_default();
+            let connected = cluster::connect(spec, &hash, &proposal)?;
+            plan = serde_json::from_str(&connected.plan).map_err(|e| {
+                ClusterError::Usage(format!("process 0 sent a plan this process cannot read: {e}"))
             })?;
-            engine = Some((Engine::start(bound.clone(), options.workers)?, bound));
+            (
+                Workers::Cluster(connected),
+                spec.process,
+                spec.processes,
+            )
         }
-        let (running, bound) = engine.as_mut().expect("started above");
-        if let Err(message) = bound.check_schema(&file.schema()) {
-            let message = format!("{}: {message}", path.display());
-            record(
-                &mut summary,
-                &mut progress,
-                DateOutcome::failed(date, message),
-            );
-            continue;
+        _ => {
+            let communication = if options.workers > 1 {
+                timely::CommunicationConfig::Process(options.workers)
+            } else {
+                timely::CommunicationConfig::Thread
+            };
+            let config = timely::Config {
+                communication,
+                worker: Default::default(),
+            };
+            (Workers::Local(config), 0, 1)
         }
-        // Beginning the date completes the previous one; its result is written before
-        // this date's rows are read, so that two dates' rows are never in memory at once.
-        running.begin_date(date)?;
-        while let Some(result) = running.next_result()? {
-            let outcome = outcome_of(&output_dir, result, &hash);
-            record(&mut summary, &mut progress, outcome);
-        }
-        for part in 0..file.num_parts() {
-            running.push_file_part(file.clone(), part, pipeline.input.batch_rows)?;
+    };
+    let peers = options.workers * processes;
+    let owned = |ordinal: usize| date_owner(ordinal, peers) / options.workers == process;
+    let skipped = if process == 0 { plan.skipped.len() } else { 0 };
+    let total = skipped + (0..plan.run.len()).filter(|i| owned(*i)).count();
+    let mut recorder = Recorder {
+        progress: Progress::new(options.progress, total),
+        total,
+        summary: RunSummary::default(),
+        output_dir: &output_dir,
+        hash: &hash,
+        first_failure: None,
+    };
+    if process == 0 {
+        for &date in &plan.skipped {
+            recorder.record(DateOutcome::new(date, DateStatus::Skipped));
         }
     }
-    if let Some((running, _)) = engine {
-        for result in running.finish()? {
-            let outcome = outcome_of(&output_dir, result, &hash);
-            record(&mut summary, &mut progress, outcome);
+
+    // The pipeline is bound to the schema of the first date whose file opens.
+    let open = |date: NaiveDate| {
+        let path = input_path(&input_dir, &pipeline.input.pattern, date);
+        DateFile::open(&path).map(Arc::new)
+    };
+    let mut first = None;
+    for (ordinal, &date) in plan.run.iter().enumerate() {
+        match open(date) {
+            Ok(file) => {
+                first = Some((ordinal, file));
+                break;
+            }
+            Err(error) if owned(ordinal) => {
+                recorder.record(DateOutcome::failed(date, error.to_string()))
+            }
+            Err(_) => {}
         }
     }
-    progress.finish();
-    summary.dates.sort_by_key(|d| d.date);
-    summary.elapsed = started.elapsed();
-    Ok(summary)
+    let Some((first_ordinal, first_file)) = first else {
+        return Ok(recorder.finish(started));
+    };
+    let bound = pipeline.bind(&first_file.schema()).map_err(|e| match e {
+        ConfigError::Invalid(message) => {
+            ConfigError::Invalid(format!("{message} (in {})", first_file.path().display()))
+        }
+        other => other,
+    })?;
+    let mut engine = Engine::launch(bound.clone(), workers, options.partition)?;
+    let in_cluster = processes > 1;
+    // Dates in flight: one partitioned by symbol (a date's rows are never in memory
+    // beside another's), one per worker partitioned by date.
+    let window = match options.partition {
+        Partition::Symbol => 1,
+        Partition::Date => peers,
+    };
+    let mut fed = plan.run.len();
+    let feeding = (|| -> Result<(), RunError> {
+        for (ordinal, &date) in plan.run.iter().enumerate().skip(first_ordinal) {
+            if options.fail_fast && recorder.first_failure.is_some() {
+                fed = ordinal;
+                break;
+            }
+            engine.begin_date(date)?;
+            while engine.pending_dates() > window {
+                match engine.next_result()? {
+                    Some(result) => recorder.result(result),
+                    None => break,
+                }
+            }
+            let file = match ordinal == first_ordinal {
+                true => Ok(first_file.clone()),
+                false => open(date).map_err(|e| e.to_string()),
+            };
+            let file = file.and_then(|file| match bound.check_schema(&file.schema()) {
+                Ok(()) => Ok(file),
+                Err(message) => Err(format!("{}: {message}", file.path().display())),
+            });
+            match file {
+                Ok(file) => {
+                    for part in 0..file.num_parts() {
+                        engine.push_file_part(file.clone(), part, pipeline.input.batch_rows)?;
+                    }
+                }
+                Err(message) if in_cluster => {
+                    engine.fail_current_date(format!("process {process}: {message}"))?
+                }
+                Err(message) => engine.fail_current_date(message)?,
+            }
+            if in_cluster && options.fail_fast {
+                if let Some(message) = &recorder.first_failure {
+                    return Err(RunError::FailFast(message.clone()));
+                }
+            }
+        }
+        Ok(())
+    })();
+    if let Err(error) = feeding {
+        if in_cluster {
+            // Stopping gracefully would let the other processes go on without this
+            // process's rows; the workers end with the process instead.
+            std::mem::forget(engine);
+        }
+        return Err(error);
+    }
+    for result in engine.finish()? {
+        recorder.result(result);
+    }
+    for (ordinal, &date) in plan.run.iter().enumerate().skip(fed) {
+        if owned(ordinal) {
+            recorder.record(DateOutcome::new(date, DateStatus::NotRun));
+        }
+    }
+    Ok(recorder.finish(started))
+}
+
+/// Writes each date's outputs as its result arrives, and keeps the summary and the
+/// progress display.
+struct Recorder<'a> {
+    progress: Progress,
+    total: usize,
+    summary: RunSummary,
+    output_dir: &'a Path,
+    hash: &'a str,
+    first_failure: Option<String>,
+}
+
+impl Recorder<'_> {
+    fn record(&mut self, outcome: DateOutcome) {
+        if let (DateStatus::Failed(message), None) = (&outcome.status, &self.first_failure) {
+            self.first_failure = Some(message.clone());
+        }
+        self.progress
+            .date(&outcome, self.summary.dates.len() + 1, self.total);
+        self.summary.rows += outcome.report.count("rows_read");
+        self.summary.dates.push(outcome);
+    }
+
+    fn result(&mut self, result: DateResult) {
+        let outcome = outcome_of(self.output_dir, result, self.hash);
+        self.record(outcome);
+    }
+
+    fn finish(mut self, started: Instant) -> RunSummary {
+        self.progress.finish();
+        self.summary.dates.sort_by_key(|d| d.date);
+        self.summary.elapsed = started.elapsed();
+        self.summary
+    }
 }
 
 fn outcome_of(output_dir: &Path, result: DateResult, hash: &str) -> DateOutcome {

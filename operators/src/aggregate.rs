@@ -16,8 +16,8 @@
 //! group (a hash of the arrow row encoding of the key), and when the time is complete
 //! sends one update per group into a differential collection whose *difference* is the
 //! group's [`AggState`]. `consolidate` merges the updates of all workers; a final
-//! operator gathers each date on one worker and builds its partial when the date is
-//! complete.
+//! operator gathers each date on its owner (see [`DateOwners`]) and builds its partial
+//! when the date is complete.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ use crate::batch::Batch;
 use crate::exact_sum::ExactSum;
 use crate::expr::{AggregateCall, AggregateFunction, MetricExpr};
 use crate::report::Diagnostics;
-use crate::time::{Time, date_end, date_key_of, date_of_key, date_start};
+use crate::time::{DateOwners, Time, date_end, date_key_of, date_of_key, date_start};
 
 /// The name of the date column of every partial.
 pub const DATE_COLUMN: &str = "date";
@@ -646,10 +646,12 @@ pub type GroupUpdate = ((u32, Vec<u8>), Time, AggState);
 pub trait Aggregate<'scope> {
     /// Aggregates each date into a partial (one batch per date, see [`AggregatePlan::finalize`]),
     /// emitted once the date is complete. Dates without rows emit nothing.
+    /// Each date's partial is built on the date's owner (see [`DateOwners`]).
     fn aggregate(
         self,
         plan: AggregatePlan,
         diagnostics: Diagnostics,
+        owners: DateOwners,
     ) -> Stream<'scope, Time, Batch>;
 }
 
@@ -658,6 +660,7 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
         self,
         plan: AggregatePlan,
         diagnostics: Diagnostics,
+        owners: DateOwners,
     ) -> Stream<'scope, Time, Batch> {
         let plan = Arc::new(plan);
         let pre_plan = plan.clone();
@@ -711,7 +714,9 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
             .consolidate()
             .inner
             .unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(
-                Exchange::new(|((date_key, _), _, _): &GroupUpdate| *date_key as u64),
+                Exchange::new(move |((date_key, _), _, _): &GroupUpdate| {
+                    owners.worker_of(*date_key) as u64
+                }),
                 "Partial",
                 move |_cap, _info| {
                     let mut dates: BTreeMap<u32, DateGroups> = BTreeMap::new();

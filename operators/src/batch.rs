@@ -292,6 +292,20 @@ pub fn take_rows(batch: &RecordBatch, indices: &UInt32Array) -> RecordBatch {
     arrow::compute::take_record_batch(batch, indices).expect("row indices are in bounds")
 }
 
+/// How a date's rows are spread over the workers of a run (all processes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Partition {
+    /// Every worker reads a share of each date's file and the keyed stage exchanges
+    /// rows by symbol: all workers work on every date, and one date is in memory at a
+    /// time. Needed for huge dates and live feeds.
+    #[default]
+    Symbol,
+    /// Each date belongs to one worker ([`crate::time::DateOwners`]), which reads and
+    /// processes all its rows: no rows are exchanged, and as many dates are in flight
+    /// as there are workers. Best for runs over many dates.
+    Date,
+}
+
 /// The exchange pact that routes rows by the symbol column `column`.
 pub fn by_symbol(column: &str) -> DistributorPact<impl FnOnce(usize) -> BySymbol + use<>> {
     let column = column.to_owned();

@@ -88,8 +88,9 @@ use arrow::array::{
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
 use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
 
-use crate::batch::{Batch, by_symbol, per_date, symbol_ids};
+use crate::batch::{Batch, Partition, by_symbol, per_date, symbol_ids};
 use crate::forward_return::{ELAPSED_MS, ROW_ID};
 use crate::report::Diagnostics;
 use crate::time::Time;
@@ -912,24 +913,42 @@ fn event_order(
 
 /// The `enrich` operator.
 pub trait Enrich<'scope> {
-    /// Runs the rules per symbol and date (see the module docs).
+    /// Runs the rules per symbol and date (see the module docs), exchanging rows by
+    /// symbol ([`Partition::Symbol`]).
     fn enrich(self, spec: EnrichSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch>;
+
+    /// Runs the rules per symbol and date with rows spread over the workers as
+    /// `partition` says. With [`Partition::Date`] rows are not exchanged: every row of
+    /// a date must reach the operator on the same worker (the date's owner).
+    fn enrich_partitioned(
+        self,
+        spec: EnrichSpec,
+        diagnostics: Diagnostics,
+        partition: Partition,
+    ) -> Stream<'scope, Time, Batch>;
 }
 
 impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
     fn enrich(self, spec: EnrichSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
+        self.enrich_partitioned(spec, diagnostics, Partition::Symbol)
+    }
+
+    fn enrich_partitioned(
+        self,
+        spec: EnrichSpec,
+        diagnostics: Diagnostics,
+        partition: Partition,
+    ) -> Stream<'scope, Time, Batch> {
         let pact = by_symbol(&spec.symbol);
-        per_date(
-            self,
-            pact,
-            "Enrich",
-            diagnostics,
-            move |date_key, batches, diagnostics| {
-                let (out, counts) = enrich_lazy(batches, &spec)?;
-                diagnostics.add_all(date_key, counts.iter().map(|(k, v)| (k.as_str(), *v)));
-                Ok(out)
-            },
-        )
+        let logic = move |date_key, batches, diagnostics: &Diagnostics| {
+            let (out, counts) = enrich_lazy(batches, &spec)?;
+            diagnostics.add_all(date_key, counts.iter().map(|(k, v)| (k.as_str(), *v)));
+            Ok(out)
+        };
+        match partition {
+            Partition::Symbol => per_date(self, pact, "Enrich", diagnostics, logic),
+            Partition::Date => per_date(self, Pipeline, "Enrich", diagnostics, logic),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Counters and errors of one date.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DateReport {
     /// Named counts, e.g. `rows_read`, `parse_time.clamped`, `bin.null.alpha1`.
     pub counts: BTreeMap<String, u64>,
@@ -21,6 +21,18 @@ impl DateReport {
     /// A count, 0 when absent.
     pub fn count(&self, name: &str) -> u64 {
         self.counts.get(name).copied().unwrap_or(0)
+    }
+
+    /// Adds another part of the same date's report (another process's): counts add up,
+    /// errors are kept once each, sorted, so the merged report does not depend on the
+    /// order the parts arrived in.
+    pub fn merge(&mut self, other: DateReport) {
+        for (name, count) in other.counts {
+            *self.counts.entry(name).or_default() += count;
+        }
+        self.errors.extend(other.errors);
+        self.errors.sort();
+        self.errors.dedup();
     }
 }
 

@@ -21,6 +21,9 @@
 //!   per date and emit when the date completes, so the results are the same in both
 //!   modes.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
 use chrono::{Datelike, NaiveDate};
 
 /// The timely timestamp type of every VizFlow dataflow.
@@ -77,6 +80,38 @@ pub fn date_of_key(key: u32) -> NaiveDate {
 /// The date of a timestamp.
 pub fn date_of(time: Time) -> NaiveDate {
     date_of_key(date_key_of(time))
+}
+
+/// Which worker owns each date: the one that builds the date's partial (and, with
+/// [`Partition::Date`](crate::batch::Partition::Date), reads and processes all its rows).
+///
+/// The engine assigns owners as dates begin (the `i`-th date begun goes to worker
+/// `i mod peers`, the same in every process because every process begins the same
+/// dates in the same order); operators read them when they route a date's data. A date
+/// that was never assigned belongs to worker `date_key mod peers`.
+#[derive(Clone, Debug, Default)]
+pub struct DateOwners {
+    owners: Arc<RwLock<BTreeMap<u32, usize>>>,
+}
+
+impl DateOwners {
+    /// Makes `worker` (a global worker index) the owner of `date_key`.
+    pub fn assign(&self, date_key: u32, worker: usize) {
+        self.owners
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(date_key, worker);
+    }
+
+    /// The owner of `date_key`, to be taken modulo the number of workers.
+    pub fn worker_of(&self, date_key: u32) -> usize {
+        self.owners
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&date_key)
+            .copied()
+            .unwrap_or(date_key as usize)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,705 @@
+//! Runs across processes: connecting a timely cluster, and supervising local clusters.
+//!
+//! A cluster is `N` processes, each with the same number of worker threads, that know
+//! each other from a *hostfile* (one `host:port` per line, in process order). Process
+//! `i` listens on line `i`; every process connects to each process before it and
+//! accepts a connection from each process after it, as timely does.
+//!
+//! [`connect`] makes those connections itself rather than leaving them to timely, so
+//! that a peer that never starts gives a clear error after a timeout (timely waits
+//! forever), and so that the processes check, before any data flows, that they run the
+//! same pipeline with the same number of workers. Process 0 also hands every other
+//! process its *plan* (the dates to run), so that all processes run the same dates
+//! even when they see different output directories. The connected sockets are then
+//! handed to timely's own networking.
+//!
+//! Timely's failure model is fail-stop: when a process dies, its peers' network threads
+//! panic on the closed socket. The `vizflow` binary aborts on any panic;
+//! [`lost_peer_message`] turns that panic into a message that names the peer.
+
+use std::any::Any;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
+
+/// How one process joins a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// How many processes.
+    pub processes: usize,
+    /// This process's index, `0..processes`.
+    pub process: usize,
+    /// `host:port` of every process, in process order.
+    pub addresses: Vec<String>,
+    /// Worker threads per process (the same in every process).
+    pub workers: usize,
+    /// How long to wait for the other processes.
+    pub connect_timeout: Duration,
+}
+
+impl ClusterSpec {
+    /// The addresses of a hostfile, or `127.0.0.1:2101`, `:2102`, ... without one (as timely).
+    pub fn addresses(hostfile: Option<&Path>, processes: usize) -> Result<Vec<String>, ClusterError> {
+        let Some(path) = hostfile else {
+            return Ok((0..processes).map(|i| format!("127.0.0.1:{}", 2101 + i)).collect());
+        };
+        let hostfile_error = |message: String| ClusterError::Hostfile {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| hostfile_error(e.to_string()))?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        if addresses.len() < processes {
+            return Err(hostfile_error(format!(
+                "it lists {} address(es) but --processes is {processes}; write one host:port per \
+                 line, in process order",
+                addresses.len()
+            )));
+        }
+        for (line, address) in addresses.iter().enumerate() {
+            if address.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
+                return Err(hostfile_error(format!(
+                    "address {} ('{address}', process {line}) is not host:port",
+                    line + 1
+                )));
+            }
+        }
+        Ok(addresses.into_iter().take(processes).collect())
+    }
+}
+
+/// Why a cluster could not be formed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The hostfile is unreadable or malformed.
+    #[error("hostfile {path}: {message}")]
+    Hostfile {
+        /// The hostfile.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The flags do not describe a cluster.
+    #[error("{0}")]
+    Usage(String),
+    /// This process cannot listen on its address.
+    #[error(
+        "process {process} cannot listen on {address} (its line of the hostfile): {source}; \
+         is another program using the port, or is the address not this host's?"
+    )]
+    Listen {
+        /// This process.
+        process: usize,
+        /// Its address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A peer did not connect or answer in time.
+    #[error(
+        "process {peer} ({address}) did not connect within {} s: {detail}; start every \
+         process of the hostfile (or raise --connect-timeout)",
+        timeout.as_secs_f64()
+    )]
+    Timeout {
+        /// The peer.
+        peer: usize,
+        /// Its address.
+        address: String,
+        /// The timeout.
+        timeout: Duration,
+        /// The last thing seen.
+        detail: String,
+    },
+    /// A peer answered, but does not belong to this run.
+    #[error("process {peer} ({address}): {message}")]
+    Mismatch {
+        /// The peer.
+        peer: usize,
+        /// Its address.
+        address: String,
+        /// What differs.
+        message: String,
+    },
+    /// The sockets could not be handed to timely.
+    #[error("cannot start the network threads: {0}")]
+    Network(std::io::Error),
+}
+
+/// This process's share of a connected cluster, ready for [`crate::engine::Engine`].
+pub struct Connected {
+    pub(crate) builders: Vec<AllocatorBuilder>,
+    pub(crate) guard: Box<dyn Any + Send>,
+    /// This process's index.
+    pub process: usize,
+    /// How many processes.
+    pub processes: usize,
+    /// The plan of process 0 (for process 0, its own).
+    pub plan: String,
+}
+
+/// What a process says when it connects to a peer.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Greeting {
+    version: String,
+    processes: usize,
+    process: usize,
+    workers: usize,
+    config_hash: String,
+}
+
+/// What the peer answers: an error, or (from process 0) the plan.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Reply {
+    error: Option<String>,
+    plan: Option<String>,
+}
+
+const MAGIC: &[u8; 8] = b"VIZFLOW1";
+/// How long a poll for a connection or an answer waits before looking again.
+const POLL: Duration = Duration::from_millis(20);
+
+static CLUSTER: OnceLock<(usize, Vec<String>)> = OnceLock::new();
+
+/// For a panic on one of timely's network threads (`timely:recv-{i}` / `timely:send-{i}`),
+/// a message that says which peer was lost and what to do.
+pub fn lost_peer_message(thread_name: &str) -> Option<String> {
+    let (process, addresses) = CLUSTER.get()?;
+    let peer: usize = thread_name
+        .strip_prefix("timely:recv-")
+        .or_else(|| thread_name.strip_prefix("timely:send-"))?
+        .parse()
+        .ok()?;
+    let address = addresses.get(peer).map_or("?", String::as_str);
+    Some(format!(
+        "error: process {process} lost its connection to process {peer} ({address}): that \
+         process stopped (it failed or was killed; see its own output). Stopping process \
+         {process} too. Partials already written are complete; rerun with --skip-existing to \
+         compute the missing dates."
+    ))
+}
+
+/// Connects this process to the others of `spec`. Every process passes the hash of
+/// its pipeline; all must agree. `plan` is what process 0 hands every other process
+/// (returned as [`Connected::plan`]).
+pub fn connect(spec: &ClusterSpec, config_hash: &str, plan: &str) -> Result<Connected, ClusterError> {
+    let ClusterSpec {
+        processes,
+        process,
+        ref addresses,
+        workers,
+        connect_timeout,
+    } = *spec;
+    if process >= processes {
+        return Err(ClusterError::Usage(format!(
+            "--process {process} is out of range: with --processes {processes} the processes are \
+             numbered 0 to {}",
+            processes - 1
+        )));
+    }
+    if addresses.len() < processes {
+        return Err(ClusterError::Usage(format!(
+            "{} addresses for {processes} processes",
+            addresses.len()
+        )));
+    }
+    let deadline = Instant::now() + connect_timeout;
+    let greeting = Greeting {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        processes,
+        process,
+        workers,
+        config_hash: config_hash.to_owned(),
+    };
+    let listener = if process + 1 < processes {
+        let address = &addresses[process];
+        let listener = TcpListener::bind(address).map_err(|source| ClusterError::Listen {
+            process,
+            address: address.clone(),
+            source,
+        })?;
+        Some(listener)
+    } else {
+        None
+    };
+    let (lower, higher) = std::thread::scope(|scope| {
+        let accepting = listener
+            .as_ref()
+            .map(|listener| scope.spawn(|| accept_all(listener, spec, &greeting, plan, deadline)));
+        let lower: Result<Vec<(TcpStream, Reply)>, ClusterError> = (0..process)
+            .map(|peer| connect_to(peer, spec, &greeting, deadline))
+            .collect();
+        let higher = match accepting {
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                Err(ClusterError::Usage("the connection listener panicked".into()))
+            }),
+            None => Ok(Vec::new()),
+        };
+        (lower, higher)
+    });
+    let lower = lower?;
+    let higher = higher?;
+    let agreed_plan = match lower.first() {
+        Some((_, reply)) => reply.plan.clone().unwrap_or_default(),
+        None => plan.to_owned(),
+    };
+    let mut sockets: Vec<Option<TcpStream>> = lower.into_iter().map(|(s, _)| Some(s)).collect();
+    sockets.push(None);
+    sockets.extend(higher.into_iter().map(Some));
+    for socket in sockets.iter().flatten() {
+        socket
+            .set_read_timeout(None)
+            .and_then(|()| socket.set_nodelay(true))
+            .map_err(ClusterError::Network)?;
+    }
+    let _ = CLUSTER.set((process, addresses.clone()));
+    let hooks = timely::communication::Hooks::default();
+    let process_allocators =
+        ProcessBuilder::new_typed_vector(workers, hooks.refill.clone(), hooks.spill.clone());
+    let (builders, guard) =
+        initialize_networking_from_sockets(process_allocators, sockets, process, workers, hooks)
+            .map_err(ClusterError::Network)?;
+    Ok(Connected {
+        builders: builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
+        guard: Box::new(guard),
+        process,
+        processes,
+        plan: agreed_plan,
+    })
+}
+
+fn resolve(address: &str) -> std::io::Result<SocketAddr> {
+    address.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "the host name has no address")
+    })
+}
+
+/// Connects to the lower-numbered process `peer`, retrying until the deadline.
+fn connect_to(
+    peer: usize,
+    spec: &ClusterSpec,
+    greeting: &Greeting,
+    deadline: Instant,
+) -> Result<(TcpStream, Reply), ClusterError> {
+    let address = &spec.addresses[peer];
+    let timeout = |detail: String| ClusterError::Timeout {
+        peer,
+        address: address.clone(),
+        timeout: spec.connect_timeout,
+        detail,
+    };
+    let mut stream = loop {
+        let attempt = resolve(address).and_then(|addr| {
+            let left = deadline.saturating_duration_since(Instant::now()).max(POLL);
+            TcpStream::connect_timeout(&addr, left)
+        });
+        match attempt {
+            Ok(stream) => break stream,
+            Err(error) if Instant::now() >= deadline => {
+                return Err(timeout(format!("connecting failed: {error}")));
+            }
+            // The peer is not listening yet: look again shortly (as timely does, faster).
+            Err(_) => std::thread::sleep(POLL),
+        }
+    };
+    let io = |e: std::io::Error| timeout(format!("the handshake failed: {e}"));
+    stream
+        .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(POLL)))
+        .map_err(io)?;
+    write_frame(&mut stream, Some(MAGIC), &serde_json::to_vec(greeting).unwrap_or_default())
+        .map_err(io)?;
+    let reply: Reply = serde_json::from_slice(&read_frame(&mut stream, false).map_err(io)?)
+        .map_err(|e| timeout(format!("its answer is not VizFlow's: {e}")))?;
+    if let Some(message) = &reply.error {
+        return Err(ClusterError::Mismatch {
+            peer,
+            address: address.clone(),
+            message: message.clone(),
+        });
+    }
+    Ok((stream, reply))
+}
+
+/// Accepts a connection from every higher-numbered process, until the deadline.
+fn accept_all(
+    listener: &TcpListener,
+    spec: &ClusterSpec,
+    greeting: &Greeting,
+    plan: &str,
+    deadline: Instant,
+) -> Result<Vec<TcpStream>, ClusterError> {
+    let me = spec.process;
+    let mut peers: Vec<Option<TcpStream>> = (me + 1..spec.processes).map(|_| None).collect();
+    listener.set_nonblocking(true).map_err(ClusterError::Network)?;
+    while let Some(missing) = peers.iter().position(Option::is_none) {
+        let (mut stream, _) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    let peer = me + 1 + missing;
+                    return Err(ClusterError::Timeout {
+                        peer,
+                        address: spec.addresses[peer].clone(),
+                        timeout: spec.connect_timeout,
+                        detail: format!(
+                            "process {me} listened on {} and heard nothing from it",
+                            spec.addresses[me]
+                        ),
+                    });
+                }
+                std::thread::sleep(POLL);
+                continue;
+            }
+            Err(e) => return Err(ClusterError::Network(e)),
+        };
+        // A stray connection (a port scanner, a stale peer) is dropped, not fatal.
+        let Some((peer, reply)) = handshake(&mut stream, spec, greeting, plan, deadline) else {
+            continue;
+        };
+        let failed = reply.error.clone();
+        let _ = write_frame(&mut stream, None, &serde_json::to_vec(&reply).unwrap_or_default());
+        if let Some(message) = failed {
+            return Err(ClusterError::Mismatch {
+                peer,
+                address: spec.addresses.get(peer).cloned().unwrap_or_default(),
+                message,
+            });
+        }
+        peers[peer - me - 1] = Some(stream);
+    }
+    Ok(peers.into_iter().flatten().collect())
+}
+
+/// Reads a peer's greeting and checks it against ours; `None` for a connection that is
+/// not a VizFlow peer at all.
+fn handshake(
+    stream: &mut TcpStream,
+    spec: &ClusterSpec,
+    ours: &Greeting,
+    plan: &str,
+    deadline: Instant,
+) -> Option<(usize, Reply)> {
+    stream.set_nonblocking(false).ok()?;
+    let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    stream.set_read_timeout(Some(wait)).ok()?;
+    let theirs: Greeting = serde_json::from_slice(&read_frame(stream, true).ok()?).ok()?;
+    let peer = theirs.process;
+    let error = if peer <= spec.process || peer >= spec.processes {
+        Some(format!(
+            "it says it is process {peer} of {}, which process {} does not expect; check that \
+             every process has its own --process and the same hostfile",
+            theirs.processes, spec.process
+        ))
+    } else if theirs.processes != ours.processes {
+        Some(format!(
+            "it runs with --processes {}, process {} with {}; give every process the same",
+            theirs.processes, spec.process, ours.processes
+        ))
+    } else if theirs.workers != ours.workers {
+        Some(format!(
+            "it runs {} worker(s), process {} runs {}; give every process the same --workers",
+            theirs.workers, spec.process, ours.workers
+        ))
+    } else if theirs.version != ours.version {
+        Some(format!(
+            "it is VizFlow {}, process {} is {}; run the same version everywhere",
+            theirs.version, spec.process, ours.version
+        ))
+    } else if theirs.config_hash != ours.config_hash {
+        Some(format!(
+            "it runs a different pipeline than process {} (the pipeline files differ); give \
+             every process the same pipeline file",
+            spec.process
+        ))
+    } else {
+        None
+    };
+    let plan = (spec.process == 0 && error.is_none()).then(|| plan.to_owned());
+    Some((peer, Reply { error, plan }))
+}
+
+fn write_frame(stream: &mut TcpStream, magic: Option<&[u8; 8]>, body: &[u8]) -> std::io::Result<()> {
+    let mut frame = Vec::with_capacity(12 + body.len());
+    if let Some(magic) = magic {
+        frame.extend_from_slice(magic);
+    }
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(body);
+    stream.write_all(&frame)
+}
+
+fn read_frame(stream: &mut TcpStream, magic: bool) -> std::io::Result<Vec<u8>> {
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    if magic {
+        let mut seen = [0u8; 8];
+        stream.read_exact(&mut seen)?;
+        if &seen != MAGIC {
+            return Err(invalid("not a VizFlow peer"));
+        }
+    }
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > 64 << 20 {
+        return Err(invalid("oversized handshake"));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// The `vizflow run` command of every process of a cluster across machines, one per
+/// line of the hostfile, each with a comment naming its host (`vizflow cluster --print`).
+pub fn print_commands(run_args: &[String], hostfile: &Path, addresses: &[String]) -> String {
+    let processes = addresses.len();
+    let mut out = format!(
+        "# A cluster of {processes} processes from {hostfile}. Start each command on its host\n\
+         # (by ssh or a job scheduler), from a directory where the pipeline file, the input\n\
+         # directory and the hostfile have the same paths, e.g. on a shared filesystem.\n\
+         # Process I listens on line I of the hostfile; each date's partial is written once,\n\
+         # by the process that owns the date, under the output directory of its host.\n",
+        hostfile = hostfile.display()
+    );
+    for (process, address) in addresses.iter().enumerate() {
+        let mut args: Vec<String> = vec!["vizflow".into()];
+        args.extend(run_args.iter().cloned());
+        args.extend([
+            "--processes".into(),
+            processes.to_string(),
+            "--process".into(),
+            process.to_string(),
+            "--hostfile".into(),
+            hostfile.display().to_string(),
+        ]);
+        let line: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        out.push_str(&format!("# process {process} on {address}\n{}\n", line.join(" ")));
+    }
+    out
+}
+
+/// Quotes `arg` for a POSIX shell when it needs it.
+fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=,@%+-".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// How long the other processes get to stop on their own after one failed, before
+/// they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `processes` copies of `exe run_args... --processes N --process I --hostfile H`
+/// on this machine, on free loopback ports, and supervises them (`vizflow cluster
+/// --local N`): their progress lines make one display, their other output is passed
+/// on prefixed with the process, and when one fails the others are stopped. Returns
+/// the exit code for the whole run: 0 when every process succeeded, 1 when dates
+/// failed, 2 when a process stopped with an error, 3 when one died (killed, or by a
+/// panic).
+pub fn run_local(
+    exe: &Path,
+    run_args: &[String],
+    processes: usize,
+    style: crate::run::ProgressStyle,
+) -> std::io::Result<u8> {
+    use std::io::BufRead;
+    use std::process::{Child, Command, Stdio};
+
+    // Free ports: bind to port 0, note the port, release it for the child.
+    let listeners = (0..processes)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let addresses = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    drop(listeners);
+    let dir = tempfile::tempdir()?;
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(&hostfile, addresses.join("\n") + "\n")?;
+
+    enum Message {
+        Line(usize, String),
+        Closed,
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut children: Vec<Child> = Vec::new();
+    for process in 0..processes {
+        let spawned = Command::new(exe)
+            .args(run_args)
+            .args(["--processes", &processes.to_string(), "--process", &process.to_string()])
+            .arg("--hostfile")
+            .arg(&hostfile)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                for child in &mut children {
+                    let _ = child.kill();
+                }
+                return Err(error);
+            }
+        };
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(Message::Line(process, line));
+            }
+            let _ = tx.send(Message::Closed);
+        });
+        children.push(child);
+    }
+    drop(tx);
+
+    let mut display = ClusterProgress::new(style, processes);
+    let mut statuses: Vec<Option<std::process::ExitStatus>> = vec![None; processes];
+    let mut open_streams = processes;
+    let mut stop_by: Option<Instant> = None;
+    while open_streams > 0 || statuses.iter().any(Option::is_none) {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Message::Line(process, line)) => display.line(process, &line),
+            Ok(Message::Closed) => open_streams -= 1,
+            Err(_) => {}
+        }
+        for (process, child) in children.iter_mut().enumerate() {
+            if statuses[process].is_some() {
+                continue;
+            }
+            if let Some(status) = child.try_wait()? {
+                statuses[process] = Some(status);
+                if !status.success() && stop_by.is_none() {
+                    display.message(&format!(
+                        "process {process} {}; stopping the others",
+                        describe_exit(status)
+                    ));
+                    stop_by = Some(Instant::now() + STOP_GRACE);
+                }
+            }
+        }
+        if stop_by.is_some_and(|t| Instant::now() >= t) {
+            for (process, child) in children.iter_mut().enumerate() {
+                if statuses[process].is_none() {
+                    display.message(&format!(
+                        "process {process} did not stop within {} s; killing it",
+                        STOP_GRACE.as_secs()
+                    ));
+                    let _ = child.kill();
+                }
+            }
+            stop_by = None;
+        }
+    }
+    display.finish();
+    let mut code = 0u8;
+    for (process, status) in statuses.iter().enumerate() {
+        let status = status.expect("every process was waited for");
+        let this = match status.code() {
+            Some(0) => 0,
+            Some(1) => 1,
+            Some(_) => 2,
+            None => 3,
+        };
+        if this != 0 {
+            eprintln!("process {process} {}", describe_exit(status));
+        }
+        code = code.max(this);
+    }
+    if code == 0 {
+        eprintln!("all {processes} processes finished");
+    }
+    Ok(code)
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(1), _) => "exited with code 1 (dates failed)".to_owned(),
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(6)) => "aborted (a panic, or a peer process that stopped)".to_owned(),
+        (None, Some(9)) => "was killed (signal 9)".to_owned(),
+        (None, Some(signal)) => format!("was stopped by signal {signal}"),
+        (None, None) => "stopped".to_owned(),
+    }
+}
+
+/// The combined progress of the processes of a local cluster: one bar on a terminal,
+/// or their log lines prefixed with the process.
+struct ClusterProgress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+    /// Each process's number of dates, from its progress lines.
+    totals: Vec<u64>,
+}
+
+impl ClusterProgress {
+    fn new(style: crate::run::ProgressStyle, processes: usize) -> ClusterProgress {
+        use std::io::IsTerminal;
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (style == crate::run::ProgressStyle::Auto && terminal).then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(template) = indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} dates  ETA {eta}",
+            ) {
+                bar.set_style(template.progress_chars("=> "));
+            }
+            bar
+        });
+        ClusterProgress {
+            bar,
+            quiet: style == crate::run::ProgressStyle::Quiet,
+            totals: vec![0; processes],
+        }
+    }
+
+    /// A line of process `process`'s output: `[done/total] date: ...` lines advance
+    /// the bar, others are passed on.
+    fn line(&mut self, process: usize, line: &str) {
+        let progress = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once(']'))
+            .and_then(|(counts, _)| counts.split_once('/'))
+            .and_then(|(_, total)| total.parse::<u64>().ok());
+        match (&self.bar, progress) {
+            (Some(bar), Some(total)) => {
+                self.totals[process] = total;
+                bar.set_length(self.totals.iter().sum());
+                bar.inc(1);
+                if line.contains("FAILED") {
+                    bar.println(format!("[process {process}] {line}"));
+                }
+            }
+            (Some(bar), None) => bar.println(format!("[process {process}] {line}")),
+            (None, Some(_)) if self.quiet => {}
+            (None, _) => eprintln!("[process {process}] {line}"),
+        }
+    }
+
+    fn message(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
