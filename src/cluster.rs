@@ -44,9 +44,14 @@ pub struct ClusterSpec {
 
 impl ClusterSpec {
     /// The addresses of a hostfile, or `127.0.0.1:2101`, `:2102`, ... without one (as timely).
-    pub fn addresses(hostfile: Option<&Path>, processes: usize) -> Result<Vec<String>, ClusterError> {
+    pub fn addresses(
+        hostfile: Option<&Path>,
+        processes: usize,
+    ) -> Result<Vec<String>, ClusterError> {
         let Some(path) = hostfile else {
-            return Ok((0..processes).map(|i| format!("127.0.0.1:{}", 2101 + i)).collect());
+            return Ok((0..processes)
+                .map(|i| format!("127.0.0.1:{}", 2101 + i))
+                .collect());
         };
         let hostfile_error = |message: String| ClusterError::Hostfile {
             path: path.to_owned(),
@@ -67,7 +72,10 @@ impl ClusterSpec {
             )));
         }
         for (line, address) in addresses.iter().enumerate() {
-            if address.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
+            if address
+                .rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            {
                 return Err(hostfile_error(format!(
                     "address {} ('{address}', process {line}) is not host:port",
                     line + 1
@@ -192,7 +200,11 @@ pub fn lost_peer_message(thread_name: &str) -> Option<String> {
 /// Connects this process to the others of `spec`. Every process passes the hash of
 /// its pipeline; all must agree. `plan` is what process 0 hands every other process
 /// (returned as [`Connected::plan`]).
-pub fn connect(spec: &ClusterSpec, config_hash: &str, plan: &str) -> Result<Connected, ClusterError> {
+pub fn connect(
+    spec: &ClusterSpec,
+    config_hash: &str,
+    plan: &str,
+) -> Result<Connected, ClusterError> {
     let ClusterSpec {
         processes,
         process,
@@ -241,7 +253,9 @@ pub fn connect(spec: &ClusterSpec, config_hash: &str, plan: &str) -> Result<Conn
             .collect();
         let higher = match accepting {
             Some(handle) => handle.join().unwrap_or_else(|_| {
-                Err(ClusterError::Usage("the connection listener panicked".into()))
+                Err(ClusterError::Usage(
+                    "the connection listener panicked".into(),
+                ))
             }),
             None => Ok(Vec::new()),
         };
@@ -314,10 +328,16 @@ fn connect_to(
     };
     let io = |e: std::io::Error| timeout(format!("the handshake failed: {e}"));
     stream
-        .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(POLL)))
+        .set_read_timeout(Some(
+            deadline.saturating_duration_since(Instant::now()).max(POLL),
+        ))
         .map_err(io)?;
-    write_frame(&mut stream, Some(MAGIC), &serde_json::to_vec(greeting).unwrap_or_default())
-        .map_err(io)?;
+    write_frame(
+        &mut stream,
+        Some(MAGIC),
+        &serde_json::to_vec(greeting).unwrap_or_default(),
+    )
+    .map_err(io)?;
     let reply: Reply = serde_json::from_slice(&read_frame(&mut stream, false).map_err(io)?)
         .map_err(|e| timeout(format!("its answer is not VizFlow's: {e}")))?;
     if let Some(message) = &reply.error {
@@ -340,7 +360,9 @@ fn accept_all(
 ) -> Result<Vec<TcpStream>, ClusterError> {
     let me = spec.process;
     let mut peers: Vec<Option<TcpStream>> = (me + 1..spec.processes).map(|_| None).collect();
-    listener.set_nonblocking(true).map_err(ClusterError::Network)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(ClusterError::Network)?;
     while let Some(missing) = peers.iter().position(Option::is_none) {
         let (mut stream, _) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -367,7 +389,11 @@ fn accept_all(
             continue;
         };
         let failed = reply.error.clone();
-        let _ = write_frame(&mut stream, None, &serde_json::to_vec(&reply).unwrap_or_default());
+        let _ = write_frame(
+            &mut stream,
+            None,
+            &serde_json::to_vec(&reply).unwrap_or_default(),
+        );
         if let Some(message) = failed {
             return Err(ClusterError::Mismatch {
                 peer,
@@ -390,7 +416,9 @@ fn handshake(
     deadline: Instant,
 ) -> Option<(usize, Reply)> {
     stream.set_nonblocking(false).ok()?;
-    let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
     stream.set_read_timeout(Some(wait)).ok()?;
     let theirs: Greeting = serde_json::from_slice(&read_frame(stream, true).ok()?).ok()?;
     let peer = theirs.process;
@@ -428,7 +456,11 @@ fn handshake(
     Some((peer, Reply { error, plan }))
 }
 
-fn write_frame(stream: &mut TcpStream, magic: Option<&[u8; 8]>, body: &[u8]) -> std::io::Result<()> {
+fn write_frame(
+    stream: &mut TcpStream,
+    magic: Option<&[u8; 8]>,
+    body: &[u8],
+) -> std::io::Result<()> {
     let mut frame = Vec::with_capacity(12 + body.len());
     if let Some(magic) = magic {
         frame.extend_from_slice(magic);
@@ -439,7 +471,8 @@ fn write_frame(stream: &mut TcpStream, magic: Option<&[u8; 8]>, body: &[u8]) -> 
 }
 
 fn read_frame(stream: &mut TcpStream, magic: bool) -> std::io::Result<Vec<u8>> {
-    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
     if magic {
         let mut seen = [0u8; 8];
         stream.read_exact(&mut seen)?;
@@ -482,7 +515,10 @@ pub fn print_commands(run_args: &[String], hostfile: &Path, addresses: &[String]
             hostfile.display().to_string(),
         ]);
         let line: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
-        out.push_str(&format!("# process {process} on {address}\n{}\n", line.join(" ")));
+        out.push_str(&format!(
+            "# process {process} on {address}\n{}\n",
+            line.join(" ")
+        ));
     }
     out
 }
@@ -539,7 +575,12 @@ pub fn run_local(
     for process in 0..processes {
         let spawned = Command::new(exe)
             .args(run_args)
-            .args(["--processes", &processes.to_string(), "--process", &process.to_string()])
+            .args([
+                "--processes",
+                &processes.to_string(),
+                "--process",
+                &process.to_string(),
+            ])
             .arg("--hostfile")
             .arg(&hostfile)
             .stdin(Stdio::null())

@@ -135,7 +135,10 @@ enum Event {
     Partial(u32, RecordBatch),
     /// A date's report merged from every process, on the date's owner.
     Report(u32, DateReport),
-    Frontier { worker: usize, time: Option<Time> },
+    Frontier {
+        worker: usize,
+        time: Option<Time>,
+    },
 }
 
 struct Feed {
@@ -243,18 +246,19 @@ impl Engine {
             owners: owners.clone(),
             partition,
         };
-        let guards = timely::execute::execute_from(builders, others, worker_config, move |worker| {
-            let (commands_tx, commands) = crossbeam_channel::unbounded();
-            let feed = Feed {
-                commands: commands_tx,
-                thread: std::thread::current(),
-            };
-            if feed_tx.send((worker.index() - first_worker, feed)).is_err() {
-                return;
-            }
-            run_worker(worker, &context, commands, event_tx.clone());
-        })
-        .map_err(EngineError::Start)?;
+        let guards =
+            timely::execute::execute_from(builders, others, worker_config, move |worker| {
+                let (commands_tx, commands) = crossbeam_channel::unbounded();
+                let feed = Feed {
+                    commands: commands_tx,
+                    thread: std::thread::current(),
+                };
+                if feed_tx.send((worker.index() - first_worker, feed)).is_err() {
+                    return;
+                }
+                run_worker(worker, &context, commands, event_tx.clone());
+            })
+            .map_err(EngineError::Start)?;
         let mut feeds: Vec<(usize, Feed)> = feed_rx.iter().take(threads).collect();
         feeds.sort_by_key(|(index, _)| *index);
         let feeds: Vec<Feed> = feeds.into_iter().map(|(_, f)| f).collect();
@@ -301,7 +305,6 @@ impl Engine {
             .checked_sub(self.first_worker)
             .filter(|local| *local < self.feeds.len())
     }
-
 
     /// Dates begun whose result is not yet returned (or dropped, in processes that do
     /// not own them).
@@ -393,8 +396,10 @@ impl Engine {
             }
             Partition::Date => {
                 let owner = self.owners.worker_of(key) % self.peers;
-                self.local(owner)
-                    .ok_or(EngineError::NotOwner { date, worker: owner })?
+                self.local(owner).ok_or(EngineError::NotOwner {
+                    date,
+                    worker: owner,
+                })?
             }
         };
         let schema = batch.schema();
@@ -714,7 +719,9 @@ fn run_worker(
                     columns,
                     batch_rows,
                 }) => {
-                    let Some(input) = input.as_mut() else { continue };
+                    let Some(input) = input.as_mut() else {
+                        continue;
+                    };
                     let date_key = time::date_key_of(*input.time());
                     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
                     match file.read_part(part, &names, batch_rows) {

@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use vizflow::calendar;
+use vizflow::cluster::ClusterSpec;
 use vizflow::config::Pipeline;
 use vizflow::io::{FileFormat, IpcCompression};
-use vizflow::cluster::ClusterSpec;
 use vizflow::operators::batch::Partition;
 use vizflow::run::{DateSelection, DateStatus, ProgressStyle, RunOptions, run};
 use vizflow::synthetic::{GenSpec, generate};
@@ -122,7 +122,10 @@ impl RunFlags {
             flag("dates-file", path(file));
         }
         flag("workers", Some(self.workers.to_string()));
-        let partition = self.partition.to_possible_value().expect("no skipped values");
+        let partition = self
+            .partition
+            .to_possible_value()
+            .expect("no skipped values");
         flag("partition", Some(partition.get_name().to_owned()));
         if self.skip_existing {
             flag("skip-existing", None);
@@ -341,7 +344,11 @@ fn cluster_command(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#'))
             .count();
-        anyhow::ensure!(count > 0, "hostfile {} lists no host:port", hostfile.display());
+        anyhow::ensure!(
+            count > 0,
+            "hostfile {} lists no host:port",
+            hostfile.display()
+        );
         let addresses = ClusterSpec::addresses(Some(hostfile), count)?;
         print!(
             "{}",
@@ -352,7 +359,8 @@ fn cluster_command(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     let processes = args.local.unwrap_or(1) as usize;
     let progress = args.flags.progress.style();
     let exe = std::env::current_exe().context("cannot find the vizflow executable")?;
-    let code = vizflow::cluster::run_local(&exe, &run_args(Some(ProgressArg::Log)), processes, progress)?;
+    let code =
+        vizflow::cluster::run_local(&exe, &run_args(Some(ProgressArg::Log)), processes, progress)?;
     Ok(ExitCode::from(code))
 }
 

@@ -357,7 +357,10 @@ mod date_keys {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NaiveDate>, D::Error> {
-        Ok(Vec::<u32>::deserialize(d)?.into_iter().map(date_of_key).collect())
+        Ok(Vec::<u32>::deserialize(d)?
+            .into_iter()
+            .map(date_of_key)
+            .collect())
     }
 }
 
@@ -381,7 +384,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
     let mut plan = Plan::default();
     for date in dates {
         let partial = partial_path(&output_dir, date);
-        match options.skip_existing.then(|| made_by(&partial, &hash)).flatten() {
+        match options
+            .skip_existing
+            .then(|| made_by(&partial, &hash))
+            .flatten()
+        {
             Some(true) => plan.skipped.push(date),
             Some(false) => {
                 tracing::info!("{}: recomputing", partial.display());
@@ -403,13 +410,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
             let proposal = serde_json::to_string(&plan).unwrap_or_default();
             let connected = cluster::connect(spec, &hash, &proposal)?;
             plan = serde_json::from_str(&connected.plan).map_err(|e| {
-                ClusterError::Usage(format!("process 0 sent a plan this process cannot read: {e}"))
+                ClusterError::Usage(format!(
+                    "process 0 sent a plan this process cannot read: {e}"
+                ))
             })?;
-            (
-                Workers::Cluster(connected),
-                spec.process,
-                spec.processes,
-            )
+            (Workers::Cluster(connected), spec.process, spec.processes)
         }
         _ => {
             let communication = if options.workers > 1 {

@@ -20,8 +20,9 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vizflow::config::Pipeline;
-use vizflow::engine::{DateResult, Engine};
+use vizflow::engine::{DateResult, Engine, Workers};
 use vizflow::io::{DateFile, FileFormat, write_batches};
+use vizflow::operators::batch::Partition;
 use vizflow_operators::enrich::{Emit, Event, TagRule};
 
 mod common;
@@ -897,26 +898,52 @@ fn serialized(workers: usize) -> timely::Config {
 }
 
 /// Every engine setup the results must not depend on.
-fn setups() -> Vec<(&'static str, timely::Config, Feed)> {
+fn setups() -> Vec<(&'static str, timely::Config, Partition, Feed)> {
+    use Partition::{Date, Symbol};
     vec![
         (
             "1 worker, pushed",
             timely::Config::thread(),
+            Symbol,
             Feed::Pushed(1),
         ),
-        ("2 workers, pushed", common::process(2), Feed::Pushed(2)),
-        ("4 workers, pushed", common::process(4), Feed::Pushed(3)),
+        (
+            "2 workers, pushed",
+            common::process(2),
+            Symbol,
+            Feed::Pushed(2),
+        ),
+        (
+            "4 workers, pushed",
+            common::process(4),
+            Symbol,
+            Feed::Pushed(3),
+        ),
         (
             "2 workers, serialized, pushed",
             serialized(2),
+            Symbol,
             Feed::Pushed(4),
         ),
         (
             "4 workers, serialized, pushed",
             serialized(4),
+            Symbol,
             Feed::Pushed(7),
         ),
-        ("2 workers, files", common::process(2), Feed::Files),
+        ("2 workers, files", common::process(2), Symbol, Feed::Files),
+        (
+            "2 workers by date, pushed",
+            common::process(2),
+            Date,
+            Feed::Pushed(8),
+        ),
+        (
+            "4 workers by date, serialized, files",
+            serialized(4),
+            Date,
+            Feed::Files,
+        ),
     ]
 }
 
@@ -925,10 +952,11 @@ fn run_engine(
     pipeline: &Pipeline,
     days: &[RecordBatch],
     config: timely::Config,
+    partition: Partition,
     feed: Feed,
 ) -> Vec<DateResult> {
     let bound = pipeline.bind(&days[0].schema()).unwrap();
-    let mut engine = Engine::start_with(bound, config).unwrap();
+    let mut engine = Engine::launch(bound, Workers::Local(config), partition).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
     for (date, day) in dates().into_iter().zip(days) {
@@ -988,8 +1016,8 @@ fn alpha_markout_matches_the_oracle_for_any_workers_batches_serialization_and_fi
     let batches: Vec<RecordBatch> = days.iter().map(|d| d.batch(false)).collect();
     let pipeline = Pipeline::from_toml(MARKOUT).unwrap();
     let mut reference: Option<Vec<RecordBatch>> = None;
-    for (name, config, feed) in setups() {
-        let partials: Vec<RecordBatch> = run_engine(&pipeline, &batches, config, feed)
+    for (name, config, partition, feed) in setups() {
+        let partials: Vec<RecordBatch> = run_engine(&pipeline, &batches, config, partition, feed)
             .into_iter()
             .map(|r| partial(r, name))
             .collect();
@@ -1013,8 +1041,8 @@ fn every_rule_matches_the_oracle_row_by_row_for_any_workers_batches_serializatio
     let batches: Vec<RecordBatch> = days.iter().map(|d| d.batch(true)).collect();
     let pipeline = Pipeline::from_toml(ROWS).unwrap().with_rule(Lots);
     let mut reference: Option<Vec<RecordBatch>> = None;
-    for (name, config, feed) in setups() {
-        let partials: Vec<RecordBatch> = run_engine(&pipeline, &batches, config, feed)
+    for (name, config, partition, feed) in setups() {
+        let partials: Vec<RecordBatch> = run_engine(&pipeline, &batches, config, partition, feed)
             .into_iter()
             .map(|r| partial(r, name))
             .collect();
@@ -1055,7 +1083,7 @@ fn an_overflowing_running_value_fails_its_date_only() {
         ("1 worker", timely::Config::thread(), Feed::Pushed(5)),
         ("2 workers", common::process(2), Feed::Pushed(6)),
     ] {
-        let mut results = run_engine(&pipeline, &batches, config, feed);
+        let mut results = run_engine(&pipeline, &batches, config, Partition::Symbol, feed);
         let failed = results.pop().unwrap();
         assert_rows_match(&partial(results.pop().unwrap(), name), &days[0], name);
         assert_eq!(

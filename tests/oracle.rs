@@ -13,7 +13,8 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vizflow::config::Pipeline;
-use vizflow::engine::Engine;
+use vizflow::engine::{Engine, Workers};
+use vizflow::operators::batch::Partition;
 
 mod common;
 
@@ -273,11 +274,12 @@ fn assert_matches_oracle(partial: &RecordBatch, expected: &BTreeMap<Key, OracleG
 fn run_engine(
     days: &[(NaiveDate, RecordBatch)],
     config: timely::Config,
+    partition: Partition,
     seed: u64,
 ) -> Vec<RecordBatch> {
     let pipeline = Pipeline::from_toml(PIPELINE).unwrap();
     let bound = pipeline.bind(&days[0].1.schema()).unwrap();
-    let mut engine = Engine::start_with(bound, config).unwrap();
+    let mut engine = Engine::launch(bound, Workers::Local(config), partition).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut partials = Vec::new();
     for (date, day) in days {
@@ -322,7 +324,7 @@ fn days() -> Vec<(NaiveDate, RecordBatch)> {
 #[test]
 fn one_worker_matches_oracle() {
     let days = days();
-    let partials = run_engine(&days, timely::Config::thread(), 1);
+    let partials = run_engine(&days, timely::Config::thread(), Partition::Symbol, 1);
     assert_eq!(partials.len(), 2);
     for ((_, day), partial) in days.iter().zip(&partials) {
         assert_matches_oracle(partial, &oracle(day));
@@ -332,23 +334,27 @@ fn one_worker_matches_oracle() {
 #[test]
 fn results_do_not_depend_on_workers_batches_or_serialization() {
     let days = days();
-    let reference = run_engine(&days, timely::Config::thread(), 1);
+    let reference = run_engine(&days, timely::Config::thread(), Partition::Symbol, 1);
     for ((_, day), partial) in days.iter().zip(&reference) {
         assert_matches_oracle(partial, &oracle(day));
     }
+    let serialized = |workers| timely::Config {
+        communication: timely::CommunicationConfig::ProcessBinary(workers),
+        worker: Default::default(),
+    };
     let configs = [
-        ("2 workers", common::process(2)),
-        ("4 workers", common::process(4)),
+        ("2 workers", common::process(2), Partition::Symbol),
+        ("4 workers", common::process(4), Partition::Symbol),
+        ("2 workers, serialized", serialized(2), Partition::Symbol),
+        ("2 workers by date", common::process(2), Partition::Date),
         (
-            "2 workers, serialized",
-            timely::Config {
-                communication: timely::CommunicationConfig::ProcessBinary(2),
-                worker: Default::default(),
-            },
+            "4 workers by date, serialized",
+            serialized(4),
+            Partition::Date,
         ),
     ];
-    for (seed, (name, config)) in configs.into_iter().enumerate() {
-        let partials = run_engine(&days, config, 10 + seed as u64);
+    for (seed, (name, config, partition)) in configs.into_iter().enumerate() {
+        let partials = run_engine(&days, config, partition, 10 + seed as u64);
         // Exact sums make every partial bit-identical, not merely close.
         assert_eq!(partials, reference, "{name}");
     }
