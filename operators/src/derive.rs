@@ -279,4 +279,41 @@ mod tests {
         assert_eq!(ints.iter().collect::<Vec<_>>(), vec![Some(1), None, None]);
         assert_eq!(failed, 2);
     }
+
+    #[test]
+    fn input_columns_take_the_first_dates_types() {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "ukey",
+                Arc::new(arrow::array::Int32Array::from(vec![1, 2])) as ArrayRef,
+            ),
+            ("side", Arc::new(arrow::array::NullArray::new(2))),
+            ("qty", Arc::new(Int64Array::from(vec![5, 1 << 40]))),
+        ])
+        .unwrap();
+        let spec = |qty_type: DataType| DeriveSpec {
+            input_types: vec![
+                ("ukey".into(), DataType::Int64),
+                ("side".into(), DataType::Utf8),
+                ("qty".into(), qty_type),
+            ],
+            ..DeriveSpec::default()
+        };
+        let (out, _) = derive_batch(&batch, &spec(DataType::Int64)).unwrap();
+        let types: Vec<DataType> = out
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(types, [DataType::Int64, DataType::Utf8, DataType::Int64]);
+        assert_eq!(out.column(1).null_count(), 2);
+        let error = derive_batch(&batch, &spec(DataType::Int32)).unwrap_err();
+        assert_eq!(
+            error,
+            "column 'qty' has type Int64 here and Int32 on the first date, and cannot be read \
+             as Int32: Cast error: Can't cast value 1099511627776 to type Int32; make the type \
+             consistent across dates"
+        );
+    }
 }
