@@ -472,10 +472,12 @@ fn column_of_a_compatible_type_on_a_later_date_gives_the_same_partial() {
         .map(|q| q.map(|q| q.round() as i64))
         .collect();
     let mut changed = replace(&day, "qty", Arc::new(Int64Array::from(qty)));
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int16), Box::new(DataType::Utf8));
     for (column, data_type) in [
         ("ukey", DataType::Int32),
         ("ticktime", DataType::Int32),
         ("alpha1", DataType::Float32),
+        ("orderSide", dictionary),
     ] {
         let values = arrow::compute::cast(day.column_by_name(column).unwrap(), &data_type);
         changed = replace(&changed, column, values.unwrap());
@@ -559,11 +561,9 @@ fn all_null_timestamps_fail_the_date() {
 fn null_typed_column_on_a_later_date_reads_as_nulls() {
     let case = Case::new();
     case.write_generated(&dates(), FileFormat::IpcFile);
-    let day = replace(
-        &generated(date(3)),
-        "alpha1",
-        Arc::new(arrow::array::NullArray::new(ROWS)),
-    );
+    let nulls = || Arc::new(arrow::array::NullArray::new(ROWS)) as ArrayRef;
+    let day = replace(&generated(date(3)), "alpha1", nulls());
+    let day = replace(&day, "orderSide", nulls());
     case.write(date(3), FileFormat::IpcFile, &day);
     let summary = case.run(MARKOUT, &dates()).unwrap();
     others_written(&summary, &[]);
@@ -571,6 +571,11 @@ fn null_typed_column_on_a_later_date_reads_as_nulls() {
         report(&summary, date(3)).count("bin.null.alpha1"),
         ROWS as u64
     );
+    // One group: a null bin and a null side.
+    let partial = partial(&summary, date(3));
+    assert_eq!(partial.num_rows(), 1);
+    assert_eq!(partial.column_by_name("orderSide").unwrap().null_count(), 1);
+    assert_eq!(total(&partial, "count"), ROWS as i64);
 }
 
 // ---- values ----
