@@ -845,8 +845,12 @@ impl Pipeline {
         }
         // `check` found every one of them; this guards the planning above.
         let input_fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        // Later dates' files may hold these columns in other types of the same kind
+        // (see `check_schema`); the first stage converts them to these.
+        let mut input_types = Vec::with_capacity(read.len());
         for c in &read {
-            field(&input_fields, c, "unknown column")?;
+            let data_type = field(&input_fields, c, "unknown column")?.data_type();
+            input_types.push((c.clone(), data_type.clone()));
         }
         // The columns after the early derived columns, in their order there.
         let mut keep = read.clone();
@@ -868,6 +872,7 @@ impl Pipeline {
         }
         let derive_stage = |columns: Vec<(String, Expr)>, keep: Vec<String>| {
             (!columns.is_empty()).then(|| DeriveSpec {
+                input_types: Vec::new(),
                 casts: Vec::new(),
                 columns,
                 keep: Some(keep),
@@ -889,6 +894,7 @@ impl Pipeline {
             read,
             input_schema: Arc::new(input.clone()),
             derive: DeriveSpec {
+                input_types,
                 casts,
                 columns: early_needed,
                 keep: Some(keep),
@@ -1081,7 +1087,8 @@ impl BoundPipeline {
     }
 
     /// Checks that another date's file schema is compatible with the bound one: every
-    /// column read exists, with a type of the same kind. The error names the column and
+    /// column read exists, with a type of the same kind (or Arrow's Null type, a column
+    /// without values); the `derive` stage converts it to the first date's type. The error names the column and
     /// both types, or suggests a column and lists those available.
     pub fn check_schema(&self, schema: &Schema) -> Result<(), String> {
         for column in &self.read {
@@ -1115,7 +1122,11 @@ impl BoundPipeline {
                     "other"
                 }
             };
-            if field.data_type() != expected && kind(field.data_type()) != kind(expected) {
+            // A column of the Null type has no values: nulls of any type.
+            let compatible = field.data_type() == expected
+                || field.data_type() == &DataType::Null
+                || kind(field.data_type()) == kind(expected);
+            if !compatible {
                 let fix = if field.data_type().is_numeric() && expected.is_numeric() {
                     format!(
                         "make the type consistent across dates, or cast the column with [[cast]] column = \"{column}\""

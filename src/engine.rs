@@ -40,7 +40,7 @@ use vizflow_operators::derive::Derive;
 use vizflow_operators::enrich::Enrich;
 use vizflow_operators::forward_return::ROW_ID;
 use vizflow_operators::parse_time::ParseTime;
-use vizflow_operators::report::{DateReport, Diagnostics};
+use vizflow_operators::report::{DateReport, Diagnostics, first_errors};
 use vizflow_operators::time::{self, DateOwners, Time};
 
 use crate::cluster::Connected;
@@ -695,7 +695,8 @@ fn run_worker(
                             if frontier.less_equal(&time::date_end(*entry.key())) {
                                 break;
                             }
-                            let (date_key, report) = entry.remove_entry();
+                            let (date_key, mut report) = entry.remove_entry();
+                            report.errors = first_errors(std::mem::take(&mut report.errors));
                             let _ = report_events.send(Event::Report(date_key, report));
                         }
                     }

@@ -681,6 +681,7 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                         let date_key = date_key_of(*time.time());
                         for batch in data {
                             let Some(rows) = batch.take() else { continue };
+                            diagnostics.add(date_key, "aggregate.rows_in", rows.num_rows() as u64);
                             match accumulate(&plan, &converter, &rows, &mut entry.1) {
                                 Ok(nonfinite) => {
                                     for (column, count) in nonfinite {

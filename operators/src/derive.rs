@@ -13,11 +13,12 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
 use arrow::buffer::NullBuffer;
-use arrow::datatypes::{DataType, Float64Type};
+use arrow::datatypes::{DataType, Float64Type, UInt64Type};
 use timely::dataflow::Stream;
 
 use crate::batch::{Batch, map_batches, with_columns};
 use crate::expr::Expr;
+use crate::forward_return::ROW_ID;
 use crate::report::Diagnostics;
 use crate::time::Time;
 
@@ -43,10 +44,16 @@ pub struct IntegerCast {
     pub on_error: CastFailure,
 }
 
-/// Everything the `derive` stage does to a batch, in order: casts, derived columns,
-/// projection.
+/// Everything the `derive` stage does to a batch, in order: conversion of the input
+/// columns to their expected types, casts, derived columns, projection.
 #[derive(Clone, Debug, Default)]
 pub struct DeriveSpec {
+    /// Input columns and the types they are expected to have (those of the first
+    /// date's file). A column of another type (a later date's Int32 where the first
+    /// had Int64, or Arrow's Null type for a column without values) is converted first,
+    /// so that every later stage sees one type per column; a value the expected type
+    /// cannot hold fails the date.
+    pub input_types: Vec<(String, DataType)>,
     /// Integer casts.
     pub casts: Vec<IntegerCast>,
     /// `(name, expression)` pairs, evaluated in order.
@@ -56,11 +63,40 @@ pub struct DeriveSpec {
 }
 
 /// Casts `values` to integers within `tolerance`. Returns the integers, the number of
-/// failures made null, or an error naming the first failing row and value.
+/// failures made null, or an error naming the first failing row (within `values`) and
+/// value.
 pub fn cast_to_integer(
     values: &dyn Array,
     cast: &IntegerCast,
 ) -> Result<(Int64Array, u64), String> {
+    cast_rows(values, cast).map_err(|failure| failure.message(cast, |row| row as u64))
+}
+
+/// Why a cast failed: a value that is not an integer, or a column of the wrong type.
+enum CastError {
+    /// The first row (within the array) whose value is not within the tolerance.
+    Value { row: usize, value: f64 },
+    /// The column cannot be read as numbers.
+    Type(String),
+}
+
+impl CastError {
+    /// The message, with the row replaced by `row(r)` (e.g. the file row).
+    fn message(self, cast: &IntegerCast, row: impl Fn(usize) -> u64) -> String {
+        match self {
+            CastError::Value { row: r, value } => format!(
+                "cast: column '{}' row {} value {value} is not within {} of an integer; \
+                 fix the data or set on_error = \"null\" for this cast",
+                cast.column,
+                row(r),
+                cast.tolerance
+            ),
+            CastError::Type(message) => message,
+        }
+    }
+}
+
+fn cast_rows(values: &dyn Array, cast: &IntegerCast) -> Result<(Int64Array, u64), CastError> {
     if matches!(
         values.data_type(),
         DataType::Int8
@@ -71,15 +107,16 @@ pub fn cast_to_integer(
             | DataType::UInt16
             | DataType::UInt32
     ) {
-        let ints = arrow::compute::cast(values, &DataType::Int64).map_err(|e| e.to_string())?;
+        let ints = arrow::compute::cast(values, &DataType::Int64)
+            .map_err(|e| CastError::Type(e.to_string()))?;
         return Ok((ints.as_primitive().clone(), 0));
     }
     let floats = arrow::compute::cast(values, &DataType::Float64).map_err(|e| {
-        format!(
+        CastError::Type(format!(
             "cast: column '{}' of type {} cannot be cast to int64: {e}",
             cast.column,
             values.data_type()
-        )
+        ))
     })?;
     let floats = floats.as_primitive::<Float64Type>();
     let mut valid: Vec<bool> = (0..floats.len()).map(|i| floats.is_valid(i)).collect();
@@ -90,11 +127,7 @@ pub fn cast_to_integer(
         let ok = (x - nearest).abs() <= cast.tolerance && nearest.abs() < 9.2e18;
         if valid[row] && !ok {
             if cast.on_error == CastFailure::Error {
-                return Err(format!(
-                    "cast: column '{}' row {row} value {x} is not within {} of an integer; \
-                     fix the data or set on_error = \"null\" for this cast",
-                    cast.column, cast.tolerance
-                ));
+                return Err(CastError::Value { row, value: *x });
             }
             failures += 1;
             valid[row] = false;
@@ -111,13 +144,19 @@ pub fn derive_batch(
     batch: &RecordBatch,
     spec: &DeriveSpec,
 ) -> Result<(RecordBatch, Vec<u64>), String> {
-    let mut out = batch.clone();
+    let mut out = conform(batch, &spec.input_types)?;
     let mut failures = Vec::with_capacity(spec.casts.len());
     for cast in &spec.casts {
         let values = out
             .column_by_name(&cast.column)
             .ok_or_else(|| format!("cast: column '{}' is missing", cast.column))?;
-        let (ints, failed) = cast_to_integer(values.as_ref(), cast)?;
+        let (ints, failed) = cast_rows(values.as_ref(), cast).map_err(|failure| {
+            // Name the row of the file (its `row_id`), not the row of this batch.
+            let row_ids = out
+                .column_by_name(ROW_ID)
+                .and_then(|ids| ids.as_primitive_opt::<UInt64Type>());
+            failure.message(cast, |r| row_ids.map_or(r as u64, |ids| ids.value(r)))
+        })?;
         out = with_columns(
             &out,
             vec![(cast.column.clone(), Arc::new(ints) as ArrayRef)],
@@ -139,6 +178,37 @@ pub fn derive_batch(
         out = out.project(&indices).map_err(|e| e.to_string())?;
     }
     Ok((out, failures))
+}
+
+/// `batch` with each column of `types` converted to its type where it differs.
+fn conform(batch: &RecordBatch, types: &[(String, DataType)]) -> Result<RecordBatch, String> {
+    let mut converted = Vec::new();
+    for (name, data_type) in types {
+        let Some(values) = batch.column_by_name(name) else {
+            continue;
+        };
+        if values.data_type() == data_type {
+            continue;
+        }
+        // Not `safe`: a value that does not fit is an error, not a null.
+        let options = arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        let values =
+            arrow::compute::cast_with_options(values, data_type, &options).map_err(|e| {
+                format!(
+                    "column '{name}' has type {} here and {data_type} on the first date, and \
+                 cannot be read as {data_type}: {e}; make the type consistent across dates",
+                    values.data_type()
+                )
+            })?;
+        converted.push((name.clone(), values));
+    }
+    Ok(match converted.is_empty() {
+        true => batch.clone(),
+        false => with_columns(batch, converted),
+    })
 }
 
 /// The `derive` operator.
@@ -208,5 +278,42 @@ mod tests {
         let (ints, failed) = cast_to_integer(&values, &qty_cast(CastFailure::Null)).unwrap();
         assert_eq!(ints.iter().collect::<Vec<_>>(), vec![Some(1), None, None]);
         assert_eq!(failed, 2);
+    }
+
+    #[test]
+    fn input_columns_take_the_first_dates_types() {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "ukey",
+                Arc::new(arrow::array::Int32Array::from(vec![1, 2])) as ArrayRef,
+            ),
+            ("side", Arc::new(arrow::array::NullArray::new(2))),
+            ("qty", Arc::new(Int64Array::from(vec![5, 1 << 40]))),
+        ])
+        .unwrap();
+        let spec = |qty_type: DataType| DeriveSpec {
+            input_types: vec![
+                ("ukey".into(), DataType::Int64),
+                ("side".into(), DataType::Utf8),
+                ("qty".into(), qty_type),
+            ],
+            ..DeriveSpec::default()
+        };
+        let (out, _) = derive_batch(&batch, &spec(DataType::Int64)).unwrap();
+        let types: Vec<DataType> = out
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(types, [DataType::Int64, DataType::Utf8, DataType::Int64]);
+        assert_eq!(out.column(1).null_count(), 2);
+        let error = derive_batch(&batch, &spec(DataType::Int32)).unwrap_err();
+        assert_eq!(
+            error,
+            "column 'qty' has type Int64 here and Int32 on the first date, and cannot be read \
+             as Int32: Cast error: Can't cast value 1099511627776 to type Int32; make the type \
+             consistent across dates"
+        );
     }
 }

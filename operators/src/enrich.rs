@@ -552,7 +552,12 @@ impl Frame {
                 positions: std::mem::take(&mut self.positions),
             }
         };
+        let rows = match &order {
+            OutputOrder::Whole { .. } => self.inputs.iter().map(|b| b.num_rows()).sum(),
+            OutputOrder::Reshaped { position_row, .. } => position_row.len(),
+        };
         EnrichOutput {
+            rows,
             inputs: std::mem::take(&mut self.inputs).into(),
             added: std::mem::take(&mut self.added),
             schema,
@@ -587,6 +592,8 @@ enum InputRows {
 /// The output of the enrich kernel, built one input batch at a time as it is consumed,
 /// so the keyed operator can pass each part downstream before building the next.
 pub struct EnrichOutput {
+    /// The number of output rows, over all batches.
+    rows: usize,
     inputs: std::collections::VecDeque<RecordBatch>,
     added: Vec<(String, ArrayRef)>,
     schema: SchemaRef,
@@ -617,6 +624,11 @@ impl Iterator for EnrichOutput {
 }
 
 impl EnrichOutput {
+    /// The number of rows of all the output batches (before any is consumed).
+    pub fn num_rows(&self) -> usize {
+        self.rows
+    }
+
     /// The output batches of one input batch.
     fn output_of(&mut self, input: &RecordBatch) -> Result<Vec<RecordBatch>, String> {
         let start = self.batch_start;
@@ -940,9 +952,21 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
         partition: Partition,
     ) -> Stream<'scope, Time, Batch> {
         let pact = by_symbol(&spec.symbol);
-        let logic = move |date_key, batches, diagnostics: &Diagnostics| {
+        let logic = move |date_key, batches: Vec<RecordBatch>, diagnostics: &Diagnostics| {
+            let rows_in: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let null_symbols: usize = batches
+                .iter()
+                .filter_map(|b| b.column_by_name(&spec.symbol))
+                .map(|symbols| symbols.logical_null_count())
+                .sum();
             let (out, counts) = enrich_lazy(batches, &spec)?;
-            diagnostics.add_all(date_key, counts.iter().map(|(k, v)| (k.as_str(), *v)));
+            let stage = [
+                ("enrich.rows_in", rows_in as u64),
+                ("enrich.rows_out", out.num_rows() as u64),
+                ("enrich.null_symbol_rows", null_symbols as u64),
+            ];
+            let rules = counts.iter().map(|(k, v)| (k.as_str(), *v));
+            diagnostics.add_all(date_key, stage.into_iter().chain(rules));
             Ok(out)
         };
         match partition {

@@ -398,12 +398,12 @@ impl Invalid {
     fn at(self, row: usize, value: impl fmt::Display, encoding: &str) -> TimeError {
         let value = value.to_string();
         let reason = match self {
-            Self::Negative => "negative value; check timestamp_format".to_string(),
+            Self::Negative => "negative value; check [time] format".to_string(),
             Self::NotANumber => "NaN is not a time; fill or filter out such rows first".into(),
-            Self::NotWhole => "not a whole number; check timestamp_format".into(),
-            Self::TooLarge => "too large for a timestamp; check timestamp_format".into(),
+            Self::NotWhole => "not a whole number; check [time] format".into(),
+            Self::TooLarge => "too large for a timestamp; check [time] format".into(),
             Self::Field { name, value, max } => {
-                format!("{name} {value} is out of range (expected 0-{max}); check timestamp_format")
+                format!("{name} {value} is out of range (expected 0-{max}); check [time] format")
             }
             Self::Text(error) => {
                 return TimeError::InvalidString {

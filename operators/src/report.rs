@@ -24,15 +24,12 @@ impl DateReport {
     }
 
     /// Adds another part of the same date's report (another process's): counts add up,
-    /// errors are kept once each, sorted, so the merged report does not depend on the
-    /// order the parts arrived in.
+    /// errors are collected (put in [`first_errors`] order once all parts are in).
     pub fn merge(&mut self, other: DateReport) {
         for (name, count) in other.counts {
             *self.counts.entry(name).or_default() += count;
         }
         self.errors.extend(other.errors);
-        self.errors.sort();
-        self.errors.dedup();
     }
 }
 
@@ -90,13 +87,74 @@ impl Diagnostics {
             .is_some_and(|r| !r.errors.is_empty())
     }
 
-    /// Removes and returns a date's report.
+    /// Removes and returns a date's report, with every error as recorded (to be merged
+    /// with other processes' parts, then put in [`first_errors`] order).
     pub fn take(&self, date_key: u32) -> DateReport {
         self.lock().remove(&date_key).unwrap_or_default()
     }
 
-    /// A copy of a date's report.
+    /// A copy of a date's report, its errors in [`first_errors`] order.
     pub fn get(&self, date_key: u32) -> DateReport {
-        self.lock().get(&date_key).cloned().unwrap_or_default()
+        let mut report = self.lock().get(&date_key).cloned().unwrap_or_default();
+        report.errors = first_errors(std::mem::take(&mut report.errors));
+        report
+    }
+}
+
+/// How many of a date's errors a report shows.
+pub const ERRORS_SHOWN: usize = 3;
+
+/// A date's errors as a report shows them: each once, in natural order (numbers by
+/// value, so `row 300` before `row 1000`: the first rows of the file first), the first
+/// [`ERRORS_SHOWN`] of them and a last line saying how many more there were.
+///
+/// Workers report errors in whatever order they meet them, and every batch of a bad
+/// column reports its own first bad row; this order makes the message the same for
+/// any number of workers and batch sizes that find the same errors.
+///
+/// ```
+/// use vizflow_operators::report::first_errors;
+/// let errors = ["bad row 1000", "bad row 300", "bad row 20", "bad row 300", "bad row 9"];
+/// assert_eq!(
+///     first_errors(errors.map(String::from).to_vec()),
+///     ["bad row 9", "bad row 20", "bad row 300", "and 1 more error"]
+/// );
+/// ```
+pub fn first_errors(mut errors: Vec<String>) -> Vec<String> {
+    errors.sort_by(|a, b| natural_order(a, b));
+    errors.dedup();
+    if errors.len() > ERRORS_SHOWN {
+        let more = errors.len() - ERRORS_SHOWN;
+        errors.truncate(ERRORS_SHOWN);
+        errors.push(format!(
+            "and {more} more error{}",
+            if more == 1 { "" } else { "s" }
+        ));
+    }
+    errors
+}
+
+/// Compares text with runs of ASCII digits compared by value.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let digits = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (m, n) = (digits(a), digits(b));
+                let trim = |s: &[u8]| -> usize { s.iter().take_while(|c| **c == b'0').count() };
+                let (x, y) = (&a[trim(&a[..m]).min(m)..m], &b[trim(&b[..n]).min(n)..n]);
+                let by_value = x.len().cmp(&y.len()).then_with(|| x.cmp(y));
+                if by_value != std::cmp::Ordering::Equal {
+                    return by_value;
+                }
+                (a, b) = (&a[m..], &b[n..]);
+            }
+            (Some(x), Some(y)) if x != y => return x.cmp(y),
+            _ => (a, b) = (&a[1..], &b[1..]),
+        }
     }
 }

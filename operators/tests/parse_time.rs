@@ -470,35 +470,35 @@ fn error_texts() {
     assert_eq!(
         error(&ints(vec![93_000_000, 1, 2, 106_199_999]), Hhmmssmmm),
         "invalid HHMMSSmmm timestamp 106199999 at row 3: minute 61 is out of range (expected 0-59); \
-         check timestamp_format"
+         check [time] format"
     );
     assert_eq!(
         error(&ints(vec![256_199_999]), Hhmmssmmm),
         "invalid HHMMSSmmm timestamp 256199999 at row 0: hour 25 is out of range (expected 0-23); \
-         check timestamp_format"
+         check [time] format"
     );
     assert_eq!(
         error(&ints(vec![93_000, 96_100]), Auto),
         "invalid HHMMSS (auto-detected) timestamp 96100 at row 1: minute 61 is out of range \
-         (expected 0-59); check timestamp_format"
+         (expected 0-59); check [time] format"
     );
     assert_eq!(
         error(&ints(vec![93_060_000]), Auto),
         "invalid HHMMSSmmm (auto-detected) timestamp 93060000 at row 0: second 60 is out of range \
-         (expected 0-59); check timestamp_format"
+         (expected 0-59); check [time] format"
     );
     assert_eq!(
         error(&ints(vec![93_000_000, -5]), Hhmmssmmm),
-        "invalid HHMMSSmmm timestamp -5 at row 1: negative value; check timestamp_format"
+        "invalid HHMMSSmmm timestamp -5 at row 1: negative value; check [time] format"
     );
     assert_eq!(
         error(&ints(vec![-5]), EpochSeconds),
-        "invalid epoch seconds timestamp -5 at row 0: negative value; check timestamp_format"
+        "invalid epoch seconds timestamp -5 at row 0: negative value; check [time] format"
     );
     assert_eq!(
         error(&ints(vec![i64::MAX]), EpochSeconds),
         "invalid epoch seconds timestamp 9223372036854775807 at row 0: too large for a timestamp; \
-         check timestamp_format"
+         check [time] format"
     );
     assert_eq!(
         error(&Float64Array::from(vec![93_000_000.0, f64::NAN]), Auto),
@@ -508,7 +508,7 @@ fn error_texts() {
     assert_eq!(
         error(&Float64Array::from(vec![93_000_000.5]), Auto),
         "invalid HHMMSSmmm (auto-detected) timestamp 93000000.5 at row 0: not a whole number; \
-         check timestamp_format"
+         check [time] format"
     );
     assert_eq!(
         error(&Int64Array::from(vec![Some(93_000_000), None]), Auto),
