@@ -367,6 +367,7 @@ mod date_keys {
 /// Runs `pipeline` over the selected dates.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
+    let pattern = pipeline.input.pattern.clone();
     let input_dir = options
         .input_dir
         .clone()
@@ -438,6 +439,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         total,
         summary: RunSummary::default(),
         output_dir: &output_dir,
+        input_dir: &input_dir,
+        pattern: &pattern,
         hash: &hash,
         first_failure: None,
     };
@@ -549,6 +552,8 @@ struct Recorder<'a> {
     total: usize,
     summary: RunSummary,
     output_dir: &'a Path,
+    input_dir: &'a Path,
+    pattern: &'a str,
     hash: &'a str,
     first_failure: Option<String>,
 }
@@ -565,7 +570,8 @@ impl Recorder<'_> {
     }
 
     fn result(&mut self, result: DateResult) {
-        let outcome = outcome_of(self.output_dir, result, self.hash);
+        let input = input_path(self.input_dir, self.pattern, result.date);
+        let outcome = outcome_of(self.output_dir, &input, result, self.hash);
         self.record(outcome);
     }
 
@@ -577,15 +583,28 @@ impl Recorder<'_> {
     }
 }
 
-fn outcome_of(output_dir: &Path, result: DateResult, hash: &str) -> DateOutcome {
-    let date = result.date;
-    let status = match write_outputs(output_dir, &result, hash) {
-        Ok(path) => DateStatus::Written {
-            path,
-            groups: result.partial.as_ref().map_or(0, |p| p.num_rows()),
+/// Writes a date's outputs; `input` is its input file, named in errors that do not
+/// name it already.
+fn outcome_of(output_dir: &Path, input: &Path, result: DateResult, hash: &str) -> DateOutcome {
+    let date = calendar::format_date(result.date);
+    let status = match &result.partial {
+        Err(errors) => {
+            let errors = errors.join("; ");
+            let input = input.display().to_string();
+            match errors.contains(&input) {
+                true => DateStatus::Failed(format!("{date}: {errors}")),
+                false => DateStatus::Failed(format!("{date}: {input}: {errors}")),
+            }
+        }
+        Ok(partial) => match write_outputs(output_dir, &result, hash) {
+            Ok(path) => DateStatus::Written {
+                path,
+                groups: partial.num_rows(),
+            },
+            Err(error) => DateStatus::Failed(format!("{date}: {error}")),
         },
-        Err(error) => DateStatus::Failed(format!("{}: {error}", calendar::format_date(date))),
     };
+    let date = result.date;
     DateOutcome {
         date,
         status,

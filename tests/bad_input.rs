@@ -182,8 +182,8 @@ impl Case {
             output_dir: Some(self.output()),
             dates: DateSelection::File(dates_file),
             workers: 2,
-            skip_existing: false,
             progress: ProgressStyle::Quiet,
+            ..RunOptions::default()
         };
         run(&pipeline, &options).map_err(|e| e.to_string())
     }
@@ -534,7 +534,7 @@ fn all_null_timestamps_fail_the_date() {
         "ticktime",
         Arc::new(Int64Array::from(vec![None; ROWS])),
     );
-    case.write(date(3), FileFormat::IpcFile, &day);
+    let file = case.write(date(3), FileFormat::IpcFile, &day);
     let summary = case.run(MARKOUT, &dates()).unwrap();
     let error = |row| {
         format!(
@@ -546,7 +546,8 @@ fn all_null_timestamps_fail_the_date() {
     assert_eq!(
         failure(&summary, date(3)),
         format!(
-            "20240103: {}; {}; {}; and 5 more errors",
+            "20240103: {}: {}; {}; {}; and 5 more errors",
+            file.display(),
             error(0),
             error(300),
             error(600)
@@ -592,13 +593,14 @@ fn impossible_timestamps_fail_the_date() {
         let case = Case::new();
         case.write_generated(&dates(), FileFormat::IpcFile);
         let day = set_ints(&generated(date(3)), "ticktime", &[(1234, Some(value))]);
-        case.write(date(3), FileFormat::IpcFile, &day);
+        let file = case.write(date(3), FileFormat::IpcFile, &day);
         let summary = case.run(MARKOUT, &dates()).unwrap();
         assert_eq!(
             failure(&summary, date(3)),
             format!(
-                "20240103: parse_time: column 'ticktime' (CN market): invalid HHMMSSmmm \
-                 timestamp {value} at row 1234: {reason}; check [time] format"
+                "20240103: {}: parse_time: column 'ticktime' (CN market): invalid HHMMSSmmm \
+                 timestamp {value} at row 1234: {reason}; check [time] format",
+                file.display()
             )
         );
         others_written(&summary, &[date(3)]);
@@ -617,7 +619,7 @@ fn nan_timestamp_fails_the_date() {
     for d in dates() {
         case.write(d, FileFormat::IpcFile, &day(d));
     }
-    case.write(
+    let file = case.write(
         date(3),
         FileFormat::IpcFile,
         &set_floats(&day(date(3)), "ticktime", &[(1700, Some(f64::NAN))]),
@@ -625,8 +627,11 @@ fn nan_timestamp_fails_the_date() {
     let summary = case.run(MARKOUT, &dates()).unwrap();
     assert_eq!(
         failure(&summary, date(3)),
-        "20240103: parse_time: column 'ticktime' (CN market): invalid HHMMSSmmm timestamp NaN \
-         at row 1700: NaN is not a time; fill or filter out such rows first"
+        format!(
+            "20240103: {}: parse_time: column 'ticktime' (CN market): invalid HHMMSSmmm \
+             timestamp NaN at row 1700: NaN is not a time; fill or filter out such rows first",
+            file.display()
+        )
     );
     others_written(&summary, &[date(3)]);
 }
@@ -775,12 +780,15 @@ fn cast_failure_names_the_file_row() {
     let case = Case::new();
     case.write_generated(&dates(), FileFormat::IpcFile);
     let day = set_floats(&generated(date(3)), "qty", &[(1234, Some(100.5))]);
-    case.write(date(3), FileFormat::IpcFile, &day);
+    let file = case.write(date(3), FileFormat::IpcFile, &day);
     let summary = case.run(MARKOUT, &dates()).unwrap();
     assert_eq!(
         failure(&summary, date(3)),
-        "20240103: cast: column 'qty' row 1234 value 100.5 is not within 0.000001 of an \
-         integer; fix the data or set on_error = \"null\" for this cast"
+        format!(
+            "20240103: {}: cast: column 'qty' row 1234 value 100.5 is not within 0.000001 of \
+             an integer; fix the data or set on_error = \"null\" for this cast",
+            file.display()
+        )
     );
     others_written(&summary, &[date(3)]);
 }
