@@ -63,8 +63,8 @@ fn bench_markout(c: &mut Criterion) {
                 output_dir: Some(out.path().to_owned()),
                 dates: DateSelection::Spec("20240102".into()),
                 workers,
-                skip_existing: false,
                 progress: ProgressStyle::Quiet,
+                ..RunOptions::default()
             };
             group.bench_function(
                 format!("{rows} rows x {symbols} symbols, feather, {workers} workers"),

@@ -610,6 +610,9 @@ struct WorkerContext {
     partition: Partition,
 }
 
+/// The input of the report dataflow: each process's report of a date, by date key.
+type ReportInput = InputHandle<Time, CapacityContainerBuilder<Vec<(u32, DateReport)>>>;
+
 /// One worker: builds the dataflows, then feeds commands into them until the engine
 /// hangs up and both dataflows are done.
 fn run_worker(
@@ -627,8 +630,7 @@ fn run_worker(
     let index = worker.index();
     let mut input: Option<InputHandle<Time, CapacityContainerBuilder<Batch>>> =
         Some(InputHandle::new());
-    let mut reports: Option<InputHandle<Time, CapacityContainerBuilder<Vec<(u32, DateReport)>>>> =
-        Some(InputHandle::new());
+    let mut reports: Option<ReportInput> = Some(InputHandle::new());
     let probe = ProbeHandle::new();
     let report_probe = ProbeHandle::new();
     worker.dataflow::<Time, _, _>(|scope| {

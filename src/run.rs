@@ -518,10 +518,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
                 }
                 Err(message) => engine.fail_current_date(message)?,
             }
-            if in_cluster && options.fail_fast {
-                if let Some(message) = &recorder.first_failure {
-                    return Err(RunError::FailFast(message.clone()));
-                }
+            if in_cluster
+                && options.fail_fast
+                && let Some(message) = &recorder.first_failure
+            {
+                return Err(RunError::FailFast(message.clone()));
             }
         }
         Ok(())
