@@ -298,31 +298,34 @@ fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let options = args.flags.options(cluster);
     let summary = run(&pipeline, &options)?;
-    let written = summary
-        .dates
-        .iter()
-        .filter(|d| matches!(d.status, DateStatus::Written { .. }))
-        .count();
-    let skipped = summary
-        .dates
-        .iter()
-        .filter(|d| d.status == DateStatus::Skipped)
-        .count();
-    let failed: Vec<_> = summary.failed().collect();
+    let count = |wanted: fn(&DateStatus) -> bool| {
+        summary.dates.iter().filter(|d| wanted(&d.status)).count()
+    };
+    let written = count(|s| matches!(s, DateStatus::Written { .. }));
+    let skipped = count(|s| matches!(s, DateStatus::Skipped));
+    let failed = count(|s| matches!(s, DateStatus::Failed(_)));
+    let not_run = count(|s| matches!(s, DateStatus::NotRun));
+    let not_run = match not_run {
+        0 => String::new(),
+        n => format!(", {n} not run"),
+    };
     eprintln!(
-        "{} dates: {written} written, {skipped} skipped, {} failed; {} rows in {:.2} s ({:.2}M rows/s)",
+        "{} dates: {written} written, {skipped} skipped, {failed} failed{not_run}; {} rows in \
+         {:.2} s ({:.2}M rows/s)",
         summary.dates.len(),
-        failed.len(),
         summary.rows,
         summary.elapsed.as_secs_f64(),
         summary.rows as f64 / summary.elapsed.as_secs_f64().max(1e-9) / 1e6
     );
-    for outcome in &failed {
-        if let DateStatus::Failed(error) = &outcome.status {
-            eprintln!("  FAILED {error}");
+    if failed > 0 {
+        eprintln!("failed dates:");
+        for outcome in summary.failed() {
+            if let DateStatus::Failed(error) = &outcome.status {
+                eprintln!("  FAILED {error}");
+            }
         }
     }
-    Ok(if failed.is_empty() {
+    Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

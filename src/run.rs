@@ -443,6 +443,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         pattern: &pattern,
         hash: &hash,
         first_failure: None,
+        fail_fast: options.fail_fast,
     };
     if process == 0 {
         for &date in &plan.skipped {
@@ -488,7 +489,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
     let mut fed = plan.run.len();
     let feeding = (|| -> Result<(), RunError> {
         for (ordinal, &date) in plan.run.iter().enumerate().skip(first_ordinal) {
-            if options.fail_fast && recorder.first_failure.is_some() {
+            if recorder.stopped() {
                 fed = ordinal;
                 break;
             }
@@ -498,6 +499,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
                     Some(result) => recorder.result(result),
                     None => break,
                 }
+            }
+            if recorder.stopped() {
+                fed = ordinal + 1; // begun without rows: its result is "not run"
+                break;
             }
             let file = match ordinal == first_ordinal {
                 true => Ok(first_file.clone()),
@@ -519,8 +524,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
                 Err(message) => engine.fail_current_date(message)?,
             }
             if in_cluster
-                && options.fail_fast
-                && let Some(message) = &recorder.first_failure
+                && recorder.stopped()
+                && let Some((_, message)) = &recorder.first_failure
             {
                 return Err(RunError::FailFast(message.clone()));
             }
@@ -556,13 +561,25 @@ struct Recorder<'a> {
     input_dir: &'a Path,
     pattern: &'a str,
     hash: &'a str,
-    first_failure: Option<String>,
+    /// The earliest failed date and its error.
+    first_failure: Option<(NaiveDate, String)>,
+    fail_fast: bool,
 }
 
 impl Recorder<'_> {
+    /// True when a date failed in a `--fail-fast` run: no more dates are fed.
+    fn stopped(&self) -> bool {
+        self.fail_fast && self.first_failure.is_some()
+    }
+
     fn record(&mut self, outcome: DateOutcome) {
-        if let (DateStatus::Failed(message), None) = (&outcome.status, &self.first_failure) {
-            self.first_failure = Some(message.clone());
+        if let DateStatus::Failed(message) = &outcome.status
+            && self
+                .first_failure
+                .as_ref()
+                .is_none_or(|(d, _)| outcome.date < *d)
+        {
+            self.first_failure = Some((outcome.date, message.clone()));
         }
         self.progress
             .date(&outcome, self.summary.dates.len() + 1, self.total);
@@ -571,6 +588,14 @@ impl Recorder<'_> {
     }
 
     fn result(&mut self, result: DateResult) {
+        // With --fail-fast, dates after the first failed one are not written, even
+        // those that were already in flight.
+        if let (true, Some((failed, _))) = (self.fail_fast, &self.first_failure)
+            && result.date > *failed
+        {
+            self.record(DateOutcome::new(result.date, DateStatus::NotRun));
+            return;
+        }
         let input = input_path(self.input_dir, self.pattern, result.date);
         let outcome = outcome_of(self.output_dir, &input, result, self.hash);
         self.record(outcome);

@@ -3,94 +3,19 @@
 //! the cluster and a rerun completes exactly the missing dates; a peer that never
 //! starts; peers that run different pipelines; the commands printed for a hostfile.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
-use chrono::NaiveDate;
-use vizflow::config::Pipeline;
-use vizflow::io::{FileFormat, read_parquet};
-use vizflow::run::{DateSelection, ProgressStyle, RunOptions, run};
-use vizflow::synthetic::{GenSpec, generate};
+mod common;
+
+use common::{
+    generate_days, manifest, outputs, pipeline_file, read_lines, reference, wait_at_most,
+    written_and_skipped,
+};
 
 const EXE: &str = env!("CARGO_BIN_EXE_vizflow");
-
-fn manifest(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-fn pipeline_file() -> PathBuf {
-    manifest("examples/alpha_markout.toml")
-}
-
-/// `count` weekdays of January 2024 generated into `dir`, in parts of 65,536 rows.
-fn generate_days(dir: &Path, count: usize, rows: usize) -> Vec<NaiveDate> {
-    use chrono::Datelike;
-    let dates: Vec<NaiveDate> = NaiveDate::from_ymd_opt(2024, 1, 2)
-        .unwrap()
-        .iter_days()
-        .filter(|d| d.weekday().num_days_from_monday() < 5)
-        .take(count)
-        .collect();
-    let spec = GenSpec {
-        rows,
-        symbols: 120,
-        seed: 29,
-        format: FileFormat::IpcFile,
-        compression: None,
-        prefix: "alpha_".into(),
-    };
-    generate(&spec, dir, &dates).unwrap();
-    dates
-}
-
-/// The partials of one process with one worker, by the library.
-fn reference(data: &Path, out: &Path) -> BTreeMap<String, Outputs> {
-    let pipeline = Pipeline::from_file(&pipeline_file()).unwrap();
-    let options = RunOptions {
-        input_dir: Some(data.into()),
-        output_dir: Some(out.into()),
-        dates: DateSelection::All,
-        progress: ProgressStyle::Quiet,
-        ..RunOptions::default()
-    };
-    let summary = run(&pipeline, &options).unwrap();
-    assert_eq!(summary.failed().count(), 0);
-    outputs(out)
-}
-
-/// A date's partial (with its footer metadata) and its report.
-#[derive(Debug, PartialEq)]
-struct Outputs {
-    partial: (RecordBatch, Vec<(String, String)>),
-    report: serde_json::Value,
-}
-
-/// Every partial in `dir` by date, with its report. Hidden files (the temporary files
-/// of writes a kill interrupted) are not partials and are left out.
-fn outputs(dir: &Path) -> BTreeMap<String, Outputs> {
-    let mut found = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        let Some(date) = name.strip_suffix(".parquet") else {
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        let partial = read_parquet(&dir.join(&name))
-            .unwrap_or_else(|e| panic!("{name} is not a complete partial: {e}"));
-        let report = std::fs::read(dir.join(format!("{date}.report.json")))
-            .unwrap_or_else(|e| panic!("{date}.report.json is missing beside its partial: {e}"));
-        let report = serde_json::from_slice(&report).unwrap();
-        found.insert(date.to_owned(), Outputs { partial, report });
-    }
-    found
-}
 
 /// `count` loopback addresses with free ports.
 fn free_addresses(count: usize) -> Vec<String> {
@@ -146,25 +71,6 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// The sum over processes of the `N written` and `N skipped` of their summary lines.
-fn written_and_skipped(stderr: &str) -> (usize, usize) {
-    let mut totals = (0, 0);
-    for line in stderr.lines().filter(|l| l.contains(" dates: ")) {
-        let count = |what: &str| -> usize {
-            let before = line.split(what).next().unwrap();
-            before
-                .rsplit([' ', ','])
-                .find(|w| !w.is_empty())
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        totals.0 += count(" written");
-        totals.1 += count(" skipped");
-    }
-    totals
-}
-
 #[test]
 fn two_processes_of_two_workers_give_the_partials_of_one_for_both_partitionings() {
     let tmp = tempfile::tempdir().unwrap();
@@ -191,34 +97,6 @@ fn two_processes_of_two_workers_give_the_partials_of_one_for_both_partitionings(
             stderr(&output)
         );
     }
-}
-
-/// Waits for `child` at most `limit`.
-fn wait_at_most(mut child: Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    rx.recv_timeout(limit).ok().map(Result::unwrap)
-}
-
-/// Reads a child's stderr on a thread: each line goes to `lines`, all of it to the
-/// returned handle's result.
-fn read_lines(
-    child: &mut Child,
-    lines: crossbeam_channel::Sender<String>,
-) -> std::thread::JoinHandle<String> {
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            all.push_str(&line);
-            all.push('\n');
-            let _ = lines.send(line);
-        }
-        all
-    })
 }
 
 #[test]

@@ -1,12 +1,24 @@
 //! Helpers shared by the integration tests.
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use vizflow::config::Pipeline;
+use vizflow::io::{FileFormat, read_parquet};
+use vizflow::run::{DateSelection, ProgressStyle, RunOptions, run};
+use vizflow::synthetic::{GenSpec, generate};
 
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
 use vizflow::operators::batch::with_columns;
 
 /// The rows of `day` at `indices`, with a `row_id` column holding their positions in
 /// `day` (as a file reader would number them).
+#[allow(dead_code)]
 pub fn rows_with_ids(day: &RecordBatch, indices: &[u32]) -> RecordBatch {
     let rows =
         arrow::compute::take_record_batch(day, &UInt32Array::from(indices.to_vec())).unwrap();
@@ -44,4 +56,136 @@ pub fn process(workers: usize) -> timely::Config {
         communication: timely::CommunicationConfig::Process(workers),
         worker: Default::default(),
     }
+}
+
+#[allow(dead_code)]
+pub fn manifest(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+#[allow(dead_code)]
+pub fn pipeline_file() -> PathBuf {
+    manifest("examples/alpha_markout.toml")
+}
+
+/// `count` weekdays of January 2024 generated into `dir`, in parts of 65,536 rows.
+#[allow(dead_code)]
+pub fn generate_days(dir: &Path, count: usize, rows: usize) -> Vec<NaiveDate> {
+    use chrono::Datelike;
+    let dates: Vec<NaiveDate> = NaiveDate::from_ymd_opt(2024, 1, 2)
+        .unwrap()
+        .iter_days()
+        .filter(|d| d.weekday().num_days_from_monday() < 5)
+        .take(count)
+        .collect();
+    let spec = GenSpec {
+        rows,
+        symbols: 120,
+        seed: 29,
+        format: FileFormat::IpcFile,
+        compression: None,
+        prefix: "alpha_".into(),
+    };
+    generate(&spec, dir, &dates).unwrap();
+    dates
+}
+
+/// The partials of one process with one worker, by the library.
+#[allow(dead_code)]
+pub fn reference(data: &Path, out: &Path) -> BTreeMap<String, Outputs> {
+    let pipeline = Pipeline::from_file(&pipeline_file()).unwrap();
+    let options = RunOptions {
+        input_dir: Some(data.into()),
+        output_dir: Some(out.into()),
+        dates: DateSelection::All,
+        progress: ProgressStyle::Quiet,
+        ..RunOptions::default()
+    };
+    let summary = run(&pipeline, &options).unwrap();
+    assert_eq!(summary.failed().count(), 0);
+    outputs(out)
+}
+
+/// A date's partial (with its footer metadata) and its report.
+#[allow(dead_code)]
+#[derive(Debug, PartialEq)]
+pub struct Outputs {
+    pub partial: (RecordBatch, Vec<(String, String)>),
+    pub report: serde_json::Value,
+}
+
+/// Every partial in `dir` by date, with its report. Hidden files (the temporary files
+/// of writes a kill interrupted) are not partials and are left out.
+#[allow(dead_code)]
+pub fn outputs(dir: &Path) -> BTreeMap<String, Outputs> {
+    let mut found = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found; // not created yet
+    };
+    for entry in entries {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(date) = name.strip_suffix(".parquet") else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let partial = read_parquet(&dir.join(&name))
+            .unwrap_or_else(|e| panic!("{name} is not a complete partial: {e}"));
+        let report = std::fs::read(dir.join(format!("{date}.report.json")))
+            .unwrap_or_else(|e| panic!("{date}.report.json is missing beside its partial: {e}"));
+        let report = serde_json::from_slice(&report).unwrap();
+        found.insert(date.to_owned(), Outputs { partial, report });
+    }
+    found
+}
+
+/// The sum over processes of the `N written` and `N skipped` of their summary lines.
+#[allow(dead_code)]
+pub fn written_and_skipped(stderr: &str) -> (usize, usize) {
+    let mut totals = (0, 0);
+    for line in stderr.lines().filter(|l| l.contains(" dates: ")) {
+        let count = |what: &str| -> usize {
+            let before = line.split(what).next().unwrap();
+            before
+                .rsplit([' ', ','])
+                .find(|w| !w.is_empty())
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        totals.0 += count(" written");
+        totals.1 += count(" skipped");
+    }
+    totals
+}
+
+/// Waits for `child` at most `limit`.
+#[allow(dead_code)]
+pub fn wait_at_most(mut child: Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    rx.recv_timeout(limit).ok().map(Result::unwrap)
+}
+
+/// Reads a child's stderr on a thread: each line goes to `lines`, all of it to the
+/// returned handle's result.
+#[allow(dead_code)]
+pub fn read_lines(
+    child: &mut Child,
+    lines: crossbeam_channel::Sender<String>,
+) -> std::thread::JoinHandle<String> {
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines.send(line);
+        }
+        all
+    })
 }
