@@ -5,13 +5,13 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
 use common::{
-    generate_days, manifest, outputs, pipeline_file, read_lines, reference, wait_at_most,
+    generate_days, manifest, outputs, pipeline_file, read_lines, reference, stderr, wait_at_most,
     written_and_skipped,
 };
 
@@ -65,10 +65,6 @@ fn process(
         .arg("--hostfile")
         .arg(hosts);
     command
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]

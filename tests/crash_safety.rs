@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    generate_days, outputs, pipeline_file, read_lines, reference, wait_at_most, written_and_skipped,
+    generate_days, outputs, pipeline_file, read_lines, reference, stderr, wait_at_most,
+    written_and_skipped,
 };
 
 const EXE: &str = env!("CARGO_BIN_EXE_vizflow");
@@ -27,10 +28,6 @@ fn run_command(pipeline: &Path, data: &Path, out: &Path) -> Command {
         .arg(out)
         .args(["--progress", "log", "--workers", "2"]);
     command
-}
-
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]

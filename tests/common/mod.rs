@@ -189,3 +189,9 @@ pub fn read_lines(
         all
     })
 }
+
+/// A finished command's standard error, as text.
+#[allow(dead_code)]
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
