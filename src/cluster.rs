@@ -624,7 +624,8 @@ pub fn run_local(
             }
             if let Some(status) = child.try_wait()? {
                 statuses[process] = Some(status);
-                if !status.success() && stop_by.is_none() {
+                // Exit code 1 is a finished run with failed dates: the others go on.
+                if !matches!(status.code(), Some(0 | 1)) && stop_by.is_none() {
                     display.message(&format!(
                         "process {process} {}; stopping the others",
                         describe_exit(status)

@@ -268,3 +268,42 @@ fn cluster_print_gives_the_command_of_every_host() {
     }
     assert_eq!(printed, std::fs::read_to_string(&golden).unwrap());
 }
+
+#[test]
+fn a_bad_date_fails_alone_across_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    generate_days(&data, 4, 70_000);
+    let expected = reference(&data, &tmp.path().join("one"));
+    // Truncate the third date's file: every process fails to read its share of it.
+    let broken = data.join("alpha_20240104.feather");
+    let bytes = std::fs::read(&broken).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    for partition in ["symbol", "date"] {
+        let out = tmp.path().join(partition);
+        let output = Command::new(EXE)
+            .arg("cluster")
+            .arg(pipeline_file())
+            .args(["--local", "2", "--partition", partition])
+            .args(run_args(&data, &out))
+            .output()
+            .unwrap();
+        let log = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{log}");
+        // Each process names itself in the error of its share.
+        let error = format!(
+            "{} is not a valid Arrow IPC file (truncated or corrupt)",
+            broken.display()
+        );
+        assert!(
+            log.contains(&format!("FAILED 20240104: process 0: {error}")),
+            "{log}"
+        );
+        assert!(log.contains(&format!("process 1: {error}")), "{log}");
+        let done = outputs(&out);
+        assert_eq!(done.len(), 3, "{partition}");
+        for (date, outputs) in &done {
+            assert_eq!(outputs, &expected[date], "{date}, by {partition}");
+        }
+    }
+}
