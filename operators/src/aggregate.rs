@@ -550,6 +550,38 @@ fn group_ids(
     Ok(ids)
 }
 
+/// Moves component `c` of every group out into a plain vector (`unwrap` says which
+/// variant it is), so that the per-row loops index typed values rather than match an
+/// enum behind two pointers; [`put_component`] puts them back.
+fn take_component<T>(
+    states: &mut [AggState],
+    c: usize,
+    unwrap: impl Fn(Accumulator) -> T,
+) -> Vec<T> {
+    states
+        .iter_mut()
+        .map(|state| unwrap(std::mem::replace(&mut state.0[c], Accumulator::Count(0))))
+        .collect()
+}
+
+fn put_component<T>(
+    states: &mut [AggState],
+    c: usize,
+    values: Vec<T>,
+    wrap: impl Fn(T) -> Accumulator,
+) {
+    for (state, value) in states.iter_mut().zip(values) {
+        state.0[c] = wrap(value);
+    }
+}
+
+fn counts(accumulator: Accumulator) -> i64 {
+    match accumulator {
+        Accumulator::Count(n) => n,
+        other => unreachable!("a count component holds a count: {other:?}"),
+    }
+}
+
 /// Folds a batch into the groups of its time. Returns the non-finite counts per column.
 fn accumulate(
     plan: &AggregatePlan,
@@ -558,44 +590,73 @@ fn accumulate(
     groups: &mut Groups,
 ) -> Result<Vec<(String, u64)>, String> {
     let ids = group_ids(plan, converter, batch, groups)?;
+    let states = &mut groups.states;
     let mut nonfinite = Vec::new();
     for (c, (component, kind)) in plan.components.iter().enumerate() {
         let Some(name) = component.column() else {
+            let mut rows = take_component(states, c, counts);
             for id in &ids {
-                if let Accumulator::Count(n) = &mut groups.states[*id as usize].0[c] {
-                    *n += 1;
-                }
+                rows[*id as usize] += 1;
             }
+            put_component(states, c, rows, Accumulator::Count);
             continue;
         };
         let column = batch
             .column_by_name(name)
             .ok_or_else(|| format!("aggregate: column '{name}' is missing"))?;
+        let nulls = column.logical_nulls().filter(|n| n.null_count() > 0);
+        let valid = |row: usize| nulls.as_ref().is_none_or(|n| n.is_valid(row));
         match kind {
             ValueKind::Float => {
                 let floats =
                     arrow::compute::cast(column, &DataType::Float64).map_err(|e| e.to_string())?;
-                let floats = floats.as_primitive::<Float64Type>();
-                let mut skipped = 0u64;
-                for (row, id) in ids.iter().enumerate() {
-                    let x = floats.values()[row];
-                    if floats.is_null(row) {
-                        continue;
+                let values = floats.as_primitive::<Float64Type>().values();
+                // Nulls are skipped; non-finite values too, and counted.
+                let rows = || {
+                    ids.iter()
+                        .zip(values.iter())
+                        .enumerate()
+                        .filter(|(row, (_, x))| valid(*row) && x.is_finite())
+                        .map(|(_, (id, x))| (*id as usize, *x))
+                };
+                match component {
+                    Component::NonNull(_) => {
+                        let mut n = take_component(states, c, counts);
+                        rows().for_each(|(id, _)| n[id] += 1);
+                        put_component(states, c, n, Accumulator::Count);
                     }
-                    if !x.is_finite() {
-                        skipped += 1;
-                        continue;
+                    Component::Sum(_) => {
+                        let mut sums = take_component(states, c, |a| match a {
+                            Accumulator::FloatSum(sum) => sum,
+                            other => unreachable!("a float sum: {other:?}"),
+                        });
+                        rows().for_each(|(id, x)| sums[id].add(x));
+                        put_component(states, c, sums, Accumulator::FloatSum);
                     }
-                    match &mut groups.states[*id as usize].0[c] {
-                        Accumulator::Count(n) => *n += 1,
-                        Accumulator::FloatSum(s) => s.add(x),
-                        Accumulator::FloatMin(m) => merge_option(m, Some(float_key(x)), i64::min),
-                        Accumulator::FloatMax(m) => merge_option(m, Some(float_key(x)), i64::max),
-                        _ => {}
+                    Component::Min(_) | Component::Max(_) => {
+                        let is_min = matches!(component, Component::Min(_));
+                        let mut extremes = take_component(states, c, |a| match a {
+                            Accumulator::FloatMin(m) | Accumulator::FloatMax(m) => m,
+                            other => unreachable!("a float min or max: {other:?}"),
+                        });
+                        let pick = if is_min { i64::min } else { i64::max };
+                        rows().for_each(|(id, x)| {
+                            merge_option(&mut extremes[id], Some(float_key(x)), pick)
+                        });
+                        let wrap = if is_min {
+                            Accumulator::FloatMin
+                        } else {
+                            Accumulator::FloatMax
+                        };
+                        put_component(states, c, extremes, wrap);
                     }
+                    Component::Rows => unreachable!("count() reads no column"),
                 }
                 if !nonfinite.iter().any(|(counted, _)| counted == name) {
-                    nonfinite.push((name.to_owned(), skipped));
+                    let skipped = (0..values.len())
+                        .filter(|row| valid(*row) && !values[*row].is_finite())
+                        .count();
+                    nonfinite.push((name.to_owned(), skipped as u64));
                 }
             }
             ValueKind::Int => {
@@ -607,30 +668,57 @@ fn accumulate(
                 } else {
                     arrow::compute::cast(column, &DataType::Int64).map_err(|e| e.to_string())?
                 };
-                let ints = column.as_primitive::<Int64Type>();
-                for (row, id) in ids.iter().enumerate() {
-                    if ints.is_null(row) {
-                        continue;
+                let values = column.as_primitive::<Int64Type>().values();
+                let rows = || {
+                    ids.iter()
+                        .zip(values.iter())
+                        .enumerate()
+                        .filter(|(row, _)| valid(*row))
+                        .map(|(_, (id, x))| (*id as usize, *x))
+                };
+                match component {
+                    Component::NonNull(_) => {
+                        let mut n = take_component(states, c, counts);
+                        rows().for_each(|(id, _)| n[id] += 1);
+                        put_component(states, c, n, Accumulator::Count);
                     }
-                    let x = ints.values()[row];
-                    match &mut groups.states[*id as usize].0[c] {
-                        Accumulator::Count(n) => *n += 1,
-                        Accumulator::IntSum(s) => *s += x as i128,
-                        Accumulator::IntMin(m) => merge_option(m, Some(x), i64::min),
-                        Accumulator::IntMax(m) => merge_option(m, Some(x), i64::max),
-                        _ => {}
+                    Component::Sum(_) => {
+                        let mut sums = take_component(states, c, |a| match a {
+                            Accumulator::IntSum(sum) => sum,
+                            other => unreachable!("an integer sum: {other:?}"),
+                        });
+                        rows().for_each(|(id, x)| sums[id] += x as i128);
+                        put_component(states, c, sums, Accumulator::IntSum);
                     }
+                    Component::Min(_) | Component::Max(_) => {
+                        let is_min = matches!(component, Component::Min(_));
+                        let mut extremes = take_component(states, c, |a| match a {
+                            Accumulator::IntMin(m) | Accumulator::IntMax(m) => m,
+                            other => unreachable!("an integer min or max: {other:?}"),
+                        });
+                        let pick = if is_min { i64::min } else { i64::max };
+                        rows().for_each(|(id, x)| merge_option(&mut extremes[id], Some(x), pick));
+                        let wrap = if is_min {
+                            Accumulator::IntMin
+                        } else {
+                            Accumulator::IntMax
+                        };
+                        put_component(states, c, extremes, wrap);
+                    }
+                    Component::Rows => unreachable!("count() reads no column"),
                 }
             }
-            ValueKind::Other => {
+            // Only count(x) reads a column of another type (the plan checks).
+            ValueKind::Other if matches!(component, Component::NonNull(_)) => {
+                let mut n = take_component(states, c, counts);
                 for (row, id) in ids.iter().enumerate() {
-                    if column.is_valid(row)
-                        && let Accumulator::Count(n) = &mut groups.states[*id as usize].0[c]
-                    {
-                        *n += 1;
+                    if valid(row) {
+                        n[*id as usize] += 1;
                     }
                 }
+                put_component(states, c, n, Accumulator::Count);
             }
+            ValueKind::Other => {}
         }
     }
     Ok(nonfinite)
