@@ -68,8 +68,14 @@ impl Batch {
 
     fn encoded(&self) -> &[u8] {
         self.encoded.get_or_init(|| {
-            let mut out = Vec::new();
-            if let Some(batch) = &self.data {
+            let Some(batch) = &self.data else {
+                return Vec::new();
+            };
+            // Sized up front: growing a vector of megabytes copies it again and again.
+            // (A slice of a larger batch reports the larger one's memory: capped.)
+            let size = batch.get_array_memory_size().min(64 << 20);
+            let mut out = Vec::with_capacity(size + 4096);
+            {
                 // Writing to a Vec can only fail on a schema Arrow cannot encode, which
                 // would be a bug in an operator: fail loudly rather than lose rows.
                 let mut writer = StreamWriter::try_new(&mut out, &batch.schema())
