@@ -46,7 +46,11 @@ fn bench_enrich(c: &mut Criterion) {
     let rows = common::rows();
     let stages = common::stages(vizflow::demo::ALPHA_MARKOUT_TOML, rows);
     let timed = &stages.timed;
-    let shape = format!("{} rows x {} symbols", common::rows_label(rows), common::SYMBOLS);
+    let shape = format!(
+        "{} rows x {} symbols",
+        common::rows_label(rows),
+        common::SYMBOLS
+    );
     let mut group = c.benchmark_group("enrich");
     group.throughput(Throughput::Elements(rows as u64));
 
@@ -59,8 +63,8 @@ fn bench_enrich(c: &mut Criterion) {
     });
 
     let condition = Expr::parse("qty >= 1000").expect("condition");
-    let position = Expr::parse("prev + CASE WHEN orderSide = 'B' THEN qty ELSE -qty END")
-        .expect("update");
+    let position =
+        Expr::parse("prev + CASE WHEN orderSide = 'B' THEN qty ELSE -qty END").expect("update");
     let keyed = stages
         .pipeline
         .keyed
@@ -73,7 +77,11 @@ fn bench_enrich(c: &mut Criterion) {
         ),
         (
             format!("tag_running {shape}, position"),
-            one_rule(Arc::new(TagRunning::new("position", position, Scalar::Int(0)))),
+            one_rule(Arc::new(TagRunning::new(
+                "position",
+                position,
+                Scalar::Int(0),
+            ))),
         ),
         (
             format!("alpha_markout keyed stage {shape}, 3 returns + fifo"),

@@ -57,7 +57,11 @@ fn bench_exchange(c: &mut Criterion) {
     let stages = common::stages(vizflow::demo::MARKOUT_TOML, rows);
     let batches = &stages.timed;
     let columns = batches[0].num_columns();
-    let shape = format!("{} rows x {} symbols", common::rows_label(rows), common::SYMBOLS);
+    let shape = format!(
+        "{} rows x {} symbols",
+        common::rows_label(rows),
+        common::SYMBOLS
+    );
     let start = time::date_start(time::date_key(common::date()));
     let mut group = c.benchmark_group("exchange");
     group.throughput(Throughput::Elements(rows as u64));

@@ -25,9 +25,7 @@ use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::Int64Type;
 use chrono::TimeZone;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vizflow::operators::parse_time::{
-    OutOfSession, TimestampFormat, elapsed_ms, parse_time_batch,
-};
+use vizflow::operators::parse_time::{OutOfSession, TimestampFormat, elapsed_ms, parse_time_batch};
 
 /// The same allocator as the `vizflow` binary, so the figures match the CLI's.
 #[global_allocator]

@@ -107,10 +107,7 @@ pub fn stages(toml: &str, rows: usize) -> Stages {
             let len = GEN_BATCH_ROWS.min(generated.num_rows() - start);
             let row_id = start as u64..(start + len) as u64;
             let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(row_id));
-            with_columns(
-                &generated.slice(start, len),
-                vec![(ROW_ID.to_owned(), ids)],
-            )
+            with_columns(&generated.slice(start, len), vec![(ROW_ID.to_owned(), ids)])
         })
         .collect();
     let derived: Vec<RecordBatch> = read
