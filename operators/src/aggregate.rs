@@ -582,6 +582,34 @@ fn counts(accumulator: Accumulator) -> i64 {
     }
 }
 
+/// Counts `rows` (group ids) into count component `c`.
+fn fold_counts(states: &mut [AggState], c: usize, rows: impl Iterator<Item = usize>) {
+    let mut n = take_component(states, c, counts);
+    rows.for_each(|id| n[id] += 1);
+    put_component(states, c, n, Accumulator::Count);
+}
+
+/// Folds `rows` (group id, order-preserving key) into min or max component `c`.
+fn fold_extremes(states: &mut [AggState], c: usize, rows: impl Iterator<Item = (usize, i64)>) {
+    let (wrap, pick): (fn(Option<i64>) -> Accumulator, fn(i64, i64) -> i64) =
+        match states.first().map(|state| &state.0[c]) {
+            Some(Accumulator::IntMin(_)) => (Accumulator::IntMin, i64::min),
+            Some(Accumulator::IntMax(_)) => (Accumulator::IntMax, i64::max),
+            Some(Accumulator::FloatMin(_)) => (Accumulator::FloatMin, i64::min),
+            Some(Accumulator::FloatMax(_)) => (Accumulator::FloatMax, i64::max),
+            _ => return, // no groups, or not a min or max
+        };
+    let mut extremes = take_component(states, c, |a| match a {
+        Accumulator::IntMin(m)
+        | Accumulator::IntMax(m)
+        | Accumulator::FloatMin(m)
+        | Accumulator::FloatMax(m) => m,
+        other => unreachable!("a min or max: {other:?}"),
+    });
+    rows.for_each(|(id, key)| merge_option(&mut extremes[id], Some(key), pick));
+    put_component(states, c, extremes, wrap);
+}
+
 /// Folds a batch into the groups of its time. Returns the non-finite counts per column.
 fn accumulate(
     plan: &AggregatePlan,
@@ -594,11 +622,7 @@ fn accumulate(
     let mut nonfinite = Vec::new();
     for (c, (component, kind)) in plan.components.iter().enumerate() {
         let Some(name) = component.column() else {
-            let mut rows = take_component(states, c, counts);
-            for id in &ids {
-                rows[*id as usize] += 1;
-            }
-            put_component(states, c, rows, Accumulator::Count);
+            fold_counts(states, c, ids.iter().map(|id| *id as usize));
             continue;
         };
         let column = batch
@@ -620,11 +644,7 @@ fn accumulate(
                         .map(|(_, (id, x))| (*id as usize, *x))
                 };
                 match component {
-                    Component::NonNull(_) => {
-                        let mut n = take_component(states, c, counts);
-                        rows().for_each(|(id, _)| n[id] += 1);
-                        put_component(states, c, n, Accumulator::Count);
-                    }
+                    Component::NonNull(_) => fold_counts(states, c, rows().map(|(id, _)| id)),
                     Component::Sum(_) => {
                         let mut sums = take_component(states, c, |a| match a {
                             Accumulator::FloatSum(sum) => sum,
@@ -634,21 +654,7 @@ fn accumulate(
                         put_component(states, c, sums, Accumulator::FloatSum);
                     }
                     Component::Min(_) | Component::Max(_) => {
-                        let is_min = matches!(component, Component::Min(_));
-                        let mut extremes = take_component(states, c, |a| match a {
-                            Accumulator::FloatMin(m) | Accumulator::FloatMax(m) => m,
-                            other => unreachable!("a float min or max: {other:?}"),
-                        });
-                        let pick = if is_min { i64::min } else { i64::max };
-                        rows().for_each(|(id, x)| {
-                            merge_option(&mut extremes[id], Some(float_key(x)), pick)
-                        });
-                        let wrap = if is_min {
-                            Accumulator::FloatMin
-                        } else {
-                            Accumulator::FloatMax
-                        };
-                        put_component(states, c, extremes, wrap);
+                        fold_extremes(states, c, rows().map(|(id, x)| (id, float_key(x))))
                     }
                     Component::Rows => unreachable!("count() reads no column"),
                 }
@@ -677,11 +683,7 @@ fn accumulate(
                         .map(|(_, (id, x))| (*id as usize, *x))
                 };
                 match component {
-                    Component::NonNull(_) => {
-                        let mut n = take_component(states, c, counts);
-                        rows().for_each(|(id, _)| n[id] += 1);
-                        put_component(states, c, n, Accumulator::Count);
-                    }
+                    Component::NonNull(_) => fold_counts(states, c, rows().map(|(id, _)| id)),
                     Component::Sum(_) => {
                         let mut sums = take_component(states, c, |a| match a {
                             Accumulator::IntSum(sum) => sum,
@@ -690,33 +692,14 @@ fn accumulate(
                         rows().for_each(|(id, x)| sums[id] += x as i128);
                         put_component(states, c, sums, Accumulator::IntSum);
                     }
-                    Component::Min(_) | Component::Max(_) => {
-                        let is_min = matches!(component, Component::Min(_));
-                        let mut extremes = take_component(states, c, |a| match a {
-                            Accumulator::IntMin(m) | Accumulator::IntMax(m) => m,
-                            other => unreachable!("an integer min or max: {other:?}"),
-                        });
-                        let pick = if is_min { i64::min } else { i64::max };
-                        rows().for_each(|(id, x)| merge_option(&mut extremes[id], Some(x), pick));
-                        let wrap = if is_min {
-                            Accumulator::IntMin
-                        } else {
-                            Accumulator::IntMax
-                        };
-                        put_component(states, c, extremes, wrap);
-                    }
+                    Component::Min(_) | Component::Max(_) => fold_extremes(states, c, rows()),
                     Component::Rows => unreachable!("count() reads no column"),
                 }
             }
             // Only count(x) reads a column of another type (the plan checks).
             ValueKind::Other if matches!(component, Component::NonNull(_)) => {
-                let mut n = take_component(states, c, counts);
-                for (row, id) in ids.iter().enumerate() {
-                    if valid(row) {
-                        n[*id as usize] += 1;
-                    }
-                }
-                put_component(states, c, n, Accumulator::Count);
+                let rows = ids.iter().enumerate().filter(|(row, _)| valid(*row));
+                fold_counts(states, c, rows.map(|(_, id)| *id as usize));
             }
             ValueKind::Other => {}
         }
