@@ -591,14 +591,14 @@ fn fold_counts(states: &mut [AggState], c: usize, rows: impl Iterator<Item = usi
 
 /// Folds `rows` (group id, order-preserving key) into min or max component `c`.
 fn fold_extremes(states: &mut [AggState], c: usize, rows: impl Iterator<Item = (usize, i64)>) {
-    let (wrap, pick): (fn(Option<i64>) -> Accumulator, fn(i64, i64) -> i64) =
-        match states.first().map(|state| &state.0[c]) {
-            Some(Accumulator::IntMin(_)) => (Accumulator::IntMin, i64::min),
-            Some(Accumulator::IntMax(_)) => (Accumulator::IntMax, i64::max),
-            Some(Accumulator::FloatMin(_)) => (Accumulator::FloatMin, i64::min),
-            Some(Accumulator::FloatMax(_)) => (Accumulator::FloatMax, i64::max),
-            _ => return, // no groups, or not a min or max
-        };
+    type Wrap = fn(Option<i64>) -> Accumulator;
+    let (wrap, pick): (Wrap, fn(i64, i64) -> i64) = match states.first().map(|state| &state.0[c]) {
+        Some(Accumulator::IntMin(_)) => (Accumulator::IntMin, i64::min),
+        Some(Accumulator::IntMax(_)) => (Accumulator::IntMax, i64::max),
+        Some(Accumulator::FloatMin(_)) => (Accumulator::FloatMin, i64::min),
+        Some(Accumulator::FloatMax(_)) => (Accumulator::FloatMax, i64::max),
+        _ => return, // no groups, or not a min or max
+    };
     let mut extremes = take_component(states, c, |a| match a {
         Accumulator::IntMin(m)
         | Accumulator::IntMax(m)
