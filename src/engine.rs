@@ -727,7 +727,10 @@ fn run_worker(
                     };
                     let date_key = time::date_key_of(*input.time());
                     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-                    match file.read_part(part, &names, batch_rows) {
+                    let started = std::time::Instant::now();
+                    let read = file.read_part(part, &names, batch_rows);
+                    diagnostics.time(date_key, "Read", started);
+                    match read {
                         Ok(batches) => {
                             for (offset, batch) in batches {
                                 let n = batch.num_rows() as u64;

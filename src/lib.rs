@@ -16,6 +16,7 @@
 //! | [`run`] | batch replay over many dates with progress |
 //! | [`synthetic`] | deterministic synthetic market data |
 //! | [`demo`] | the `vizflow demo` walkthrough |
+//! | [`bench`] | `vizflow bench`: a measured run with its time per stage, peak memory and the read floor |
 //! | [`allocator`] | tuning of mimalloc, the `vizflow` binary's allocator |
 //!
 //! ```no_run
@@ -30,6 +31,7 @@
 #![deny(missing_docs)]
 
 pub mod allocator;
+pub mod bench;
 pub mod calendar;
 pub mod cluster;
 pub mod config;

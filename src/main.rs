@@ -37,6 +37,9 @@ enum Command {
     Cluster(ClusterArgs),
     /// Generate deterministic synthetic market data (the alpha schema).
     Gen(GenArgs),
+    /// Measure a pipeline on generated data: wall time, rows/s, time per stage, peak
+    /// memory, and the time to only read and decode the input (table and JSON).
+    Bench(BenchArgs),
     /// Generate a few small dates, run examples/markout.toml and
     /// examples/alpha_markout.toml on them, show the results.
     Demo(DemoArgs),
@@ -81,10 +84,11 @@ struct RunFlags {
     #[arg(long, short = 'w', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     workers: u16,
     /// How rows are spread over the workers: `symbol` (every worker reads a share of
-    /// each date and rows are exchanged by symbol; one date in memory at a time) or
+    /// each date and rows are exchanged by symbol; one date in memory at a time),
     /// `date` (each worker reads and processes whole dates; no exchange, one date in
-    /// flight per worker: best for many dates).
-    #[arg(long, value_enum, default_value_t = PartitionArg::Symbol)]
+    /// flight per worker), or `auto`: by date across processes when there are at least
+    /// as many dates as workers, by symbol otherwise.
+    #[arg(long, value_enum, default_value_t = PartitionArg::Auto)]
     partition: PartitionArg,
     /// Keep partials that exist and were made by the same pipeline; compute the rest.
     #[arg(long)]
@@ -122,11 +126,13 @@ impl RunFlags {
             flag("dates-file", path(file));
         }
         flag("workers", Some(self.workers.to_string()));
-        let partition = self
-            .partition
-            .to_possible_value()
-            .expect("no skipped values");
-        flag("partition", Some(partition.get_name().to_owned()));
+        if !matches!(self.partition, PartitionArg::Auto) {
+            let partition = self
+                .partition
+                .to_possible_value()
+                .expect("no skipped values");
+            flag("partition", Some(partition.get_name().to_owned()));
+        }
         if self.skip_existing {
             flag("skip-existing", None);
         }
@@ -156,10 +162,7 @@ impl RunFlags {
             workers: self.workers as usize,
             skip_existing: self.skip_existing,
             progress: self.progress.style(),
-            partition: match self.partition {
-                PartitionArg::Symbol => Partition::Symbol,
-                PartitionArg::Date => Partition::Date,
-            },
+            partition: self.partition.partition(),
             cluster,
             fail_fast: self.fail_fast,
         }
@@ -188,8 +191,19 @@ struct ClusterArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum PartitionArg {
+    Auto,
     Symbol,
     Date,
+}
+
+impl PartitionArg {
+    fn partition(self) -> Option<Partition> {
+        match self {
+            PartitionArg::Auto => None,
+            PartitionArg::Symbol => Some(Partition::Symbol),
+            PartitionArg::Date => Some(Partition::Date),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -242,6 +256,34 @@ struct GenArgs {
     /// File name prefix (files are {prefix}{date}.{ext}).
     #[arg(long, default_value = "alpha_")]
     prefix: String,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The pipeline file (TOML), e.g. examples/alpha_markout.toml.
+    pipeline: PathBuf,
+    /// Rows per date.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: usize,
+    /// Number of symbols.
+    #[arg(long, default_value_t = 3_000)]
+    symbols: usize,
+    /// How many dates (weekdays from 2024-01-02).
+    #[arg(long, default_value_t = 1)]
+    dates: usize,
+    /// Worker threads.
+    #[arg(long, short = 'w', default_value_t = 2)]
+    workers: usize,
+    /// How rows are spread over the workers: auto (by symbol in one process), symbol or date.
+    #[arg(long, value_enum, default_value_t = PartitionArg::Auto)]
+    partition: PartitionArg,
+    /// Where the generated input lives (generated when missing).
+    /// Default: vizflow-bench/{rows}x{symbols}.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -367,6 +409,74 @@ fn cluster_command(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+fn bench_command(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    use chrono::Datelike;
+    anyhow::ensure!(
+        args.workers >= 1 && args.dates >= 1,
+        "--workers and --dates must be at least 1"
+    );
+    let pipeline = Pipeline::from_file(&args.pipeline)?;
+    let data = args
+        .data
+        .unwrap_or_else(|| PathBuf::from(format!("vizflow-bench/{}x{}", args.rows, args.symbols)));
+    let dates: Vec<chrono::NaiveDate> = calendar::parse_date("20240102")?
+        .iter_days()
+        .filter(|d| d.weekday().num_days_from_monday() < 5)
+        .take(args.dates)
+        .collect();
+    let names: Vec<String> = dates.iter().map(|d| calendar::format_date(*d)).collect();
+    let missing = dates
+        .iter()
+        .any(|d| !vizflow::run::input_path(&data, &pipeline.input.pattern, *d).exists());
+    if missing {
+        // In another process, so that generating does not count in the run's memory.
+        eprintln!(
+            "generating {} date(s) of {} rows into {} ...",
+            args.dates,
+            args.rows,
+            data.display()
+        );
+        let exe = std::env::current_exe().context("cannot find the vizflow executable")?;
+        let status = std::process::Command::new(exe)
+            .arg("gen")
+            .arg("--out")
+            .arg(&data)
+            .args([
+                "--dates",
+                &names.join(","),
+                "--rows",
+                &args.rows.to_string(),
+            ])
+            .args(["--symbols", &args.symbols.to_string(), "--seed", "1"])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "generating the input failed: {status}");
+    }
+    let options = RunOptions {
+        input_dir: Some(data),
+        output_dir: Some(
+            std::env::temp_dir().join(format!("vizflow-bench-{}", std::process::id())),
+        ),
+        dates: DateSelection::Spec(names.join(",")),
+        workers: args.workers,
+        progress: ProgressStyle::Quiet,
+        partition: args.partition.partition(),
+        ..RunOptions::default()
+    };
+    let report = vizflow::bench::measure(&args.pipeline.display().to_string(), &pipeline, &options);
+    if let Some(dir) = &options.output_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let report = report?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        vizflow::io::write_bytes_atomic(path, &json)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn gen_command(args: GenArgs) -> anyhow::Result<ExitCode> {
     let (format, compression) = match args.format {
         FormatArg::Feather => (FileFormat::IpcFile, None),
@@ -472,6 +582,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(args),
         Command::Cluster(args) => cluster_command(args),
         Command::Gen(args) => gen_command(args),
+        Command::Bench(args) => bench_command(args),
         Command::Demo(args) => demo_command(args),
     };
     match result {

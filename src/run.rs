@@ -65,8 +65,10 @@ pub struct RunOptions {
     pub skip_existing: bool,
     /// Progress display.
     pub progress: ProgressStyle,
-    /// How rows are spread over the workers.
-    pub partition: Partition,
+    /// How rows are spread over the workers; `None` chooses: by date when the run spans
+    /// several processes and has at least as many dates as workers (no row crosses the
+    /// network), by symbol otherwise (one date in memory at a time).
+    pub partition: Option<Partition>,
     /// This process's place in a cluster of processes (`None`: this process alone).
     pub cluster: Option<ClusterSpec>,
     /// Stop at the first date that fails (the dates not run are reported as such).
@@ -82,7 +84,7 @@ impl Default for RunOptions {
             workers: 1,
             skip_existing: false,
             progress: ProgressStyle::Auto,
-            partition: Partition::Symbol,
+            partition: None,
             cluster: None,
             fail_fast: false,
         }
@@ -148,6 +150,8 @@ pub struct RunSummary {
     pub rows: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// Seconds each stage spent, summed over dates and this process's workers.
+    pub stage_seconds: std::collections::BTreeMap<String, f64>,
 }
 
 impl RunSummary {
@@ -185,6 +189,9 @@ pub enum RunError {
     /// The processes of a cluster could not connect.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A benchmark could not run.
+    #[error("{0}")]
+    Bench(String),
     /// A date failed in a `--fail-fast` run across processes: the whole cluster stops.
     #[error("stopping the cluster at the first failed date (--fail-fast): {0}")]
     FailFast(String),
@@ -478,11 +485,18 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         }
         other => other,
     })?;
-    let mut engine = Engine::launch(bound.clone(), workers, options.partition)?;
+    let partition = options
+        .partition
+        .unwrap_or(if processes > 1 && plan.run.len() >= peers {
+            Partition::Date
+        } else {
+            Partition::Symbol
+        });
+    let mut engine = Engine::launch(bound.clone(), workers, partition)?;
     let in_cluster = processes > 1;
     // Dates in flight: one partitioned by symbol (a date's rows are never in memory
     // beside another's), one per worker partitioned by date.
-    let window = match options.partition {
+    let window = match partition {
         Partition::Symbol => 1,
         Partition::Date => peers,
     };
@@ -584,6 +598,9 @@ impl Recorder<'_> {
         self.progress
             .date(&outcome, self.summary.dates.len() + 1, self.total);
         self.summary.rows += outcome.report.count("rows_read");
+        for (stage, seconds) in &outcome.report.stage_seconds {
+            *self.summary.stage_seconds.entry(stage.clone()).or_default() += seconds;
+        }
         self.summary.dates.push(outcome);
     }
 

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::{Array, ArrayRef, AsArray, Date32Array, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
@@ -753,7 +754,10 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                         for batch in data {
                             let Some(rows) = batch.take() else { continue };
                             diagnostics.add(date_key, "aggregate.rows_in", rows.num_rows() as u64);
-                            match accumulate(&plan, &converter, &rows, &mut entry.1) {
+                            let started = Instant::now();
+                            let accumulated = accumulate(&plan, &converter, &rows, &mut entry.1);
+                            diagnostics.time(date_key, "Aggregate", started);
+                            match accumulated {
                                 Ok(nonfinite) => {
                                     for (column, count) in nonfinite {
                                         diagnostics.add(
@@ -820,7 +824,10 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                 break;
                             }
                             let (date_key, (capability, groups)) = entry.remove_entry();
-                            match plan.finalize(date_key, &groups) {
+                            let started = Instant::now();
+                            let partial = plan.finalize(date_key, &groups);
+                            diagnostics.time(date_key, "Aggregate", started);
+                            match partial {
                                 Ok(partial) => output
                                     .session(&capability)
                                     .give_container(&mut Batch::new(partial)),

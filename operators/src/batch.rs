@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hasher;
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Int64Type};
@@ -354,13 +355,17 @@ pub fn map_batches<'scope, L>(
 where
     L: FnMut(u32, RecordBatch, &Diagnostics) -> Result<RecordBatch, String> + 'static,
 {
+    let stage = name.to_owned();
     stream.unary::<CapacityContainerBuilder<Batch>, _, _, _>(Pipeline, name, move |_cap, _info| {
         move |input, output| {
             input.for_each_time(|time, data| {
                 let date_key = date_key_of(*time.time());
                 let mut session = output.session(&time);
                 for rows in data.filter_map(Batch::take) {
-                    match logic(date_key, rows, &diagnostics) {
+                    let started = Instant::now();
+                    let result = logic(date_key, rows, &diagnostics);
+                    diagnostics.time(date_key, &stage, started);
+                    match result {
                         Ok(out) if out.num_rows() > 0 => {
                             session.give_container(&mut Batch::new(out))
                         }
@@ -397,6 +402,7 @@ where
     I: Iterator<Item = Result<RecordBatch, String>> + 'static,
 {
     let scope = stream.scope();
+    let stage = name.to_owned();
     stream.unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(
         pact,
         name,
@@ -422,17 +428,22 @@ where
                         break;
                     }
                     let (date_key, (capability, batches)) = entry.remove_entry();
+                    let started = Instant::now();
                     match logic(date_key, batches, &diagnostics) {
                         Ok(batches) => sending.push_back((date_key, capability, batches)),
                         Err(message) => diagnostics.error(date_key, message),
                     }
+                    diagnostics.time(date_key, &stage, started);
                 }
                 let mut budget = BATCHES_PER_ACTIVATION;
                 while budget > 0 {
                     let Some((date_key, capability, batches)) = sending.front_mut() else {
                         break;
                     };
-                    match batches.next() {
+                    let started = Instant::now();
+                    let next = batches.next();
+                    diagnostics.time(*date_key, &stage, started);
+                    match next {
                         Some(Ok(batch)) if batch.num_rows() > 0 => {
                             output
                                 .session(capability)

@@ -15,6 +15,11 @@ pub struct DateReport {
     pub counts: BTreeMap<String, u64>,
     /// Errors that make the date fail, each naming the stage, column, row and value.
     pub errors: Vec<String>,
+    /// Seconds each stage spent on the date, summed over the workers of this process
+    /// (`vizflow bench` shows them). Not written to report files, which stay the same
+    /// from run to run.
+    #[serde(skip)]
+    pub stage_seconds: BTreeMap<String, f64>,
 }
 
 impl DateReport {
@@ -30,6 +35,9 @@ impl DateReport {
             *self.counts.entry(name).or_default() += count;
         }
         self.errors.extend(other.errors);
+        for (stage, seconds) in other.stage_seconds {
+            *self.stage_seconds.entry(stage).or_default() += seconds;
+        }
     }
 }
 
@@ -67,6 +75,19 @@ impl Diagnostics {
         for (name, amount) in counts {
             if amount > 0 {
                 *report.counts.entry(name.to_owned()).or_default() += amount;
+            }
+        }
+    }
+
+    /// Adds the time since `started` to what `stage` spent on a date.
+    pub fn time(&self, date_key: u32, stage: &str, started: std::time::Instant) {
+        let seconds = started.elapsed().as_secs_f64();
+        let mut dates = self.lock();
+        let stages = &mut dates.entry(date_key).or_default().stage_seconds;
+        match stages.get_mut(stage) {
+            Some(total) => *total += seconds,
+            None => {
+                stages.insert(stage.to_owned(), seconds);
             }
         }
     }

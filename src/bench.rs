@@ -1,0 +1,201 @@
+//! `vizflow bench`: one measured run of a pipeline, with where its time went.
+//!
+//! [`measure`] runs a pipeline over dates already on disk (the `vizflow` binary
+//! generates them first, in a separate process, so that generating does not count in
+//! the peak memory), then reads and decodes the same input columns once more without
+//! computing anything: that is the *floor*, the least any engine must spend on the
+//! input. The report gives the wall time, input rows per second, the time each stage
+//! spent (summed over workers), the peak resident memory of the run, and the decoded
+//! size of the input columns used, as a table ([`BenchReport::table`]) and as JSON.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::Array;
+
+use crate::config::Pipeline;
+use crate::io::DateFile;
+use crate::run::{RunError, RunOptions, input_path, run, select_dates};
+
+/// What one measured run gives.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchReport {
+    /// The pipeline file.
+    pub pipeline: String,
+    /// Dates run.
+    pub dates: usize,
+    /// Input rows over all dates.
+    pub input_rows: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// `symbol` or `date`.
+    pub partition: String,
+    /// Wall time of the run, seconds.
+    pub wall_seconds: f64,
+    /// Input rows per second of wall time.
+    pub input_rows_per_second: f64,
+    /// Seconds each stage spent, summed over dates and workers (`Read` is reading and
+    /// decoding parts of the input files).
+    pub stage_seconds: BTreeMap<String, f64>,
+    /// Peak resident memory of the process during the run (Linux `VmHWM`), bytes;
+    /// it includes the pages of memory-mapped input files.
+    pub peak_rss_bytes: Option<u64>,
+    /// The decoded size of the input columns the pipeline reads, bytes, largest date.
+    pub decoded_input_bytes: u64,
+    /// Wall time to only read and decode the input columns, with the same number of
+    /// threads, seconds.
+    pub floor_seconds: f64,
+}
+
+impl BenchReport {
+    /// The report as a table for a terminal.
+    pub fn table(&self) -> String {
+        let gb = |bytes: u64| bytes as f64 / 1e9;
+        let mut out = String::new();
+        let mut line = |name: &str, value: String| out.push_str(&format!("{name:<28}{value}\n"));
+        line("pipeline", self.pipeline.clone());
+        line(
+            "input",
+            format!("{} date(s), {} rows", self.dates, self.input_rows),
+        );
+        line(
+            "workers",
+            format!("{} (partition by {})", self.workers, self.partition),
+        );
+        line("wall time", format!("{:.2} s", self.wall_seconds));
+        line(
+            "input rows/s",
+            format!("{:.2}M", self.input_rows_per_second / 1e6),
+        );
+        line(
+            "read+decode floor",
+            format!(
+                "{:.2} s (the run takes {:.1}x the floor)",
+                self.floor_seconds,
+                self.wall_seconds / self.floor_seconds.max(1e-9)
+            ),
+        );
+        let rss = match self.peak_rss_bytes {
+            Some(bytes) => format!(
+                "{:.2} GB ({:.2}x the decoded input columns of the largest date, {:.2} GB)",
+                gb(bytes),
+                bytes as f64 / self.decoded_input_bytes.max(1) as f64,
+                gb(self.decoded_input_bytes)
+            ),
+            None => "unknown (no /proc/self/status)".to_owned(),
+        };
+        line("peak RSS", rss);
+        out.push_str("stage time (summed over workers):\n");
+        let total: f64 = self.stage_seconds.values().sum();
+        for (stage, seconds) in &self.stage_seconds {
+            out.push_str(&format!(
+                "  {stage:<26}{seconds:>7.2} s  {:>5.1}%\n",
+                100.0 * seconds / total.max(1e-9)
+            ));
+        }
+        out
+    }
+}
+
+/// Runs `pipeline` with `options` (quietly) and measures it; see the module docs.
+pub fn measure(
+    pipeline_file: &str,
+    pipeline: &Pipeline,
+    options: &RunOptions,
+) -> Result<BenchReport, RunError> {
+    // Reset the peak so it is the run's own (Linux; elsewhere there is no peak).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let summary = run(pipeline, options)?;
+    let peak_rss_bytes = peak_rss();
+    if let Some(failed) = summary.failed().next() {
+        return Err(RunError::Bench(format!(
+            "a date of the benchmark failed: {:?}",
+            failed.status
+        )));
+    }
+    let wall_seconds = summary.elapsed.as_secs_f64();
+    let input_dir = options
+        .input_dir
+        .clone()
+        .unwrap_or_else(|| pipeline.input.dir.clone());
+    let dates = select_dates(pipeline, &input_dir, &options.dates)?;
+    let files: Vec<PathBuf> = dates
+        .iter()
+        .map(|d| input_path(&input_dir, &pipeline.input.pattern, *d))
+        .collect();
+    let (floor_seconds, decoded_input_bytes) = floor(pipeline, &files, options.workers)?;
+    Ok(BenchReport {
+        pipeline: pipeline_file.to_owned(),
+        dates: summary.dates.len(),
+        input_rows: summary.rows,
+        workers: options.workers,
+        partition: match options.partition {
+            Some(partition) => format!("{partition:?}").to_lowercase(),
+            None => "symbol (one process)".to_owned(),
+        },
+        wall_seconds,
+        input_rows_per_second: summary.rows as f64 / wall_seconds.max(1e-9),
+        stage_seconds: summary.stage_seconds,
+        peak_rss_bytes,
+        decoded_input_bytes,
+        floor_seconds,
+    })
+}
+
+/// The peak resident memory of this process (`VmHWM` of `/proc/self/status`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Reads and decodes the pipeline's input columns of every file with `workers`
+/// threads, touching every byte (a memory-mapped file is only read when touched).
+/// Returns the wall time and the decoded size of the largest file's columns.
+fn floor(pipeline: &Pipeline, files: &[PathBuf], workers: usize) -> Result<(f64, u64), RunError> {
+    let started = Instant::now();
+    let mut largest = 0u64;
+    for path in files {
+        let file = Arc::new(DateFile::open(path).map_err(|e| RunError::Bench(e.to_string()))?);
+        let bound = pipeline.bind(&file.schema())?;
+        let columns: Vec<&str> = bound.read.iter().map(String::as_str).collect();
+        let batch_rows = pipeline.input.batch_rows;
+        let parts = file.num_parts();
+        let bytes: u64 = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..workers.max(1))
+                .map(|worker| {
+                    let (file, columns) = (&file, &columns);
+                    scope.spawn(move || {
+                        let mut bytes = 0u64;
+                        let mut checksum = 0u64;
+                        for part in (worker..parts).step_by(workers.max(1)) {
+                            let Ok(batches) = file.read_part(part, columns, batch_rows) else {
+                                continue;
+                            };
+                            for (_, batch) in batches {
+                                for column in batch.columns() {
+                                    let data = column.to_data();
+                                    bytes += data.get_slice_memory_size().unwrap_or(0) as u64;
+                                    for buffer in data.buffers() {
+                                        checksum = buffer
+                                            .as_slice()
+                                            .chunks(4096)
+                                            .fold(checksum, |sum, page| sum ^ page[0] as u64);
+                                    }
+                                }
+                            }
+                        }
+                        std::hint::black_box(checksum);
+                        bytes
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap_or(0)).sum()
+        });
+        largest = largest.max(bytes);
+    }
+    Ok((started.elapsed().as_secs_f64(), largest))
+}
