@@ -485,6 +485,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         }
         other => other,
     })?;
+    let mut first_file = Some(first_file);
     let partition = options
         .partition
         .unwrap_or(if processes > 1 && plan.run.len() >= peers {
@@ -518,9 +519,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
                 fed = ordinal + 1; // begun without rows: its result is "not run"
                 break;
             }
-            let file = match ordinal == first_ordinal {
-                true => Ok(first_file.clone()),
-                false => open(date).map_err(|e| e.to_string()),
+            // The first file is not kept open past its date: a memory-mapped file's
+            // pages stay resident while it is.
+            let file = match first_file.take() {
+                Some(file) => Ok(file),
+                None => open(date).map_err(|e| e.to_string()),
             };
             let file = file.and_then(|file| match bound.check_schema(&file.schema()) {
                 Ok(()) => Ok(file),
