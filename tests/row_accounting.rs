@@ -58,6 +58,8 @@ struct Faults {
     bad_qty_kept: usize,
     /// In-session rows whose `alpha1` is null or NaN (null bins).
     bad_alpha1: usize,
+    /// Nulls and NaNs of `alpha1` and `BidPrice1` as read, over all rows.
+    read_nulls_and_nans: [(&'static str, usize, usize); 2],
 }
 
 fn in_session(ticktime: i64) -> bool {
@@ -109,6 +111,17 @@ fn faulty_date(date: NaiveDate, seed: u64) -> (RecordBatch, Faults) {
         faults.bad_qty_kept += bad_qty;
         faults.bad_alpha1 += usize::from(alpha1[row].is_none_or(f64::is_nan));
     }
+    let nulls_and_nans = |values: &[Option<f64>]| {
+        let nulls = values.iter().filter(|v| v.is_none()).count();
+        let nans = values.iter().filter(|v| v.is_some_and(f64::is_nan)).count();
+        (nulls, nans)
+    };
+    let ((alpha_nulls, alpha_nans), (bid_nulls, bid_nans)) =
+        (nulls_and_nans(&alpha1), nulls_and_nans(&bid));
+    faults.read_nulls_and_nans = [
+        ("alpha1", alpha_nulls, alpha_nans),
+        ("BidPrice1", bid_nulls, bid_nans),
+    ];
     let replace = |batch: RecordBatch, name: &str, values: Arc<dyn Array>| {
         let index = batch.schema().index_of(name).unwrap();
         let mut columns = batch.columns().to_vec();
@@ -190,6 +203,25 @@ fn check_common(faults: &Faults, report: &DateReport, partial: &RecordBatch) {
     assert_eq!(report.count("parse_time.clamped"), 0);
     assert_eq!(report.count("cast.failed.qty"), faults.bad_qty as u64);
     assert!(faults.outside > 0 && faults.bad_qty > 0 && faults.bad_alpha1 > 0);
+    // Nulls and NaNs of the input columns, as read (every pipeline here reads alpha1;
+    // BidPrice1 only those with forward returns of mid).
+    for (column, nulls, nans) in faults.read_nulls_and_nans {
+        assert!(nulls > 0 && nans > 0, "{column}");
+        let read = report.counts.contains_key(&format!("input.null.{column}"));
+        if column != "alpha1" && !read {
+            continue;
+        }
+        assert_eq!(
+            report.count(&format!("input.null.{column}")),
+            nulls as u64,
+            "{column}"
+        );
+        assert_eq!(
+            report.count(&format!("input.nan.{column}")),
+            nans as u64,
+            "{column}"
+        );
+    }
     // The rows with a null bin are the partial's null-bin groups.
     let bins = partial.column_by_name("alpha1_bin").unwrap();
     let null_bins = arrow::compute::is_null(bins).unwrap();

@@ -211,6 +211,24 @@ fn conform(batch: &RecordBatch, types: &[(String, DataType)]) -> Result<RecordBa
     })
 }
 
+/// How many values of a float column are NaN (0 for other types).
+fn nan_count(values: &dyn Array) -> u64 {
+    let nans = match values.data_type() {
+        DataType::Float64 => {
+            let values = values.as_primitive::<Float64Type>();
+            let nan = |i: &usize| values.value(*i).is_nan() && values.is_valid(*i);
+            (0..values.len()).filter(nan).count()
+        }
+        DataType::Float32 => {
+            let values = values.as_primitive::<arrow::datatypes::Float32Type>();
+            let nan = |i: &usize| values.value(*i).is_nan() && values.is_valid(*i);
+            (0..values.len()).filter(nan).count()
+        }
+        _ => 0,
+    };
+    nans as u64
+}
+
 /// The `derive` operator.
 pub trait Derive<'scope> {
     /// Applies casts, derived columns and projection to every batch.
@@ -224,11 +242,32 @@ impl<'scope> Derive<'scope> for Stream<'scope, Time, Batch> {
             .iter()
             .map(|c| format!("cast.failed.{}", c.column))
             .collect();
+        // Nulls and NaNs of each input column, as read (the first derive stage only:
+        // the one that knows the input columns).
+        let input_counters: Vec<(String, String, String)> = spec
+            .input_types
+            .iter()
+            .map(|(c, _)| {
+                (
+                    c.clone(),
+                    format!("input.null.{c}"),
+                    format!("input.nan.{c}"),
+                )
+            })
+            .collect();
         map_batches(
             self,
             "Derive",
             diagnostics,
             move |date_key, batch, diagnostics| {
+                let mut counts = Vec::with_capacity(2 * input_counters.len());
+                for (column, nulls, nans) in &input_counters {
+                    if let Some(values) = batch.column_by_name(column) {
+                        counts.push((nulls.as_str(), values.logical_null_count() as u64));
+                        counts.push((nans.as_str(), nan_count(values.as_ref())));
+                    }
+                }
+                diagnostics.add_all(date_key, counts);
                 let (out, failures) = derive_batch(&batch, &spec)?;
                 diagnostics.add_all(date_key, counters.iter().map(String::as_str).zip(failures));
                 Ok(out)
