@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """Check that the Polars pipelines give VizFlow's results, then time both.
 
-For each date: runs VizFlow's release binary once untimed and then ``--runs`` timed
-times (``vizflow run PIPELINE --input-dir D --output-dir O --dates DATE --workers 2
---progress quiet``, wall time of the process, which writes the date's partial
-``{out}/{date}.parquet``), alternating with as many runs of the Polars pipeline of
-``polars_pipelines.py`` in this process (reading the file included, also after one
-untimed run); then checks that the Polars result equals the partial (same groups;
-counts and integer sums exactly; floats to a relative 1e-9). Prints a table of the
-medians and writes JSON with every time.
+For each date: first runs VizFlow's release binary (``vizflow run PIPELINE
+--input-dir D --output-dir O --dates DATE --workers 2 --progress quiet``, which writes
+the date's partial ``{out}/{date}.parquet``) and the Polars pipeline of
+``polars_pipelines.py`` once and checks that the Polars result equals the partial
+(same groups; counts and integer sums exactly; floats to a relative 1e-9). Then, if
+they are equal, times ``--runs`` runs of each, alternated: VizFlow's wall time as a
+new process, Polars in this process (reading the file included). Prints a table of
+the medians and writes JSON with every time. The first runs are not timed (they warm
+the page cache and thread pools).
 
     python benches/peers/compare.py --pipeline markout --data data --dates 20240102 --runs 3
 
 Run it from the repository root (or pass --vizflow-bin and --pipeline-file). Exits 1
-when a check fails (after printing every difference found, at most 20 per date).
+when a check fails (after printing the differences, at most 20 per date; a date that
+differs is not timed).
 """
 
 from __future__ import annotations
@@ -199,19 +201,11 @@ def main() -> int:
     for date in dates:
         path = str(Path(args.data) / f"alpha_{date}.feather")
         rows = pl.scan_ipc(path).select(pl.len()).collect().item()
-        load_before = os.getloadavg()[0]
-        if not args.check_only:
-            # Untimed warm-up of both (page cache, thread pools), then alternate the
-            # timed runs so that both see the same machine.
-            run_vizflow(args, date)
-            polars_fn(path)
-        vf, pl_times = [], []
-        for _ in range(runs):
-            vf.append(run_vizflow(args, date))
-            t0 = time.perf_counter()
-            result = polars_fn(path)
-            pl_times.append(time.perf_counter() - t0)
-        load_after = os.getloadavg()[0]
+        # First the check: one run of each (also a warm-up: page cache, thread pools).
+        first_vf = run_vizflow(args, date)
+        t0 = time.perf_counter()
+        result = polars_fn(path)
+        first_pl = time.perf_counter() - t0
         partial = pl.read_parquet(Path(args.out) / f"{date}.parquet")
         problems = check(result, partial)
         failed |= bool(problems)
@@ -219,6 +213,18 @@ def main() -> int:
             print(f"{date}: MISMATCH {p}", file=sys.stderr)
         if len(problems) > 20:
             print(f"{date}: ... {len(problems) - 20} more differences", file=sys.stderr)
+        # Then the timed runs, alternated so that both see the same machine.
+        load_before = os.getloadavg()[0]
+        if args.check_only or problems:
+            vf, pl_times = [first_vf], [first_pl]
+        else:
+            vf, pl_times = [], []
+            for _ in range(runs):
+                vf.append(run_vizflow(args, date))
+                t0 = time.perf_counter()
+                polars_fn(path)
+                pl_times.append(time.perf_counter() - t0)
+        load_after = os.getloadavg()[0]
         vf_med = statistics.median(t for t, _ in vf)
         pl_med = statistics.median(pl_times)
         results.append(
@@ -227,6 +233,7 @@ def main() -> int:
                 "rows": rows,
                 "groups": partial.height,
                 "check": "equal" if not problems else "DIFFERENT",
+                "timed": not (args.check_only or problems),
                 "differences": problems,
                 "vizflow_wall_s": [round(t, 4) for t, _ in vf],
                 "vizflow_peak_rss_bytes": max(r for _, r in vf),
