@@ -213,20 +213,25 @@ fn conform(batch: &RecordBatch, types: &[(String, DataType)]) -> Result<RecordBa
 
 /// How many values of a float column are NaN (0 for other types).
 fn nan_count(values: &dyn Array) -> u64 {
-    let nans = match values.data_type() {
-        DataType::Float64 => {
-            let values = values.as_primitive::<Float64Type>();
-            let nan = |i: &usize| values.value(*i).is_nan() && values.is_valid(*i);
-            (0..values.len()).filter(nan).count()
-        }
-        DataType::Float32 => {
-            let values = values.as_primitive::<arrow::datatypes::Float32Type>();
-            let nan = |i: &usize| values.value(*i).is_nan() && values.is_valid(*i);
-            (0..values.len()).filter(nan).count()
-        }
+    fn count<T: arrow::datatypes::ArrowPrimitiveType>(
+        values: &dyn Array,
+        is_nan: fn(&T::Native) -> bool,
+    ) -> u64 {
+        let values = values.as_primitive::<T>();
+        let nans = match values.nulls().filter(|n| n.null_count() > 0) {
+            // The common case, without a bit test per value.
+            None => values.values().iter().filter(|v| is_nan(v)).count(),
+            Some(nulls) => (0..values.len())
+                .filter(|i| nulls.is_valid(*i) && is_nan(&values.values()[*i]))
+                .count(),
+        };
+        nans as u64
+    }
+    match values.data_type() {
+        DataType::Float64 => count::<Float64Type>(values, |v| v.is_nan()),
+        DataType::Float32 => count::<arrow::datatypes::Float32Type>(values, |v| v.is_nan()),
         _ => 0,
-    };
-    nans as u64
+    }
 }
 
 /// The `derive` operator.
