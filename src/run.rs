@@ -207,6 +207,11 @@ pub fn partial_path(dir: &Path, date: NaiveDate) -> PathBuf {
     dir.join(format!("{}.parquet", calendar::format_date(date)))
 }
 
+/// The quality report of `date`, beside its partial.
+pub fn report_path(dir: &Path, date: NaiveDate) -> PathBuf {
+    dir.join(format!("{}.report.json", calendar::format_date(date)))
+}
+
 /// Key-value metadata names in every partial.
 pub const CONFIG_HASH_KEY: &str = "vizflow.config_hash";
 
@@ -331,13 +336,13 @@ fn write_outputs(output_dir: &Path, result: &DateResult, hash: &str) -> Result<P
             calendar::format_date(result.date),
         ),
     ];
-    write_parquet_atomic(&path, partial, &metadata).map_err(|e| e.to_string())?;
+    // The report first: a partial on disk always has its report beside it, even when
+    // the process is killed between the two writes (then the date has no partial and
+    // is computed again).
     let report = serde_json::to_vec_pretty(&result.report).map_err(|e| e.to_string())?;
-    let report_path = output_dir.join(format!(
-        "{}.report.json",
-        calendar::format_date(result.date)
-    ));
-    write_bytes_atomic(&report_path, &report).map_err(|e| e.to_string())?;
+    write_bytes_atomic(&report_path(output_dir, result.date), &report)
+        .map_err(|e| e.to_string())?;
+    write_parquet_atomic(&path, partial, &metadata).map_err(|e| e.to_string())?;
     Ok(path)
 }
 
@@ -392,11 +397,13 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
     let mut plan = Plan::default();
     for date in dates {
         let partial = partial_path(&output_dir, date);
-        match options
-            .skip_existing
-            .then(|| made_by(&partial, &hash))
-            .flatten()
-        {
+        // A partial counts only with its report (older versions wrote the report last).
+        let complete = |partial: &Path| {
+            report_path(&output_dir, date)
+                .exists()
+                .then(|| made_by(partial, &hash))?
+        };
+        match options.skip_existing.then(|| complete(&partial)).flatten() {
             Some(true) => plan.skipped.push(date),
             Some(false) => {
                 tracing::info!("{}: recomputing", partial.display());
