@@ -11,6 +11,8 @@
 //! `target/bench-data/` (about 1.4 GB); `VIZFLOW_BENCH_ROWS` changes the rows per date.
 //! Reports time per run of both dates.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vizflow::io::FileFormat;
-use vizflow::synthetic::{GenSpec, generate};
+use vizflow::synthetic::generate;
 
 fn vizflow(args: &[&str], data: &Path, out: &Path) {
     let status = Command::new(env!("CARGO_BIN_EXE_vizflow"))
@@ -38,21 +40,14 @@ fn bench_cluster(c: &mut Criterion) {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(10_000_000);
-    let symbols = 3_000;
+    let symbols = common::SYMBOLS;
     let dates = [
         NaiveDate::from_ymd_opt(2024, 1, 2).expect("valid date"),
         NaiveDate::from_ymd_opt(2024, 1, 3).expect("valid date"),
     ];
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let data = root.join(format!("target/bench-data/{rows}x{symbols}"));
-    let spec = GenSpec {
-        rows,
-        symbols,
-        seed: 1,
-        format: FileFormat::IpcFile,
-        compression: None,
-        prefix: "alpha_".into(),
-    };
+    let spec = common::gen_spec(rows, FileFormat::IpcFile);
     if dates.iter().any(|d| {
         !data
             .join(format!("alpha_{}.feather", d.format("%Y%m%d")))

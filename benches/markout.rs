@@ -11,6 +11,8 @@
 //! Set `VIZFLOW_BENCH_ROWS` to change the size. Reports time per date; input rows/s =
 //! rows / time.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vizflow::config::Pipeline;
 use vizflow::io::FileFormat;
 use vizflow::run::{DateSelection, ProgressStyle, RunOptions, run};
-use vizflow::synthetic::{GenSpec, generate};
+use vizflow::synthetic::generate;
 
 /// The same allocator as the `vizflow` binary, so the figures match the CLI's.
 #[global_allocator]
@@ -31,18 +33,11 @@ fn bench_markout(c: &mut Criterion) {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(10_000_000);
-    let symbols = 3_000;
+    let symbols = common::SYMBOLS;
     let date = NaiveDate::from_ymd_opt(2024, 1, 2).expect("valid date");
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join(format!("target/bench-data/{rows}x{symbols}"));
-    let spec = GenSpec {
-        rows,
-        symbols,
-        seed: 1,
-        format: FileFormat::IpcFile,
-        compression: None,
-        prefix: "alpha_".into(),
-    };
+    let spec = common::gen_spec(rows, FileFormat::IpcFile);
     if !data.join("alpha_20240102.feather").exists() {
         generate(&spec, &data, &[date]).expect("generate bench data");
     }

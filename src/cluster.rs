@@ -53,37 +53,52 @@ impl ClusterSpec {
                 .map(|i| format!("127.0.0.1:{}", 2101 + i))
                 .collect());
         };
-        let hostfile_error = |message: String| ClusterError::Hostfile {
-            path: path.to_owned(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| hostfile_error(e.to_string()))?;
-        let addresses: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(str::to_owned)
-            .collect();
+        let addresses = read_hostfile(path)?;
         if addresses.len() < processes {
-            return Err(hostfile_error(format!(
-                "it lists {} address(es) but --processes is {processes}; write one host:port per \
-                 line, in process order",
-                addresses.len()
-            )));
-        }
-        for (line, address) in addresses.iter().enumerate() {
-            if address
-                .rsplit_once(':')
-                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-            {
-                return Err(hostfile_error(format!(
-                    "address {} ('{address}', process {line}) is not host:port",
-                    line + 1
-                )));
-            }
+            return Err(ClusterError::Hostfile {
+                path: path.to_owned(),
+                message: format!(
+                    "it lists {} address(es) but --processes is {processes}; write one \
+                     host:port per line, in process order",
+                    addresses.len()
+                ),
+            });
         }
         Ok(addresses.into_iter().take(processes).collect())
     }
+}
+
+/// Every `host:port` of a hostfile, in process order (blank lines and `#` comments
+/// skipped); an error for an unreadable file, a malformed address or no address.
+pub fn read_hostfile(path: &Path) -> Result<Vec<String>, ClusterError> {
+    let hostfile_error = |message: String| ClusterError::Hostfile {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| hostfile_error(e.to_string()))?;
+    let addresses: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if addresses.is_empty() {
+        return Err(hostfile_error(
+            "it lists no host:port; write one per line, in process order".into(),
+        ));
+    }
+    for (line, address) in addresses.iter().enumerate() {
+        if address
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            return Err(hostfile_error(format!(
+                "address {} ('{address}', process {line}) is not host:port",
+                line + 1
+            )));
+        }
+    }
+    Ok(addresses)
 }
 
 /// Why a cluster could not be formed.

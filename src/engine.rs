@@ -115,6 +115,21 @@ pub enum Workers {
     Cluster(Connected),
 }
 
+impl Workers {
+    /// `workers` threads in this process.
+    pub fn threads(workers: usize) -> Workers {
+        let communication = if workers > 1 {
+            timely::CommunicationConfig::Process(workers)
+        } else {
+            timely::CommunicationConfig::Thread
+        };
+        Workers::Local(timely::Config {
+            communication,
+            worker: Default::default(),
+        })
+    }
+}
+
 /// What the caller tells a worker.
 enum Command {
     Push(RecordBatch),
@@ -185,18 +200,7 @@ pub struct Engine {
 impl Engine {
     /// Starts `workers` worker threads in this process.
     pub fn start(pipeline: BoundPipeline, workers: usize) -> Result<Engine, EngineError> {
-        let communication = if workers > 1 {
-            timely::CommunicationConfig::Process(workers)
-        } else {
-            timely::CommunicationConfig::Thread
-        };
-        Self::start_with(
-            pipeline,
-            timely::Config {
-                communication,
-                worker: Default::default(),
-            },
-        )
+        Self::launch(pipeline, Workers::threads(workers), Partition::Symbol)
     }
 
     /// Starts the workers with an explicit timely configuration, e.g.

@@ -383,18 +383,7 @@ fn cluster_command(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         run
     };
     if let Some(hostfile) = &args.hostfile {
-        let text = std::fs::read_to_string(hostfile)
-            .with_context(|| format!("cannot read hostfile {}", hostfile.display()))?;
-        let count = text
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#'))
-            .count();
-        anyhow::ensure!(
-            count > 0,
-            "hostfile {} lists no host:port",
-            hostfile.display()
-        );
-        let addresses = ClusterSpec::addresses(Some(hostfile), count)?;
+        let addresses = vizflow::cluster::read_hostfile(hostfile)?;
         print!(
             "{}",
             vizflow::cluster::print_commands(&run_args(None), hostfile, &addresses)

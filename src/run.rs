@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use vizflow_operators::report::DateReport;
 
@@ -319,12 +320,13 @@ impl Progress {
     }
 }
 
-fn write_outputs(output_dir: &Path, result: &DateResult, hash: &str) -> Result<PathBuf, String> {
+fn write_outputs(
+    output_dir: &Path,
+    result: &DateResult,
+    partial: &RecordBatch,
+    hash: &str,
+) -> Result<PathBuf, String> {
     let path = partial_path(output_dir, result.date);
-    let partial = result
-        .partial
-        .as_ref()
-        .map_err(|errors| errors.join("; "))?;
     let metadata = vec![
         (CONFIG_HASH_KEY.to_owned(), hash.to_owned()),
         (
@@ -379,7 +381,6 @@ mod date_keys {
 /// Runs `pipeline` over the selected dates.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let pattern = pipeline.input.pattern.clone();
     let input_dir = options
         .input_dir
         .clone()
@@ -406,7 +407,6 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         match options.skip_existing.then(|| complete(&partial)).flatten() {
             Some(true) => plan.skipped.push(date),
             Some(false) => {
-                tracing::info!("{}: recomputing", partial.display());
                 if options.progress != ProgressStyle::Quiet {
                     eprintln!(
                         "{}: the partial there was made by a different pipeline; recomputing it",
@@ -431,18 +431,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
             })?;
             (Workers::Cluster(connected), spec.process, spec.processes)
         }
-        _ => {
-            let communication = if options.workers > 1 {
-                timely::CommunicationConfig::Process(options.workers)
-            } else {
-                timely::CommunicationConfig::Thread
-            };
-            let config = timely::Config {
-                communication,
-                worker: Default::default(),
-            };
-            (Workers::Local(config), 0, 1)
-        }
+        _ => (Workers::threads(options.workers), 0, 1),
     };
     let peers = options.workers * processes;
     let owned = |ordinal: usize| date_owner(ordinal, peers) / options.workers == process;
@@ -454,7 +443,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         summary: RunSummary::default(),
         output_dir: &output_dir,
         input_dir: &input_dir,
-        pattern: &pattern,
+        pattern: &pipeline.input.pattern,
         hash: &hash,
         first_failure: None,
         fail_fast: options.fail_fast,
@@ -649,7 +638,7 @@ fn outcome_of(output_dir: &Path, input: &Path, result: DateResult, hash: &str) -
                 false => DateStatus::Failed(format!("{date}: {input}: {errors}")),
             }
         }
-        Ok(partial) => match write_outputs(output_dir, &result, hash) {
+        Ok(partial) => match write_outputs(output_dir, &result, partial, hash) {
             Ok(path) => DateStatus::Written {
                 path,
                 groups: partial.num_rows(),
