@@ -18,9 +18,12 @@
 //!   `rule.{name}.dropped_rows`). Every output row keeps all columns of the input row
 //!   it comes from.
 //! * A rule's output column named like an existing column replaces it in place.
-//! * The output rows are in input order (each input row's rows together, in the order
-//!   the rules emitted them): this keeps gathering the input columns a sequential copy,
-//!   the bulk of the work on wide inputs. Downstream operators do not depend on order.
+//! * Each input row's output rows are together, in the order the rules emitted them.
+//!   The rows themselves come in event order or in input order, whichever moves fewer
+//!   columns: event order when the rules added more columns than the output keeps of
+//!   the input columns no rule read (those are scattered into event order, the added
+//!   ones are sliced), input order otherwise (the input columns are sliced, the added
+//!   ones gathered back). Downstream operators do not depend on order.
 //!
 //! The same operator runs whether rows come from files or from the embedding API, and
 //! its output does not depend on the number of workers or on how rows were batched.
@@ -30,7 +33,8 @@
 //!
 //! Input columns reach event order by a *scatter* (read in input order, one write
 //! cursor per symbol), which stays in cache where a gather in event order would miss it
-//! on nearly every row; added columns go back to input order the same way. After each
+//! on nearly every row; when the output is in input order, added columns go back by a
+//! gather along the same per-symbol cursors. After each
 //! rule, the columns that neither a later rule nor the output needs are freed, and the
 //! input batches are dropped as their output is built. Nothing is allocated per row.
 //!
@@ -256,7 +260,7 @@ pub fn enrich_lazy(
     let mut counts = BTreeMap::new();
     if batches.is_empty() {
         let empty = Frame::new(Vec::new(), Vec::new(), vec![0]);
-        return Ok((empty.into_output(Arc::new(Schema::empty())), counts));
+        return Ok((empty.into_output(Arc::new(Schema::empty()))?, counts));
     }
     let input_schema = common_schema(&batches)?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -313,7 +317,7 @@ pub fn enrich_lazy(
         frame.retain(needed);
     }
     let schema = Arc::new(Schema::new(spec.kept(fields)));
-    Ok((frame.into_output(schema), counts))
+    Ok((frame.into_output(schema)?, counts))
 }
 
 /// A date's rows while the rules run: the input batches, the rows as the rules so far
@@ -516,11 +520,57 @@ impl Frame {
         Ok(())
     }
 
-    /// The output, batch by batch, in input row order: per input batch, batches of at
-    /// most [`OUTPUT_BATCH_ROWS`] rows, the input columns gathered (or sliced, where no
-    /// row expands or is dropped) and the added columns taken into that order. What the
-    /// rules needed is freed first; each input batch is freed once its output is built.
-    fn into_output(mut self, schema: SchemaRef) -> EnrichOutput {
+    /// The output, batch by batch, in whichever order moves fewer columns (downstream
+    /// operators do not depend on it):
+    ///
+    /// * in event order, when the input columns the output keeps and no rule read are
+    ///   fewer than the added columns: those input columns are scattered into event
+    ///   order (as the rules' inputs were), and every output batch is a slice;
+    /// * otherwise in input row order: per input batch, batches of at most
+    ///   [`OUTPUT_BATCH_ROWS`] rows, the input columns sliced (or gathered, where a row
+    ///   expands or is dropped) and the added columns taken into that order. Each input
+    ///   batch is freed once its output is built.
+    ///
+    /// What the rules needed and the output does not is freed first.
+    fn into_output(mut self, schema: SchemaRef) -> Result<EnrichOutput, String> {
+        let is_added = |name: &str| self.added.iter().any(|(n, _)| n == name);
+        let kept_inputs: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|name| !is_added(name))
+            .collect();
+        let unordered = kept_inputs
+            .iter()
+            .filter(|name| !self.event_ordered.contains_key(*name))
+            .count();
+        if unordered < self.added.len() {
+            let mut added = std::mem::take(&mut self.added);
+            let mut columns = Vec::with_capacity(schema.fields().len());
+            for field in schema.fields() {
+                let name = field.name();
+                let values = match added.iter().position(|(n, _)| n == name) {
+                    Some(i) => added.swap_remove(i).1,
+                    None => {
+                        let values = self.column(name)?;
+                        self.event_ordered.remove(name);
+                        self.gathered.remove(name);
+                        values
+                    }
+                };
+                columns.push(values);
+            }
+            let rows = self.rows.len();
+            return Ok(EnrichOutput {
+                rows,
+                inputs: std::collections::VecDeque::new(),
+                added: Vec::new(),
+                schema,
+                order: OutputOrder::Events { columns },
+                batch_start: 0,
+                ready: std::collections::VecDeque::new(),
+            });
+        }
         let order = if self.reshaped {
             let input_rows = self.input_rows();
             let total: usize = self.inputs.iter().map(|b| b.num_rows()).sum();
@@ -555,8 +605,9 @@ impl Frame {
         let rows = match &order {
             OutputOrder::Whole { .. } => self.inputs.iter().map(|b| b.num_rows()).sum(),
             OutputOrder::Reshaped { position_row, .. } => position_row.len(),
+            OutputOrder::Events { .. } => unreachable!("returned above"),
         };
-        EnrichOutput {
+        Ok(EnrichOutput {
             rows,
             inputs: std::mem::take(&mut self.inputs).into(),
             added: std::mem::take(&mut self.added),
@@ -564,7 +615,7 @@ impl Frame {
             order,
             batch_start: 0,
             ready: std::collections::VecDeque::new(),
-        }
+        })
     }
 }
 
@@ -579,6 +630,9 @@ enum OutputOrder {
         first: Vec<u32>,
         position_row: Vec<u32>,
     },
+    /// The output is in event order: every column (in the schema's order) holds all
+    /// the output rows, sliced into batches.
+    Events { columns: Vec<ArrayRef> },
 }
 
 /// The rows of an input batch behind one output batch.
@@ -607,6 +661,18 @@ impl Iterator for EnrichOutput {
     type Item = Result<RecordBatch, String>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let OutputOrder::Events { columns } = &self.order {
+            let start = self.batch_start;
+            if start >= self.rows {
+                return None;
+            }
+            let length = OUTPUT_BATCH_ROWS.min(self.rows - start);
+            self.batch_start += length;
+            let columns = columns.iter().map(|c| c.slice(start, length)).collect();
+            let batch = RecordBatch::try_new(self.schema.clone(), columns)
+                .map_err(|e| format!("enrich: output rows: {e}"));
+            return Some(batch);
+        }
         loop {
             if let Some(batch) = self.ready.pop_front() {
                 return Some(Ok(batch));
@@ -637,6 +703,7 @@ impl EnrichOutput {
         // Per output batch: the rows of `input` and the rows of the added columns.
         let mut parts: Vec<(InputRows, Option<UInt32Array>)> = Vec::new();
         match &self.order {
+            OutputOrder::Events { .. } => unreachable!("event-order output has no input batches"),
             OutputOrder::Whole { positions } => {
                 for chunk in (0..input.num_rows()).step_by(OUTPUT_BATCH_ROWS) {
                     let rows = OUTPUT_BATCH_ROWS.min(input.num_rows() - chunk);

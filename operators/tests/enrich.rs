@@ -697,7 +697,32 @@ fn run(
         .map(|w| batch(rows, &order[w[0]..w[1]], encoding))
         .collect();
     let (out, counts) = enrich(&batches, &spec())?;
-    Ok((output_rows(&out, &batches[0]), counts))
+    Ok((
+        output_rows(&in_input_order(&out, order), &batches[0]),
+        counts,
+    ))
+}
+
+/// The output rows put in input order (`order`, as given to [`batch`]), each input row's
+/// output rows kept together in the order the rules emitted them. The kernel may emit
+/// its rows in event order or in input order.
+fn in_input_order(batches: &[RecordBatch], order: &[usize]) -> Vec<RecordBatch> {
+    let Some(first) = batches.first() else {
+        return Vec::new();
+    };
+    let all = arrow::compute::concat_batches(&first.schema(), batches).unwrap();
+    let ids = all
+        .column_by_name("row_id")
+        .unwrap()
+        .as_primitive::<UInt64Type>();
+    let mut rank = vec![0usize; order.len()];
+    for (position, row) in order.iter().enumerate() {
+        rank[*row] = position;
+    }
+    let mut indices: Vec<u32> = (0..all.num_rows() as u32).collect();
+    indices.sort_by_key(|i| rank[ids.value(*i as usize) as usize]);
+    let indices = UInt32Array::from(indices);
+    vec![arrow::compute::take_record_batch(&all, &indices).unwrap()]
 }
 
 /// The first differing row, for a readable failure.
@@ -820,6 +845,7 @@ fn every_rule_on_a_hand_computed_example() {
     ];
     let input = batch(&rows, &[2, 0, 1, 3, 4], Encoding::Utf8);
     let (out, counts) = enrich(std::slice::from_ref(&input), &spec()).unwrap();
+    let out = in_input_order(&out, &[2, 0, 1, 3, 4]);
     let ints = |values: &[i64]| values.iter().map(|v| Cell::Int(*v)).collect::<Vec<_>>();
     let uints = |values: &[u64]| values.iter().map(|v| Cell::UInt(*v)).collect::<Vec<_>>();
     let floats = |values: &[f64]| {
@@ -943,7 +969,10 @@ fn running_values_and_lots_start_afresh_for_every_date_and_symbol() {
         assert_same_rows(&got, &expected);
         assert_eq!(counts, expected_counts);
         let input = batch(rows, &order, Encoding::Int);
-        outputs.push(enrich(&[input], &spec()).unwrap().0);
+        outputs.push(in_input_order(
+            &enrich(&[input], &spec()).unwrap().0,
+            &order,
+        ));
     }
     let ints = |values: &[i64]| values.iter().map(|v| Cell::Int(*v)).collect::<Vec<_>>();
     assert_eq!(column(&outputs[0], "position"), ints(&[10, -5, 15, 4, 4]));
