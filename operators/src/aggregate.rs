@@ -502,8 +502,8 @@ struct Groups {
     index: FxHashMap<Box<[u8]>, u32>,
     /// Group ids by [`ShortKey`] (the fast path for one or two key columns).
     short: FxHashMap<ShortKey, u32>,
-    /// Codes of the strings seen in string key columns (the fast path).
-    strings: FxHashMap<Box<str>, u64>,
+    /// Codes of the strings of over 7 bytes seen in string key columns (the fast path).
+    strings: FxHashMap<Box<[u8]>, u64>,
     keys: Vec<Box<[u8]>>,
     states: Vec<AggState>,
 }
@@ -533,7 +533,7 @@ impl Groups {
 type ShortKey = (u64, u64, u8);
 
 /// Per-row codes of a key column for [`ShortKey`]s, or `None` for a type without codes.
-fn key_codes(column: &ArrayRef, strings: &mut FxHashMap<Box<str>, u64>) -> Option<Vec<u64>> {
+fn key_codes(column: &ArrayRef, strings: &mut FxHashMap<Box<[u8]>, u64>) -> Option<Vec<u64>> {
     Some(match column.data_type() {
         DataType::Int64 => {
             let values = column.as_primitive::<Int64Type>().values();
@@ -554,14 +554,25 @@ fn key_codes(column: &ArrayRef, strings: &mut FxHashMap<Box<str>, u64>) -> Optio
             values.iter().map(u64::from).collect()
         }
         DataType::Utf8 => {
+            // A string of at most 7 bytes is its own code: its bytes, and its length in
+            // the top byte. Longer ones are interned, coded with the top bit set.
             let values = column.as_string::<i32>();
-            (0..values.len())
-                .map(|row| {
-                    let value = values.value(row); // "" for a null: masked out
+            let (offsets, bytes) = (values.value_offsets(), values.value_data());
+            offsets
+                .windows(2)
+                .map(|w| {
+                    let value = &bytes[w[0] as usize..w[1] as usize]; // "" for a null: masked out
+                    if value.len() <= 7 {
+                        let packed = value
+                            .iter()
+                            .rev()
+                            .fold(0u64, |p, b| (p << 8) | u64::from(*b));
+                        return packed | ((value.len() as u64) << 56);
+                    }
                     match strings.get(value) {
                         Some(code) => *code,
                         None => {
-                            let code = strings.len() as u64;
+                            let code = (1 << 63) | strings.len() as u64;
                             strings.insert(value.into(), code);
                             code
                         }
@@ -697,28 +708,11 @@ fn fold_counts(states: &mut [AggState], c: usize, rows: impl Iterator<Item = usi
     put_component(states, c, n, Accumulator::Count);
 }
 
-/// Folds `rows` (group id, order-preserving key) into min or max component `c`.
-fn fold_extremes(states: &mut [AggState], c: usize, rows: impl Iterator<Item = (usize, i64)>) {
-    type Wrap = fn(Option<i64>) -> Accumulator;
-    let (wrap, pick): (Wrap, fn(i64, i64) -> i64) = match states.first().map(|state| &state.0[c]) {
-        Some(Accumulator::IntMin(_)) => (Accumulator::IntMin, i64::min),
-        Some(Accumulator::IntMax(_)) => (Accumulator::IntMax, i64::max),
-        Some(Accumulator::FloatMin(_)) => (Accumulator::FloatMin, i64::min),
-        Some(Accumulator::FloatMax(_)) => (Accumulator::FloatMax, i64::max),
-        _ => return, // no groups, or not a min or max
-    };
-    let mut extremes = take_component(states, c, |a| match a {
-        Accumulator::IntMin(m)
-        | Accumulator::IntMax(m)
-        | Accumulator::FloatMin(m)
-        | Accumulator::FloatMax(m) => m,
-        other => unreachable!("a min or max: {other:?}"),
-    });
-    rows.for_each(|(id, key)| merge_option(&mut extremes[id], Some(key), pick));
-    put_component(states, c, extremes, wrap);
-}
-
 /// Folds a batch into the groups of its time. Returns the non-finite counts per column.
+///
+/// Each column is read in one pass that updates all its components (a `mean(x)` is a
+/// sum and a non-null count of `x`); each component's per-group values are taken out of
+/// the states into a plain vector for the pass.
 fn accumulate(
     plan: &AggregatePlan,
     converter: &RowConverter,
@@ -728,50 +722,46 @@ fn accumulate(
     let ids = group_ids(plan, converter, batch, groups)?;
     let states = &mut groups.states;
     let mut nonfinite = Vec::new();
+    let mut done = vec![false; plan.components.len()];
     for (c, (component, kind)) in plan.components.iter().enumerate() {
+        if done[c] {
+            continue;
+        }
         let Some(name) = component.column() else {
             fold_counts(states, c, ids.iter().map(|id| *id as usize));
             continue;
         };
+        // Every component of this column (they share its kind).
+        let on_column: Vec<usize> = (c..plan.components.len())
+            .filter(|k| plan.components[*k].0.column() == Some(name))
+            .collect();
+        for k in &on_column {
+            done[*k] = true;
+        }
         let column = batch
             .column_by_name(name)
             .ok_or_else(|| format!("aggregate: column '{name}' is missing"))?;
         let nulls = column.logical_nulls().filter(|n| n.null_count() > 0);
-        let valid = |row: usize| nulls.as_ref().is_none_or(|n| n.is_valid(row));
         match kind {
             ValueKind::Float => {
                 let floats =
                     arrow::compute::cast(column, &DataType::Float64).map_err(|e| e.to_string())?;
                 let values = floats.as_primitive::<Float64Type>().values();
+                let mut folds = Folds::take(states, plan, &on_column);
                 // Nulls are skipped; non-finite values too, and counted.
-                let rows = || {
-                    ids.iter()
-                        .zip(values.iter())
-                        .enumerate()
-                        .filter(|(row, (_, x))| valid(*row) && x.is_finite())
-                        .map(|(_, (id, x))| (*id as usize, *x))
-                };
-                match component {
-                    Component::NonNull(_) => fold_counts(states, c, rows().map(|(id, _)| id)),
-                    Component::Sum(_) => {
-                        let mut sums = take_component(states, c, |a| match a {
-                            Accumulator::FloatSum(sum) => sum,
-                            other => unreachable!("a float sum: {other:?}"),
-                        });
-                        rows().for_each(|(id, x)| sums[id].add(x));
-                        put_component(states, c, sums, Accumulator::FloatSum);
+                let mut skipped = 0u64;
+                for (row, (id, x)) in ids.iter().zip(values.iter()).enumerate() {
+                    if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
+                        continue;
                     }
-                    Component::Min(_) | Component::Max(_) => {
-                        fold_extremes(states, c, rows().map(|(id, x)| (id, float_key(x))))
+                    if !x.is_finite() {
+                        skipped += 1;
+                        continue;
                     }
-                    Component::Rows => unreachable!("count() reads no column"),
+                    folds.add(*id as usize, float_key(*x), || *x);
                 }
-                if !nonfinite.iter().any(|(counted, _)| counted == name) {
-                    let skipped = (0..values.len())
-                        .filter(|row| valid(*row) && !values[*row].is_finite())
-                        .count();
-                    nonfinite.push((name.to_owned(), skipped as u64));
-                }
+                folds.put(states);
+                nonfinite.push((name.to_owned(), skipped));
             }
             ValueKind::Int => {
                 let column = if column.data_type() == &DataType::Boolean {
@@ -783,36 +773,145 @@ fn accumulate(
                     arrow::compute::cast(column, &DataType::Int64).map_err(|e| e.to_string())?
                 };
                 let values = column.as_primitive::<Int64Type>().values();
-                let rows = || {
-                    ids.iter()
-                        .zip(values.iter())
-                        .enumerate()
-                        .filter(|(row, _)| valid(*row))
-                        .map(|(_, (id, x))| (*id as usize, *x))
-                };
-                match component {
-                    Component::NonNull(_) => fold_counts(states, c, rows().map(|(id, _)| id)),
-                    Component::Sum(_) => {
-                        let mut sums = take_component(states, c, |a| match a {
-                            Accumulator::IntSum(sum) => sum,
-                            other => unreachable!("an integer sum: {other:?}"),
-                        });
-                        rows().for_each(|(id, x)| sums[id] += x as i128);
-                        put_component(states, c, sums, Accumulator::IntSum);
+                let mut folds = Folds::take(states, plan, &on_column);
+                for (row, (id, x)) in ids.iter().zip(values.iter()).enumerate() {
+                    if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
+                        continue;
                     }
-                    Component::Min(_) | Component::Max(_) => fold_extremes(states, c, rows()),
-                    Component::Rows => unreachable!("count() reads no column"),
+                    folds.add(*id as usize, *x, || 0.0);
                 }
+                folds.put(states);
             }
             // Only count(x) reads a column of another type (the plan checks).
-            ValueKind::Other if matches!(component, Component::NonNull(_)) => {
-                let rows = ids.iter().enumerate().filter(|(row, _)| valid(*row));
-                fold_counts(states, c, rows.map(|(_, id)| *id as usize));
+            ValueKind::Other => {
+                for k in on_column {
+                    if matches!(plan.components[k].0, Component::NonNull(_)) {
+                        let rows = ids.iter().enumerate();
+                        let rows =
+                            rows.filter(|(row, _)| nulls.as_ref().is_none_or(|n| n.is_valid(*row)));
+                        fold_counts(states, k, rows.map(|(_, id)| *id as usize));
+                    }
+                }
             }
-            ValueKind::Other => {}
         }
     }
     Ok(nonfinite)
+}
+
+/// The components of one column, taken out of the group states for a pass over a
+/// batch: at most one of each kind (the plan has no duplicate components).
+struct Folds {
+    /// `count(x)`: component index and per-group counts.
+    non_null: Option<(usize, Vec<i64>)>,
+    /// An exact float sum (the boxes the accumulators hold, moved, not copied).
+    #[allow(clippy::vec_box)]
+    float_sum: Option<(usize, Vec<Box<ExactSum>>)>,
+    /// An integer sum.
+    int_sum: Option<(usize, Vec<i128>)>,
+    /// Minimum and maximum: component index, the accumulator's constructor, and the
+    /// per-group values (integers, or floats as [`float_key`]s).
+    min: Option<Extremes>,
+    max: Option<Extremes>,
+}
+
+/// A min or max component: its index, its accumulator's constructor, and per group the
+/// integer or [`float_key`].
+type Extremes = (usize, fn(Option<i64>) -> Accumulator, Vec<Option<i64>>);
+
+impl Folds {
+    fn take(states: &mut [AggState], plan: &AggregatePlan, components: &[usize]) -> Self {
+        let mut folds = Folds {
+            non_null: None,
+            float_sum: None,
+            int_sum: None,
+            min: None,
+            max: None,
+        };
+        let extreme = |a: Accumulator| match a {
+            Accumulator::IntMin(m)
+            | Accumulator::IntMax(m)
+            | Accumulator::FloatMin(m)
+            | Accumulator::FloatMax(m) => m,
+            other => unreachable!("a min or max: {other:?}"),
+        };
+        for &c in components {
+            let (component, kind) = &plan.components[c];
+            let float = matches!(kind, ValueKind::Float);
+            match component {
+                Component::NonNull(_) => {
+                    folds.non_null = Some((c, take_component(states, c, counts)))
+                }
+                Component::Sum(_) if float => {
+                    let sums = take_component(states, c, |a| match a {
+                        Accumulator::FloatSum(sum) => sum,
+                        other => unreachable!("a float sum: {other:?}"),
+                    });
+                    folds.float_sum = Some((c, sums));
+                }
+                Component::Sum(_) => {
+                    let sums = take_component(states, c, |a| match a {
+                        Accumulator::IntSum(sum) => sum,
+                        other => unreachable!("an integer sum: {other:?}"),
+                    });
+                    folds.int_sum = Some((c, sums));
+                }
+                Component::Min(_) => {
+                    let wrap = if float {
+                        Accumulator::FloatMin
+                    } else {
+                        Accumulator::IntMin
+                    };
+                    folds.min = Some((c, wrap, take_component(states, c, extreme)));
+                }
+                Component::Max(_) => {
+                    let wrap = if float {
+                        Accumulator::FloatMax
+                    } else {
+                        Accumulator::IntMax
+                    };
+                    folds.max = Some((c, wrap, take_component(states, c, extreme)));
+                }
+                Component::Rows => unreachable!("count() reads no column"),
+            }
+        }
+        folds
+    }
+
+    /// Adds a value to group `id`: `key` is the integer or the float's [`float_key`],
+    /// `float` the float (called only for a float sum).
+    #[inline(always)]
+    fn add(&mut self, id: usize, key: i64, float: impl Fn() -> f64) {
+        if let Some((_, counts)) = &mut self.non_null {
+            counts[id] += 1;
+        }
+        if let Some((_, sums)) = &mut self.float_sum {
+            sums[id].add(float());
+        }
+        if let Some((_, sums)) = &mut self.int_sum {
+            sums[id] += i128::from(key);
+        }
+        if let Some((_, _, mins)) = &mut self.min {
+            merge_option(&mut mins[id], Some(key), i64::min);
+        }
+        if let Some((_, _, maxs)) = &mut self.max {
+            merge_option(&mut maxs[id], Some(key), i64::max);
+        }
+    }
+
+    fn put(self, states: &mut [AggState]) {
+        if let Some((c, counts)) = self.non_null {
+            put_component(states, c, counts, Accumulator::Count);
+        }
+        if let Some((c, sums)) = self.float_sum {
+            put_component(states, c, sums, Accumulator::FloatSum);
+        }
+        if let Some((c, sums)) = self.int_sum {
+            put_component(states, c, sums, Accumulator::IntSum);
+        }
+        for (c, wrap, values) in [self.min, self.max].into_iter().flatten() {
+            put_component(states, c, values, wrap);
+        }
+    }
 }
 
 /// A date's groups at the final operator, with the capability to emit its partial.

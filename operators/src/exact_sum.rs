@@ -50,33 +50,31 @@ impl ExactSum {
     /// treats them as missing and counts them); here they are ignored.
     #[inline]
     pub fn add(&mut self, x: f64) {
-        if x == 0.0 || !x.is_finite() {
+        if !x.is_finite() {
             return;
         }
+        // Zeros (of either sign) add nothing below: no branch for them either.
         let bits = x.to_bits();
         let exponent = ((bits >> 52) & 0x7ff) as u32;
         let fraction = bits & ((1 << 52) - 1);
-        // Position of the mantissa's lowest bit, counted from 2^-1074.
-        let (mantissa, position) = if exponent == 0 {
-            (fraction, 0)
-        } else {
-            (fraction | (1 << 52), exponent - 1)
-        };
+        // Position of the mantissa's lowest bit, counted from 2^-1074: normal numbers
+        // have an implicit leading bit and exponent - 1; subnormals neither.
+        let normal = u32::from(exponent != 0);
+        let mantissa = fraction | (u64::from(normal) << 52);
+        let position = exponent - normal;
         let chunk = (position / CHUNK_BITS) as usize;
         let wide = (mantissa as u128) << (position % CHUNK_BITS);
+        // Negative terms are subtracted without a branch (signs are unpredictable):
+        // `(part ^ sign) - sign` is `part` for `sign == 0` and `-part` for `sign == -1`.
+        let sign = (bits as i64) >> 63;
         let parts = [
             (wide as i64) & CHUNK_MASK,
             ((wide >> 32) as i64) & CHUNK_MASK,
             (wide >> 64) as i64,
         ];
-        if x < 0.0 {
-            for (k, part) in parts.into_iter().enumerate() {
-                self.chunks[chunk + k] -= part;
-            }
-        } else {
-            for (k, part) in parts.into_iter().enumerate() {
-                self.chunks[chunk + k] += part;
-            }
+        let chunks = &mut self.chunks[chunk..chunk + 3];
+        for (slot, part) in chunks.iter_mut().zip(parts) {
+            *slot += (part ^ sign) - sign;
         }
         self.pending += 1;
         if self.pending >= ADDS_BEFORE_CARRY {
