@@ -5,9 +5,12 @@
 //!
 //! Cases:
 //! * `symbol_destinations`: each row's worker from its Int64 symbol, 2 workers;
-//! * `by_symbol split`: [`BySymbol`] (the distributor of the [`by_symbol`] pact) splits
-//!   every batch into one batch per worker with Arrow's `take`, 2 workers; the pushers
-//!   only collect the parts;
+//! * `by_symbol split`: [`BySymbol`] (the distributor of the [`by_symbol`] pact) routes
+//!   every batch to 2 workers: each gets the batch, shared, with a selection of its
+//!   rows (nothing is copied); the pushers only collect the parts;
+//! * `by_symbol split + take`: the same, then every part's rows copied out
+//!   ([`Batch::take`], Arrow's `take`), as an operator that cannot read through a
+//!   selection does (the keyed stage reads through it);
 //! * `ipc encode` / `ipc decode`: a batch to and from the bytes timely sends between
 //!   processes (and between workers in `ProcessBinary` mode), through the
 //!   [`ContainerBytes`] implementation of [`Batch`] (one Arrow IPC stream message per
@@ -93,6 +96,22 @@ fn bench_exchange(c: &mut Criterion) {
             assert_eq!(parts.map(Batch::len).sum::<usize>(), rows);
         })
     });
+
+    group.bench_function(
+        format!("by_symbol split + take {shape}, {WORKERS} workers"),
+        |b| {
+            let mut split: BySymbol = (by_symbol("ukey").0)(WORKERS);
+            b.iter(|| {
+                let mut pushers: Vec<Collect> = (0..WORKERS).map(|_| Collect::default()).collect();
+                for batch in batches {
+                    split.partition(&mut Batch::new(batch.clone()), &start, &mut pushers);
+                }
+                let parts = pushers.iter_mut().flat_map(|p| &mut p.0);
+                let taken = parts.filter_map(Batch::take).map(|b| b.num_rows());
+                assert_eq!(taken.sum::<usize>(), rows);
+            })
+        },
+    );
 
     group.bench_function(format!("ipc encode {shape}, {columns} columns"), |b| {
         b.iter(|| {

@@ -42,6 +42,10 @@ pub struct BenchReport {
     /// Peak resident memory of the process during the run (Linux `VmHWM`), bytes;
     /// it includes the pages of memory-mapped input files.
     pub peak_rss_bytes: Option<u64>,
+    /// Peak anonymous memory (heap, not file-backed: `RssAnon`), bytes, sampled every
+    /// 5 ms during the run (Linux keeps no peak of it): the memory the run itself
+    /// allocated, without the memory-mapped input that `peak_rss_bytes` counts.
+    pub peak_anon_bytes: Option<u64>,
     /// The decoded size of the input columns the pipeline reads, bytes, largest date.
     pub decoded_input_bytes: u64,
     /// Wall time to only read and decode the input columns, with the same number of
@@ -87,6 +91,16 @@ impl BenchReport {
             None => "unknown (no /proc/self/status)".to_owned(),
         };
         line("peak RSS", rss);
+        if let Some(bytes) = self.peak_anon_bytes {
+            line(
+                "peak anonymous memory",
+                format!(
+                    "{:.2} GB ({:.2}x; RSS without the memory-mapped input, sampled every 5 ms)",
+                    gb(bytes),
+                    bytes as f64 / self.decoded_input_bytes.max(1) as f64
+                ),
+            );
+        }
         out.push_str("stage time (summed over workers):\n");
         let total: f64 = self.stage_seconds.values().sum();
         for (stage, seconds) in &self.stage_seconds {
@@ -107,7 +121,20 @@ pub fn measure(
 ) -> Result<BenchReport, RunError> {
     // Reset the peak so it is the run's own (Linux; elsewhere there is no peak).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let summary = run(pipeline, options)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = status_kb("RssAnon:");
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            stopped.recv_timeout(std::time::Duration::from_millis(5))
+        {
+            peak = peak.max(status_kb("RssAnon:"));
+        }
+        peak.map(|kb| kb * 1024)
+    });
+    let summary = run(pipeline, options);
+    drop(stop);
+    let peak_anon_bytes = sampler.join().unwrap_or(None);
+    let summary = summary?;
     let peak_rss_bytes = peak_rss();
     if let Some(failed) = summary.failed().next() {
         return Err(RunError::Bench(format!(
@@ -139,6 +166,7 @@ pub fn measure(
         input_rows_per_second: summary.rows as f64 / wall_seconds.max(1e-9),
         stage_seconds: summary.stage_seconds,
         peak_rss_bytes,
+        peak_anon_bytes,
         decoded_input_bytes,
         floor_seconds,
     })
@@ -146,10 +174,14 @@ pub fn measure(
 
 /// The peak resident memory of this process (`VmHWM` of `/proc/self/status`).
 fn peak_rss() -> Option<u64> {
+    status_kb("VmHWM:").map(|kb| kb * 1024)
+}
+
+/// A field of `/proc/self/status` in kB, e.g. `VmHWM:`; `None` where there is none.
+fn status_kb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Reads and decodes the pipeline's input columns of every file with `workers`

@@ -3,9 +3,11 @@
 //!
 //! Rows never travel one by one: a [`Batch`] holds an Arrow [`RecordBatch`]. Across
 //! processes (and in-process with timely's serialized `ProcessBinary` mode) a batch is
-//! encoded as one Arrow IPC stream message. [`BySymbol`] splits each batch into one
-//! batch per destination worker with Arrow's `take` kernel, so a symbol's rows always
-//! meet on the same worker.
+//! encoded as one Arrow IPC stream message. [`BySymbol`] routes each row to the worker
+//! of its symbol, so a symbol's rows always meet on the same worker: every destination
+//! gets the batch, shared, with a selection of its rows, which is copied out only when
+//! the batch is encoded or an operator takes it ([`Batch::take`]); the keyed operator
+//! reads through the selection ([`Batch::take_selected`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hasher;
@@ -37,23 +39,45 @@ use crate::time::{Time, date_end, date_key_of};
 /// most once, because timely asks for the length before asking for the bytes.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
-    /// The rows, or `None` for an empty container.
+    /// The rows, or `None` for an empty container. With a `selection`, only the
+    /// selected rows of it belong to this container.
     pub data: Option<RecordBatch>,
+    /// The rows of `data` this container holds (ascending), when not all of them: the
+    /// exchange by symbol shares a batch between workers of one process this way
+    /// instead of copying each worker's rows out of it.
+    selection: Option<UInt32Array>,
     encoded: OnceLock<Vec<u8>>,
 }
+
+/// A batch and, optionally, the rows of it that count (see [`Batch::take_selected`]).
+pub type SelectedRows = (RecordBatch, Option<UInt32Array>);
 
 impl Batch {
     /// Wraps a record batch.
     pub fn new(data: RecordBatch) -> Self {
         Batch {
             data: Some(data),
+            selection: None,
+            encoded: OnceLock::new(),
+        }
+    }
+
+    /// The rows `selection` (ascending indices) of `data`, shared, not copied.
+    pub fn selected(data: RecordBatch, selection: UInt32Array) -> Self {
+        Batch {
+            data: Some(data),
+            selection: Some(selection),
             encoded: OnceLock::new(),
         }
     }
 
     /// The number of rows.
     pub fn len(&self) -> usize {
-        self.data.as_ref().map_or(0, RecordBatch::num_rows)
+        match (&self.data, &self.selection) {
+            (None, _) => 0,
+            (Some(_), Some(selection)) => selection.len(),
+            (Some(data), None) => data.num_rows(),
+        }
     }
 
     /// True when the batch holds no rows.
@@ -61,16 +85,36 @@ impl Batch {
         self.len() == 0
     }
 
-    /// Takes the record batch out, leaving an empty container.
+    /// Takes the record batch out, leaving an empty container. Selected rows are
+    /// copied out of the shared batch here.
     pub fn take(&mut self) -> Option<RecordBatch> {
+        let (data, selection) = self.take_selected()?;
+        Some(match selection {
+            Some(rows) => take_rows(&data, &rows),
+            None => data,
+        })
+    }
+
+    /// Takes the batch and its selection out, leaving an empty container: for
+    /// operators that can read through a selection instead of copying the rows.
+    pub fn take_selected(&mut self) -> Option<SelectedRows> {
         self.encoded = OnceLock::new();
-        self.data.take()
+        let selection = self.selection.take();
+        self.data.take().map(|data| (data, selection))
     }
 
     fn encoded(&self) -> &[u8] {
         self.encoded.get_or_init(|| {
-            let Some(batch) = &self.data else {
+            let Some(data) = &self.data else {
                 return Vec::new();
+            };
+            let selected;
+            let batch = match &self.selection {
+                Some(rows) => {
+                    selected = take_rows(data, rows);
+                    &selected
+                }
+                None => data,
             };
             // Sized up front: growing a vector of megabytes copies it again and again.
             // (A slice of a larger batch reports the larger one's memory: capped.)
@@ -282,12 +326,14 @@ impl Distributor<Batch> for BySymbol {
             if rows.is_empty() {
                 continue;
             }
-            let part = if rows.len() == batch.num_rows() {
-                batch.clone() // every row goes to one worker: share the buffers
+            // Every worker gets the whole batch, shared, with the rows that are its
+            // own: nothing is copied in a process; an encoding copies just those rows.
+            let mut part = if rows.len() == batch.num_rows() {
+                Batch::new(batch.clone())
             } else {
-                take_rows(&batch, &UInt32Array::from(rows))
+                Batch::selected(batch.clone(), UInt32Array::from(rows))
             };
-            Message::push_at(&mut Batch::new(part), time.clone(), &mut pushers[dest]);
+            Message::push_at(&mut part, time.clone(), &mut pushers[dest]);
         }
     }
 
@@ -383,8 +429,9 @@ where
 const BATCHES_PER_ACTIVATION: usize = 4;
 
 /// Keeps each date's batches until the date is complete (the input frontier has passed
-/// its last time), then applies `logic` to all of them at once and sends the batches
-/// its iterator yields, at the date's earliest time: the shape of the keyed operators
+/// its last time), then applies `logic` to all of them at once (each batch with its
+/// selection of rows, see [`Batch::take_selected`]) and sends the batches its iterator
+/// yields, at the date's earliest time: the shape of the keyed operators
 /// (forward returns, enrich), whose `pact` brings a symbol's rows to one worker. The
 /// output goes out a few batches per activation, so the operators downstream consume
 /// each part before the next is built. An error fails the date and passes nothing
@@ -398,7 +445,7 @@ pub fn per_date<'scope, P, L, I>(
 ) -> Stream<'scope, Time, Batch>
 where
     P: ParallelizationContract<Time, Batch>,
-    L: FnMut(u32, Vec<RecordBatch>, &Diagnostics) -> Result<I, String> + 'static,
+    L: FnMut(u32, Vec<SelectedRows>, &Diagnostics) -> Result<I, String> + 'static,
     I: Iterator<Item = Result<RecordBatch, String>> + 'static,
 {
     let scope = stream.scope();
@@ -409,7 +456,7 @@ where
         move |_cap, info| {
             let activator = scope.activator_for(info.address.clone());
             // Each date's rows, held with a capability at the date's earliest time.
-            let mut pending: BTreeMap<u32, (Capability<Time>, Vec<RecordBatch>)> = BTreeMap::new();
+            let mut pending: BTreeMap<u32, (Capability<Time>, Vec<SelectedRows>)> = BTreeMap::new();
             // Dates whose output is being sent, in date order.
             let mut sending: VecDeque<(u32, Capability<Time>, I)> = VecDeque::new();
             move |(input, frontier), output| {
@@ -421,7 +468,7 @@ where
                     if time.time() < entry.0.time() {
                         entry.0 = time.retain(0);
                     }
-                    entry.1.extend(data.filter_map(Batch::take));
+                    entry.1.extend(data.filter_map(Batch::take_selected));
                 });
                 while let Some(entry) = pending.first_entry() {
                     if frontier.less_equal(&date_end(*entry.key())) {
@@ -506,6 +553,55 @@ mod tests {
         assert_eq!(bytes.len() % 8, 0);
         let back = Batch::from_bytes(timely::bytes::arc::BytesMut::from(bytes).freeze());
         assert_eq!(back.data.unwrap(), sample());
+    }
+
+    #[test]
+    fn a_selection_holds_its_rows_only_taken_or_encoded() {
+        let rows = UInt32Array::from(vec![1, 3]);
+        let expected = take_rows(&sample(), &rows);
+        let batch = Batch::selected(sample(), rows.clone());
+        assert_eq!(batch.len(), 2);
+        // Encoded (across processes), only the selected rows travel.
+        let mut bytes = Vec::new();
+        batch.into_bytes(&mut bytes);
+        assert_eq!(bytes.len(), batch.length_in_bytes());
+        let back = Batch::from_bytes(timely::bytes::arc::BytesMut::from(bytes).freeze());
+        assert_eq!(back.data.unwrap(), expected);
+        // Taken, the rows are copied out; taken with the selection, they are not.
+        assert_eq!(batch.clone().take().unwrap(), expected);
+        let (shared, selection) = batch.clone().take_selected().unwrap();
+        assert_eq!((shared, selection), (sample(), Some(rows)));
+    }
+
+    #[test]
+    fn the_exchange_shares_each_batch_with_every_worker_and_its_rows() {
+        let mut pushers: Vec<Vec<Batch>> = vec![Vec::new(); 3];
+        struct Keep<'a>(&'a mut Vec<Batch>);
+        impl Push<Message<u64, Batch>> for Keep<'_> {
+            fn push(&mut self, element: &mut Option<Message<u64, Batch>>) {
+                if let Some(message) = element.take() {
+                    self.0.push(message.data);
+                }
+            }
+        }
+        let mut keep: Vec<Keep<'_>> = pushers.iter_mut().map(Keep).collect();
+        let mut split: BySymbol = (by_symbol("ukey").0)(3);
+        split.partition(&mut Batch::new(sample()), &0, &mut keep);
+        drop(keep);
+        let destinations = symbol_destinations(sample().column(0).as_ref(), 3);
+        let mut seen = 0;
+        for (worker, parts) in pushers.iter_mut().enumerate() {
+            for part in parts.iter_mut() {
+                let rows = part.take().unwrap();
+                let ukeys = rows.column(0).as_primitive::<Int64Type>();
+                for ukey in ukeys.values() {
+                    let row = [1, 2, 3].iter().position(|k| k == ukey).unwrap();
+                    assert_eq!(destinations[row] as usize, worker, "ukey {ukey}");
+                }
+                seen += rows.num_rows();
+            }
+        }
+        assert_eq!(seen, 4);
     }
 
     #[test]

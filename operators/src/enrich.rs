@@ -94,7 +94,7 @@ use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRe
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 
-use crate::batch::{Batch, Partition, by_symbol, per_date, symbol_ids};
+use crate::batch::{Batch, Partition, SelectedRows, by_symbol, per_date, symbol_ids, take_rows};
 use crate::forward_return::{ELAPSED_MS, ROW_ID};
 use crate::report::Diagnostics;
 use crate::time::Time;
@@ -256,14 +256,26 @@ pub fn enrich_lazy(
     batches: Vec<RecordBatch>,
     spec: &EnrichSpec,
 ) -> Result<(EnrichOutput, BTreeMap<String, u64>), String> {
-    let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+    enrich_selected(batches.into_iter().map(|b| (b, None)).collect(), spec)
+}
+
+/// [`enrich_lazy`] over batches of which only selected rows count (as the exchange by
+/// symbol hands them over, see [`crate::batch::Batch::take_selected`]): the rows are
+/// read through the selections, not copied out first.
+pub fn enrich_selected(
+    parts: Vec<SelectedRows>,
+    spec: &EnrichSpec,
+) -> Result<(EnrichOutput, BTreeMap<String, u64>), String> {
+    let parts: Vec<SelectedRows> = parts.into_iter().filter(|p| part_rows(p) > 0).collect();
     let mut counts = BTreeMap::new();
-    if batches.is_empty() {
+    if parts.is_empty() {
         let empty = Frame::new(Vec::new(), Vec::new(), vec![0]);
         return Ok((empty.into_output(Arc::new(Schema::empty()))?, counts));
     }
+    let batches: Vec<RecordBatch> = parts.iter().map(|(b, _)| b.clone()).collect();
     let input_schema = common_schema(&batches)?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    drop(batches);
+    let rows: usize = parts.iter().map(part_rows).sum();
     if rows >= u32::MAX as usize {
         return Err(format!(
             "enrich: {rows} rows of one date on one worker; at most {} are supported",
@@ -271,14 +283,22 @@ pub fn enrich_lazy(
         ));
     }
 
-    let (symbols, symbol_count) = symbol_ids(&batches, &spec.symbol, "enrich")?;
+    // The columns that order the rows, copied out of any selection (the others are
+    // read through it).
+    let event_columns = [spec.symbol.as_str(), ELAPSED_MS, ROW_ID];
+    let ordering: Vec<RecordBatch> = parts
+        .iter()
+        .map(|part| selected_columns(part, &event_columns))
+        .collect::<Result<_, _>>()?;
+    let (symbols, symbol_count) = symbol_ids(&ordering, &spec.symbol, "enrich")?;
     let mut keys = Vec::with_capacity(rows);
-    for batch in &batches {
+    for batch in &ordering {
         push_event_keys(batch, &mut keys)?;
     }
+    drop(ordering);
     let (starts, events) = event_order(&symbols, symbol_count, &keys);
     drop((symbols, keys));
-    let mut frame = Frame::new(batches, events, starts);
+    let mut frame = Frame::new(parts, events, starts);
 
     let mut fields: Vec<Field> = input_schema
         .fields()
@@ -320,10 +340,37 @@ pub fn enrich_lazy(
     Ok((frame.into_output(schema)?, counts))
 }
 
+/// The number of rows of a batch that count.
+fn part_rows((batch, selection): &SelectedRows) -> usize {
+    selection
+        .as_ref()
+        .map_or(batch.num_rows(), UInt32Array::len)
+}
+
+/// The columns `names` (those present) of a part's selected rows, as a batch.
+fn selected_columns(
+    (batch, selection): &SelectedRows,
+    names: &[&str],
+) -> Result<RecordBatch, String> {
+    let schema = batch.schema();
+    let indices: Vec<usize> = names
+        .iter()
+        .filter_map(|name| schema.index_of(name).ok())
+        .collect();
+    let projected = batch
+        .project(&indices)
+        .map_err(|e| format!("enrich: {e}"))?;
+    Ok(match selection {
+        Some(rows) => take_rows(&projected, rows),
+        None => projected,
+    })
+}
+
 /// A date's rows while the rules run: the input batches, the rows as the rules so far
 /// left them (in event order), and the columns the rules added.
 struct Frame {
-    inputs: Vec<RecordBatch>,
+    /// The input batches, each with the rows of it that count.
+    inputs: Vec<SelectedRows>,
     /// Each event's key (`elapsed_ms << 36 | row_id`) and global input row, in event
     /// order (symbol by symbol).
     events: Vec<(u64, u32)>,
@@ -346,7 +393,7 @@ struct Frame {
 }
 
 impl Frame {
-    fn new(inputs: Vec<RecordBatch>, events: Vec<(u64, u32)>, runs: Vec<usize>) -> Self {
+    fn new(inputs: Vec<SelectedRows>, events: Vec<(u64, u32)>, runs: Vec<usize>) -> Self {
         Frame {
             inputs,
             rows: (0..events.len() as u32).collect(),
@@ -390,18 +437,31 @@ impl Frame {
         let gather_error = |e: arrow::error::ArrowError| format!("enrich: column '{name}': {e}");
         if !self.event_ordered.contains_key(name) {
             self.positions();
-            let parts: Vec<&ArrayRef> = self
+            let parts: Vec<Part<'_>> = self
                 .inputs
                 .iter()
-                .map(|b| {
-                    b.column_by_name(name)
-                        .ok_or_else(|| format!("enrich: column '{name}' is missing"))
+                .map(|(b, selection)| {
+                    let column = b
+                        .column_by_name(name)
+                        .ok_or_else(|| format!("enrich: column '{name}' is missing"))?;
+                    Ok((column, selection.as_ref().map(|s| s.values().as_ref())))
                 })
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_, String>>()?;
             let ordered = match scatter(&parts, &self.positions) {
                 Some(ordered) => ordered,
                 None => {
-                    let parts: Vec<&dyn Array> = parts.iter().map(|p| p.as_ref()).collect();
+                    let selected: Vec<ArrayRef> = parts
+                        .iter()
+                        .map(|(column, selection)| match selection {
+                            Some(rows) => {
+                                let rows = UInt32Array::from(rows.to_vec());
+                                arrow::compute::take(column, &rows, None)
+                            }
+                            None => Ok((*column).clone()),
+                        })
+                        .collect::<Result<_, _>>()
+                        .map_err(gather_error)?;
+                    let parts: Vec<&dyn Array> = selected.iter().map(|p| p.as_ref()).collect();
                     let whole = arrow::compute::concat(&parts).map_err(gather_error)?;
                     let order: UInt32Array = self.events.iter().map(|(_, row)| *row).collect();
                     arrow::compute::take(&whole, &order, None).map_err(gather_error)?
@@ -441,7 +501,7 @@ impl Frame {
         self.event_ordered.retain(|name, _| needed(name));
         self.gathered.retain(|name, _| needed(name));
         let added = &self.added;
-        for batch in &mut self.inputs {
+        for (batch, _) in &mut self.inputs {
             let schema = batch.schema();
             let keep: Vec<usize> = (0..schema.fields().len())
                 .filter(|c| {
@@ -573,7 +633,7 @@ impl Frame {
         }
         let order = if self.reshaped {
             let input_rows = self.input_rows();
-            let total: usize = self.inputs.iter().map(|b| b.num_rows()).sum();
+            let total: usize = self.inputs.iter().map(part_rows).sum();
             // Each input row's first output position, and the current row at each
             // position (a stable counting sort by input row keeps an expanded row's rows
             // in order).
@@ -603,7 +663,7 @@ impl Frame {
             }
         };
         let rows = match &order {
-            OutputOrder::Whole { .. } => self.inputs.iter().map(|b| b.num_rows()).sum(),
+            OutputOrder::Whole { .. } => self.inputs.iter().map(part_rows).sum(),
             OutputOrder::Reshaped { position_row, .. } => position_row.len(),
             OutputOrder::Events { .. } => unreachable!("returned above"),
         };
@@ -648,7 +708,7 @@ enum InputRows {
 pub struct EnrichOutput {
     /// The number of output rows, over all batches.
     rows: usize,
-    inputs: std::collections::VecDeque<RecordBatch>,
+    inputs: std::collections::VecDeque<SelectedRows>,
     added: Vec<(String, ArrayRef)>,
     schema: SchemaRef,
     order: OutputOrder,
@@ -677,7 +737,13 @@ impl Iterator for EnrichOutput {
             if let Some(batch) = self.ready.pop_front() {
                 return Some(Ok(batch));
             }
-            let input = self.inputs.pop_front()?;
+            let (batch, selection) = self.inputs.pop_front()?;
+            // Selected rows are copied out here, one input batch at a time, for the
+            // input columns the output keeps.
+            let input = match selection {
+                Some(rows) => take_rows(&batch, &rows),
+                None => batch,
+            };
             match self.output_of(&input) {
                 Ok(batches) => self.ready.extend(batches),
                 Err(message) => {
@@ -777,8 +843,11 @@ impl EnrichOutput {
 /// writing to one cursor per symbol keeps memory access local, where gathering in event
 /// order would miss the cache on nearly every row. Primitive columns only; `None` for
 /// other types (which are gathered).
-fn scatter(parts: &[&ArrayRef], positions: &[u32]) -> Option<ArrayRef> {
-    let data_type = parts.first()?.data_type();
+/// A column of one input batch, and the rows of it that count (all when `None`).
+type Part<'a> = (&'a ArrayRef, Option<&'a [u32]>);
+
+fn scatter(parts: &[Part<'_>], positions: &[u32]) -> Option<ArrayRef> {
+    let data_type = parts.first()?.0.data_type();
     if data_type == &DataType::Utf8 {
         return scatter_utf8(parts, positions).map(|s| Arc::new(s) as ArrayRef);
     }
@@ -806,46 +875,57 @@ fn scatter(parts: &[&ArrayRef], positions: &[u32]) -> Option<ArrayRef> {
     }
 }
 
+/// Calls `each(row)` for the rows of a part that count, in order.
+#[inline(always)]
+fn for_each_row(len: usize, selection: Option<&[u32]>, mut each: impl FnMut(usize)) {
+    match selection {
+        None => (0..len).for_each(each),
+        Some(rows) => rows.iter().for_each(|row| each(*row as usize)),
+    }
+}
+
 fn scatter_primitive<T: arrow::datatypes::ArrowPrimitiveType>(
-    parts: &[&ArrayRef],
+    parts: &[Part<'_>],
     positions: &[u32],
 ) -> arrow::array::PrimitiveArray<T> {
     let n = positions.len();
     let mut values = vec![T::Native::default(); n];
-    let has_nulls = parts.iter().any(|p| p.null_count() > 0);
+    let has_nulls = parts.iter().any(|(p, _)| p.null_count() > 0);
     let mut valid = arrow::array::BooleanBufferBuilder::new(if has_nulls { n } else { 0 });
     if has_nulls {
         valid.append_n(n, false);
     }
-    let mut row = 0;
-    for part in parts {
+    let mut next = 0;
+    for (part, selection) in parts {
         let part = part.as_primitive::<T>();
-        for (i, value) in part.values().iter().enumerate() {
-            let position = positions[row] as usize;
-            values[position] = *value;
+        let part_values = part.values();
+        for_each_row(part.len(), *selection, |i| {
+            let position = positions[next] as usize;
+            values[position] = part_values[i];
             if has_nulls && part.is_valid(i) {
                 valid.set_bit(position, true);
             }
-            row += 1;
-        }
+            next += 1;
+        });
     }
     let nulls = has_nulls.then(|| arrow::buffer::NullBuffer::new(valid.finish()));
     arrow::array::PrimitiveArray::<T>::new(values.into(), nulls)
-        .with_data_type(parts[0].data_type().clone())
+        .with_data_type(parts[0].0.data_type().clone())
 }
 
 /// [`scatter`] for strings: the lengths first, then the bytes to their offsets; `None`
 /// when the strings need more than 32-bit offsets.
-fn scatter_utf8(parts: &[&ArrayRef], positions: &[u32]) -> Option<StringArray> {
+fn scatter_utf8(parts: &[Part<'_>], positions: &[u32]) -> Option<StringArray> {
     let n = positions.len();
     let mut lengths = vec![0i32; n];
-    let mut row = 0;
-    for part in parts {
+    let mut next = 0;
+    for (part, selection) in parts {
         let part = part.as_string::<i32>();
-        for window in part.value_offsets().windows(2) {
-            lengths[positions[row] as usize] = window[1] - window[0];
-            row += 1;
-        }
+        let offsets = part.value_offsets();
+        for_each_row(part.len(), *selection, |i| {
+            lengths[positions[next] as usize] = offsets[i + 1] - offsets[i];
+            next += 1;
+        });
     }
     let mut offsets = Vec::with_capacity(n + 1);
     let mut end = 0i64;
@@ -860,25 +940,25 @@ fn scatter_utf8(parts: &[&ArrayRef], positions: &[u32]) -> Option<StringArray> {
         return None;
     }
     let mut bytes = vec![0u8; end as usize];
-    let has_nulls = parts.iter().any(|p| p.null_count() > 0);
+    let has_nulls = parts.iter().any(|(p, _)| p.null_count() > 0);
     let mut valid = arrow::array::BooleanBufferBuilder::new(if has_nulls { n } else { 0 });
     if has_nulls {
         valid.append_n(n, false);
     }
-    let mut row = 0;
-    for part in parts {
+    let mut next = 0;
+    for (part, selection) in parts {
         let part = part.as_string::<i32>();
         let (values, part_offsets) = (part.value_data(), part.value_offsets());
-        for i in 0..part.len() {
-            let position = positions[row] as usize;
+        for_each_row(part.len(), *selection, |i| {
+            let position = positions[next] as usize;
             let (from, to) = (part_offsets[i] as usize, part_offsets[i + 1] as usize);
             let start = offsets[position] as usize;
             bytes[start..start + (to - from)].copy_from_slice(&values[from..to]);
             if has_nulls && part.is_valid(i) {
                 valid.set_bit(position, true);
             }
-            row += 1;
-        }
+            next += 1;
+        });
     }
     let nulls = has_nulls.then(|| arrow::buffer::NullBuffer::new(valid.finish()));
     let offsets = arrow::buffer::OffsetBuffer::new(offsets.into());
@@ -1019,14 +1099,24 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
         partition: Partition,
     ) -> Stream<'scope, Time, Batch> {
         let pact = by_symbol(&spec.symbol);
-        let logic = move |date_key, batches: Vec<RecordBatch>, diagnostics: &Diagnostics| {
-            let rows_in: usize = batches.iter().map(|b| b.num_rows()).sum();
-            let null_symbols: usize = batches
+        let logic = move |date_key, parts: Vec<SelectedRows>, diagnostics: &Diagnostics| {
+            let rows_in: usize = parts.iter().map(part_rows).sum();
+            let null_symbols: usize = parts
                 .iter()
-                .filter_map(|b| b.column_by_name(&spec.symbol))
-                .map(|symbols| symbols.logical_null_count())
+                .filter_map(|(b, selection)| Some((b.column_by_name(&spec.symbol)?, selection)))
+                .map(
+                    |(symbols, selection)| match (symbols.logical_nulls(), selection) {
+                        (None, _) => 0,
+                        (Some(nulls), None) => nulls.null_count(),
+                        (Some(nulls), Some(rows)) => rows
+                            .values()
+                            .iter()
+                            .filter(|row| nulls.is_null(**row as usize))
+                            .count(),
+                    },
+                )
                 .sum();
-            let (out, counts) = enrich_lazy(batches, &spec)?;
+            let (out, counts) = enrich_selected(parts, &spec)?;
             let stage = [
                 ("enrich.rows_in", rows_in as u64),
                 ("enrich.rows_out", out.num_rows() as u64),
