@@ -33,7 +33,8 @@
 //!
 //! Input columns reach event order by a *scatter* (read in input order, one write
 //! cursor per symbol), which stays in cache where a gather in event order would miss it
-//! on nearly every row; when the output is in input order, added columns go back by a
+//! on nearly every row. Inside a process the exchange does not copy a worker's rows out
+//! of the batches it shares: the scatter reads them through the selections; when the output is in input order, added columns go back by a
 //! gather along the same per-symbol cursors. After each
 //! rule, the columns that neither a later rule nor the output needs are freed, and the
 //! input batches are dropped as their output is built. Nothing is allocated per row.
