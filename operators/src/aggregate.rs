@@ -528,7 +528,7 @@ impl Groups {
 }
 
 /// A key of one or two columns as a 64-bit code per column (the value of an integer,
-/// date or boolean, the bits of a float, the code of an interned string) and a mask of
+/// date or boolean, the bits of a float, a string's code from `key_codes`) and a mask of
 /// the null columns: hashing it is much cheaper than encoding and hashing arrow rows.
 type ShortKey = (u64, u64, u8);
 
@@ -561,7 +561,8 @@ fn key_codes(column: &ArrayRef, strings: &mut FxHashMap<Box<[u8]>, u64>) -> Opti
             offsets
                 .windows(2)
                 .map(|w| {
-                    let value = &bytes[w[0] as usize..w[1] as usize]; // "" for a null: masked out
+                    // A null's slot (usually empty) gets a code too; the null mask decides.
+                    let value = &bytes[w[0] as usize..w[1] as usize];
                     if value.len() <= 7 {
                         let packed = value
                             .iter()

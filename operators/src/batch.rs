@@ -5,9 +5,9 @@
 //! processes (and in-process with timely's serialized `ProcessBinary` mode) a batch is
 //! encoded as one Arrow IPC stream message. [`BySymbol`] routes each row to the worker
 //! of its symbol, so a symbol's rows always meet on the same worker: every destination
-//! gets the batch, shared, with a selection of its rows, which is copied out only when
-//! the batch is encoded or an operator takes it ([`Batch::take`]); the keyed operator
-//! reads through the selection ([`Batch::take_selected`]).
+//! gets the batch, shared, with a selection of its rows, which is copied out when the
+//! batch is encoded or an operator takes it ([`Batch::take`]); the keyed operator reads
+//! through the selection ([`Batch::take_selected`]) and copies only what it must.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hasher;
@@ -40,7 +40,8 @@ use crate::time::{Time, date_end, date_key_of};
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
     /// The rows, or `None` for an empty container. With a `selection`, only the
-    /// selected rows of it belong to this container.
+    /// selected rows of it belong to this container: read it through [`Batch::take`]
+    /// or [`Batch::take_selected`], not directly, after an exchange by symbol.
     pub data: Option<RecordBatch>,
     /// The rows of `data` this container holds (ascending), when not all of them: the
     /// exchange by symbol shares a batch between workers of one process this way

@@ -34,10 +34,14 @@
 //! Input columns reach event order by a *scatter* (read in input order, one write
 //! cursor per symbol), which stays in cache where a gather in event order would miss it
 //! on nearly every row. Inside a process the exchange does not copy a worker's rows out
-//! of the batches it shares: the scatter reads them through the selections; when the output is in input order, added columns go back by a
-//! gather along the same per-symbol cursors. After each
-//! rule, the columns that neither a later rule nor the output needs are freed, and the
-//! input batches are dropped as their output is built. Nothing is allocated per row.
+//! of the batches it shares: the operator copies out only the symbol, `elapsed_ms` and
+//! `row_id` columns to order the rows, and the scatter reads every other column through
+//! the selections. When the output is in input order, added columns go back by a gather
+//! along the same per-symbol cursors, and each input batch's kept columns are copied
+//! out of the shared batch (or sliced) as its output is built, after which the batch
+//! is dropped; in event order, all output columns are built at once and sliced. After
+//! each rule, the columns that neither a later rule nor the output needs are dropped
+//! (their memory is freed once no worker shares them). Nothing is allocated per row.
 //!
 //! # Writing a rule in Rust
 //!
@@ -704,8 +708,9 @@ enum InputRows {
     Indices(UInt32Array),
 }
 
-/// The output of the enrich kernel, built one input batch at a time as it is consumed,
-/// so the keyed operator can pass each part downstream before building the next.
+/// The output of the enrich kernel. In input order it is built one input batch at a
+/// time as it is consumed, so the keyed operator can pass each part downstream before
+/// building the next; in event order its columns are built and each batch is a slice.
 pub struct EnrichOutput {
     /// The number of output rows, over all batches.
     rows: usize,
@@ -839,14 +844,14 @@ impl EnrichOutput {
     }
 }
 
-/// A column of the input batches (`parts`, in input order) put in event order by
-/// scattering: input row `g` goes to `positions[g]`. Reading the input in order and
-/// writing to one cursor per symbol keeps memory access local, where gathering in event
-/// order would miss the cache on nearly every row. Primitive columns only; `None` for
-/// other types (which are gathered).
 /// A column of one input batch, and the rows of it that count (all when `None`).
 type Part<'a> = (&'a ArrayRef, Option<&'a [u32]>);
 
+/// A column of the input batches (`parts`, in input order, through their selections)
+/// put in event order by scattering: input row `g` goes to `positions[g]`. Reading the
+/// input in order and writing to one cursor per symbol keeps memory access local, where
+/// gathering in event order would miss the cache on nearly every row. Primitive and
+/// Utf8 columns; `None` for other types (which are gathered).
 fn scatter(parts: &[Part<'_>], positions: &[u32]) -> Option<ArrayRef> {
     let data_type = parts.first()?.0.data_type();
     if data_type == &DataType::Utf8 {
@@ -1657,6 +1662,91 @@ mod tests {
             values.extend(column.as_primitive::<Int64Type>().iter());
         }
         values
+    }
+
+    #[test]
+    fn reading_through_selections_equals_copying_the_rows_out() {
+        // One shared batch split by two selections (as the exchange shares it), plus a
+        // batch without one; nulls in selected and unselected rows; a Utf8 column
+        // (scattered), a dictionary column (gathered) and a float column.
+        let n = 40u32;
+        let shared = RecordBatch::try_from_iter([
+            (
+                "ukey",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| ["A", "B", "C"][i as usize % 3]),
+                )) as ArrayRef,
+            ),
+            (
+                ELAPSED_MS,
+                Arc::new(Int64Array::from_iter_values(
+                    (0..n).map(|i| i64::from(i * 7919 % 50) * 100),
+                )) as _,
+            ),
+            (
+                "qty",
+                Arc::new(Int64Array::from_iter(
+                    (0..n).map(|i| (i % 5 != 0).then_some(i64::from(i))),
+                )) as _,
+            ),
+            (
+                "px",
+                Arc::new(arrow::array::Float64Array::from_iter(
+                    (0..n).map(|i| (i % 4 != 1).then_some(f64::from(i) / 3.0)),
+                )) as _,
+            ),
+            (
+                "tag",
+                Arc::new(
+                    (0..n)
+                        .map(|i| (i % 7 != 3).then_some(["x", "y"][i as usize % 2]))
+                        .collect::<arrow::array::DictionaryArray<arrow::datatypes::Int32Type>>(),
+                ) as _,
+            ),
+            (
+                ROW_ID,
+                Arc::new(UInt64Array::from_iter_values((0..n).map(u64::from))) as _,
+            ),
+        ])
+        .unwrap();
+        let even = UInt32Array::from_iter_values((0..n).filter(|i| i % 2 == 0));
+        let odd = UInt32Array::from_iter_values((0..n).filter(|i| i % 3 != 0 && i % 2 == 1));
+        let rest = UInt32Array::from_iter_values((0..n).filter(|i| i % 3 == 0 && i % 2 == 1));
+        let alone = take_rows(&shared, &rest);
+        // Input order (many kept input columns), event order with a scattered
+        // float and with a gathered dictionary column, and input order again.
+        let keeps = [
+            None,
+            Some(["px", "copy", "running"]),
+            Some(["tag", "copy", "running"]),
+            Some(["ukey", "px", "tag"]),
+        ];
+        for keep in keeps {
+            let keep = keep.map(|names| names.map(str::to_owned).to_vec());
+            let spec = EnrichSpec {
+                symbol: "ukey".into(),
+                rules: vec![custom(Expand)],
+                keep,
+            };
+            let parts = vec![
+                (shared.clone(), Some(even.clone())),
+                (shared.clone(), Some(odd.clone())),
+                (alone.clone(), None),
+            ];
+            let copied: Vec<RecordBatch> = [&even, &odd]
+                .into_iter()
+                .map(|rows| take_rows(&shared, rows))
+                .chain([alone.clone()])
+                .collect();
+            let (through, through_counts) = enrich_selected(parts, &spec).unwrap();
+            let through: Vec<RecordBatch> = through.collect::<Result<_, _>>().unwrap();
+            let (expected, expected_counts) = enrich(&copied, &spec).unwrap();
+            let concat = |batches: &[RecordBatch]| {
+                arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
+            };
+            assert_eq!(concat(&through), concat(&expected));
+            assert_eq!(through_counts, expected_counts);
+        }
     }
 
     #[test]
