@@ -39,7 +39,10 @@
 //! the selections. When the output is in input order, added columns go back by a gather
 //! along the same per-symbol cursors, and each input batch's kept columns are copied
 //! out of the shared batch (or sliced) as its output is built, after which the batch
-//! is dropped; in event order, all output columns are built at once and sliced. After
+//! is dropped; in event order, the input columns the rules or the output need are put
+//! in event order before the rules run and the input batches are let go then (and with
+//! them, once no worker shares them, a memory-mapped input file), and the output
+//! columns are sliced. After
 //! each rule, the columns that neither a later rule nor the output needs are dropped
 //! (their memory is freed once no worker shares them). Nothing is allocated per row.
 //!
@@ -275,7 +278,7 @@ pub fn enrich_selected(
     let mut counts = BTreeMap::new();
     if parts.is_empty() {
         let empty = Frame::new(Vec::new(), Vec::new(), vec![0]);
-        return Ok((empty.into_output(Arc::new(Schema::empty()))?, counts));
+        return Ok((empty.into_output(Arc::new(Schema::empty()), false)?, counts));
     }
     let batches: Vec<RecordBatch> = parts.iter().map(|(b, _)| b.clone()).collect();
     let input_schema = common_schema(&batches)?;
@@ -311,6 +314,16 @@ pub fn enrich_selected(
         .map(|f| f.as_ref().clone())
         .collect();
     let inputs: Vec<Vec<String>> = spec.rules.iter().map(|r| r.inputs()).collect();
+    let event_order_output = output_in_event_order(spec, &fields, &inputs)?;
+    if let Some(early) = &event_order_output {
+        // Every input column the rules and the output need goes into event order now,
+        // so the input batches (and the memory-mapped file they may share) are let go
+        // before the rules run.
+        for name in early {
+            frame.column(name)?;
+        }
+        frame.inputs.clear();
+    }
     for (i, rule) in spec.rules.iter().enumerate() {
         let outputs = checked_outputs(rule.as_ref(), &fields)?;
         let columns: Vec<ArrayRef> = inputs[i]
@@ -342,7 +355,63 @@ pub fn enrich_selected(
         frame.retain(needed);
     }
     let schema = Arc::new(Schema::new(spec.kept(fields)));
-    Ok((frame.into_output(schema)?, counts))
+    let event_order = event_order_output.is_some();
+    Ok((frame.into_output(schema, event_order)?, counts))
+}
+
+/// Whether the output goes out in event order, which moves fewer columns when the
+/// rules add more columns to the output than it keeps of the input columns no rule
+/// reads (those are scattered into event order; in input order, every added column
+/// would be gathered back instead). `Some` with the input columns to put in event order
+/// before the rules run (those the rules read or the output keeps), or `Some` of none
+/// when a rule replaces an input column that another reads (then the input batches stay
+/// until the end); `None` for input order.
+fn output_in_event_order(
+    spec: &EnrichSpec,
+    input_fields: &[Field],
+    inputs: &[Vec<String>],
+) -> Result<Option<Vec<String>>, String> {
+    let mut fields = input_fields.to_vec();
+    let mut produced: Vec<String> = Vec::new();
+    for rule in &spec.rules {
+        for field in checked_outputs(rule.as_ref(), &fields)? {
+            produced.push(field.name().clone());
+            set_field(&mut fields, field);
+        }
+    }
+    let kept = spec.kept(fields);
+    let is_produced = |name: &str| produced.iter().any(|p| p == name);
+    let is_read = |name: &str| inputs.iter().flatten().any(|i| i == name);
+    let added = kept.iter().filter(|f| is_produced(f.name())).count();
+    let unordered = kept
+        .iter()
+        .filter(|f| !is_produced(f.name()) && !is_read(f.name()))
+        .count();
+    if unordered >= added {
+        return Ok(None);
+    }
+    let is_input = |name: &str| input_fields.iter().any(|f| f.name() == name);
+    if inputs
+        .iter()
+        .flatten()
+        .any(|i| is_input(i) && is_produced(i))
+    {
+        return Ok(Some(Vec::new()));
+    }
+    let mut early: Vec<String> = inputs
+        .iter()
+        .flatten()
+        .filter(|name| is_input(name))
+        .cloned()
+        .collect();
+    early.extend(
+        kept.iter()
+            .map(|f| f.name().clone())
+            .filter(|name| is_input(name) && !is_produced(name)),
+    );
+    early.sort();
+    early.dedup();
+    Ok(Some(early))
 }
 
 /// The number of rows of a batch that count.
@@ -588,28 +657,17 @@ impl Frame {
     /// The output, batch by batch, in whichever order moves fewer columns (downstream
     /// operators do not depend on it):
     ///
-    /// * in event order, when the input columns the output keeps and no rule read are
-    ///   fewer than the added columns: those input columns are scattered into event
-    ///   order (as the rules' inputs were), and every output batch is a slice;
+    /// * in event order (`event_order`, decided before the rules ran by
+    ///   [`output_in_event_order`], which also put the input columns in event order
+    ///   then): every output batch is a slice;
     /// * otherwise in input row order: per input batch, batches of at most
     ///   [`OUTPUT_BATCH_ROWS`] rows, the input columns sliced (or gathered, where a row
     ///   expands or is dropped) and the added columns taken into that order. Each input
     ///   batch is freed once its output is built.
     ///
     /// What the rules needed and the output does not is freed first.
-    fn into_output(mut self, schema: SchemaRef) -> Result<EnrichOutput, String> {
-        let is_added = |name: &str| self.added.iter().any(|(n, _)| n == name);
-        let kept_inputs: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .filter(|name| !is_added(name))
-            .collect();
-        let unordered = kept_inputs
-            .iter()
-            .filter(|name| !self.event_ordered.contains_key(*name))
-            .count();
-        if unordered < self.added.len() {
+    fn into_output(mut self, schema: SchemaRef, event_order: bool) -> Result<EnrichOutput, String> {
+        if event_order {
             let mut added = std::mem::take(&mut self.added);
             let mut columns = Vec::with_capacity(schema.fields().len());
             for field in schema.fields() {
