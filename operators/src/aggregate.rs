@@ -856,21 +856,16 @@ impl Folds {
                     });
                     folds.int_sum = Some((c, sums));
                 }
-                Component::Min(_) => {
-                    let wrap = if float {
-                        Accumulator::FloatMin
-                    } else {
-                        Accumulator::IntMin
+                Component::Min(_) | Component::Max(_) => {
+                    let min = matches!(component, Component::Min(_));
+                    let wrap: fn(Option<i64>) -> Accumulator = match (min, float) {
+                        (true, true) => Accumulator::FloatMin,
+                        (true, false) => Accumulator::IntMin,
+                        (false, true) => Accumulator::FloatMax,
+                        (false, false) => Accumulator::IntMax,
                     };
-                    folds.min = Some((c, wrap, take_component(states, c, extreme)));
-                }
-                Component::Max(_) => {
-                    let wrap = if float {
-                        Accumulator::FloatMax
-                    } else {
-                        Accumulator::IntMax
-                    };
-                    folds.max = Some((c, wrap, take_component(states, c, extreme)));
+                    let slot = if min { &mut folds.min } else { &mut folds.max };
+                    *slot = Some((c, wrap, take_component(states, c, extreme)));
                 }
                 Component::Rows => unreachable!("count() reads no column"),
             }

@@ -42,9 +42,9 @@
 //! is dropped; in event order, the input columns the rules or the output need are put
 //! in event order before the rules run and the input batches are let go then (and with
 //! them, once no worker shares them, a memory-mapped input file), and the output
-//! columns are sliced. After
-//! each rule, the columns that neither a later rule nor the output needs are dropped
-//! (their memory is freed once no worker shares them). Nothing is allocated per row.
+//! columns are sliced. After each rule, the columns that neither a later rule nor the
+//! output needs are dropped (their memory is freed once no worker shares them).
+//! Nothing is allocated per row.
 //!
 //! # Writing a rule in Rust
 //!
@@ -280,9 +280,7 @@ pub fn enrich_selected(
         let empty = Frame::new(Vec::new(), Vec::new(), vec![0]);
         return Ok((empty.into_output(Arc::new(Schema::empty()), false)?, counts));
     }
-    let batches: Vec<RecordBatch> = parts.iter().map(|(b, _)| b.clone()).collect();
-    let input_schema = common_schema(&batches)?;
-    drop(batches);
+    let input_schema = common_schema(&parts)?;
     let rows: usize = parts.iter().map(part_rows).sum();
     if rows >= u32::MAX as usize {
         return Err(format!(
@@ -308,24 +306,33 @@ pub fn enrich_selected(
     drop((symbols, keys));
     let mut frame = Frame::new(parts, events, starts);
 
-    let mut fields: Vec<Field> = input_schema
+    let fields: Vec<Field> = input_schema
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
     let inputs: Vec<Vec<String>> = spec.rules.iter().map(|r| r.inputs()).collect();
-    let event_order_output = output_in_event_order(spec, &fields, &inputs)?;
-    if let Some(early) = &event_order_output {
+    // Each rule's added columns, checked against the columns where it runs.
+    let mut rule_outputs = Vec::with_capacity(spec.rules.len());
+    let mut final_fields = fields.clone();
+    for rule in &spec.rules {
+        let outputs = checked_outputs(rule.as_ref(), &final_fields)?;
+        for field in &outputs {
+            set_field(&mut final_fields, field.clone());
+        }
+        rule_outputs.push(outputs);
+    }
+    let (event_order, early) = output_order(spec, &fields, &final_fields, &rule_outputs, &inputs);
+    if event_order && !early.is_empty() {
         // Every input column the rules and the output need goes into event order now,
         // so the input batches (and the memory-mapped file they may share) are let go
         // before the rules run.
-        for name in early {
+        for name in &early {
             frame.column(name)?;
         }
         frame.inputs.clear();
     }
-    for (i, rule) in spec.rules.iter().enumerate() {
-        let outputs = checked_outputs(rule.as_ref(), &fields)?;
+    for (i, (rule, outputs)) in spec.rules.iter().zip(rule_outputs).enumerate() {
         let columns: Vec<ArrayRef> = inputs[i]
             .iter()
             .map(|name| frame.column(name))
@@ -341,9 +348,6 @@ pub fn enrich_selected(
         let out = rule.apply(&rows)?;
         drop(columns);
         frame.apply(rule.as_ref(), &outputs, out, &mut counts)?;
-        for field in outputs {
-            set_field(&mut fields, field);
-        }
         // Free the columns that neither the output nor a later rule uses.
         let later: Vec<&String> = inputs[i + 1..].iter().flatten().collect();
         let needed = |name: &str| {
@@ -354,64 +358,55 @@ pub fn enrich_selected(
         };
         frame.retain(needed);
     }
-    let schema = Arc::new(Schema::new(spec.kept(fields)));
-    let event_order = event_order_output.is_some();
+    let schema = Arc::new(Schema::new(spec.kept(final_fields)));
     Ok((frame.into_output(schema, event_order)?, counts))
 }
 
 /// Whether the output goes out in event order, which moves fewer columns when the
 /// rules add more columns to the output than it keeps of the input columns no rule
 /// reads (those are scattered into event order; in input order, every added column
-/// would be gathered back instead). `Some` with the input columns to put in event order
-/// before the rules run (those the rules read or the output keeps), or `Some` of none
-/// when a rule replaces an input column that another reads (then the input batches stay
-/// until the end); `None` for input order.
-fn output_in_event_order(
+/// would be gathered back instead), and the input columns to put in event order before
+/// the rules run (those the rules read or the output keeps): none when a rule replaces
+/// an input column that another reads, and then the input batches stay until the end.
+fn output_order(
     spec: &EnrichSpec,
     input_fields: &[Field],
+    final_fields: &[Field],
+    rule_outputs: &[Vec<Field>],
     inputs: &[Vec<String>],
-) -> Result<Option<Vec<String>>, String> {
-    let mut fields = input_fields.to_vec();
-    let mut produced: Vec<String> = Vec::new();
-    for rule in &spec.rules {
-        for field in checked_outputs(rule.as_ref(), &fields)? {
-            produced.push(field.name().clone());
-            set_field(&mut fields, field);
-        }
-    }
-    let kept = spec.kept(fields);
-    let is_produced = |name: &str| produced.iter().any(|p| p == name);
+) -> (bool, Vec<String>) {
+    let kept = spec.kept(final_fields.to_vec());
+    let is_produced = |name: &str| rule_outputs.iter().flatten().any(|f| f.name() == name);
     let is_read = |name: &str| inputs.iter().flatten().any(|i| i == name);
+    let is_input = |name: &str| input_fields.iter().any(|f| f.name() == name);
     let added = kept.iter().filter(|f| is_produced(f.name())).count();
     let unordered = kept
         .iter()
         .filter(|f| !is_produced(f.name()) && !is_read(f.name()))
         .count();
     if unordered >= added {
-        return Ok(None);
+        return (false, Vec::new());
     }
-    let is_input = |name: &str| input_fields.iter().any(|f| f.name() == name);
     if inputs
         .iter()
         .flatten()
         .any(|i| is_input(i) && is_produced(i))
     {
-        return Ok(Some(Vec::new()));
+        return (true, Vec::new());
     }
-    let mut early: Vec<String> = inputs
+    let read = inputs
         .iter()
         .flatten()
         .filter(|name| is_input(name))
-        .cloned()
-        .collect();
-    early.extend(
-        kept.iter()
-            .map(|f| f.name().clone())
-            .filter(|name| is_input(name) && !is_produced(name)),
-    );
+        .cloned();
+    let output = kept
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|name| is_input(name) && !is_produced(name));
+    let mut early: Vec<String> = read.chain(output).collect();
     early.sort();
     early.dedup();
-    Ok(Some(early))
+    (true, early)
 }
 
 /// The number of rows of a batch that count.
@@ -518,7 +513,7 @@ impl Frame {
                     let column = b
                         .column_by_name(name)
                         .ok_or_else(|| format!("enrich: column '{name}' is missing"))?;
-                    Ok((column, selection.as_ref().map(|s| s.values().as_ref())))
+                    Ok((column, selection.as_ref()))
                 })
                 .collect::<Result<_, String>>()?;
             let ordered = match scatter(&parts, &self.positions) {
@@ -527,10 +522,7 @@ impl Frame {
                     let selected: Vec<ArrayRef> = parts
                         .iter()
                         .map(|(column, selection)| match selection {
-                            Some(rows) => {
-                                let rows = UInt32Array::from(rows.to_vec());
-                                arrow::compute::take(column, &rows, None)
-                            }
+                            Some(rows) => arrow::compute::take(column, rows, None),
                             None => Ok((*column).clone()),
                         })
                         .collect::<Result<_, _>>()
@@ -658,8 +650,8 @@ impl Frame {
     /// operators do not depend on it):
     ///
     /// * in event order (`event_order`, decided before the rules ran by
-    ///   [`output_in_event_order`], which also put the input columns in event order
-    ///   then): every output batch is a slice;
+    ///   [`output_order`], when the input columns were also put in event order): every
+    ///   output batch is a slice;
     /// * otherwise in input row order: per input batch, batches of at most
     ///   [`OUTPUT_BATCH_ROWS`] rows, the input columns sliced (or gathered, where a row
     ///   expands or is dropped) and the added columns taken into that order. Each input
@@ -903,7 +895,7 @@ impl EnrichOutput {
 }
 
 /// A column of one input batch, and the rows of it that count (all when `None`).
-type Part<'a> = (&'a ArrayRef, Option<&'a [u32]>);
+type Part<'a> = (&'a ArrayRef, Option<&'a UInt32Array>);
 
 /// A column of the input batches (`parts`, in input order, through their selections)
 /// put in event order by scattering: input row `g` goes to `positions[g]`. Reading the
@@ -941,10 +933,10 @@ fn scatter(parts: &[Part<'_>], positions: &[u32]) -> Option<ArrayRef> {
 
 /// Calls `each(row)` for the rows of a part that count, in order.
 #[inline(always)]
-fn for_each_row(len: usize, selection: Option<&[u32]>, mut each: impl FnMut(usize)) {
+fn for_each_row(len: usize, selection: Option<&UInt32Array>, mut each: impl FnMut(usize)) {
     match selection {
         None => (0..len).for_each(each),
-        Some(rows) => rows.iter().for_each(|row| each(*row as usize)),
+        Some(rows) => rows.values().iter().for_each(|row| each(*row as usize)),
     }
 }
 
@@ -1031,10 +1023,10 @@ fn scatter_utf8(parts: &[Part<'_>], positions: &[u32]) -> Option<StringArray> {
 
 /// The batches' common schema (nullable if any batch's column is), or an error naming
 /// the first batch that differs.
-fn common_schema(batches: &[RecordBatch]) -> Result<SchemaRef, String> {
-    let first = batches[0].schema();
+fn common_schema(parts: &[SelectedRows]) -> Result<SchemaRef, String> {
+    let first = parts[0].0.schema();
     let mut fields: Vec<Field> = first.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for (b, batch) in batches.iter().enumerate().skip(1) {
+    for (b, (batch, _)) in parts.iter().enumerate().skip(1) {
         let schema = batch.schema();
         let same = schema.fields().len() == fields.len()
             && schema
