@@ -1799,6 +1799,62 @@ mod tests {
         }
     }
 
+    /// Replaces `qty` with its half (rounded down).
+    struct Halve;
+
+    impl TagRule for Halve {
+        type State = ();
+        type Input<'a> = Option<i64>;
+        type Output = Option<i64>;
+        fn name(&self) -> String {
+            "halve".into()
+        }
+        fn inputs(&self) -> Vec<String> {
+            vec!["qty".into()]
+        }
+        fn outputs(&self) -> Vec<String> {
+            vec!["qty".into()]
+        }
+        fn process(
+            &self,
+            qty: Option<i64>,
+            _: Event,
+            _: &mut (),
+            emit: &mut Emit<'_, Self::Output>,
+        ) {
+            emit.push(qty.map(|q| q / 2));
+        }
+    }
+
+    #[test]
+    fn event_order_output_keeps_input_columns_when_a_rule_replaces_one_another_reads() {
+        // Expand reads the input `qty`, Halve replaces it: the input batches must stay
+        // until the output is built, which keeps `ukey` (read by no rule) in event order.
+        let spec = EnrichSpec {
+            symbol: "ukey".into(),
+            rules: vec![custom(Expand), custom(Halve)],
+            keep: Some(vec![
+                "ukey".into(),
+                "copy".into(),
+                "running".into(),
+                "qty".into(),
+            ]),
+        };
+        let (out, _) = enrich(&[batch()], &spec).unwrap();
+        let ukeys: Vec<String> = out
+            .iter()
+            .flat_map(|b| b.column_by_name("ukey").unwrap().as_string::<i32>().iter())
+            .map(|v| v.unwrap().to_owned())
+            .collect();
+        let mut sorted = ukeys.clone();
+        sorted.sort();
+        // Rows 0 (A, qty 5), 1 (B, 7) and 4 (B, 1) survive, rows 0 and 1 twice.
+        assert_eq!(sorted, ["A", "A", "B", "B", "B"]);
+        let mut halves = column(&out, "qty");
+        halves.sort();
+        assert_eq!(halves, [Some(0), Some(2), Some(2), Some(3), Some(3)]);
+    }
+
     #[test]
     fn custom_rules_expand_and_drop_rows_in_event_order() {
         let spec = EnrichSpec {
