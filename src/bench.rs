@@ -17,7 +17,7 @@ use arrow::array::Array;
 
 use crate::config::Pipeline;
 use crate::io::DateFile;
-use crate::run::{RunError, RunOptions, input_path, run, select_dates};
+use crate::run::{DateStatus, RunError, RunOptions, input_path, run, select_dates};
 
 /// What one measured run gives.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -137,9 +137,12 @@ pub fn measure(
     let summary = summary?;
     let peak_rss_bytes = peak_rss();
     if let Some(failed) = summary.failed().next() {
+        let DateStatus::Failed(message) = &failed.status else {
+            unreachable!("failed() yields failed dates")
+        };
         return Err(RunError::Bench(format!(
-            "a date of the benchmark failed: {:?}",
-            failed.status
+            "a date of the benchmark failed, so it has no figures: {message}; \
+             `vizflow run` with the same pipeline and --data shows the date's report"
         )));
     }
     let wall_seconds = summary.elapsed.as_secs_f64();
@@ -200,13 +203,13 @@ fn floor(pipeline: &Pipeline, files: &[PathBuf], workers: usize) -> Result<(f64,
             let threads: Vec<_> = (0..workers.max(1))
                 .map(|worker| {
                     let (file, columns) = (&file, &columns);
-                    scope.spawn(move || {
+                    scope.spawn(move || -> Result<u64, String> {
                         let mut bytes = 0u64;
                         let mut checksum = 0u64;
                         for part in (worker..parts).step_by(workers.max(1)) {
-                            let Ok(batches) = file.read_part(part, columns, batch_rows) else {
-                                continue;
-                            };
+                            let batches = file
+                                .read_part(part, columns, batch_rows)
+                                .map_err(|e| e.to_string())?;
                             for (_, batch) in batches {
                                 for column in batch.columns() {
                                     let data = column.to_data();
@@ -221,12 +224,20 @@ fn floor(pipeline: &Pipeline, files: &[PathBuf], workers: usize) -> Result<(f64,
                             }
                         }
                         std::hint::black_box(checksum);
-                        bytes
+                        Ok(bytes)
                     })
                 })
                 .collect();
-            threads.into_iter().map(|t| t.join().unwrap_or(0)).sum()
-        });
+            let mut bytes = 0u64;
+            for thread in threads {
+                match thread.join() {
+                    Ok(read) => bytes += read?,
+                    Err(_) => return Err("a thread reading the input panicked".to_owned()),
+                }
+            }
+            Ok(bytes)
+        })
+        .map_err(RunError::Bench)?;
         largest = largest.max(bytes);
     }
     Ok((started.elapsed().as_secs_f64(), largest))
