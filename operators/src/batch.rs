@@ -240,16 +240,16 @@ pub fn symbol_destinations(column: &dyn Array, peers: usize) -> Vec<u32> {
 }
 
 /// Dense per-row symbol ids (0, 1, ... in order of first appearance) over a date's
-/// batches, so rows can be grouped by symbol with a counting sort. Integer symbols of
-/// any width and string symbols (plain or dictionary) are accepted; a null symbol is
-/// its own group. Returns the ids and how many symbols there are. `operator` prefixes
-/// error messages.
-pub fn symbol_ids<'a>(
-    batches: impl IntoIterator<Item = &'a RecordBatch>,
+/// batches, each read through its selection of rows (all rows when `None`), so rows
+/// can be grouped by symbol with a counting sort. Integer symbols of any width and
+/// string symbols (plain or dictionary) are accepted; a null symbol is its own group.
+/// Returns the ids and how many symbols there are. `operator` prefixes error messages.
+pub fn symbol_ids(
+    parts: &[SelectedRows],
     column: &str,
     operator: &str,
 ) -> Result<(Vec<u32>, usize), String> {
-    let mut ids = Vec::new();
+    let mut ids = Vec::with_capacity(parts.iter().map(selected_len).sum());
     let mut ints: rustc_hash::FxHashMap<i64, u32> = Default::default();
     let mut strings: rustc_hash::FxHashMap<String, u32> = Default::default();
     let mut null_id = None;
@@ -258,10 +258,11 @@ pub fn symbol_ids<'a>(
         next += 1;
         next - 1
     };
-    for batch in batches {
+    for (batch, selection) in parts {
         let values = batch
             .column_by_name(column)
             .ok_or_else(|| format!("{operator}: symbol column '{column}' is missing"))?;
+        let selection = selection.as_ref();
         match values.data_type() {
             DataType::Utf8
             | DataType::LargeUtf8
@@ -269,15 +270,18 @@ pub fn symbol_ids<'a>(
             | DataType::Dictionary(_, _) => {
                 let utf8 = arrow::compute::cast(values, &DataType::Utf8)
                     .map_err(|e| format!("{operator}: symbol column '{column}': {e}"))?;
-                for value in utf8.as_string::<i32>() {
-                    ids.push(match value {
-                        None => *null_id.get_or_insert_with(&mut fresh),
-                        Some(value) => match strings.get(value) {
+                let utf8 = utf8.as_string::<i32>();
+                for_each_row(batch.num_rows(), selection, |row| {
+                    ids.push(if utf8.is_null(row) {
+                        *null_id.get_or_insert_with(&mut fresh)
+                    } else {
+                        let value = utf8.value(row);
+                        match strings.get(value) {
                             Some(id) => *id,
                             None => *strings.entry(value.to_owned()).or_insert_with(&mut fresh),
-                        },
-                    });
-                }
+                        }
+                    })
+                });
             }
             _ => {
                 let int64 = arrow::compute::cast(values, &DataType::Int64).map_err(|e| {
@@ -285,16 +289,36 @@ pub fn symbol_ids<'a>(
                         "{operator}: symbol column '{column}' must hold integers or strings: {e}"
                     )
                 })?;
-                for value in int64.as_primitive::<Int64Type>() {
-                    ids.push(match value {
-                        None => *null_id.get_or_insert_with(&mut fresh),
-                        Some(value) => *ints.entry(value).or_insert_with(&mut fresh),
-                    });
-                }
+                let int64 = int64.as_primitive::<Int64Type>();
+                let (values, nulls) = (int64.values(), int64.nulls());
+                for_each_row(batch.num_rows(), selection, |row| {
+                    ids.push(if nulls.is_some_and(|n| n.is_null(row)) {
+                        *null_id.get_or_insert_with(&mut fresh)
+                    } else {
+                        *ints.entry(values[row]).or_insert_with(&mut fresh)
+                    })
+                });
             }
         }
     }
     Ok((ids, next as usize))
+}
+
+/// Calls `each(row)` for the rows of a batch of `len` rows that `selection` keeps
+/// (all when `None`), in order.
+#[inline(always)]
+pub fn for_each_row(len: usize, selection: Option<&UInt32Array>, mut each: impl FnMut(usize)) {
+    match selection {
+        None => (0..len).for_each(each),
+        Some(rows) => rows.values().iter().for_each(|row| each(*row as usize)),
+    }
+}
+
+/// The number of rows of a batch that its selection keeps.
+pub fn selected_len((batch, selection): &SelectedRows) -> usize {
+    selection
+        .as_ref()
+        .map_or(batch.num_rows(), UInt32Array::len)
 }
 
 /// Splits each batch into one batch per destination worker, by symbol.

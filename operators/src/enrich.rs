@@ -31,12 +31,14 @@
 //!
 //! # Performance
 //!
+//! Rows are put in event order by a counting sort by symbol, then per symbol an
+//! insertion sort: the parts are taken in `row_id` order, so a symbol's rows are
+//! nearly in event order already (a general sort takes over past a budget of moves).
 //! Input columns reach event order by a *scatter* (read in input order, one write
 //! cursor per symbol), which stays in cache where a gather in event order would miss it
 //! on nearly every row. Inside a process the exchange does not copy a worker's rows out
-//! of the batches it shares: the operator copies out only the symbol, `elapsed_ms` and
-//! `row_id` columns to order the rows, and the scatter reads every other column through
-//! the selections. When the output is in input order, added columns go back by a gather
+//! of the batches it shares: the symbol, `elapsed_ms` and `row_id` are read through
+//! the selections to order the rows, and so is every column the scatter reads. When the output is in input order, added columns go back by a gather
 //! along the same per-symbol cursors, and each input batch's kept columns are copied
 //! out of the shared batch (or sliced) as its output is built, after which the batch
 //! is dropped; in event order, the input columns the rules or the output need are put
@@ -102,7 +104,10 @@ use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRe
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 
-use crate::batch::{Batch, Partition, SelectedRows, by_symbol, per_date, symbol_ids, take_rows};
+use crate::batch::{
+    Batch, Partition, SelectedRows, by_symbol, for_each_row, per_date, selected_len, symbol_ids,
+    take_rows,
+};
 use crate::forward_return::{ELAPSED_MS, ROW_ID};
 use crate::report::Diagnostics;
 use crate::time::Time;
@@ -274,14 +279,14 @@ pub fn enrich_selected(
     parts: Vec<SelectedRows>,
     spec: &EnrichSpec,
 ) -> Result<(EnrichOutput, BTreeMap<String, u64>), String> {
-    let parts: Vec<SelectedRows> = parts.into_iter().filter(|p| part_rows(p) > 0).collect();
+    let parts: Vec<SelectedRows> = parts.into_iter().filter(|p| selected_len(p) > 0).collect();
     let mut counts = BTreeMap::new();
     if parts.is_empty() {
-        let empty = Frame::new(Vec::new(), Vec::new(), vec![0]);
+        let empty = Frame::new(Vec::new(), event_order(&[], 0, &[]));
         return Ok((empty.into_output(Arc::new(Schema::empty()), false)?, counts));
     }
     let input_schema = common_schema(&parts)?;
-    let rows: usize = parts.iter().map(part_rows).sum();
+    let rows: usize = parts.iter().map(selected_len).sum();
     if rows >= u32::MAX as usize {
         return Err(format!(
             "enrich: {rows} rows of one date on one worker; at most {} are supported",
@@ -289,22 +294,18 @@ pub fn enrich_selected(
         ));
     }
 
-    // The columns that order the rows, copied out of any selection (the others are
-    // read through it).
-    let event_columns = [spec.symbol.as_str(), ELAPSED_MS, ROW_ID];
-    let ordering: Vec<RecordBatch> = parts
-        .iter()
-        .map(|part| selected_columns(part, &event_columns))
-        .collect::<Result<_, _>>()?;
-    let (symbols, symbol_count) = symbol_ids(&ordering, &spec.symbol, "enrich")?;
+    // Parts in row_id order (each part's rows are a subset of a contiguous run of the
+    // date's rows), so that each symbol's rows are nearly in event order already.
+    let mut parts = parts;
+    parts.sort_by_cached_key(first_row_id);
+    let (symbols, symbol_count) = symbol_ids(&parts, &spec.symbol, "enrich")?;
     let mut keys = Vec::with_capacity(rows);
-    for batch in &ordering {
-        push_event_keys(batch, &mut keys)?;
+    for part in &parts {
+        push_event_keys(part, &mut keys)?;
     }
-    drop(ordering);
-    let (starts, events) = event_order(&symbols, symbol_count, &keys);
+    let events = event_order(&symbols, symbol_count, &keys);
     drop((symbols, keys));
-    let mut frame = Frame::new(parts, events, starts);
+    let mut frame = Frame::new(parts, events);
 
     let fields: Vec<Field> = input_schema
         .fields()
@@ -338,7 +339,7 @@ pub fn enrich_selected(
             .map(|name| frame.column(name))
             .collect::<Result<_, _>>()?;
         frame.compute_event_columns();
-        let (elapsed_ms, row_id) = frame.event_columns.as_ref().expect("computed");
+        let (elapsed_ms, row_id) = frame.event_columns();
         let rows = Rows {
             columns: &columns,
             runs: &frame.runs,
@@ -409,42 +410,17 @@ fn output_order(
     (true, early)
 }
 
-/// The number of rows of a batch that count.
-fn part_rows((batch, selection): &SelectedRows) -> usize {
-    selection
-        .as_ref()
-        .map_or(batch.num_rows(), UInt32Array::len)
-}
-
-/// The columns `names` (those present) of a part's selected rows, as a batch.
-fn selected_columns(
-    (batch, selection): &SelectedRows,
-    names: &[&str],
-) -> Result<RecordBatch, String> {
-    let schema = batch.schema();
-    let indices: Vec<usize> = names
-        .iter()
-        .filter_map(|name| schema.index_of(name).ok())
-        .collect();
-    let projected = batch
-        .project(&indices)
-        .map_err(|e| format!("enrich: {e}"))?;
-    Ok(match selection {
-        Some(rows) => take_rows(&projected, rows),
-        None => projected,
-    })
-}
-
 /// A date's rows while the rules run: the input batches, the rows as the rules so far
 /// left them (in event order), and the columns the rules added.
 struct Frame {
     /// The input batches, each with the rows of it that count.
     inputs: Vec<SelectedRows>,
-    /// Each event's key (`elapsed_ms << 36 | row_id`) and global input row, in event
-    /// order (symbol by symbol).
-    events: Vec<(u64, u32)>,
-    /// The current rows, as indices into `events` (non-decreasing).
-    rows: Vec<u32>,
+    /// The events (input rows, times and row ids, in event order; their `starts` moved
+    /// to `runs`).
+    events: Events,
+    /// The current rows, as indices into `events` (non-decreasing); `None` while they
+    /// are the events themselves, before any rule expanded or dropped rows.
+    rows: Option<Vec<u32>>,
     /// Where each symbol's current rows start, then the end.
     runs: Vec<usize>,
     /// The columns added by rules, one value per current row.
@@ -453,45 +429,61 @@ struct Frame {
     event_ordered: BTreeMap<String, ArrayRef>,
     /// Each input row's position in `events`, once a column needed it.
     positions: Vec<u32>,
-    /// True once a rule expanded or dropped rows (so `rows` is no longer `0..events`).
-    reshaped: bool,
     /// Input columns gathered for the current rows, by name.
     gathered: BTreeMap<String, ArrayRef>,
-    /// `elapsed_ms` and `row_id` of the current rows, once a rule needed them.
-    event_columns: Option<(Vec<i64>, Vec<u64>)>,
+    /// `elapsed_ms` and `row_id` of the current rows once they are no longer the
+    /// events, when a rule needed them.
+    reshaped_times: Option<(Vec<i64>, Vec<u64>)>,
 }
 
 impl Frame {
-    fn new(inputs: Vec<SelectedRows>, events: Vec<(u64, u32)>, runs: Vec<usize>) -> Self {
+    fn new(inputs: Vec<SelectedRows>, mut events: Events) -> Self {
         Frame {
             inputs,
-            rows: (0..events.len() as u32).collect(),
+            runs: std::mem::take(&mut events.starts),
             events,
-            runs,
+            rows: None,
             added: Vec::new(),
             event_ordered: BTreeMap::new(),
             positions: Vec::new(),
-            reshaped: false,
             gathered: BTreeMap::new(),
-            event_columns: None,
+            reshaped_times: None,
         }
+    }
+
+    /// The number of current rows.
+    fn len(&self) -> usize {
+        self.rows.as_ref().map_or(self.events.rows.len(), Vec::len)
     }
 
     /// The global input row behind each current row.
     fn input_rows(&self) -> Vec<u32> {
-        self.rows
-            .iter()
-            .map(|e| self.events[*e as usize].1)
-            .collect()
+        match &self.rows {
+            None => self.events.rows.clone(),
+            Some(rows) => rows.iter().map(|e| self.events.rows[*e as usize]).collect(),
+        }
     }
 
-    /// Makes `event_columns` hold `elapsed_ms` and `row_id` of the current rows.
+    /// Makes [`Frame::event_columns`] available.
     fn compute_event_columns(&mut self) {
-        if self.event_columns.is_none() {
-            let keys = self.rows.iter().map(|e| self.events[*e as usize].0);
-            let elapsed = keys.clone().map(|k| (k >> ROW_ID_BITS) as i64).collect();
-            let row_id = keys.map(|k| k & ((1 << ROW_ID_BITS) - 1)).collect();
-            self.event_columns = Some((elapsed, row_id));
+        if let (Some(rows), None) = (&self.rows, &self.reshaped_times) {
+            let events = &self.events;
+            let elapsed = rows
+                .iter()
+                .map(|e| events.elapsed_ms[*e as usize])
+                .collect();
+            let row_id = rows.iter().map(|e| events.row_id[*e as usize]).collect();
+            self.reshaped_times = Some((elapsed, row_id));
+        }
+    }
+
+    /// `elapsed_ms` and `row_id` of the current rows (after
+    /// [`Frame::compute_event_columns`]).
+    fn event_columns(&self) -> (&[i64], &[u64]) {
+        match (&self.rows, &self.reshaped_times) {
+            (None, _) => (&self.events.elapsed_ms, &self.events.row_id),
+            (Some(_), Some((elapsed, row_id))) => (elapsed, row_id),
+            (Some(_), None) => unreachable!("compute_event_columns runs first"),
         }
     }
 
@@ -529,7 +521,7 @@ impl Frame {
                         .map_err(gather_error)?;
                     let parts: Vec<&dyn Array> = selected.iter().map(|p| p.as_ref()).collect();
                     let whole = arrow::compute::concat(&parts).map_err(gather_error)?;
-                    let order: UInt32Array = self.events.iter().map(|(_, row)| *row).collect();
+                    let order = UInt32Array::from(self.events.rows.clone());
                     arrow::compute::take(&whole, &order, None).map_err(gather_error)?
                 }
             };
@@ -537,11 +529,12 @@ impl Frame {
         }
         let ordered = &self.event_ordered[name];
         // Before any rule expanded or dropped rows, the current rows are the events.
-        let values = if !self.reshaped {
-            ordered.clone()
-        } else {
-            let rows = UInt32Array::from(self.rows.clone());
-            arrow::compute::take(ordered, &rows, None).map_err(gather_error)?
+        let values = match &self.rows {
+            None => ordered.clone(),
+            Some(rows) => {
+                let rows = UInt32Array::from(rows.clone());
+                arrow::compute::take(ordered, &rows, None).map_err(gather_error)?
+            }
         };
         self.gathered.insert(name.to_owned(), values.clone());
         Ok(values)
@@ -550,8 +543,8 @@ impl Frame {
     /// Each input row's position in event order (the inverse of `events`' rows).
     fn positions(&mut self) -> &[u32] {
         if self.positions.is_empty() {
-            let mut positions = vec![0u32; self.events.len()];
-            for (position, (_, row)) in self.events.iter().enumerate() {
+            let mut positions = vec![0u32; self.events.rows.len()];
+            for (position, row) in self.events.rows.iter().enumerate() {
                 positions[*row as usize] = position as u32;
             }
             self.positions = positions;
@@ -590,7 +583,7 @@ impl Frame {
         counts: &mut BTreeMap<String, u64>,
     ) -> Result<(), String> {
         let name = rule.name();
-        let before = self.rows.len();
+        let before = self.len();
         let after = out.source.as_ref().map_or(before, Vec::len);
         if out.columns.len() != fields.len() {
             return Err(format!(
@@ -631,10 +624,12 @@ impl Frame {
             for run in &mut self.runs {
                 *run = source.partition_point(|s| (*s as usize) < *run);
             }
-            self.rows = source.iter().map(|s| self.rows[*s as usize]).collect();
+            self.rows = Some(match &self.rows {
+                None => source.to_vec(),
+                Some(rows) => source.iter().map(|s| rows[*s as usize]).collect(),
+            });
             self.gathered.clear();
-            self.event_columns = None;
-            self.reshaped = true;
+            self.reshaped_times = None;
         }
         for (field, values) in fields.iter().zip(out.columns) {
             self.gathered.remove(field.name());
@@ -675,7 +670,7 @@ impl Frame {
                 };
                 columns.push(values);
             }
-            let rows = self.rows.len();
+            let rows = self.len();
             return Ok(EnrichOutput {
                 rows,
                 inputs: std::collections::VecDeque::new(),
@@ -686,9 +681,9 @@ impl Frame {
                 ready: std::collections::VecDeque::new(),
             });
         }
-        let order = if self.reshaped {
+        let order = if self.rows.is_some() {
             let input_rows = self.input_rows();
-            let total: usize = self.inputs.iter().map(part_rows).sum();
+            let total: usize = self.inputs.iter().map(selected_len).sum();
             // Each input row's first output position, and the current row at each
             // position (a stable counting sort by input row keeps an expanded row's rows
             // in order).
@@ -718,7 +713,7 @@ impl Frame {
             }
         };
         let rows = match &order {
-            OutputOrder::Whole { .. } => self.inputs.iter().map(part_rows).sum(),
+            OutputOrder::Whole { .. } => self.inputs.iter().map(selected_len).sum(),
             OutputOrder::Reshaped { position_row, .. } => position_row.len(),
             OutputOrder::Events { .. } => unreachable!("returned above"),
         };
@@ -931,15 +926,6 @@ fn scatter(parts: &[Part<'_>], positions: &[u32]) -> Option<ArrayRef> {
     }
 }
 
-/// Calls `each(row)` for the rows of a part that count, in order.
-#[inline(always)]
-fn for_each_row(len: usize, selection: Option<&UInt32Array>, mut each: impl FnMut(usize)) {
-    match selection {
-        None => (0..len).for_each(each),
-        Some(rows) => rows.values().iter().for_each(|row| each(*row as usize)),
-    }
-}
-
 fn scatter_primitive<T: arrow::datatypes::ArrowPrimitiveType>(
     parts: &[Part<'_>],
     positions: &[u32],
@@ -1058,8 +1044,24 @@ fn common_schema(parts: &[SelectedRows]) -> Result<SchemaRef, String> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// Appends each row's event key, `elapsed_ms` above `row_id`, checking both fit.
-fn push_event_keys(batch: &RecordBatch, keys: &mut Vec<u64>) -> Result<(), String> {
+/// The `row_id` of a part's first selected row (0 when it has none or no `row_id`
+/// column; [`push_event_keys`] reports a missing one).
+fn first_row_id((batch, selection): &SelectedRows) -> u64 {
+    let first = selection
+        .as_ref()
+        .map_or(Some(0), |rows| rows.values().first().map(|r| *r as usize));
+    let ids = batch
+        .column_by_name(ROW_ID)
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>());
+    match (ids, first) {
+        (Some(ids), Some(row)) if row < ids.len() => ids.values()[row],
+        _ => 0,
+    }
+}
+
+/// Appends the event key, `elapsed_ms` above `row_id`, of each row a part selects,
+/// checking both fit.
+fn push_event_keys((batch, selection): &SelectedRows, keys: &mut Vec<u64>) -> Result<(), String> {
     let column = |name: &str| {
         batch.column_by_name(name).ok_or_else(|| {
             format!(
@@ -1080,33 +1082,50 @@ fn push_event_keys(batch: &RecordBatch, keys: &mut Vec<u64>) -> Result<(), Strin
             ids.data_type()
         )
     })?;
-    for (name, nulls) in [
-        (ELAPSED_MS, elapsed.null_count()),
-        (ROW_ID, ids.null_count()),
-    ] {
-        if nulls > 0 {
-            return Err(format!("enrich: column '{name}' has {nulls} null values"));
+    for (name, nulls) in [(ELAPSED_MS, elapsed.nulls()), (ROW_ID, ids.nulls())] {
+        let Some(nulls) = nulls else {
+            continue;
+        };
+        let mut count = 0;
+        for_each_row(batch.num_rows(), selection.as_ref(), |row| {
+            count += usize::from(nulls.is_null(row));
+        });
+        if count > 0 {
+            return Err(format!("enrich: column '{name}' has {count} null values"));
         }
     }
-    for (e, r) in elapsed.values().iter().zip(ids.values().iter()) {
-        if *e < 0 || *e >= 1 << (64 - ROW_ID_BITS - 1) || *r >= 1 << ROW_ID_BITS {
-            return Err(format!(
-                "enrich: event time out of range (elapsed_ms {e}, row_id {r}); \
-                 elapsed_ms must be in 0..2^27 and row_id below 2^36"
-            ));
+    let (elapsed, ids) = (elapsed.values(), ids.values());
+    let mut out_of_range = None;
+    for_each_row(batch.num_rows(), selection.as_ref(), |row| {
+        let (e, r) = (elapsed[row], ids[row]);
+        if !(0..1 << (64 - ROW_ID_BITS - 1)).contains(&e) || r >= 1 << ROW_ID_BITS {
+            out_of_range.get_or_insert((e, r));
         }
-        keys.push(((*e as u64) << ROW_ID_BITS) | r);
+        keys.push(((e as u64) << ROW_ID_BITS) | r);
+    });
+    match out_of_range {
+        None => Ok(()),
+        Some((e, r)) => Err(format!(
+            "enrich: event time out of range (elapsed_ms {e}, row_id {r}); \
+             elapsed_ms must be in 0..2^27 and row_id below 2^36"
+        )),
     }
-    Ok(())
 }
 
-/// Rows grouped by symbol (a counting sort), each symbol's rows in event order: the
-/// start of each symbol's run (plus the end), and each event's key and input row.
-fn event_order(
-    symbols: &[u32],
-    symbol_count: usize,
-    keys: &[u64],
-) -> (Vec<usize>, Vec<(u64, u32)>) {
+/// A worker's rows of a date in event order: grouped by symbol (a counting sort), each
+/// symbol's rows sorted by event key.
+struct Events {
+    /// Where each symbol's events start, then the end.
+    starts: Vec<usize>,
+    /// Each event's input row (its index over the parts' selected rows).
+    rows: Vec<u32>,
+    /// Each event's `elapsed_ms`.
+    elapsed_ms: Vec<i64>,
+    /// Each event's `row_id`.
+    row_id: Vec<u64>,
+}
+
+fn event_order(symbols: &[u32], symbol_count: usize, keys: &[u64]) -> Events {
     let mut starts = vec![0usize; symbol_count + 1];
     for s in symbols {
         starts[*s as usize + 1] += 1;
@@ -1120,10 +1139,47 @@ fn event_order(
         events[cursor[*s as usize]] = (keys[row], row as u32);
         cursor[*s as usize] += 1;
     }
+    drop(cursor);
     for s in 0..symbol_count {
-        events[starts[s]..starts[s + 1]].sort_unstable_by_key(|(key, _)| *key);
+        sort_events(&mut events[starts[s]..starts[s + 1]]);
     }
-    (starts, events)
+    let mut order = Events {
+        starts,
+        rows: Vec::with_capacity(events.len()),
+        elapsed_ms: Vec::with_capacity(events.len()),
+        row_id: Vec::with_capacity(events.len()),
+    };
+    for (key, row) in events {
+        order.rows.push(row);
+        order.elapsed_ms.push((key >> ROW_ID_BITS) as i64);
+        order.row_id.push(key & ((1 << ROW_ID_BITS) - 1));
+    }
+    order
+}
+
+/// Sorts one symbol's events by key. They come nearly sorted (in row_id order, and
+/// times mostly increase with it), so an insertion sort is about one pass; past a
+/// budget of moves (input far from event order) a general sort takes over.
+fn sort_events(events: &mut [(u64, u32)]) {
+    let budget = 8 * events.len() + 64;
+    let mut moves = 0;
+    for i in 1..events.len() {
+        let event = events[i];
+        if event.0 >= events[i - 1].0 {
+            continue;
+        }
+        let mut j = i;
+        while j > 0 && events[j - 1].0 > event.0 {
+            events[j] = events[j - 1];
+            j -= 1;
+        }
+        events[j] = event;
+        moves += i - j;
+        if moves > budget {
+            events.sort_unstable_by_key(|(key, _)| *key);
+            return;
+        }
+    }
 }
 
 /// The `enrich` operator.
@@ -1156,7 +1212,7 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
     ) -> Stream<'scope, Time, Batch> {
         let pact = by_symbol(&spec.symbol);
         let logic = move |date_key, parts: Vec<SelectedRows>, diagnostics: &Diagnostics| {
-            let rows_in: usize = parts.iter().map(part_rows).sum();
+            let rows_in: usize = parts.iter().map(selected_len).sum();
             let null_symbols: usize = parts
                 .iter()
                 .filter_map(|(b, selection)| Some((b.column_by_name(&spec.symbol)?, selection)))
@@ -1932,5 +1988,38 @@ mod tests {
             "TagRule(wrong): input column 'qty' has type Int64, which cannot be read as \
              &str (any string column)"
         );
+    }
+
+    #[test]
+    fn event_sort_equals_a_general_sort_near_order_and_far_from_it() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for case in 0..200 {
+            let n = rng.random_range(0..2_000);
+            // Keys in order with local swaps and ties of time (distinct keys), then some
+            // cases reversed or shuffled, past the insertion sort's budget.
+            let mut events: Vec<(u64, u32)> = (0..n as u32)
+                .map(|row| (u64::from(row / 3) << ROW_ID_BITS | u64::from(row), row))
+                .collect();
+            for i in 0..n {
+                if rng.random_bool(0.05) {
+                    let j = (i + rng.random_range(1..5)).min(n - 1);
+                    events.swap(i, j);
+                }
+            }
+            match case % 4 {
+                0 => events.reverse(),
+                1 => {
+                    for i in (1..n).rev() {
+                        events.swap(i, rng.random_range(0..=i));
+                    }
+                }
+                _ => {}
+            }
+            let mut expected = events.clone();
+            expected.sort_unstable_by_key(|(key, _)| *key);
+            sort_events(&mut events);
+            assert_eq!(events, expected, "case {case}");
+        }
     }
 }
