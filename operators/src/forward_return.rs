@@ -119,32 +119,60 @@ impl EnrichRule for ForwardReturnSpec {
 /// The returns of one horizon over rows in event order, symbol by symbol.
 fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon_s: i64, day_ms: i64) -> ArrayRef {
     let n = rows.len();
-    let elapsed = rows.elapsed_ms;
-    let (price, valid_price) = (prices.values(), prices.nulls());
-    let is_valid = |i: usize| valid_price.is_none_or(|nulls| nulls.is_valid(i));
-    let mut values = vec![0.0f64; n];
+    let (elapsed, offset) = (rows.elapsed_ms, 1000 * horizon_s);
+    let price = prices.values();
+    let mut values = Vec::with_capacity(n);
+    // Each row's future row, kept only when nulls have to be looked up.
+    let mut futures = Vec::with_capacity(if prices.null_count() > 0 { n } else { 0 });
     let mut valid = BooleanBufferBuilder::new(n);
-    valid.append_n(n, false);
     for run in rows.runs.windows(2) {
         let (first, end) = (run[0], run[1]);
-        let mut ahead = first;
-        for i in first..end {
-            let target = elapsed[i] + 1000 * horizon_s;
-            if target > day_ms {
-                continue;
-            }
+        // The rows whose target is within the day: a prefix of the run (times ascend).
+        let within = first + elapsed[first..end].partition_point(|e| e + offset <= day_ms);
+        let (mut ahead, last) = (first, end - 1);
+        for i in first..within {
+            let target = elapsed[i] + offset;
             ahead = ahead.max(i);
-            while ahead + 1 < end && elapsed[ahead + 1] <= target {
-                ahead += 1;
+            // Usually the future row moves on by a row or two: look four rows ahead at
+            // once, without branches (times ascend, so the rows at or before the target
+            // are a prefix), and loop only when all four are.
+            loop {
+                let at_or_before = |k: usize| {
+                    usize::from(ahead + k <= last && elapsed[(ahead + k).min(last)] <= target)
+                };
+                let steps = [
+                    at_or_before(1),
+                    at_or_before(2),
+                    at_or_before(3),
+                    at_or_before(4),
+                ];
+                ahead += steps.iter().sum::<usize>();
+                if steps[3] == 0 {
+                    break;
+                }
             }
-            if is_valid(i) && is_valid(ahead) {
-                values[i] = price[ahead] / price[i] - 1.0;
-                valid.set_bit(i, true);
+            values.push(price[ahead] / price[i] - 1.0);
+            if futures.capacity() > 0 {
+                futures.push(ahead as u32);
             }
         }
+        values.resize(end, 0.0);
+        valid.append_n(within - first, true);
+        valid.append_n(end - within, false);
+        if futures.capacity() > 0 {
+            futures.resize(end, 0);
+        }
     }
-    let nulls = NullBuffer::new(valid.finish());
-    Arc::new(Float64Array::new(values.into(), Some(nulls)))
+    let mut valid = valid.finish();
+    if let Some(nulls) = prices.nulls().filter(|_| futures.capacity() > 0) {
+        // A null current or future price gives a null return.
+        let both = (0..n).map(|i| nulls.is_valid(i) && nulls.is_valid(futures[i] as usize));
+        valid = &valid & &arrow::buffer::BooleanBuffer::from_iter(both);
+    }
+    Arc::new(Float64Array::new(
+        values.into(),
+        Some(NullBuffer::new(valid)),
+    ))
 }
 
 /// Computes the returns of every horizon for one date's rows (all of a worker's
