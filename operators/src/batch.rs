@@ -14,7 +14,7 @@ use std::hash::Hasher;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Int64Type};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
@@ -249,57 +249,80 @@ pub fn symbol_ids(
     column: &str,
     operator: &str,
 ) -> Result<(Vec<u32>, usize), String> {
+    // Each part's symbols as Int64 or Utf8 (a cast that is free for those types).
+    let mut columns = Vec::with_capacity(parts.len());
+    for (batch, selection) in parts {
+        let values = batch
+            .column_by_name(column)
+            .ok_or_else(|| format!("{operator}: symbol column '{column}' is missing"))?;
+        let to = match values.data_type() {
+            DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Dictionary(_, _) => DataType::Utf8,
+            _ => DataType::Int64,
+        };
+        let values = arrow::compute::cast(values, &to).map_err(|e| match to {
+            DataType::Utf8 => format!("{operator}: symbol column '{column}': {e}"),
+            _ => format!("{operator}: symbol column '{column}' must hold integers or strings: {e}"),
+        })?;
+        columns.push((values, selection.as_ref()));
+    }
     let mut ids = Vec::with_capacity(parts.iter().map(selected_len).sum());
-    let mut ints: rustc_hash::FxHashMap<i64, u32> = Default::default();
-    let mut strings: rustc_hash::FxHashMap<String, u32> = Default::default();
-    let mut null_id = None;
     let mut next = 0u32;
     let mut fresh = || {
         next += 1;
         next - 1
     };
-    for (batch, selection) in parts {
-        let values = batch
-            .column_by_name(column)
-            .ok_or_else(|| format!("{operator}: symbol column '{column}' is missing"))?;
-        let selection = selection.as_ref();
-        match values.data_type() {
-            DataType::Utf8
-            | DataType::LargeUtf8
-            | DataType::Utf8View
-            | DataType::Dictionary(_, _) => {
-                let utf8 = arrow::compute::cast(values, &DataType::Utf8)
-                    .map_err(|e| format!("{operator}: symbol column '{column}': {e}"))?;
-                let utf8 = utf8.as_string::<i32>();
-                for_each_row(batch.num_rows(), selection, |row| {
-                    ids.push(if utf8.is_null(row) {
-                        *null_id.get_or_insert_with(&mut fresh)
-                    } else {
-                        let value = utf8.value(row);
-                        match strings.get(value) {
-                            Some(id) => *id,
-                            None => *strings.entry(value.to_owned()).or_insert_with(&mut fresh),
-                        }
-                    })
-                });
-            }
-            _ => {
-                let int64 = arrow::compute::cast(values, &DataType::Int64).map_err(|e| {
-                    format!(
-                        "{operator}: symbol column '{column}' must hold integers or strings: {e}"
-                    )
-                })?;
-                let int64 = int64.as_primitive::<Int64Type>();
-                let (values, nulls) = (int64.values(), int64.nulls());
-                for_each_row(batch.num_rows(), selection, |row| {
-                    ids.push(if nulls.is_some_and(|n| n.is_null(row)) {
-                        *null_id.get_or_insert_with(&mut fresh)
-                    } else {
-                        *ints.entry(values[row]).or_insert_with(&mut fresh)
-                    })
-                });
-            }
+    let mut null_id = None;
+    // Integer symbols in a narrow range (codes such as 600000..603000) are looked up in
+    // a table, others in a hash map.
+    let ints: Vec<&Int64Array> = columns
+        .iter()
+        .filter_map(|(c, _)| c.as_primitive_opt::<Int64Type>())
+        .collect();
+    let (low, high) = ints
+        .iter()
+        .flat_map(|c| c.values().iter())
+        .fold((i64::MAX, i64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
+    let span = usize::try_from(i128::from(high) - i128::from(low) + 1).unwrap_or(0);
+    let mut table = if ints.len() == columns.len() && span <= (4 * ids.capacity()).max(1 << 16) {
+        vec![u32::MAX; span]
+    } else {
+        Vec::new()
+    };
+    let mut by_int: rustc_hash::FxHashMap<i64, u32> = Default::default();
+    let mut by_string: rustc_hash::FxHashMap<String, u32> = Default::default();
+    for (values, selection) in &columns {
+        if let Some(utf8) = values.as_string_opt::<i32>() {
+            for_each_row(values.len(), *selection, |row| {
+                ids.push(if utf8.is_null(row) {
+                    *null_id.get_or_insert_with(&mut fresh)
+                } else {
+                    let value = utf8.value(row);
+                    match by_string.get(value) {
+                        Some(id) => *id,
+                        None => *by_string.entry(value.to_owned()).or_insert_with(&mut fresh),
+                    }
+                })
+            });
+            continue;
         }
+        let int64 = values.as_primitive::<Int64Type>();
+        let (values, nulls) = (int64.values(), int64.nulls());
+        for_each_row(int64.len(), *selection, |row| {
+            ids.push(if nulls.is_some_and(|n| n.is_null(row)) {
+                *null_id.get_or_insert_with(&mut fresh)
+            } else if table.is_empty() {
+                *by_int.entry(values[row]).or_insert_with(&mut fresh)
+            } else {
+                let slot = &mut table[(values[row] - low) as usize];
+                if *slot == u32::MAX {
+                    *slot = fresh();
+                }
+                *slot
+            })
+        });
     }
     Ok((ids, next as usize))
 }
@@ -654,5 +677,45 @@ mod tests {
         let d = symbol_destinations(&strings, 4);
         assert_eq!(d, symbol_destinations(dict.as_ref(), 4));
         assert_eq!(d[0], d[2]);
+    }
+
+    #[test]
+    fn symbol_ids_are_the_same_from_the_table_the_hash_map_and_strings() {
+        // The same symbols as narrow codes (a table: null slots hold 0, which the range
+        // covers), spread codes (the hash map) and strings,
+        // with nulls, over two parts, one of them with a selection.
+        let codes = [
+            Some(7),
+            Some(3),
+            None,
+            Some(7),
+            Some(9),
+            Some(3),
+            None,
+            Some(1),
+        ];
+        let parts_of = |column: ArrayRef| -> Vec<SelectedRows> {
+            let batch = RecordBatch::try_from_iter([("s", column)]).unwrap();
+            vec![
+                (batch.slice(0, 5), Some(UInt32Array::from(vec![0, 2, 3, 4]))),
+                (batch.slice(5, 3), None),
+            ]
+        };
+        let narrow = Int64Array::from_iter(codes.iter().copied());
+        let spread = Int64Array::from_iter(codes.iter().map(|c| c.map(|c| c * (1 << 60) / 9)));
+        let strings = StringArray::from_iter(codes.iter().map(|c| c.map(|c| format!("S{c}"))));
+        let expected = (vec![0, 1, 0, 2, 3, 1, 4], 5);
+        for column in [
+            Arc::new(narrow) as ArrayRef,
+            Arc::new(spread) as ArrayRef,
+            Arc::new(strings) as ArrayRef,
+        ] {
+            let kind = column.data_type().clone();
+            assert_eq!(
+                symbol_ids(&parts_of(column), "s", "test").unwrap(),
+                expected,
+                "{kind}"
+            );
+        }
     }
 }

@@ -959,6 +959,9 @@ fn scatter_primitive<T: arrow::datatypes::ArrowPrimitiveType>(
 /// when the strings need more than 32-bit offsets.
 fn scatter_utf8(parts: &[Part<'_>], positions: &[u32]) -> Option<StringArray> {
     let n = positions.len();
+    if let Some(width) = fixed_width(parts).filter(|w| w * n <= i32::MAX as usize) {
+        return Some(scatter_fixed_utf8(parts, positions, width));
+    }
     let mut lengths = vec![0i32; n];
     let mut next = 0;
     for (part, selection) in parts {
@@ -995,7 +998,7 @@ fn scatter_utf8(parts: &[Part<'_>], positions: &[u32]) -> Option<StringArray> {
             let position = positions[next] as usize;
             let (from, to) = (part_offsets[i] as usize, part_offsets[i + 1] as usize);
             let start = offsets[position] as usize;
-            bytes[start..start + (to - from)].copy_from_slice(&values[from..to]);
+            copy_short(&mut bytes[start..start + (to - from)], &values[from..to]);
             if has_nulls && part.is_valid(i) {
                 valid.set_bit(position, true);
             }
@@ -1005,6 +1008,63 @@ fn scatter_utf8(parts: &[Part<'_>], positions: &[u32]) -> Option<StringArray> {
     let nulls = has_nulls.then(|| arrow::buffer::NullBuffer::new(valid.finish()));
     let offsets = arrow::buffer::OffsetBuffer::new(offsets.into());
     Some(StringArray::new(offsets, bytes.into(), nulls))
+}
+
+/// The length of every string of the parts (over all their rows), when there is one
+/// and it is at most 16 bytes: categorical columns such as a side (`B`/`S`). Null
+/// rows count with their (usually zero) length.
+fn fixed_width(parts: &[Part<'_>]) -> Option<usize> {
+    let mut width = None;
+    for (part, _) in parts {
+        let offsets = part.as_string::<i32>().value_offsets();
+        let first = (offsets.len() > 1).then(|| offsets[1] - offsets[0])?;
+        if offsets.windows(2).any(|w| w[1] - w[0] != first) || *width.get_or_insert(first) != first
+        {
+            return None;
+        }
+    }
+    width.map(|w| w as usize).filter(|w| *w <= 16)
+}
+
+/// [`scatter_utf8`] for strings all `width` bytes long: the offsets are multiples of the
+/// width, and each string goes straight to its position's bytes.
+fn scatter_fixed_utf8(parts: &[Part<'_>], positions: &[u32], width: usize) -> StringArray {
+    let n = positions.len();
+    let mut bytes = vec![0u8; n * width];
+    let has_nulls = parts.iter().any(|(p, _)| p.null_count() > 0);
+    let mut valid = arrow::array::BooleanBufferBuilder::new(if has_nulls { n } else { 0 });
+    if has_nulls {
+        valid.append_n(n, false);
+    }
+    let mut next = 0;
+    for (part, selection) in parts {
+        let part = part.as_string::<i32>();
+        let (values, offsets) = (part.value_data(), part.value_offsets());
+        for_each_row(part.len(), *selection, |i| {
+            let position = positions[next] as usize;
+            let from = offsets[i] as usize;
+            let to = &mut bytes[position * width..(position + 1) * width];
+            copy_short(to, &values[from..from + width]);
+            if has_nulls && part.is_valid(i) {
+                valid.set_bit(position, true);
+            }
+            next += 1;
+        });
+    }
+    let nulls = has_nulls.then(|| arrow::buffer::NullBuffer::new(valid.finish()));
+    let offsets = arrow::buffer::OffsetBuffer::from_lengths(std::iter::repeat_n(width, n));
+    StringArray::new(offsets, bytes.into(), nulls)
+}
+
+/// Copies a string's bytes, a single byte without a call to `memcpy` (categorical
+/// columns such as a side are often one byte long).
+#[inline(always)]
+fn copy_short(to: &mut [u8], from: &[u8]) {
+    if let ([t], [f]) = (&mut *to, from) {
+        *t = *f;
+    } else {
+        to.copy_from_slice(from);
+    }
 }
 
 /// The batches' common schema (nullable if any batch's column is), or an error naming
@@ -2020,6 +2080,71 @@ mod tests {
             expected.sort_unstable_by_key(|(key, _)| *key);
             sort_events(&mut events);
             assert_eq!(events, expected, "case {case}");
+        }
+    }
+
+    #[test]
+    fn string_scatter_equals_a_gather_for_fixed_and_mixed_widths() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let words = [
+            vec!["B", "S"],
+            vec!["B", "S", "X"],
+            vec!["BUY", "SEL"],
+            vec!["B", "SELL", ""],
+        ];
+        for case in 0..40 {
+            let pool = &words[case % words.len()];
+            let with_nulls = case % 3 == 0;
+            // Parts of random strings, each with a random selection (or none).
+            let mut parts: Vec<(ArrayRef, Option<UInt32Array>)> = Vec::new();
+            for _ in 0..rng.random_range(1..4) {
+                let len = rng.random_range(1..50);
+                let values: StringArray = (0..len)
+                    .map(|_| Some(pool[rng.random_range(0..pool.len())]))
+                    .collect();
+                // Nulls that keep their strings' widths (a fixed-width column with nulls).
+                let values = if with_nulls {
+                    let valid: Vec<bool> = (0..len).map(|_| rng.random_range(0..5) > 0).collect();
+                    let (offsets, bytes, _) = values.into_parts();
+                    StringArray::new(offsets, bytes, Some(valid.into()))
+                } else {
+                    values
+                };
+                let selection = (rng.random_range(0..2) == 0).then(|| {
+                    (0..len as u32)
+                        .filter(|_| rng.random_range(0..3) > 0)
+                        .collect::<UInt32Array>()
+                });
+                parts.push((Arc::new(values), selection));
+            }
+            let selected: Vec<ArrayRef> = parts
+                .iter()
+                .map(|(column, selection)| match selection {
+                    Some(rows) => arrow::compute::take(column, rows, None).unwrap(),
+                    None => column.clone(),
+                })
+                .collect();
+            let refs: Vec<&dyn Array> = selected.iter().map(|a| a.as_ref()).collect();
+            let whole = arrow::compute::concat(&refs).unwrap();
+            // A random permutation: input row g goes to positions[g].
+            let n = whole.len();
+            let mut positions: Vec<u32> = (0..n as u32).collect();
+            for i in (1..n).rev() {
+                positions.swap(i, rng.random_range(0..=i));
+            }
+            let mut order = vec![0u32; n];
+            for (g, p) in positions.iter().enumerate() {
+                order[*p as usize] = g as u32;
+            }
+            let expected = arrow::compute::take(&whole, &UInt32Array::from(order), None).unwrap();
+            let part_refs: Vec<Part<'_>> = parts.iter().map(|(c, s)| (c, s.as_ref())).collect();
+            let scattered = scatter(&part_refs, &positions).unwrap();
+            assert_eq!(
+                scattered.as_string::<i32>(),
+                expected.as_string::<i32>(),
+                "case {case}"
+            );
         }
     }
 }
