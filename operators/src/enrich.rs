@@ -332,6 +332,7 @@ pub fn enrich_selected(
             frame.column(name)?;
         }
         frame.inputs.clear();
+        frame.positions = Vec::new();
     }
     for (i, (rule, outputs)) in spec.rules.iter().zip(rule_outputs).enumerate() {
         let columns: Vec<ArrayRef> = inputs[i]
@@ -410,6 +411,17 @@ fn output_order(
     (true, early)
 }
 
+/// A column added by a rule. A rule that runs before any rule expanded or dropped
+/// rows adds a value per *event*; such a column is not copied when a later rule
+/// reshapes the rows, but read through the current rows' events when needed (and for
+/// the output, one batch at a time). Forward returns are such columns.
+struct Added {
+    name: String,
+    values: ArrayRef,
+    /// One value per event (else one per current row).
+    per_event: bool,
+}
+
 /// A date's rows while the rules run: the input batches, the rows as the rules so far
 /// left them (in event order), and the columns the rules added.
 struct Frame {
@@ -423,8 +435,8 @@ struct Frame {
     rows: Option<Vec<u32>>,
     /// Where each symbol's current rows start, then the end.
     runs: Vec<usize>,
-    /// The columns added by rules, one value per current row.
-    added: Vec<(String, ArrayRef)>,
+    /// The columns added by rules.
+    added: Vec<Added>,
     /// Input columns in event order (one value per event), by name.
     event_ordered: BTreeMap<String, ArrayRef>,
     /// Each input row's position in `events`, once a column needed it.
@@ -489,55 +501,64 @@ impl Frame {
 
     /// A column for the current rows: added by a rule, or an input column gathered.
     fn column(&mut self, name: &str) -> Result<ArrayRef, String> {
-        if let Some((_, values)) = self.added.iter().find(|(n, _)| n == name) {
-            return Ok(values.clone());
-        }
         if let Some(values) = self.gathered.get(name) {
             return Ok(values.clone());
         }
-        let gather_error = |e: arrow::error::ArrowError| format!("enrich: column '{name}': {e}");
-        if !self.event_ordered.contains_key(name) {
-            self.positions();
-            let parts: Vec<Part<'_>> = self
-                .inputs
-                .iter()
-                .map(|(b, selection)| {
-                    let column = b
-                        .column_by_name(name)
-                        .ok_or_else(|| format!("enrich: column '{name}' is missing"))?;
-                    Ok((column, selection.as_ref()))
-                })
-                .collect::<Result<_, String>>()?;
-            let ordered = match scatter(&parts, &self.positions) {
-                Some(ordered) => ordered,
-                None => {
-                    let selected: Vec<ArrayRef> = parts
-                        .iter()
-                        .map(|(column, selection)| match selection {
-                            Some(rows) => arrow::compute::take(column, rows, None),
-                            None => Ok((*column).clone()),
-                        })
-                        .collect::<Result<_, _>>()
-                        .map_err(gather_error)?;
-                    let parts: Vec<&dyn Array> = selected.iter().map(|p| p.as_ref()).collect();
-                    let whole = arrow::compute::concat(&parts).map_err(gather_error)?;
-                    let order = UInt32Array::from(self.events.rows.clone());
-                    arrow::compute::take(&whole, &order, None).map_err(gather_error)?
-                }
-            };
-            self.event_ordered.insert(name.to_owned(), ordered);
-        }
-        let ordered = &self.event_ordered[name];
+        let ordered = match self.added.iter().find(|a| a.name == name) {
+            Some(added) if !added.per_event => return Ok(added.values.clone()),
+            Some(added) => added.values.clone(),
+            None => self.ordered(name)?,
+        };
         // Before any rule expanded or dropped rows, the current rows are the events.
         let values = match &self.rows {
-            None => ordered.clone(),
+            None => ordered,
             Some(rows) => {
                 let rows = UInt32Array::from(rows.clone());
-                arrow::compute::take(ordered, &rows, None).map_err(gather_error)?
+                arrow::compute::take(&ordered, &rows, None)
+                    .map_err(|e| format!("enrich: column '{name}': {e}"))?
             }
         };
         self.gathered.insert(name.to_owned(), values.clone());
         Ok(values)
+    }
+
+    /// An input column in event order (one value per event), scattered from the input
+    /// batches the first time.
+    fn ordered(&mut self, name: &str) -> Result<ArrayRef, String> {
+        if let Some(ordered) = self.event_ordered.get(name) {
+            return Ok(ordered.clone());
+        }
+        let gather_error = |e: arrow::error::ArrowError| format!("enrich: column '{name}': {e}");
+        self.positions();
+        let parts: Vec<Part<'_>> = self
+            .inputs
+            .iter()
+            .map(|(b, selection)| {
+                let column = b
+                    .column_by_name(name)
+                    .ok_or_else(|| format!("enrich: column '{name}' is missing"))?;
+                Ok((column, selection.as_ref()))
+            })
+            .collect::<Result<_, String>>()?;
+        let ordered = match scatter(&parts, &self.positions) {
+            Some(ordered) => ordered,
+            None => {
+                let selected: Vec<ArrayRef> = parts
+                    .iter()
+                    .map(|(column, selection)| match selection {
+                        Some(rows) => arrow::compute::take(column, rows, None),
+                        None => Ok((*column).clone()),
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(gather_error)?;
+                let parts: Vec<&dyn Array> = selected.iter().map(|p| p.as_ref()).collect();
+                let whole = arrow::compute::concat(&parts).map_err(gather_error)?;
+                let order = UInt32Array::from(self.events.rows.clone());
+                arrow::compute::take(&whole, &order, None).map_err(gather_error)?
+            }
+        };
+        self.event_ordered.insert(name.to_owned(), ordered.clone());
+        Ok(ordered)
     }
 
     /// Each input row's position in event order (the inverse of `events`' rows).
@@ -556,7 +577,7 @@ impl Frame {
     /// gathered ones, and input columns (an input column replaced by an added one of the
     /// same name is not needed either).
     fn retain(&mut self, needed: impl Fn(&str) -> bool) {
-        self.added.retain(|(name, _)| needed(name));
+        self.added.retain(|a| needed(&a.name));
         self.event_ordered.retain(|name, _| needed(name));
         self.gathered.retain(|name, _| needed(name));
         let added = &self.added;
@@ -565,7 +586,7 @@ impl Frame {
             let keep: Vec<usize> = (0..schema.fields().len())
                 .filter(|c| {
                     let name = schema.field(*c).name();
-                    needed(name) && !added.iter().any(|(n, _)| n == name)
+                    needed(name) && !added.iter().any(|a| &a.name == name)
                 })
                 .collect();
             if keep.len() < schema.fields().len() {
@@ -616,8 +637,9 @@ impl Frame {
                 ));
             }
             let indices = UInt32Array::from(source);
-            for (_, values) in &mut self.added {
-                *values = arrow::compute::take(values, &indices, None)
+            // Columns with a value per event stay as they are (see `Added`).
+            for added in self.added.iter_mut().filter(|a| !a.per_event) {
+                added.values = arrow::compute::take(&added.values, &indices, None)
                     .map_err(|e| format!("enrich: rule {name}: {e}"))?;
             }
             let source = indices.values();
@@ -631,12 +653,15 @@ impl Frame {
             self.gathered.clear();
             self.reshaped_times = None;
         }
+        let per_event = self.rows.is_none();
         for (field, values) in fields.iter().zip(out.columns) {
             self.gathered.remove(field.name());
-            match self.added.iter_mut().find(|(n, _)| n == field.name()) {
-                Some(entry) => entry.1 = values,
-                None => self.added.push((field.name().clone(), values)),
-            }
+            self.added.retain(|a| &a.name != field.name());
+            self.added.push(Added {
+                name: field.name().clone(),
+                values,
+                per_event,
+            });
         }
         Ok(())
     }
@@ -659,16 +684,20 @@ impl Frame {
             let mut columns = Vec::with_capacity(schema.fields().len());
             for field in schema.fields() {
                 let name = field.name();
-                let values = match added.iter().position(|(n, _)| n == name) {
-                    Some(i) => added.swap_remove(i).1,
-                    None => {
-                        let values = self.column(name)?;
-                        self.event_ordered.remove(name);
-                        self.gathered.remove(name);
-                        values
+                let column = if let Some(values) = self.gathered.remove(name) {
+                    EventColumn::Current(values)
+                } else if let Some(i) = added.iter().position(|a| &a.name == name) {
+                    let added = added.swap_remove(i);
+                    match added.per_event {
+                        true => EventColumn::Events(added.values),
+                        false => EventColumn::Current(added.values),
                     }
+                } else {
+                    let values = self.ordered(name)?;
+                    self.event_ordered.remove(name);
+                    EventColumn::Events(values)
                 };
-                columns.push(values);
+                columns.push(column);
             }
             let rows = self.len();
             return Ok(EnrichOutput {
@@ -676,7 +705,10 @@ impl Frame {
                 inputs: std::collections::VecDeque::new(),
                 added: Vec::new(),
                 schema,
-                order: OutputOrder::Events { columns },
+                order: OutputOrder::Events {
+                    columns,
+                    rows: self.rows.take().map(UInt32Array::from),
+                },
                 batch_start: 0,
                 ready: std::collections::VecDeque::new(),
             });
@@ -703,6 +735,7 @@ impl Frame {
             OutputOrder::Reshaped {
                 first,
                 position_row,
+                events: self.rows.take().unwrap_or_default(),
             }
         } else {
             if self.positions.is_empty() && !self.added.is_empty() {
@@ -734,15 +767,31 @@ enum OutputOrder {
     /// No rule expanded or dropped rows: input row `g` is output row `g`, and
     /// `positions[g]` is its row in the added columns.
     Whole { positions: Vec<u32> },
-    /// `first[g]..first[g + 1]` are input row `g`'s output positions, and
-    /// `position_row[p]` is output position `p`'s row in the added columns.
+    /// `first[g]..first[g + 1]` are input row `g`'s output positions,
+    /// `position_row[p]` is output position `p`'s current row (its row in the added
+    /// columns), and `events[r]` is current row `r`'s event (its row in the added
+    /// columns with a value per event).
     Reshaped {
         first: Vec<u32>,
         position_row: Vec<u32>,
+        events: Vec<u32>,
     },
-    /// The output is in event order: every column (in the schema's order) holds all
-    /// the output rows, sliced into batches.
-    Events { columns: Vec<ArrayRef> },
+    /// The output is in event order: the columns in the schema's order, each sliced or
+    /// gathered batch by batch (see [`EventColumn`]); `rows` are the current rows'
+    /// events, `None` when they are the events themselves.
+    Events {
+        columns: Vec<EventColumn>,
+        rows: Option<UInt32Array>,
+    },
+}
+
+/// An output column in event order.
+enum EventColumn {
+    /// One value per output row (an added column), sliced into batches.
+    Current(ArrayRef),
+    /// One value per event (an input column), gathered through the current rows one
+    /// output batch at a time, so no whole expanded copy is ever held.
+    Events(ArrayRef),
 }
 
 /// The rows of an input batch behind one output batch.
@@ -760,7 +809,7 @@ pub struct EnrichOutput {
     /// The number of output rows, over all batches.
     rows: usize,
     inputs: std::collections::VecDeque<SelectedRows>,
-    added: Vec<(String, ArrayRef)>,
+    added: Vec<Added>,
     schema: SchemaRef,
     order: OutputOrder,
     /// The global row of the next input batch's first row.
@@ -772,15 +821,25 @@ impl Iterator for EnrichOutput {
     type Item = Result<RecordBatch, String>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let OutputOrder::Events { columns } = &self.order {
+        if let OutputOrder::Events { columns, rows } = &self.order {
             let start = self.batch_start;
             if start >= self.rows {
                 return None;
             }
             let length = OUTPUT_BATCH_ROWS.min(self.rows - start);
             self.batch_start += length;
-            let columns = columns.iter().map(|c| c.slice(start, length)).collect();
-            let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            let events = rows.as_ref().map(|rows| rows.slice(start, length));
+            let columns = columns.iter().map(|column| match (column, &events) {
+                (EventColumn::Events(values), Some(events)) => {
+                    arrow::compute::take(values, events, None)
+                }
+                (EventColumn::Current(values) | EventColumn::Events(values), _) => {
+                    Ok(values.slice(start, length))
+                }
+            });
+            let batch = columns
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|columns| RecordBatch::try_new(self.schema.clone(), columns))
                 .map_err(|e| format!("enrich: output rows: {e}"));
             return Some(batch);
         }
@@ -817,22 +876,25 @@ impl EnrichOutput {
         let start = self.batch_start;
         self.batch_start += input.num_rows();
         let gather_error = |e: arrow::error::ArrowError| format!("enrich: output rows: {e}");
-        // Per output batch: the rows of `input` and the rows of the added columns.
-        let mut parts: Vec<(InputRows, Option<UInt32Array>)> = Vec::new();
+        // Per output batch: the rows of `input`, and the rows of the added columns with a
+        // value per current row and with a value per event.
+        let mut parts: Vec<(InputRows, Option<UInt32Array>, Option<UInt32Array>)> = Vec::new();
         match &self.order {
             OutputOrder::Events { .. } => unreachable!("event-order output has no input batches"),
             OutputOrder::Whole { positions } => {
                 for chunk in (0..input.num_rows()).step_by(OUTPUT_BATCH_ROWS) {
                     let rows = OUTPUT_BATCH_ROWS.min(input.num_rows() - chunk);
+                    // Current rows are the events.
                     let added = (!self.added.is_empty()).then(|| {
                         UInt32Array::from(positions[start + chunk..start + chunk + rows].to_vec())
                     });
-                    parts.push((InputRows::Run(chunk, rows), added));
+                    parts.push((InputRows::Run(chunk, rows), added.clone(), added));
                 }
             }
             OutputOrder::Reshaped {
                 first,
                 position_row,
+                events,
             } => {
                 let batch_rows = start..start + input.num_rows();
                 // The row of `input` behind each of its output rows.
@@ -849,9 +911,14 @@ impl EnrichOutput {
                 for chunk_start in (0..local_rows.len()).step_by(OUTPUT_BATCH_ROWS) {
                     let chunk = chunk_start..local_rows.len().min(chunk_start + OUTPUT_BATCH_ROWS);
                     let rows = &local_rows[chunk.clone()];
-                    let added = UInt32Array::from(
-                        position_row[positions + chunk.start..positions + chunk.end].to_vec(),
-                    );
+                    let current = &position_row[positions + chunk.start..positions + chunk.end];
+                    let per_event = self.added.iter().any(|a| a.per_event).then(|| {
+                        current
+                            .iter()
+                            .map(|r| events[*r as usize])
+                            .collect::<UInt32Array>()
+                    });
+                    let added = UInt32Array::from(current.to_vec());
                     // Without expansion or drops the output rows are a run of input
                     // rows: slice, don't copy.
                     let run = rows.windows(2).all(|w| w[1] == w[0] + 1);
@@ -860,17 +927,21 @@ impl EnrichOutput {
                     } else {
                         InputRows::Indices(UInt32Array::from(rows.to_vec()))
                     };
-                    parts.push((input_rows, Some(added)));
+                    parts.push((input_rows, Some(added), per_event));
                 }
             }
         }
         let mut batches = Vec::with_capacity(parts.len());
-        for (input_rows, added_rows) in parts {
+        for (input_rows, current_rows, event_rows) in parts {
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
             for field in self.schema.fields() {
-                if let Some((_, values)) = self.added.iter().find(|(n, _)| n == field.name()) {
-                    let indices = added_rows.as_ref().expect("there are added columns");
-                    let taken = arrow::compute::take(values, indices, None);
+                if let Some(added) = self.added.iter().find(|a| &a.name == field.name()) {
+                    let indices = match added.per_event {
+                        true => event_rows.as_ref(),
+                        false => current_rows.as_ref(),
+                    };
+                    let indices = indices.expect("there are added columns");
+                    let taken = arrow::compute::take(&added.values, indices, None);
                     columns.push(taken.map_err(gather_error)?);
                     continue;
                 }
