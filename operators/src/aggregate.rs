@@ -765,11 +765,9 @@ fn accumulate(
                 nonfinite.push((name.to_owned(), skipped));
             }
             ValueKind::Int => {
-                let column = if column.data_type() == &DataType::Boolean {
-                    let bools = column.as_boolean();
-                    Arc::new(Int64Array::from_iter(
-                        bools.iter().map(|b| b.map(i64::from)),
-                    )) as ArrayRef
+                let column = if let Some(bools) = column.as_boolean_opt() {
+                    let ints = bools.values().iter().map(i64::from).collect();
+                    Arc::new(Int64Array::new(ints, bools.nulls().cloned())) as ArrayRef
                 } else {
                     arrow::compute::cast(column, &DataType::Int64).map_err(|e| e.to_string())?
                 };

@@ -123,7 +123,7 @@ fn cast_rows(values: &dyn Array, cast: &IntegerCast) -> Result<(Int64Array, u64)
     let mut failures = 0u64;
     let mut out = Vec::with_capacity(floats.len());
     for (row, x) in floats.values().iter().enumerate() {
-        let nearest = x.round();
+        let nearest = crate::bin::round_half_away(*x);
         let ok = (x - nearest).abs() <= cast.tolerance && nearest.abs() < 9.2e18;
         if valid[row] && !ok {
             if cast.on_error == CastFailure::Error {
