@@ -50,8 +50,8 @@ impl BinSpec {
 /// rounding instruction) makes for every value.
 #[inline(always)]
 pub fn round_half_away(x: f64) -> f64 {
-    // From 2^52 on, every f64 is an integer; NaN fails the comparison too.
-    if !(x.abs() < (1u64 << 52) as f64) {
+    // From 2^52 on, every f64 is an integer; NaN and infinities are returned as well.
+    if x.is_nan() || x.abs() >= (1u64 << 52) as f64 {
         return x;
     }
     let toward_zero = x as i64 as f64;
