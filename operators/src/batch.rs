@@ -702,7 +702,7 @@ mod tests {
             ]
         };
         let narrow = Int64Array::from_iter(codes.iter().copied());
-        let spread = Int64Array::from_iter(codes.iter().map(|c| c.map(|c| c * (1 << 60) / 9)));
+        let spread = Int64Array::from_iter(codes.iter().map(|c| c.map(|c| c * ((1 << 60) / 9))));
         let strings = StringArray::from_iter(codes.iter().map(|c| c.map(|c| format!("S{c}"))));
         let expected = (vec![0, 1, 0, 2, 3, 1, 4], 5);
         for column in [

@@ -19,11 +19,11 @@
 //!   it comes from.
 //! * A rule's output column named like an existing column replaces it in place.
 //! * Each input row's output rows are together, in the order the rules emitted them.
-//!   The rows themselves come in event order or in input order, whichever moves fewer
-//!   columns: event order when the rules added more columns than the output keeps of
-//!   the input columns no rule read (those are scattered into event order, the added
-//!   ones are sliced), input order otherwise (the input columns are sliced, the added
-//!   ones gathered back). Downstream operators do not depend on order.
+//!   The rows themselves come in event order or in input order: event order when the
+//!   rules add at least as many columns to the output as it keeps of the input columns
+//!   no rule reads (those are scattered into event order, the added ones are sliced),
+//!   input order otherwise (the input columns are sliced, the added ones gathered
+//!   back). Downstream operators do not depend on order.
 //!
 //! The same operator runs whether rows come from files or from the embedding API, and
 //! its output does not depend on the number of workers or on how rows were batched.
@@ -38,15 +38,23 @@
 //! cursor per symbol), which stays in cache where a gather in event order would miss it
 //! on nearly every row. Inside a process the exchange does not copy a worker's rows out
 //! of the batches it shares: the symbol, `elapsed_ms` and `row_id` are read through
-//! the selections to order the rows, and so is every column the scatter reads. When the output is in input order, added columns go back by a gather
-//! along the same per-symbol cursors, and each input batch's kept columns are copied
-//! out of the shared batch (or sliced) as its output is built, after which the batch
-//! is dropped; in event order, the input columns the rules or the output need are put
-//! in event order before the rules run and the input batches are let go then (and with
-//! them, once no worker shares them, a memory-mapped input file), and the output
-//! columns are sliced. After each rule, the columns that neither a later rule nor the
-//! output needs are dropped (their memory is freed once no worker shares them).
-//! Nothing is allocated per row.
+//! the selections to order the rows, and so is every column the scatter reads.
+//!
+//! In event order, the input columns the rules or the output need are put in event
+//! order before the rules run, each input column let go once scattered (and with the
+//! last, once no worker shares them, the batches and a memory-mapped input file). The
+//! rules then run **a chunk of symbols at a time** (about 2^20 rows), as the
+//! output is consumed: what the rules add exists for one chunk at a time, not for the
+//! whole date. A chunk's added columns are sliced into output batches, and its input
+//! columns gathered through the rows the rules left, one output batch at a time.
+//! In input order, added columns go back by a gather along the same per-symbol
+//! cursors, and each input batch's kept columns are copied out of the shared batch (or
+//! sliced) as its output is built, after which the batch is dropped.
+//!
+//! Columns added before any rule expanded rows (forward returns) keep one value per
+//! event: an expansion does not copy them, they are read through the rows. After each
+//! rule, the columns that neither a later rule nor the output needs are dropped (their
+//! memory is freed once no worker shares them). Nothing is allocated per row.
 //!
 //! # Writing a rule in Rust
 //!
@@ -99,6 +107,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Array, Float64Builder,
     Int64Array, Int64Builder, RecordBatch, StringArray, UInt32Array, UInt64Builder,
 };
+use arrow::buffer::ScalarBuffer;
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
 use timely::dataflow::Stream;
@@ -259,16 +268,16 @@ pub fn enrich_owned(
     batches: Vec<RecordBatch>,
     spec: &EnrichSpec,
 ) -> Result<(Vec<RecordBatch>, BTreeMap<String, u64>), String> {
-    let (output, counts) = enrich_lazy(batches, spec)?;
-    Ok((output.collect::<Result<_, _>>()?, counts))
+    let mut output = enrich_lazy(batches, spec)?;
+    let batches = output.by_ref().collect::<Result<_, _>>()?;
+    Ok((batches, output.counts().clone()))
 }
 
-/// [`enrich_owned`] with the output built lazily, one input batch at a time as the
-/// returned iterator is consumed. The rules have all run when it returns.
-pub fn enrich_lazy(
-    batches: Vec<RecordBatch>,
-    spec: &EnrichSpec,
-) -> Result<(EnrichOutput, BTreeMap<String, u64>), String> {
+/// [`enrich_owned`] with the output built lazily as the returned iterator is consumed:
+/// one input batch at a time (input order), or one chunk of symbols at a time (event
+/// order, when the rules run chunk by chunk too). The rules' counts are complete once
+/// the iterator is exhausted ([`EnrichOutput::counts`]).
+pub fn enrich_lazy(batches: Vec<RecordBatch>, spec: &EnrichSpec) -> Result<EnrichOutput, String> {
     enrich_selected(batches.into_iter().map(|b| (b, None)).collect(), spec)
 }
 
@@ -278,12 +287,21 @@ pub fn enrich_lazy(
 pub fn enrich_selected(
     parts: Vec<SelectedRows>,
     spec: &EnrichSpec,
-) -> Result<(EnrichOutput, BTreeMap<String, u64>), String> {
+) -> Result<EnrichOutput, String> {
+    enrich_in_chunks(parts, spec, CHUNK_ROWS)
+}
+
+/// [`enrich_selected`], with chunks of `chunk_rows` rows when the rules run chunk by
+/// chunk.
+fn enrich_in_chunks(
+    parts: Vec<SelectedRows>,
+    spec: &EnrichSpec,
+    chunk_rows: usize,
+) -> Result<EnrichOutput, String> {
     let parts: Vec<SelectedRows> = parts.into_iter().filter(|p| selected_len(p) > 0).collect();
-    let mut counts = BTreeMap::new();
     if parts.is_empty() {
         let empty = Frame::new(Vec::new(), event_order(&[], 0, &[]));
-        return Ok((empty.into_output(Arc::new(Schema::empty()), false)?, counts));
+        return empty.into_output(Arc::new(Schema::empty()), false);
     }
     let input_schema = common_schema(&parts)?;
     let rows: usize = parts.iter().map(selected_len).sum();
@@ -324,50 +342,91 @@ pub fn enrich_selected(
         rule_outputs.push(outputs);
     }
     let (event_order, early) = output_order(spec, &fields, &final_fields, &rule_outputs, &inputs);
+    let plan = RulePlan {
+        spec: spec.clone(),
+        inputs,
+        outputs: rule_outputs,
+        schema: Arc::new(Schema::new(spec.kept(final_fields))),
+    };
     if event_order && !early.is_empty() {
         // Every input column the rules and the output need goes into event order now,
         // so the input batches (and the memory-mapped file they may share) are let go
-        // before the rules run.
+        // before the rules run; then the rules run a chunk of symbols at a time, as the
+        // output is consumed.
+        // Each input column goes as soon as it is in event order (its memory is freed
+        // once no worker shares it), the event columns first.
+        frame.retain_inputs(|name| early.iter().any(|e| e == name));
         for name in &early {
-            frame.column(name)?;
+            frame.ordered(name)?;
+            frame.retain_inputs(|other| other != name);
         }
         frame.inputs.clear();
         frame.positions = Vec::new();
+        frame.events.rows = Vec::new();
+        return Ok(EnrichOutput::chunked(frame, plan, chunk_rows));
     }
-    for (i, (rule, outputs)) in spec.rules.iter().zip(rule_outputs).enumerate() {
-        let columns: Vec<ArrayRef> = inputs[i]
-            .iter()
-            .map(|name| frame.column(name))
-            .collect::<Result<_, _>>()?;
-        frame.compute_event_columns();
-        let (elapsed_ms, row_id) = frame.event_columns();
-        let rows = Rows {
-            columns: &columns,
-            runs: &frame.runs,
-            elapsed_ms,
-            row_id,
-        };
-        let out = rule.apply(&rows)?;
-        drop(columns);
-        frame.apply(rule.as_ref(), &outputs, out, &mut counts)?;
-        // Free the columns that neither the output nor a later rule uses.
-        let later: Vec<&String> = inputs[i + 1..].iter().flatten().collect();
-        let needed = |name: &str| {
-            spec.keep
-                .as_ref()
-                .is_none_or(|keep| keep.iter().any(|k| k == name))
-                || later.iter().any(|l| *l == name)
-        };
-        frame.retain(needed);
-    }
-    let schema = Arc::new(Schema::new(spec.kept(final_fields)));
-    Ok((frame.into_output(schema, event_order)?, counts))
+    let mut counts = BTreeMap::new();
+    plan.run(&mut frame, &mut counts)?;
+    let mut output = frame.into_output(plan.schema, event_order)?;
+    output.counts = counts;
+    Ok(output)
 }
 
-/// Whether the output goes out in event order, which moves fewer columns when the
-/// rules add more columns to the output than it keeps of the input columns no rule
-/// reads (those are scattered into event order; in input order, every added column
-/// would be gathered back instead), and the input columns to put in event order before
+/// The symbols' rows that the rules run over at a time when the output is in event
+/// order: enough for the per-chunk work to be negligible, few enough that what the
+/// rules add for a chunk is a small part of the date's memory.
+const CHUNK_ROWS: usize = 1 << 20;
+
+/// A date's rules, with what was worked out once for all its chunks.
+struct RulePlan {
+    spec: EnrichSpec,
+    /// Each rule's input columns.
+    inputs: Vec<Vec<String>>,
+    /// Each rule's added columns.
+    outputs: Vec<Vec<Field>>,
+    /// The output's columns.
+    schema: SchemaRef,
+}
+
+impl RulePlan {
+    /// Runs every rule over the frame's rows, adding up their counts.
+    fn run(&self, frame: &mut Frame, counts: &mut BTreeMap<String, u64>) -> Result<(), String> {
+        let spec = &self.spec;
+        for (i, (rule, outputs)) in spec.rules.iter().zip(&self.outputs).enumerate() {
+            let columns: Vec<ArrayRef> = self.inputs[i]
+                .iter()
+                .map(|name| frame.column(name))
+                .collect::<Result<_, _>>()?;
+            frame.compute_event_columns();
+            let (elapsed_ms, row_id) = frame.event_columns();
+            let rows = Rows {
+                columns: &columns,
+                runs: &frame.runs,
+                elapsed_ms,
+                row_id,
+            };
+            let out = rule.apply(&rows)?;
+            drop(columns);
+            frame.apply(rule.as_ref(), outputs, out, counts)?;
+            // Free the columns that neither the output nor a later rule uses.
+            let later: Vec<&String> = self.inputs[i + 1..].iter().flatten().collect();
+            let needed = |name: &str| {
+                spec.keep
+                    .as_ref()
+                    .is_none_or(|keep| keep.iter().any(|k| k == name))
+                    || later.iter().any(|l| *l == name)
+            };
+            frame.retain(needed);
+        }
+        Ok(())
+    }
+}
+
+/// Whether the output goes out in event order, which moves no more columns when the
+/// rules add at least as many columns to the output as it keeps of the input columns
+/// no rule reads (those are scattered into event order; in input order, every added
+/// column would be gathered back instead) and lets the rules run chunk by chunk, and
+/// the input columns to put in event order before
 /// the rules run (those the rules read or the output keeps): none when a rule replaces
 /// an input column that another reads, and then the input batches stay until the end.
 fn output_order(
@@ -386,7 +445,7 @@ fn output_order(
         .iter()
         .filter(|f| !is_produced(f.name()) && !is_read(f.name()))
         .count();
-    if unordered >= added {
+    if unordered > added {
         return (false, Vec::new());
     }
     if inputs
@@ -463,9 +522,34 @@ impl Frame {
         }
     }
 
+    /// The frame of the symbols `symbols` alone, before any rule ran: its input
+    /// columns in event order and its events are slices of this frame's (no copy).
+    fn chunk(&self, symbols: std::ops::Range<usize>) -> Frame {
+        let (low, high) = (self.runs[symbols.start], self.runs[symbols.end]);
+        let events = Events {
+            starts: Vec::new(),
+            rows: Vec::new(),
+            elapsed_ms: self.events.elapsed_ms.slice(low, high - low),
+            row_id: self.events.row_id.slice(low, high - low),
+        };
+        let mut chunk = Frame::new(Vec::new(), events);
+        chunk.runs = self.runs[symbols.start..=symbols.end]
+            .iter()
+            .map(|run| run - low)
+            .collect();
+        chunk.event_ordered = self
+            .event_ordered
+            .iter()
+            .map(|(name, values)| (name.clone(), values.slice(low, high - low)))
+            .collect();
+        chunk
+    }
+
     /// The number of current rows.
     fn len(&self) -> usize {
-        self.rows.as_ref().map_or(self.events.rows.len(), Vec::len)
+        self.rows
+            .as_ref()
+            .map_or(self.events.row_id.len(), Vec::len)
     }
 
     /// The global input row behind each current row.
@@ -580,14 +664,17 @@ impl Frame {
         self.added.retain(|a| needed(&a.name));
         self.event_ordered.retain(|name, _| needed(name));
         self.gathered.retain(|name, _| needed(name));
-        let added = &self.added;
+        let added = std::mem::take(&mut self.added);
+        self.retain_inputs(|name| needed(name) && !added.iter().any(|a| a.name == name));
+        self.added = added;
+    }
+
+    /// Keeps only the input batches' columns that are `needed`.
+    fn retain_inputs(&mut self, needed: impl Fn(&str) -> bool) {
         for (batch, _) in &mut self.inputs {
             let schema = batch.schema();
             let keep: Vec<usize> = (0..schema.fields().len())
-                .filter(|c| {
-                    let name = schema.field(*c).name();
-                    needed(name) && !added.iter().any(|a| &a.name == name)
-                })
+                .filter(|c| needed(schema.field(*c).name()))
                 .collect();
             if keep.len() < schema.fields().len() {
                 *batch = batch.project(&keep).expect("indices are in bounds");
@@ -702,6 +789,8 @@ impl Frame {
             let rows = self.len();
             return Ok(EnrichOutput {
                 rows,
+                counts: BTreeMap::new(),
+                emitted: 0,
                 inputs: std::collections::VecDeque::new(),
                 added: Vec::new(),
                 schema,
@@ -748,10 +837,12 @@ impl Frame {
         let rows = match &order {
             OutputOrder::Whole { .. } => self.inputs.iter().map(selected_len).sum(),
             OutputOrder::Reshaped { position_row, .. } => position_row.len(),
-            OutputOrder::Events { .. } => unreachable!("returned above"),
+            OutputOrder::Events { .. } | OutputOrder::Chunks(_) => unreachable!("returned above"),
         };
         Ok(EnrichOutput {
             rows,
+            counts: BTreeMap::new(),
+            emitted: 0,
             inputs: std::mem::take(&mut self.inputs).into(),
             added: std::mem::take(&mut self.added),
             schema,
@@ -783,6 +874,21 @@ enum OutputOrder {
         columns: Vec<EventColumn>,
         rows: Option<UInt32Array>,
     },
+    /// The rules run a chunk of symbols at a time (see [`Chunks`]).
+    Chunks(Box<Chunks>),
+}
+
+/// The output when the rules run a chunk of symbols at a time.
+struct Chunks {
+    /// The whole date: input columns in event order, events and runs.
+    frame: Frame,
+    plan: RulePlan,
+    /// The rows of a chunk (a chunk has at least one symbol).
+    chunk_rows: usize,
+    /// The first symbol of the next chunk.
+    next_symbol: usize,
+    /// The output of the current chunk.
+    current: Option<Box<EnrichOutput>>,
 }
 
 /// An output column in event order.
@@ -802,12 +908,18 @@ enum InputRows {
     Indices(UInt32Array),
 }
 
-/// The output of the enrich kernel. In input order it is built one input batch at a
-/// time as it is consumed, so the keyed operator can pass each part downstream before
-/// building the next; in event order its columns are built and each batch is a slice.
+/// The output of the enrich kernel, built as it is consumed so the keyed operator can
+/// pass each part downstream before building the next: in input order, one input
+/// batch at a time; in event order, one output batch at a time (or, when the rules
+/// run chunk by chunk, one chunk of symbols at a time).
 pub struct EnrichOutput {
-    /// The number of output rows, over all batches.
+    /// The number of output rows, over all batches (of the current chunk, when the
+    /// rules run chunk by chunk).
     rows: usize,
+    /// The rules' counts (complete once the output is exhausted).
+    counts: BTreeMap<String, u64>,
+    /// The rows of the batches returned so far.
+    emitted: usize,
     inputs: std::collections::VecDeque<SelectedRows>,
     added: Vec<Added>,
     schema: SchemaRef,
@@ -821,6 +933,90 @@ impl Iterator for EnrichOutput {
     type Item = Result<RecordBatch, String>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let next = match self.order {
+            OutputOrder::Chunks(_) => self.next_chunked(),
+            _ => self.next_batch(),
+        };
+        if let Some(Ok(batch)) = &next {
+            self.emitted += batch.num_rows();
+        }
+        next
+    }
+}
+
+impl EnrichOutput {
+    /// The output of `frame`, whose input columns are in event order, with the rules of
+    /// `plan` run a chunk of symbols at a time as the output is consumed.
+    fn chunked(frame: Frame, plan: RulePlan, chunk_rows: usize) -> Self {
+        EnrichOutput {
+            rows: 0,
+            counts: BTreeMap::new(),
+            emitted: 0,
+            inputs: std::collections::VecDeque::new(),
+            added: Vec::new(),
+            schema: plan.schema.clone(),
+            order: OutputOrder::Chunks(Box::new(Chunks {
+                frame,
+                plan,
+                chunk_rows,
+                next_symbol: 0,
+                current: None,
+            })),
+            batch_start: 0,
+            ready: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The next batch of the current chunk; when it is done, the rules run over the
+    /// next chunk of symbols (at least one symbol, `chunk_rows` rows or so).
+    fn next_chunked(&mut self) -> Option<Result<RecordBatch, String>> {
+        let OutputOrder::Chunks(chunks) = &mut self.order else {
+            return None;
+        };
+        loop {
+            if let Some(current) = &mut chunks.current {
+                match current.next_batch() {
+                    Some(next) => return Some(next),
+                    None => chunks.current = None,
+                }
+            }
+            let runs = &chunks.frame.runs;
+            let symbols = runs.len() - 1;
+            let start = chunks.next_symbol;
+            if start >= symbols {
+                return None;
+            }
+            let end = runs
+                .partition_point(|run| *run < runs[start] + chunks.chunk_rows)
+                .clamp(start + 1, symbols);
+            chunks.next_symbol = end;
+            let mut frame = chunks.frame.chunk(start..end);
+            let plan = &chunks.plan;
+            match plan
+                .run(&mut frame, &mut self.counts)
+                .and_then(|()| frame.into_output(plan.schema.clone(), true))
+            {
+                Ok(output) => chunks.current = Some(Box::new(output)),
+                Err(message) => {
+                    chunks.next_symbol = symbols;
+                    return Some(Err(message));
+                }
+            }
+        }
+    }
+
+    /// The rules' counts, summed by name (complete once the output is exhausted).
+    pub fn counts(&self) -> &BTreeMap<String, u64> {
+        &self.counts
+    }
+
+    /// The number of rows of the batches returned so far.
+    pub fn rows_emitted(&self) -> usize {
+        self.emitted
+    }
+
+    /// The next output batch (in the orders other than by chunks).
+    fn next_batch(&mut self) -> Option<Result<RecordBatch, String>> {
         if let OutputOrder::Events { columns, rows } = &self.order {
             let start = self.batch_start;
             if start >= self.rows {
@@ -866,11 +1062,6 @@ impl Iterator for EnrichOutput {
 }
 
 impl EnrichOutput {
-    /// The number of rows of all the output batches (before any is consumed).
-    pub fn num_rows(&self) -> usize {
-        self.rows
-    }
-
     /// The output batches of one input batch.
     fn output_of(&mut self, input: &RecordBatch) -> Result<Vec<RecordBatch>, String> {
         let start = self.batch_start;
@@ -880,7 +1071,9 @@ impl EnrichOutput {
         // value per current row and with a value per event.
         let mut parts: Vec<(InputRows, Option<UInt32Array>, Option<UInt32Array>)> = Vec::new();
         match &self.order {
-            OutputOrder::Events { .. } => unreachable!("event-order output has no input batches"),
+            OutputOrder::Events { .. } | OutputOrder::Chunks(_) => {
+                unreachable!("event-order output has no input batches")
+            }
             OutputOrder::Whole { positions } => {
                 for chunk in (0..input.num_rows()).step_by(OUTPUT_BATCH_ROWS) {
                     let rows = OUTPUT_BATCH_ROWS.min(input.num_rows() - chunk);
@@ -1251,9 +1444,9 @@ struct Events {
     /// Each event's input row (its index over the parts' selected rows).
     rows: Vec<u32>,
     /// Each event's `elapsed_ms`.
-    elapsed_ms: Vec<i64>,
+    elapsed_ms: ScalarBuffer<i64>,
     /// Each event's `row_id`.
-    row_id: Vec<u64>,
+    row_id: ScalarBuffer<u64>,
 }
 
 fn event_order(symbols: &[u32], symbol_count: usize, keys: &[u64]) -> Events {
@@ -1274,18 +1467,20 @@ fn event_order(symbols: &[u32], symbol_count: usize, keys: &[u64]) -> Events {
     for s in 0..symbol_count {
         sort_events(&mut events[starts[s]..starts[s + 1]]);
     }
-    let mut order = Events {
-        starts,
-        rows: Vec::with_capacity(events.len()),
-        elapsed_ms: Vec::with_capacity(events.len()),
-        row_id: Vec::with_capacity(events.len()),
-    };
+    let mut rows = Vec::with_capacity(events.len());
+    let mut elapsed_ms = Vec::with_capacity(events.len());
+    let mut row_id = Vec::with_capacity(events.len());
     for (key, row) in events {
-        order.rows.push(row);
-        order.elapsed_ms.push((key >> ROW_ID_BITS) as i64);
-        order.row_id.push(key & ((1 << ROW_ID_BITS) - 1));
+        rows.push(row);
+        elapsed_ms.push((key >> ROW_ID_BITS) as i64);
+        row_id.push(key & ((1 << ROW_ID_BITS) - 1));
     }
-    order
+    Events {
+        starts,
+        rows,
+        elapsed_ms: elapsed_ms.into(),
+        row_id: row_id.into(),
+    }
 }
 
 /// Sorts one symbol's events by key. They come nearly sorted (in row_id order, and
@@ -1359,15 +1554,25 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
                     },
                 )
                 .sum();
-            let (out, counts) = enrich_selected(parts, &spec)?;
-            let stage = [
-                ("enrich.rows_in", rows_in as u64),
-                ("enrich.rows_out", out.num_rows() as u64),
-                ("enrich.null_symbol_rows", null_symbols as u64),
-            ];
-            let rules = counts.iter().map(|(k, v)| (k.as_str(), *v));
-            diagnostics.add_all(date_key, stage.into_iter().chain(rules));
-            Ok(out)
+            let mut out = enrich_selected(parts, &spec)?;
+            let diagnostics = diagnostics.clone();
+            // The counts are complete once the output is (the rules may run chunk by
+            // chunk as it is consumed); a date that fails on the way reports none.
+            let mut reported = false;
+            Ok(std::iter::from_fn(move || {
+                let next = out.next();
+                if next.is_none() && !reported {
+                    reported = true;
+                    let stage = [
+                        ("enrich.rows_in", rows_in as u64),
+                        ("enrich.rows_out", out.rows_emitted() as u64),
+                        ("enrich.null_symbol_rows", null_symbols as u64),
+                    ];
+                    let rules = out.counts().iter().map(|(k, v)| (k.as_str(), *v));
+                    diagnostics.add_all(date_key, stage.into_iter().chain(rules));
+                }
+                next
+            }))
         };
         match partition {
             Partition::Symbol => per_date(self, pact, "Enrich", diagnostics, logic),
@@ -1975,8 +2180,9 @@ mod tests {
                 .map(|rows| take_rows(&shared, rows))
                 .chain([alone.clone()])
                 .collect();
-            let (through, through_counts) = enrich_selected(parts, &spec).unwrap();
-            let through: Vec<RecordBatch> = through.collect::<Result<_, _>>().unwrap();
+            let mut output = enrich_selected(parts, &spec).unwrap();
+            let through: Vec<RecordBatch> = output.by_ref().collect::<Result<_, _>>().unwrap();
+            let through_counts = output.counts().clone();
             let (expected, expected_counts) = enrich(&copied, &spec).unwrap();
             let concat = |batches: &[RecordBatch]| {
                 arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
@@ -2216,6 +2422,81 @@ mod tests {
                 expected.as_string::<i32>(),
                 "case {case}"
             );
+        }
+    }
+
+    #[test]
+    fn rules_run_chunk_by_chunk_as_over_the_whole_date() {
+        use crate::fifo::{FifoMatch, FifoSpec};
+        use crate::forward_return::ForwardReturnSpec;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let n = 3_000;
+        let symbol: Vec<i64> = (0..n).map(|_| rng.random_range(0..40)).collect();
+        let elapsed: Vec<i64> = (0..n)
+            .map(|i| i as i64 * 37 + rng.random_range(0..200))
+            .collect();
+        let side: Vec<&str> = (0..n)
+            .map(|_| ["B", "S", "X"][rng.random_range(0..3)])
+            .collect();
+        let qty: Vec<Option<i64>> = (0..n)
+            .map(|_| (rng.random_range(0..20) > 0).then(|| rng.random_range(0..4) * 100))
+            .collect();
+        let price: Vec<f64> = (0..n).map(|_| rng.random_range(90.0..110.0)).collect();
+        let day = RecordBatch::try_from_iter([
+            ("ukey", Arc::new(Int64Array::from(symbol)) as ArrayRef),
+            (ELAPSED_MS, Arc::new(Int64Array::from(elapsed)) as _),
+            ("side", Arc::new(StringArray::from(side)) as _),
+            ("qty", Arc::new(Int64Array::from(qty)) as _),
+            (
+                "price",
+                Arc::new(arrow::array::Float64Array::from(price)) as _,
+            ),
+            (
+                ROW_ID,
+                Arc::new(UInt64Array::from_iter_values(0..n as u64)) as _,
+            ),
+        ])
+        .unwrap();
+        let returns = ForwardReturnSpec {
+            symbol: "ukey".into(),
+            price: "price".into(),
+            horizons_s: vec![1, 5],
+            day_ms: 120_000,
+        };
+        let fifo = FifoMatch::new(FifoSpec::new("side", "qty").with_price("price")).unwrap();
+        // Keeping only the side of the input columns puts the output in event order,
+        // where the rules run chunk by chunk.
+        let spec = EnrichSpec {
+            symbol: "ukey".into(),
+            rules: vec![returns.rule(), Arc::new(fifo)],
+            keep: Some(
+                [
+                    "side",
+                    "return_1",
+                    "return_5",
+                    "matched_qty",
+                    "matched_entry_id",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+        };
+        let run = |chunk_rows: usize| {
+            let parts = vec![
+                (day.slice(0, 1_700), None),
+                (day.slice(1_700, n - 1_700), None),
+            ];
+            let mut output = enrich_in_chunks(parts, &spec, chunk_rows).unwrap();
+            assert!(matches!(output.order, OutputOrder::Chunks(_)));
+            let batches: Vec<RecordBatch> = output.by_ref().collect::<Result<_, _>>().unwrap();
+            let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+            (all, output.counts().clone(), output.rows_emitted())
+        };
+        let whole = run(usize::MAX);
+        assert!(whole.0.num_rows() > n, "FIFO splits some exits");
+        for chunk_rows in [1, 50, 700] {
+            assert_eq!(run(chunk_rows), whole, "chunks of {chunk_rows} rows");
         }
     }
 }
