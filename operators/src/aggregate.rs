@@ -650,9 +650,20 @@ fn short_group_ids(
         }
     };
     let mut ids = Vec::with_capacity(rows);
+    // Recent keys, direct-mapped in front of the hash map: a date has few groups (tens
+    // to thousands), so most rows find theirs here. Null flags never reach 0xff, so
+    // the empty slots match no key.
+    const SLOTS: usize = 256;
+    let mut recent = [((u64::MAX, u64::MAX, u8::MAX), 0u32); SLOTS];
     for row in 0..rows {
         let ((a, null_a), (b, null_b)) = (code(0, row), code(1, row));
         let key = (a, b, null_a | null_b);
+        let slot = ((a ^ b.rotate_left(29) ^ u64::from(key.2)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            >> (64 - SLOTS.trailing_zeros())) as usize;
+        if recent[slot].0 == key {
+            ids.push(recent[slot].1);
+            continue;
+        }
         let id = match groups.short.get(&key) {
             Some(id) => *id,
             None => {
@@ -665,6 +676,7 @@ fn short_group_ids(
                 id
             }
         };
+        recent[slot] = (key, id);
         ids.push(id);
     }
     Ok(Some(ids))

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{DataType, Float64Type};
 use timely::dataflow::Stream;
 
@@ -66,21 +66,28 @@ pub fn bin_values(values: &dyn Array, width: f64) -> Result<(Int64Array, u64), S
     let floats = arrow::compute::cast(values, &DataType::Float64)
         .map_err(|e| format!("cannot bin a column of type {}: {e}", values.data_type()))?;
     let floats = floats.as_primitive::<Float64Type>();
-    let mut valid = Vec::with_capacity(floats.len());
-    let bins: Vec<i64> = floats
-        .values()
-        .iter()
-        .enumerate()
-        .map(|(i, x)| {
+    let values = floats.values();
+    // The i64 range is [-2^63, 2^63); 2^63 itself is an f64, so compare exclusively.
+    let in_range = |q: f64| (-TWO_POW_63..TWO_POW_63).contains(&q);
+    // One pass: the bins, and a validity bit per value, 64 to a word.
+    let mut bins = Vec::with_capacity(values.len());
+    let mut words = Vec::with_capacity(values.len().div_ceil(64));
+    for chunk in values.chunks(64) {
+        let mut word = 0u64;
+        for (k, x) in chunk.iter().enumerate() {
             let q = round_half_away(x / width);
-            // The i64 range is [-2^63, 2^63); 2^63 itself is an f64, so compare exclusively.
-            let ok = floats.is_valid(i) && (-TWO_POW_63..TWO_POW_63).contains(&q);
-            valid.push(ok);
-            if ok { q as i64 } else { 0 }
-        })
-        .collect();
-    let nulls = valid.iter().filter(|v| !**v).count() as u64;
-    let bins = Int64Array::new(bins.into(), (nulls > 0).then(|| NullBuffer::from(valid)));
+            let ok = in_range(q);
+            bins.push(if ok { q as i64 } else { 0 });
+            word |= u64::from(ok) << k;
+        }
+        words.push(word);
+    }
+    let mut valid = BooleanBuffer::new(words.into(), 0, values.len());
+    if let Some(nulls) = floats.nulls() {
+        valid = &valid & nulls.inner();
+    }
+    let nulls = (valid.len() - valid.count_set_bits()) as u64;
+    let bins = Int64Array::new(bins.into(), (nulls > 0).then(|| NullBuffer::new(valid)));
     Ok((bins, nulls))
 }
 

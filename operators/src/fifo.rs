@@ -587,7 +587,15 @@ pub fn fifo_match(
 fn push_sides(values: &ArrayRef, spec: &FifoSpec, out: &mut Vec<Side>) -> Result<(), String> {
     let classify = |value: Option<&str>| value.map_or(Side::Other, |v| spec.side_of(v));
     match values.data_type() {
-        DataType::Utf8 => out.extend(values.as_string::<i32>().iter().map(classify)),
+        DataType::Utf8 => {
+            // By index, so the vector is sized once (an array iterator is not
+            // `TrustedLen`: extending from it checks the capacity at every row).
+            let strings = values.as_string::<i32>();
+            out.extend((0..strings.len()).map(|i| match strings.is_null(i) {
+                true => Side::Other,
+                false => spec.side_of(strings.value(i)),
+            }));
+        }
         DataType::LargeUtf8 => out.extend(values.as_string::<i64>().iter().map(classify)),
         DataType::Utf8View => out.extend(values.as_string_view().iter().map(classify)),
         DataType::Dictionary(_, _) => {
