@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{DataType, Float64Type, UInt64Type};
 use timely::dataflow::Stream;
 
@@ -119,22 +119,40 @@ fn cast_rows(values: &dyn Array, cast: &IntegerCast) -> Result<(Int64Array, u64)
         ))
     })?;
     let floats = floats.as_primitive::<Float64Type>();
-    let mut valid: Vec<bool> = (0..floats.len()).map(|i| floats.is_valid(i)).collect();
-    let mut failures = 0u64;
-    let mut out = Vec::with_capacity(floats.len());
-    for (row, x) in floats.values().iter().enumerate() {
-        let nearest = crate::bin::round_half_away(*x);
-        let ok = (x - nearest).abs() <= cast.tolerance && nearest.abs() < 9.2e18;
-        if valid[row] && !ok {
-            if cast.on_error == CastFailure::Error {
-                return Err(CastError::Value { row, value: *x });
-            }
-            failures += 1;
-            valid[row] = false;
+    let values = floats.values();
+    // One pass: the integers, and a bit per value that casts, 64 to a word.
+    let mut out = Vec::with_capacity(values.len());
+    let mut words = Vec::with_capacity(values.len().div_ceil(64));
+    for chunk in values.chunks(64) {
+        let mut word = 0u64;
+        for (k, x) in chunk.iter().enumerate() {
+            let nearest = crate::bin::round_half_away(*x);
+            let ok = (x - nearest).abs() <= cast.tolerance && nearest.abs() < 9.2e18;
+            out.push(if ok { nearest as i64 } else { 0 });
+            word |= u64::from(ok) << k;
         }
-        out.push(if ok { nearest as i64 } else { 0 });
+        words.push(word);
     }
-    let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
+    let cast_ok = BooleanBuffer::new(words.into(), 0, values.len());
+    // The values that fail: present but not within the tolerance of an integer.
+    let failed = match floats.nulls() {
+        Some(nulls) => nulls.inner() & &!&cast_ok,
+        None => !&cast_ok,
+    };
+    let failures = failed.count_set_bits() as u64;
+    if let Some(row) = failed.set_indices().next()
+        && cast.on_error == CastFailure::Error
+    {
+        return Err(CastError::Value {
+            row,
+            value: values[row],
+        });
+    }
+    let valid = match floats.nulls() {
+        Some(nulls) => nulls.inner() & &cast_ok,
+        None => cast_ok,
+    };
+    let nulls = (valid.count_set_bits() < valid.len()).then(|| NullBuffer::new(valid));
     Ok((Int64Array::new(out.into(), nulls), failures))
 }
 

@@ -43,7 +43,7 @@
 //! In event order, the input columns the rules or the output need are put in event
 //! order before the rules run, each input column let go once scattered (and with the
 //! last, once no worker shares them, the batches and a memory-mapped input file). The
-//! rules then run **a chunk of symbols at a time** (about 2^20 rows), as the
+//! rules then run **a chunk of symbols at a time** (about 2^18 rows), as the
 //! output is consumed: what the rules add exists for one chunk at a time, not for the
 //! whole date. A chunk's added columns are sliced into output batches, and its input
 //! columns gathered through the rows the rules left, one output batch at a time.
@@ -375,7 +375,7 @@ fn enrich_in_chunks(
 /// The symbols' rows that the rules run over at a time when the output is in event
 /// order: enough for the per-chunk work to be negligible, few enough that what the
 /// rules add for a chunk is a small part of the date's memory.
-const CHUNK_ROWS: usize = 1 << 20;
+const CHUNK_ROWS: usize = 1 << 18;
 
 /// A date's rules, with what was worked out once for all its chunks.
 struct RulePlan {
