@@ -262,11 +262,26 @@ pub fn symbol_ids(
             | DataType::Dictionary(_, _) => DataType::Utf8,
             _ => DataType::Int64,
         };
-        let values = arrow::compute::cast(values, &to).map_err(|e| match to {
+        let cast_error = |e: arrow::error::ArrowError| match to {
             DataType::Utf8 => format!("{operator}: symbol column '{column}': {e}"),
             _ => format!("{operator}: symbol column '{column}' must hold integers or strings: {e}"),
-        })?;
-        columns.push((values, selection.as_ref()));
+        };
+        // A cast that copies (a dictionary, Int32, ...) copies only the selected rows:
+        // every worker holds the same shared batch.
+        let (values, selection) = match (values.data_type() == &to, selection) {
+            (false, Some(rows)) => {
+                let selected = arrow::compute::take(values, rows, None).map_err(cast_error)?;
+                (
+                    arrow::compute::cast(&selected, &to).map_err(cast_error)?,
+                    None,
+                )
+            }
+            _ => (
+                arrow::compute::cast(values, &to).map_err(cast_error)?,
+                selection.as_ref(),
+            ),
+        };
+        columns.push((values, selection));
     }
     let mut ids = Vec::with_capacity(parts.iter().map(selected_len).sum());
     let mut next = 0u32;
@@ -682,7 +697,7 @@ mod tests {
     #[test]
     fn symbol_ids_are_the_same_from_the_table_the_hash_map_and_strings() {
         // The same symbols as narrow codes (a table: null slots hold 0, which the range
-        // covers), spread codes (the hash map) and strings,
+        // covers), spread codes (the hash map), strings, a dictionary and Int32 codes,
         // with nulls, over two parts, one of them with a selection.
         let codes = [
             Some(7),
@@ -704,11 +719,19 @@ mod tests {
         let narrow = Int64Array::from_iter(codes.iter().copied());
         let spread = Int64Array::from_iter(codes.iter().map(|c| c.map(|c| c * ((1 << 60) / 9))));
         let strings = StringArray::from_iter(codes.iter().map(|c| c.map(|c| format!("S{c}"))));
+        // Cast (after taking the selected rows): a dictionary and 32-bit integers.
+        let names: Vec<Option<String>> = codes.iter().map(|c| c.map(|c| format!("S{c}"))).collect();
+        let dictionary: arrow::array::DictionaryArray<arrow::datatypes::Int32Type> =
+            names.iter().map(|n| n.as_deref()).collect();
+        let narrow32 =
+            arrow::array::Int32Array::from_iter(codes.iter().map(|c| c.map(|c| c as i32)));
         let expected = (vec![0, 1, 0, 2, 3, 1, 4], 5);
         for column in [
             Arc::new(narrow) as ArrayRef,
             Arc::new(spread) as ArrayRef,
             Arc::new(strings) as ArrayRef,
+            Arc::new(dictionary) as ArrayRef,
+            Arc::new(narrow32) as ArrayRef,
         ] {
             let kind = column.data_type().clone();
             assert_eq!(

@@ -12,7 +12,8 @@
 //! * Rules run in the order they are listed. Each sees the columns of the rows as the
 //!   rules before it left them, so a running value can sum `matched_qty` after a FIFO
 //!   match has split the exits. All rules run in the operator's one pass over the date:
-//!   one sort, then one sequential scan per rule over contiguous column slices.
+//!   one sort, then one sequential scan per rule over contiguous column slices (per
+//!   chunk of symbols, when the rules run chunk by chunk; see *Performance*).
 //! * A rule may expand rows (FIFO splits an exit over the lots it closes) or drop them
 //!   (a custom rule that emits nothing for a row; counted as
 //!   `rule.{name}.dropped_rows`). Every output row keeps all columns of the input row
@@ -138,7 +139,9 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
     /// when the rule runs; the operator has checked they exist) and returns the columns
     /// the rule adds, in order. An error says what is wrong and how to fix it.
     fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String>;
-    /// Runs the rule over one worker's rows of a date (all its symbols).
+    /// Runs the rule over some of one worker's symbols of a date: all of them, or a
+    /// chunk of them (the operator may call it several times per date, each time over
+    /// different whole symbols).
     fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String>;
 }
 
@@ -177,7 +180,8 @@ pub struct RuleOutput {
     /// The added columns, one per field of [`EnrichRule::outputs`], one value per
     /// output row.
     pub columns: Vec<ArrayRef>,
-    /// Counts for the date's quality report.
+    /// Counts for the date's quality report. They must add up: the counts of the
+    /// calls over a date's chunks of symbols are summed.
     pub counts: Vec<(String, u64)>,
 }
 
@@ -757,8 +761,9 @@ impl Frame {
     /// operators do not depend on it):
     ///
     /// * in event order (`event_order`, decided before the rules ran by
-    ///   [`output_order`], when the input columns were also put in event order): every
-    ///   output batch is a slice;
+    ///   [`output_order`]): each output batch slices the added columns and gathers the
+    ///   input columns (in event order) through the rows the rules left, or slices them
+    ///   when no rule reshaped the rows;
     /// * otherwise in input row order: per input batch, batches of at most
     ///   [`OUTPUT_BATCH_ROWS`] rows, the input columns sliced (or gathered, where a row
     ///   expands or is dropped) and the added columns taken into that order. Each input
@@ -1554,22 +1559,24 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
                     },
                 )
                 .sum();
+            let stage = [
+                ("enrich.rows_in", rows_in as u64),
+                ("enrich.null_symbol_rows", null_symbols as u64),
+            ];
+            diagnostics.add_all(date_key, stage);
             let mut out = enrich_selected(parts, &spec)?;
             let diagnostics = diagnostics.clone();
-            // The counts are complete once the output is (the rules may run chunk by
-            // chunk as it is consumed); a date that fails on the way reports none.
+            // The rules' counts and the output rows are complete once the output is (the
+            // rules may run chunk by chunk as it is consumed); a date that fails on the
+            // way reports none of them.
             let mut reported = false;
             Ok(std::iter::from_fn(move || {
                 let next = out.next();
                 if next.is_none() && !reported {
                     reported = true;
-                    let stage = [
-                        ("enrich.rows_in", rows_in as u64),
-                        ("enrich.rows_out", out.rows_emitted() as u64),
-                        ("enrich.null_symbol_rows", null_symbols as u64),
-                    ];
+                    let rows_out = ("enrich.rows_out", out.rows_emitted() as u64);
                     let rules = out.counts().iter().map(|(k, v)| (k.as_str(), *v));
-                    diagnostics.add_all(date_key, stage.into_iter().chain(rules));
+                    diagnostics.add_all(date_key, std::iter::once(rows_out).chain(rules));
                 }
                 next
             }))

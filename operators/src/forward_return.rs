@@ -127,6 +127,10 @@ fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon_s: i64, day_ms: i64) 
     let mut valid = BooleanBufferBuilder::new(n);
     for run in rows.runs.windows(2) {
         let (first, end) = (run[0], run[1]);
+        if first == end {
+            // A symbol whose rows an earlier rule dropped.
+            continue;
+        }
         // The rows whose target is within the day: a prefix of the run (times ascend).
         let within = first + elapsed[first..end].partition_point(|e| e + offset <= day_ms);
         let (mut ahead, last) = (first, end - 1);
@@ -201,5 +205,26 @@ impl<'scope> ForwardReturn<'scope> for Stream<'scope, Time, Batch> {
         diagnostics: Diagnostics,
     ) -> Stream<'scope, Time, Batch> {
         self.enrich(spec.enrich_spec(), diagnostics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symbol_without_rows_is_skipped() {
+        // Runs [0, 0, 2]: the first symbol's rows were all dropped by an earlier rule.
+        let prices = Float64Array::from(vec![1.0, 2.0]);
+        let rows = Rows {
+            columns: &[],
+            runs: &[0, 0, 2],
+            elapsed_ms: &[0, 1_000],
+            row_id: &[0, 1],
+        };
+        let returns = returns(&rows, &prices, 1, 10_000);
+        let returns = returns.as_primitive::<Float64Type>();
+        assert_eq!(returns.values().as_ref(), &[1.0, 0.0]);
+        assert_eq!(returns.null_count(), 0);
     }
 }
