@@ -61,6 +61,27 @@ pub fn round_half_away(x: f64) -> f64 {
     (toward_zero + step).copysign(x)
 }
 
+/// `to_integer` of every value in one pass: the integers (0 where it gives `None`) and a
+/// bit per value that is set where it gives one, packed 64 to a word as it goes.
+#[inline]
+pub fn integers_of(
+    values: &[f64],
+    to_integer: impl Fn(f64) -> Option<i64>,
+) -> (Vec<i64>, BooleanBuffer) {
+    let mut integers = Vec::with_capacity(values.len());
+    let mut words = Vec::with_capacity(values.len().div_ceil(64));
+    for chunk in values.chunks(64) {
+        let mut word = 0u64;
+        for (k, x) in chunk.iter().enumerate() {
+            let integer = to_integer(*x);
+            integers.push(integer.unwrap_or(0));
+            word |= u64::from(integer.is_some()) << k;
+        }
+        words.push(word);
+    }
+    (integers, BooleanBuffer::new(words.into(), 0, values.len()))
+}
+
 /// Bins an array of any numeric type. Returns the bins and how many are null.
 pub fn bin_values(values: &dyn Array, width: f64) -> Result<(Int64Array, u64), String> {
     let floats = arrow::compute::cast(values, &DataType::Float64)
@@ -69,20 +90,10 @@ pub fn bin_values(values: &dyn Array, width: f64) -> Result<(Int64Array, u64), S
     let values = floats.values();
     // The i64 range is [-2^63, 2^63); 2^63 itself is an f64, so compare exclusively.
     let in_range = |q: f64| (-TWO_POW_63..TWO_POW_63).contains(&q);
-    // One pass: the bins, and a validity bit per value, 64 to a word.
-    let mut bins = Vec::with_capacity(values.len());
-    let mut words = Vec::with_capacity(values.len().div_ceil(64));
-    for chunk in values.chunks(64) {
-        let mut word = 0u64;
-        for (k, x) in chunk.iter().enumerate() {
-            let q = round_half_away(x / width);
-            let ok = in_range(q);
-            bins.push(if ok { q as i64 } else { 0 });
-            word |= u64::from(ok) << k;
-        }
-        words.push(word);
-    }
-    let mut valid = BooleanBuffer::new(words.into(), 0, values.len());
+    let (bins, mut valid) = integers_of(values, |x| {
+        let q = round_half_away(x / width);
+        in_range(q).then_some(q as i64)
+    });
     if let Some(nulls) = floats.nulls() {
         valid = &valid & nulls.inner();
     }

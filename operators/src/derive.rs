@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
-use arrow::buffer::{BooleanBuffer, NullBuffer};
+use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Float64Type, UInt64Type};
 use timely::dataflow::Stream;
 
@@ -120,20 +120,11 @@ fn cast_rows(values: &dyn Array, cast: &IntegerCast) -> Result<(Int64Array, u64)
     })?;
     let floats = floats.as_primitive::<Float64Type>();
     let values = floats.values();
-    // One pass: the integers, and a bit per value that casts, 64 to a word.
-    let mut out = Vec::with_capacity(values.len());
-    let mut words = Vec::with_capacity(values.len().div_ceil(64));
-    for chunk in values.chunks(64) {
-        let mut word = 0u64;
-        for (k, x) in chunk.iter().enumerate() {
-            let nearest = crate::bin::round_half_away(*x);
-            let ok = (x - nearest).abs() <= cast.tolerance && nearest.abs() < 9.2e18;
-            out.push(if ok { nearest as i64 } else { 0 });
-            word |= u64::from(ok) << k;
-        }
-        words.push(word);
-    }
-    let cast_ok = BooleanBuffer::new(words.into(), 0, values.len());
+    let (out, cast_ok) = crate::bin::integers_of(values, |x| {
+        let nearest = crate::bin::round_half_away(x);
+        let ok = (x - nearest).abs() <= cast.tolerance && nearest.abs() < 9.2e18;
+        ok.then_some(nearest as i64)
+    });
     // The values that fail: present but not within the tolerance of an integer.
     let failed = match floats.nulls() {
         Some(nulls) => nulls.inner() & &!&cast_ok,

@@ -1199,13 +1199,8 @@ fn scatter_primitive<T: arrow::datatypes::ArrowPrimitiveType>(
     parts: &[Part<'_>],
     positions: &[u32],
 ) -> arrow::array::PrimitiveArray<T> {
-    let n = positions.len();
-    let mut values = vec![T::Native::default(); n];
-    let has_nulls = parts.iter().any(|(p, _)| p.null_count() > 0);
-    let mut valid = arrow::array::BooleanBufferBuilder::new(if has_nulls { n } else { 0 });
-    if has_nulls {
-        valid.append_n(n, false);
-    }
+    let mut values = vec![T::Native::default(); positions.len()];
+    let mut valid = scattered_validity(parts, positions.len());
     let mut next = 0;
     for (part, selection) in parts {
         let part = part.as_primitive::<T>();
@@ -1213,15 +1208,27 @@ fn scatter_primitive<T: arrow::datatypes::ArrowPrimitiveType>(
         for_each_row(part.len(), *selection, |i| {
             let position = positions[next] as usize;
             values[position] = part_values[i];
-            if has_nulls && part.is_valid(i) {
+            if let Some(valid) = valid.as_mut()
+                && part.is_valid(i)
+            {
                 valid.set_bit(position, true);
             }
             next += 1;
         });
     }
-    let nulls = has_nulls.then(|| arrow::buffer::NullBuffer::new(valid.finish()));
+    let nulls = valid.map(|mut valid| arrow::buffer::NullBuffer::new(valid.finish()));
     arrow::array::PrimitiveArray::<T>::new(values.into(), nulls)
         .with_data_type(parts[0].0.data_type().clone())
+}
+
+/// The validity of `n` values scattered from `parts`: `None` when no part has a null,
+/// else every bit clear until the valid values set theirs.
+fn scattered_validity(parts: &[Part<'_>], n: usize) -> Option<arrow::array::BooleanBufferBuilder> {
+    parts.iter().any(|(p, _)| p.null_count() > 0).then(|| {
+        let mut valid = arrow::array::BooleanBufferBuilder::new(n);
+        valid.append_n(n, false);
+        valid
+    })
 }
 
 /// [`scatter`] for strings: the lengths first, then the bytes to their offsets; `None`
@@ -1229,7 +1236,11 @@ fn scatter_primitive<T: arrow::datatypes::ArrowPrimitiveType>(
 fn scatter_utf8(parts: &[Part<'_>], positions: &[u32]) -> Option<StringArray> {
     let n = positions.len();
     if let Some(width) = fixed_width(parts).filter(|w| w * n <= i32::MAX as usize) {
-        return Some(scatter_fixed_utf8(parts, positions, width));
+        // Strings all `width` bytes long: the offsets are multiples of the width.
+        let mut bytes = vec![0u8; n * width];
+        let nulls = scatter_string_bytes(parts, positions, &mut bytes, |position| position * width);
+        let offsets = arrow::buffer::OffsetBuffer::from_lengths(std::iter::repeat_n(width, n));
+        return Some(StringArray::new(offsets, bytes.into(), nulls));
     }
     let mut lengths = vec![0i32; n];
     let mut next = 0;
@@ -1254,29 +1265,40 @@ fn scatter_utf8(parts: &[Part<'_>], positions: &[u32]) -> Option<StringArray> {
         return None;
     }
     let mut bytes = vec![0u8; end as usize];
-    let has_nulls = parts.iter().any(|(p, _)| p.null_count() > 0);
-    let mut valid = arrow::array::BooleanBufferBuilder::new(if has_nulls { n } else { 0 });
-    if has_nulls {
-        valid.append_n(n, false);
-    }
+    let nulls = scatter_string_bytes(parts, positions, &mut bytes, |position| {
+        offsets[position] as usize
+    });
+    let offsets = arrow::buffer::OffsetBuffer::new(offsets.into());
+    Some(StringArray::new(offsets, bytes.into(), nulls))
+}
+
+/// Copies the bytes of each string of the parts to `bytes[start(position)..]`, where
+/// `position` is its row in event order; returns the validity when a value is null.
+fn scatter_string_bytes(
+    parts: &[Part<'_>],
+    positions: &[u32],
+    bytes: &mut [u8],
+    start: impl Fn(usize) -> usize,
+) -> Option<arrow::buffer::NullBuffer> {
+    let mut valid = scattered_validity(parts, positions.len());
     let mut next = 0;
     for (part, selection) in parts {
         let part = part.as_string::<i32>();
-        let (values, part_offsets) = (part.value_data(), part.value_offsets());
+        let (values, offsets) = (part.value_data(), part.value_offsets());
         for_each_row(part.len(), *selection, |i| {
             let position = positions[next] as usize;
-            let (from, to) = (part_offsets[i] as usize, part_offsets[i + 1] as usize);
-            let start = offsets[position] as usize;
+            let (from, to) = (offsets[i] as usize, offsets[i + 1] as usize);
+            let start = start(position);
             copy_short(&mut bytes[start..start + (to - from)], &values[from..to]);
-            if has_nulls && part.is_valid(i) {
+            if let Some(valid) = valid.as_mut()
+                && part.is_valid(i)
+            {
                 valid.set_bit(position, true);
             }
             next += 1;
         });
     }
-    let nulls = has_nulls.then(|| arrow::buffer::NullBuffer::new(valid.finish()));
-    let offsets = arrow::buffer::OffsetBuffer::new(offsets.into());
-    Some(StringArray::new(offsets, bytes.into(), nulls))
+    valid.map(|mut valid| arrow::buffer::NullBuffer::new(valid.finish()))
 }
 
 /// The length of every string of the parts (over all their rows), when there is one
@@ -1293,36 +1315,6 @@ fn fixed_width(parts: &[Part<'_>]) -> Option<usize> {
         }
     }
     width.map(|w| w as usize).filter(|w| *w <= 16)
-}
-
-/// [`scatter_utf8`] for strings all `width` bytes long: the offsets are multiples of the
-/// width, and each string goes straight to its position's bytes.
-fn scatter_fixed_utf8(parts: &[Part<'_>], positions: &[u32], width: usize) -> StringArray {
-    let n = positions.len();
-    let mut bytes = vec![0u8; n * width];
-    let has_nulls = parts.iter().any(|(p, _)| p.null_count() > 0);
-    let mut valid = arrow::array::BooleanBufferBuilder::new(if has_nulls { n } else { 0 });
-    if has_nulls {
-        valid.append_n(n, false);
-    }
-    let mut next = 0;
-    for (part, selection) in parts {
-        let part = part.as_string::<i32>();
-        let (values, offsets) = (part.value_data(), part.value_offsets());
-        for_each_row(part.len(), *selection, |i| {
-            let position = positions[next] as usize;
-            let from = offsets[i] as usize;
-            let to = &mut bytes[position * width..(position + 1) * width];
-            copy_short(to, &values[from..from + width]);
-            if has_nulls && part.is_valid(i) {
-                valid.set_bit(position, true);
-            }
-            next += 1;
-        });
-    }
-    let nulls = has_nulls.then(|| arrow::buffer::NullBuffer::new(valid.finish()));
-    let offsets = arrow::buffer::OffsetBuffer::from_lengths(std::iter::repeat_n(width, n));
-    StringArray::new(offsets, bytes.into(), nulls)
 }
 
 /// Copies a string's bytes, a single byte without a call to `memcpy` (categorical

@@ -123,7 +123,8 @@ fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon_s: i64, day_ms: i64) 
     let price = prices.values();
     let mut values = Vec::with_capacity(n);
     // Each row's future row, kept only when nulls have to be looked up.
-    let mut futures = Vec::with_capacity(if prices.null_count() > 0 { n } else { 0 });
+    let nulls = prices.nulls().filter(|nulls| nulls.null_count() > 0);
+    let mut futures = Vec::with_capacity(if nulls.is_some() { n } else { 0 });
     let mut valid = BooleanBufferBuilder::new(n);
     for run in rows.runs.windows(2) {
         let (first, end) = (run[0], run[1]);
@@ -156,19 +157,19 @@ fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon_s: i64, day_ms: i64) 
                 }
             }
             values.push(price[ahead] / price[i] - 1.0);
-            if futures.capacity() > 0 {
+            if nulls.is_some() {
                 futures.push(ahead as u32);
             }
         }
         values.resize(end, 0.0);
         valid.append_n(within - first, true);
         valid.append_n(end - within, false);
-        if futures.capacity() > 0 {
+        if nulls.is_some() {
             futures.resize(end, 0);
         }
     }
     let mut valid = valid.finish();
-    if let Some(nulls) = prices.nulls().filter(|_| futures.capacity() > 0) {
+    if let Some(nulls) = nulls {
         // A null current or future price gives a null return.
         let both = (0..n).map(|i| nulls.is_valid(i) && nulls.is_valid(futures[i] as usize));
         valid = &valid & &arrow::buffer::BooleanBuffer::from_iter(both);
