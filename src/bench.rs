@@ -136,10 +136,11 @@ pub fn measure(
     let peak_anon_bytes = sampler.join().unwrap_or(None);
     let summary = summary?;
     let peak_rss_bytes = peak_rss();
-    if let Some(failed) = summary.failed().next() {
-        let DateStatus::Failed(message) = &failed.status else {
-            unreachable!("failed() yields failed dates")
-        };
+    let failure = summary.failed().find_map(|date| match &date.status {
+        DateStatus::Failed(message) => Some(message),
+        _ => None,
+    });
+    if let Some(message) = failure {
         return Err(RunError::Bench(format!(
             "a date of the benchmark failed, so it has no figures: {message}; \
              `vizflow run` with the same pipeline and --data shows the date's report"
