@@ -50,9 +50,10 @@ impl BinSpec {
 /// rounding instruction) makes for every value.
 #[inline(always)]
 pub fn round_half_away(x: f64) -> f64 {
-    // From 2^52 on, every f64 is an integer; NaN and infinities are returned as well.
+    // From 2^52 on, every f64 is an integer; NaN and infinities are returned as well
+    // (through an addition, which quiets a signaling NaN as `round` does).
     if x.is_nan() || x.abs() >= (1u64 << 52) as f64 {
-        return x;
+        return x + 0.0;
     }
     let toward_zero = x as i64 as f64;
     // Exact: `x` and its integer part are within 1 of each other.
