@@ -172,6 +172,174 @@ mod round_trip {
     }
 }
 
+/// Columns decoded from a memory-mapped IPC file without copying, each with its own
+/// pages that leave the process's resident memory once no array holds the column.
+mod mapped_pages {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array, ListArray,
+        StringArray,
+    };
+    use arrow::datatypes::{Float64Type, Int32Type};
+    use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
+
+    use super::*;
+
+    fn write_ipc(path: &Path, batches: &[RecordBatch], options: IpcWriteOptions) {
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer =
+            FileWriter::try_new_with_options(file, &batches[0].schema(), options).unwrap();
+        for batch in batches {
+            writer.write(batch).unwrap();
+        }
+        writer.finish().unwrap();
+    }
+
+    /// A batch of every layout the rebasing handles: nulls, offsets, a dictionary (whose
+    /// values lie in another block), a nested list, booleans.
+    fn layouts(rows: usize, seed: u64) -> RecordBatch {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let some = |rng: &mut ChaCha8Rng| rng.random_bool(0.8);
+        let ints: Int64Array = (0..rows)
+            .map(|_| some(&mut rng).then(|| rng.random_range(-1000..1000)))
+            .collect();
+        let words = ["B", "S", "BUY", ""];
+        let strings: StringArray = (0..rows)
+            .map(|_| some(&mut rng).then(|| words[rng.random_range(0..4)]))
+            .collect();
+        let keys: Int32Array = (0..rows)
+            .map(|_| some(&mut rng).then(|| rng.random_range(0..4)))
+            .collect();
+        let dictionary =
+            DictionaryArray::<Int32Type>::new(keys, Arc::new(StringArray::from(words.to_vec())));
+        let lists = ListArray::from_iter_primitive::<Float64Type, _, _>((0..rows).map(|_| {
+            some(&mut rng).then(|| {
+                let len = rng.random_range(0..3);
+                (0..len)
+                    .map(|_| some(&mut rng).then(|| rng.random::<f64>()))
+                    .collect::<Vec<_>>()
+            })
+        }));
+        let bools: BooleanArray = (0..rows)
+            .map(|_| some(&mut rng).then(|| rng.random_bool(0.5)))
+            .collect();
+        let floats: Float64Array = (0..rows).map(|_| Some(rng.random::<f64>())).collect();
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("ints", Arc::new(ints)),
+            ("strings", Arc::new(strings)),
+            ("dictionary", Arc::new(dictionary)),
+            ("lists", Arc::new(lists)),
+            ("bools", Arc::new(bools)),
+            ("floats", Arc::new(floats)),
+        ];
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    #[test]
+    fn columns_of_every_layout_read_back_unchanged_and_own_their_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches: Vec<RecordBatch> = (0..3).map(|i| layouts(5000 + 7 * i, i as u64)).collect();
+        for compression in [None, Some(arrow::ipc::CompressionType::LZ4_FRAME)] {
+            let path = dir.path().join("layouts.arrow");
+            let options = IpcWriteOptions::default()
+                .try_with_compression(compression)
+                .unwrap();
+            write_ipc(&path, &batches, options);
+            let file = DateFile::open(&path).unwrap();
+            let columns = ["floats", "lists", "ints", "dictionary", "bools", "strings"];
+            for (part, written) in batches.iter().enumerate() {
+                let read = file.read_part(part, &columns, 1 << 20).unwrap();
+                let order: Vec<usize> = columns
+                    .iter()
+                    .map(|c| written.schema().index_of(c).unwrap())
+                    .collect();
+                assert_eq!(
+                    read[0].1,
+                    written.project(&order).unwrap(),
+                    "{compression:?}"
+                );
+                if compression.is_none() {
+                    // Only the column's own buffers (values, validity) share its owner,
+                    // each held twice (by the batch and by `to_data`'s copy); the
+                    // file's other columns and the file itself do not.
+                    let floats = read[0].1.column(0).to_data();
+                    assert_eq!(floats.buffers()[0].strong_count(), 2, "floats");
+                    let ints = read[0].1.column(2).to_data();
+                    assert_eq!(ints.buffers()[0].strong_count(), 4, "ints and their nulls");
+                }
+            }
+        }
+    }
+
+    /// The resident size of the mapping of `path` in this process, in KiB.
+    #[cfg(target_os = "linux")]
+    fn resident_kib(path: &Path) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let name = path.to_str().unwrap();
+        let mut lines = smaps.lines();
+        let mut total = 0;
+        while let Some(line) = lines.next() {
+            if line.ends_with(name) {
+                let rss = lines.find(|l| l.starts_with("Rss:")).unwrap();
+                total += rss
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+        total
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_column_no_array_holds_leaves_resident_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two_columns.arrow");
+        let rows = 1 << 21; // 16 MiB a column
+        let a: Float64Array = (0..rows).map(|i| Some(i as f64)).collect();
+        let b: Float64Array = (0..rows).map(|i| Some(-(i as f64))).collect();
+        let batch =
+            RecordBatch::try_from_iter([("a", Arc::new(a) as ArrayRef), ("b", Arc::new(b) as _)])
+                .unwrap();
+        write_ipc(&path, &[batch], IpcWriteOptions::default());
+        let file = DateFile::open(&path).unwrap();
+        let read = file.read_part(0, &["a", "b"], rows).unwrap().remove(0).1;
+        let sum = |i: usize| {
+            let column = read
+                .column(i)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap();
+            column.values().iter().sum::<f64>()
+        };
+        assert_eq!(sum(0), -sum(1));
+        let column_kib = (rows * 8 / 1024) as u64;
+        let both = resident_kib(&path);
+        assert!(
+            both >= 2 * column_kib,
+            "both columns read: {both} KiB resident"
+        );
+
+        let only_b = read.project(&[1]).unwrap();
+        drop(read);
+        let after_a = resident_kib(&path);
+        assert!(
+            after_a.abs_diff(column_kib) < column_kib / 16,
+            "column a dropped: {after_a} KiB resident, expected about {column_kib}"
+        );
+        drop(only_b);
+        let after_both = resident_kib(&path);
+        assert!(
+            after_both < column_kib / 16,
+            "both dropped: {after_both} KiB resident"
+        );
+        drop(file);
+    }
+}
+
 mod errors {
     use super::*;
 

@@ -40,9 +40,17 @@ pub struct DateFile {
 
 #[derive(Debug)]
 enum Source {
-    IpcFile { data: Buffer, index: IpcFileIndex },
-    IpcStream { data: Buffer },
-    Parquet { metadata: ArrowReaderMetadata },
+    IpcFile {
+        data: Buffer,
+        map: ipc::Map,
+        index: IpcFileIndex,
+    },
+    IpcStream {
+        data: Buffer,
+    },
+    Parquet {
+        metadata: ArrowReaderMetadata,
+    },
     Csv,
 }
 
@@ -154,7 +162,7 @@ impl DateFile {
         batch_rows: usize,
     ) -> Result<Vec<RecordBatch>, IoError> {
         match &self.source {
-            Source::IpcFile { data, index } => {
+            Source::IpcFile { data, map, index } => {
                 let mut decoder = FileDecoder::new(self.schema.clone(), index.version)
                     .with_projection(projection);
                 let block_bytes =
@@ -167,7 +175,12 @@ impl DateFile {
                 }
                 let block = &index.batches[i];
                 let batch = decoder.read_record_batch(block, &block_bytes(block)?);
-                Ok(batch.map_err(|e| self.corrupt(e))?.into_iter().collect())
+                let range = ipc::block_range(data.len(), block).map_err(|m| self.corrupt(m))?;
+                let batch = batch.map_err(|e| self.corrupt(e))?;
+                Ok(batch
+                    .map(|batch| ipc::own_columns(batch, map, range))
+                    .into_iter()
+                    .collect())
             }
             Source::IpcStream { data } => {
                 let reader = StreamReader::try_new(Cursor::new(data.as_slice()), Some(projection))
@@ -245,13 +258,13 @@ fn open_source(path: &Path, format: FileFormat) -> Result<Opened, IoError> {
     };
     Ok(match format {
         FileFormat::IpcFile => {
-            let data = ipc::load(path)?;
+            let (map, data) = ipc::load(path)?;
             let index = ipc::index_file(&data).map_err(corrupt)?;
-            let rows = index.batch_rows.clone();
-            (index.schema.clone(), Source::IpcFile { data, index }, rows)
+            let (schema, rows) = (index.schema.clone(), index.batch_rows.clone());
+            (schema, Source::IpcFile { data, map, index }, rows)
         }
         FileFormat::IpcStream => {
-            let data = ipc::load(path)?;
+            let (_, data) = ipc::load(path)?;
             let (schema, rows) = ipc::index_stream(&data).map_err(corrupt)?;
             (schema, Source::IpcStream { data }, vec![rows])
         }

@@ -9,8 +9,9 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::buffer::Buffer;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::array::{ArrayData, ArrayRef, RecordBatch, make_array};
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::ipc::convert::try_fb_to_schema;
 use arrow::ipc::reader::read_footer_length;
 use arrow::ipc::{Block, Message, MetadataVersion, root_as_footer, root_as_message};
@@ -20,10 +21,13 @@ use super::IoError;
 const MAGIC: &[u8] = b"ARROW1";
 const CONTINUATION: [u8; 4] = [0xff; 4];
 
+/// A memory-mapped input file.
+pub(super) type Map = Arc<memmap2::Mmap>;
+
 /// Memory-maps an IPC file into one buffer that record batches are decoded from
 /// without copying, so an uncompressed file costs only the pages of the columns read.
 #[allow(unsafe_code)]
-pub(super) fn load(path: &Path) -> Result<Buffer, IoError> {
+pub(super) fn load(path: &Path) -> Result<(Map, Buffer), IoError> {
     let read_error = |source| IoError::Read {
         path: path.into(),
         source,
@@ -32,8 +36,150 @@ pub(super) fn load(path: &Path) -> Result<Buffer, IoError> {
     // SAFETY: a mapping is undefined behaviour if the file is modified or truncated while
     // mapped. Input files are treated as immutable while a date is read (VizFlow and its
     // generator write files atomically, by rename, never in place); the README says so.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_error)?;
-    Ok(Buffer::from(bytes::Bytes::from_owner(map)))
+    let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(read_error)?);
+    let whole = Pages {
+        range: 0..map.len(),
+        map: map.clone(),
+        release: false,
+    };
+    Ok((map, Buffer::from(bytes::Bytes::from_owner(whole))))
+}
+
+/// A range of a mapped file that buffers point into. With `release`, its whole pages
+/// leave the process's resident memory when the last buffer goes (they stay in the page
+/// cache, and are read back from there should the range be decoded again).
+struct Pages {
+    map: Map,
+    range: Range<usize>,
+    release: bool,
+}
+
+impl AsRef<[u8]> for Pages {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
+impl Drop for Pages {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if self.release {
+            // SAFETY: sysconf has no preconditions.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
+            let base = self.map.as_ptr() as usize;
+            let (start, end) = match page {
+                0 => return,
+                page => (
+                    (base + self.range.start).next_multiple_of(page),
+                    (base + self.range.end) / page * page,
+                ),
+            };
+            if start < end {
+                // SAFETY: [start, end) lies within the mapping, which `self.map` keeps
+                // alive. The mapping is shared and read-only, so MADV_DONTNEED only drops
+                // the page table entries: a later read faults the same file bytes back
+                // in. Only whole pages of this range are dropped, whatever other buffers
+                // still point into them; the result is ignored (an error just leaves
+                // the pages resident).
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+                };
+            }
+        }
+    }
+}
+
+/// Gives each column of `batch`, decoded from the mapped file without copying, an owner
+/// of its own: the bytes of its buffers within `block` (the record batch's block in the
+/// file, where a column's buffers lie next to each other), released as [`Pages`] say once no
+/// array holds the column any more. A stage that has consumed a column (a timestamp
+/// parsed, prices averaged) then gives its memory back while the later stages run.
+/// Buffers outside `block` (decompressed ones, dictionary values) keep their owner.
+pub(super) fn own_columns(batch: RecordBatch, map: &Map, block: Range<usize>) -> RecordBatch {
+    let base = map.as_ptr() as usize;
+    let within = |buffer: &Buffer| {
+        let start = (buffer.as_ptr() as usize).wrapping_sub(base);
+        (block.start <= start && start.saturating_add(buffer.len()) <= block.end)
+            .then(|| start..start + buffer.len())
+    };
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|column| {
+            let data = column.to_data();
+            let mut range: Option<Range<usize>> = None;
+            visit_buffers(&data, &mut |buffer| {
+                if let Some(r) = within(buffer) {
+                    range = Some(match range.take() {
+                        Some(old) => old.start.min(r.start)..old.end.max(r.end),
+                        None => r,
+                    });
+                }
+            });
+            let Some(range) = range else {
+                return column.clone();
+            };
+            let start = base + range.start;
+            let pages = Buffer::from(bytes::Bytes::from_owner(Pages {
+                map: map.clone(),
+                range,
+                release: true,
+            }));
+            let rebase = |buffer: &Buffer| match within(buffer) {
+                Some(r) => pages.slice_with_length(base + r.start - start, buffer.len()),
+                None => buffer.clone(),
+            };
+            make_array(rebased(data, &rebase))
+        })
+        .collect();
+    RecordBatch::try_new(batch.schema(), columns).expect("the same columns as the batch")
+}
+
+/// Calls `f` with every buffer of `data` and of its children (not a dictionary's values,
+/// which lie in another block), validity bitmaps included.
+fn visit_buffers(data: &ArrayData, f: &mut impl FnMut(&Buffer)) {
+    data.buffers().iter().for_each(&mut *f);
+    if let Some(nulls) = data.nulls() {
+        f(nulls.buffer());
+    }
+    if !matches!(data.data_type(), DataType::Dictionary(..)) {
+        for child in data.child_data() {
+            visit_buffers(child, f);
+        }
+    }
+}
+
+/// `data` with every buffer (and its children's, as [`visit_buffers`]) replaced by
+/// `rebase(buffer)`, which holds the same bytes.
+fn rebased(data: ArrayData, rebase: &impl Fn(&Buffer) -> Buffer) -> ArrayData {
+    let buffers = data.buffers().iter().map(rebase).collect();
+    let nulls = data.nulls().map(|nulls| {
+        let bits = BooleanBuffer::new(rebase(nulls.buffer()), nulls.offset(), nulls.len());
+        // SAFETY: the same bits as `nulls`, whose null count is right.
+        #[allow(unsafe_code)]
+        unsafe {
+            NullBuffer::new_unchecked(bits, nulls.null_count())
+        }
+    });
+    let children = match data.data_type() {
+        DataType::Dictionary(..) => data.child_data().to_vec(),
+        _ => data
+            .child_data()
+            .iter()
+            .map(|child| rebased(child.clone(), rebase))
+            .collect(),
+    };
+    let builder = data
+        .into_builder()
+        .buffers(buffers)
+        .nulls(nulls)
+        .child_data(children);
+    // SAFETY: the same layout and bytes as `data`, which the decoder built and checked.
+    #[allow(unsafe_code)]
+    unsafe {
+        builder.build_unchecked()
+    }
 }
 
 /// What an IPC file's footer and block headers say.
@@ -98,7 +244,7 @@ pub(super) fn block_bytes(data: &Buffer, block: &Block) -> Result<Buffer, String
     Ok(data.slice_with_length(range.start, range.len()))
 }
 
-fn block_range(file_len: usize, block: &Block) -> Result<Range<usize>, String> {
+pub(super) fn block_range(file_len: usize, block: &Block) -> Result<Range<usize>, String> {
     let start = usize::try_from(block.offset()).ok();
     let meta = usize::try_from(block.metaDataLength())
         .ok()
