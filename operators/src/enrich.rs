@@ -304,7 +304,7 @@ fn enrich_in_chunks(
 ) -> Result<EnrichOutput, String> {
     let parts: Vec<SelectedRows> = parts.into_iter().filter(|p| selected_len(p) > 0).collect();
     if parts.is_empty() {
-        let empty = Frame::new(Vec::new(), event_order(&[], 0, &[]));
+        let empty = Frame::new(Vec::new(), event_order(&[], &[], 0)?);
         return empty.into_output(Arc::new(Schema::empty()), false);
     }
     let input_schema = common_schema(&parts)?;
@@ -321,12 +321,8 @@ fn enrich_in_chunks(
     let mut parts = parts;
     parts.sort_by_cached_key(first_row_id);
     let (symbols, symbol_count) = symbol_ids(&parts, &spec.symbol, "enrich")?;
-    let mut keys = Vec::with_capacity(rows);
-    for part in &parts {
-        push_event_keys(part, &mut keys)?;
-    }
-    let events = event_order(&symbols, symbol_count, &keys);
-    drop((symbols, keys));
+    let events = event_order(&parts, &symbols, symbol_count)?;
+    drop(symbols);
     let mut frame = Frame::new(parts, events);
 
     let fields: Vec<Field> = input_schema
@@ -1366,7 +1362,7 @@ fn common_schema(parts: &[SelectedRows]) -> Result<SchemaRef, String> {
 }
 
 /// The `row_id` of a part's first selected row (0 when it has none or no `row_id`
-/// column; [`push_event_keys`] reports a missing one).
+/// column; [`event_values`] reports a missing one).
 fn first_row_id((batch, selection): &SelectedRows) -> u64 {
     let first = selection
         .as_ref()
@@ -1380,9 +1376,9 @@ fn first_row_id((batch, selection): &SelectedRows) -> u64 {
     }
 }
 
-/// Appends the event key, `elapsed_ms` above `row_id`, of each row a part selects,
-/// checking both fit.
-fn push_event_keys((batch, selection): &SelectedRows, keys: &mut Vec<u64>) -> Result<(), String> {
+/// A part's `elapsed_ms` and `row_id` values, checked to have no nulls among the rows
+/// it selects.
+fn event_values((batch, selection): &SelectedRows) -> Result<(&[i64], &[u64]), String> {
     let column = |name: &str| {
         batch.column_by_name(name).ok_or_else(|| {
             format!(
@@ -1415,22 +1411,7 @@ fn push_event_keys((batch, selection): &SelectedRows, keys: &mut Vec<u64>) -> Re
             return Err(format!("enrich: column '{name}' has {count} null values"));
         }
     }
-    let (elapsed, ids) = (elapsed.values(), ids.values());
-    let mut out_of_range = None;
-    for_each_row(batch.num_rows(), selection.as_ref(), |row| {
-        let (e, r) = (elapsed[row], ids[row]);
-        if !(0..1 << (64 - ROW_ID_BITS - 1)).contains(&e) || r >= 1 << ROW_ID_BITS {
-            out_of_range.get_or_insert((e, r));
-        }
-        keys.push(((e as u64) << ROW_ID_BITS) | r);
-    });
-    match out_of_range {
-        None => Ok(()),
-        Some((e, r)) => Err(format!(
-            "enrich: event time out of range (elapsed_ms {e}, row_id {r}); \
-             elapsed_ms must be in 0..2^27 and row_id below 2^36"
-        )),
-    }
+    Ok((elapsed.values(), ids.values()))
 }
 
 /// A worker's rows of a date in event order: grouped by symbol (a counting sort), each
@@ -1446,7 +1427,16 @@ struct Events {
     row_id: ScalarBuffer<u64>,
 }
 
-fn event_order(symbols: &[u32], symbol_count: usize, keys: &[u64]) -> Events {
+/// The events of the rows the parts select, whose symbol ids are `symbols`: each row's
+/// event key (`elapsed_ms` above `row_id`, both checked to fit) goes straight to its
+/// symbol's place, then each symbol's keys are sorted with their rows, and the keys
+/// become the `row_id` column in place. At most 24 bytes a row exist at once (symbol id,
+/// key and row, then `elapsed_ms`).
+fn event_order(
+    parts: &[SelectedRows],
+    symbols: &[u32],
+    symbol_count: usize,
+) -> Result<Events, String> {
     let mut starts = vec![0usize; symbol_count + 1];
     for s in symbols {
         starts[*s as usize + 1] += 1;
@@ -1454,52 +1444,77 @@ fn event_order(symbols: &[u32], symbol_count: usize, keys: &[u64]) -> Events {
     for s in 0..symbol_count {
         starts[s + 1] += starts[s];
     }
-    let mut events: Vec<(u64, u32)> = vec![(0, 0); symbols.len()];
+    let mut keys = vec![0u64; symbols.len()];
+    let mut rows = vec![0u32; symbols.len()];
     let mut cursor = starts.clone();
-    for (row, s) in symbols.iter().enumerate() {
-        events[cursor[*s as usize]] = (keys[row], row as u32);
-        cursor[*s as usize] += 1;
+    let (mut row, mut out_of_range) = (0usize, None);
+    for part in parts {
+        let (elapsed, ids) = event_values(part)?;
+        for_each_row(part.0.num_rows(), part.1.as_ref(), |r| {
+            let (e, id) = (elapsed[r], ids[r]);
+            if !(0..1 << (64 - ROW_ID_BITS - 1)).contains(&e) || id >= 1 << ROW_ID_BITS {
+                out_of_range.get_or_insert((e, id));
+            }
+            let at = &mut cursor[symbols[row] as usize];
+            keys[*at] = ((e as u64) << ROW_ID_BITS) | id;
+            rows[*at] = row as u32;
+            *at += 1;
+            row += 1;
+        });
+    }
+    if let Some((e, id)) = out_of_range {
+        return Err(format!(
+            "enrich: event time out of range (elapsed_ms {e}, row_id {id}); \
+             elapsed_ms must be in 0..2^27 and row_id below 2^36"
+        ));
     }
     drop(cursor);
     for s in 0..symbol_count {
-        sort_events(&mut events[starts[s]..starts[s + 1]]);
+        let symbol = starts[s]..starts[s + 1];
+        sort_events(&mut keys[symbol.clone()], &mut rows[symbol]);
     }
-    let mut rows = Vec::with_capacity(events.len());
-    let mut elapsed_ms = Vec::with_capacity(events.len());
-    let mut row_id = Vec::with_capacity(events.len());
-    for (key, row) in events {
-        rows.push(row);
-        elapsed_ms.push((key >> ROW_ID_BITS) as i64);
-        row_id.push(key & ((1 << ROW_ID_BITS) - 1));
+    let elapsed_ms: Vec<i64> = keys.iter().map(|key| (key >> ROW_ID_BITS) as i64).collect();
+    let mut row_id = keys;
+    for key in &mut row_id {
+        *key &= (1 << ROW_ID_BITS) - 1;
     }
-    Events {
+    Ok(Events {
         starts,
         rows,
         elapsed_ms: elapsed_ms.into(),
         row_id: row_id.into(),
-    }
+    })
 }
 
-/// Sorts one symbol's events by key. They come nearly sorted (in row_id order, and
-/// times mostly increase with it), so an insertion sort is about one pass; past a
-/// budget of moves (input far from event order) a general sort takes over.
-fn sort_events(events: &mut [(u64, u32)]) {
-    let budget = 8 * events.len() + 64;
+/// Sorts one symbol's events by key, moving each event's row with its key. They come
+/// nearly sorted (in row_id order, and times mostly increase with it), so an insertion
+/// sort is about one pass; past a budget of moves (input far from event order) a
+/// general sort takes over.
+fn sort_events(keys: &mut [u64], rows: &mut [u32]) {
+    let budget = 8 * keys.len() + 64;
     let mut moves = 0;
-    for i in 1..events.len() {
-        let event = events[i];
-        if event.0 >= events[i - 1].0 {
+    for i in 1..keys.len() {
+        let (key, row) = (keys[i], rows[i]);
+        if key >= keys[i - 1] {
             continue;
         }
         let mut j = i;
-        while j > 0 && events[j - 1].0 > event.0 {
-            events[j] = events[j - 1];
+        while j > 0 && keys[j - 1] > key {
+            keys[j] = keys[j - 1];
+            rows[j] = rows[j - 1];
             j -= 1;
         }
-        events[j] = event;
+        keys[j] = key;
+        rows[j] = row;
         moves += i - j;
         if moves > budget {
+            let mut events: Vec<(u64, u32)> =
+                keys.iter().copied().zip(rows.iter().copied()).collect();
             events.sort_unstable_by_key(|(key, _)| *key);
+            for (i, (key, row)) in events.into_iter().enumerate() {
+                keys[i] = key;
+                rows[i] = row;
+            }
             return;
         }
     }
@@ -2354,8 +2369,10 @@ mod tests {
             }
             let mut expected = events.clone();
             expected.sort_unstable_by_key(|(key, _)| *key);
-            sort_events(&mut events);
-            assert_eq!(events, expected, "case {case}");
+            let (mut keys, mut rows): (Vec<u64>, Vec<u32>) = events.into_iter().unzip();
+            sort_events(&mut keys, &mut rows);
+            let sorted: Vec<(u64, u32)> = keys.into_iter().zip(rows).collect();
+            assert_eq!(sorted, expected, "case {case}");
         }
     }
 
