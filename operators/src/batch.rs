@@ -381,7 +381,13 @@ impl Distributor<Batch> for BySymbol {
             )
         };
         let destinations = symbol_destinations(column.as_ref(), pushers.len());
-        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); pushers.len()];
+        // Each destination's rows, allocated at their exact size (a date's selections
+        // live until the keyed stage has ordered the rows).
+        let mut counts = vec![0usize; pushers.len()];
+        for dest in &destinations {
+            counts[*dest as usize] += 1;
+        }
+        let mut indices: Vec<Vec<u32>> = counts.into_iter().map(Vec::with_capacity).collect();
         for (row, dest) in destinations.iter().enumerate() {
             indices[*dest as usize].push(row as u32);
         }
