@@ -515,8 +515,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
                 fed = ordinal + 1; // begun without rows: its result is "not run"
                 break;
             }
-            // The first file is not kept open past its date: a memory-mapped file's
-            // pages stay resident while it is.
+            // The first file is not kept open past its date (its mapping and index
+            // would outlive it).
             let file = match first_file.take() {
                 Some(file) => Ok(file),
                 None => open(date).map_err(|e| e.to_string()),

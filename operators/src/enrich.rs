@@ -42,8 +42,8 @@
 //! the selections to order the rows, and so is every column the scatter reads.
 //!
 //! In event order, the input columns the rules or the output need are put in event
-//! order before the rules run, each input column let go once scattered (and with the
-//! last, once no worker shares them, the batches and a memory-mapped input file). The
+//! order before the rules run, each input column let go once scattered (its memory,
+//! or its pages of a memory-mapped input file, freed once no worker shares it). The
 //! rules then run **a chunk of symbols at a time** (about 2^18 rows), as the
 //! output is consumed: what the rules add exists for one chunk at a time, not for the
 //! whole date. A chunk's added columns are sliced into output batches, and its input
@@ -350,7 +350,7 @@ fn enrich_in_chunks(
     };
     if event_order && !early.is_empty() {
         // Every input column the rules and the output need goes into event order now,
-        // so the input batches (and the memory-mapped file they may share) are let go
+        // so the input batches (and their pages of a memory-mapped file) are let go
         // before the rules run; then the rules run a chunk of symbols at a time, as the
         // output is consumed.
         // Each input column goes as soon as it is in event order (its memory is freed
