@@ -502,9 +502,9 @@ struct Frame {
     positions: Vec<u32>,
     /// Input columns gathered for the current rows, by name.
     gathered: BTreeMap<String, ArrayRef>,
-    /// `elapsed_ms` and `row_id` of the current rows once they are no longer the
-    /// events, when a rule needed them.
-    reshaped_times: Option<(Vec<i64>, Vec<u64>)>,
+    /// `elapsed_ms` and `row_id` of the current rows, once a rule needed them (from
+    /// the events' keys; reset when a rule reshapes the rows).
+    times: Option<(Vec<i64>, Vec<u64>)>,
 }
 
 impl Frame {
@@ -518,7 +518,7 @@ impl Frame {
             event_ordered: BTreeMap::new(),
             positions: Vec::new(),
             gathered: BTreeMap::new(),
-            reshaped_times: None,
+            times: None,
         }
     }
 
@@ -529,8 +529,7 @@ impl Frame {
         let events = Events {
             starts: Vec::new(),
             rows: Vec::new(),
-            elapsed_ms: self.events.elapsed_ms.slice(low, high - low),
-            row_id: self.events.row_id.slice(low, high - low),
+            keys: self.events.keys.slice(low, high - low),
         };
         let mut chunk = Frame::new(Vec::new(), events);
         chunk.runs = self.runs[symbols.start..=symbols.end]
@@ -547,9 +546,7 @@ impl Frame {
 
     /// The number of current rows.
     fn len(&self) -> usize {
-        self.rows
-            .as_ref()
-            .map_or(self.events.row_id.len(), Vec::len)
+        self.rows.as_ref().map_or(self.events.keys.len(), Vec::len)
     }
 
     /// The global input row behind each current row.
@@ -562,25 +559,23 @@ impl Frame {
 
     /// Makes [`Frame::event_columns`] available.
     fn compute_event_columns(&mut self) {
-        if let (Some(rows), None) = (&self.rows, &self.reshaped_times) {
-            let events = &self.events;
-            let elapsed = rows
-                .iter()
-                .map(|e| events.elapsed_ms[*e as usize])
-                .collect();
-            let row_id = rows.iter().map(|e| events.row_id[*e as usize]).collect();
-            self.reshaped_times = Some((elapsed, row_id));
+        if self.times.is_none() {
+            let keys = &self.events.keys;
+            self.times = Some(match &self.rows {
+                None => keys.iter().map(|key| event_time(*key)).unzip(),
+                Some(rows) => rows.iter().map(|e| event_time(keys[*e as usize])).unzip(),
+            });
         }
     }
 
     /// `elapsed_ms` and `row_id` of the current rows (after
     /// [`Frame::compute_event_columns`]).
     fn event_columns(&self) -> (&[i64], &[u64]) {
-        match (&self.rows, &self.reshaped_times) {
-            (None, _) => (&self.events.elapsed_ms, &self.events.row_id),
-            (Some(_), Some((elapsed, row_id))) => (elapsed, row_id),
-            (Some(_), None) => unreachable!("compute_event_columns runs first"),
-        }
+        let (elapsed_ms, row_id) = self
+            .times
+            .as_ref()
+            .expect("compute_event_columns runs first");
+        (elapsed_ms, row_id)
     }
 
     /// A column for the current rows: added by a rule, or an input column gathered.
@@ -738,7 +733,7 @@ impl Frame {
                 Some(rows) => source.iter().map(|s| rows[*s as usize]).collect(),
             });
             self.gathered.clear();
-            self.reshaped_times = None;
+            self.times = None;
         }
         let per_event = self.rows.is_none();
         for (field, values) in fields.iter().zip(out.columns) {
@@ -1421,17 +1416,19 @@ struct Events {
     starts: Vec<usize>,
     /// Each event's input row (its index over the parts' selected rows).
     rows: Vec<u32>,
-    /// Each event's `elapsed_ms`.
-    elapsed_ms: ScalarBuffer<i64>,
-    /// Each event's `row_id`.
-    row_id: ScalarBuffer<u64>,
+    /// Each event's key: `elapsed_ms` above `row_id` ([`event_time`] splits it).
+    keys: ScalarBuffer<u64>,
+}
+
+/// The `elapsed_ms` and `row_id` of an event key.
+fn event_time(key: u64) -> (i64, u64) {
+    ((key >> ROW_ID_BITS) as i64, key & ((1 << ROW_ID_BITS) - 1))
 }
 
 /// The events of the rows the parts select, whose symbol ids are `symbols`: each row's
 /// event key (`elapsed_ms` above `row_id`, both checked to fit) goes straight to its
-/// symbol's place, then each symbol's keys are sorted with their rows, and the keys
-/// become the `row_id` column in place. At most 24 bytes a row exist at once (symbol id,
-/// key and row, then `elapsed_ms`).
+/// symbol's place, then each symbol's keys are sorted with their rows: 16 bytes a row
+/// (symbol id, key and row), of which the keys and rows are kept.
 fn event_order(
     parts: &[SelectedRows],
     symbols: &[u32],
@@ -1473,16 +1470,10 @@ fn event_order(
         let symbol = starts[s]..starts[s + 1];
         sort_events(&mut keys[symbol.clone()], &mut rows[symbol]);
     }
-    let elapsed_ms: Vec<i64> = keys.iter().map(|key| (key >> ROW_ID_BITS) as i64).collect();
-    let mut row_id = keys;
-    for key in &mut row_id {
-        *key &= (1 << ROW_ID_BITS) - 1;
-    }
     Ok(Events {
         starts,
         rows,
-        elapsed_ms: elapsed_ms.into(),
-        row_id: row_id.into(),
+        keys: keys.into(),
     })
 }
 
