@@ -6,14 +6,19 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const _: () = assert!(libmimalloc_sys::mi_option_use_numa_nodes == MI_OPTION_PURGE_DELAY + 1);
 
 /// Tells mimalloc to keep the memory it frees for reuse instead of returning it to the
-/// operating system after a delay.
+/// operating system after a delay, unless `MIMALLOC_PURGE_DELAY` is set (mimalloc then
+/// purges as that says: `0` returns freed memory at once).
 ///
 /// A date's stages allocate and free gigabytes; returned memory has to be faulted in
 /// and zeroed again by the kernel for the next date, which cost about a quarter of a
 /// multi-date run's CPU time on the development VM. With this, a process's memory stays
-/// at its peak until it exits, which a batch run reaches on its first date anyway.
+/// near its peak until it exits, and grows over the first dates of a run as the freed
+/// memory is not all reused (see the README's performance section for figures).
 /// It only matters when mimalloc is the global allocator, as in the `vizflow` binary.
 pub fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
     // SAFETY: `mi_option_set` stores an option's value; it has no preconditions, may
     // be called at any time, and -1 is the documented value for "never purge".
     #[allow(unsafe_code)]
