@@ -486,8 +486,8 @@ struct Added {
 struct Frame {
     /// The input batches, each with the rows of it that count.
     inputs: Vec<SelectedRows>,
-    /// The events (input rows, times and row ids, in event order; their `starts` moved
-    /// to `runs`).
+    /// The events (input rows and times, in event order; their `starts` moved to
+    /// `runs`).
     events: Events,
     /// The current rows, as indices into `events` (non-decreasing); `None` while they
     /// are the events themselves, before any rule expanded or dropped rows.
@@ -502,9 +502,9 @@ struct Frame {
     positions: Vec<u32>,
     /// Input columns gathered for the current rows, by name.
     gathered: BTreeMap<String, ArrayRef>,
-    /// `elapsed_ms` and `row_id` of the current rows, once a rule needed them (from
-    /// the events' keys; reset when a rule reshapes the rows).
-    times: Option<(Vec<i64>, Vec<u64>)>,
+    /// `elapsed_ms` and `row_id` of the current rows once a rule needed them after
+    /// another expanded or dropped rows (reset when a rule reshapes the rows).
+    reshaped_times: Option<(Vec<i64>, Vec<u64>)>,
 }
 
 impl Frame {
@@ -518,7 +518,7 @@ impl Frame {
             event_ordered: BTreeMap::new(),
             positions: Vec::new(),
             gathered: BTreeMap::new(),
-            times: None,
+            reshaped_times: None,
         }
     }
 
@@ -529,7 +529,13 @@ impl Frame {
         let events = Events {
             starts: Vec::new(),
             rows: Vec::new(),
-            keys: self.events.keys.slice(low, high - low),
+            times: match &self.events.times {
+                EventTimes::Keys(keys) => EventTimes::Keys(keys.slice(low, high - low)),
+                EventTimes::Split(elapsed, row_id) => EventTimes::Split(
+                    elapsed.slice(low, high - low),
+                    row_id.slice(low, high - low),
+                ),
+            },
         };
         let mut chunk = Frame::new(Vec::new(), events);
         chunk.runs = self.runs[symbols.start..=symbols.end]
@@ -546,7 +552,7 @@ impl Frame {
 
     /// The number of current rows.
     fn len(&self) -> usize {
-        self.rows.as_ref().map_or(self.events.keys.len(), Vec::len)
+        self.rows.as_ref().map_or(self.events.times.len(), Vec::len)
     }
 
     /// The global input row behind each current row.
@@ -559,23 +565,22 @@ impl Frame {
 
     /// Makes [`Frame::event_columns`] available.
     fn compute_event_columns(&mut self) {
-        if self.times.is_none() {
-            let keys = &self.events.keys;
-            self.times = Some(match &self.rows {
-                None => keys.iter().map(|key| event_time(*key)).unzip(),
-                Some(rows) => rows.iter().map(|e| event_time(keys[*e as usize])).unzip(),
-            });
+        let (elapsed, row_id) = self.events.times.split();
+        if let (Some(rows), None) = (&self.rows, &self.reshaped_times) {
+            let elapsed = rows.iter().map(|e| elapsed[*e as usize]).collect();
+            let row_id = rows.iter().map(|e| row_id[*e as usize]).collect();
+            self.reshaped_times = Some((elapsed, row_id));
         }
     }
 
     /// `elapsed_ms` and `row_id` of the current rows (after
     /// [`Frame::compute_event_columns`]).
     fn event_columns(&self) -> (&[i64], &[u64]) {
-        let (elapsed_ms, row_id) = self
-            .times
-            .as_ref()
-            .expect("compute_event_columns runs first");
-        (elapsed_ms, row_id)
+        match (&self.rows, &self.events.times, &self.reshaped_times) {
+            (None, EventTimes::Split(elapsed, row_id), _) => (elapsed, row_id),
+            (Some(_), _, Some((elapsed, row_id))) => (elapsed, row_id),
+            _ => unreachable!("compute_event_columns runs first"),
+        }
     }
 
     /// A column for the current rows: added by a rule, or an input column gathered.
@@ -733,7 +738,7 @@ impl Frame {
                 Some(rows) => source.iter().map(|s| rows[*s as usize]).collect(),
             });
             self.gathered.clear();
-            self.times = None;
+            self.reshaped_times = None;
         }
         let per_event = self.rows.is_none();
         for (field, values) in fields.iter().zip(out.columns) {
@@ -1416,13 +1421,43 @@ struct Events {
     starts: Vec<usize>,
     /// Each event's input row (its index over the parts' selected rows).
     rows: Vec<u32>,
-    /// Each event's key: `elapsed_ms` above `row_id` ([`event_time`] splits it).
-    keys: ScalarBuffer<u64>,
+    /// Each event's `elapsed_ms` and `row_id`.
+    times: EventTimes,
 }
 
-/// The `elapsed_ms` and `row_id` of an event key.
-fn event_time(key: u64) -> (i64, u64) {
-    ((key >> ROW_ID_BITS) as i64, key & ((1 << ROW_ID_BITS) - 1))
+/// The events' times: packed in their sort keys (8 bytes an event) until a rule needs
+/// them, then split into `elapsed_ms` and `row_id` (16 bytes), and the keys let go.
+/// Rules run a chunk of symbols at a time when they can, so the split exists for one
+/// chunk, not for the date.
+enum EventTimes {
+    /// `elapsed_ms` above `row_id` ([`ROW_ID_BITS`]).
+    Keys(ScalarBuffer<u64>),
+    /// `elapsed_ms` and `row_id`.
+    Split(ScalarBuffer<i64>, ScalarBuffer<u64>),
+}
+
+impl EventTimes {
+    fn len(&self) -> usize {
+        match self {
+            EventTimes::Keys(keys) => keys.len(),
+            EventTimes::Split(_, row_id) => row_id.len(),
+        }
+    }
+
+    /// `elapsed_ms` and `row_id`, split from the keys the first time.
+    fn split(&mut self) -> (&[i64], &[u64]) {
+        if let EventTimes::Keys(keys) = self {
+            let (elapsed, row_id): (Vec<i64>, Vec<u64>) = keys
+                .iter()
+                .map(|key| ((key >> ROW_ID_BITS) as i64, key & ((1 << ROW_ID_BITS) - 1)))
+                .unzip();
+            *self = EventTimes::Split(elapsed.into(), row_id.into());
+        }
+        match self {
+            EventTimes::Split(elapsed, row_id) => (elapsed, row_id),
+            EventTimes::Keys(_) => unreachable!("split above"),
+        }
+    }
 }
 
 /// The events of the rows the parts select, whose symbol ids are `symbols`: each row's
@@ -1473,7 +1508,7 @@ fn event_order(
     Ok(Events {
         starts,
         rows,
-        keys: keys.into(),
+        times: EventTimes::Keys(keys.into()),
     })
 }
 

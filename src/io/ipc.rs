@@ -98,9 +98,13 @@ impl Drop for Pages {
 /// Buffers outside `block` (decompressed ones, dictionary values) keep their owner.
 pub(super) fn own_columns(batch: RecordBatch, map: &Map, block: Range<usize>) -> RecordBatch {
     let base = map.as_ptr() as usize;
+    // An empty buffer may point anywhere in the block (a writer may record it at
+    // offset 0): it neither widens a column's range nor needs its owner.
     let within = |buffer: &Buffer| {
         let start = (buffer.as_ptr() as usize).wrapping_sub(base);
-        (block.start <= start && start.saturating_add(buffer.len()) <= block.end)
+        (!buffer.is_empty()
+            && block.start <= start
+            && start.saturating_add(buffer.len()) <= block.end)
             .then(|| start..start + buffer.len())
     };
     let columns: Vec<ArrayRef> = batch
