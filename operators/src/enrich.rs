@@ -529,13 +529,7 @@ impl Frame {
         let events = Events {
             starts: Vec::new(),
             rows: Vec::new(),
-            times: match &self.events.times {
-                EventTimes::Keys(keys) => EventTimes::Keys(keys.slice(low, high - low)),
-                EventTimes::Split(elapsed, row_id) => EventTimes::Split(
-                    elapsed.slice(low, high - low),
-                    row_id.slice(low, high - low),
-                ),
-            },
+            times: self.events.times.slice(low, high - low),
         };
         let mut chunk = Frame::new(Vec::new(), events);
         chunk.runs = self.runs[symbols.start..=symbols.end]
@@ -1441,6 +1435,16 @@ impl EventTimes {
         match self {
             EventTimes::Keys(keys) => keys.len(),
             EventTimes::Split(_, row_id) => row_id.len(),
+        }
+    }
+
+    /// The times of events `offset..offset + len` (no copy).
+    fn slice(&self, offset: usize, len: usize) -> EventTimes {
+        match self {
+            EventTimes::Keys(keys) => EventTimes::Keys(keys.slice(offset, len)),
+            EventTimes::Split(elapsed, row_id) => {
+                EventTimes::Split(elapsed.slice(offset, len), row_id.slice(offset, len))
+            }
         }
     }
 

@@ -124,14 +124,14 @@ pub(super) fn own_columns(batch: RecordBatch, map: &Map, block: Range<usize>) ->
             let Some(range) = range else {
                 return column.clone();
             };
-            let start = base + range.start;
+            let first = range.start;
             let pages = Buffer::from(bytes::Bytes::from_owner(Pages {
                 map: map.clone(),
                 range,
                 release: true,
             }));
             let rebase = |buffer: &Buffer| match within(buffer) {
-                Some(r) => pages.slice_with_length(base + r.start - start, buffer.len()),
+                Some(r) => pages.slice_with_length(r.start - first, buffer.len()),
                 None => buffer.clone(),
             };
             make_array(rebased(data, &rebase))
