@@ -30,6 +30,7 @@ use vizflow::synthetic::{GenSpec, generate, generate_date};
 const POSITION_LIMIT: i64 = 100_000;
 
 /// Each symbol's running position, and whether it is beyond `limit`.
+#[derive(Debug)]
 struct PositionLimit {
     limit: i64,
 }

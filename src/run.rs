@@ -23,7 +23,7 @@ use vizflow_operators::batch::Partition;
 
 use crate::calendar::{self, TradingCalendar};
 use crate::cluster::{self, ClusterError, ClusterSpec};
-use crate::config::{ConfigError, Pipeline};
+use crate::config::{ConfigError, Pipeline, widest_schema};
 use crate::engine::{DateResult, Engine, EngineError, Workers, date_owner};
 use crate::io::{DateFile, read_parquet, write_bytes_atomic, write_parquet_atomic};
 
@@ -454,18 +454,21 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         }
     }
 
-    // The pipeline is bound to the schema of the first date whose file opens.
+    // The pipeline is bound to the schema of the first date whose file opens, each
+    // column widened to hold its type on every date (`widest_schema`), so that no date's
+    // values change when they are read as the run's types.
     let open = |date: NaiveDate| {
         let path = input_path(&input_dir, &pipeline.input.pattern, date);
         DateFile::open(&path).map(Arc::new)
     };
     let mut first = None;
+    let mut others = Vec::new();
     for (ordinal, &date) in plan.run.iter().enumerate() {
         match open(date) {
-            Ok(file) => {
-                first = Some((ordinal, file));
-                break;
-            }
+            Ok(file) if first.is_none() => first = Some((ordinal, file)),
+            Ok(file) => others.push(file.schema().as_ref().clone()),
+            // Reported when the date's turn comes.
+            Err(_) if first.is_some() => {}
             Err(error) if owned(ordinal) => {
                 recorder.record(DateOutcome::failed(date, error.to_string()))
             }
@@ -475,7 +478,14 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
     let Some((first_ordinal, first_file)) = first else {
         return Ok(recorder.finish(started));
     };
-    let bound = pipeline.bind(&first_file.schema()).map_err(|e| match e {
+    let widest = widest_schema(&first_file.schema(), &others);
+    // A pipeline that needs a column's narrower type (e.g. an integer symbol column
+    // that is float on some date) binds to the first date's: the others fail alone.
+    let bound = match pipeline.bind(&widest) {
+        Ok(bound) => Ok(bound),
+        Err(_) => pipeline.bind(&first_file.schema()),
+    };
+    let bound = bound.map_err(|e| match e {
         ConfigError::Invalid(message) => {
             ConfigError::Invalid(format!("{message} (in {})", first_file.path().display()))
         }

@@ -158,6 +158,7 @@ max_event_ms = "max(event_ms)"
 /// (`is_closed` false) with a positive `matched_qty` into `part` 0 and 1. `seq` numbers
 /// the rows it saw per symbol and date (dropped ones included); `open_qty` is the running
 /// sum of the open rows' `matched_qty`; `event_ms` echoes the event's `elapsed_ms`.
+#[derive(Debug)]
 struct Lots;
 
 impl TagRule for Lots {

@@ -48,11 +48,13 @@ pub struct IntegerCast {
 /// columns to their expected types, casts, derived columns, projection.
 #[derive(Clone, Debug, Default)]
 pub struct DeriveSpec {
-    /// Input columns and the types they are expected to have (those of the first
-    /// date's file). A column of another type (a later date's Int32 where the first
-    /// had Int64, or Arrow's Null type for a column without values) is converted first,
-    /// so that every later stage sees one type per column; a value the expected type
-    /// cannot hold fails the date.
+    /// Input columns and the types they are expected to have (those the pipeline was
+    /// bound to: `vizflow run` binds to the narrowest types that hold every date's, see
+    /// `vizflow::config::widest_schema`). A column of another type (an Int32 date where
+    /// the run has Int64, or Arrow's Null type for a column without values) is converted
+    /// first, so that every later stage sees one type per column. Conversion never
+    /// changes a value: one the expected type cannot hold exactly fails the date. A
+    /// numeric column that is cast is left to the cast, which reads every numeric type.
     pub input_types: Vec<(String, DataType)>,
     /// Integer casts.
     pub casts: Vec<IntegerCast>,
@@ -153,7 +155,7 @@ pub fn derive_batch(
     batch: &RecordBatch,
     spec: &DeriveSpec,
 ) -> Result<(RecordBatch, Vec<u64>), String> {
-    let mut out = conform(batch, &spec.input_types)?;
+    let mut out = conform(batch, &spec.input_types, &spec.casts)?;
     let mut failures = Vec::with_capacity(spec.casts.len());
     for cast in &spec.casts {
         let values = out
@@ -189,35 +191,102 @@ pub fn derive_batch(
     Ok((out, failures))
 }
 
-/// `batch` with each column of `types` converted to its type where it differs.
-fn conform(batch: &RecordBatch, types: &[(String, DataType)]) -> Result<RecordBatch, String> {
+/// `batch` with each column of `types` converted to its type where it differs, never
+/// changing a value: a value the type cannot hold exactly (a fraction read as an integer,
+/// an integer too large for the type, a float that a narrower float rounds) fails the
+/// date, naming the column, row, value and both types. Columns listed in `cast` and of a
+/// numeric type are left as they are: the cast reads every numeric type and applies its
+/// own tolerance.
+fn conform(
+    batch: &RecordBatch,
+    types: &[(String, DataType)],
+    casts: &[IntegerCast],
+) -> Result<RecordBatch, String> {
     let mut converted = Vec::new();
     for (name, data_type) in types {
         let Some(values) = batch.column_by_name(name) else {
             continue;
         };
-        if values.data_type() == data_type {
+        if values.data_type() == data_type
+            || (values.data_type().is_numeric() && casts.iter().any(|c| c.column == *name))
+        {
             continue;
         }
-        // Not `safe`: a value that does not fit is an error, not a null.
-        let options = arrow::compute::CastOptions {
-            safe: false,
-            ..Default::default()
-        };
-        let values =
-            arrow::compute::cast_with_options(values, data_type, &options).map_err(|e| {
-                format!(
-                    "column '{name}' has type {} here and {data_type} on the first date, and \
-                 cannot be read as {data_type}: {e}; make the type consistent across dates",
-                    values.data_type()
-                )
-            })?;
+        let row_ids = batch
+            .column_by_name(ROW_ID)
+            .and_then(|ids| ids.as_primitive_opt::<UInt64Type>());
+        let values = conform_column(name, values, data_type, |r| {
+            row_ids.map_or(r as u64, |ids| ids.value(r))
+        })?;
         converted.push((name.clone(), values));
     }
     Ok(match converted.is_empty() {
         true => batch.clone(),
         false => with_columns(batch, converted),
     })
+}
+
+/// `values` as `target`, or an error naming the first row (as `row(r)`, e.g. the file
+/// row) whose value `target` cannot hold exactly. The check converts back and compares:
+/// a value that does not survive the round trip (or becomes null) would have changed.
+fn conform_column(
+    name: &str,
+    values: &ArrayRef,
+    target: &DataType,
+    row: impl Fn(usize) -> u64,
+) -> Result<ArrayRef, String> {
+    use arrow::compute::{CastOptions, cast_with_options};
+    let source = values.data_type();
+    let both = format!("column '{name}' has type {source} here and {target} on other dates");
+    // Safe: a value that does not fit becomes null, and the round trip below finds it.
+    let options = CastOptions {
+        safe: true,
+        ..Default::default()
+    };
+    let converted = cast_with_options(values, target, &options).map_err(|e| {
+        format!(
+            "{both}, and cannot be read as {target}: {e}; make the type consistent across dates"
+        )
+    })?;
+    if source == &DataType::Null {
+        return Ok(converted);
+    }
+    let changed = cast_with_options(&converted, source, &options)
+        .and_then(|back| {
+            let distinct = arrow::compute::kernels::cmp::distinct(values, &back)?;
+            // NaN is NaN whatever its payload bits.
+            let both_nan = |r: usize| {
+                let is_nan = |a: &dyn Array| match a.data_type() {
+                    DataType::Float64 => a.as_primitive::<Float64Type>().value(r).is_nan(),
+                    DataType::Float32 => a
+                        .as_primitive::<arrow::datatypes::Float32Type>()
+                        .value(r)
+                        .is_nan(),
+                    _ => false,
+                };
+                is_nan(values.as_ref()) && is_nan(back.as_ref())
+            };
+            Ok(distinct.values().set_indices().find(|r| !both_nan(*r)))
+        })
+        .map_err(|e| format!("{both}, and cannot be compared after reading it as {target}: {e}"))?;
+    let Some(r) = changed else {
+        return Ok(converted);
+    };
+    let options = arrow::util::display::FormatOptions::default();
+    let value = arrow::util::display::ArrayFormatter::try_new(values.as_ref(), &options)
+        .map(|f| f.value(r).to_string())
+        .unwrap_or_default();
+    let fix = match source.is_numeric() && target.is_numeric() {
+        true => format!(
+            "make the type consistent across dates, or cast the column with [[cast]] \
+             column = \"{name}\""
+        ),
+        false => "make the type consistent across dates".to_owned(),
+    };
+    Err(format!(
+        "{both}; row {} value {value} cannot be read as {target} without changing it; {fix}",
+        row(r)
+    ))
 }
 
 /// How many values of a float column are NaN (0 for other types).
@@ -364,9 +433,93 @@ mod tests {
         let error = derive_batch(&batch, &spec(DataType::Int32)).unwrap_err();
         assert_eq!(
             error,
-            "column 'qty' has type Int64 here and Int32 on the first date, and cannot be read \
-             as Int32: Cast error: Can't cast value 1099511627776 to type Int32; make the type \
-             consistent across dates"
+            "column 'qty' has type Int64 here and Int32 on other dates; row 1 value \
+             1099511627776 cannot be read as Int32 without changing it; make the type \
+             consistent across dates, or cast the column with [[cast]] column = \"qty\""
         );
+    }
+
+    /// Converting a column to the bound type never changes a value: each case is a
+    /// value the target type cannot hold exactly, and fails naming the row and value.
+    #[test]
+    fn conversion_that_would_change_a_value_fails() {
+        let cases: Vec<(ArrayRef, DataType, &str)> = vec![
+            (
+                Arc::new(Float64Array::from(vec![Some(1.0), None, Some(100.5)])),
+                DataType::Int64,
+                "row 2 value 100.5",
+            ),
+            (
+                Arc::new(Float64Array::from(vec![1.5, 1e300])),
+                DataType::Float32,
+                "row 1 value 1e300",
+            ),
+            (
+                Arc::new(Float64Array::from(vec![0.5, 0.1])),
+                DataType::Float32,
+                "row 1 value 0.1",
+            ),
+            (
+                Arc::new(Int64Array::from(vec![1, (1 << 53) + 1])),
+                DataType::Float64,
+                "row 1 value 9007199254740993",
+            ),
+            (
+                Arc::new(arrow::array::UInt64Array::from(vec![1, u64::MAX])),
+                DataType::Int64,
+                "row 1 value 18446744073709551615",
+            ),
+        ];
+        for (values, target, at) in cases {
+            let batch = RecordBatch::try_from_iter([("x", values.clone())]).unwrap();
+            let spec = DeriveSpec {
+                input_types: vec![("x".into(), target.clone())],
+                ..DeriveSpec::default()
+            };
+            let error = derive_batch(&batch, &spec).unwrap_err();
+            let expected = format!(
+                "column 'x' has type {} here and {target} on other dates; {at} cannot be read \
+                 as {target} without changing it",
+                values.data_type()
+            );
+            assert!(error.starts_with(&expected), "{error}\nexpected {expected}");
+        }
+    }
+
+    /// Widening keeps every value, NaN and nulls included.
+    #[test]
+    fn widening_keeps_every_value() {
+        let f32s = arrow::array::Float32Array::from(vec![Some(0.1), None, Some(f32::NAN)]);
+        let batch = RecordBatch::try_from_iter([("x", Arc::new(f32s) as ArrayRef)]).unwrap();
+        let spec = DeriveSpec {
+            input_types: vec![("x".into(), DataType::Float64)],
+            ..DeriveSpec::default()
+        };
+        let (out, _) = derive_batch(&batch, &spec).unwrap();
+        let x = out.column(0).as_primitive::<Float64Type>();
+        assert_eq!(x.value(0), f64::from(0.1f32));
+        assert!(x.is_null(1) && x.value(2).is_nan());
+    }
+
+    /// A cast column keeps a later date's float values until the cast's own tolerance
+    /// check, whatever type the run binds it to.
+    #[test]
+    fn a_cast_column_is_not_converted_before_its_cast() {
+        let qty = Float64Array::from(vec![100.0, 100.5]);
+        let batch = RecordBatch::try_from_iter([("qty", Arc::new(qty) as ArrayRef)]).unwrap();
+        let spec = |on_error| DeriveSpec {
+            input_types: vec![("qty".into(), DataType::Int64)],
+            casts: vec![qty_cast(on_error)],
+            ..DeriveSpec::default()
+        };
+        let error = derive_batch(&batch, &spec(CastFailure::Error)).unwrap_err();
+        assert!(
+            error.starts_with("cast: column 'qty' row 1 value 100.5"),
+            "{error}"
+        );
+        let (out, failed) = derive_batch(&batch, &spec(CastFailure::Null)).unwrap();
+        let qty = out.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!(qty.iter().collect::<Vec<_>>(), [Some(100), None]);
+        assert_eq!(failed, [1]);
     }
 }

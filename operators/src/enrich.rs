@@ -68,6 +68,7 @@
 //! use vizflow_operators::enrich::{Emit, Event, TagRule};
 //!
 //! /// The running volume-weighted average price of the buys of a symbol.
+//! #[derive(Debug)]
 //! struct BuyVwap;
 //!
 //! impl TagRule for BuyVwap {
@@ -143,6 +144,12 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
     /// chunk of them (the operator may call it several times per date, each time over
     /// different whole symbols).
     fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String>;
+    /// What defines the rule's results, for the pipeline's hash: its name by default (a
+    /// rule from the pipeline file is in the file's text); a [`TagRule`] adds its
+    /// [fingerprint](TagRule::fingerprint).
+    fn fingerprint(&self) -> String {
+        self.name()
+    }
 }
 
 /// The rows a rule runs over: each symbol's rows contiguous and in event order.
@@ -1651,7 +1658,10 @@ pub struct Event {
 /// column, `Option<bool>` a boolean column; nulls are `None`. The same types without
 /// `Option` read nulls as `0`, `0.0`, `""` and `false`. Outputs are typed the same way
 /// (`Option<T>` writes nulls).
-pub trait TagRule: Send + Sync + 'static {
+///
+/// The rule's `Debug` form (derive it) is its [fingerprint](TagRule::fingerprint):
+/// `--skip-existing` recomputes a date's partial when it changes.
+pub trait TagRule: fmt::Debug + Send + Sync + 'static {
     /// The state kept per symbol and date.
     type State: Default;
     /// The input values of one row: a value type or a tuple of up to six.
@@ -1673,6 +1683,14 @@ pub trait TagRule: Send + Sync + 'static {
         state: &mut Self::State,
         emit: &mut Emit<'_, Self::Output>,
     );
+    /// What defines the rule's results beside its code: its parameters. It enters the
+    /// pipeline's hash (stored in every partial), so `--skip-existing` recomputes the
+    /// partials a rule with other parameters made. The default is the rule's `Debug`
+    /// form; override it when that form leaves out something the results depend on (a
+    /// table the rule loads, say), or changes when the results do not.
+    fn fingerprint(&self) -> String {
+        format!("{self:?}")
+    }
 }
 
 /// Where [`TagRule::process`] puts its output rows.
@@ -1706,6 +1724,10 @@ impl<R: TagRule> fmt::Debug for Custom<R> {
 impl<R: TagRule> EnrichRule for Custom<R> {
     fn name(&self) -> String {
         format!("TagRule({})", self.0.name())
+    }
+
+    fn fingerprint(&self) -> String {
+        format!("{}: {}", self.name(), self.0.fingerprint())
     }
 
     fn inputs(&self) -> Vec<String> {
@@ -2115,6 +2137,7 @@ mod tests {
 
     /// Emits `qty` copies of each row with odd quantity (numbered 1..), none of even
     /// ones, and the running sum of quantities per symbol.
+    #[derive(Debug)]
     struct Expand;
 
     impl TagRule for Expand {
@@ -2237,6 +2260,7 @@ mod tests {
     }
 
     /// Replaces `qty` with its half (rounded down).
+    #[derive(Debug)]
     struct Halve;
 
     impl TagRule for Halve {
@@ -2341,6 +2365,7 @@ mod tests {
 
     #[test]
     fn rule_errors_name_the_rule_and_column() {
+        #[derive(Debug)]
         struct Wrong;
         impl TagRule for Wrong {
             type State = ();

@@ -139,7 +139,8 @@ pub enum TimeError {
         /// The column's type.
         data_type: DataType,
     },
-    /// An integer column that does not fit Int64 (UInt64 above i64::MAX).
+    /// An integer column that does not fit Int64 (UInt64 above i64::MAX), or a column of
+    /// digit strings with a value that is not a number.
     #[error("cannot read the {data_type} timestamp column as Int64: {source}")]
     Cast {
         /// The column's type.
@@ -167,7 +168,7 @@ pub enum TimeError {
 /// Converts one timestamp column of `date` into `elapsed_ms` on `clock`.
 ///
 /// Accepted: integers of any width as `HHMMSSmmm`, `HHMMSS` (local wall-clock time) or epoch
-/// s/ms/us/ns (instants) per `format`; Float64 holding the same as integral values (NaN is an
+/// s/ms/us/ns (instants) per `format`, also as strings of digits ("093000000"); Float64 holding the same as integral values (NaN is an
 /// error; Float32 is rejected as it cannot hold `HHMMSSmmm` exactly); Arrow `Timestamp` of
 /// any unit, without a zone as local wall-clock time, with a zone as an instant;
 /// `HH:MM:SS[.f]` strings (1-9 fraction digits, truncated to ms). Instants are converted into
@@ -187,6 +188,12 @@ pub fn elapsed_ms(
         nulls: column.nulls(),
     };
     let data_type = column.data_type();
+    if digit_strings(column) {
+        // HHMMSSmmm or epoch times as text ("093000000", a CSV column kept as text for
+        // its leading zero): read as the integers they spell.
+        let ints = int64s(column)?;
+        return elapsed_ms(ints.as_ref(), format, clock, date, policy);
+    }
     match data_type {
         DataType::Float64 => {
             let values = column.as_primitive::<Float64Type>().values();
@@ -220,6 +227,21 @@ pub fn elapsed_ms(
         _ => Err(TimeError::UnsupportedType {
             data_type: data_type.clone(),
         }),
+    }
+}
+
+/// Whether `column` holds strings whose first value is a (signed) number of digits.
+fn digit_strings(column: &dyn Array) -> bool {
+    fn first_is_digits<'a>(mut strings: impl Iterator<Item = Option<&'a str>>) -> bool {
+        let first = strings.find_map(|s| s).unwrap_or_default();
+        let digits = first.strip_prefix('-').unwrap_or(first);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    }
+    match column.data_type() {
+        DataType::Utf8 => first_is_digits(column.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => first_is_digits(column.as_string::<i64>().iter()),
+        DataType::Utf8View => first_is_digits(column.as_string_view().iter()),
+        _ => false,
     }
 }
 
@@ -468,7 +490,8 @@ fn to_millis(value: i64, unit: TimeUnit) -> Result<i64, Invalid> {
     }
 }
 
-/// Integer and timestamp columns as Int64 values; fails only for UInt64 above i64::MAX.
+/// Integer, timestamp and digit-string columns as Int64 values; fails for UInt64 above
+/// i64::MAX and for a string that is not a number.
 fn int64s(column: &dyn Array) -> Result<arrow::array::ArrayRef, TimeError> {
     let options = CastOptions {
         safe: false,

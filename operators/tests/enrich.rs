@@ -48,6 +48,7 @@ struct Row {
 /// `matched_qty` is a multiple of 4 into a quarter (`part` 0) and the rest (`part` 1),
 /// replacing `matched_qty`. `seq` numbers the rows it saw per symbol (dropped ones
 /// included), `event_*` echo the event, `flag` says the position or the price is null.
+#[derive(Debug)]
 struct Splitter;
 
 impl TagRule for Splitter {

@@ -5,10 +5,11 @@ use std::io::{BufReader, Cursor, Seek};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
+use arrow::array::AsArray;
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
 use arrow::csv::reader::{Format, ReaderBuilder};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::{FileDecoder, StreamReader};
 use parquet::arrow::ProjectionMask;
@@ -87,7 +88,8 @@ impl DateFile {
         &self.path
     }
 
-    /// The full file schema (CSV: inferred from the first 1000 rows).
+    /// The full file schema (CSV: inferred from the first 1000 rows, with the columns
+    /// that look like integers checked on every row; see `csv_schema_and_rows`).
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -343,28 +345,84 @@ fn csv_value_error(message: &str, schema: &Schema) -> Option<String> {
     ))
 }
 
-/// Infers a CSV file's schema from its first rows, then counts its rows in one pass.
+/// Infers a CSV file's schema from its first rows, then counts its rows in one pass that
+/// also reads the columns inferred as integers as text, to settle their types on every
+/// row: a column with a number that has a leading zero (`000001`, a symbol code) is
+/// text, and one with a fraction or exponent further down (`100.5` after 1,000 whole
+/// numbers) is Float64. Other types stay as inferred; a value they cannot parse fails
+/// the read, naming its line.
 fn csv_schema_and_rows(path: &Path) -> Result<(SchemaRef, u64), IoError> {
     let mut file = BufReader::new(open_file(path)?);
     let format = Format::default().with_header(true);
-    let (schema, _) = format
+    let (inferred, _) = format
         .infer_schema(&mut file, Some(CSV_INFER_ROWS))
         .map_err(|e| csv_error(path, &Schema::empty(), e))?;
-    let schema = SchemaRef::new(schema);
+    let integers: Vec<usize> = (0..inferred.fields().len())
+        .filter(|i| inferred.field(*i).data_type() == &DataType::Int64)
+        .collect();
+    let mut fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for &i in &integers {
+        fields[i] = fields[i].clone().with_data_type(DataType::Utf8);
+    }
+    let as_text = SchemaRef::new(Schema::new(fields.clone()));
     let read_error = |source| IoError::Read {
         path: path.into(),
         source,
     };
     file.rewind().map_err(read_error)?;
     // Without columns the reader only splits records, checking each line's field count.
-    let reader = ReaderBuilder::new(schema.clone())
+    let reader = ReaderBuilder::new(as_text.clone())
         .with_header(true)
-        .with_projection(vec![])
+        .with_projection(integers.clone())
         .build(file)
-        .map_err(|e| csv_error(path, &schema, e))?;
+        .map_err(|e| csv_error(path, &as_text, e))?;
     let mut rows = 0;
+    let mut kinds = vec![NumberText::Integer; integers.len()];
     for batch in reader {
-        rows += batch.map_err(|e| csv_error(path, &schema, e))?.num_rows() as u64;
+        let batch = batch.map_err(|e| csv_error(path, &as_text, e))?;
+        rows += batch.num_rows() as u64;
+        for (kind, column) in kinds.iter_mut().zip(batch.columns()) {
+            if *kind != NumberText::Text {
+                let values = column.as_string::<i32>().iter().flatten();
+                *kind = values.fold(*kind, |kind, value| kind.max(NumberText::of(value)));
+            }
+        }
     }
-    Ok((schema, rows))
+    for (&i, kind) in integers.iter().zip(kinds) {
+        fields[i] = fields[i].clone().with_data_type(match kind {
+            NumberText::Integer => DataType::Int64,
+            NumberText::Float => DataType::Float64,
+            NumberText::Text => DataType::Utf8,
+        });
+    }
+    Ok((SchemaRef::new(Schema::new(fields)), rows))
+}
+
+/// What the values of a CSV column inferred as integers turn out to be, from the
+/// narrowest type to the widest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum NumberText {
+    /// Every value is an integer (or not a number at all: the read names it).
+    Integer,
+    /// Some value is a number that is not an integer.
+    Float,
+    /// Some value is an integer with a leading zero: a code to keep as written.
+    Text,
+}
+
+impl NumberText {
+    fn of(value: &str) -> NumberText {
+        let digits = value.strip_prefix('-').unwrap_or(value).as_bytes();
+        if digits.len() > 1 && digits[0] == b'0' && digits.iter().all(u8::is_ascii_digit) {
+            NumberText::Text
+        } else if value.parse::<i64>().is_err() && value.parse::<f64>().is_ok() {
+            NumberText::Float
+        } else {
+            NumberText::Integer
+        }
+    }
 }

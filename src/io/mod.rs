@@ -50,7 +50,9 @@ pub enum FileFormat {
     IpcStream,
     /// Parquet (`.parquet`).
     Parquet,
-    /// CSV with a header line (`.csv`); column types are inferred from the first 1000 rows.
+    /// CSV with a header line (`.csv`); column types are inferred from the first 1000 rows,
+    /// and a column of integers is checked on every row: one with a leading zero
+    /// (`000001`) is read as text, one with a fraction further down as Float64.
     Csv,
 }
 
