@@ -220,6 +220,40 @@ mod tests {
         );
     }
 
+    /// Hand-computed roundings: exact ties go to even, and any non-zero bit far below the
+    /// last place breaks the tie; the same at the top of the range, where rounding up is an
+    /// overflow to infinity.
+    #[test]
+    fn rounds_once_to_nearest_even() {
+        let two_53 = 2f64.powi(53);
+        // 2^53 + 1 lies halfway between 2^53 and 2^53 + 2: even is 2^53.
+        assert_eq!(sum_of(&[two_53, 1.0]), two_53);
+        assert_eq!(sum_of(&[two_53, 1.0, 2f64.powi(-1000)]), two_53 + 2.0);
+        assert_eq!(sum_of(&[two_53, 1.0, -2f64.powi(-1000)]), two_53);
+        assert_eq!(sum_of(&[two_53, 3.0]), two_53 + 4.0);
+        assert_eq!(sum_of(&[-two_53, -1.0, -5e-324]), -two_53 - 2.0);
+        // f64::MAX has an odd last place (2^971): MAX + 2^970 is the tie, rounding to the
+        // even 2^1024, an overflow.
+        let half_ulp = 2f64.powi(970);
+        assert_eq!(sum_of(&[f64::MAX, half_ulp]), f64::INFINITY);
+        assert_eq!(sum_of(&[f64::MAX, half_ulp, -5e-324]), f64::MAX);
+        assert_eq!(sum_of(&[-f64::MAX, -half_ulp]), f64::NEG_INFINITY);
+        assert_eq!(sum_of(&[f64::MAX, f64::MAX, -f64::MAX]), f64::MAX);
+        // Subnormal results are exact: they are integer multiples of 2^-1074.
+        assert_eq!(
+            sum_of(&[f64::MIN_POSITIVE, -5e-324]),
+            f64::MIN_POSITIVE - 5e-324
+        );
+        assert_eq!(sum_of(&[1e300, 5e-324, -1e300]), 5e-324);
+        assert_eq!(sum_of(&[1e300, -5e-324, -1e300]), -5e-324);
+        // Non-finite terms are ignored (module docs): even +inf and -inf together, or NaN.
+        let ignored = sum_of(&[f64::INFINITY, 1.5, f64::NEG_INFINITY, f64::NAN, 2.0]);
+        assert_eq!(ignored, 3.5);
+        // An exact zero is +0.0, even from negative zeros.
+        assert_eq!(sum_of(&[-0.0, -0.0]).to_bits(), 0.0f64.to_bits());
+        assert_eq!(sum_of(&[-2.5, 2.5]).to_bits(), 0.0f64.to_bits());
+    }
+
     #[test]
     fn zero_detection() {
         let mut s = ExactSum::new();
@@ -277,15 +311,277 @@ mod tests {
             prop_assert_eq!(left.value(), expected);
         }
 
-        /// Any finite values: order independence and agreement with a compensated sum.
+        /// Any doubles (every exponent, subnormals, zeros of both signs, exact
+        /// cancellations, infinities and NaN), in several orders and partitionings: always the
+        /// correctly rounded exact sum of the finite terms, bit for bit.
         #[test]
-        fn order_independent(values in prop::collection::vec(-1e6f64..1e6, 0..100)) {
-            let forward = sum_of(&values);
-            let mut reversed = values.clone();
-            reversed.reverse();
-            prop_assert_eq!(forward.to_bits(), sum_of(&reversed).to_bits());
-            let naive: f64 = values.iter().sum();
-            prop_assert!((forward - naive).abs() <= 1e-6 * values.iter().map(|v| v.abs()).sum::<f64>().max(1.0));
+        fn any_order_and_partitioning_gives_the_correctly_rounded_exact_sum(
+            values in prop::collection::vec(term(), 0..60),
+            cancelled in prop::collection::vec(any::<bool>(), 60),
+            seed in any::<u64>(),
+        ) {
+            let terms = with_cancellations(values, &cancelled);
+            check_every_grouping(&terms, seed)?;
         }
+
+        /// Terms near the bottom of the range, so that results are often subnormal, where the
+        /// rounding is easiest to get wrong.
+        #[test]
+        fn tiny_sums_are_exact(
+            values in prop::collection::vec(tiny(), 0..40),
+            cancelled in prop::collection::vec(any::<bool>(), 40),
+            seed in any::<u64>(),
+        ) {
+            let terms = with_cancellations(values, &cancelled);
+            check_every_grouping(&terms, seed)?;
+        }
+
+        /// Terms within a few powers of two of `f64::MAX`: sums that overflow to an infinity
+        /// and sums that come back below it.
+        #[test]
+        fn huge_sums_round_to_infinity_exactly_when_the_exact_sum_does(
+            values in prop::collection::vec(huge(), 0..20),
+            cancelled in prop::collection::vec(any::<bool>(), 20),
+            seed in any::<u64>(),
+        ) {
+            let terms = with_cancellations(values, &cancelled);
+            check_every_grouping(&terms, seed)?;
+        }
+
+        /// The reference itself: for two terms IEEE 754 addition is correctly rounded, so it
+        /// must agree with `a + b` (an exact zero is +0.0 in the reference).
+        #[test]
+        fn reference_agrees_with_ieee_addition_of_two_terms(a in finite(), b in finite()) {
+            prop_assert_eq!(reference_sum(&[a, b]).to_bits(), (a + b + 0.0).to_bits(), "{:e} + {:e}", a, b);
+        }
+    }
+
+    /// The exact sum of the finite terms, as an independent reference: every finite double
+    /// is `m * 2^(s - 1074)` with an integer `m < 2^53` and `0 <= s < 2046` (IEEE 754
+    /// binary64), so the sum is an integer count of units of 2^-1074, kept here as two
+    /// unsigned big integers (positive and negative terms) in 64-bit limbs, least significant
+    /// first, and rounded once to nearest, ties to even.
+    fn reference_sum(values: &[f64]) -> f64 {
+        let (mut positive, mut negative) = (Vec::new(), Vec::new());
+        for &x in values.iter().filter(|x| x.is_finite()) {
+            let bits = x.to_bits();
+            let biased_exponent = (bits >> 52) & 0x7ff;
+            let fraction = bits & ((1 << 52) - 1);
+            let (m, s) = match biased_exponent {
+                0 => (fraction, 0),
+                e => (fraction | (1 << 52), e - 1),
+            };
+            let target = if x < 0.0 {
+                &mut negative
+            } else {
+                &mut positive
+            };
+            add_shifted(target, m, s as usize);
+        }
+        let (negative_result, magnitude) = match compare(&positive, &negative) {
+            std::cmp::Ordering::Less => (true, subtract(&negative, &positive)),
+            _ => (false, subtract(&positive, &negative)),
+        };
+        let Some(top) = (0..magnitude.len() * 64)
+            .rev()
+            .find(|&i| bit(&magnitude, i))
+        else {
+            return 0.0;
+        };
+        // Below 2^53 units the sum is a subnormal or the smallest normal binade: exact, and
+        // its bit pattern is the integer itself.
+        let rounded_bits = if top < 53 {
+            magnitude[0]
+        } else {
+            // 53 significant bits; the bits below decide the rounding. The bit pattern of a
+            // normal `M * 2^(shift - 1074)` with 2^52 <= M < 2^53 is `(shift << 52) + M`, and
+            // a rounding carry out of M moves into the exponent as it should.
+            let shift = top - 52;
+            let mantissa = (0..53).fold(0u64, |m, i| {
+                m | (u64::from(bit(&magnitude, shift + i)) << i)
+            });
+            let half = bit(&magnitude, shift - 1);
+            let sticky = (0..shift - 1).any(|i| bit(&magnitude, i));
+            let up = half && (sticky || mantissa & 1 == 1);
+            ((shift as u64) << 52) + mantissa + u64::from(up)
+        };
+        let magnitude = f64::from_bits(rounded_bits.min(f64::INFINITY.to_bits()));
+        if negative_result {
+            -magnitude
+        } else {
+            magnitude
+        }
+    }
+
+    /// `number += m * 2^shift`.
+    fn add_shifted(number: &mut Vec<u64>, m: u64, shift: usize) {
+        let (limb, offset) = (shift / 64, shift % 64);
+        let wide = u128::from(m) << offset;
+        let mut carry = 0u128;
+        let mut parts = [wide as u64, (wide >> 64) as u64].into_iter();
+        let mut k = limb;
+        loop {
+            let part = parts.next();
+            if part.is_none() && carry == 0 {
+                break;
+            }
+            if number.len() <= k {
+                number.resize(k + 1, 0);
+            }
+            let sum = u128::from(number[k]) + u128::from(part.unwrap_or(0)) + carry;
+            number[k] = sum as u64;
+            carry = sum >> 64;
+            k += 1;
+        }
+    }
+
+    fn bit(number: &[u64], i: usize) -> bool {
+        number
+            .get(i / 64)
+            .is_some_and(|limb| (limb >> (i % 64)) & 1 == 1)
+    }
+
+    fn compare(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
+        let len = a.len().max(b.len());
+        let limb = |n: &[u64], k: usize| n.get(k).copied().unwrap_or(0);
+        (0..len)
+            .rev()
+            .map(|k| limb(a, k).cmp(&limb(b, k)))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    }
+
+    /// `a - b` for `a >= b`.
+    fn subtract(a: &[u64], b: &[u64]) -> Vec<u64> {
+        let mut borrow = 0u64;
+        a.iter()
+            .enumerate()
+            .map(|(k, &limb)| {
+                let (d1, o1) = limb.overflowing_sub(b.get(k).copied().unwrap_or(0));
+                let (d2, o2) = d1.overflowing_sub(borrow);
+                borrow = u64::from(o1 || o2);
+                d2
+            })
+            .collect()
+    }
+
+    /// Every finite double, its exponent uniform: 1e-308 and 1e308 as likely as 1.
+    fn finite() -> impl Strategy<Value = f64> {
+        any::<u64>()
+            .prop_map(f64::from_bits)
+            .prop_filter("finite", |x| x.is_finite())
+    }
+
+    /// A subnormal or one of the smallest normal doubles, either sign.
+    fn tiny() -> impl Strategy<Value = f64> {
+        (any::<bool>(), 0u64..3 << 52)
+            .prop_map(|(negative, bits)| f64::from_bits(bits | (u64::from(negative) << 63)))
+    }
+
+    /// Within a factor of 8 of `f64::MAX`, either sign.
+    fn huge() -> impl Strategy<Value = f64> {
+        (any::<bool>(), 0x7fcu64 << 52..0x7ff << 52)
+            .prop_map(|(negative, bits)| f64::from_bits(bits | (u64::from(negative) << 63)))
+    }
+
+    /// A term of a sum: mostly finite values of every kind, sometimes a non-finite one.
+    fn term() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            6 => finite(),
+            2 => tiny(),
+            2 => -1e6f64..1e6,
+            1 => huge(),
+            1 => prop::sample::select(vec![
+                0.0,
+                -0.0,
+                f64::MAX,
+                -f64::MAX,
+                f64::MIN_POSITIVE,
+                5e-324,
+                1.0,
+                2f64.powi(53),
+            ]),
+            1 => prop::sample::select(vec![
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NAN,
+                -f64::NAN,
+                f64::from_bits(0x7ff0_0000_dead_beef), // a NaN with a payload
+            ]),
+        ]
+    }
+
+    /// `values`, plus `-x` for each `x` whose flag is set: exact cancellations.
+    fn with_cancellations(mut values: Vec<f64>, cancelled: &[bool]) -> Vec<f64> {
+        let negations: Vec<f64> = values
+            .iter()
+            .zip(cancelled)
+            .filter(|(_, cancel)| **cancel)
+            .map(|(x, _)| -x)
+            .collect();
+        values.extend(negations);
+        values
+    }
+
+    /// Sums `terms` in three shuffled orders, and split into random parts that are summed
+    /// apart, some sent through serde, and merged with `add_sum` in a random order (the
+    /// order of terms within and across workers, dates and processes); each must give the
+    /// reference's bits, and `is_zero` must say whether the exact sum is zero.
+    ///
+    /// SEMANTICS.md ("Reduce": float sums exact, rounded once) and the module docs, which
+    /// leave non-finite values to the caller and have `add` ignore them: the expected value
+    /// is the sum of the finite terms alone, so `+inf` and `-inf` together, or a NaN, change
+    /// nothing. An exact zero is `+0.0`, whatever the signs of the zero terms.
+    fn check_every_grouping(terms: &[f64], seed: u64) -> Result<(), TestCaseError> {
+        use rand::seq::SliceRandom;
+        use rand::{RngExt, SeedableRng};
+        let expected = reference_sum(terms);
+        // A non-zero exact sum is at least 2^-1074 in magnitude, which rounds to itself.
+        let exact_zero = expected == 0.0;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut order = terms.to_vec();
+        for round in 0..3 {
+            order.shuffle(&mut rng);
+            let mut sum = ExactSum::new();
+            order.iter().for_each(|x| sum.add(*x));
+            prop_assert_eq!(
+                sum.value().to_bits(),
+                expected.to_bits(),
+                "order {} of {:?}: {:e}, expected {:e}",
+                round,
+                order,
+                sum.value(),
+                expected
+            );
+            prop_assert_eq!(sum.is_zero(), exact_zero, "is_zero of {:?}", order);
+
+            let mut parts = Vec::new();
+            let mut rest = &order[..];
+            while !rest.is_empty() {
+                let (part, tail) = rest.split_at(rng.random_range(1..=rest.len()));
+                let mut partial = ExactSum::new();
+                part.iter().for_each(|x| partial.add(*x));
+                if rng.random_bool(0.3) {
+                    partial = bincode::deserialize(&bincode::serialize(&partial).unwrap()).unwrap();
+                }
+                parts.push(partial);
+                rest = tail;
+            }
+            parts.push(ExactSum::new()); // an empty partial (a worker with no rows)
+            parts.shuffle(&mut rng);
+            let mut merged = ExactSum::new();
+            parts.iter().for_each(|part| merged.add_sum(part));
+            prop_assert_eq!(
+                merged.value().to_bits(),
+                expected.to_bits(),
+                "{} parts of {:?}: {:e}, expected {:e}",
+                parts.len(),
+                order,
+                merged.value(),
+                expected
+            );
+            prop_assert_eq!(merged.is_zero(), exact_zero);
+        }
+        Ok(())
     }
 }
