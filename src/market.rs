@@ -267,6 +267,7 @@ fn parse_time(market: &str, text: &str) -> Result<i64, MarketError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vizflow_operators::clock::ClockPosition;
 
     const H: i64 = 3_600_000;
 
@@ -309,6 +310,260 @@ mod tests {
         assert_eq!(us.clock.time_zone(), chrono_tz::America::New_York);
         assert_eq!(us.clock.total_ms(), 6 * H + H / 2);
         assert_eq!(spans(&Market::preset("Crypto").unwrap()), [(0, 24 * H)]);
+    }
+
+    /// Local wall-clock `(hour, minute)`.
+    type LocalTime = (i64, i64);
+
+    /// A market's hours as the exchange publishes them, written out here independently of
+    /// `PRESETS`: the IANA zone, its UTC offset (none of these zones has had daylight saving
+    /// time since 1988), and the sessions in local wall-clock time.
+    struct PublishedHours {
+        preset: &'static str,
+        zone: &'static str,
+        utc_offset_hours: i64,
+        sessions: &'static [(LocalTime, LocalTime)],
+    }
+
+    /// HKEX securities market, continuous trading: 09:30-12:00 and 13:00-16:00 HKT (UTC+8).
+    const HKEX: PublishedHours = PublishedHours {
+        preset: "HK",
+        zone: "Asia/Hong_Kong",
+        utc_offset_hours: 8,
+        sessions: &[((9, 30), (12, 0)), ((13, 0), (16, 0))],
+    };
+
+    /// KRX regular session: 09:00-15:30 KST (UTC+9), no lunch break.
+    const KRX: PublishedHours = PublishedHours {
+        preset: "KR",
+        zone: "Asia/Seoul",
+        utc_offset_hours: 9,
+        sessions: &[((9, 0), (15, 30))],
+    };
+
+    /// TSE since 2024-11-05: 09:00-11:30 and 12:30-15:30 JST (UTC+9); the afternoon closed
+    /// at 15:00 before.
+    const TSE: PublishedHours = PublishedHours {
+        preset: "JP",
+        zone: "Asia/Tokyo",
+        utc_offset_hours: 9,
+        sessions: &[((9, 0), (11, 30)), ((12, 30), (15, 30))],
+    };
+
+    fn date(year: i32, month: u32, day: u32) -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(year, month, day).unwrap()
+    }
+
+    /// The instant of local wall-clock `(hour, minute)` plus `ms` on `date`, in epoch ms,
+    /// by the fixed UTC offset (not through a time zone database).
+    fn utc_ms(
+        date: chrono::NaiveDate,
+        offset_hours: i64,
+        (hour, minute): LocalTime,
+        ms: i64,
+    ) -> i64 {
+        let midnight_utc_ms = date
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
+        midnight_utc_ms + (hour - offset_hours) * H + minute * 60_000 + ms
+    }
+
+    /// `elapsed_ms` of the instants (epoch ms) under the drop policy: `None` out of session.
+    fn elapsed_of_instants(
+        market: &Market,
+        date: chrono::NaiveDate,
+        instants: &[i64],
+    ) -> Vec<Option<i64>> {
+        use vizflow_operators::parse_time::{OutOfSession, TimestampFormat, elapsed_ms};
+        let column = arrow::array::Int64Array::from(instants.to_vec());
+        let times = elapsed_ms(
+            &column,
+            TimestampFormat::EpochMillis,
+            &market.clock,
+            date,
+            OutOfSession::Drop,
+        )
+        .unwrap();
+        (0..instants.len())
+            .map(|i| {
+                let kept = times.keep.as_ref().is_none_or(|keep| keep.value(i));
+                kept.then(|| times.elapsed_ms.value(i))
+            })
+            .collect()
+    }
+
+    /// Checks a preset against its published hours on `dates`: the zone, and for each
+    /// session the last ms before it, its first ms, its last ms and the first ms after it,
+    /// both as local wall-clock times and as UTC instants.
+    fn check_published_hours(hours: &PublishedHours, dates: &[chrono::NaiveDate]) {
+        let market = Market::preset(hours.preset).unwrap();
+        assert_eq!(
+            market.clock.time_zone().name(),
+            hours.zone,
+            "{}",
+            hours.preset
+        );
+        let sessions = market.clock.sessions().len();
+        assert_eq!(sessions, hours.sessions.len(), "{}", hours.preset);
+        let local_ms = |(hour, minute): LocalTime| hour * H + minute * 60_000;
+        let mut offset_ms = 0;
+        for (i, &(start, end)) in hours.sessions.iter().enumerate() {
+            let length_ms = local_ms(end) - local_ms(start);
+            // (local time, ms from it, expected elapsed_ms; None: out of session)
+            let cases = [
+                (start, -1, None),
+                (start, 0, Some(offset_ms)),
+                (start, 1, Some(offset_ms + 1)),
+                (end, -1, Some(offset_ms + length_ms - 1)),
+                (end, 0, Some(offset_ms + length_ms)),
+                (end, 1, None),
+            ];
+            for &(time, ms, expected) in &cases {
+                let at = format!("{} session {i}, {time:?} {ms:+} ms", hours.preset);
+                let position = market.clock.locate(local_ms(time) + ms);
+                let elapsed = match position {
+                    ClockPosition::InSession { elapsed_ms } => Some(elapsed_ms),
+                    _ => None,
+                };
+                assert_eq!(elapsed, expected, "{at} local: {position:?}");
+                for &day in dates {
+                    let instant = utc_ms(day, hours.utc_offset_hours, time, ms);
+                    let from_utc = elapsed_of_instants(&market, day, &[instant]);
+                    assert_eq!(
+                        from_utc,
+                        [expected],
+                        "{at} on {day}, instant {instant} ms UTC"
+                    );
+                }
+            }
+            offset_ms += length_ms;
+        }
+        assert_eq!(market.clock.total_ms(), offset_ms, "{}", hours.preset);
+    }
+
+    /// A winter and a summer date (no daylight saving time in any of these zones), and the
+    /// first day of the TSE's 15:30 close.
+    fn sample_dates() -> [chrono::NaiveDate; 3] {
+        [date(2025, 1, 6), date(2024, 7, 1), date(2024, 11, 5)]
+    }
+
+    #[test]
+    fn hk_preset_has_the_hkex_hours() {
+        check_published_hours(&HKEX, &sample_dates());
+        let hk = Market::preset("HK").unwrap();
+        let day = date(2025, 1, 6);
+        // 09:30 HKT is 01:30 UTC; 12:00 HKT 04:00 UTC; 13:00 HKT 05:00 UTC; 16:00 HKT 08:00 UTC.
+        let utc = |hour: i64, minute: i64| utc_ms(day, 0, (hour, minute), 0);
+        assert_eq!(
+            elapsed_of_instants(
+                &hk,
+                day,
+                &[
+                    utc(1, 29),
+                    utc(1, 30),
+                    utc(4, 0),
+                    utc(4, 30),
+                    utc(5, 0),
+                    utc(8, 0),
+                    utc(8, 1)
+                ]
+            ),
+            [
+                None,
+                Some(0),
+                Some(9_000_000),
+                None,
+                Some(9_000_000),
+                Some(19_800_000),
+                None
+            ]
+        );
+        // Clamped, the lunch break is the end of the morning.
+        assert_eq!(
+            hk.clock.elapsed_ms_clamped(12 * H + 30 * 60_000),
+            (9_000_000, true)
+        );
+    }
+
+    #[test]
+    fn kr_preset_has_the_krx_hours() {
+        check_published_hours(&KRX, &sample_dates());
+        let kr = Market::preset("KR").unwrap();
+        let day = date(2025, 1, 6);
+        // 09:00 KST is 00:00 UTC of the same date; 15:30 KST 06:30 UTC. The last ms of the
+        // previous UTC day is 08:59:59.999 KST, before the open.
+        let utc = |hour: i64, minute: i64, ms: i64| utc_ms(day, 0, (hour, minute), ms);
+        assert_eq!(
+            elapsed_of_instants(
+                &kr,
+                day,
+                &[utc(0, 0, -1), utc(0, 0, 0), utc(6, 30, 0), utc(6, 30, 1)]
+            ),
+            [None, Some(0), Some(23_400_000), None]
+        );
+        // Midday is trading time: no lunch break.
+        assert_eq!(kr.clock.elapsed_ms_clamped(12 * H), (3 * H, false));
+    }
+
+    #[test]
+    fn jp_preset_has_the_tse_hours_since_november_2024() {
+        check_published_hours(&TSE, &sample_dates());
+        let jp = Market::preset("JP").unwrap();
+        let day = date(2024, 11, 5);
+        // 09:00 JST is 00:00 UTC; the lunch break 11:30-12:30 JST is 02:30-03:30 UTC; the
+        // close 15:30 JST is 06:30 UTC.
+        let utc = |hour: i64, minute: i64, ms: i64| utc_ms(day, 0, (hour, minute), ms);
+        assert_eq!(
+            elapsed_of_instants(
+                &jp,
+                day,
+                &[
+                    utc(0, 0, 0),
+                    utc(2, 30, 0),
+                    utc(2, 30, 1),
+                    utc(3, 0, 0),
+                    utc(3, 30, 0),
+                    utc(6, 0, 1),
+                    utc(6, 30, 0),
+                    utc(6, 30, 1),
+                ]
+            ),
+            [
+                Some(0),
+                Some(9_000_000),
+                None,
+                None,
+                Some(9_000_000),
+                Some(18_000_001),
+                Some(19_800_000),
+                None
+            ]
+        );
+        // The preset does not depend on the date: before 2024-11-05, when the TSE closed at
+        // 15:00, it still counts 15:00-15:30 as trading time, as its docs warn; those dates
+        // take the preset with the old sessions.
+        let before = date(2024, 11, 1);
+        let after_old_close = utc_ms(before, 9, (15, 0), 1);
+        assert_eq!(
+            elapsed_of_instants(&jp, before, &[after_old_close]),
+            [Some(18_000_001)]
+        );
+        let old = toml::from_str::<MarketConfig>(
+            "name = \"JP\"\nsessions = [[\"09:00\", \"11:30\"], [\"12:30\", \"15:00\"]]",
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        assert_eq!(
+            elapsed_of_instants(
+                &old,
+                before,
+                &[utc_ms(before, 9, (15, 0), 0), after_old_close]
+            ),
+            [Some(18_000_000), None]
+        );
     }
 
     #[test]
