@@ -6,6 +6,7 @@
 //! Regenerate the expected partials after an intended change of results with
 //! `VIZFLOW_BLESS=1 cargo test --test end_to_end`, and review the diff.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -151,6 +152,10 @@ fn golden_markout() {
         &dir.path().join("out"),
         2,
     );
+    for (date, partial) in dates().into_iter().zip(&partials) {
+        let day = read_input(&dir.path().join("data"), date);
+        check_against_oracle(date, partial, &markout_oracle(&day));
+    }
     check_golden("markout", &partials, "markout", true);
 }
 
@@ -162,71 +167,442 @@ fn golden_alpha_markout_from_every_input_format() {
     for format in FORMATS {
         let partials = run_format(vizflow::demo::ALPHA_MARKOUT_TOML, format, dir.path());
         let first = format == FORMATS[0];
-        check_golden("alpha_markout", &partials, &format!("{format:?}"), first);
         if first {
+            // The golden files were written by the code under test: check their source
+            // against the oracle, from the file the run read. The other formats must give
+            // the same partials.
+            let data = dir.path().join(format!("data-{format:?}"));
             for (date, partial) in dates().into_iter().zip(&partials) {
-                check_alpha_markout_plausible(date, partial);
+                let day = read_input(&data, date);
+                check_input_exercises_the_rules(date, &day);
+                check_against_oracle(date, partial, &alpha_markout_oracle(&day));
             }
         }
+        check_golden("alpha_markout", &partials, &format!("{format:?}"), first);
     }
 }
 
-/// What must hold of any alpha markout partial, whatever the golden values: each
-/// group's closed rows at most its rows, its VWAP within the date's fill prices,
-/// holding periods only on exits and never negative, and the metrics equal to their
-/// components.
-fn check_alpha_markout_plausible(date: NaiveDate, partial: &RecordBatch) {
-    let day = generate_date(&spec(FileFormat::IpcFile), date);
-    let prices = day.column_by_name("fillPrice").unwrap();
-    let prices = prices.as_primitive::<Float64Type>();
-    let (low, high) = (
-        arrow::compute::min(prices).unwrap(),
-        arrow::compute::max(prices).unwrap(),
+/// The generated day holds what the rules treat specially, so that the oracle comparison
+/// covers it: out-of-session rows, exits left (partly) unmatched, entries partly closed,
+/// ties in time and returns past the day's end.
+fn check_input_exercises_the_rules(date: NaiveDate, day: &RecordBatch) {
+    let (rows, by_symbol) = input_rows(day);
+    let matched = fifo_rows(&rows, &by_symbol);
+    let ticktime = day.column_by_name("ticktime").unwrap();
+    let ticktime = ticktime.as_primitive::<Int64Type>();
+    let clamped = ticktime
+        .values()
+        .iter()
+        .map(|t| t / 10_000_000 * 3_600_000 + t / 100_000 % 100 * 60_000 + t % 100_000)
+        .filter(|ms| {
+            !(34_200_000..=41_400_000).contains(ms) && !(46_800_000..=54_000_000).contains(ms)
+        })
+        .count();
+    let unmatched_exits = matched
+        .iter()
+        .filter(|m| rows[m.source].side == "S" && !m.is_closed)
+        .count();
+    let partly_closed_entries = matched
+        .iter()
+        .filter(|m| rows[m.source].side == "B" && m.matched_qty > 0 && !m.is_closed)
+        .count();
+    let split_exits = matched.len() - rows.len();
+    let ties = by_symbol
+        .values()
+        .flat_map(|indices| indices.windows(2))
+        .filter(|pair| rows[pair[0]].elapsed_ms == rows[pair[1]].elapsed_ms)
+        .count();
+    let past_the_end = rows.iter().filter(|r| r.returns[2].is_none()).count();
+    let counts = [
+        clamped,
+        unmatched_exits,
+        partly_closed_entries,
+        split_exits,
+        ties,
+        past_the_end,
+    ];
+    assert!(
+        counts.iter().all(|&c| c > 0),
+        "{date}: clamped, unmatched exits, partly closed entries, split exits, ties, \
+         returns past the end: {counts:?}"
     );
-    let column = |name: &str| partial.column_by_name(name).unwrap().clone();
-    let float = |name: &str| column(name).as_primitive::<Float64Type>().clone();
-    let int = |name: &str| column(name).as_primitive::<Int64Type>().clone();
-    let side = column("orderSide");
-    let side = side.as_string::<i32>();
-    let (count, closed, total_qty) = (int("count"), int("closed_count"), int("total_qty"));
-    let (vwap, notional, hold) = (
-        float("vwap"),
-        float("total_notional"),
-        float("mean_holding_period"),
+}
+
+/// A date's generated input, as read back from its Arrow IPC file by arrow's own reader
+/// (not VizFlow's).
+fn read_input(data: &Path, date: NaiveDate) -> RecordBatch {
+    let path = data.join(format!("alpha_{}.feather", date.format("%Y%m%d")));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = arrow::ipc::reader::FileReader::try_new(file, None).unwrap();
+    let schema = reader.schema();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
+}
+
+/// The CN day's total trading time (SEMANTICS.md, parse_time).
+const DAY_MS: i64 = 14_400_000;
+
+/// One input row, with what the steps before the aggregate make of it.
+struct InputRow {
+    elapsed_ms: i64,
+    symbol: i64,
+    side: String,
+    qty: i64,
+    fill_price: f64,
+    mid: f64,
+    alpha1_bin: Option<i64>,
+    /// `return_60`, `return_300`, `return_600`.
+    returns: [Option<f64>; 3],
+}
+
+/// Steps 1, 2, 4 and 5 of the reference pipelines (SEMANTICS.md, "Worked reference
+/// pipeline"), row by row: the cast of `qty`, `mid`, parse_time on the CN clock, forward
+/// returns of `mid` as of each horizon, and the bin of `alpha1`. Also returns each symbol's
+/// rows in event order (by `elapsed_ms`, ties by `row_id`).
+fn input_rows(day: &RecordBatch) -> (Vec<InputRow>, BTreeMap<i64, Vec<usize>>) {
+    let column = |name: &str| day.column_by_name(name).unwrap().clone();
+    let (ticktime, ukey, side) = (column("ticktime"), column("ukey"), column("orderSide"));
+    let (ticktime, ukey, side) = (
+        ticktime.as_primitive::<Int64Type>(),
+        ukey.as_primitive::<Int64Type>(),
+        side.as_string::<i32>(),
     );
-    let mut exit_groups_with_holding = 0;
-    for i in 0..partial.num_rows() {
-        let at = format!("{date} group {i} ({})", side.value(i));
-        assert!(count.value(i) > 0, "{at}");
-        assert!(
-            (0..=count.value(i)).contains(&closed.value(i)),
-            "{at}: closed_count {} of {} rows",
-            closed.value(i),
-            count.value(i)
-        );
-        if total_qty.value(i) > 0 {
-            let vwap = vwap.value(i);
+    let floats = |name: &str| column(name).as_primitive::<Float64Type>().clone();
+    let (qty, fill, bid, ask, alpha1) = (
+        floats("qty"),
+        floats("fillPrice"),
+        floats("BidPrice1"),
+        floats("AskPrice1"),
+        floats("alpha1"),
+    );
+    let mut rows: Vec<InputRow> = (0..day.num_rows())
+        .map(|i| {
+            // The generator writes no nulls, so every value is read as present.
+            let rounded = qty.value(i).round();
             assert!(
-                low <= vwap && vwap <= high,
-                "{at}: vwap {vwap} outside {low}..={high}"
+                (qty.value(i) - rounded).abs() <= 1e-6,
+                "row {i}: qty {}",
+                qty.value(i)
             );
-            let recomputed = notional.value(i) / total_qty.value(i) as f64;
-            assert!((vwap / recomputed - 1.0).abs() < 1e-12, "{at}: vwap {vwap}");
-        }
-        match side.value(i) {
-            "B" => assert!(hold.is_null(i), "{at}: entries have no holding period"),
-            _ if hold.is_valid(i) => {
-                assert!(
-                    hold.value(i) >= 0.0,
-                    "{at}: holding period {}",
-                    hold.value(i)
-                );
-                exit_groups_with_holding += 1;
+            let alpha = alpha1.value(i);
+            InputRow {
+                elapsed_ms: common::oracle_elapsed_ms(ticktime.value(i)),
+                symbol: ukey.value(i),
+                side: side.value(i).to_owned(),
+                qty: rounded as i64,
+                fill_price: fill.value(i),
+                mid: (ask.value(i) + bid.value(i)) / 2.0,
+                // Round half away from zero, which is what f64::round does.
+                alpha1_bin: alpha.is_finite().then(|| (alpha / 1e-4).round() as i64),
+                returns: [None; 3],
             }
-            _ => {}
+        })
+        .collect();
+    let mut by_symbol: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        by_symbol.entry(row.symbol).or_default().push(i);
+    }
+    for indices in by_symbol.values_mut() {
+        indices.sort_by_key(|&i| (rows[i].elapsed_ms, i));
+    }
+    for indices in by_symbol.values() {
+        for &i in indices {
+            for (h, horizon_s) in [60, 300, 600].into_iter().enumerate() {
+                let target = rows[i].elapsed_ms + 1000 * horizon_s;
+                if target > DAY_MS {
+                    continue;
+                }
+                // The last row of the symbol at or before the target, in event order.
+                let at_or_before = indices.partition_point(|&j| rows[j].elapsed_ms <= target);
+                let future = indices[at_or_before - 1];
+                rows[i].returns[h] = Some(rows[future].mid / rows[i].mid - 1.0);
+            }
         }
     }
-    assert!(exit_groups_with_holding > 0, "{date}: no exit was matched");
+    (rows, by_symbol)
+}
+
+/// One output row of the FIFO match (SEMANTICS.md, "FIFO matching"), with its source row.
+struct Matched {
+    source: usize,
+    matched_qty: i64,
+    holding_period: Option<f64>,
+    is_closed: bool,
+}
+
+/// The FIFO match per symbol, in event order: B opens lots, S closes the oldest first; an
+/// entry row reports what of it was closed by the end of the date.
+fn fifo_rows(rows: &[InputRow], by_symbol: &BTreeMap<i64, Vec<usize>>) -> Vec<Matched> {
+    let mut out = Vec::new();
+    for indices in by_symbol.values() {
+        // Open lots: (entry row, quantity still open).
+        let mut lots: std::collections::VecDeque<(usize, i64)> = Default::default();
+        let mut closed_of_entry: BTreeMap<usize, i64> = BTreeMap::new();
+        for &i in indices {
+            match rows[i].side.as_str() {
+                "B" => {
+                    lots.push_back((i, rows[i].qty));
+                    closed_of_entry.insert(i, 0);
+                }
+                "S" => {
+                    let mut remaining = rows[i].qty;
+                    let mut matched_any = false;
+                    while remaining > 0 {
+                        let Some(lot) = lots.front_mut() else { break };
+                        let taken = remaining.min(lot.1);
+                        let entry = lot.0;
+                        lot.1 -= taken;
+                        remaining -= taken;
+                        if lot.1 == 0 {
+                            lots.pop_front();
+                        }
+                        *closed_of_entry.get_mut(&entry).unwrap() += taken;
+                        let held_ms = rows[i].elapsed_ms - rows[entry].elapsed_ms;
+                        out.push(Matched {
+                            source: i,
+                            matched_qty: taken,
+                            holding_period: Some(held_ms as f64 / 1000.0),
+                            is_closed: true,
+                        });
+                        matched_any = true;
+                    }
+                    if remaining > 0 || !matched_any {
+                        out.push(Matched {
+                            source: i,
+                            matched_qty: remaining,
+                            holding_period: None,
+                            is_closed: false,
+                        });
+                    }
+                }
+                other => panic!("the generator writes only B and S, not {other:?}"),
+            }
+        }
+        for (entry, closed) in closed_of_entry {
+            out.push(Matched {
+                source: entry,
+                matched_qty: closed,
+                holding_period: None,
+                is_closed: closed == rows[entry].qty,
+            });
+        }
+    }
+    out
+}
+
+/// A float sum kept with the sum of its terms' magnitudes, which bounds its rounding error.
+#[derive(Debug, Default, Clone, Copy)]
+struct FloatSum {
+    sum: f64,
+    magnitude: f64,
+    count: i64,
+}
+
+impl FloatSum {
+    fn add(&mut self, x: Option<f64>) {
+        if let Some(x) = x.filter(|x| x.is_finite()) {
+            self.sum += x;
+            self.magnitude += x.abs();
+            self.count += 1;
+        }
+    }
+
+    /// `sum / divisor`, null when the divisor is zero, and a bound of its rounding error
+    /// (the partial sums exactly and rounds once; this oracle sums in plain f64).
+    fn divided_by(&self, divisor: i64) -> (Option<f64>, f64) {
+        if divisor == 0 {
+            return (None, 0.0);
+        }
+        let divisor = divisor as f64;
+        let slack = 1e-12 * self.magnitude / divisor + f64::MIN_POSITIVE;
+        (Some(self.sum / divisor), slack)
+    }
+}
+
+/// One group of the oracle's aggregate: each column of the partial but the keys and the
+/// date, with its expected value (`None`: null) and the error allowed (0 for counts and
+/// integer sums).
+type ExpectedGroup = BTreeMap<String, (Option<f64>, f64)>;
+
+/// The groups of a partial, by (`alpha1_bin`, `orderSide`).
+type ExpectedPartial = BTreeMap<(Option<i64>, String), ExpectedGroup>;
+
+fn exact(x: i64) -> (Option<f64>, f64) {
+    (Some(x as f64), 0.0)
+}
+
+/// `mean(x)`, `sum(x)` and `count(x)` of a float column (SEMANTICS.md, aggregate: the sum
+/// is 0 and the mean null when there is no value).
+fn insert_mean(columns: &mut ExpectedGroup, mean: &str, x: &str, sum: &FloatSum) {
+    columns.insert(mean.to_owned(), sum.divided_by(sum.count));
+    columns.insert(format!("sum({x})"), sum.divided_by(1));
+    columns.insert(format!("count({x})"), exact(sum.count));
+}
+
+/// The alpha markout pipeline (`examples/alpha_markout.toml`) on one date's input, in
+/// plain sequential Rust from SEMANTICS.md: every metric of the partial and the mergeable
+/// components kept beside them.
+fn alpha_markout_oracle(day: &RecordBatch) -> ExpectedPartial {
+    #[derive(Default)]
+    struct Group {
+        rows: i64,
+        matched_qty: i64,
+        closed: i64,
+        notional: FloatSum,
+        returns: [FloatSum; 2],
+        holding: FloatSum,
+    }
+    let (rows, by_symbol) = input_rows(day);
+    let mut groups: BTreeMap<(Option<i64>, String), Group> = BTreeMap::new();
+    for matched in fifo_rows(&rows, &by_symbol) {
+        // Expanded rows carry their source row's values and returns.
+        let row = &rows[matched.source];
+        let group = groups
+            .entry((row.alpha1_bin, row.side.clone()))
+            .or_default();
+        group.rows += 1;
+        group.matched_qty += matched.matched_qty;
+        group.closed += i64::from(matched.is_closed);
+        group
+            .notional
+            .add(Some(matched.matched_qty as f64 * row.fill_price));
+        group.returns[0].add(row.returns[0]);
+        group.returns[1].add(row.returns[1]);
+        group.holding.add(matched.holding_period);
+    }
+    let groups = groups.into_iter().map(|(key, g)| {
+        let mut columns = ExpectedGroup::new();
+        for name in ["count", "count()"] {
+            columns.insert(name.to_owned(), exact(g.rows));
+        }
+        for name in ["total_qty", "sum(matched_qty)"] {
+            columns.insert(name.to_owned(), exact(g.matched_qty));
+        }
+        for name in ["total_notional", "sum(notional)"] {
+            columns.insert(name.to_owned(), g.notional.divided_by(1));
+        }
+        columns.insert("vwap".to_owned(), g.notional.divided_by(g.matched_qty));
+        for name in ["closed_count", "sum(is_closed)"] {
+            columns.insert(name.to_owned(), exact(g.closed));
+        }
+        insert_mean(&mut columns, "mean_return_60", "return_60", &g.returns[0]);
+        insert_mean(&mut columns, "mean_return_300", "return_300", &g.returns[1]);
+        insert_mean(
+            &mut columns,
+            "mean_holding_period",
+            "holding_period",
+            &g.holding,
+        );
+        (key, columns)
+    });
+    groups.collect()
+}
+
+/// The markout pipeline (`examples/markout.toml`, no FIFO match) on one date's input.
+fn markout_oracle(day: &RecordBatch) -> ExpectedPartial {
+    #[derive(Default)]
+    struct Group {
+        rows: i64,
+        qty: i64,
+        returns: [FloatSum; 3],
+    }
+    let (rows, _) = input_rows(day);
+    let mut groups: BTreeMap<(Option<i64>, String), Group> = BTreeMap::new();
+    for row in &rows {
+        let group = groups
+            .entry((row.alpha1_bin, row.side.clone()))
+            .or_default();
+        group.rows += 1;
+        group.qty += row.qty;
+        for (sum, value) in group.returns.iter_mut().zip(row.returns) {
+            sum.add(value);
+        }
+    }
+    let groups = groups.into_iter().map(|(key, g)| {
+        let mut columns = ExpectedGroup::new();
+        for name in ["count", "count()"] {
+            columns.insert(name.to_owned(), exact(g.rows));
+        }
+        for name in ["total_qty", "sum(qty)"] {
+            columns.insert(name.to_owned(), exact(g.qty));
+        }
+        for (h, sum) in [60, 300, 600].into_iter().zip(&g.returns) {
+            let x = format!("return_{h}");
+            insert_mean(&mut columns, &format!("mean_{x}"), &x, sum);
+        }
+        (key, columns)
+    });
+    groups.collect()
+}
+
+/// Compares a partial with the oracle's: the same groups, and in each every column (but
+/// the keys and the date) as expected, the partial having no column the oracle lacks.
+fn check_against_oracle(date: NaiveDate, partial: &RecordBatch, expected: &ExpectedPartial) {
+    let column = |name: &str| {
+        let column = partial
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("{date}: the partial has no column {name}"));
+        arrow::compute::cast(column, &arrow::datatypes::DataType::Float64).unwrap()
+    };
+    let dates = partial.column_by_name("date").unwrap();
+    let dates = arrow::compute::cast(dates, &arrow::datatypes::DataType::Utf8).unwrap();
+    let (bins, sides) = (
+        partial.column_by_name("alpha1_bin").unwrap(),
+        partial.column_by_name("orderSide").unwrap(),
+    );
+    let (bins, sides) = (bins.as_primitive::<Int64Type>(), sides.as_string::<i32>());
+    let schema = partial.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let metrics: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !["date", "alpha1_bin", "orderSide"].contains(n))
+        .collect();
+    let mut keys = Vec::new();
+    for i in 0..partial.num_rows() {
+        assert_eq!(
+            dates.as_string::<i32>().value(i),
+            date.to_string(),
+            "row {i}"
+        );
+        let key = (
+            bins.is_valid(i).then(|| bins.value(i)),
+            sides.value(i).to_owned(),
+        );
+        let at = format!("{date} group {key:?}");
+        let group = expected
+            .get(&key)
+            .unwrap_or_else(|| panic!("{at}: not a group of the oracle"));
+        let mut unchecked: Vec<&str> = group.keys().map(String::as_str).collect();
+        for name in &metrics {
+            let (value, slack) = group
+                .get(*name)
+                .unwrap_or_else(|| panic!("{at}: the oracle has no column {name}"));
+            unchecked.retain(|n| n != name);
+            let values = column(name);
+            let values = values.as_primitive::<Float64Type>();
+            let actual = values.is_valid(i).then(|| values.value(i));
+            let agrees = match (actual, value) {
+                (Some(a), Some(e)) => (a - e).abs() <= *slack,
+                (a, e) => a == *e,
+            };
+            assert!(
+                agrees,
+                "{at}: {name} is {actual:?}, expected {value:?} (± {slack:e})"
+            );
+        }
+        assert!(
+            unchecked.is_empty(),
+            "{at}: the partial lacks {unchecked:?}"
+        );
+        keys.push(key);
+    }
+    let missing: Vec<_> = expected.keys().filter(|k| !keys.contains(k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{date}: groups missing from the partial: {missing:?}"
+    );
+    assert_eq!(keys.len(), expected.len(), "{date}: a group appears twice");
 }
 
 #[test]
