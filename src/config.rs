@@ -422,7 +422,7 @@ pub struct Pipeline {
     pub bins: Vec<BinSpec>,
     /// The grouped metrics.
     pub aggregate: AggregateSpec,
-    /// The configuration's canonical text, hashed into every partial.
+    /// The configuration's text, as read (empty for a pipeline built from Rust).
     pub source: String,
 }
 
@@ -648,14 +648,22 @@ impl Pipeline {
         })
     }
 
-    /// A hex digest of the pipeline's text, stored in every partial. Rules added from
-    /// Rust ([`Pipeline::with_rule`]) count by their name and
-    /// [fingerprint](TagRule::fingerprint) (their `Debug` form by default), so changing
-    /// a rule or its parameters changes the hash.
+    /// A hex digest of what the pipeline computes, stored in every partial so that
+    /// `--skip-existing` keeps only partials of the same pipeline. It is taken over the
+    /// parsed pipeline, not its text: comments, whitespace, quoting and the order of
+    /// keys whose order means nothing do not change it; any change of meaning does
+    /// (the order of derived columns and metrics is kept: it orders the partial's
+    /// columns). Rules added from Rust ([`Pipeline::with_rule`]) count by their name
+    /// and [fingerprint](TagRule::fingerprint) (their `Debug` form by default), so
+    /// changing a rule or its parameters changes the hash.
     pub fn config_hash(&self) -> String {
         use sha2::Digest;
+        let parsed = Pipeline {
+            source: String::new(),
+            ..self.clone()
+        };
         let mut hasher = sha2::Sha256::new();
-        hasher.update(self.source.as_bytes());
+        hasher.update(format!("{parsed:?}").as_bytes());
         let custom: Vec<String> = self.custom_rules().map(|r| r.fingerprint()).collect();
         if !custom.is_empty() {
             hasher.update(format!("\0rules: {}", custom.join("\0")).as_bytes());

@@ -104,3 +104,99 @@ fn skip_existing_recomputes_when_a_rust_rules_parameters_change() {
     let other = run_skipping(&pipeline(dir.path(), 400.0));
     assert_eq!(statuses(&other), ["written", "written"]);
 }
+
+const MARKOUT: &str = r#"
+# the reference markout
+[input]
+dir = "data"
+pattern = "alpha_{date}.feather"
+
+[output]
+dir = "out"
+
+[columns]
+timestamp = "ticktime"
+symbol = "ukey"
+
+[[cast]]
+column = "qty"
+to = "int64"
+
+[derive]
+mid = "(AskPrice1 + BidPrice1) / 2"
+
+[time]
+market = "CN"
+
+[forward_return]
+price = "mid"
+horizons = [60, 300]
+
+[bin]
+alpha1 = 1e-4
+
+[aggregate]
+group_by = ["alpha1_bin", "orderSide"]
+
+[aggregate.metrics]
+count = "count()"
+mean_return_60 = "mean(return_60)"
+"#;
+
+fn hash(text: &str) -> String {
+    Pipeline::from_toml(text).unwrap().config_hash()
+}
+
+/// The same pipeline written differently: comments, blank lines, spacing, inline tables,
+/// the order of sections and of keys whose order means nothing, literal strings.
+#[test]
+fn the_hash_ignores_how_the_pipeline_is_written() {
+    let rewritten = r#"
+        time = { market = "CN" }   # moved up, inline
+        columns = { symbol = "ukey", timestamp = "ticktime" }
+        input = { pattern = 'alpha_{date}.feather', dir = "data" }
+        output = { dir = "out" }
+        forward_return = { horizons = [ 60,300 ], price = "mid" }
+        bin = { alpha1 = 0.0001 }
+        derive = { mid = "(AskPrice1+BidPrice1)/2" }
+        [[cast]]
+        to = "int64"
+        column = "qty"
+        [aggregate]
+        metrics = { count = "count()", mean_return_60 = "mean(return_60)" }
+        group_by = ["alpha1_bin", "orderSide"]
+    "#;
+    assert_eq!(hash(MARKOUT), hash(rewritten));
+    let commented = MARKOUT.replace("[time]", "# a new comment\n\n[time]   ");
+    assert_eq!(hash(MARKOUT), hash(&commented));
+}
+
+/// Every change of meaning changes the hash, the order of metrics (which orders the
+/// partial's columns) included.
+#[test]
+fn the_hash_changes_with_the_meaning() {
+    let changes = [
+        ("horizons = [60, 300]", "horizons = [60, 600]"),
+        ("alpha1 = 1e-4", "alpha1 = 2e-4"),
+        ("market = \"CN\"", "market = \"HK\""),
+        ("(AskPrice1 + BidPrice1) / 2", "(AskPrice1 + BidPrice1) / 3"),
+        (
+            "count = \"count()\"\nmean_return_60 = \"mean(return_60)\"",
+            "mean_return_60 = \"mean(return_60)\"\ncount = \"count()\"",
+        ),
+        (
+            "[\"alpha1_bin\", \"orderSide\"]",
+            "[\"orderSide\", \"alpha1_bin\"]",
+        ),
+        ("to = \"int64\"", "to = \"int64\"\ntolerance = 1e-3"),
+        (
+            "pattern = \"alpha_{date}.feather\"",
+            "pattern = \"beta_{date}.feather\"",
+        ),
+    ];
+    for (from, to) in changes {
+        assert!(MARKOUT.contains(from), "{from}");
+        let changed = MARKOUT.replace(from, to);
+        assert_ne!(hash(MARKOUT), hash(&changed), "{from} -> {to}");
+    }
+}
