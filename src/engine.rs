@@ -587,6 +587,23 @@ impl Engine {
         }
         Ok(results)
     }
+
+    /// Leaves the workers as they are, with their inputs open, to end with the process.
+    /// For a process of a cluster that must stop at once: closing its inputs would let
+    /// the other processes complete the dates in flight without this process's rows
+    /// (dropping an engine closes them and waits for the workers). The feeds and the
+    /// worker threads' guards move to a thread that stays parked until the process
+    /// exits, so nothing closes them.
+    pub fn abandon(mut self) {
+        let feeds = std::mem::take(&mut self.feeds);
+        let guards = self.guards.take();
+        std::thread::spawn(move || {
+            let _open = (feeds, guards);
+            loop {
+                std::thread::park();
+            }
+        });
+    }
 }
 
 impl Engine {

@@ -40,7 +40,6 @@ pub mod engine;
 pub mod io;
 pub mod market;
 pub mod run;
-#[path = "gen.rs"]
 pub mod synthetic;
 
 pub use vizflow_operators as operators;

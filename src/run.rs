@@ -559,7 +559,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         if in_cluster {
             // Stopping gracefully would let the other processes go on without this
             // process's rows; the workers end with the process instead.
-            std::mem::forget(engine);
+            engine.abandon();
         }
         return Err(error);
     }
