@@ -44,14 +44,13 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 use vizflow_operators::aggregate::{AggregatePlan, AggregateSpec};
 use vizflow_operators::bin::BinSpec;
+use vizflow_operators::columns::{ELAPSED_MS, ELAPSED_SECONDS, ROW_ID};
 use vizflow_operators::derive::{CastFailure, DeriveSpec, IntegerCast};
 use vizflow_operators::enrich::{EnrichRule, EnrichSpec, TagRule, checked_outputs, custom};
 use vizflow_operators::expr::{Expr, MetricExpr, Scalar, closest};
 use vizflow_operators::fifo::{FifoMatch, FifoSpec};
-use vizflow_operators::forward_return::{ELAPSED_MS, ForwardReturnSpec, ROW_ID};
-use vizflow_operators::parse_time::{
-    ELAPSED_SECONDS, OutOfSession, ParseTimeSpec, TimestampFormat, elapsed_ms,
-};
+use vizflow_operators::forward_return::ForwardReturnSpec;
+use vizflow_operators::parse_time::{OutOfSession, ParseTimeSpec, TimestampFormat, elapsed_ms};
 use vizflow_operators::tag_condition::TagCondition;
 use vizflow_operators::tag_running::TagRunning;
 

@@ -14,9 +14,9 @@ use vizflow::config::{BoundPipeline, Pipeline};
 use vizflow::io::FileFormat;
 use vizflow::operators::batch::with_columns;
 use vizflow::operators::bin::bin_batch;
+use vizflow::operators::columns::ROW_ID;
 use vizflow::operators::derive::derive_batch;
 use vizflow::operators::enrich::enrich_owned;
-use vizflow::operators::forward_return::ROW_ID;
 use vizflow::operators::parse_time::parse_time_batch;
 use vizflow::synthetic::{GEN_BATCH_ROWS, GenSpec, alpha_schema, generate_date};
 

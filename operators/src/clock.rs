@@ -19,8 +19,6 @@ use std::fmt;
 
 use chrono_tz::Tz;
 
-use crate::parse_time::format_ms_of_day;
-
 /// Latest session end: 48 h, so that a session may run past midnight into the next day.
 const MAX_MS: i64 = 48 * 3_600_000;
 
@@ -39,6 +37,16 @@ impl Session {
     pub fn len_ms(&self) -> i64 {
         self.end_ms - self.start_ms
     }
+}
+
+/// Local wall-clock time as `HH:MM:SS.mmm` ("09:30:00.500"); hours run past 23 for times on
+/// the next day, and times before midnight get a leading `-`.
+pub fn format_ms_of_day(ms: i64) -> String {
+    let sign = if ms < 0 { "-" } else { "" };
+    let ms = ms.unsigned_abs();
+    let (hours, minutes) = (ms / 3_600_000, ms / 60_000 % 60);
+    let (seconds, millis) = (ms / 1000 % 60, ms % 1000);
+    format!("{sign}{hours:02}:{minutes:02}:{seconds:02}.{millis:03}")
 }
 
 /// `09:30-11:30`: `HH:MM`, or `HH:MM:SS.mmm` off the whole minute.

@@ -17,8 +17,8 @@ use arrow::datatypes::{DataType, Float64Type, UInt64Type};
 use timely::dataflow::Stream;
 
 use crate::batch::{Batch, map_batches, with_columns};
+use crate::columns::ROW_ID;
 use crate::expr::Expr;
-use crate::forward_return::ROW_ID;
 use crate::report::Diagnostics;
 use crate::time::Time;
 

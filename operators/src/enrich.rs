@@ -119,7 +119,7 @@ use crate::batch::{
     Batch, Partition, SelectedRows, by_symbol, for_each_row, per_date, selected_len, symbol_ids,
     take_rows,
 };
-use crate::forward_return::{ELAPSED_MS, ROW_ID};
+use crate::columns::{ELAPSED_MS, ROW_ID};
 use crate::report::Diagnostics;
 use crate::time::Time;
 

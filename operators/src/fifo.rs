@@ -665,7 +665,7 @@ mod tests {
     use arrow::array::{Float64Array, Int64Array, StringArray, UInt64Array};
     use arrow::datatypes::UInt64Type;
 
-    use crate::forward_return::{ELAPSED_MS, ROW_ID};
+    use crate::columns::{ELAPSED_MS, ROW_ID};
 
     /// An input row: symbol, side, qty, elapsed_ms, row_id.
     type In<'a> = (&'a str, Option<&'a str>, Option<i64>, i64, u64);

@@ -26,11 +26,6 @@ use crate::enrich::{Enrich, EnrichRule, EnrichSpec, Rows, RuleOutput, enrich_own
 use crate::report::Diagnostics;
 use crate::time::Time;
 
-/// The name of the event-time column added by `parse_time`.
-pub const ELAPSED_MS: &str = "elapsed_ms";
-/// The name of the row identity column (0-based position in the date's file).
-pub const ROW_ID: &str = "row_id";
-
 /// What to compute.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ForwardReturnSpec {

@@ -11,8 +11,9 @@
 //! | [`aggregate`] | [`aggregate::Aggregate`] | grouped metrics into mergeable per-date partials (differential dataflow) |
 //!
 //! Supporting modules: [`time`] (the timestamp model: date + coarse trading time),
+//! [`columns`] (the names of the columns the engine adds: `row_id`, `elapsed_ms`),
 //! [`batch`] (the columnar container and the by-symbol exchange), [`clock`] (market
-//! sessions), [`expr`] (SQL expressions on Arrow arrays), [`exact_sum`] (order-independent
+//! sessions and local wall-clock times), [`expr`] (SQL expressions on Arrow arrays), [`exact_sum`] (order-independent
 //! float sums) and [`report`] (per-date counters and errors).
 //!
 //! The exact semantics of every operator are in the project's `SEMANTICS.md`; each
@@ -23,6 +24,7 @@ pub mod aggregate;
 pub mod batch;
 pub mod bin;
 pub mod clock;
+pub mod columns;
 pub mod derive;
 pub mod enrich;
 pub mod exact_sum;

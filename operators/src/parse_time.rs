@@ -38,7 +38,8 @@ use arrow::error::ArrowError;
 use chrono::{DateTime, NaiveDate, NaiveTime, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 
-use crate::clock::TradingClock;
+use crate::clock::{TradingClock, format_ms_of_day};
+use crate::columns::{ELAPSED_MS, ELAPSED_SECONDS, ROW_ID};
 
 const MS_PER_HOUR: i64 = 3_600_000;
 const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
@@ -243,16 +244,6 @@ fn digit_strings(column: &dyn Array) -> bool {
         DataType::Utf8View => first_is_digits(column.as_string_view().iter()),
         _ => false,
     }
-}
-
-/// Local wall-clock time as `HH:MM:SS.mmm` ("09:30:00.500"); hours run past 23 for times on
-/// the next day, and times before midnight get a leading `-`.
-pub fn format_ms_of_day(ms: i64) -> String {
-    let sign = if ms < 0 { "-" } else { "" };
-    let ms = ms.unsigned_abs();
-    let (hours, minutes) = (ms / 3_600_000, ms / 60_000 % 60);
-    let (seconds, millis) = (ms / 1000 % 60, ms % 1000);
-    format!("{sign}{hours:02}:{minutes:02}:{seconds:02}.{millis:03}")
 }
 
 /// The per-call state shared by every encoding's row loop.
@@ -553,12 +544,6 @@ fn utc_offset_ms(time_zone: Tz, utc_ms: i64) -> i64 {
 
 // ---- operator ----
 
-/// The name of the trading-time column `parse_time` adds (ms since the first session's
-/// start), and of its whole-seconds companion.
-pub use crate::forward_return::ELAPSED_MS;
-/// `elapsed_ms` div 1000 (floor).
-pub const ELAPSED_SECONDS: &str = "elapsed_seconds";
-
 /// What `parse_time` does.
 #[derive(Clone, Debug)]
 pub struct ParseTimeSpec {
@@ -633,7 +618,7 @@ pub fn parse_time_batch(
     let times = elapsed_ms(column.as_ref(), spec.format, &spec.clock, date, spec.policy).map_err(
         |error| {
             let row_ids = batch
-                .column_by_name(crate::forward_return::ROW_ID)
+                .column_by_name(ROW_ID)
                 .map(|c| c.as_primitive::<arrow::datatypes::UInt64Type>().clone());
             let error = error.map_row(|r| row_ids.as_ref().map_or(r, |ids| ids.value(r) as usize));
             format!(

@@ -9,10 +9,8 @@ use arrow::datatypes::DataType;
 use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 use proptest::prelude::*;
-use vizflow_operators::clock::{Session, TradingClock};
-use vizflow_operators::parse_time::{
-    ElapsedTimes, OutOfSession, TimestampFormat, elapsed_ms, format_ms_of_day,
-};
+use vizflow_operators::clock::{Session, TradingClock, format_ms_of_day};
+use vizflow_operators::parse_time::{ElapsedTimes, OutOfSession, TimestampFormat, elapsed_ms};
 
 const H: i64 = 3_600_000;
 const M: i64 = 60_000;
