@@ -106,7 +106,7 @@ impl Case {
             &path,
             FileFormat::IpcFile,
             batch.schema(),
-            &[batch.clone()],
+            std::slice::from_ref(batch),
             None,
         )
         .unwrap();
