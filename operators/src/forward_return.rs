@@ -12,19 +12,15 @@
 //! pointer per symbol over the rows, writing the returns in order. A pipeline runs it
 //! as the first rule of its enrich stage, so returns are computed on the original rows
 //! (before FIFO matching expands exits) and expanded rows carry their source row's
-//! returns. [`ForwardReturn::forward_return`] runs it alone.
+//! returns. [`forward_returns`] runs it alone over a date's batches.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanBufferBuilder, Float64Array, RecordBatch};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
-use timely::dataflow::Stream;
 
-use crate::batch::Batch;
-use crate::enrich::{Enrich, EnrichRule, EnrichSpec, Rows, RuleOutput, enrich_owned};
-use crate::report::Diagnostics;
-use crate::time::Time;
+use crate::enrich::{EnrichRule, EnrichSpec, Rows, RuleOutput, enrich_owned};
 
 /// What to compute.
 #[derive(Clone, Debug, PartialEq)]
@@ -182,26 +178,6 @@ pub fn forward_returns(
     spec: &ForwardReturnSpec,
 ) -> Result<Vec<RecordBatch>, String> {
     enrich_owned(batches, &spec.enrich_spec()).map(|(batches, _)| batches)
-}
-
-/// The `forward_return` operator.
-pub trait ForwardReturn<'scope> {
-    /// Appends `return_{h}` for every horizon, per symbol and date (see the module docs).
-    fn forward_return(
-        self,
-        spec: ForwardReturnSpec,
-        diagnostics: Diagnostics,
-    ) -> Stream<'scope, Time, Batch>;
-}
-
-impl<'scope> ForwardReturn<'scope> for Stream<'scope, Time, Batch> {
-    fn forward_return(
-        self,
-        spec: ForwardReturnSpec,
-        diagnostics: Diagnostics,
-    ) -> Stream<'scope, Time, Batch> {
-        self.enrich(spec.enrich_spec(), diagnostics)
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! | [`derive`](mod@derive) | [`derive::Derive`] | casts, SQL-expression columns, projection |
 //! | [`parse_time`] | [`parse_time::ParseTime`] | wall-clock timestamps to trading time (`elapsed_ms`) |
 //! | [`enrich`] | [`enrich::Enrich`] | per-symbol rules in event order: [`fifo`] matching, [`tag_condition`], running values, custom [`enrich::TagRule`]s |
-//! | [`forward_return`] | [`forward_return::ForwardReturn`] | as-of forward returns per symbol, all horizons in one pass |
+//! | [`forward_return`] | a rule of [`enrich::Enrich`] ([`forward_return::ForwardReturnSpec::rule`]) | as-of forward returns per symbol, all horizons in one pass |
 //! | [`bin`] | [`bin::Bin`] | `{col}_bin` = round(x / width) |
 //! | [`aggregate`] | [`aggregate::Aggregate`] | grouped metrics into mergeable per-date partials (differential dataflow) |
 //!
