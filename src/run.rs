@@ -10,6 +10,7 @@
 //! same plan (process 0's: the dates to compute), each date's result comes out of the
 //! process that owns it ([`crate::engine::date_owner`]), which alone writes its files.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crate::calendar::{self, TradingCalendar};
 use crate::cluster::{self, ClusterError, ClusterSpec};
 use crate::config::{ConfigError, Pipeline, widest_schema};
 use crate::engine::{DateResult, Engine, EngineError, Workers, date_owner};
-use crate::io::{DateFile, read_parquet, write_bytes_atomic, write_parquet_atomic};
+use crate::io::{DateFile, FileFormat, read_parquet, write_bytes_atomic, write_parquet_atomic};
 
 /// Which dates to run.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -152,7 +153,7 @@ pub struct RunSummary {
     /// Wall time.
     pub elapsed: Duration,
     /// Seconds each stage spent, summed over dates and this process's workers.
-    pub stage_seconds: std::collections::BTreeMap<String, f64>,
+    pub stage_seconds: BTreeMap<String, f64>,
 }
 
 impl RunSummary {
@@ -463,10 +464,19 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
     };
     let mut first = None;
     let mut others = Vec::new();
+    // Opening a CSV file is a parsing pass (it counts the rows and settles the types),
+    // so the opened files are kept for their turn; they hold no data. Other formats
+    // open from their footers and are opened again.
+    let mut opened_csv = BTreeMap::new();
     for (ordinal, &date) in plan.run.iter().enumerate() {
         match open(date) {
             Ok(file) if first.is_none() => first = Some((ordinal, file)),
-            Ok(file) => others.push(file.schema().as_ref().clone()),
+            Ok(file) => {
+                others.push(file.schema().as_ref().clone());
+                if file.format() == FileFormat::Csv {
+                    opened_csv.insert(date, file);
+                }
+            }
             // Reported when the date's turn comes.
             Err(_) if first.is_some() => {}
             Err(error) if owned(ordinal) => {
@@ -527,7 +537,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
             }
             // The first file is not kept open past its date (its mapping and index
             // would outlive it).
-            let file = match first_file.take() {
+            let file = match first_file.take().or_else(|| opened_csv.remove(&date)) {
                 Some(file) => Ok(file),
                 None => open(date).map_err(|e| e.to_string()),
             };
