@@ -1,0 +1,262 @@
+//! The FIFO matching kernel: one symbol's rows in event order in, the five FIFO columns
+//! out (see the [module docs](super) for the rules). It runs on plain columns and knows
+//! nothing of batches or of the enrich operator; [`super::FifoMatch`] feeds it.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, UInt64Array};
+use arrow::buffer::{BooleanBuffer, NullBuffer};
+
+/// A row's side, as far as matching is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The entry side: the row opens a lot.
+    Entry,
+    /// The exit side: the row closes lots.
+    Exit,
+    /// Any other value, or null: the row passes through with null FIFO columns.
+    Other,
+}
+
+/// The columns the kernel reads, one value per row (at most `u32::MAX` rows);
+/// [`fifo_symbol`] reads one symbol's run of them.
+#[derive(Clone, Copy, Debug)]
+pub struct FifoColumns<'a> {
+    /// Each row's side.
+    pub side: &'a [Side],
+    /// Each row's quantity; read on entry and exit rows only, where a null or negative
+    /// quantity makes the row invalid.
+    pub qty: &'a Int64Array,
+    /// Each row's event time in ms of trading time.
+    pub elapsed_ms: &'a [i64],
+    /// Each row's identity (its position in the date's file).
+    pub row_id: &'a [u64],
+    /// Each row's price, recorded with the lot an entry opens; `None` when there is no
+    /// price column.
+    pub price: Option<&'a Float64Array>,
+}
+
+/// What the matching of one date did, for the date's quality report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FifoCounts {
+    /// Entry rows with a valid quantity (including 0).
+    pub entry_rows: u64,
+    /// Exit rows with a valid quantity (including 0).
+    pub exit_rows: u64,
+    /// Rows whose side is neither the entry nor the exit value, or null.
+    pub other_side_rows: u64,
+    /// Entry and exit rows with a null or negative quantity (passed through unmatched).
+    pub invalid_qty_rows: u64,
+    /// Entry and exit rows with quantity 0.
+    pub zero_qty_rows: u64,
+    /// Entries with a positive quantity not fully closed by the end of the date.
+    pub unclosed_entries: u64,
+    /// Exit rows left with positive quantity and no open lot to take it from.
+    pub unmatched_exit_rows: u64,
+    /// The total quantity of those exits that found no open lot.
+    pub unmatched_exit_qty: u64,
+    /// Rows emitted (at least the rows read: exits can expand into several rows).
+    pub output_rows: u64,
+}
+
+impl FifoCounts {
+    /// The counts under their report names (`fifo.entry_rows`, ...), for
+    /// [`crate::report::Diagnostics::add_all`].
+    pub fn named(&self) -> [(&'static str, u64); 9] {
+        [
+            ("fifo.entry_rows", self.entry_rows),
+            ("fifo.exit_rows", self.exit_rows),
+            ("fifo.other_side_rows", self.other_side_rows),
+            ("fifo.invalid_qty_rows", self.invalid_qty_rows),
+            ("fifo.zero_qty_rows", self.zero_qty_rows),
+            ("fifo.unclosed_entries", self.unclosed_entries),
+            ("fifo.unmatched_exit_rows", self.unmatched_exit_rows),
+            ("fifo.unmatched_exit_qty", self.unmatched_exit_qty),
+            ("fifo.output_rows", self.output_rows),
+        ]
+    }
+}
+
+/// [`FifoOutput::flags`]: `matched_qty` and `is_closed` are valid (an entry or exit
+/// row with a valid quantity).
+pub const MATCHED: u8 = 1;
+/// [`FifoOutput::flags`]: the row is an exit's portion of a lot (`matched_entry_id`
+/// and `holding_period` are valid).
+pub const PORTION: u8 = 2;
+/// [`FifoOutput::flags`]: `matched_entry_price` is valid.
+pub const PRICED: u8 = 4;
+/// [`FifoOutput::flags`]: `is_closed` is true.
+pub const CLOSED: u8 = 8;
+/// [`FifoOutput::flags`]: the row is an entry (a lot).
+pub const ENTRY: u8 = 16;
+
+/// The kernel's output, column by column (the five FIFO columns' values, and one byte
+/// of flags per row saying which are valid), and what happened, for the quality
+/// report. About 37 bytes per output row; the value vectors become Arrow buffers
+/// without a copy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FifoOutput {
+    /// Each output row's input row (an index into the kernel's [`FifoColumns`]).
+    pub source: Vec<u32>,
+    /// `matched_entry_id`: the `row_id` of the lot a portion was taken from.
+    pub matched_entry_id: Vec<u64>,
+    /// `matched_qty`.
+    pub matched_qty: Vec<i64>,
+    /// `holding_period`, in seconds of trading time.
+    pub holding_period: Vec<f64>,
+    /// `matched_entry_price`: the price of the lot a portion was taken from.
+    pub matched_entry_price: Vec<f64>,
+    /// [`MATCHED`], [`PORTION`], [`PRICED`], [`CLOSED`] and [`ENTRY`] bits.
+    pub flags: Vec<u8>,
+    /// The counters.
+    pub counts: FifoCounts,
+}
+
+impl FifoOutput {
+    /// An empty output with room for `rows` rows.
+    pub fn with_capacity(rows: usize) -> Self {
+        FifoOutput {
+            source: Vec::with_capacity(rows),
+            matched_entry_id: Vec::with_capacity(rows),
+            matched_qty: Vec::with_capacity(rows),
+            holding_period: Vec::with_capacity(rows),
+            matched_entry_price: Vec::with_capacity(rows),
+            flags: Vec::with_capacity(rows),
+            counts: FifoCounts::default(),
+        }
+    }
+
+    /// The number of output rows.
+    pub fn len(&self) -> usize {
+        self.source.len()
+    }
+
+    /// True when there are no output rows.
+    pub fn is_empty(&self) -> bool {
+        self.source.is_empty()
+    }
+
+    #[inline]
+    fn push(&mut self, source: u32, entry_id: u64, qty: i64, holding: f64, price: f64, flags: u8) {
+        self.source.push(source);
+        self.matched_entry_id.push(entry_id);
+        self.matched_qty.push(qty);
+        self.holding_period.push(holding);
+        self.matched_entry_price.push(price);
+        self.flags.push(flags);
+    }
+
+    /// The five FIFO columns: `matched_entry_id`, `matched_qty`, `holding_period`,
+    /// `matched_entry_price`, `is_closed`.
+    pub fn into_arrays(self) -> [ArrayRef; 5] {
+        let flags = self.flags;
+        let nulls = |bit: u8| {
+            let valid = BooleanBuffer::collect_bool(flags.len(), |i| flags[i] & bit != 0);
+            Some(NullBuffer::new(valid))
+        };
+        let closed = BooleanBuffer::collect_bool(flags.len(), |i| flags[i] & CLOSED != 0);
+        [
+            Arc::new(UInt64Array::new(
+                self.matched_entry_id.into(),
+                nulls(PORTION),
+            )),
+            Arc::new(Int64Array::new(self.matched_qty.into(), nulls(MATCHED))),
+            Arc::new(Float64Array::new(
+                self.holding_period.into(),
+                nulls(PORTION),
+            )),
+            Arc::new(Float64Array::new(
+                self.matched_entry_price.into(),
+                nulls(PRICED),
+            )),
+            Arc::new(BooleanArray::new(closed, nulls(MATCHED))),
+        ]
+    }
+}
+
+/// Matches one symbol's rows, `rows` at the indices `range`, which must be in event
+/// order (`elapsed_ms`, then `row_id`; the kernel trusts it), and appends their output
+/// rows to `out`, in the same order. Lots of earlier calls are never touched, so one
+/// `out` can collect every symbol of a date.
+///
+/// The queue of open lots is not a separate structure: lots are opened in event order
+/// and closed from the front, so the open lots are exactly the entry rows already in
+/// `out` from a front cursor on that are not yet closed, and a lot's closed quantity
+/// is its own row's `matched_qty`. So the kernel allocates nothing beyond `out`
+/// itself, and with the symbol's rows contiguous it reads memory in order.
+pub fn fifo_symbol(rows: &FifoColumns<'_>, range: Range<usize>, out: &mut FifoOutput) {
+    let first_row = out.len();
+    let mut front = first_row;
+    let (mut lots_opened, mut lots_closed) = (0u64, 0u64);
+    let price = |row: usize| match rows.price {
+        Some(prices) if prices.is_valid(row) => (prices.value(row), PRICED),
+        _ => (0.0, 0),
+    };
+    for index in range {
+        let source = index as u32;
+        let side = rows.side[index];
+        if side == Side::Other {
+            out.counts.other_side_rows += 1;
+            out.push(source, 0, 0, 0.0, 0.0, 0);
+            continue;
+        }
+        let qty = rows.qty.value(index);
+        if rows.qty.is_null(index) || qty < 0 {
+            out.counts.invalid_qty_rows += 1;
+            out.push(source, 0, 0, 0.0, 0.0, 0);
+            continue;
+        }
+        out.counts.zero_qty_rows += u64::from(qty == 0);
+        if side == Side::Entry {
+            out.counts.entry_rows += 1;
+            lots_opened += u64::from(qty > 0);
+            let closed = if qty == 0 { CLOSED } else { 0 };
+            out.push(source, 0, 0, 0.0, 0.0, MATCHED | ENTRY | closed);
+            continue;
+        }
+        out.counts.exit_rows += 1;
+        let first_exit_row = out.len();
+        let mut remaining = qty;
+        while remaining > 0 {
+            while front < first_exit_row && out.flags[front] & (ENTRY | CLOSED) != ENTRY {
+                front += 1;
+            }
+            if front == first_exit_row {
+                break;
+            }
+            let lot_row = out.source[front] as usize;
+            let lot_matched = out.matched_qty[front];
+            let portion = remaining.min(rows.qty.value(lot_row) - lot_matched);
+            remaining -= portion;
+            out.matched_qty[front] = lot_matched + portion;
+            if lot_matched + portion == rows.qty.value(lot_row) {
+                out.flags[front] |= CLOSED;
+                lots_closed += 1;
+            }
+            let holding_s = (rows.elapsed_ms[index] - rows.elapsed_ms[lot_row]) as f64 / 1000.0;
+            let (lot_price, priced) = price(lot_row);
+            let flags = MATCHED | PORTION | CLOSED | priced;
+            out.push(
+                source,
+                rows.row_id[lot_row],
+                portion,
+                holding_s,
+                lot_price,
+                flags,
+            );
+        }
+        if remaining > 0 || out.len() == first_exit_row {
+            out.push(source, 0, remaining, 0.0, 0.0, MATCHED);
+            if remaining > 0 {
+                out.counts.unmatched_exit_rows += 1;
+                out.counts.unmatched_exit_qty = out
+                    .counts
+                    .unmatched_exit_qty
+                    .saturating_add(remaining as u64);
+            }
+        }
+    }
+    out.counts.unclosed_entries += lots_opened - lots_closed;
+    out.counts.output_rows += (out.len() - first_row) as u64;
+}
