@@ -249,13 +249,7 @@ pub fn connect(
         config_hash: config_hash.to_owned(),
     };
     let listener = if process + 1 < processes {
-        let address = &addresses[process];
-        let listener = TcpListener::bind(address).map_err(|source| ClusterError::Listen {
-            process,
-            address: address.clone(),
-            source,
-        })?;
-        Some(listener)
+        Some(listen(process, &addresses[process])?)
     } else {
         None
     };
@@ -305,6 +299,41 @@ pub fn connect(
         processes,
         plan: agreed_plan,
     })
+}
+
+/// Set by `vizflow cluster --local` for a process that listens: its standard input is
+/// then the socket already listening on its line of the hostfile. The supervisor binds
+/// it and hands it over, so that no other program can take the port between the two
+/// (as one could if the supervisor chose a free port and the process bound it later).
+pub const LISTENER_ON_STDIN: &str = "VIZFLOW_LISTENER_ON_STDIN";
+
+/// The listener of process `process` on `address`: bound here, or handed over on
+/// standard input ([`LISTENER_ON_STDIN`]).
+fn listen(process: usize, address: &str) -> Result<TcpListener, ClusterError> {
+    if std::env::var_os(LISTENER_ON_STDIN).is_none() {
+        return TcpListener::bind(address).map_err(|source| ClusterError::Listen {
+            process,
+            address: address.to_owned(),
+            source,
+        });
+    }
+    let not_handed_over = |detail: String| {
+        ClusterError::Usage(format!(
+            "{LISTENER_ON_STDIN} is set, but the standard input of process {process} is not \
+             a socket listening on {address} ({detail}); unset it"
+        ))
+    };
+    use std::os::fd::AsFd;
+    let listener = std::io::stdin().as_fd().try_clone_to_owned();
+    let listener = TcpListener::from(listener.map_err(|e| not_handed_over(e.to_string()))?);
+    let bound = listener
+        .local_addr()
+        .map_err(|e| not_handed_over(e.to_string()))?;
+    let wanted = resolve(address).map_err(|e| not_handed_over(e.to_string()))?;
+    if bound != wanted {
+        return Err(not_handed_over(format!("it is bound to {bound}")));
+    }
+    Ok(listener)
 }
 
 fn resolve(address: &str) -> std::io::Result<SocketAddr> {
@@ -568,7 +597,8 @@ pub fn run_local(
     use std::io::BufRead;
     use std::process::{Child, Command, Stdio};
 
-    // Free ports: bind to port 0, note the port, release it for the child.
+    // Free ports: bind to port 0 and hand each listener to its process (the last one
+    // only connects; its port is held until every process has started).
     let listeners = (0..processes)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()?;
@@ -576,7 +606,7 @@ pub fn run_local(
         .iter()
         .map(|l| l.local_addr().map(|a| a.to_string()))
         .collect::<std::io::Result<Vec<_>>>()?;
-    drop(listeners);
+    let mut listeners = listeners.into_iter();
     let dir = tempfile::tempdir()?;
     let hostfile = dir.path().join("hosts.txt");
     std::fs::write(&hostfile, addresses.join("\n") + "\n")?;
@@ -588,7 +618,8 @@ pub fn run_local(
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut children: Vec<Child> = Vec::new();
     for process in 0..processes {
-        let spawned = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(run_args)
             .args([
                 "--processes",
@@ -599,8 +630,14 @@ pub fn run_local(
             .arg("--hostfile")
             .arg(&hostfile)
             .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn();
+            .stderr(Stdio::piped());
+        let listener = listeners.next().expect("a listener per process");
+        if process + 1 < processes {
+            let listener = std::os::fd::OwnedFd::from(listener);
+            command.stdin(listener).env(LISTENER_ON_STDIN, "1");
+        }
+        let spawned = command.spawn();
+        drop(command); // the supervisor's copy of the listener
         let mut child = match spawned {
             Ok(child) => child,
             Err(error) => {

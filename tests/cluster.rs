@@ -1,37 +1,59 @@
 //! Runs across processes (`vizflow run --processes`, `vizflow cluster`), by topic: the
 //! partials of one process from two, for both partitionings; a killed process stops
 //! the cluster and a rerun completes exactly the missing dates; a peer that never
-//! starts; peers that run different pipelines; the commands printed for a hostfile.
+//! starts; peers that run different pipelines; the commands printed for a hostfile; a
+//! bad date, alone and with `--fail-fast`.
+//!
+//! The ports of a cluster started here are never free for another test to take: a
+//! process that listens is handed the listener this test bound (on standard input, as
+//! `vizflow cluster --local` does), rather than binding a port the test let go of.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
+use chrono::NaiveDate;
 use common::{
-    generate_days, manifest, outputs, pipeline_file, read_lines, reference, stderr, wait_at_most,
+    generate_days, manifest, outputs, pipeline_file, read_lines, reference, stderr,
     written_and_skipped,
 };
+use vizflow::calendar::format_date;
+use vizflow::cluster::LISTENER_ON_STDIN;
+use vizflow::engine::date_owner;
+use vizflow::io::FileFormat;
+use vizflow::synthetic::{GenSpec, generate};
 
 const EXE: &str = env!("CARGO_BIN_EXE_vizflow");
 
-/// `count` loopback addresses with free ports.
-fn free_addresses(count: usize) -> Vec<String> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
+/// How long a process may take before the test calls it hung and kills it: far more
+/// than any run here needs on a loaded machine, so only a hang reaches it.
+const HANG_LIMIT: Duration = Duration::from_secs(120);
+
+/// How often a wait for a process looks again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The loopback addresses of a cluster of two processes, and the listener of process
+/// 0, bound on the first (on a port the system chose) to hand to it. Process 1 only
+/// connects: its address names it in messages.
+fn two_addresses() -> (Vec<String>, TcpListener) {
+    let listeners = [(); 2].map(|()| TcpListener::bind("127.0.0.1:0").unwrap());
+    let addresses = listeners
         .iter()
         .map(|l| l.local_addr().unwrap().to_string())
-        .collect()
+        .collect();
+    let [first, _] = listeners;
+    (addresses, first)
 }
 
-fn hostfile(dir: &Path, addresses: &[String]) -> PathBuf {
-    let path = dir.join("hosts.txt");
-    std::fs::write(&path, addresses.join("\n")).unwrap();
-    path
+fn hostfile(path: &Path, addresses: &[String]) -> PathBuf {
+    std::fs::write(path, addresses.join("\n")).unwrap();
+    path.to_owned()
 }
 
 fn run_args(data: &Path, out: &Path) -> Vec<String> {
@@ -47,13 +69,28 @@ fn run_args(data: &Path, out: &Path) -> Vec<String> {
     .to_vec()
 }
 
-/// `vizflow run` as process `process` of `processes`.
+/// Regenerates `date` in `dir` with `rows` rows, as `generate_days` makes the others.
+fn regenerate(dir: &Path, date: NaiveDate, rows: usize) {
+    let spec = GenSpec {
+        rows,
+        symbols: 120,
+        seed: 29,
+        format: FileFormat::IpcFile,
+        compression: None,
+        prefix: "alpha_".into(),
+    };
+    generate(&spec, dir, &[date]).unwrap();
+}
+
+/// `vizflow run` as process `process` of `processes`, with its stderr piped; a process
+/// that listens (all but the last) is handed `listener`, bound on its hostfile line.
 fn process(
     pipeline: &Path,
     args: &[String],
     hosts: &Path,
     processes: usize,
     process: usize,
+    listener: Option<TcpListener>,
 ) -> Command {
     let mut command = Command::new(EXE);
     command
@@ -63,8 +100,41 @@ fn process(
         .args(["--processes", &processes.to_string()])
         .args(["--process", &process.to_string()])
         .arg("--hostfile")
-        .arg(hosts);
+        .arg(hosts)
+        .stderr(Stdio::piped());
+    if let Some(listener) = listener {
+        command
+            .stdin(OwnedFd::from(listener))
+            .env(LISTENER_ON_STDIN, "1");
+    }
     command
+}
+
+/// Waits at most `limit` for `child` to exit; past it, kills it and returns `None`.
+fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The exit status and standard error of `child`, which must exit within `limit` (it
+/// is killed and the test fails otherwise).
+fn finish_within(mut child: Child, limit: Duration, what: &str) -> (ExitStatus, String) {
+    let (lines, _) = crossbeam_channel::unbounded();
+    let log = read_lines(&mut child, lines);
+    let status = wait_within(&mut child, limit);
+    let log = log.join().unwrap();
+    let status = status.unwrap_or_else(|| panic!("{what} did not exit within {limit:?}:\n{log}"));
+    (status, log)
 }
 
 #[test]
@@ -100,40 +170,60 @@ fn killing_one_process_stops_the_other_and_a_rerun_completes_the_missing_dates()
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let dates = generate_days(&data, 16, 100_000);
+    // Process 0 writes its first date (the first) before it reads its second (the
+    // third): a third date of five times the rows, a few tenths of a second of work,
+    // holds it there, so the cluster is still running when the kill lands, however
+    // late a loaded machine lets the test send it.
+    regenerate(&data, dates[2], 500_000);
     let expected = reference(&data, &tmp.path().join("one"));
     let out = tmp.path().join("out");
-    let hosts = hostfile(tmp.path(), &free_addresses(2));
+    let (addresses, listener) = two_addresses();
+    let hosts = hostfile(&tmp.path().join("hosts.txt"), &addresses);
     let args = run_args(&data, &out);
-    let spawn = |i| {
-        process(&pipeline_file(), &args, &hosts, 2, i)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (mut first, mut second) = (spawn(0), spawn(1));
-    let (lines, written) = crossbeam_channel::unbounded();
-    let first_log = read_lines(&mut first, lines);
+    let mut first = process(&pipeline_file(), &args, &hosts, 2, 0, Some(listener))
+        .spawn()
+        .unwrap();
+    let mut second = process(&pipeline_file(), &args, &hosts, 2, 1, None)
+        .spawn()
+        .unwrap();
     let (ignored, _) = crossbeam_channel::unbounded();
     let second_log = read_lines(&mut second, ignored);
 
-    // Kill process 1 as soon as process 0 has written its first date.
-    let first_written = written
-        .iter()
-        .find(|line| line.starts_with("[1/"))
-        .expect("process 0 writes a date");
-    assert!(first_written.contains(".parquet"), "{first_written}");
+    // Kill process 1 as soon as process 0 has written its first date (reading process
+    // 0's progress here, not on another thread, to kill without a hand-over).
+    let mut progress = BufReader::new(first.stderr.take().unwrap());
+    let (mut first_log, mut line) = (String::new(), String::new());
+    while !line.starts_with("[1/") {
+        line.clear();
+        let read = progress.read_line(&mut line).unwrap();
+        assert!(read > 0, "process 0 writes a date:\n{first_log}");
+        first_log.push_str(&line);
+    }
+    assert!(line.contains(".parquet"), "{line}");
     second.kill().unwrap();
-    let killed = Instant::now();
-    let status = wait_at_most(first, Duration::from_secs(10)).expect("process 0 stops within 10 s");
-    assert!(!status.success(), "{status:?}");
-    assert!(killed.elapsed() < Duration::from_secs(10));
-    let log = first_log.join().unwrap();
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        progress.read_to_string(&mut rest).unwrap();
+        rest
+    });
+    let status = wait_within(&mut first, HANG_LIMIT);
+    first_log.push_str(&rest.join().unwrap());
+    let status = status.unwrap_or_else(|| {
+        panic!("process 0 did not stop after process 1 was killed:\n{first_log}")
+    });
+    // The binary aborts when it loses a peer, after saying which.
+    assert_eq!(status.signal(), Some(6), "{status:?}:\n{first_log}");
     assert!(
-        log.contains("error: process 0 lost its connection to process 1"),
-        "process 0 says which peer it lost:\n{log}"
+        first_log.contains("error: process 0 lost its connection to process 1"),
+        "process 0 says which peer it lost:\n{first_log}"
     );
-    second.wait().unwrap();
-    second_log.join().unwrap();
+    let status = second.wait().unwrap();
+    let second_log = second_log.join().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "process 1 ended before the kill ({status:?}):\n{second_log}"
+    );
 
     // Every partial on disk is complete and right; some dates are missing.
     let done = outputs(&out);
@@ -170,37 +260,47 @@ fn a_peer_that_never_starts_fails_the_run_after_the_connect_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     generate_days(&data, 1, 1_000);
-    let addresses = free_addresses(2);
-    let hosts = hostfile(tmp.path(), &addresses);
     let mut args = run_args(&data, &tmp.path().join("out"));
     args.extend(["--connect-timeout", "2"].map(String::from));
-    for (me, peer, detail) in [(0, 1, "process 0 listened on"), (1, 0, "connecting failed")] {
+    let fails_after_the_timeout = |me: usize, hosts: &[String], listener, detail: &str| {
+        let peer = 1 - me;
+        let hosts_file = hostfile(&tmp.path().join(format!("hosts-{me}.txt")), hosts);
         let started = Instant::now();
-        let output = process(&pipeline_file(), &args, &hosts, 2, me)
-            .output()
+        let child = process(&pipeline_file(), &args, &hosts_file, 2, me, listener)
+            .spawn()
             .unwrap();
+        // Half the default --connect-timeout (60 s): a run that ignored
+        // `--connect-timeout 2` would not stop before it; a loaded machine has 28 s to
+        // spare.
+        let limit = Duration::from_secs(30);
+        let (status, log) = finish_within(child, limit, &format!("process {me}"));
         let elapsed = started.elapsed();
-        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert_eq!(status.code(), Some(2), "process {me}: {log}");
         assert!(
-            elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(10),
-            "{elapsed:?}"
+            elapsed >= Duration::from_secs(2),
+            "process {me}: {elapsed:?}"
         );
         let expected = format!(
             "error: process {peer} ({}) did not connect within 2 s: {detail}",
-            addresses[peer]
+            hosts[peer]
         );
+        assert!(log.starts_with(&expected), "process {me}: {log}");
         assert!(
-            stderr(&output).starts_with(&expected),
-            "{}",
-            stderr(&output)
+            log.contains("start every process of the hostfile (or raise --connect-timeout)"),
+            "process {me}: {log}"
         );
-        assert!(
-            stderr(&output)
-                .contains("start every process of the hostfile (or raise --connect-timeout)"),
-            "{}",
-            stderr(&output)
-        );
-    }
+    };
+    // Process 0 alone listens, and hears nothing.
+    let (addresses, listener) = two_addresses();
+    let heard_nothing = format!(
+        "process 0 listened on {} and heard nothing from it",
+        addresses[0]
+    );
+    fails_after_the_timeout(0, &addresses, Some(listener), &heard_nothing);
+    // Process 1 alone connects to process 0 on port 0, where no process can listen: it
+    // is refused until the timeout.
+    let refused = ["127.0.0.1:0".to_owned(), addresses[1].clone()];
+    fails_after_the_timeout(1, &refused, None, "connecting failed");
     assert!(!tmp.path().join("out").join("20240102.parquet").exists());
 }
 
@@ -209,31 +309,31 @@ fn processes_that_run_different_pipelines_refuse_to_start() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     generate_days(&data, 1, 1_000);
-    let hosts = hostfile(tmp.path(), &free_addresses(2));
+    let (addresses, listener) = two_addresses();
+    let hosts = hostfile(&tmp.path().join("hosts.txt"), &addresses);
     let args = run_args(&data, &tmp.path().join("out"));
-    let spawn = |pipeline: &Path, i| {
-        process(pipeline, &args, &hosts, 2, i)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let first = spawn(&manifest("examples/markout.toml"), 0);
-    let second = spawn(&pipeline_file(), 1);
+    let first = process(
+        &manifest("examples/markout.toml"),
+        &args,
+        &hosts,
+        2,
+        0,
+        Some(listener),
+    )
+    .spawn()
+    .unwrap();
+    let second = process(&pipeline_file(), &args, &hosts, 2, 1, None)
+        .spawn()
+        .unwrap();
     for (i, child) in [first, second].into_iter().enumerate() {
-        let output = child.wait_with_output().unwrap();
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "process {i}: {}",
-            stderr(&output)
-        );
+        let (status, log) = finish_within(child, HANG_LIMIT, &format!("process {i}"));
+        assert_eq!(status.code(), Some(2), "process {i}: {log}");
         assert!(
-            stderr(&output).contains(
+            log.contains(
                 "runs a different pipeline than process 0 (the pipeline files differ); give \
                  every process the same pipeline file"
             ),
-            "process {i}: {}",
-            stderr(&output)
+            "process {i}: {log}"
         );
     }
 }
@@ -305,5 +405,66 @@ fn a_bad_date_fails_alone_across_processes() {
         for (date, outputs) in &done {
             assert_eq!(outputs, &expected[date], "{date}, by {partition}");
         }
+    }
+}
+
+#[test]
+fn fail_fast_across_processes_writes_no_date_after_a_failed_date_of_process_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dates = generate_days(&data, 6, 20_000);
+    let expected = reference(&data, &tmp.path().join("one"));
+    // Partitioned by date, with one worker a process, the i-th date belongs to process
+    // i mod 2; the fourth date's is process 1, with a date of each process after it.
+    let failed = 3;
+    let owner = |ordinal: usize| date_owner(ordinal, 2);
+    assert_eq!(owner(failed), 1, "process 1 owns the fourth date");
+    let failed_date = format_date(dates[failed]);
+    let broken = data.join(format!("alpha_{failed_date}.feather"));
+    let bytes = std::fs::read(&broken).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let out = tmp.path().join("out");
+    let output = Command::new(EXE)
+        .arg("cluster")
+        .arg(pipeline_file())
+        .args(["--local", "2", "--partition", "date", "--fail-fast"])
+        .args(run_args(&data, &out))
+        .output()
+        .unwrap();
+    let log = stderr(&output);
+    // README: 1 when dates failed (the cluster stopped as asked; no process died).
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    let reason = format!(
+        "{} is not a valid Arrow IPC file (truncated or corrupt)",
+        broken.display()
+    );
+    assert!(
+        log.lines()
+            .any(|line| line.contains(&format!("FAILED {failed_date}: ")) && line.contains(&reason)),
+        "the log names the failed date and why:\n{log}"
+    );
+    // --fail-fast: nothing is written for the failed date or any after it, and each
+    // date after it is reported as not run, by the process that owns it.
+    let done = outputs(&out);
+    for (ordinal, date) in dates.iter().enumerate().skip(failed) {
+        let date = format_date(*date);
+        assert!(
+            !done.contains_key(&date) && !out.join(format!("{date}.report.json")).exists(),
+            "{date} was written, but {failed_date} failed first (--fail-fast):\n{log}"
+        );
+        if ordinal > failed {
+            let not_run = format!("{date}: not run (an earlier date failed, --fail-fast)");
+            assert!(
+                log.lines().any(|line| {
+                    line.starts_with(&format!("[process {}] [", owner(ordinal)))
+                        && line.contains(&not_run)
+                }),
+                "process {} reports {date} as not run:\n{log}",
+                owner(ordinal)
+            );
+        }
+    }
+    for (date, outputs) in &done {
+        assert_eq!(outputs, &expected[date], "{date}");
     }
 }

@@ -6,16 +6,20 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{
-    generate_days, outputs, pipeline_file, read_lines, reference, stderr, wait_at_most,
-    written_and_skipped,
-};
+use chrono::NaiveDate;
+use common::{generate_days, outputs, pipeline_file, reference, stderr, written_and_skipped};
+use vizflow::io::FileFormat;
+use vizflow::synthetic::{GenSpec, generate};
 
 const EXE: &str = env!("CARGO_BIN_EXE_vizflow");
+
+/// Rows of a slow date: five times the others, a few tenths of a second of work.
+const SLOW_DATE_ROWS: usize = 500_000;
 
 fn run_command(pipeline: &Path, data: &Path, out: &Path) -> Command {
     let mut command = Command::new(EXE);
@@ -30,11 +34,29 @@ fn run_command(pipeline: &Path, data: &Path, out: &Path) -> Command {
     command
 }
 
+/// Regenerates `date` in `dir` with `rows` rows, as `generate_days` makes the others.
+fn regenerate(dir: &Path, date: NaiveDate, rows: usize) {
+    let spec = GenSpec {
+        rows,
+        symbols: 120,
+        seed: 29,
+        format: FileFormat::IpcFile,
+        compression: None,
+        prefix: "alpha_".into(),
+    };
+    generate(&spec, dir, &[date]).unwrap();
+}
+
 #[test]
 fn a_run_killed_at_any_point_leaves_complete_partials_and_the_rerun_completes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let dates = generate_days(&data, 12, 100_000);
+    // The run must still be going when the kill lands, however late a loaded machine
+    // lets the test send it. After the ninth date's `[9/12]` line only three small
+    // dates are left, a few hundredths of a second each: the tenth (read only after
+    // that line) is made slow.
+    regenerate(&data, dates[9], SLOW_DATE_ROWS);
     let expected = reference(&data, &tmp.path().join("one"));
     // Kill after the first, the fourth and the ninth date is written, and once right
     // at the start (before any date is written): a new output directory each time.
@@ -44,24 +66,30 @@ fn a_run_killed_at_any_point_leaves_complete_partials_and_the_rerun_completes() 
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let (lines, written) = crossbeam_channel::unbounded();
-        let log = read_lines(&mut child, lines);
-        if kill_after > 0 {
-            let prefix = format!("[{kill_after}/");
-            written
-                .iter()
-                .find(|line| line.starts_with(&prefix))
-                .unwrap_or_else(|| panic!("the run writes {kill_after} dates"));
+        // Read the progress here, not on another thread, to kill without a hand-over.
+        let mut progress = BufReader::new(child.stderr.take().unwrap());
+        let (mut log, mut line) = (String::new(), String::new());
+        let prefix = format!("[{kill_after}/");
+        while kill_after > 0 && !line.starts_with(&prefix) {
+            line.clear();
+            let read = progress.read_line(&mut line).unwrap();
+            assert!(read > 0, "the run writes {kill_after} dates:\n{log}");
+            log.push_str(&line);
         }
         child.kill().unwrap();
-        let status = wait_at_most(child, Duration::from_secs(10)).expect("the process dies");
-        assert!(!status.success());
-        log.join().unwrap();
+        let status = child.wait().unwrap();
+        progress.read_to_string(&mut log).unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "killed after {kill_after}: the run ended before the kill ({status:?}):\n{log}"
+        );
 
         let done = outputs(&out);
         assert!(
             done.len() >= kill_after && done.len() < dates.len(),
-            "{kill_after}"
+            "killed after {kill_after}: {} partials",
+            done.len()
         );
         for (date, outputs) in &done {
             assert_eq!(
@@ -103,6 +131,7 @@ fn skip_existing_recomputes_partials_of_another_pipeline_and_says_so() {
         .args(["--skip-existing", "--dates", "20240102..20240103"])
         .output()
         .unwrap();
+    assert!(kept.status.success(), "{}", stderr(&kept));
     assert_eq!(
         written_and_skipped(&stderr(&kept)),
         (0, 2),
