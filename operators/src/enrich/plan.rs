@@ -1,0 +1,116 @@
+//! The plan of a date's rules, worked out once before they run: each rule's input and
+//! added columns, the output's columns, and whether the output goes out in event order
+//! (and which input columns to put in event order first).
+
+use std::collections::BTreeMap;
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::{Field, SchemaRef};
+
+use super::frame::Frame;
+use super::{EnrichSpec, Rows};
+
+/// Adds `field`, or replaces the field of the same name in place.
+pub(super) fn set_field(fields: &mut Vec<Field>, field: Field) {
+    match fields.iter().position(|f| f.name() == field.name()) {
+        Some(i) => fields[i] = field,
+        None => fields.push(field),
+    }
+}
+
+/// A date's rules, with what was worked out once for all its chunks.
+pub(super) struct RulePlan {
+    pub(super) spec: EnrichSpec,
+    /// Each rule's input columns.
+    pub(super) inputs: Vec<Vec<String>>,
+    /// Each rule's added columns.
+    pub(super) outputs: Vec<Vec<Field>>,
+    /// The output's columns.
+    pub(super) schema: SchemaRef,
+}
+
+impl RulePlan {
+    /// Runs every rule over the frame's rows, adding up their counts.
+    pub(super) fn run(
+        &self,
+        frame: &mut Frame,
+        counts: &mut BTreeMap<String, u64>,
+    ) -> Result<(), String> {
+        let spec = &self.spec;
+        for (i, (rule, outputs)) in spec.rules.iter().zip(&self.outputs).enumerate() {
+            let columns: Vec<ArrayRef> = self.inputs[i]
+                .iter()
+                .map(|name| frame.column(name))
+                .collect::<Result<_, _>>()?;
+            frame.compute_event_columns();
+            let (elapsed_ms, row_id) = frame.event_columns();
+            let rows = Rows {
+                columns: &columns,
+                runs: &frame.runs,
+                elapsed_ms,
+                row_id,
+            };
+            let out = rule.apply(&rows)?;
+            drop(columns);
+            frame.apply(rule.as_ref(), outputs, out, counts)?;
+            // Free the columns that neither the output nor a later rule uses.
+            let later: Vec<&String> = self.inputs[i + 1..].iter().flatten().collect();
+            let needed = |name: &str| {
+                spec.keep
+                    .as_ref()
+                    .is_none_or(|keep| keep.iter().any(|k| k == name))
+                    || later.iter().any(|l| *l == name)
+            };
+            frame.retain(needed);
+        }
+        Ok(())
+    }
+}
+
+/// Whether the output goes out in event order, which moves no more columns when the
+/// rules add at least as many columns to the output as it keeps of the input columns
+/// no rule reads (those are scattered into event order; in input order, every added
+/// column would be gathered back instead) and lets the rules run chunk by chunk, and
+/// the input columns to put in event order before
+/// the rules run (those the rules read or the output keeps): none when a rule replaces
+/// an input column that another reads, and then the input batches stay until the end.
+pub(super) fn output_order(
+    spec: &EnrichSpec,
+    input_fields: &[Field],
+    final_fields: &[Field],
+    rule_outputs: &[Vec<Field>],
+    inputs: &[Vec<String>],
+) -> (bool, Vec<String>) {
+    let kept = spec.kept(final_fields.to_vec());
+    let is_produced = |name: &str| rule_outputs.iter().flatten().any(|f| f.name() == name);
+    let is_read = |name: &str| inputs.iter().flatten().any(|i| i == name);
+    let is_input = |name: &str| input_fields.iter().any(|f| f.name() == name);
+    let added = kept.iter().filter(|f| is_produced(f.name())).count();
+    let unordered = kept
+        .iter()
+        .filter(|f| !is_produced(f.name()) && !is_read(f.name()))
+        .count();
+    if unordered > added {
+        return (false, Vec::new());
+    }
+    if inputs
+        .iter()
+        .flatten()
+        .any(|i| is_input(i) && is_produced(i))
+    {
+        return (true, Vec::new());
+    }
+    let read = inputs
+        .iter()
+        .flatten()
+        .filter(|name| is_input(name))
+        .cloned();
+    let output = kept
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|name| is_input(name) && !is_produced(name));
+    let mut early: Vec<String> = read.chain(output).collect();
+    early.sort();
+    early.dedup();
+    (true, early)
+}
