@@ -31,7 +31,8 @@ use crossbeam_channel::{Receiver, Sender};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline as PipelinePact};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use vizflow_operators::aggregate::Aggregate;
 use vizflow_operators::batch::{Batch, Partition, with_columns};
@@ -148,7 +149,8 @@ enum Command {
 /// What workers tell the caller.
 enum Event {
     Partial(u32, RecordBatch),
-    /// A date's report merged from every process, on the date's owner.
+    /// A date's report merged from every process (every process gets it: one that does
+    /// not own the date learns whether it failed).
     Report(u32, DateReport),
     Frontier {
         worker: usize,
@@ -167,7 +169,7 @@ struct OpenDate {
     /// The date's owner (a global worker index).
     owner: usize,
     partial: Option<RecordBatch>,
-    /// The merged report (on the owner's process).
+    /// The merged report.
     report: Option<DateReport>,
     /// Whether this process's report was sent.
     reported: bool,
@@ -195,6 +197,8 @@ pub struct Engine {
     next_worker: usize,
     open: BTreeMap<u32, OpenDate>,
     frontiers: Vec<Option<Time>>,
+    /// Dates of other processes that failed, in date order, not yet taken.
+    failed_elsewhere: Vec<(NaiveDate, Vec<String>)>,
 }
 
 impl Engine {
@@ -285,6 +289,7 @@ impl Engine {
             next_worker: 0,
             open: BTreeMap::new(),
             frontiers,
+            failed_elsewhere: Vec::new(),
         })
     }
 
@@ -542,8 +547,10 @@ impl Engine {
         Ok(())
     }
 
-    /// The earliest open date once it is complete: its result if this process owns it
-    /// (and every process's report has arrived); dates of other processes are dropped.
+    /// The earliest open date once it is complete and every process's report of it has
+    /// arrived (merged): its result if this process owns it; a date of another process
+    /// is dropped, its failure noted. Dates come out in date order, so no result comes
+    /// before this process knows whether every earlier date failed.
     fn completed(&mut self) -> Option<DateResult> {
         loop {
             let (first_worker, workers) = (self.first_worker, self.feeds.len());
@@ -551,11 +558,17 @@ impl Engine {
             if !entry.get().reported {
                 return None;
             }
+            let report = entry.get_mut().report.take()?;
             if !(first_worker..first_worker + workers).contains(&entry.get().owner) {
+                // Another process returns it; a failure is noted for
+                // `take_failed_elsewhere`.
+                let date = time::date_of_key(*entry.key());
                 entry.remove();
+                if !report.errors.is_empty() {
+                    self.failed_elsewhere.push((date, report.errors));
+                }
                 continue;
             }
-            let report = entry.get_mut().report.take()?;
             let (date_key, open) = entry.remove_entry();
             let partial = if report.errors.is_empty() {
                 Ok(open
@@ -572,13 +585,28 @@ impl Engine {
         }
     }
 
-    /// Closes the input, waits for every remaining date, and stops the workers.
-    pub fn finish(mut self) -> Result<Vec<DateResult>, EngineError> {
+    /// The dates owned by other processes that failed, found since the last call, in
+    /// date order, with their errors. Each comes out before any later date's result of
+    /// this process (from [`Engine::next_result`] or [`Engine::finish`]): a
+    /// `--fail-fast` run learns of it before it writes a later date.
+    pub fn take_failed_elsewhere(&mut self) -> Vec<(NaiveDate, Vec<String>)> {
+        std::mem::take(&mut self.failed_elsewhere)
+    }
+
+    /// Closes the input and waits for every remaining date; the workers go on until
+    /// [`Engine::finish`] (which returns nothing more after this) or the drop.
+    pub fn drain(&mut self) -> Result<Vec<DateResult>, EngineError> {
         self.advance(Time::MAX)?;
         let mut results = Vec::new();
         while let Some(result) = self.next_result()? {
             results.push(result);
         }
+        Ok(results)
+    }
+
+    /// Closes the input, waits for every remaining date, and stops the workers.
+    pub fn finish(mut self) -> Result<Vec<DateResult>, EngineError> {
+        let results = self.drain()?;
         self.hang_up();
         if let Some(guards) = self.guards.take() {
             for result in guards.join() {
@@ -692,25 +720,31 @@ fn run_worker(
             )
             .probe_with(&probe);
     });
-    // Every process's report of a date meets on the date's owner, which passes the
-    // merged report on once every worker's report input has passed the date.
+    // Every process's report of a date meets on the date's owner, which merges them once
+    // every worker's report input has passed the date, then sends the merged report to
+    // every worker: each process learns every date's outcome (a process must know that
+    // another's date failed before it writes a later date under --fail-fast).
     worker.dataflow::<Time, _, _>(|scope| {
         let report_events = events.clone();
         let owners = owners.clone();
         scope
             .input_from(reports.as_mut().expect("open while building"))
-            .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            .unary_frontier::<CapacityContainerBuilder<Vec<(u32, DateReport)>>, _, _, _>(
                 Exchange::new(move |(date_key, _): &(u32, DateReport)| {
                     owners.worker_of(*date_key) as u64
                 }),
                 "Reports",
                 move |_, _| {
-                    let mut pending: BTreeMap<u32, DateReport> = BTreeMap::new();
-                    move |(input, frontier), _output| {
-                        input.for_each_time(|_time, data| {
+                    let mut pending: BTreeMap<u32, (Capability<Time>, DateReport)> =
+                        BTreeMap::new();
+                    move |(input, frontier), output| {
+                        input.for_each_time(|time, data| {
                             for parts in data {
                                 for (date_key, part) in parts.drain(..) {
-                                    pending.entry(date_key).or_default().merge(part);
+                                    let entry = pending
+                                        .entry(date_key)
+                                        .or_insert_with(|| (time.retain(0), DateReport::default()));
+                                    entry.1.merge(part);
                                 }
                             }
                         });
@@ -718,10 +752,26 @@ fn run_worker(
                             if frontier.less_equal(&time::date_end(*entry.key())) {
                                 break;
                             }
-                            let (date_key, mut report) = entry.remove_entry();
+                            let (date_key, (capability, mut report)) = entry.remove_entry();
                             report.errors = first_errors(std::mem::take(&mut report.errors));
-                            let _ = report_events.send(Event::Report(date_key, report));
+                            output.session(&capability).give((date_key, report));
                         }
+                    }
+                },
+            )
+            .broadcast()
+            .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                PipelinePact,
+                "Outcomes",
+                move |_, _| {
+                    move |input, _output| {
+                        input.for_each_time(|_time, data| {
+                            for reports in data {
+                                for (date_key, report) in reports.drain(..) {
+                                    let _ = report_events.send(Event::Report(date_key, report));
+                                }
+                            }
+                        });
                     }
                 },
             )

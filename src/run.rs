@@ -194,9 +194,6 @@ pub enum RunError {
     /// A benchmark could not run.
     #[error("{0}")]
     Bench(String),
-    /// A date failed in a `--fail-fast` run across processes: the whole cluster stops.
-    #[error("stopping the cluster at the first failed date (--fail-fast): {0}")]
-    FailFast(String),
 }
 
 /// The input file of `date`.
@@ -527,7 +524,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
             engine.begin_date(date)?;
             while engine.pending_dates() > window {
                 match engine.next_result()? {
-                    Some(result) => recorder.result(result),
+                    Some(result) => {
+                        recorder.failed_elsewhere(engine.take_failed_elsewhere());
+                        recorder.result(result)
+                    }
                     None => break,
                 }
             }
@@ -556,12 +556,6 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
                 }
                 Err(message) => engine.fail_current_date(message)?,
             }
-            if in_cluster
-                && recorder.stopped()
-                && let Some((_, message)) = &recorder.first_failure
-            {
-                return Err(RunError::FailFast(message.clone()));
-            }
         }
         Ok(())
     })();
@@ -573,9 +567,12 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         }
         return Err(error);
     }
-    for result in engine.finish()? {
+    let results = engine.drain()?;
+    recorder.failed_elsewhere(engine.take_failed_elsewhere());
+    for result in results {
         recorder.result(result);
     }
+    engine.finish()?;
     for (ordinal, &date) in plan.run.iter().enumerate().skip(fed) {
         if owned(ordinal) {
             recorder.record(DateOutcome::new(date, DateStatus::NotRun));
@@ -621,6 +618,17 @@ impl Recorder<'_> {
             *self.summary.stage_seconds.entry(stage.clone()).or_default() += seconds;
         }
         self.summary.dates.push(outcome);
+    }
+
+    /// Dates of other processes that failed: under `--fail-fast`, no later date is
+    /// written or fed (their owners report them).
+    fn failed_elsewhere(&mut self, failures: Vec<(NaiveDate, Vec<String>)>) {
+        for (date, errors) in failures {
+            if self.first_failure.as_ref().is_none_or(|(d, _)| date < *d) {
+                let message = format!("{}: {}", calendar::format_date(date), errors.join("; "));
+                self.first_failure = Some((date, message));
+            }
+        }
     }
 
     fn result(&mut self, result: DateResult) {
