@@ -8,7 +8,7 @@ use arrow::array::{Array, ArrayRef, UInt32Array};
 use arrow::datatypes::Field;
 
 use super::event_order::{EventTimes, Events};
-use super::scatter::{Part, scatter};
+use super::scatter::{Part, to_event_order};
 use super::{EnrichRule, RuleOutput};
 use crate::batch::SelectedRows;
 
@@ -86,6 +86,22 @@ impl Frame {
         chunk
     }
 
+    /// Puts the input columns `names` in event order and lets the input batches go, so
+    /// that they (and their pages of a memory-mapped file) are freed before the rules
+    /// run. Each input column goes as soon as it is in event order (its memory is freed
+    /// once no worker shares it), the event columns first.
+    pub(super) fn order_inputs(&mut self, names: &[String]) -> Result<(), String> {
+        self.retain_inputs(|name| names.iter().any(|e| e == name));
+        for name in names {
+            self.ordered(name)?;
+            self.retain_inputs(|other| other != name);
+        }
+        self.inputs.clear();
+        self.positions = Vec::new();
+        self.events.rows = Vec::new();
+        Ok(())
+    }
+
     /// The number of current rows.
     pub(super) fn len(&self) -> usize {
         self.rows.as_ref().map_or(self.events.times.len(), Vec::len)
@@ -148,7 +164,6 @@ impl Frame {
         if let Some(ordered) = self.event_ordered.get(name) {
             return Ok(ordered.clone());
         }
-        let gather_error = |e: arrow::error::ArrowError| format!("enrich: column '{name}': {e}");
         self.positions();
         let parts: Vec<Part<'_>> = self
             .inputs
@@ -160,23 +175,8 @@ impl Frame {
                 Ok((column, selection.as_ref()))
             })
             .collect::<Result<_, String>>()?;
-        let ordered = match scatter(&parts, &self.positions) {
-            Some(ordered) => ordered,
-            None => {
-                let selected: Vec<ArrayRef> = parts
-                    .iter()
-                    .map(|(column, selection)| match selection {
-                        Some(rows) => arrow::compute::take(column, rows, None),
-                        None => Ok((*column).clone()),
-                    })
-                    .collect::<Result<_, _>>()
-                    .map_err(gather_error)?;
-                let parts: Vec<&dyn Array> = selected.iter().map(|p| p.as_ref()).collect();
-                let whole = arrow::compute::concat(&parts).map_err(gather_error)?;
-                let order = UInt32Array::from(self.events.rows.clone());
-                arrow::compute::take(&whole, &order, None).map_err(gather_error)?
-            }
-        };
+        let ordered = to_event_order(&parts, &self.positions, &self.events.rows)
+            .map_err(|e| format!("enrich: column '{name}': {e}"))?;
         self.event_ordered.insert(name.to_owned(), ordered.clone());
         Ok(ordered)
     }
@@ -227,54 +227,12 @@ impl Frame {
         counts: &mut BTreeMap<String, u64>,
     ) -> Result<(), String> {
         let name = rule.name();
-        let before = self.len();
-        let after = out.source.as_ref().map_or(before, Vec::len);
-        if out.columns.len() != fields.len() {
-            return Err(format!(
-                "enrich: rule {name} returned {} columns but declares {}",
-                out.columns.len(),
-                fields.len()
-            ));
-        }
-        for (column, field) in out.columns.iter().zip(fields) {
-            if column.len() != after || column.data_type() != field.data_type() {
-                return Err(format!(
-                    "enrich: rule {name} returned column '{}' as {} values of type {}; \
-                     expected {after} values of type {}",
-                    field.name(),
-                    column.len(),
-                    column.data_type(),
-                    field.data_type()
-                ));
-            }
-        }
+        check_shape(&name, fields, &out, self.len())?;
         for (counter, amount) in out.counts {
             *counts.entry(counter).or_default() += amount;
         }
         if let Some(source) = out.source {
-            let ordered = source.windows(2).all(|w| w[0] <= w[1]);
-            if !ordered || source.last().is_some_and(|s| *s as usize >= before) {
-                return Err(format!(
-                    "enrich: rule {name} returned output rows out of order or out of range; \
-                     each output row must come from a row at or after the previous one's"
-                ));
-            }
-            let indices = UInt32Array::from(source);
-            // Columns with a value per event stay as they are (see `Added`).
-            for added in self.added.iter_mut().filter(|a| !a.per_event) {
-                added.values = arrow::compute::take(&added.values, &indices, None)
-                    .map_err(|e| format!("enrich: rule {name}: {e}"))?;
-            }
-            let source = indices.values();
-            for run in &mut self.runs {
-                *run = source.partition_point(|s| (*s as usize) < *run);
-            }
-            self.rows = Some(match &self.rows {
-                None => source.to_vec(),
-                Some(rows) => source.iter().map(|s| rows[*s as usize]).collect(),
-            });
-            self.gathered.clear();
-            self.reshaped_times = None;
+            self.reshape(&name, source)?;
         }
         let per_event = self.rows.is_none();
         for (field, values) in fields.iter().zip(out.columns) {
@@ -288,4 +246,65 @@ impl Frame {
         }
         Ok(())
     }
+
+    /// Makes the current rows those rule `name`'s output rows come from (`source`, each
+    /// output row's current row), checked to be in order and in range.
+    fn reshape(&mut self, name: &str, source: Vec<u32>) -> Result<(), String> {
+        let ordered = source.windows(2).all(|w| w[0] <= w[1]);
+        if !ordered || source.last().is_some_and(|s| *s as usize >= self.len()) {
+            return Err(format!(
+                "enrich: rule {name} returned output rows out of order or out of range; \
+                 each output row must come from a row at or after the previous one's"
+            ));
+        }
+        let indices = UInt32Array::from(source);
+        // Columns with a value per event stay as they are (see `Added`).
+        for added in self.added.iter_mut().filter(|a| !a.per_event) {
+            added.values = arrow::compute::take(&added.values, &indices, None)
+                .map_err(|e| format!("enrich: rule {name}: {e}"))?;
+        }
+        let source = indices.values();
+        for run in &mut self.runs {
+            *run = source.partition_point(|s| (*s as usize) < *run);
+        }
+        self.rows = Some(match &self.rows {
+            None => source.to_vec(),
+            Some(rows) => source.iter().map(|s| rows[*s as usize]).collect(),
+        });
+        self.gathered.clear();
+        self.reshaped_times = None;
+        Ok(())
+    }
+}
+
+/// Checks that rule `name` returned a column for each of its `fields`, of the field's
+/// type, with a value per output row (one per current row, `before` of them, unless it
+/// says where its rows come from).
+fn check_shape(
+    name: &str,
+    fields: &[Field],
+    out: &RuleOutput,
+    before: usize,
+) -> Result<(), String> {
+    let after = out.source.as_ref().map_or(before, Vec::len);
+    if out.columns.len() != fields.len() {
+        return Err(format!(
+            "enrich: rule {name} returned {} columns but declares {}",
+            out.columns.len(),
+            fields.len()
+        ));
+    }
+    for (column, field) in out.columns.iter().zip(fields) {
+        if column.len() != after || column.data_type() != field.data_type() {
+            return Err(format!(
+                "enrich: rule {name} returned column '{}' as {} values of type {}; \
+                 expected {after} values of type {}",
+                field.name(),
+                column.len(),
+                column.data_type(),
+                field.data_type()
+            ));
+        }
+    }
+    Ok(())
 }

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
+use super::EnrichSpec;
 use super::event_order::{event_order, first_row_id};
 use super::frame::Frame;
 use super::output::EnrichOutput;
-use super::plan::{RulePlan, output_order, set_field};
-use super::{EnrichSpec, checked_outputs};
+use super::plan::RulePlan;
 use crate::batch::{SelectedRows, selected_len, symbol_ids};
 
 /// Runs `spec`'s rules over one date's rows (all symbols of the given batches, which
@@ -66,7 +66,8 @@ pub(super) fn enrich_in_chunks(
     let parts: Vec<SelectedRows> = parts.into_iter().filter(|p| selected_len(p) > 0).collect();
     if parts.is_empty() {
         let empty = Frame::new(Vec::new(), event_order(&[], &[], 0)?);
-        return empty.into_output(Arc::new(Schema::empty()), false);
+        let schema = Arc::new(Schema::empty());
+        return EnrichOutput::of_frame(empty, schema, false, BTreeMap::new());
     }
     let input_schema = common_schema(&parts)?;
     let rows: usize = parts.iter().map(selected_len).sum();
@@ -86,51 +87,16 @@ pub(super) fn enrich_in_chunks(
     drop(symbols);
     let mut frame = Frame::new(parts, events);
 
-    let fields: Vec<Field> = input_schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let inputs: Vec<Vec<String>> = spec.rules.iter().map(|r| r.inputs()).collect();
-    // Each rule's added columns, checked against the columns where it runs.
-    let mut rule_outputs = Vec::with_capacity(spec.rules.len());
-    let mut final_fields = fields.clone();
-    for rule in &spec.rules {
-        let outputs = checked_outputs(rule.as_ref(), &final_fields)?;
-        for field in &outputs {
-            set_field(&mut final_fields, field.clone());
-        }
-        rule_outputs.push(outputs);
-    }
-    let (event_order, early) = output_order(spec, &fields, &final_fields, &rule_outputs, &inputs);
-    let plan = RulePlan {
-        spec: spec.clone(),
-        inputs,
-        outputs: rule_outputs,
-        schema: Arc::new(Schema::new(spec.kept(final_fields))),
-    };
-    if event_order && !early.is_empty() {
-        // Every input column the rules and the output need goes into event order now,
-        // so the input batches (and their pages of a memory-mapped file) are let go
-        // before the rules run; then the rules run a chunk of symbols at a time, as the
-        // output is consumed.
-        // Each input column goes as soon as it is in event order (its memory is freed
-        // once no worker shares it), the event columns first.
-        frame.retain_inputs(|name| early.iter().any(|e| e == name));
-        for name in &early {
-            frame.ordered(name)?;
-            frame.retain_inputs(|other| other != name);
-        }
-        frame.inputs.clear();
-        frame.positions = Vec::new();
-        frame.events.rows = Vec::new();
+    let plan = RulePlan::new(spec, &input_schema)?;
+    if plan.event_order && !plan.early.is_empty() {
+        // The rules run a chunk of symbols at a time, as the output is consumed, over
+        // input columns put in event order now.
+        frame.order_inputs(&plan.early)?;
         return Ok(EnrichOutput::chunked(frame, plan, chunk_rows));
     }
     let mut counts = BTreeMap::new();
     plan.run(&mut frame, &mut counts)?;
-    let mut output = frame.into_output(plan.schema, event_order)?;
-    output.counts = counts;
-    Ok(output)
+    EnrichOutput::of_frame(frame, plan.schema, plan.event_order, counts)
 }
 
 /// The symbols' rows that the rules run over at a time when the output is in event

@@ -101,6 +101,17 @@
 //! }
 //! ```
 
+// One file per concern, in the order a date's rows meet them:
+// - mod.rs: these docs, the re-exports and the rule interface (EnrichRule, Rows,
+//   RuleOutput, EnrichSpec, checked_outputs);
+// - kernel.rs: the entry points (enrich, enrich_owned, enrich_lazy, enrich_selected);
+// - event_order.rs: the rows' event keys, grouped by symbol and sorted;
+// - plan.rs: each rule checked against its columns, and the output's order;
+// - frame.rs: the rows and columns while the rules run;
+// - scatter.rs: input columns put in event order;
+// - output.rs: the output, lazily, in four orders;
+// - operator.rs: the timely operator;
+// - tag_rule.rs and codec.rs: rules written in Rust and their typed rows.
 mod codec;
 mod event_order;
 mod frame;

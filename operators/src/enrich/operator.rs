@@ -41,21 +41,7 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
         let pact = by_symbol(&spec.symbol);
         let logic = move |date_key, parts: Vec<SelectedRows>, diagnostics: &Diagnostics| {
             let rows_in: usize = parts.iter().map(selected_len).sum();
-            let null_symbols: usize = parts
-                .iter()
-                .filter_map(|(b, selection)| Some((b.column_by_name(&spec.symbol)?, selection)))
-                .map(
-                    |(symbols, selection)| match (symbols.logical_nulls(), selection) {
-                        (None, _) => 0,
-                        (Some(nulls), None) => nulls.null_count(),
-                        (Some(nulls), Some(rows)) => rows
-                            .values()
-                            .iter()
-                            .filter(|row| nulls.is_null(**row as usize))
-                            .count(),
-                    },
-                )
-                .sum();
+            let null_symbols = null_symbol_rows(&parts, &spec.symbol);
             let stage = [
                 ("enrich.rows_in", rows_in as u64),
                 ("enrich.null_symbol_rows", null_symbols as u64),
@@ -83,4 +69,24 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
             Partition::Date => per_date(self, Pipeline, "Enrich", diagnostics, logic),
         }
     }
+}
+
+/// The rows the parts select whose `symbol` is null (a part without the column counts
+/// none; the kernel reports it).
+fn null_symbol_rows(parts: &[SelectedRows], symbol: &str) -> usize {
+    parts
+        .iter()
+        .filter_map(|(b, selection)| Some((b.column_by_name(symbol)?, selection)))
+        .map(
+            |(symbols, selection)| match (symbols.logical_nulls(), selection) {
+                (None, _) => 0,
+                (Some(nulls), None) => nulls.null_count(),
+                (Some(nulls), Some(rows)) => rows
+                    .values()
+                    .iter()
+                    .filter(|row| nulls.is_null(**row as usize))
+                    .count(),
+            },
+        )
+        .sum()
 }

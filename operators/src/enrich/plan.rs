@@ -1,17 +1,19 @@
 //! The plan of a date's rules, worked out once before they run: each rule's input and
-//! added columns, the output's columns, and whether the output goes out in event order
-//! (and which input columns to put in event order first).
+//! added columns (checked against the columns where it runs), the output's columns, and
+//! whether the output goes out in event order (and which input columns to put in event
+//! order first).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow::array::ArrayRef;
-use arrow::datatypes::{Field, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use super::frame::Frame;
-use super::{EnrichSpec, Rows};
+use super::{EnrichSpec, Rows, checked_outputs};
 
 /// Adds `field`, or replaces the field of the same name in place.
-pub(super) fn set_field(fields: &mut Vec<Field>, field: Field) {
+fn set_field(fields: &mut Vec<Field>, field: Field) {
     match fields.iter().position(|f| f.name() == field.name()) {
         Some(i) => fields[i] = field,
         None => fields.push(field),
@@ -27,9 +29,45 @@ pub(super) struct RulePlan {
     pub(super) outputs: Vec<Vec<Field>>,
     /// The output's columns.
     pub(super) schema: SchemaRef,
+    /// Whether the output goes out in event order ([`output_order`]).
+    pub(super) event_order: bool,
+    /// The input columns to put in event order before the rules run ([`output_order`]).
+    pub(super) early: Vec<String>,
 }
 
 impl RulePlan {
+    /// The plan of `spec`'s rules over rows with the columns of `input_schema`: each
+    /// rule's added columns, checked against the columns where it runs (the input's as
+    /// the rules before it left them; an error names the rule), and the output's order.
+    pub(super) fn new(spec: &EnrichSpec, input_schema: &Schema) -> Result<RulePlan, String> {
+        let fields: Vec<Field> = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let inputs: Vec<Vec<String>> = spec.rules.iter().map(|r| r.inputs()).collect();
+        // Each rule's added columns, checked against the columns where it runs.
+        let mut rule_outputs = Vec::with_capacity(spec.rules.len());
+        let mut final_fields = fields.clone();
+        for rule in &spec.rules {
+            let outputs = checked_outputs(rule.as_ref(), &final_fields)?;
+            for field in &outputs {
+                set_field(&mut final_fields, field.clone());
+            }
+            rule_outputs.push(outputs);
+        }
+        let (event_order, early) =
+            output_order(spec, &fields, &final_fields, &rule_outputs, &inputs);
+        Ok(RulePlan {
+            spec: spec.clone(),
+            inputs,
+            outputs: rule_outputs,
+            schema: Arc::new(Schema::new(spec.kept(final_fields))),
+            event_order,
+            early,
+        })
+    }
+
     /// Runs every rule over the frame's rows, adding up their counts.
     pub(super) fn run(
         &self,
@@ -74,7 +112,7 @@ impl RulePlan {
 /// the input columns to put in event order before
 /// the rules run (those the rules read or the output keeps): none when a rule replaces
 /// an input column that another reads, and then the input batches stay until the end.
-pub(super) fn output_order(
+fn output_order(
     spec: &EnrichSpec,
     input_fields: &[Field],
     final_fields: &[Field],

@@ -1,10 +1,11 @@
 //! The scatter kernels: a column of the input batches put in event order by writing
 //! each input row to its position (reading the input in order, one write cursor per
-//! symbol), for primitive and Utf8 columns.
+//! symbol), for primitive and Utf8 columns; [`to_event_order`] gathers the other types.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringArray, UInt32Array};
+use arrow::error::ArrowError;
 
 use crate::batch::for_each_row;
 
@@ -12,11 +13,36 @@ use crate::batch::for_each_row;
 pub(super) type Part<'a> = (&'a ArrayRef, Option<&'a UInt32Array>);
 
 /// A column of the input batches (`parts`, in input order, through their selections)
+/// in event order, where input row `g` goes to `positions[g]` and event `e` is input
+/// row `order[e]` (`order` is the inverse of `positions`): [`scatter`]ed when its type
+/// allows, else the selected rows are gathered into event order.
+pub(super) fn to_event_order(
+    parts: &[Part<'_>],
+    positions: &[u32],
+    order: &[u32],
+) -> Result<ArrayRef, ArrowError> {
+    if let Some(ordered) = scatter(parts, positions) {
+        return Ok(ordered);
+    }
+    let selected: Vec<ArrayRef> = parts
+        .iter()
+        .map(|(column, selection)| match selection {
+            Some(rows) => arrow::compute::take(column, rows, None),
+            None => Ok((*column).clone()),
+        })
+        .collect::<Result<_, _>>()?;
+    let parts: Vec<&dyn Array> = selected.iter().map(|p| p.as_ref()).collect();
+    let whole = arrow::compute::concat(&parts)?;
+    let order = UInt32Array::from(order.to_vec());
+    arrow::compute::take(&whole, &order, None)
+}
+
+/// A column of the input batches (`parts`, in input order, through their selections)
 /// put in event order by scattering: input row `g` goes to `positions[g]`. Reading the
 /// input in order and writing to one cursor per symbol keeps memory access local, where
 /// gathering in event order would miss the cache on nearly every row. Primitive and
 /// Utf8 columns; `None` for other types (which are gathered).
-pub(super) fn scatter(parts: &[Part<'_>], positions: &[u32]) -> Option<ArrayRef> {
+fn scatter(parts: &[Part<'_>], positions: &[u32]) -> Option<ArrayRef> {
     let data_type = parts.first()?.0.data_type();
     if data_type == &DataType::Utf8 {
         return scatter_utf8(parts, positions).map(|s| Arc::new(s) as ArrayRef);
