@@ -117,7 +117,7 @@ pub enum ClusterError {
     Usage(String),
     /// This process cannot listen on its address.
     #[error(
-        "process {process} cannot listen on {address} (its line of the hostfile): {source}; \
+        "process {process} cannot listen on {address} (its line of the hostfile): {error}; \
          is another program using the port, or is the address not this host's?"
     )]
     Listen {
@@ -125,8 +125,8 @@ pub enum ClusterError {
         process: usize,
         /// Its address.
         address: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (part of the message, so not a `source` to print twice).
+        error: std::io::Error,
     },
     /// A peer did not connect or answer in time.
     #[error(
@@ -311,10 +311,10 @@ pub const LISTENER_ON_STDIN: &str = "VIZFLOW_LISTENER_ON_STDIN";
 /// standard input ([`LISTENER_ON_STDIN`]).
 fn listen(process: usize, address: &str) -> Result<TcpListener, ClusterError> {
     if std::env::var_os(LISTENER_ON_STDIN).is_none() {
-        return TcpListener::bind(address).map_err(|source| ClusterError::Listen {
+        return TcpListener::bind(address).map_err(|error| ClusterError::Listen {
             process,
             address: address.to_owned(),
-            source,
+            error,
         });
     }
     let not_handed_over = |detail: String| {
