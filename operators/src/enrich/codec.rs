@@ -11,7 +11,7 @@ use arrow::array::{
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 
-/// The types a [`TagRule`] reads its input columns as.
+/// The types a [`TagRule`](super::TagRule) reads its input columns as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InputType {
     /// `f64`: any numeric column.
@@ -92,7 +92,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A value a [`TagRule`] reads from one input column.
+/// A value a [`TagRule`](super::TagRule) reads from one input column.
 pub trait InputValue<'a>: Sized {
     /// The column type it reads.
     const TYPE: InputType;
@@ -170,7 +170,7 @@ input_tuple!(A 0, B 1, C 2, D 3);
 input_tuple!(A 0, B 1, C 2, D 3, E 4);
 input_tuple!(A 0, B 1, C 2, D 3, E 4, F 5);
 
-/// A value a [`TagRule`] writes to one output column.
+/// A value a [`TagRule`](super::TagRule) writes to one output column.
 pub trait OutputValue: Sized {
     /// The column's builder.
     type Builder;

@@ -83,7 +83,7 @@ impl<O: OutputRow> Emit<'_, O> {
     }
 }
 
-/// A [`TagRule`] as an [`EnrichRule`], to put in an [`EnrichSpec`].
+/// A [`TagRule`] as an [`EnrichRule`], to put in an [`EnrichSpec`](super::EnrichSpec).
 pub fn custom<R: TagRule>(rule: R) -> Arc<dyn EnrichRule> {
     Arc::new(Custom(rule))
 }
