@@ -428,7 +428,7 @@ fn count(counts: &mut BTreeMap<String, u64>, name: &str, amount: u64) {
     *counts.entry(name.to_owned()).or_default() += amount;
 }
 
-/// SEMANTICS.md "FIFO matching" with the documented decisions of `fifo.rs` (zero
+/// SEMANTICS.md "FIFO matching" with the documented decisions of `rules/fifo` (zero
 /// quantities, null or negative quantities invalid, null and other sides pass through),
 /// over one symbol's rows in event order. Returns the expanded rows in event order.
 fn fifo(symbol: Vec<Out>, rows: &[Row], counts: &mut BTreeMap<String, u64>) -> Vec<Out> {
