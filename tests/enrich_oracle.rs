@@ -432,7 +432,7 @@ fn oracle_day(day: &Day) -> OracleDay {
 }
 
 /// `position` over the symbol's original rows, then SEMANTICS.md "FIFO matching" (with
-/// `fifo.rs`'s decisions: zero quantities, null quantities invalid, null sides as other
+/// `rules/fifo`'s decisions: zero quantities, null quantities invalid, null sides as other
 /// sides).
 fn oracle_fifo(day: &Day, qty: &[Option<i64>], elapsed_ms: &[i64], ids: &[usize]) -> Vec<Enriched> {
     struct Lot {
