@@ -47,10 +47,11 @@ use vizflow_operators::bin::BinSpec;
 use vizflow_operators::columns::{ELAPSED_MS, ELAPSED_SECONDS, ROW_ID};
 use vizflow_operators::derive::{CastFailure, DeriveSpec, IntegerCast};
 use vizflow_operators::enrich::{EnrichRule, EnrichSpec, TagRule, checked_outputs, custom};
-use vizflow_operators::expr::{Expr, MetricExpr, Scalar, closest};
+use vizflow_operators::expr::{Expr, MetricExpr, Scalar};
 use vizflow_operators::fifo::{FifoMatch, FifoSpec};
 use vizflow_operators::forward_return::ForwardReturnSpec;
 use vizflow_operators::parse_time::{OutOfSession, ParseTimeSpec, TimestampFormat, elapsed_ms};
+use vizflow_operators::suggest::column_hint;
 use vizflow_operators::tag_condition::TagCondition;
 use vizflow_operators::tag_running::TagRunning;
 
@@ -92,17 +93,6 @@ pub enum ConfigError {
 
 fn invalid(message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(message.into())
-}
-
-/// `did you mean 'x'? available columns: a, b, c`
-fn column_hint<'a>(name: &str, available: impl Iterator<Item = &'a str> + Clone) -> String {
-    let hint = closest(name, available.clone())
-        .map(|c| format!("did you mean '{c}'? "))
-        .unwrap_or_default();
-    format!(
-        "{hint}available columns: {}",
-        available.collect::<Vec<_>>().join(", ")
-    )
 }
 
 /// `{what} '{name}'; did you mean ...? available columns: ...`, `what` naming the section

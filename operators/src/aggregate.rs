@@ -248,10 +248,10 @@ impl AggregatePlan {
         };
         let field = |name: &str, context: &str| {
             input.field_with_name(name).map_err(|_| {
-                let hint =
-                    crate::expr::closest(name, input.fields().iter().map(|f| f.name().as_str()))
-                        .map(|c| format!("did you mean '{c}'? "))
-                        .unwrap_or_default();
+                let hint = crate::suggest::did_you_mean(crate::suggest::closest(
+                    name,
+                    input.fields().iter().map(|f| f.name().as_str()),
+                ));
                 format!(
                     "aggregate: unknown column '{name}' in {context}; {hint}available columns: {}",
                     available()

@@ -64,6 +64,9 @@
 //! ```
 
 use std::fmt;
+
+pub use crate::suggest::closest;
+use crate::suggest::did_you_mean;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -113,7 +116,7 @@ pub enum ExprError {
     /// A column that is not in the schema.
     #[error(
         "unknown column '{column}' in expression '{text}'; {}available columns: {}",
-        did_you_mean(suggestion),
+        did_you_mean(suggestion.as_deref()),
         available.join(", ")
     )]
     UnknownColumn {
@@ -129,7 +132,7 @@ pub enum ExprError {
     /// A function that does not exist.
     #[error(
         "unknown function '{function}' in expression '{text}'; {}supported functions: {}, CAST, TRY_CAST",
-        did_you_mean(suggestion),
+        did_you_mean(suggestion.as_deref()),
         FUNCTIONS.map(|(name, _)| name).join(", ")
     )]
     UnknownFunction {
@@ -277,13 +280,6 @@ pub enum ExprError {
     },
 }
 
-fn did_you_mean(suggestion: &Option<String>) -> String {
-    suggestion
-        .as_ref()
-        .map(|name| format!("did you mean '{name}'? "))
-        .unwrap_or_default()
-}
-
 /// `Utf8`, `Utf8 and Float64`, `Int64, Utf8 and Null`.
 fn type_list(types: &[DataType]) -> String {
     let names: Vec<String> = types.iter().map(DataType::to_string).collect();
@@ -291,43 +287,6 @@ fn type_list(types: &[DataType]) -> String {
         Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
         _ => names.join(""),
     }
-}
-
-/// The candidate closest to `name` by edit distance, ignoring case, if it is close enough to
-/// be a likely typo: at most `max(2, len / 3)` edits, `len` being `name`'s length in chars.
-/// Ties go to the earliest candidate.
-///
-/// ```
-/// use vizflow_operators::expr::closest;
-///
-/// let columns = ["AskPrice1", "BidPrice1", "qty"];
-/// assert_eq!(closest("ask_price1", columns), Some("AskPrice1"));
-/// assert_eq!(closest("volume", columns), None);
-/// ```
-pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let name: Vec<char> = name.to_lowercase().chars().collect();
-    let limit = (name.len() / 3).max(2);
-    candidates
-        .into_iter()
-        .map(|candidate| (edit_distance(&name, &candidate.to_lowercase()), candidate))
-        .filter(|(distance, _)| *distance <= limit)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate)
-}
-
-/// Levenshtein distance, one row of the table at a time.
-fn edit_distance(a: &[char], b: &str) -> usize {
-    let mut row: Vec<usize> = (0..=a.len()).collect();
-    for (j, b_char) in b.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = j + 1;
-        for (i, a_char) in a.iter().enumerate() {
-            let substitution = diagonal + usize::from(*a_char != b_char);
-            diagonal = row[i + 1];
-            row[i + 1] = substitution.min(row[i] + 1).min(diagonal + 1);
-        }
-    }
-    row[a.len()]
 }
 
 /// A compiled scalar expression: parsed once, evaluated on any number of batches.
@@ -1530,17 +1489,6 @@ mod tests {
         fn send_sync<T: Send + Sync + 'static>() {}
         send_sync::<Expr>();
         send_sync::<MetricExpr>();
-    }
-
-    #[test]
-    fn edit_distance_counts_insertions_deletions_and_substitutions() {
-        let distance = |a: &str, b: &str| edit_distance(&a.chars().collect::<Vec<_>>(), b);
-        assert_eq!(distance("", ""), 0);
-        assert_eq!(distance("qty", ""), 3);
-        assert_eq!(distance("", "qty"), 3);
-        assert_eq!(distance("kitten", "sitting"), 3);
-        assert_eq!(distance("ask_price1", "askprice1"), 1);
-        assert_eq!(distance("qyt", "qty"), 2);
     }
 
     #[test]

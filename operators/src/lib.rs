@@ -37,6 +37,7 @@ pub mod expr;
 pub mod parse_time;
 pub mod report;
 mod rules;
+pub mod suggest;
 pub mod time;
 
 pub use rules::{fifo, forward_return, tag_condition, tag_running};

@@ -18,7 +18,8 @@ use parquet::arrow::arrow_reader::{
 };
 
 use super::ipc::{self, IpcFileIndex};
-use super::{FileFormat, IoError, check_input, closest};
+use super::{FileFormat, IoError, check_input};
+use vizflow_operators::suggest::closest;
 
 /// Rows read to infer the column types of a CSV file.
 const CSV_INFER_ROWS: usize = 1000;

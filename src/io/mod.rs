@@ -150,7 +150,7 @@ pub enum IoError {
     #[error(
         "column '{column}' not found in {}; {}available: {}",
         .path.display(),
-        .suggestion.as_ref().map(|s| format!("did you mean '{s}'? ")).unwrap_or_default(),
+        vizflow_operators::suggest::did_you_mean(.suggestion.as_deref()),
         .available.join(", ")
     )]
     MissingColumn {
@@ -191,35 +191,6 @@ pub enum IoError {
     },
 }
 
-/// The candidate closest to `name` by case-insensitive edit distance, if that distance is at
-/// most `max(2, name.len() / 3)`; ties go to the earliest candidate. Used for "did you mean"
-/// hints.
-pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let name = name.to_lowercase();
-    let limit = 2.max(name.chars().count() / 3);
-    candidates
-        .into_iter()
-        .map(|candidate| (levenshtein(&name, &candidate.to_lowercase()), candidate))
-        .filter(|&(distance, _)| distance <= limit)
-        .min_by_key(|&(distance, _)| distance)
-        .map(|(_, candidate)| candidate)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
-}
-
 /// Checks that an input file exists and is not empty; returns its length in bytes.
 fn check_input(path: &Path) -> Result<u64, IoError> {
     match std::fs::metadata(path) {
@@ -238,24 +209,6 @@ fn check_input(path: &Path) -> Result<u64, IoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn closest_suggests_near_names_only() {
-        let names = ["ticktime", "ukey", "orderSide", "qty"];
-        assert_eq!(closest("tick_time", names), Some("ticktime"));
-        assert_eq!(closest("TICKTIME", names), Some("ticktime"));
-        assert_eq!(closest("orderside", names), Some("orderSide"));
-        assert_eq!(closest("qtty", names), Some("qty"));
-        assert_eq!(closest("price", names), None);
-        assert_eq!(closest("x", names), None);
-    }
-
-    #[test]
-    fn levenshtein_counts_edits() {
-        assert_eq!(levenshtein("kitten", "sitting"), 3);
-        assert_eq!(levenshtein("", "abc"), 3);
-        assert_eq!(levenshtein("abc", "abc"), 0);
-    }
 
     #[test]
     fn format_from_extension() {

@@ -134,6 +134,7 @@ pub use self::operator::Enrich;
 pub use self::output::{EnrichOutput, OUTPUT_BATCH_ROWS};
 pub use self::tag_rule::{Emit, Event, TagRule, custom};
 use crate::columns::{ELAPSED_MS, ROW_ID};
+use crate::suggest::column_hint;
 
 /// A rule as the operator runs it. The built-in rules implement it directly; a
 /// [`TagRule`] becomes one with [`custom`].
@@ -229,14 +230,10 @@ impl EnrichSpec {
 pub fn checked_outputs(rule: &dyn EnrichRule, fields: &[Field]) -> Result<Vec<Field>, String> {
     for column in rule.inputs() {
         if !fields.iter().any(|f| f.name() == &column) {
-            let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
-            let hint = crate::expr::closest(&column, names.iter().copied())
-                .map(|c| format!("did you mean '{c}'? "))
-                .unwrap_or_default();
+            let hint = column_hint(&column, fields.iter().map(|f| f.name().as_str()));
             return Err(format!(
-                "{}: unknown column '{column}'; {hint}available columns: {}",
-                rule.name(),
-                names.join(", ")
+                "{}: unknown column '{column}'; {hint}",
+                rule.name()
             ));
         }
     }
