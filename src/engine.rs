@@ -147,7 +147,7 @@ enum Command {
 }
 
 /// What workers tell the caller.
-enum Event {
+enum WorkerMessage {
     Partial(u32, RecordBatch),
     /// A date's report merged from every process (every process gets it: one that does
     /// not own the date learns whether it failed).
@@ -178,7 +178,7 @@ struct OpenDate {
 /// A running pipeline; see the module docs.
 pub struct Engine {
     feeds: Vec<Feed>,
-    events: Receiver<Event>,
+    events: Receiver<WorkerMessage>,
     guards: Option<timely::communication::WorkerGuards<()>>,
     diagnostics: Diagnostics,
     output_schema: arrow::datatypes::SchemaRef,
@@ -499,17 +499,17 @@ impl Engine {
                 return Ok(None); // the current date is still being fed
             }
             match self.events.recv() {
-                Ok(Event::Partial(date_key, batch)) => {
+                Ok(WorkerMessage::Partial(date_key, batch)) => {
                     if let Some(open) = self.open.get_mut(&date_key) {
                         open.partial = Some(batch);
                     }
                 }
-                Ok(Event::Report(date_key, report)) => {
+                Ok(WorkerMessage::Report(date_key, report)) => {
                     if let Some(open) = self.open.get_mut(&date_key) {
                         open.report = Some(report);
                     }
                 }
-                Ok(Event::Frontier { worker, time }) => {
+                Ok(WorkerMessage::Frontier { worker, time }) => {
                     self.frontiers[worker - self.first_worker] = time
                 }
                 Err(_) => return Err(EngineError::Stopped),
@@ -668,7 +668,7 @@ fn run_worker(
     worker: &mut timely::worker::Worker,
     context: &WorkerContext,
     commands: Receiver<Command>,
-    events: Sender<Event>,
+    events: Sender<WorkerMessage>,
 ) {
     let WorkerContext {
         pipeline,
@@ -708,7 +708,7 @@ fn run_worker(
                         input.for_each_time(|time, data| {
                             for batch in data {
                                 if let Some(partial) = batch.take() {
-                                    let _ = partial_events.send(Event::Partial(
+                                    let _ = partial_events.send(WorkerMessage::Partial(
                                         time::date_key_of(*time.time()),
                                         partial,
                                     ));
@@ -768,7 +768,8 @@ fn run_worker(
                         input.for_each_time(|_time, data| {
                             for reports in data {
                                 for (date_key, report) in reports.drain(..) {
-                                    let _ = report_events.send(Event::Report(date_key, report));
+                                    let _ =
+                                        report_events.send(WorkerMessage::Report(date_key, report));
                                 }
                             }
                         });
@@ -848,7 +849,7 @@ fn run_worker(
         let frontier = probe.with_frontier(|f| f.first().copied());
         if reported != Some(frontier) {
             reported = Some(frontier);
-            let _ = events.send(Event::Frontier {
+            let _ = events.send(WorkerMessage::Frontier {
                 worker: index,
                 time: frontier,
             });
