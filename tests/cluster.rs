@@ -18,16 +18,13 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use chrono::NaiveDate;
 use common::{
-    generate_days, manifest, outputs, pipeline_file, read_lines, reference, stderr,
+    generate_days, manifest, outputs, pipeline_file, read_lines, reference, regenerate, stderr,
     written_and_skipped,
 };
 use vizflow::calendar::format_date;
 use vizflow::cluster::LISTENER_ON_STDIN;
 use vizflow::engine::date_owner;
-use vizflow::io::FileFormat;
-use vizflow::synthetic::{GenSpec, generate};
 
 const EXE: &str = env!("CARGO_BIN_EXE_vizflow");
 
@@ -67,19 +64,6 @@ fn run_args(data: &Path, out: &Path) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
-}
-
-/// Regenerates `date` in `dir` with `rows` rows, as `generate_days` makes the others.
-fn regenerate(dir: &Path, date: NaiveDate, rows: usize) {
-    let spec = GenSpec {
-        rows,
-        symbols: 120,
-        seed: 29,
-        format: FileFormat::IpcFile,
-        compression: None,
-        prefix: "alpha_".into(),
-    };
-    generate(&spec, dir, &[date]).unwrap();
 }
 
 /// `vizflow run` as process `process` of `processes`, with its stderr piped; a process

@@ -11,10 +11,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use chrono::NaiveDate;
-use common::{generate_days, outputs, pipeline_file, reference, stderr, written_and_skipped};
-use vizflow::io::FileFormat;
-use vizflow::synthetic::{GenSpec, generate};
+use common::{
+    generate_days, outputs, pipeline_file, reference, regenerate, stderr, written_and_skipped,
+};
 
 const EXE: &str = env!("CARGO_BIN_EXE_vizflow");
 
@@ -32,19 +31,6 @@ fn run_command(pipeline: &Path, data: &Path, out: &Path) -> Command {
         .arg(out)
         .args(["--progress", "log", "--workers", "2"]);
     command
-}
-
-/// Regenerates `date` in `dir` with `rows` rows, as `generate_days` makes the others.
-fn regenerate(dir: &Path, date: NaiveDate, rows: usize) {
-    let spec = GenSpec {
-        rows,
-        symbols: 120,
-        seed: 29,
-        format: FileFormat::IpcFile,
-        compression: None,
-        prefix: "alpha_".into(),
-    };
-    generate(&spec, dir, &[date]).unwrap();
 }
 
 #[test]

@@ -78,16 +78,26 @@ pub fn generate_days(dir: &Path, count: usize, rows: usize) -> Vec<NaiveDate> {
         .filter(|d| d.weekday().num_days_from_monday() < 5)
         .take(count)
         .collect();
-    let spec = GenSpec {
+    generate(&days_spec(rows), dir, &dates).unwrap();
+    dates
+}
+
+/// Regenerates `date` in `dir` with `rows` rows, as `generate_days` makes the others.
+#[allow(dead_code)]
+pub fn regenerate(dir: &Path, date: NaiveDate, rows: usize) {
+    generate(&days_spec(rows), dir, &[date]).unwrap();
+}
+
+/// What `generate_days` writes: 120 symbols, seed 29, feather.
+fn days_spec(rows: usize) -> GenSpec {
+    GenSpec {
         rows,
         symbols: 120,
         seed: 29,
         format: FileFormat::IpcFile,
         compression: None,
         prefix: "alpha_".into(),
-    };
-    generate(&spec, dir, &dates).unwrap();
-    dates
+    }
 }
 
 /// The partials of one process with one worker, by the library.
