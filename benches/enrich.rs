@@ -67,8 +67,8 @@ fn bench_enrich(c: &mut Criterion) {
         Expr::parse("prev + CASE WHEN orderSide = 'B' THEN qty ELSE -qty END").expect("update");
     let keyed = stages
         .pipeline
-        .keyed
-        .clone()
+        .keyed()
+        .cloned()
         .expect("alpha_markout has a keyed stage");
     let cases = [
         (

@@ -24,7 +24,7 @@ fn bench_forward_return(c: &mut Criterion) {
     vizflow::allocator::keep_freed_memory();
     let rows = common::rows();
     let stages = common::stages(vizflow::demo::MARKOUT_TOML, rows);
-    let day_ms = stages.pipeline.parse_time.clock.total_ms();
+    let day_ms = stages.pipeline.parse_time().clock.total_ms();
     let mut group = c.benchmark_group("forward_return");
     group.throughput(Throughput::Elements(rows as u64));
     let label = common::rows_label(rows);

@@ -42,7 +42,7 @@ fn bench_parse_time(c: &mut Criterion) {
     vizflow::allocator::keep_freed_memory();
     let rows = common::rows();
     let stages = common::stages(vizflow::demo::MARKOUT_TOML, rows);
-    let spec = &stages.pipeline.parse_time;
+    let spec = stages.pipeline.parse_time();
     let date = common::date();
     let ticktimes: Vec<ArrayRef> = stages
         .derived

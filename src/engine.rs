@@ -16,6 +16,9 @@
 //!     ─> aggregate (differential) ─> DateResult per date
 //! ```
 //!
+//! The stages between the input and the aggregation are the bound pipeline's
+//! [`stages`](BoundPipeline::stages), built in their order (see `config::stages`).
+//!
 //! Time model (see `vizflow_operators::time`): every batch is sent at `(date, bucket)`;
 //! operators use each row's exact `elapsed_ms` and `row_id`, so the results do not
 //! depend on batch sizes, arrival order or the number of workers.
@@ -45,7 +48,7 @@ use vizflow_operators::report::{DateReport, Diagnostics, first_errors};
 use vizflow_operators::time::{self, DateOwners, Time};
 
 use crate::cluster::Connected;
-use crate::config::BoundPipeline;
+use crate::config::{BoundPipeline, Stage};
 use crate::io::DateFile;
 
 /// Why the engine could not do what was asked.
@@ -683,20 +686,17 @@ fn run_worker(
     let probe = ProbeHandle::new();
     let report_probe = ProbeHandle::new();
     worker.dataflow::<Time, _, _>(|scope| {
-        let rows = scope.input_from(input.as_mut().expect("open while building"));
-        let mut rows = rows.derive(pipeline.derive.clone(), diagnostics.clone());
-        rows = rows.parse_time(pipeline.parse_time.clone(), diagnostics.clone());
-        if let Some(spec) = &pipeline.timed_derive {
-            rows = rows.derive(spec.clone(), diagnostics.clone());
-        }
-        if let Some(spec) = &pipeline.keyed {
-            rows = rows.enrich_partitioned(spec.clone(), diagnostics.clone(), *partition);
-        }
-        if let Some(spec) = &pipeline.late_derive {
-            rows = rows.derive(spec.clone(), diagnostics.clone());
-        }
-        if !pipeline.pipeline.bins.is_empty() {
-            rows = rows.bin(pipeline.pipeline.bins.clone(), diagnostics.clone());
+        let mut rows = scope.input_from(input.as_mut().expect("open while building"));
+        for stage in &pipeline.stages {
+            let diagnostics = diagnostics.clone();
+            rows = match stage {
+                Stage::Derive(spec) => rows.derive(spec.clone(), diagnostics),
+                Stage::ParseTime(spec) => rows.parse_time(spec.clone(), diagnostics),
+                Stage::Keyed(spec) => {
+                    rows.enrich_partitioned(spec.clone(), diagnostics, *partition)
+                }
+                Stage::Bin(bins) => rows.bin(bins.clone(), diagnostics),
+            };
         }
         let partial_events = events.clone();
         rows.aggregate(pipeline.plan.clone(), diagnostics.clone(), owners.clone())

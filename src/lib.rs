@@ -7,7 +7,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`config`] | the pipeline: TOML format, validation, binding to a schema |
+//! | [`config`] | the pipeline: TOML format (`file`), the stage list it binds to a schema (`stages`), schemas across dates (`schema`) |
 //! | [`market`] | market presets (CN, KR, HK, hkex_northbound, JP, US, crypto) and custom markets |
 //! | [`calendar`] | trading days, date specs, previous/next trading day |
 //! | [`io`] | reading date files by parts with projection; atomic Parquet partials |
@@ -16,7 +16,7 @@
 //! | [`run`] | batch replay over many dates with progress |
 //! | [`synthetic`] | deterministic synthetic market data |
 //! | [`demo`] | the `vizflow demo` walkthrough |
-//! | [`bench`] | `vizflow bench`: a measured run with its time per stage, peak memory and the read floor |
+//! | [`bench`](mod@bench) | `vizflow bench`: a measured run with its time per stage, peak memory and the read floor |
 //! | [`allocator`] | tuning of mimalloc, the `vizflow` binary's allocator |
 //!
 //! ```no_run

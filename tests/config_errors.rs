@@ -12,7 +12,8 @@
 //! * `check_schema`: a later date's file that differs from the first
 
 use arrow::datatypes::{DataType, Field, Schema};
-use vizflow::config::Pipeline;
+use vizflow::config::{BoundPipeline, Pipeline, Stage};
+use vizflow::operators::derive::DeriveSpec;
 
 const MARKOUT: &str = include_str!("../examples/markout.toml");
 
@@ -699,9 +700,12 @@ fn derive_using_trading_time_binds() {
         .unwrap()
         .bind(&alpha_schema())
         .unwrap();
-    let timed = bound.timed_derive.expect("a derive stage after parse_time");
+    assert!(matches!(bound.stages[1], Stage::ParseTime(_)));
+    let Stage::Derive(timed) = &bound.stages[2] else {
+        panic!("a derive stage after parse_time: {:?}", bound.stages);
+    };
     assert_eq!(timed.columns[0].0, "mid");
-    assert!(bound.derive.columns.is_empty());
+    assert!(first_derive(&bound).columns.is_empty());
 }
 
 #[test]
@@ -887,6 +891,14 @@ fn cast_of_string_column() {
     );
 }
 
+/// The first stage: casts, the derived columns of input columns, the projection.
+fn first_derive(bound: &BoundPipeline) -> &DeriveSpec {
+    match &bound.stages[0] {
+        Stage::Derive(spec) => spec,
+        other => panic!("the first stage is {}", other.name()),
+    }
+}
+
 /// Regression: a derived column nothing used was checked against the projected columns
 /// only, so `fillPrice` (in the file, but not otherwise read) was reported unknown.
 #[test]
@@ -905,8 +917,7 @@ fn unused_derived_column_binds() {
         bound.read
     );
     assert!(
-        bound
-            .derive
+        first_derive(&bound)
             .columns
             .iter()
             .all(|(name, _)| name != "spread")
@@ -929,8 +940,7 @@ fn unused_cast_binds() {
         bound.read
     );
     assert!(
-        bound
-            .derive
+        first_derive(&bound)
             .casts
             .iter()
             .all(|cast| cast.column != "alpha2")

@@ -10,7 +10,7 @@ use std::time::Duration;
 use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use chrono::NaiveDate;
 use criterion::Criterion;
-use vizflow::config::{BoundPipeline, Pipeline};
+use vizflow::config::{BoundPipeline, Pipeline, Stage};
 use vizflow::io::FileFormat;
 use vizflow::operators::batch::with_columns;
 use vizflow::operators::bin::bin_batch;
@@ -83,7 +83,8 @@ pub struct Stages {
     pub read: Vec<RecordBatch>,
     /// After `derive` (integer `qty`, `mid`): the input of `parse_time`.
     pub derived: Vec<RecordBatch>,
-    /// After `parse_time` (`elapsed_ms`, `elapsed_seconds`): the input of the keyed stage.
+    /// After `parse_time` (`elapsed_ms`, `elapsed_seconds`) and the derived columns
+    /// that use it: the input of the keyed stage.
     pub timed: Vec<RecordBatch>,
     /// After the keyed stage and the derived columns after it: the input of `bin`.
     pub enriched: Vec<RecordBatch>,
@@ -110,32 +111,35 @@ pub fn stages(toml: &str, rows: usize) -> Stages {
             with_columns(&generated.slice(start, len), vec![(ROW_ID.to_owned(), ids)])
         })
         .collect();
-    let derived: Vec<RecordBatch> = read
-        .iter()
-        .map(|b| derive_batch(b, &pipeline.derive).expect("derive").0)
-        .collect();
-    let timed: Vec<RecordBatch> = derived
-        .iter()
-        .map(|b| {
-            parse_time_batch(b, &pipeline.parse_time, date())
-                .expect("parse_time")
-                .0
-        })
-        .collect();
-    let mut enriched = match &pipeline.keyed {
-        Some(spec) => enrich_owned(timed.clone(), spec).expect("enrich").0,
-        None => timed.clone(),
-    };
-    if let Some(spec) = &pipeline.late_derive {
-        enriched = enriched
-            .iter()
-            .map(|b| derive_batch(b, spec).expect("late derive").0)
-            .collect();
+    // Each stage's output, in order.
+    let mut outputs: Vec<Vec<RecordBatch>> = Vec::new();
+    for stage in &pipeline.stages {
+        let input = outputs.last().unwrap_or(&read);
+        outputs.push(match stage {
+            Stage::Derive(spec) => (input.iter())
+                .map(|b| derive_batch(b, spec).expect("derive").0)
+                .collect(),
+            Stage::ParseTime(spec) => (input.iter())
+                .map(|b| parse_time_batch(b, spec, date()).expect("parse_time").0)
+                .collect(),
+            Stage::Keyed(spec) => enrich_owned(input.clone(), spec).expect("enrich").0,
+            Stage::Bin(bins) => (input.iter())
+                .map(|b| bin_batch(b, bins).expect("bin").0)
+                .collect(),
+        });
     }
-    let binned = enriched
-        .iter()
-        .map(|b| bin_batch(b, &pipeline.pipeline.bins).expect("bin").0)
-        .collect();
+    // The output of the stage before the first of `kind`, or the last output.
+    let input_of = |is_kind: fn(&Stage) -> bool| {
+        let at = pipeline.stages.iter().position(is_kind);
+        outputs[at.unwrap_or(outputs.len()) - 1].clone()
+    };
+    let derived = outputs[0].clone();
+    let timed = match pipeline.keyed() {
+        Some(_) => input_of(|s| matches!(s, Stage::Keyed(_))),
+        None => input_of(|s| matches!(s, Stage::Bin(_))),
+    };
+    let enriched = input_of(|s| matches!(s, Stage::Bin(_)));
+    let binned = outputs.last().expect("a bound pipeline has stages").clone();
     Stages {
         pipeline,
         read,
