@@ -957,7 +957,7 @@ fn later_date_missing_column() {
         .unwrap();
     let later = alpha_schema_with("AskPrice1", "AskPrice_1", DataType::Float64);
     assert_eq!(
-        bound.check_schema(&later).unwrap_err(),
+        bound.check_schema(&later).unwrap_err().to_string(),
         "column 'AskPrice1' is missing, though the first date has it; did you mean \
          'AskPrice_1'? available columns: ticktime, ukey, orderSide, qty, fillPrice, BidPrice1, \
          AskPrice_1, alpha1, alpha2"
@@ -972,13 +972,13 @@ fn later_date_column_of_other_type() {
         .unwrap();
     let later = alpha_schema_with("ticktime", "ticktime", DataType::Float64);
     assert_eq!(
-        bound.check_schema(&later).unwrap_err(),
+        bound.check_schema(&later).unwrap_err().to_string(),
         "column 'ticktime' has type Float64 here but Int64 on the first date; make the type \
          consistent across dates, or cast the column with [[cast]] column = \"ticktime\""
     );
     let later = alpha_schema_with("orderSide", "orderSide", DataType::Int64);
     assert_eq!(
-        bound.check_schema(&later).unwrap_err(),
+        bound.check_schema(&later).unwrap_err().to_string(),
         "column 'orderSide' has type Int64 here but Utf8 on the first date; make the type \
          consistent across dates"
     );

@@ -55,7 +55,7 @@ pub use file::{
     AggregateConfig, CastConfig, EnrichConfig, FifoMatchConfig, ForwardReturnConfig, InputConfig,
     MarketChoice, OutputConfig, TagConditionConfig, TagRunningConfig, TimeConfig,
 };
-pub use schema::{widen, widest_schema};
+pub use schema::{SchemaError, widen, widest_schema};
 pub use stages::{BoundPipeline, Stage};
 
 use crate::market::Market;

@@ -7,13 +7,44 @@ use vizflow_operators::suggest::column_hint;
 
 use super::BoundPipeline;
 
+/// A date's file whose schema the bound pipeline cannot read (the data's fault: the
+/// files of a run differ). The message names the column and says what to do.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum SchemaError {
+    /// A column the pipeline reads is not in the file.
+    #[error("column '{column}' is missing, though the first date has it; {hint}")]
+    Missing {
+        /// The column.
+        column: String,
+        /// A close name and the columns the file has.
+        hint: String,
+    },
+    /// A column has a type that cannot be converted to the run's without a cast.
+    #[error(
+        "column '{column}' has type {found} here but {expected} on the first date; make the type consistent across dates{}",
+        if found.is_numeric() && expected.is_numeric() {
+            format!(", or cast the column with [[cast]] column = \"{column}\"")
+        } else {
+            String::new()
+        }
+    )]
+    Type {
+        /// The column.
+        column: String,
+        /// Its type in this file.
+        found: DataType,
+        /// Its type in the run.
+        expected: DataType,
+    },
+}
+
 impl BoundPipeline {
     /// Checks that another date's file schema is compatible with the bound one: every
     /// column read exists, with a type of the same kind, an integer type where the bound
     /// type is a float, or Arrow's Null type (a column without values); the `derive`
     /// stage converts it to the bound type without changing a value. The error names the
     /// column and both types, or suggests a column and lists those available.
-    pub fn check_schema(&self, schema: &Schema) -> Result<(), String> {
+    pub fn check_schema(&self, schema: &Schema) -> Result<(), SchemaError> {
         for column in &self.read {
             let expected = self
                 .input_schema
@@ -22,9 +53,10 @@ impl BoundPipeline {
                 .data_type();
             let Ok(field) = schema.field_with_name(column) else {
                 let hint = column_hint(column, schema.fields().iter().map(|f| f.name().as_str()));
-                return Err(format!(
-                    "column '{column}' is missing, though the first date has it; {hint}"
-                ));
+                return Err(SchemaError::Missing {
+                    column: column.clone(),
+                    hint,
+                });
             };
             let kind = |t: &DataType| {
                 if self.pipeline.casts.iter().any(|c| c.column == *column) && t.is_numeric() {
@@ -52,17 +84,11 @@ impl BoundPipeline {
                 || kind(field.data_type()) == kind(expected)
                 || (field.data_type().is_integer() && expected.is_floating());
             if !compatible {
-                let fix = if field.data_type().is_numeric() && expected.is_numeric() {
-                    format!(
-                        "make the type consistent across dates, or cast the column with [[cast]] column = \"{column}\""
-                    )
-                } else {
-                    "make the type consistent across dates".to_owned()
-                };
-                return Err(format!(
-                    "column '{column}' has type {} here but {expected} on the first date; {fix}",
-                    field.data_type()
-                ));
+                return Err(SchemaError::Type {
+                    column: column.clone(),
+                    found: field.data_type().clone(),
+                    expected: expected.clone(),
+                });
             }
         }
         Ok(())
