@@ -665,6 +665,9 @@ struct WorkerContext {
 /// The input of the report dataflow: each process's report of a date, by date key.
 type ReportInput = InputHandle<Time, CapacityContainerBuilder<Vec<(u32, DateReport)>>>;
 
+/// The input of the rows dataflow.
+type RowInput = InputHandle<Time, CapacityContainerBuilder<Batch>>;
+
 /// One worker: builds the dataflows, then feeds commands into them until the engine
 /// hangs up and both dataflows are done.
 fn run_worker(
@@ -673,20 +676,61 @@ fn run_worker(
     commands: Receiver<Command>,
     events: Sender<WorkerMessage>,
 ) {
+    let index = worker.index();
+    let (rows, probe) = build_rows(worker, context, &events);
+    let (reports, report_probe) = build_reports(worker, &context.owners, &events);
+    let mut inputs = WorkerInputs {
+        rows: Some(rows),
+        reports: Some(reports),
+    };
+    let mut reported: Option<Option<Time>> = None;
+    loop {
+        loop {
+            match commands.try_recv() {
+                Ok(command) => inputs.apply(command, &context.diagnostics),
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    inputs = WorkerInputs {
+                        rows: None,
+                        reports: None,
+                    };
+                    break;
+                }
+            }
+        }
+        let closed = inputs.rows.is_none() && inputs.reports.is_none();
+        if closed && probe.done() && report_probe.done() {
+            break;
+        }
+        worker.step_or_park(None);
+        let frontier = probe.with_frontier(|f| f.first().copied());
+        if reported != Some(frontier) {
+            reported = Some(frontier);
+            let _ = events.send(WorkerMessage::Frontier {
+                worker: index,
+                time: frontier,
+            });
+        }
+    }
+}
+
+/// Builds the rows dataflow: the input, the bound pipeline's stages in order, the
+/// aggregation, and an operator sending each date's partial to the engine.
+fn build_rows(
+    worker: &mut timely::worker::Worker,
+    context: &WorkerContext,
+    events: &Sender<WorkerMessage>,
+) -> (RowInput, ProbeHandle<Time>) {
     let WorkerContext {
         pipeline,
         diagnostics,
         owners,
         partition,
     } = context;
-    let index = worker.index();
-    let mut input: Option<InputHandle<Time, CapacityContainerBuilder<Batch>>> =
-        Some(InputHandle::new());
-    let mut reports: Option<ReportInput> = Some(InputHandle::new());
+    let mut input = InputHandle::new();
     let probe = ProbeHandle::new();
-    let report_probe = ProbeHandle::new();
     worker.dataflow::<Time, _, _>(|scope| {
-        let mut rows = scope.input_from(input.as_mut().expect("open while building"));
+        let mut rows = scope.input_from(&mut input);
         for stage in &pipeline.stages {
             let diagnostics = diagnostics.clone();
             rows = match stage {
@@ -720,15 +764,26 @@ fn run_worker(
             )
             .probe_with(&probe);
     });
-    // Every process's report of a date meets on the date's owner, which merges them once
-    // every worker's report input has passed the date, then sends the merged report to
-    // every worker: each process learns every date's outcome (a process must know that
-    // another's date failed before it writes a later date under --fail-fast).
+    (input, probe)
+}
+
+/// Builds the reports dataflow. Every process's report of a date meets on the date's
+/// owner, which merges them once every worker's report input has passed the date, then
+/// sends the merged report to every worker: each process learns every date's outcome
+/// (a process must know that another's date failed before it writes a later date under
+/// --fail-fast).
+fn build_reports(
+    worker: &mut timely::worker::Worker,
+    owners: &DateOwners,
+    events: &Sender<WorkerMessage>,
+) -> (ReportInput, ProbeHandle<Time>) {
+    let mut reports = InputHandle::new();
+    let probe = ProbeHandle::new();
     worker.dataflow::<Time, _, _>(|scope| {
         let report_events = events.clone();
         let owners = owners.clone();
         scope
-            .input_from(reports.as_mut().expect("open while building"))
+            .input_from(&mut reports)
             .unary_frontier::<CapacityContainerBuilder<Vec<(u32, DateReport)>>, _, _, _>(
                 Exchange::new(move |(date_key, _): &(u32, DateReport)| {
                     owners.worker_of(*date_key) as u64
@@ -776,83 +831,81 @@ fn run_worker(
                     }
                 },
             )
-            .probe_with(&report_probe);
+            .probe_with(&probe);
     });
+    (reports, probe)
+}
 
-    let mut reported: Option<Option<Time>> = None;
-    loop {
-        loop {
-            match commands.try_recv() {
-                Ok(Command::Push(batch)) => {
-                    if let Some(input) = input.as_mut() {
-                        input.send_batch(&mut Batch::new(batch));
-                    }
+/// A worker's two inputs; `None` once closed.
+struct WorkerInputs {
+    rows: Option<RowInput>,
+    reports: Option<ReportInput>,
+}
+
+impl WorkerInputs {
+    /// Carries out one command of the engine.
+    fn apply(&mut self, command: Command, diagnostics: &Diagnostics) {
+        match command {
+            Command::Push(batch) => {
+                if let Some(input) = self.rows.as_mut() {
+                    input.send_batch(&mut Batch::new(batch));
                 }
-                Ok(Command::Read {
-                    file,
-                    part,
-                    columns,
-                    batch_rows,
-                }) => {
-                    let Some(input) = input.as_mut() else {
-                        continue;
-                    };
-                    let date_key = time::date_key_of(*input.time());
-                    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-                    let started = std::time::Instant::now();
-                    let read = file.read_part(part, &names, batch_rows);
-                    diagnostics.time(date_key, "Read", started);
-                    match read {
-                        Ok(batches) => {
-                            for (offset, batch) in batches {
-                                let n = batch.num_rows() as u64;
-                                diagnostics.add(date_key, "rows_read", n);
-                                let ids: ArrayRef =
-                                    Arc::new(UInt64Array::from_iter_values(offset..offset + n));
-                                input.send_batch(&mut Batch::new(with_columns(
-                                    &batch,
-                                    vec![(ROW_ID.to_owned(), ids)],
-                                )));
-                            }
-                        }
-                        Err(error) => diagnostics.error(date_key, error.to_string()),
-                    }
+            }
+            Command::Read {
+                file,
+                part,
+                columns,
+                batch_rows,
+            } => {
+                if let Some(input) = self.rows.as_mut() {
+                    read_part(input, &file, part, &columns, batch_rows, diagnostics);
                 }
-                Ok(Command::Advance(time)) => {
-                    if time == Time::MAX {
-                        input = None; // closes the input: the remaining dates complete
-                    } else if let Some(input) = input.as_mut() {
-                        input.advance_to(time);
-                    }
+            }
+            Command::Advance(time) => {
+                if time == Time::MAX {
+                    self.rows = None; // closes the input: the remaining dates complete
+                } else if let Some(input) = self.rows.as_mut() {
+                    input.advance_to(time);
                 }
-                Ok(Command::Report(date_key, report)) => {
-                    if let Some(reports) = reports.as_mut() {
-                        reports.advance_to(time::date_start(date_key));
-                        if let Some(report) = report {
-                            reports.send((date_key, report));
-                        }
-                        reports.advance_to(time::date_end(date_key) + 1);
+            }
+            Command::Report(date_key, report) => {
+                if let Some(reports) = self.reports.as_mut() {
+                    reports.advance_to(time::date_start(date_key));
+                    if let Some(report) = report {
+                        reports.send((date_key, report));
                     }
-                }
-                Err(crossbeam_channel::TryRecvError::Empty) => break,
-                Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    input = None;
-                    reports = None;
-                    break;
+                    reports.advance_to(time::date_end(date_key) + 1);
                 }
             }
         }
-        if input.is_none() && reports.is_none() && probe.done() && report_probe.done() {
-            break;
+    }
+}
+
+/// Reads a part of a date's file into the rows input, numbering the rows by their
+/// place in the file (`row_id`); a read error fails the date.
+fn read_part(
+    input: &mut RowInput,
+    file: &DateFile,
+    part: usize,
+    columns: &[String],
+    batch_rows: usize,
+    diagnostics: &Diagnostics,
+) {
+    let date_key = time::date_key_of(*input.time());
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let read = file.read_part(part, &names, batch_rows);
+    diagnostics.time(date_key, "Read", started);
+    match read {
+        Ok(batches) => {
+            for (offset, batch) in batches {
+                let n = batch.num_rows() as u64;
+                diagnostics.add(date_key, "rows_read", n);
+                let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(offset..offset + n));
+                let row_ids = vec![(ROW_ID.to_owned(), ids)];
+                input.send_batch(&mut Batch::new(with_columns(&batch, row_ids)));
+            }
         }
-        worker.step_or_park(None);
-        let frontier = probe.with_frontier(|f| f.first().copied());
-        if reported != Some(frontier) {
-            reported = Some(frontier);
-            let _ = events.send(WorkerMessage::Frontier {
-                worker: index,
-                time: frontier,
-            });
-        }
+        Err(error) => diagnostics.error(date_key, error.to_string()),
     }
 }
