@@ -66,23 +66,7 @@ impl Converter<'_> {
                 expr: inner,
             } => Node::Not(boxed(self.convert(inner)?)),
             E::BinaryOp { left, op, right } => {
-                use sql::BinaryOperator as B;
-                let op = match op {
-                    B::Plus => BinaryOp::Add,
-                    B::Minus => BinaryOp::Sub,
-                    B::Multiply => BinaryOp::Mul,
-                    B::Divide => BinaryOp::Div,
-                    B::Modulo => BinaryOp::Rem,
-                    B::Eq => BinaryOp::Eq,
-                    B::NotEq => BinaryOp::NotEq,
-                    B::Lt => BinaryOp::Lt,
-                    B::LtEq => BinaryOp::LtEq,
-                    B::Gt => BinaryOp::Gt,
-                    B::GtEq => BinaryOp::GtEq,
-                    B::And => BinaryOp::And,
-                    B::Or => BinaryOp::Or,
-                    other => return Err(self.unsupported(&format!("operator '{other}'"), expr)),
-                };
+                let op = self.binary_op(op, expr)?;
                 binary(op, self.convert(left)?, self.convert(right)?)
             }
             E::IsNull(arg) => Node::IsNull {
@@ -108,49 +92,13 @@ impl Converter<'_> {
                 expr: arg,
                 list,
                 negated,
-            } => {
-                let arg = self.convert(arg)?;
-                let mut any = None;
-                for item in list {
-                    let equal = binary(BinaryOp::Eq, arg.clone(), self.convert(item)?);
-                    any = Some(match any {
-                        Some(any) => binary(BinaryOp::Or, any, equal),
-                        None => equal,
-                    });
-                }
-                negate_if(
-                    *negated,
-                    any.ok_or_else(|| self.unsupported("empty IN list", expr))?,
-                )
-            }
+            } => negate_if(*negated, self.in_list(arg, list, expr)?),
             E::Case {
                 operand,
                 conditions,
                 else_result,
                 ..
-            } => {
-                let operand = operand
-                    .as_deref()
-                    .map(|operand| self.convert(operand))
-                    .transpose()?;
-                let mut branches = Vec::with_capacity(conditions.len());
-                for when in conditions {
-                    let condition = self.convert(&when.condition)?;
-                    let condition = match &operand {
-                        Some(operand) => binary(BinaryOp::Eq, operand.clone(), condition),
-                        None => condition,
-                    };
-                    branches.push((condition, self.convert(&when.result)?));
-                }
-                let otherwise = else_result
-                    .as_deref()
-                    .map(|e| self.convert(e))
-                    .transpose()?;
-                Node::Case {
-                    branches,
-                    otherwise: otherwise.map(boxed),
-                }
-            }
+            } => self.case(operand.as_deref(), conditions, else_result.as_deref())?,
             E::Function(function) => self.function(function, expr)?,
             // sqlparser parses these two itself, for their `TO <field>` and scale forms.
             E::Floor {
@@ -167,16 +115,7 @@ impl Converter<'_> {
                 data_type,
                 format: None,
             } => {
-                use sql::DataType as T;
-                let to = match data_type {
-                    T::BigInt(_) | T::Int(_) | T::Integer(_) | T::Int64 => DataType::Int64,
-                    T::Double(_) | T::DoublePrecision | T::Float(_) | T::Real | T::Float64 => {
-                        DataType::Float64
-                    }
-                    T::Varchar(_) | T::Text | T::String(_) => DataType::Utf8,
-                    T::Boolean | T::Bool => DataType::Boolean,
-                    other => return Err(self.unsupported(&format!("cast to {other}"), expr)),
-                };
+                let to = self.cast_type(data_type, expr)?;
                 let strict = matches!(kind, sql::CastKind::Cast | sql::CastKind::DoubleColon);
                 Node::Cast {
                     arg: boxed(self.convert(arg)?),
@@ -185,6 +124,89 @@ impl Converter<'_> {
                 }
             }
             other => return Err(self.unsupported(&construct_name(other), expr)),
+        })
+    }
+
+    /// An SQL binary operator; `expr` is the whole expression, for errors.
+    fn binary_op(&self, op: &sql::BinaryOperator, expr: &sql::Expr) -> Result<BinaryOp, ExprError> {
+        use sql::BinaryOperator as B;
+        Ok(match op {
+            B::Plus => BinaryOp::Add,
+            B::Minus => BinaryOp::Sub,
+            B::Multiply => BinaryOp::Mul,
+            B::Divide => BinaryOp::Div,
+            B::Modulo => BinaryOp::Rem,
+            B::Eq => BinaryOp::Eq,
+            B::NotEq => BinaryOp::NotEq,
+            B::Lt => BinaryOp::Lt,
+            B::LtEq => BinaryOp::LtEq,
+            B::Gt => BinaryOp::Gt,
+            B::GtEq => BinaryOp::GtEq,
+            B::And => BinaryOp::And,
+            B::Or => BinaryOp::Or,
+            other => return Err(self.unsupported(&format!("operator '{other}'"), expr)),
+        })
+    }
+
+    /// `arg IN (list)`: `arg = a OR arg = b OR ...`.
+    fn in_list(
+        &mut self,
+        arg: &sql::Expr,
+        list: &[sql::Expr],
+        expr: &sql::Expr,
+    ) -> Result<Node, ExprError> {
+        let arg = self.convert(arg)?;
+        let mut any = None;
+        for item in list {
+            let equal = binary(BinaryOp::Eq, arg.clone(), self.convert(item)?);
+            any = Some(match any {
+                Some(any) => binary(BinaryOp::Or, any, equal),
+                None => equal,
+            });
+        }
+        any.ok_or_else(|| self.unsupported("empty IN list", expr))
+    }
+
+    /// `CASE [operand] WHEN ... THEN ... [ELSE ...] END`; with an operand, each `WHEN`
+    /// value is compared with it.
+    fn case(
+        &mut self,
+        operand: Option<&sql::Expr>,
+        conditions: &[sql::CaseWhen],
+        else_result: Option<&sql::Expr>,
+    ) -> Result<Node, ExprError> {
+        let operand = operand.map(|operand| self.convert(operand)).transpose()?;
+        let mut branches = Vec::with_capacity(conditions.len());
+        for when in conditions {
+            let condition = self.convert(&when.condition)?;
+            let condition = match &operand {
+                Some(operand) => binary(BinaryOp::Eq, operand.clone(), condition),
+                None => condition,
+            };
+            branches.push((condition, self.convert(&when.result)?));
+        }
+        let otherwise = else_result.map(|e| self.convert(e)).transpose()?;
+        Ok(Node::Case {
+            branches,
+            otherwise: otherwise.map(Box::new),
+        })
+    }
+
+    /// The type of an SQL `CAST`.
+    fn cast_type(
+        &self,
+        data_type: &sql::DataType,
+        expr: &sql::Expr,
+    ) -> Result<DataType, ExprError> {
+        use sql::DataType as T;
+        Ok(match data_type {
+            T::BigInt(_) | T::Int(_) | T::Integer(_) | T::Int64 => DataType::Int64,
+            T::Double(_) | T::DoublePrecision | T::Float(_) | T::Real | T::Float64 => {
+                DataType::Float64
+            }
+            T::Varchar(_) | T::Text | T::String(_) => DataType::Utf8,
+            T::Boolean | T::Bool => DataType::Boolean,
+            other => return Err(self.unsupported(&format!("cast to {other}"), expr)),
         })
     }
 
