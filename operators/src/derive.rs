@@ -167,8 +167,8 @@ pub enum DeriveError {
     Expr {
         /// The derived column.
         column: String,
-        /// The expression's error.
-        source: ExprError,
+        /// The expression's error (boxed: it is large, and errors are rare).
+        source: Box<ExprError>,
     },
     /// An Arrow kernel failed where it cannot (a bug): an integer cast to Int64, a
     /// projection on the batch's own columns.
@@ -311,7 +311,7 @@ pub fn derive_batch(
     for (name, expr) in &spec.columns {
         let values = expr.evaluate(&out).map_err(|source| DeriveError::Expr {
             column: name.clone(),
-            source,
+            source: Box::new(source),
         })?;
         out = with_columns(&out, vec![(name.clone(), values)]);
     }

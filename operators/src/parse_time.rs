@@ -630,8 +630,9 @@ pub enum ParseTimeError {
         column: String,
         /// The market whose clock the times are on.
         market: String,
-        /// What is wrong with the column, naming the row of the file.
-        source: TimeError,
+        /// What is wrong with the column, naming the row of the file (boxed to keep the
+        /// error small).
+        source: Box<TimeError>,
     },
     /// Projecting or filtering the batch failed (a bug: the indices and the filter are
     /// the batch's own).
@@ -673,7 +674,9 @@ pub fn parse_time_batch(
             ParseTimeError::Time {
                 column: spec.column.clone(),
                 market: spec.market.clone(),
-                source: error.map_row(|r| row_ids.as_ref().map_or(r, |ids| ids.value(r) as usize)),
+                source: Box::new(
+                    error.map_row(|r| row_ids.as_ref().map_or(r, |ids| ids.value(r) as usize)),
+                ),
             }
         },
     )?;

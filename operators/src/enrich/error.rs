@@ -177,8 +177,8 @@ pub enum EnrichError {
     Expr {
         /// The rule's name.
         rule: String,
-        /// The expression's error.
-        source: ExprError,
+        /// The expression's error (boxed: it is large, and errors are rare).
+        source: Box<ExprError>,
     },
     /// A running value's update failed on a row (an overflow, a failing `CAST`).
     #[error("{rule}: row_id {row_id}{}: {source}", prev_value(prev.as_deref()))]
@@ -189,8 +189,8 @@ pub enum EnrichError {
         row_id: u64,
         /// The previous value, for an error in the part of the update that uses it.
         prev: Option<String>,
-        /// The expression's error.
-        source: ExprError,
+        /// The expression's error (boxed: it is large, and errors are rare).
+        source: Box<ExprError>,
     },
     /// A [`TagRule`](super::TagRule)'s input column that cannot be read as its type.
     #[error("{rule}: reading an input column: {source}")]
@@ -214,8 +214,8 @@ pub enum EnrichError {
         entry_side: String,
         /// The exit side value.
         exit_side: String,
-        /// Arrow's complaint about the cast.
-        source: ArrowError,
+        /// Arrow's complaint about the cast (boxed to keep the error small).
+        source: Box<ArrowError>,
     },
     /// The FIFO rule ran over a quantity column that is not of an integer type.
     #[error(

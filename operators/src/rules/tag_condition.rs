@@ -48,7 +48,7 @@ impl EnrichRule for TagCondition {
             .check(schema)
             .map_err(|source| EnrichError::Expr {
                 rule: self.name(),
-                source,
+                source: Box::new(source),
             })?;
         if !matches!(data_type, DataType::Boolean | DataType::Null) {
             return Err(EnrichError::NotBoolean {
@@ -82,7 +82,7 @@ impl EnrichRule for TagCondition {
             .evaluate(&batch)
             .map_err(|source| EnrichError::Expr {
                 rule: self.name(),
-                source,
+                source: Box::new(source),
             })?;
         let values: ArrayRef = if values.data_type() == &DataType::Boolean {
             values

@@ -66,7 +66,7 @@ impl TagRunning {
     fn compile(&self, schema: &Schema) -> Result<Recurrence, EnrichError> {
         let error = |source| EnrichError::Expr {
             rule: EnrichRule::name(self),
-            source,
+            source: Box::new(source),
         };
         let mut value_type = self.initial_type();
         for _ in 0..3 {
@@ -156,7 +156,7 @@ impl EnrichRule for TagRunning {
                 rule: rule.clone(),
                 row_id: rows.row_id[first_failing_row(&recurrence, &batch)],
                 prev: None,
-                source,
+                source: Box::new(source),
             })?;
         let data_type = recurrence.data_type().clone();
         let initial = convert(self.initial, &data_type);
@@ -170,7 +170,7 @@ impl EnrichRule for TagRunning {
                         rule: rule.clone(),
                         row_id: rows.row_id[row],
                         prev: Some(describe(value)),
-                        source,
+                        source: Box::new(source),
                     })?;
                 value = convert(next, &data_type);
                 values.push(value);

@@ -376,7 +376,7 @@ fn push_sides(values: &ArrayRef, spec: &FifoSpec, out: &mut Vec<Side>) -> Result
                     data_type: data_type.clone(),
                     entry_side: spec.entry_side.clone(),
                     exit_side: spec.exit_side.clone(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
             out.extend(utf8.as_string::<i32>().iter().map(classify));
