@@ -21,11 +21,42 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
 use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{DataType, Float64Type};
+use arrow::error::ArrowError;
 use timely::dataflow::Stream;
 
 use crate::batch::{Batch, map_batches, with_columns};
 use crate::report::Diagnostics;
 use crate::time::Time;
+
+/// Why a column could not be binned.
+#[derive(Debug, thiserror::Error)]
+pub enum BinError {
+    /// The column is not numeric.
+    #[error("cannot bin a column of type {data_type}: {source}")]
+    Type {
+        /// The column's type.
+        data_type: DataType,
+        /// Arrow's complaint about the cast to Float64.
+        source: ArrowError,
+    },
+    /// The batch has no column to bin.
+    #[error("bin: column '{column}' is missing")]
+    MissingColumn {
+        /// The column.
+        column: String,
+    },
+}
+
+impl BinError {
+    /// Whose fault the error is: a column that is not numeric is the configuration's (the
+    /// wrong column to bin), a missing one the data's (the date's file lacks it).
+    pub fn fault(&self) -> crate::Fault {
+        match self {
+            BinError::Type { .. } => crate::Fault::Config,
+            BinError::MissingColumn { .. } => crate::Fault::Data,
+        }
+    }
+}
 
 const TWO_POW_63: f64 = (1u64 << 63) as f64;
 
@@ -84,9 +115,12 @@ pub fn integers_of(
 }
 
 /// Bins an array of any numeric type. Returns the bins and how many are null.
-pub fn bin_values(values: &dyn Array, width: f64) -> Result<(Int64Array, u64), String> {
-    let floats = arrow::compute::cast(values, &DataType::Float64)
-        .map_err(|e| format!("cannot bin a column of type {}: {e}", values.data_type()))?;
+pub fn bin_values(values: &dyn Array, width: f64) -> Result<(Int64Array, u64), BinError> {
+    let floats =
+        arrow::compute::cast(values, &DataType::Float64).map_err(|source| BinError::Type {
+            data_type: values.data_type().clone(),
+            source,
+        })?;
     let floats = floats.as_primitive::<Float64Type>();
     let values = floats.values();
     // The i64 range is [-2^63, 2^63); 2^63 itself is an f64, so compare exclusively.
@@ -107,13 +141,15 @@ pub fn bin_values(values: &dyn Array, width: f64) -> Result<(Int64Array, u64), S
 pub fn bin_batch(
     batch: &RecordBatch,
     specs: &[BinSpec],
-) -> Result<(RecordBatch, Vec<u64>), String> {
+) -> Result<(RecordBatch, Vec<u64>), BinError> {
     let mut columns = Vec::with_capacity(specs.len());
     let mut nulls = Vec::with_capacity(specs.len());
     for spec in specs {
         let values = batch
             .column_by_name(&spec.column)
-            .ok_or_else(|| format!("bin: column '{}' is missing", spec.column))?;
+            .ok_or_else(|| BinError::MissingColumn {
+                column: spec.column.clone(),
+            })?;
         let (bins, null_count) = bin_values(values.as_ref(), spec.width)?;
         columns.push((spec.output(), Arc::new(bins) as ArrayRef));
         nulls.push(null_count);
@@ -138,7 +174,8 @@ impl<'scope> Bin<'scope> for Stream<'scope, Time, Batch> {
             "Bin",
             diagnostics,
             move |date_key, batch, diagnostics| {
-                let (out, nulls) = bin_batch(&batch, &specs)?;
+                // `map_batches` takes the error's text for the date's report.
+                let (out, nulls) = bin_batch(&batch, &specs).map_err(|e| e.to_string())?;
                 diagnostics.add_all(
                     date_key,
                     counter_names.iter().map(String::as_str).zip(nulls),
@@ -211,6 +248,18 @@ mod tests {
                 proptest::prop_assert_eq!(round_half_away(x).to_bits(), x.round().to_bits(), "{}", x);
             }
         }
+    }
+
+    #[test]
+    fn a_column_that_is_not_numeric_is_the_configurations_fault() {
+        let dates = arrow::array::Date32Array::from(vec![1]);
+        let error = bin_values(&dates, 1.0).unwrap_err();
+        assert_eq!(error.fault(), crate::Fault::Config);
+        assert_eq!(
+            error.to_string(),
+            "cannot bin a column of type Date32: Cast error: Casting from Date32 to Float64 \
+             not supported"
+        );
     }
 
     #[test]

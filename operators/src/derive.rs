@@ -14,11 +14,12 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Float64Type, UInt64Type};
+use arrow::error::ArrowError;
 use timely::dataflow::Stream;
 
 use crate::batch::{Batch, map_batches, with_columns};
 use crate::columns::ROW_ID;
-use crate::expr::Expr;
+use crate::expr::{Expr, ExprError};
 use crate::report::Diagnostics;
 use crate::time::Time;
 
@@ -70,8 +71,140 @@ pub struct DeriveSpec {
 pub fn cast_to_integer(
     values: &dyn Array,
     cast: &IntegerCast,
-) -> Result<(Int64Array, u64), String> {
-    cast_rows(values, cast).map_err(|failure| failure.message(cast, |row| row as u64))
+) -> Result<(Int64Array, u64), DeriveError> {
+    cast_rows(values, cast).map_err(|failure| failure.at(cast, |row| row as u64))
+}
+
+/// Why a batch failed the `derive` stage: a cast, a conversion to the bound input
+/// types, or a derived column's expression.
+#[derive(Debug, thiserror::Error)]
+pub enum DeriveError {
+    /// A value that is not within the cast's tolerance of an integer (or NaN, or out of
+    /// range).
+    #[error(
+        "cast: column '{column}' row {row} value {value} is not within {tolerance} of an \
+         integer; fix the data or set on_error = \"null\" for this cast"
+    )]
+    CastValue {
+        /// The cast column.
+        column: String,
+        /// The row: of the file when the batch has a `row_id` column, else of the batch.
+        row: u64,
+        /// The value.
+        value: f64,
+        /// The cast's tolerance.
+        tolerance: f64,
+    },
+    /// A cast column that cannot be read as numbers.
+    #[error("cast: column '{column}' of type {data_type} cannot be cast to int64: {source}")]
+    CastType {
+        /// The cast column.
+        column: String,
+        /// Its type.
+        data_type: DataType,
+        /// Arrow's complaint about the cast to Float64.
+        source: ArrowError,
+    },
+    /// The batch has no column to cast.
+    #[error("cast: column '{column}' is missing")]
+    CastColumnMissing {
+        /// The cast column.
+        column: String,
+    },
+    /// An input column of another type than the run was bound to, which cannot be read
+    /// as the bound type.
+    #[error(
+        "column '{column}' has type {data_type} here and {target} on other dates, and \
+         cannot be read as {target}: {source}; make the type consistent across dates"
+    )]
+    ConvertType {
+        /// The input column.
+        column: String,
+        /// Its type in this batch.
+        data_type: DataType,
+        /// The type the run was bound to.
+        target: DataType,
+        /// Arrow's complaint about the cast.
+        source: ArrowError,
+    },
+    /// An input column converted to the bound type that cannot be compared with the
+    /// original to check that no value changed.
+    #[error(
+        "column '{column}' has type {data_type} here and {target} on other dates, and \
+         cannot be compared after reading it as {target}: {source}"
+    )]
+    ConvertCompare {
+        /// The input column.
+        column: String,
+        /// Its type in this batch.
+        data_type: DataType,
+        /// The type the run was bound to.
+        target: DataType,
+        /// Arrow's complaint about the cast back or the comparison.
+        source: ArrowError,
+    },
+    /// A value of an input column that the bound type cannot hold exactly (a fraction
+    /// read as an integer, an integer too large, a float a narrower float rounds).
+    #[error(
+        "column '{column}' has type {data_type} here and {target} on other dates; row {row} \
+         value {value} cannot be read as {target} without changing it; {}",
+        convert_fix(column, data_type, target)
+    )]
+    ConvertValue {
+        /// The input column.
+        column: String,
+        /// Its type in this batch.
+        data_type: DataType,
+        /// The type the run was bound to.
+        target: DataType,
+        /// The row: of the file when the batch has a `row_id` column, else of the batch.
+        row: u64,
+        /// The value, as Arrow displays it.
+        value: String,
+    },
+    /// A derived column's expression failed.
+    #[error("derive '{column}': {source}")]
+    Expr {
+        /// The derived column.
+        column: String,
+        /// The expression's error (boxed: it is large, and errors are rare).
+        source: Box<ExprError>,
+    },
+    /// An Arrow kernel failed where it cannot (a bug): an integer cast to Int64, a
+    /// projection on the batch's own columns.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+}
+
+impl DeriveError {
+    /// Whose fault the error is: a value that fails a cast or a conversion is the
+    /// data's, as is a missing column (the date's file lacks it); a cast of a column
+    /// that is not numeric is the configuration's; an expression's error is its own
+    /// ([`ExprError::fault`]).
+    pub fn fault(&self) -> crate::Fault {
+        match self {
+            DeriveError::CastValue { .. }
+            | DeriveError::CastColumnMissing { .. }
+            | DeriveError::ConvertType { .. }
+            | DeriveError::ConvertCompare { .. }
+            | DeriveError::ConvertValue { .. } => crate::Fault::Data,
+            DeriveError::CastType { .. } => crate::Fault::Config,
+            DeriveError::Expr { source, .. } => source.fault(),
+            DeriveError::Arrow(_) => crate::Fault::Bug,
+        }
+    }
+}
+
+/// What to do about a value the bound type cannot hold: a numeric column can also be
+/// cast.
+fn convert_fix(column: &str, data_type: &DataType, target: &DataType) -> String {
+    match data_type.is_numeric() && target.is_numeric() {
+        true => format!(
+            "make the type consistent across dates, or cast the column with [[cast]] \
+             column = \"{column}\""
+        ),
+        false => "make the type consistent across dates".to_owned(),
+    }
 }
 
 /// Why a cast failed: a value that is not an integer, or a column of the wrong type.
@@ -79,21 +212,20 @@ enum CastError {
     /// The first row (within the array) whose value is not within the tolerance.
     Value { row: usize, value: f64 },
     /// The column cannot be read as numbers.
-    Type(String),
+    Type(DeriveError),
 }
 
 impl CastError {
-    /// The message, with the row replaced by `row(r)` (e.g. the file row).
-    fn message(self, cast: &IntegerCast, row: impl Fn(usize) -> u64) -> String {
+    /// The error, with the row replaced by `row(r)` (e.g. the file row).
+    fn at(self, cast: &IntegerCast, row: impl Fn(usize) -> u64) -> DeriveError {
         match self {
-            CastError::Value { row: r, value } => format!(
-                "cast: column '{}' row {} value {value} is not within {} of an integer; \
-                 fix the data or set on_error = \"null\" for this cast",
-                cast.column,
-                row(r),
-                cast.tolerance
-            ),
-            CastError::Type(message) => message,
+            CastError::Value { row: r, value } => DeriveError::CastValue {
+                column: cast.column.clone(),
+                row: row(r),
+                value,
+                tolerance: cast.tolerance,
+            },
+            CastError::Type(error) => error,
         }
     }
 }
@@ -110,15 +242,15 @@ fn cast_rows(values: &dyn Array, cast: &IntegerCast) -> Result<(Int64Array, u64)
             | DataType::UInt32
     ) {
         let ints = arrow::compute::cast(values, &DataType::Int64)
-            .map_err(|e| CastError::Type(e.to_string()))?;
+            .map_err(|e| CastError::Type(DeriveError::Arrow(e)))?;
         return Ok((ints.as_primitive().clone(), 0));
     }
-    let floats = arrow::compute::cast(values, &DataType::Float64).map_err(|e| {
-        CastError::Type(format!(
-            "cast: column '{}' of type {} cannot be cast to int64: {e}",
-            cast.column,
-            values.data_type()
-        ))
+    let floats = arrow::compute::cast(values, &DataType::Float64).map_err(|source| {
+        CastError::Type(DeriveError::CastType {
+            column: cast.column.clone(),
+            data_type: values.data_type().clone(),
+            source,
+        })
     })?;
     let floats = floats.as_primitive::<Float64Type>();
     let values = floats.values();
@@ -154,19 +286,21 @@ fn cast_rows(values: &dyn Array, cast: &IntegerCast) -> Result<(Int64Array, u64)
 pub fn derive_batch(
     batch: &RecordBatch,
     spec: &DeriveSpec,
-) -> Result<(RecordBatch, Vec<u64>), String> {
+) -> Result<(RecordBatch, Vec<u64>), DeriveError> {
     let mut out = conform(batch, &spec.input_types, &spec.casts)?;
     let mut failures = Vec::with_capacity(spec.casts.len());
     for cast in &spec.casts {
-        let values = out
-            .column_by_name(&cast.column)
-            .ok_or_else(|| format!("cast: column '{}' is missing", cast.column))?;
+        let values =
+            out.column_by_name(&cast.column)
+                .ok_or_else(|| DeriveError::CastColumnMissing {
+                    column: cast.column.clone(),
+                })?;
         let (ints, failed) = cast_rows(values.as_ref(), cast).map_err(|failure| {
             // Name the row of the file (its `row_id`), not the row of this batch.
             let row_ids = out
                 .column_by_name(ROW_ID)
                 .and_then(|ids| ids.as_primitive_opt::<UInt64Type>());
-            failure.message(cast, |r| row_ids.map_or(r as u64, |ids| ids.value(r)))
+            failure.at(cast, |r| row_ids.map_or(r as u64, |ids| ids.value(r)))
         })?;
         out = with_columns(
             &out,
@@ -175,9 +309,10 @@ pub fn derive_batch(
         failures.push(failed);
     }
     for (name, expr) in &spec.columns {
-        let values = expr
-            .evaluate(&out)
-            .map_err(|e| format!("derive '{name}': {e}"))?;
+        let values = expr.evaluate(&out).map_err(|source| DeriveError::Expr {
+            column: name.clone(),
+            source: Box::new(source),
+        })?;
         out = with_columns(&out, vec![(name.clone(), values)]);
     }
     if let Some(keep) = &spec.keep {
@@ -186,7 +321,7 @@ pub fn derive_batch(
             .iter()
             .filter_map(|name| schema.index_of(name).ok())
             .collect();
-        out = out.project(&indices).map_err(|e| e.to_string())?;
+        out = out.project(&indices)?;
     }
     Ok((out, failures))
 }
@@ -201,7 +336,7 @@ fn conform(
     batch: &RecordBatch,
     types: &[(String, DataType)],
     casts: &[IntegerCast],
-) -> Result<RecordBatch, String> {
+) -> Result<RecordBatch, DeriveError> {
     let mut converted = Vec::new();
     for (name, data_type) in types {
         let Some(values) = batch.column_by_name(name) else {
@@ -234,20 +369,21 @@ fn conform_column(
     values: &ArrayRef,
     target: &DataType,
     row: impl Fn(usize) -> u64,
-) -> Result<ArrayRef, String> {
+) -> Result<ArrayRef, DeriveError> {
     use arrow::compute::{CastOptions, cast_with_options};
     let source = values.data_type();
-    let both = format!("column '{name}' has type {source} here and {target} on other dates");
     // Safe: a value that does not fit becomes null, and the round trip below finds it.
     let options = CastOptions {
         safe: true,
         ..Default::default()
     };
-    let converted = cast_with_options(values, target, &options).map_err(|e| {
-        format!(
-            "{both}, and cannot be read as {target}: {e}; make the type consistent across dates"
-        )
-    })?;
+    let converted =
+        cast_with_options(values, target, &options).map_err(|e| DeriveError::ConvertType {
+            column: name.to_owned(),
+            data_type: source.clone(),
+            target: target.clone(),
+            source: e,
+        })?;
     if source == &DataType::Null {
         return Ok(converted);
     }
@@ -268,7 +404,12 @@ fn conform_column(
             };
             Ok(distinct.values().set_indices().find(|r| !both_nan(*r)))
         })
-        .map_err(|e| format!("{both}, and cannot be compared after reading it as {target}: {e}"))?;
+        .map_err(|e| DeriveError::ConvertCompare {
+            column: name.to_owned(),
+            data_type: source.clone(),
+            target: target.clone(),
+            source: e,
+        })?;
     let Some(r) = changed else {
         return Ok(converted);
     };
@@ -276,17 +417,13 @@ fn conform_column(
     let value = arrow::util::display::ArrayFormatter::try_new(values.as_ref(), &options)
         .map(|f| f.value(r).to_string())
         .unwrap_or_default();
-    let fix = match source.is_numeric() && target.is_numeric() {
-        true => format!(
-            "make the type consistent across dates, or cast the column with [[cast]] \
-             column = \"{name}\""
-        ),
-        false => "make the type consistent across dates".to_owned(),
-    };
-    Err(format!(
-        "{both}; row {} value {value} cannot be read as {target} without changing it; {fix}",
-        row(r)
-    ))
+    Err(DeriveError::ConvertValue {
+        column: name.to_owned(),
+        data_type: source.clone(),
+        target: target.clone(),
+        row: row(r),
+        value,
+    })
 }
 
 /// How many values of a float column are NaN (0 for other types).
@@ -351,7 +488,8 @@ impl<'scope> Derive<'scope> for Stream<'scope, Time, Batch> {
                     }
                 }
                 diagnostics.add_all(date_key, counts);
-                let (out, failures) = derive_batch(&batch, &spec)?;
+                // `map_batches` takes the error's text for the date's report.
+                let (out, failures) = derive_batch(&batch, &spec).map_err(|e| e.to_string())?;
                 diagnostics.add_all(date_key, counters.iter().map(String::as_str).zip(failures));
                 Ok(out)
             },
@@ -392,6 +530,8 @@ mod tests {
     fn non_integers_fail_or_become_null() {
         let values = Float64Array::from(vec![1.0, 1.5, f64::NAN]);
         let err = cast_to_integer(&values, &qty_cast(CastFailure::Error)).unwrap_err();
+        assert_eq!(err.fault(), crate::Fault::Data);
+        let err = err.to_string();
         assert_eq!(
             err,
             "cast: column 'qty' row 1 value 1.5 is not within 0.000001 of an integer; \
@@ -430,7 +570,9 @@ mod tests {
             .collect();
         assert_eq!(types, [DataType::Int64, DataType::Utf8, DataType::Int64]);
         assert_eq!(out.column(1).null_count(), 2);
-        let error = derive_batch(&batch, &spec(DataType::Int32)).unwrap_err();
+        let error = derive_batch(&batch, &spec(DataType::Int32))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             error,
             "column 'qty' has type Int64 here and Int32 on other dates; row 1 value \
@@ -476,7 +618,7 @@ mod tests {
                 input_types: vec![("x".into(), target.clone())],
                 ..DeriveSpec::default()
             };
-            let error = derive_batch(&batch, &spec).unwrap_err();
+            let error = derive_batch(&batch, &spec).unwrap_err().to_string();
             let expected = format!(
                 "column 'x' has type {} here and {target} on other dates; {at} cannot be read \
                  as {target} without changing it",
@@ -512,7 +654,9 @@ mod tests {
             casts: vec![qty_cast(on_error)],
             ..DeriveSpec::default()
         };
-        let error = derive_batch(&batch, &spec(CastFailure::Error)).unwrap_err();
+        let error = derive_batch(&batch, &spec(CastFailure::Error))
+            .unwrap_err()
+            .to_string();
         assert!(
             error.starts_with("cast: column 'qty' row 1 value 100.5"),
             "{error}"

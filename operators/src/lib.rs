@@ -21,6 +21,11 @@
 //! [`exact_sum`] (order-independent float sums) and [`report`] (per-date counters and
 //! errors).
 //!
+//! Errors are typed, one enum per concern ([`enrich::EnrichError`],
+//! [`derive::DeriveError`], [`parse_time::ParseTimeError`], [`bin::BinError`], ...):
+//! each carries what its message names (rule, column, row, value) and says whose
+//! [`Fault`] it is.
+//!
 //! The exact semantics of every operator are in the project's `SEMANTICS.md`; each
 //! module's docs say which rule it implements.
 #![deny(missing_docs)]
@@ -32,6 +37,7 @@ pub mod clock;
 pub mod columns;
 pub mod derive;
 pub mod enrich;
+mod error;
 pub mod exact_sum;
 pub mod expr;
 pub mod parse_time;
@@ -40,4 +46,5 @@ mod rules;
 pub mod suggest;
 pub mod time;
 
+pub use error::Fault;
 pub use rules::{fifo, forward_return, tag_condition, tag_running};

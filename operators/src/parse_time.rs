@@ -563,6 +563,15 @@ pub struct ParseTimeSpec {
 }
 
 impl TimeError {
+    /// Whose fault the error is: a column type that holds no timestamp encoding is the
+    /// configuration's (the wrong column), every other error the data's.
+    pub fn fault(&self) -> crate::Fault {
+        match self {
+            TimeError::UnsupportedType { .. } => crate::Fault::Config,
+            _ => crate::Fault::Data,
+        }
+    }
+
     /// The same error with its row replaced by `row(old)`, e.g. to report a row of the
     /// file instead of a row of the batch.
     pub fn map_row(self, row: impl Fn(usize) -> usize) -> TimeError {
@@ -604,6 +613,45 @@ impl TimeError {
     }
 }
 
+/// Why [`parse_time_batch`] failed on a batch: the [`TimeError`] of its timestamp
+/// column, with the column and market, or a missing column.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseTimeError {
+    /// The batch has no timestamp column.
+    #[error("parse_time: timestamp column '{column}' is missing")]
+    MissingColumn {
+        /// The timestamp column.
+        column: String,
+    },
+    /// The timestamp column could not be converted; the row is the file's.
+    #[error("parse_time: column '{column}' ({market} market): {source}")]
+    Time {
+        /// The timestamp column.
+        column: String,
+        /// The market whose clock the times are on.
+        market: String,
+        /// What is wrong with the column, naming the row of the file (boxed to keep the
+        /// error small).
+        source: Box<TimeError>,
+    },
+    /// Projecting or filtering the batch failed (a bug: the indices and the filter are
+    /// the batch's own).
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+}
+
+impl ParseTimeError {
+    /// Whose fault the error is (see [`TimeError::fault`]; a missing column is the
+    /// data's: the date's file lacks it).
+    pub fn fault(&self) -> crate::Fault {
+        match self {
+            ParseTimeError::MissingColumn { .. } => crate::Fault::Data,
+            ParseTimeError::Time { source, .. } => source.fault(),
+            ParseTimeError::Arrow(_) => crate::Fault::Bug,
+        }
+    }
+}
+
 /// Adds `elapsed_ms` and `elapsed_seconds` to a batch of `date`, dropping rows under
 /// [`OutOfSession::Drop`]. Errors name the column and the row of the file (from the
 /// `row_id` column when the batch has one).
@@ -611,20 +659,25 @@ pub fn parse_time_batch(
     batch: &arrow::array::RecordBatch,
     spec: &ParseTimeSpec,
     date: NaiveDate,
-) -> Result<(arrow::array::RecordBatch, ElapsedTimes), String> {
-    let column = batch
-        .column_by_name(&spec.column)
-        .ok_or_else(|| format!("parse_time: timestamp column '{}' is missing", spec.column))?;
+) -> Result<(arrow::array::RecordBatch, ElapsedTimes), ParseTimeError> {
+    let column =
+        batch
+            .column_by_name(&spec.column)
+            .ok_or_else(|| ParseTimeError::MissingColumn {
+                column: spec.column.clone(),
+            })?;
     let times = elapsed_ms(column.as_ref(), spec.format, &spec.clock, date, spec.policy).map_err(
         |error| {
             let row_ids = batch
                 .column_by_name(ROW_ID)
                 .map(|c| c.as_primitive::<arrow::datatypes::UInt64Type>().clone());
-            let error = error.map_row(|r| row_ids.as_ref().map_or(r, |ids| ids.value(r) as usize));
-            format!(
-                "parse_time: column '{}' ({} market): {error}",
-                spec.column, spec.market
-            )
+            ParseTimeError::Time {
+                column: spec.column.clone(),
+                market: spec.market.clone(),
+                source: Box::new(
+                    error.map_row(|r| row_ids.as_ref().map_or(r, |ids| ids.value(r) as usize)),
+                ),
+            }
         },
     )?;
     let mut columns = vec![(
@@ -646,10 +699,10 @@ pub fn parse_time_batch(
             .iter()
             .filter_map(|c| schema.index_of(c).ok())
             .collect();
-        out = out.project(&indices).map_err(|e| e.to_string())?;
+        out = out.project(&indices)?;
     }
     if let Some(keep) = &times.keep {
-        out = arrow::compute::filter_record_batch(&out, keep).map_err(|e| e.to_string())?;
+        out = arrow::compute::filter_record_batch(&out, keep)?;
     }
     Ok((out, times))
 }
@@ -678,7 +731,9 @@ impl<'scope> ParseTime<'scope>
             diagnostics,
             move |date_key, batch, diagnostics| {
                 let date = crate::time::date_of_key(date_key);
-                let (out, times) = parse_time_batch(&batch, &spec, date)?;
+                // `map_batches` takes the error's text for the date's report.
+                let (out, times) =
+                    parse_time_batch(&batch, &spec, date).map_err(|e| e.to_string())?;
                 diagnostics.add_all(
                     date_key,
                     [

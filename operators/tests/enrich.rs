@@ -697,7 +697,7 @@ fn run(
         .windows(2)
         .map(|w| batch(rows, &order[w[0]..w[1]], encoding))
         .collect();
-    let (out, counts) = enrich(&batches, &spec())?;
+    let (out, counts) = enrich(&batches, &spec()).map_err(|e| e.to_string())?;
     Ok((
         output_rows(&in_input_order(&out, order), &batches[0]),
         counts,

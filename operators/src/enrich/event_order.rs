@@ -3,8 +3,9 @@
 
 use arrow::array::{Array, AsArray};
 use arrow::buffer::ScalarBuffer;
-use arrow::datatypes::{Int64Type, UInt64Type};
+use arrow::datatypes::{DataType, Int64Type, UInt64Type};
 
+use super::EnrichError;
 use crate::batch::{SelectedRows, for_each_row};
 use crate::columns::{ELAPSED_MS, ROW_ID};
 
@@ -28,27 +29,28 @@ pub(super) fn first_row_id((batch, selection): &SelectedRows) -> u64 {
 
 /// A part's `elapsed_ms` and `row_id` values, checked to have no nulls among the rows
 /// it selects.
-fn event_values((batch, selection): &SelectedRows) -> Result<(&[i64], &[u64]), String> {
-    let column = |name: &str| {
-        batch.column_by_name(name).ok_or_else(|| {
-            format!(
-                "enrich: column '{name}' is missing (parse_time adds elapsed_ms, the engine row_id)"
-            )
-        })
+fn event_values((batch, selection): &SelectedRows) -> Result<(&[i64], &[u64]), EnrichError> {
+    let column = |column: &'static str| {
+        batch
+            .column_by_name(column)
+            .ok_or(EnrichError::MissingEventColumn { column })
     };
     let (elapsed, ids) = (column(ELAPSED_MS)?, column(ROW_ID)?);
-    let elapsed = elapsed.as_primitive_opt::<Int64Type>().ok_or_else(|| {
-        format!(
-            "enrich: column '{ELAPSED_MS}' has type {}; expected Int64",
-            elapsed.data_type()
-        )
-    })?;
-    let ids = ids.as_primitive_opt::<UInt64Type>().ok_or_else(|| {
-        format!(
-            "enrich: column '{ROW_ID}' has type {}; expected UInt64",
-            ids.data_type()
-        )
-    })?;
+    let elapsed =
+        elapsed
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| EnrichError::EventColumnType {
+                column: ELAPSED_MS,
+                data_type: elapsed.data_type().clone(),
+                expected: DataType::Int64,
+            })?;
+    let ids = ids
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(|| EnrichError::EventColumnType {
+            column: ROW_ID,
+            data_type: ids.data_type().clone(),
+            expected: DataType::UInt64,
+        })?;
     for (name, nulls) in [(ELAPSED_MS, elapsed.nulls()), (ROW_ID, ids.nulls())] {
         let Some(nulls) = nulls else {
             continue;
@@ -58,7 +60,10 @@ fn event_values((batch, selection): &SelectedRows) -> Result<(&[i64], &[u64]), S
             count += usize::from(nulls.is_null(row));
         });
         if count > 0 {
-            return Err(format!("enrich: column '{name}' has {count} null values"));
+            return Err(EnrichError::EventColumnNulls {
+                column: name,
+                nulls: count,
+            });
         }
     }
     Ok((elapsed.values(), ids.values()))
@@ -128,7 +133,7 @@ pub(super) fn event_order(
     parts: &[SelectedRows],
     symbols: &[u32],
     symbol_count: usize,
-) -> Result<Events, String> {
+) -> Result<Events, EnrichError> {
     let mut starts = vec![0usize; symbol_count + 1];
     for s in symbols {
         starts[*s as usize + 1] += 1;
@@ -154,11 +159,8 @@ pub(super) fn event_order(
             row += 1;
         });
     }
-    if let Some((e, id)) = out_of_range {
-        return Err(format!(
-            "enrich: event time out of range (elapsed_ms {e}, row_id {id}); \
-             elapsed_ms must be in 0..2^27 and row_id below 2^36"
-        ));
+    if let Some((elapsed_ms, row_id)) = out_of_range {
+        return Err(EnrichError::EventOutOfRange { elapsed_ms, row_id });
     }
     drop(cursor);
     for s in 0..symbol_count {

@@ -9,7 +9,7 @@ use arrow::datatypes::Field;
 
 use super::event_order::{EventTimes, Events};
 use super::scatter::{Part, to_event_order};
-use super::{EnrichRule, RuleOutput};
+use super::{EnrichError, EnrichRule, RuleOutput};
 use crate::batch::SelectedRows;
 
 /// A column added by a rule. A rule that runs before any rule expanded or dropped
@@ -90,7 +90,7 @@ impl Frame {
     /// that they (and their pages of a memory-mapped file) are freed before the rules
     /// run. Each input column goes as soon as it is in event order (its memory is freed
     /// once no worker shares it), the event columns first.
-    pub(super) fn order_inputs(&mut self, names: &[String]) -> Result<(), String> {
+    pub(super) fn order_inputs(&mut self, names: &[String]) -> Result<(), EnrichError> {
         self.retain_inputs(|name| names.iter().any(|e| e == name));
         for name in names {
             self.ordered(name)?;
@@ -136,7 +136,7 @@ impl Frame {
     }
 
     /// A column for the current rows: added by a rule, or an input column gathered.
-    pub(super) fn column(&mut self, name: &str) -> Result<ArrayRef, String> {
+    pub(super) fn column(&mut self, name: &str) -> Result<ArrayRef, EnrichError> {
         if let Some(values) = self.gathered.get(name) {
             return Ok(values.clone());
         }
@@ -150,8 +150,12 @@ impl Frame {
             None => ordered,
             Some(rows) => {
                 let rows = UInt32Array::from(rows.clone());
-                arrow::compute::take(&ordered, &rows, None)
-                    .map_err(|e| format!("enrich: column '{name}': {e}"))?
+                arrow::compute::take(&ordered, &rows, None).map_err(|source| {
+                    EnrichError::Column {
+                        column: name.to_owned(),
+                        source,
+                    }
+                })?
             }
         };
         self.gathered.insert(name.to_owned(), values.clone());
@@ -160,7 +164,7 @@ impl Frame {
 
     /// An input column in event order (one value per event), scattered from the input
     /// batches the first time.
-    pub(super) fn ordered(&mut self, name: &str) -> Result<ArrayRef, String> {
+    pub(super) fn ordered(&mut self, name: &str) -> Result<ArrayRef, EnrichError> {
         if let Some(ordered) = self.event_ordered.get(name) {
             return Ok(ordered.clone());
         }
@@ -171,12 +175,19 @@ impl Frame {
             .map(|(b, selection)| {
                 let column = b
                     .column_by_name(name)
-                    .ok_or_else(|| format!("enrich: column '{name}' is missing"))?;
+                    .ok_or_else(|| EnrichError::MissingColumn {
+                        column: name.to_owned(),
+                    })?;
                 Ok((column, selection.as_ref()))
             })
-            .collect::<Result<_, String>>()?;
-        let ordered = to_event_order(&parts, &self.positions, &self.events.rows)
-            .map_err(|e| format!("enrich: column '{name}': {e}"))?;
+            .collect::<Result<_, EnrichError>>()?;
+        let ordered =
+            to_event_order(&parts, &self.positions, &self.events.rows).map_err(|source| {
+                EnrichError::Column {
+                    column: name.to_owned(),
+                    source,
+                }
+            })?;
         self.event_ordered.insert(name.to_owned(), ordered.clone());
         Ok(ordered)
     }
@@ -225,7 +236,7 @@ impl Frame {
         fields: &[Field],
         out: RuleOutput,
         counts: &mut BTreeMap<String, u64>,
-    ) -> Result<(), String> {
+    ) -> Result<(), EnrichError> {
         let name = rule.name();
         check_shape(&name, fields, &out, self.len())?;
         for (counter, amount) in out.counts {
@@ -249,19 +260,23 @@ impl Frame {
 
     /// Makes the current rows those rule `name`'s output rows come from (`source`, each
     /// output row's current row), checked to be in order and in range.
-    fn reshape(&mut self, name: &str, source: Vec<u32>) -> Result<(), String> {
+    fn reshape(&mut self, name: &str, source: Vec<u32>) -> Result<(), EnrichError> {
         let ordered = source.windows(2).all(|w| w[0] <= w[1]);
         if !ordered || source.last().is_some_and(|s| *s as usize >= self.len()) {
-            return Err(format!(
-                "enrich: rule {name} returned output rows out of order or out of range; \
-                 each output row must come from a row at or after the previous one's"
-            ));
+            return Err(EnrichError::SourceRows {
+                rule: name.to_owned(),
+            });
         }
         let indices = UInt32Array::from(source);
         // Columns with a value per event stay as they are (see `Added`).
         for added in self.added.iter_mut().filter(|a| !a.per_event) {
-            added.values = arrow::compute::take(&added.values, &indices, None)
-                .map_err(|e| format!("enrich: rule {name}: {e}"))?;
+            added.values =
+                arrow::compute::take(&added.values, &indices, None).map_err(|source| {
+                    EnrichError::Reshape {
+                        rule: name.to_owned(),
+                        source,
+                    }
+                })?;
         }
         let source = indices.values();
         for run in &mut self.runs {
@@ -285,25 +300,25 @@ fn check_shape(
     fields: &[Field],
     out: &RuleOutput,
     before: usize,
-) -> Result<(), String> {
+) -> Result<(), EnrichError> {
     let after = out.source.as_ref().map_or(before, Vec::len);
     if out.columns.len() != fields.len() {
-        return Err(format!(
-            "enrich: rule {name} returned {} columns but declares {}",
-            out.columns.len(),
-            fields.len()
-        ));
+        return Err(EnrichError::ColumnCount {
+            rule: name.to_owned(),
+            returned: out.columns.len(),
+            declared: fields.len(),
+        });
     }
     for (column, field) in out.columns.iter().zip(fields) {
         if column.len() != after || column.data_type() != field.data_type() {
-            return Err(format!(
-                "enrich: rule {name} returned column '{}' as {} values of type {}; \
-                 expected {after} values of type {}",
-                field.name(),
-                column.len(),
-                column.data_type(),
-                field.data_type()
-            ));
+            return Err(EnrichError::ColumnShape {
+                rule: name.to_owned(),
+                column: field.name().clone(),
+                len: column.len(),
+                data_type: column.data_type().clone(),
+                expected_len: after,
+                expected_type: field.data_type().clone(),
+            });
         }
     }
     Ok(())

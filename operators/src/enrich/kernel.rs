@@ -9,11 +9,11 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
-use super::EnrichSpec;
 use super::event_order::{event_order, first_row_id};
 use super::frame::Frame;
 use super::output::EnrichOutput;
 use super::plan::RulePlan;
+use super::{EnrichError, EnrichSpec};
 use crate::batch::{SelectedRows, selected_len, symbol_ids};
 
 /// Runs `spec`'s rules over one date's rows (all symbols of the given batches, which
@@ -23,7 +23,7 @@ use crate::batch::{SelectedRows, selected_len, symbol_ids};
 pub fn enrich(
     batches: &[RecordBatch],
     spec: &EnrichSpec,
-) -> Result<(Vec<RecordBatch>, BTreeMap<String, u64>), String> {
+) -> Result<(Vec<RecordBatch>, BTreeMap<String, u64>), EnrichError> {
     enrich_owned(batches.to_vec(), spec)
 }
 
@@ -32,7 +32,7 @@ pub fn enrich(
 pub fn enrich_owned(
     batches: Vec<RecordBatch>,
     spec: &EnrichSpec,
-) -> Result<(Vec<RecordBatch>, BTreeMap<String, u64>), String> {
+) -> Result<(Vec<RecordBatch>, BTreeMap<String, u64>), EnrichError> {
     let mut output = enrich_lazy(batches, spec)?;
     let batches = output.by_ref().collect::<Result<_, _>>()?;
     Ok((batches, output.counts().clone()))
@@ -42,7 +42,10 @@ pub fn enrich_owned(
 /// one input batch at a time (input order), or one chunk of symbols at a time (event
 /// order, when the rules run chunk by chunk too). The rules' counts are complete once
 /// the iterator is exhausted ([`EnrichOutput::counts`]).
-pub fn enrich_lazy(batches: Vec<RecordBatch>, spec: &EnrichSpec) -> Result<EnrichOutput, String> {
+pub fn enrich_lazy(
+    batches: Vec<RecordBatch>,
+    spec: &EnrichSpec,
+) -> Result<EnrichOutput, EnrichError> {
     enrich_selected(batches.into_iter().map(|b| (b, None)).collect(), spec)
 }
 
@@ -52,7 +55,7 @@ pub fn enrich_lazy(batches: Vec<RecordBatch>, spec: &EnrichSpec) -> Result<Enric
 pub fn enrich_selected(
     parts: Vec<SelectedRows>,
     spec: &EnrichSpec,
-) -> Result<EnrichOutput, String> {
+) -> Result<EnrichOutput, EnrichError> {
     enrich_in_chunks(parts, spec, CHUNK_ROWS)
 }
 
@@ -62,7 +65,7 @@ pub(super) fn enrich_in_chunks(
     parts: Vec<SelectedRows>,
     spec: &EnrichSpec,
     chunk_rows: usize,
-) -> Result<EnrichOutput, String> {
+) -> Result<EnrichOutput, EnrichError> {
     let parts: Vec<SelectedRows> = parts.into_iter().filter(|p| selected_len(p) > 0).collect();
     if parts.is_empty() {
         let empty = Frame::new(Vec::new(), event_order(&[], &[], 0)?);
@@ -72,17 +75,18 @@ pub(super) fn enrich_in_chunks(
     let input_schema = common_schema(&parts)?;
     let rows: usize = parts.iter().map(selected_len).sum();
     if rows >= u32::MAX as usize {
-        return Err(format!(
-            "enrich: {rows} rows of one date on one worker; at most {} are supported",
-            u32::MAX - 1
-        ));
+        return Err(EnrichError::TooManyRows {
+            rows,
+            max: u32::MAX - 1,
+        });
     }
 
     // Parts in row_id order (each part's rows are a subset of a contiguous run of the
     // date's rows), so that each symbol's rows are nearly in event order already.
     let mut parts = parts;
     parts.sort_by_cached_key(first_row_id);
-    let (symbols, symbol_count) = symbol_ids(&parts, &spec.symbol, "enrich")?;
+    let (symbols, symbol_count) = symbol_ids(&parts, &spec.symbol, "enrich")
+        .map_err(|message| EnrichError::Symbols { message })?;
     let events = event_order(&parts, &symbols, symbol_count)?;
     drop(symbols);
     let mut frame = Frame::new(parts, events);
@@ -106,7 +110,7 @@ const CHUNK_ROWS: usize = 1 << 18;
 
 /// The batches' common schema (nullable if any batch's column is), or an error naming
 /// the first batch that differs.
-fn common_schema(parts: &[SelectedRows]) -> Result<SchemaRef, String> {
+fn common_schema(parts: &[SelectedRows]) -> Result<SchemaRef, EnrichError> {
     let first = parts[0].0.schema();
     let mut fields: Vec<Field> = first.fields().iter().map(|f| f.as_ref().clone()).collect();
     for (b, (batch, _)) in parts.iter().enumerate().skip(1) {
@@ -118,19 +122,11 @@ fn common_schema(parts: &[SelectedRows]) -> Result<SchemaRef, String> {
                 .zip(&fields)
                 .all(|(f, g)| f.name() == g.name() && f.data_type() == g.data_type());
         if !same {
-            let describe = |s: &Schema| {
-                let fields = s
-                    .fields()
-                    .iter()
-                    .map(|f| format!("{}: {}", f.name(), f.data_type()));
-                fields.collect::<Vec<_>>().join(", ")
-            };
-            return Err(format!(
-                "enrich: batch {b} of the date has columns ({}) but batch 0 has ({}); \
-                 all batches of a date must share one schema",
-                describe(&schema),
-                describe(&first)
-            ));
+            return Err(EnrichError::SchemaMismatch {
+                batch: b,
+                schema,
+                first,
+            });
         }
         for (field, other) in fields.iter_mut().zip(schema.fields()) {
             if other.is_nullable() && !field.is_nullable() {
@@ -432,8 +428,10 @@ mod tests {
             rules: vec![custom(Wrong)],
             keep: None,
         };
+        let error = enrich(&[batch()], &spec).unwrap_err();
+        assert_eq!(error.fault(), crate::Fault::Config);
         assert_eq!(
-            enrich(&[batch()], &spec).unwrap_err(),
+            error.to_string(),
             "TagRule(wrong): input column 'qty' has type Int64, which cannot be read as \
              &str (any string column)"
         );

@@ -104,6 +104,7 @@
 // One file per concern, in the order a date's rows meet them:
 // - mod.rs: these docs, the re-exports and the rule interface (EnrichRule, Rows,
 //   RuleOutput, EnrichSpec, checked_outputs);
+// - error.rs: EnrichError, the stage's and its rules' errors;
 // - kernel.rs: the entry points (enrich, enrich_owned, enrich_lazy, enrich_selected);
 // - event_order.rs: the rows' event keys, grouped by symbol and sorted;
 // - plan.rs: each rule checked against its columns, and the output's order;
@@ -113,6 +114,7 @@
 // - operator.rs: the timely operator;
 // - tag_rule.rs and codec.rs: rules written in Rust and their typed rows.
 mod codec;
+mod error;
 mod event_order;
 mod frame;
 mod kernel;
@@ -129,15 +131,65 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::{Field, Schema};
 
 pub use self::codec::{InputRow, InputType, InputValue, OutputRow, OutputValue, Reader};
+pub use self::error::EnrichError;
 pub use self::kernel::{enrich, enrich_lazy, enrich_owned, enrich_selected};
 pub use self::operator::Enrich;
 pub use self::output::{EnrichOutput, OUTPUT_BATCH_ROWS};
 pub use self::tag_rule::{Emit, Event, TagRule, custom};
 use crate::columns::{ELAPSED_MS, ROW_ID};
-use crate::suggest::column_hint;
 
 /// A rule as the operator runs it. The built-in rules implement it directly; a
 /// [`TagRule`] becomes one with [`custom`].
+///
+/// A rule of your own implements it for full control over the columns (a [`TagRule`]
+/// is simpler), and words its errors with [`EnrichError::rule`]:
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use arrow::array::{AsArray, BooleanArray};
+/// use arrow::datatypes::{DataType, Field, Float64Type, Schema};
+/// use vizflow_operators::Fault;
+/// use vizflow_operators::enrich::{EnrichError, EnrichRule, Rows, RuleOutput};
+///
+/// /// Flags the rows whose price is above a limit.
+/// #[derive(Debug)]
+/// struct AboveLimit(f64);
+///
+/// impl EnrichRule for AboveLimit {
+///     fn name(&self) -> String {
+///         "AboveLimit".into()
+///     }
+///     fn inputs(&self) -> Vec<String> {
+///         vec!["price".into()]
+///     }
+///     fn output_names(&self) -> Vec<String> {
+///         vec!["above_limit".into()]
+///     }
+///     fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, EnrichError> {
+///         let price = schema.field_with_name("price").expect("the operator checked it");
+///         if price.data_type() != &DataType::Float64 {
+///             let message = format!("price has type {}; cast it to float64", price.data_type());
+///             return Err(EnrichError::rule(self.name(), message, Fault::Config));
+///         }
+///         Ok(vec![Field::new("above_limit", DataType::Boolean, true)])
+///     }
+///     fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
+///         let prices = rows.columns[0].as_primitive::<Float64Type>();
+///         let above: BooleanArray = prices.iter().map(|p| p.map(|p| p > self.0)).collect();
+///         Ok(RuleOutput {
+///             source: None,
+///             columns: vec![Arc::new(above)],
+///             counts: Vec::new(),
+///         })
+///     }
+/// }
+///
+/// let schema = Schema::new(vec![Field::new("price", DataType::Utf8, true)]);
+/// let error = AboveLimit(100.0).outputs(&schema).unwrap_err();
+/// assert_eq!(error.to_string(), "AboveLimit: price has type Utf8; cast it to float64");
+/// assert_eq!(error.fault(), Fault::Config);
+/// ```
 pub trait EnrichRule: Send + Sync + fmt::Debug {
     /// The rule's name in errors and reports, e.g. `FIFOMatch` or `TagRunning(position)`.
     fn name(&self) -> String;
@@ -148,12 +200,14 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
     fn output_names(&self) -> Vec<String>;
     /// Checks the types of the rule's input columns in `schema` (the columns as they are
     /// when the rule runs; the operator has checked they exist) and returns the columns
-    /// the rule adds, in order. An error says what is wrong and how to fix it.
-    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String>;
+    /// the rule adds, in order. An error says what is wrong and how to fix it (a rule
+    /// of your own words it with [`EnrichError::rule`]).
+    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, EnrichError>;
     /// Runs the rule over some of one worker's symbols of a date: all of them, or a
     /// chunk of them (the operator may call it several times per date, each time over
-    /// different whole symbols).
-    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String>;
+    /// different whole symbols). An error fails the date (a rule of your own words it
+    /// with [`EnrichError::rule`]).
+    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError>;
     /// What defines the rule's results, for the pipeline's hash: its name by default (a
     /// rule from the pipeline file is in the file's text); a [`TagRule`] adds its
     /// [fingerprint](TagRule::fingerprint).
@@ -227,31 +281,29 @@ impl EnrichSpec {
 /// Checks that a rule's inputs are among `fields` (the columns where it runs) and
 /// returns the columns it adds, checking they have distinct names and do not replace
 /// the engine's event columns.
-pub fn checked_outputs(rule: &dyn EnrichRule, fields: &[Field]) -> Result<Vec<Field>, String> {
+pub fn checked_outputs(rule: &dyn EnrichRule, fields: &[Field]) -> Result<Vec<Field>, EnrichError> {
     for column in rule.inputs() {
         if !fields.iter().any(|f| f.name() == &column) {
-            let hint = column_hint(&column, fields.iter().map(|f| f.name().as_str()));
-            return Err(format!(
-                "{}: unknown column '{column}'; {hint}",
-                rule.name()
-            ));
+            return Err(EnrichError::UnknownColumn {
+                rule: rule.name(),
+                column,
+                available: fields.iter().map(|f| f.name().clone()).collect(),
+            });
         }
     }
     let outputs = rule.outputs(&Schema::new(fields.to_vec()))?;
     for (i, field) in outputs.iter().enumerate() {
         if outputs[..i].iter().any(|f| f.name() == field.name()) {
-            return Err(format!(
-                "{}: the output column '{}' is listed twice",
-                rule.name(),
-                field.name()
-            ));
+            return Err(EnrichError::DuplicateOutput {
+                rule: rule.name(),
+                column: field.name().clone(),
+            });
         }
         if field.name() == ELAPSED_MS || field.name() == ROW_ID {
-            return Err(format!(
-                "{}: the output column '{}' would replace the engine's own column; rename it",
-                rule.name(),
-                field.name()
-            ));
+            return Err(EnrichError::ReservedOutput {
+                rule: rule.name(),
+                column: field.name().clone(),
+            });
         }
     }
     Ok(outputs)

@@ -47,7 +47,8 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
                 ("enrich.null_symbol_rows", null_symbols as u64),
             ];
             diagnostics.add_all(date_key, stage);
-            let mut out = enrich_selected(parts, &spec)?;
+            // `per_date` takes the errors' text for the date's report.
+            let mut out = enrich_selected(parts, &spec).map_err(|e| e.to_string())?;
             let diagnostics = diagnostics.clone();
             // The rules' counts and the output rows are complete once the output is (the
             // rules may run chunk by chunk as it is consumed); a date that fails on the
@@ -61,7 +62,7 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
                     let rules = out.counts().iter().map(|(k, v)| (k.as_str(), *v));
                     diagnostics.add_all(date_key, std::iter::once(rows_out).chain(rules));
                 }
-                next
+                next.map(|batch| batch.map_err(|e| e.to_string()))
             }))
         };
         match partition {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow::datatypes::SchemaRef;
 
+use super::EnrichError;
 use super::frame::{Added, Frame};
 use super::plan::RulePlan;
 use crate::batch::{SelectedRows, selected_len, take_rows};
@@ -105,7 +106,7 @@ pub struct EnrichOutput {
 }
 
 impl Iterator for EnrichOutput {
-    type Item = Result<RecordBatch, String>;
+    type Item = Result<RecordBatch, EnrichError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let next = match self.order {
@@ -154,7 +155,7 @@ impl EnrichOutput {
         schema: SchemaRef,
         event_order: bool,
         counts: BTreeMap<String, u64>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, EnrichError> {
         let mut output = match event_order {
             true => Self::in_event_order(frame, schema)?,
             false => Self::in_input_order(frame, schema),
@@ -165,7 +166,7 @@ impl EnrichOutput {
 
     /// [`EnrichOutput::of_frame`] in event order. The frame, with the input batches if
     /// it still holds them, goes once the columns are taken.
-    fn in_event_order(mut frame: Frame, schema: SchemaRef) -> Result<Self, String> {
+    fn in_event_order(mut frame: Frame, schema: SchemaRef) -> Result<Self, EnrichError> {
         let mut added = std::mem::take(&mut frame.added);
         let mut columns = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
@@ -237,7 +238,7 @@ impl EnrichOutput {
 
     /// The next batch of the current chunk; when it is done, the rules run over the
     /// next chunk of symbols (at least one symbol, `chunk_rows` rows or so).
-    fn next_chunked(&mut self) -> Option<Result<RecordBatch, String>> {
+    fn next_chunked(&mut self) -> Option<Result<RecordBatch, EnrichError>> {
         let OutputOrder::Chunks(chunks) = &mut self.order else {
             return None;
         };
@@ -264,9 +265,9 @@ impl EnrichOutput {
                 EnrichOutput::of_frame(frame, plan.schema.clone(), true, BTreeMap::new())
             }) {
                 Ok(output) => chunks.current = Some(Box::new(output)),
-                Err(message) => {
+                Err(error) => {
                     chunks.next_symbol = symbols;
-                    return Some(Err(message));
+                    return Some(Err(error));
                 }
             }
         }
@@ -283,7 +284,7 @@ impl EnrichOutput {
     }
 
     /// The next output batch (in the orders other than by chunks).
-    fn next_batch(&mut self) -> Option<Result<RecordBatch, String>> {
+    fn next_batch(&mut self) -> Option<Result<RecordBatch, EnrichError>> {
         match self.order {
             OutputOrder::Events { .. } => self.next_in_event_order(),
             _ => self.next_in_input_order(),
@@ -292,7 +293,7 @@ impl EnrichOutput {
 
     /// The next output batch in event order: the added columns sliced, the input
     /// columns sliced or gathered through the current rows' events.
-    fn next_in_event_order(&mut self) -> Option<Result<RecordBatch, String>> {
+    fn next_in_event_order(&mut self) -> Option<Result<RecordBatch, EnrichError>> {
         let OutputOrder::Events { columns, rows } = &self.order else {
             return None;
         };
@@ -314,13 +315,13 @@ impl EnrichOutput {
         let batch = columns
             .collect::<Result<Vec<_>, _>>()
             .and_then(|columns| RecordBatch::try_new(self.schema.clone(), columns))
-            .map_err(|e| format!("enrich: output rows: {e}"));
+            .map_err(|source| EnrichError::Output { source });
         Some(batch)
     }
 
     /// The next output batch in input order, building the output of the next input
     /// batch when the last one's is all returned.
-    fn next_in_input_order(&mut self) -> Option<Result<RecordBatch, String>> {
+    fn next_in_input_order(&mut self) -> Option<Result<RecordBatch, EnrichError>> {
         loop {
             if let Some(batch) = self.ready.pop_front() {
                 return Some(Ok(batch));
@@ -334,16 +335,16 @@ impl EnrichOutput {
             };
             match self.output_of(&input) {
                 Ok(batches) => self.ready.extend(batches),
-                Err(message) => {
+                Err(error) => {
                     self.inputs.clear();
-                    return Some(Err(message));
+                    return Some(Err(error));
                 }
             }
         }
     }
 
     /// The output batches of one input batch.
-    fn output_of(&mut self, input: &RecordBatch) -> Result<Vec<RecordBatch>, String> {
+    fn output_of(&mut self, input: &RecordBatch) -> Result<Vec<RecordBatch>, EnrichError> {
         let start = self.batch_start;
         self.batch_start += input.num_rows();
         let batches = match &self.order {
@@ -433,8 +434,12 @@ impl EnrichOutput {
 
     /// One output batch of `input`: its columns through `rows.input`, the added columns
     /// through `rows.current` or `rows.events`.
-    fn output_batch(&self, input: &RecordBatch, rows: BatchRows) -> Result<RecordBatch, String> {
-        let gather_error = |e: arrow::error::ArrowError| format!("enrich: output rows: {e}");
+    fn output_batch(
+        &self,
+        input: &RecordBatch,
+        rows: BatchRows,
+    ) -> Result<RecordBatch, EnrichError> {
+        let gather_error = |source: arrow::error::ArrowError| EnrichError::Output { source };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for field in self.schema.fields() {
             if let Some(added) = self.added.iter().find(|a| &a.name == field.name()) {

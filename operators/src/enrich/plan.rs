@@ -10,7 +10,7 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use super::frame::Frame;
-use super::{EnrichSpec, Rows, checked_outputs};
+use super::{EnrichError, EnrichSpec, Rows, checked_outputs};
 
 /// Adds `field`, or replaces the field of the same name in place.
 fn set_field(fields: &mut Vec<Field>, field: Field) {
@@ -39,7 +39,7 @@ impl RulePlan {
     /// The plan of `spec`'s rules over rows with the columns of `input_schema`: each
     /// rule's added columns, checked against the columns where it runs (the input's as
     /// the rules before it left them; an error names the rule), and the output's order.
-    pub(super) fn new(spec: &EnrichSpec, input_schema: &Schema) -> Result<RulePlan, String> {
+    pub(super) fn new(spec: &EnrichSpec, input_schema: &Schema) -> Result<RulePlan, EnrichError> {
         let fields: Vec<Field> = input_schema
             .fields()
             .iter()
@@ -73,7 +73,7 @@ impl RulePlan {
         &self,
         frame: &mut Frame,
         counts: &mut BTreeMap<String, u64>,
-    ) -> Result<(), String> {
+    ) -> Result<(), EnrichError> {
         let spec = &self.spec;
         for (i, (rule, outputs)) in spec.rules.iter().zip(&self.outputs).enumerate() {
             let columns: Vec<ArrayRef> = self.inputs[i]

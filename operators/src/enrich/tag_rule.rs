@@ -8,7 +8,7 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::{Field, Schema};
 
 use super::codec::{InputRow, OutputRow};
-use super::{EnrichRule, Rows, RuleOutput};
+use super::{EnrichError, EnrichRule, Rows, RuleOutput};
 
 /// The event a row belongs to: its `row_id` and `elapsed_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,38 +113,44 @@ impl<R: TagRule> EnrichRule for Custom<R> {
         self.0.outputs()
     }
 
-    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
+    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, EnrichError> {
         let (inputs, outputs) = (self.0.inputs(), self.0.outputs());
         let input_types = R::Input::types();
         if inputs.len() != input_types.len() {
-            return Err(format!(
-                "{}: inputs() names {} columns but the Input type has {} values",
-                self.name(),
-                inputs.len(),
-                input_types.len()
-            ));
+            return Err(EnrichError::Arity {
+                rule: self.name(),
+                list: "inputs",
+                kind: "Input",
+                named: inputs.len(),
+                typed: input_types.len(),
+            });
         }
         for (name, wanted) in inputs.iter().zip(&input_types) {
             let actual = schema
                 .field_with_name(name)
-                .map_err(|e| e.to_string())?
+                .map_err(|source| EnrichError::RuleArrow {
+                    rule: self.name(),
+                    source,
+                })?
                 .data_type();
             if wanted.cast_from(actual).is_none() {
-                return Err(format!(
-                    "{}: input column '{name}' has type {actual}, which cannot be read as {}",
-                    self.name(),
-                    wanted.describe()
-                ));
+                return Err(EnrichError::InputType {
+                    rule: self.name(),
+                    column: name.clone(),
+                    data_type: actual.clone(),
+                    expected: wanted.describe().to_owned(),
+                });
             }
         }
         let output_types = R::Output::data_types();
         if outputs.len() != output_types.len() {
-            return Err(format!(
-                "{}: outputs() names {} columns but the Output type has {} values",
-                self.name(),
-                outputs.len(),
-                output_types.len()
-            ));
+            return Err(EnrichError::Arity {
+                rule: self.name(),
+                list: "outputs",
+                kind: "Output",
+                named: outputs.len(),
+                typed: output_types.len(),
+            });
         }
         Ok(outputs
             .into_iter()
@@ -153,7 +159,7 @@ impl<R: TagRule> EnrichRule for Custom<R> {
             .collect())
     }
 
-    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String> {
+    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
         let name = self.0.name();
         let columns: Vec<ArrayRef> = rows
             .columns
@@ -161,7 +167,10 @@ impl<R: TagRule> EnrichRule for Custom<R> {
             .zip(R::Input::types())
             .map(|(column, kind)| kind.cast(column))
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("TagRule({name}): reading an input column: {e}"))?;
+            .map_err(|source| EnrichError::ReadInput {
+                rule: self.name(),
+                source,
+            })?;
         let readers = R::Input::readers(&columns);
         let mut builders = R::Output::builders(rows.len());
         let mut source = Vec::with_capacity(rows.len());

@@ -290,6 +290,19 @@ pub enum ExprError {
     },
 }
 
+impl ExprError {
+    /// Whose fault the error is: a kernel failing on a value is the data's, a metric
+    /// given the wrong number of arrays a bug, anything found while parsing or
+    /// checking the expression the configuration's.
+    pub fn fault(&self) -> crate::Fault {
+        match self {
+            ExprError::Compute { .. } => crate::Fault::Data,
+            ExprError::CallValues { .. } => crate::Fault::Bug,
+            _ => crate::Fault::Config,
+        }
+    }
+}
+
 /// `Utf8`, `Utf8 and Float64`, `Int64, Utf8 and Null`.
 fn type_list(types: &[DataType]) -> String {
     let names: Vec<String> = types.iter().map(DataType::to_string).collect();

@@ -20,7 +20,7 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanBufferBuilder, Float64Array,
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 
-use crate::enrich::{EnrichRule, EnrichSpec, Rows, RuleOutput, enrich_owned};
+use crate::enrich::{EnrichError, EnrichRule, EnrichSpec, Rows, RuleOutput, enrich_owned};
 
 /// What to compute.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,16 +68,20 @@ impl EnrichRule for ForwardReturnSpec {
         self.horizons_s.iter().map(|h| Self::output(*h)).collect()
     }
 
-    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
-        let price = schema
-            .field_with_name(&self.price)
-            .map_err(|e| format!("forward_return: {e}"))?;
+    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, EnrichError> {
+        let price =
+            schema
+                .field_with_name(&self.price)
+                .map_err(|source| EnrichError::RuleArrow {
+                    rule: self.name(),
+                    source,
+                })?;
         if !price.data_type().is_numeric() {
-            return Err(format!(
-                "forward_return: price column '{}' has type {}; it must be numeric",
-                self.price,
-                price.data_type()
-            ));
+            return Err(EnrichError::PriceType {
+                rule: self.name(),
+                column: self.price.clone(),
+                data_type: price.data_type().clone(),
+            });
         }
         Ok(self
             .output_names()
@@ -86,13 +90,14 @@ impl EnrichRule for ForwardReturnSpec {
             .collect())
     }
 
-    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String> {
-        let prices = arrow::compute::cast(&rows.columns[0], &DataType::Float64).map_err(|e| {
-            format!(
-                "forward_return: price column '{}' is not numeric: {e}",
-                self.price
-            )
-        })?;
+    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
+        let prices =
+            arrow::compute::cast(&rows.columns[0], &DataType::Float64).map_err(|source| {
+                EnrichError::ReturnPriceCast {
+                    column: self.price.clone(),
+                    source,
+                }
+            })?;
         let prices = prices.as_primitive::<Float64Type>();
         let columns = self
             .horizons_s
@@ -176,7 +181,7 @@ fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon_s: i64, day_ms: i64) 
 pub fn forward_returns(
     batches: Vec<RecordBatch>,
     spec: &ForwardReturnSpec,
-) -> Result<Vec<RecordBatch>, String> {
+) -> Result<Vec<RecordBatch>, EnrichError> {
     enrich_owned(batches, &spec.enrich_spec()).map(|(batches, _)| batches)
 }
 

@@ -9,7 +9,7 @@
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::enrich::{EnrichRule, Rows, RuleOutput};
+use crate::enrich::{EnrichError, EnrichRule, Rows, RuleOutput};
 use crate::expr::Expr;
 
 /// A condition tag: the output column's name and the condition.
@@ -42,24 +42,29 @@ impl EnrichRule for TagCondition {
         vec![self.name.clone()]
     }
 
-    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
+    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, EnrichError> {
         let data_type = self
             .condition
             .check(schema)
-            .map_err(|e| format!("{}: {e}", self.name()))?;
+            .map_err(|source| EnrichError::Expr {
+                rule: self.name(),
+                source: Box::new(source),
+            })?;
         if !matches!(data_type, DataType::Boolean | DataType::Null) {
-            return Err(format!(
-                "{}: the condition '{}' gives {data_type}, not a boolean; write a comparison, \
-                 e.g. {} > 0",
-                self.name(),
-                self.condition.text(),
-                self.condition.text()
-            ));
+            return Err(EnrichError::NotBoolean {
+                rule: self.name(),
+                condition: self.condition.text().to_owned(),
+                data_type,
+            });
         }
         Ok(vec![Field::new(&self.name, DataType::Boolean, true)])
     }
 
-    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String> {
+    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
+        let arrow_error = |source| EnrichError::RuleArrow {
+            rule: self.name(),
+            source,
+        };
         let inputs = self.inputs();
         let fields: Vec<Field> = inputs
             .iter()
@@ -71,16 +76,18 @@ impl EnrichRule for TagCondition {
             rows.columns.to_vec(),
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
         )
-        .map_err(|e| format!("{}: {e}", self.name()))?;
+        .map_err(arrow_error)?;
         let values = self
             .condition
             .evaluate(&batch)
-            .map_err(|e| format!("{}: {e}", self.name()))?;
+            .map_err(|source| EnrichError::Expr {
+                rule: self.name(),
+                source: Box::new(source),
+            })?;
         let values: ArrayRef = if values.data_type() == &DataType::Boolean {
             values
         } else {
-            arrow::compute::cast(&values, &DataType::Boolean)
-                .map_err(|e| format!("{}: {e}", self.name()))?
+            arrow::compute::cast(&values, &DataType::Boolean).map_err(arrow_error)?
         };
         Ok(RuleOutput {
             source: None,

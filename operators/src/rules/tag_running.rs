@@ -29,7 +29,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::enrich::{EnrichRule, Rows, RuleOutput};
+use crate::enrich::{EnrichError, EnrichRule, Rows, RuleOutput};
 use crate::expr::{Expr, Recurrence, Scalar};
 
 /// The name of the previous value in a [`TagRunning`] update.
@@ -63,8 +63,11 @@ impl TagRunning {
     }
 
     /// The value's type and the update compiled for it, over the columns of `schema`.
-    fn compile(&self, schema: &Schema) -> Result<Recurrence, String> {
-        let error = |e| format!("{}: {e}", EnrichRule::name(self));
+    fn compile(&self, schema: &Schema) -> Result<Recurrence, EnrichError> {
+        let error = |source| EnrichError::Expr {
+            rule: EnrichRule::name(self),
+            source: Box::new(source),
+        };
         let mut value_type = self.initial_type();
         for _ in 0..3 {
             let recurrence = self
@@ -81,21 +84,19 @@ impl TagRunning {
                 // The initial value is null: take the update's type.
                 _ if self.initial == Scalar::Null => result,
                 _ => {
-                    return Err(format!(
-                        "{}: the initial value is {value_type} but the update '{}' gives \
-                         {result}; make them the same type",
-                        EnrichRule::name(self),
-                        self.update.text()
-                    ));
+                    return Err(EnrichError::RunningType {
+                        rule: EnrichRule::name(self),
+                        update: self.update.text().to_owned(),
+                        initial: value_type,
+                        data_type: result,
+                    });
                 }
             };
         }
-        Err(format!(
-            "{}: the type of the update '{}' does not settle; write the initial value with \
-             the type you want (e.g. 0.0 for a float)",
-            EnrichRule::name(self),
-            self.update.text()
-        ))
+        Err(EnrichError::RunningTypeUnsettled {
+            rule: EnrichRule::name(self),
+            update: self.update.text().to_owned(),
+        })
     }
 }
 
@@ -122,7 +123,7 @@ impl EnrichRule for TagRunning {
         vec![self.name.clone()]
     }
 
-    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
+    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, EnrichError> {
         let recurrence = self.compile(schema)?;
         Ok(vec![Field::new(
             &self.name,
@@ -131,7 +132,7 @@ impl EnrichRule for TagRunning {
         )])
     }
 
-    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String> {
+    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
         let rule = EnrichRule::name(self);
         let fields: Vec<Field> = self
             .inputs()
@@ -144,25 +145,33 @@ impl EnrichRule for TagRunning {
             rows.columns.to_vec(),
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
         )
-        .map_err(|e| format!("{rule}: {e}"))?;
-        let recurrence = self.compile(&Schema::new(fields))?;
-        let prepared = recurrence.prepare(&batch).map_err(|e| {
-            let row = first_failing_row(&recurrence, &batch);
-            format!("{rule}: row_id {}: {e}", rows.row_id[row])
+        .map_err(|source| EnrichError::RuleArrow {
+            rule: rule.clone(),
+            source,
         })?;
+        let recurrence = self.compile(&Schema::new(fields))?;
+        let prepared = recurrence
+            .prepare(&batch)
+            .map_err(|source| EnrichError::RowExpr {
+                rule: rule.clone(),
+                row_id: rows.row_id[first_failing_row(&recurrence, &batch)],
+                prev: None,
+                source: Box::new(source),
+            })?;
         let data_type = recurrence.data_type().clone();
         let initial = convert(self.initial, &data_type);
         let mut values = ValueBuilder::new(&data_type, rows.len());
         for run in rows.runs.windows(2) {
             let mut value = initial;
             for row in run[0]..run[1] {
-                let next = prepared.step(row, value).map_err(|e| {
-                    format!(
-                        "{rule}: row_id {} (prev = {}): {e}",
-                        rows.row_id[row],
-                        describe(value)
-                    )
-                })?;
+                let next = prepared
+                    .step(row, value)
+                    .map_err(|source| EnrichError::RowExpr {
+                        rule: rule.clone(),
+                        row_id: rows.row_id[row],
+                        prev: Some(describe(value)),
+                        source: Box::new(source),
+                    })?;
                 value = convert(next, &data_type);
                 values.push(value);
             }

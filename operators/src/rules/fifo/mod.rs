@@ -103,7 +103,7 @@ pub use self::kernel::{
     CLOSED, ENTRY, FifoColumns, FifoCounts, FifoOutput, MATCHED, PORTION, PRICED, Side, fifo_symbol,
 };
 pub use crate::enrich::OUTPUT_BATCH_ROWS;
-use crate::enrich::{EnrichRule, EnrichSpec, Rows, RuleOutput, enrich};
+use crate::enrich::{EnrichError, EnrichRule, EnrichSpec, Rows, RuleOutput, enrich};
 
 /// The output column: the `row_id` of the lot an exit row's portion was taken from.
 pub const MATCHED_ENTRY_ID: &str = "matched_entry_id";
@@ -184,12 +184,11 @@ pub struct FifoMatch {
 
 impl FifoMatch {
     /// The rule for `spec`; the entry and exit sides must differ.
-    pub fn new(spec: FifoSpec) -> Result<Self, String> {
+    pub fn new(spec: FifoSpec) -> Result<Self, EnrichError> {
         if spec.entry_side == spec.exit_side {
-            return Err(format!(
-                "FIFOMatch: the entry side and the exit side are both '{}'; they must differ",
-                spec.entry_side
-            ));
+            return Err(EnrichError::FifoSides {
+                side: spec.entry_side,
+            });
         }
         Ok(FifoMatch { spec })
     }
@@ -216,36 +215,41 @@ impl EnrichRule for FifoMatch {
         OUTPUTS.map(str::to_owned).to_vec()
     }
 
-    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, String> {
+    fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, EnrichError> {
         let spec = &self.spec;
         let type_of = |name: &str| {
             schema
                 .field_with_name(name)
                 .map(|f| f.data_type().clone())
-                .map_err(|e| format!("FIFOMatch: {e}"))
+                .map_err(|source| EnrichError::RuleArrow {
+                    rule: self.name(),
+                    source,
+                })
         };
         let qty = type_of(&spec.qty)?;
         if !qty.is_integer() {
-            return Err(format!(
-                "FIFOMatch: quantity column '{}' has type {qty}; FIFO matches integer \
-                 quantities, so cast it first with [[cast]] column = \"{}\" and to = \"int64\"",
-                spec.qty, spec.qty
-            ));
+            return Err(EnrichError::FifoQuantityType {
+                column: spec.qty.clone(),
+                data_type: qty,
+            });
         }
         let side = type_of(&spec.side)?;
         if !arrow::compute::can_cast_types(&side, &DataType::Utf8) {
-            return Err(format!(
-                "FIFOMatch: side column '{}' has type {side}, which cannot be compared with \
-                 the side values '{}' and '{}'",
-                spec.side, spec.entry_side, spec.exit_side
-            ));
+            return Err(EnrichError::FifoSideType {
+                column: spec.side.clone(),
+                data_type: side,
+                entry_side: spec.entry_side.clone(),
+                exit_side: spec.exit_side.clone(),
+            });
         }
         if let Some(price) = &spec.price {
             let price_type = type_of(price)?;
             if !price_type.is_numeric() {
-                return Err(format!(
-                    "FIFOMatch: price column '{price}' has type {price_type}; it must be numeric"
-                ));
+                return Err(EnrichError::PriceType {
+                    rule: self.name(),
+                    column: price.clone(),
+                    data_type: price_type,
+                });
             }
         }
         let types = [
@@ -262,7 +266,7 @@ impl EnrichRule for FifoMatch {
             .collect())
     }
 
-    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, String> {
+    fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
         let spec = &self.spec;
         let n = rows.len();
         let mut side = Vec::with_capacity(n);
@@ -311,7 +315,7 @@ pub fn fifo_match(
     batches: &[RecordBatch],
     spec: &FifoSpec,
     symbol: &str,
-) -> Result<(Vec<RecordBatch>, FifoCounts), String> {
+) -> Result<(Vec<RecordBatch>, FifoCounts), EnrichError> {
     let spec = EnrichSpec {
         symbol: symbol.to_owned(),
         rules: vec![Arc::new(FifoMatch::new(spec.clone())?)],
@@ -334,7 +338,7 @@ pub fn fifo_match(
 }
 
 /// Appends each row's [`Side`]. Dictionaries are classified once per dictionary value.
-fn push_sides(values: &ArrayRef, spec: &FifoSpec, out: &mut Vec<Side>) -> Result<(), String> {
+fn push_sides(values: &ArrayRef, spec: &FifoSpec, out: &mut Vec<Side>) -> Result<(), EnrichError> {
     let classify = |value: Option<&str>| value.map_or(Side::Other, |v| spec.side_of(v));
     match values.data_type() {
         DataType::Utf8 => {
@@ -366,12 +370,14 @@ fn push_sides(values: &ArrayRef, spec: &FifoSpec, out: &mut Vec<Side>) -> Result
             }));
         }
         data_type => {
-            let utf8 = arrow::compute::cast(values, &DataType::Utf8).map_err(|e| {
-                format!(
-                    "fifo: side column '{}' has type {data_type}, which cannot be compared \
-                     with the side values '{}' and '{}': {e}",
-                    spec.side, spec.entry_side, spec.exit_side
-                )
+            let utf8 = arrow::compute::cast(values, &DataType::Utf8).map_err(|source| {
+                EnrichError::FifoSideCast {
+                    column: spec.side.clone(),
+                    data_type: data_type.clone(),
+                    entry_side: spec.entry_side.clone(),
+                    exit_side: spec.exit_side.clone(),
+                    source: Box::new(source),
+                }
             })?;
             out.extend(utf8.as_string::<i32>().iter().map(classify));
         }
@@ -380,31 +386,36 @@ fn push_sides(values: &ArrayRef, spec: &FifoSpec, out: &mut Vec<Side>) -> Result
 }
 
 /// The quantity column as `Int64`; it must hold integers.
-fn quantities(values: &ArrayRef, name: &str) -> Result<Int64Array, String> {
+fn quantities(values: &ArrayRef, name: &str) -> Result<Int64Array, EnrichError> {
     let data_type = values.data_type();
     if !data_type.is_integer() {
-        return Err(format!(
-            "fifo: quantity column '{name}' has type {data_type}; FIFO matches integer \
-             quantities, so cast it first (a [[cast]] of '{name}' to int64)"
-        ));
+        return Err(EnrichError::FifoQuantityNotInteger {
+            column: name.to_owned(),
+            data_type: data_type.clone(),
+        });
     }
     // `safe: false`: a UInt64 quantity above i64::MAX is an error, not a silent null.
     let options = CastOptions {
         safe: false,
         ..Default::default()
     };
-    let int64 = arrow::compute::cast_with_options(values, &DataType::Int64, &options)
-        .map_err(|e| format!("fifo: quantity column '{name}' does not fit in Int64: {e}"))?;
+    let int64 = arrow::compute::cast_with_options(values, &DataType::Int64, &options).map_err(
+        |source| EnrichError::FifoQuantityRange {
+            column: name.to_owned(),
+            source,
+        },
+    )?;
     Ok(int64.as_primitive::<Int64Type>().clone())
 }
 
 /// The price column as `f64`.
-fn prices(values: &ArrayRef, name: &str) -> Result<Float64Array, String> {
-    let floats = arrow::compute::cast(values, &DataType::Float64).map_err(|e| {
-        format!(
-            "fifo: price column '{name}' has type {}, not numeric: {e}",
-            values.data_type()
-        )
+fn prices(values: &ArrayRef, name: &str) -> Result<Float64Array, EnrichError> {
+    let floats = arrow::compute::cast(values, &DataType::Float64).map_err(|source| {
+        EnrichError::FifoPriceCast {
+            column: name.to_owned(),
+            data_type: values.data_type().clone(),
+            source,
+        }
     })?;
     Ok(floats.as_primitive::<Float64Type>().clone())
 }

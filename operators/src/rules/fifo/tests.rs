@@ -428,8 +428,9 @@ fn integer_sides_and_narrow_quantities() {
 fn error_texts() {
     let rows = [("A", Some("B"), Some(10), 0, 0)];
     let good = batch(&rows, &[None]);
-    let error =
-        |batches: &[RecordBatch], spec: &FifoSpec| fifo_match(batches, spec, "ukey").unwrap_err();
+    let error = |batches: &[RecordBatch], spec: &FifoSpec| {
+        fifo_match(batches, spec, "ukey").unwrap_err().to_string()
+    };
     let floats: ArrayRef = Arc::new(Float64Array::from(vec![10.0]));
     let float_qty = crate::batch::with_columns(&good, vec![("qty".to_owned(), floats)]);
     assert_eq!(
