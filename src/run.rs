@@ -11,7 +11,6 @@
 //! process that owns it ([`crate::engine::date_owner`]), which alone writes its files.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,10 +22,12 @@ use vizflow_operators::report::DateReport;
 use vizflow_operators::batch::Partition;
 
 use crate::calendar::{self, TradingCalendar};
-use crate::cluster::{self, ClusterError, ClusterSpec};
+use crate::cluster::{self, ClusterError, ClusterSpec, DatePlan};
 use crate::config::{ConfigError, Pipeline, widest_schema};
 use crate::engine::{DateResult, Engine, EngineError, Workers, date_owner};
 use crate::io::{DateFile, FileFormat, read_parquet, write_bytes_atomic, write_parquet_atomic};
+pub use crate::progress::ProgressStyle;
+use crate::progress::{DateProgressStatus, Progress};
 
 /// Which dates to run.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -38,18 +39,6 @@ pub enum DateSelection {
     Spec(String),
     /// A file with one date per line.
     File(PathBuf),
-}
-
-/// How to show progress.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ProgressStyle {
-    /// A bar on a terminal, log lines otherwise.
-    #[default]
-    Auto,
-    /// Log lines (to stderr).
-    Log,
-    /// Nothing.
-    Quiet,
 }
 
 /// Options of a run (the CLI's flags).
@@ -253,71 +242,6 @@ fn made_by(path: &Path, hash: &str) -> Option<bool> {
     )
 }
 
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    log: bool,
-    started: Instant,
-    rows: u64,
-}
-
-impl Progress {
-    fn new(style: ProgressStyle, dates: usize) -> Progress {
-        let terminal = std::io::stderr().is_terminal();
-        let bar = (style == ProgressStyle::Auto && terminal).then(|| {
-            let bar = indicatif::ProgressBar::new(dates as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} dates  {msg}  ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar
-        });
-        let log = style == ProgressStyle::Log || (style == ProgressStyle::Auto && !terminal);
-        Progress {
-            bar,
-            log,
-            started: Instant::now(),
-            rows: 0,
-        }
-    }
-
-    fn date(&mut self, outcome: &DateOutcome, done: usize, total: usize) {
-        let rows = outcome.report.count("rows_read");
-        self.rows += rows;
-        let rate = self.rows as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-        let status = match &outcome.status {
-            DateStatus::Written { path, groups } => {
-                format!("{rows} rows -> {groups} groups, {}", path.display())
-            }
-            DateStatus::Skipped => "skipped (partial exists)".to_owned(),
-            DateStatus::Failed(error) => format!("FAILED: {error}"),
-            DateStatus::NotRun => "not run (an earlier date failed, --fail-fast)".to_owned(),
-        };
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("{:.2}M rows/s", rate / 1e6));
-            bar.inc(1);
-            if matches!(outcome.status, DateStatus::Failed(_)) {
-                bar.println(format!("{}: {status}", calendar::format_date(outcome.date)));
-            }
-        }
-        if self.log {
-            eprintln!(
-                "[{done}/{total}] {}: {status} ({:.2}M rows/s overall)",
-                calendar::format_date(outcome.date),
-                rate / 1e6
-            );
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
 fn write_outputs(
     output_dir: &Path,
     result: &DateResult,
@@ -346,36 +270,6 @@ fn write_outputs(
     Ok(path)
 }
 
-/// The dates every process of a run computes, decided by process 0.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Plan {
-    /// Dates to compute, in order.
-    #[serde(with = "date_keys")]
-    run: Vec<NaiveDate>,
-    /// Dates whose partial exists from the same pipeline (`--skip-existing`).
-    #[serde(with = "date_keys")]
-    skipped: Vec<NaiveDate>,
-}
-
-/// Dates as `YYYYMMDD` numbers on the wire.
-mod date_keys {
-    use chrono::NaiveDate;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use vizflow_operators::time::{date_key, date_of_key};
-
-    pub fn serialize<S: Serializer>(dates: &[NaiveDate], s: S) -> Result<S::Ok, S::Error> {
-        let keys: Vec<u32> = dates.iter().map(|d| date_key(*d)).collect();
-        keys.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NaiveDate>, D::Error> {
-        Ok(Vec::<u32>::deserialize(d)?
-            .into_iter()
-            .map(date_of_key)
-            .collect())
-    }
-}
-
 /// Runs `pipeline` over the selected dates.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
@@ -393,7 +287,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         source,
     })?;
     let hash = pipeline.config_hash();
-    let mut plan = Plan::default();
+    let mut plan = DatePlan::default();
     for date in dates {
         let partial = partial_path(&output_dir, date);
         // A partial counts only with its report (older versions wrote the report last).
@@ -420,13 +314,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
     // Where the workers run; in a cluster, every process takes process 0's plan.
     let (workers, process, processes) = match &options.cluster {
         Some(spec) if spec.processes > 1 => {
-            let proposal = serde_json::to_string(&plan).unwrap_or_default();
-            let connected = cluster::connect(spec, &hash, &proposal)?;
-            plan = serde_json::from_str(&connected.plan).map_err(|e| {
-                ClusterError::Usage(format!(
-                    "process 0 sent a plan this process cannot read: {e}"
-                ))
-            })?;
+            let mut connected = cluster::connect(spec, &hash, &plan)?;
+            plan = std::mem::take(&mut connected.plan);
             (Workers::Cluster(connected), spec.process, spec.processes)
         }
         _ => (Workers::threads(options.workers), 0, 1),
@@ -436,7 +325,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
     let skipped = if process == 0 { plan.skipped.len() } else { 0 };
     let total = skipped + (0..plan.run.len()).filter(|i| owned(*i)).count();
     let mut recorder = Recorder {
-        progress: Progress::new(options.progress, total),
+        progress: Progress::run(options.progress, total),
         total,
         summary: RunSummary::default(),
         output_dir: &output_dir,
@@ -611,9 +500,23 @@ impl Recorder<'_> {
         {
             self.first_failure = Some((outcome.date, message.clone()));
         }
+        let rows = outcome.report.count("rows_read");
+        let status = match &outcome.status {
+            DateStatus::Written { path, groups } => DateProgressStatus::Written {
+                rows,
+                groups: *groups,
+                partial: path.display().to_string(),
+            },
+            DateStatus::Skipped => DateProgressStatus::Skipped,
+            DateStatus::Failed(error) => DateProgressStatus::Failed {
+                error: error.clone(),
+            },
+            DateStatus::NotRun => DateProgressStatus::NotRun,
+        };
+        let done = self.summary.dates.len() + 1;
         self.progress
-            .date(&outcome, self.summary.dates.len() + 1, self.total);
-        self.summary.rows += outcome.report.count("rows_read");
+            .date(outcome.date, rows, status, done, self.total);
+        self.summary.rows += rows;
         for (stage, seconds) in &outcome.report.stage_seconds {
             *self.summary.stage_seconds.entry(stage.clone()).or_default() += seconds;
         }
