@@ -815,7 +815,7 @@ fn run_worker(
                                 )));
                             }
                         }
-                        Err(error) => diagnostics.error(date_key, error.to_string()),
+                        Err(error) => diagnostics.input_error(date_key, error.to_string()),
                     }
                 }
                 Ok(Command::Advance(time)) => {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use vizflow_operators::report::DateReport;
+use vizflow_operators::time::date_key;
 
 use vizflow_operators::batch::Partition;
 
@@ -25,7 +26,9 @@ use crate::calendar::{self, TradingCalendar};
 use crate::cluster::{self, ClusterError, ClusterSpec, DatePlan};
 use crate::config::{ConfigError, Pipeline, widest_schema};
 use crate::engine::{DateResult, Engine, EngineError, Workers, date_owner};
-use crate::io::{DateFile, FileFormat, read_parquet, write_bytes_atomic, write_parquet_atomic};
+use crate::io::{
+    DateFile, FileFormat, IoError, read_parquet, write_bytes_atomic, write_parquet_atomic,
+};
 pub use crate::progress::ProgressStyle;
 use crate::progress::{DateProgressStatus, Progress};
 
@@ -242,12 +245,39 @@ fn made_by(path: &Path, hash: &str) -> Option<bool> {
     )
 }
 
+/// A date's report file: its counts and errors (not how the run handles them).
+#[derive(serde::Serialize)]
+struct ReportFile<'a> {
+    counts: &'a BTreeMap<String, u64>,
+    errors: &'a [String],
+}
+
+impl ReportFile<'_> {
+    fn of(report: &DateReport) -> ReportFile<'_> {
+        ReportFile {
+            counts: &report.counts,
+            errors: &report.errors,
+        }
+    }
+}
+
+/// Why a date's outputs could not be written (the date fails with this message).
+#[derive(Debug, thiserror::Error)]
+enum OutputError {
+    /// The report could not be encoded as JSON.
+    #[error("{0}")]
+    Report(#[from] serde_json::Error),
+    /// A file could not be written.
+    #[error(transparent)]
+    Write(#[from] IoError),
+}
+
 fn write_outputs(
     output_dir: &Path,
     result: &DateResult,
     partial: &RecordBatch,
     hash: &str,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, OutputError> {
     let path = partial_path(output_dir, result.date);
     let metadata = vec![
         (CONFIG_HASH_KEY.to_owned(), hash.to_owned()),
@@ -263,10 +293,9 @@ fn write_outputs(
     // The report first: a partial on disk always has its report beside it, even when
     // the process is killed between the two writes (then the date has no partial and
     // is computed again).
-    let report = serde_json::to_vec_pretty(&result.report).map_err(|e| e.to_string())?;
-    write_bytes_atomic(&report_path(output_dir, result.date), &report)
-        .map_err(|e| e.to_string())?;
-    write_parquet_atomic(&path, partial, &metadata).map_err(|e| e.to_string())?;
+    let report = serde_json::to_vec_pretty(&ReportFile::of(&result.report))?;
+    write_bytes_atomic(&report_path(output_dir, result.date), &report)?;
+    write_parquet_atomic(&path, partial, &metadata)?;
     Ok(path)
 }
 
@@ -440,10 +469,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
                         engine.push_file_part(file.clone(), part, pipeline.input.batch_rows)?;
                     }
                 }
-                Err(message) if in_cluster => {
-                    engine.fail_current_date(format!("process {process}: {message}"))?
-                }
-                Err(message) => engine.fail_current_date(message)?,
+                // The message names the file: the date's outcome will not name it again.
+                Err(message) if in_cluster => engine
+                    .diagnostics()
+                    .input_error(date_key(date), format!("process {process}: {message}")),
+                Err(message) => engine.diagnostics().input_error(date_key(date), message),
             }
         }
         Ok(())
@@ -556,17 +586,16 @@ impl Recorder<'_> {
     }
 }
 
-/// Writes a date's outputs; `input` is its input file, named in errors that do not
-/// name it already.
+/// Writes a date's outputs; `input` is its input file, named in the errors unless one
+/// came from reading it ([`DateReport::errors_name_input`]: its message names it).
 fn outcome_of(output_dir: &Path, input: &Path, result: DateResult, hash: &str) -> DateOutcome {
     let date = calendar::format_date(result.date);
     let status = match &result.partial {
         Err(errors) => {
             let errors = errors.join("; ");
-            let input = input.display().to_string();
-            match errors.contains(&input) {
+            match result.report.errors_name_input {
                 true => DateStatus::Failed(format!("{date}: {errors}")),
-                false => DateStatus::Failed(format!("{date}: {input}: {errors}")),
+                false => DateStatus::Failed(format!("{date}: {}: {errors}", input.display())),
             }
         }
         Ok(partial) => match write_outputs(output_dir, &result, partial, hash) {
@@ -582,5 +611,48 @@ fn outcome_of(output_dir: &Path, input: &Path, result: DateResult, hash: &str) -
         date,
         status,
         report: result.report,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(errors: &[&str], errors_name_input: bool) -> DateStatus {
+        let date = NaiveDate::from_ymd_opt(2024, 1, 4).unwrap();
+        let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let result = DateResult {
+            date,
+            partial: Err(errors.clone()),
+            report: DateReport {
+                errors,
+                errors_name_input,
+                ..DateReport::default()
+            },
+        };
+        let input = Path::new("data/alpha_20240104.feather");
+        outcome_of(Path::new("out"), input, result, "hash").status
+    }
+
+    #[test]
+    fn a_failed_date_names_its_input_unless_an_error_came_from_reading_it() {
+        assert_eq!(
+            failed(&["parse_time: bad value", "bin: bad"], false),
+            DateStatus::Failed(
+                "20240104: data/alpha_20240104.feather: parse_time: bad value; bin: bad".into()
+            )
+        );
+        assert_eq!(
+            failed(&["cannot read data/alpha_20240104.feather: gone"], true),
+            DateStatus::Failed("20240104: cannot read data/alpha_20240104.feather: gone".into())
+        );
+        // Decided by where the error came from, not by what its text says.
+        assert_eq!(
+            failed(&["a value 'data/alpha_20240104.feather'"], false),
+            DateStatus::Failed(
+                "20240104: data/alpha_20240104.feather: a value 'data/alpha_20240104.feather'"
+                    .into()
+            )
+        );
     }
 }
