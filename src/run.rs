@@ -183,9 +183,6 @@ pub enum RunError {
     /// The processes of a cluster could not connect.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    /// A benchmark could not run.
-    #[error("{0}")]
-    Bench(String),
 }
 
 /// The input file of `date`.
