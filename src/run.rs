@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
 use chrono::NaiveDate;
 use vizflow_operators::report::DateReport;
 use vizflow_operators::time::date_key;
@@ -24,7 +25,7 @@ use vizflow_operators::batch::Partition;
 
 use crate::calendar::{self, TradingCalendar};
 use crate::cluster::{self, ClusterError, ClusterSpec, DatePlan};
-use crate::config::{ConfigError, Pipeline, widest_schema};
+use crate::config::{BoundPipeline, ConfigError, Pipeline, widest_schema};
 use crate::engine::{DateResult, Engine, EngineError, Workers, date_owner};
 use crate::io::{
     DateFile, FileFormat, IoError, read_parquet, write_bytes_atomic, write_parquet_atomic,
@@ -313,14 +314,83 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         source,
     })?;
     let hash = pipeline.config_hash();
+    let plan = plan_dates(dates, &output_dir, &hash, options);
+    let (workers, place, plan) = join(plan, &hash, options)?;
+    let skipped = if place.process == 0 {
+        plan.skipped.len()
+    } else {
+        0
+    };
+    let total = skipped + (0..plan.run.len()).filter(|i| place.owns(*i)).count();
+    let mut recorder = Recorder {
+        progress: Progress::run(options.progress, total),
+        total,
+        summary: RunSummary::default(),
+        output_dir: &output_dir,
+        input_dir: &input_dir,
+        pattern: &pipeline.input.pattern,
+        hash: &hash,
+        first_failure: None,
+        fail_fast: options.fail_fast,
+    };
+    if place.process == 0 {
+        for &date in &plan.skipped {
+            recorder.record(DateOutcome::new(date, DateStatus::Skipped));
+        }
+    }
+    let inputs = Inputs {
+        dir: &input_dir,
+        pattern: &pipeline.input.pattern,
+    };
+    let Some(opened) = open_inputs(&plan, &inputs, place, &mut recorder) else {
+        return Ok(recorder.finish(started));
+    };
+    let bound = match &opened.first {
+        Some(first) => bind(pipeline, first, &opened.others)?,
+        None => return Ok(recorder.finish(started)),
+    };
+    let partition =
+        options
+            .partition
+            .unwrap_or(if place.in_cluster() && plan.run.len() >= place.peers() {
+                Partition::Date
+            } else {
+                Partition::Symbol
+            });
+    let engine = Engine::launch(bound.clone(), workers, partition)?;
+    let feeder = Feeder {
+        plan: &plan,
+        inputs: &inputs,
+        bound: &bound,
+        batch_rows: pipeline.input.batch_rows,
+        place,
+        // Dates in flight: one partitioned by symbol (a date's rows are never in memory
+        // beside another's), one per worker partitioned by date.
+        window: match partition {
+            Partition::Symbol => 1,
+            Partition::Date => place.peers(),
+        },
+    };
+    feeder.run(engine, opened, &mut recorder)?;
+    Ok(recorder.finish(started))
+}
+
+/// The dates to compute and, with `--skip-existing`, those whose partial exists from
+/// the same pipeline.
+fn plan_dates(
+    dates: Vec<NaiveDate>,
+    output_dir: &Path,
+    hash: &str,
+    options: &RunOptions,
+) -> DatePlan {
     let mut plan = DatePlan::default();
     for date in dates {
-        let partial = partial_path(&output_dir, date);
+        let partial = partial_path(output_dir, date);
         // A partial counts only with its report (older versions wrote the report last).
         let complete = |partial: &Path| {
-            report_path(&output_dir, date)
+            report_path(output_dir, date)
                 .exists()
-                .then(|| made_by(partial, &hash))?
+                .then(|| made_by(partial, hash))?
         };
         match options.skip_existing.then(|| complete(&partial)).flatten() {
             Some(true) => plan.skipped.push(date),
@@ -336,108 +406,221 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
             None => plan.run.push(date),
         }
     }
+    plan
+}
 
-    // Where the workers run; in a cluster, every process takes process 0's plan.
-    let (workers, process, processes) = match &options.cluster {
-        Some(spec) if spec.processes > 1 => {
-            let mut connected = cluster::connect(spec, &hash, &plan)?;
-            plan = std::mem::take(&mut connected.plan);
-            (Workers::Cluster(connected), spec.process, spec.processes)
-        }
-        _ => (Workers::threads(options.workers), 0, 1),
-    };
-    let peers = options.workers * processes;
-    let owned = |ordinal: usize| date_owner(ordinal, peers) / options.workers == process;
-    let skipped = if process == 0 { plan.skipped.len() } else { 0 };
-    let total = skipped + (0..plan.run.len()).filter(|i| owned(*i)).count();
-    let mut recorder = Recorder {
-        progress: Progress::run(options.progress, total),
-        total,
-        summary: RunSummary::default(),
-        output_dir: &output_dir,
-        input_dir: &input_dir,
-        pattern: &pipeline.input.pattern,
-        hash: &hash,
-        first_failure: None,
-        fail_fast: options.fail_fast,
-    };
-    if process == 0 {
-        for &date in &plan.skipped {
-            recorder.record(DateOutcome::new(date, DateStatus::Skipped));
-        }
+/// This process's place among the workers of a run.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    /// This process's index.
+    process: usize,
+    /// How many processes.
+    processes: usize,
+    /// Worker threads per process.
+    workers: usize,
+}
+
+impl Place {
+    /// Workers in all processes.
+    fn peers(self) -> usize {
+        self.workers * self.processes
     }
 
-    // The pipeline is bound to the schema of the first date whose file opens, each
-    // column widened to hold its type on every date (`widest_schema`), so that no date's
-    // values change when they are read as the run's types.
-    let open = |date: NaiveDate| {
-        let path = input_path(&input_dir, &pipeline.input.pattern, date);
-        DateFile::open(&path).map(Arc::new)
+    fn in_cluster(self) -> bool {
+        self.processes > 1
+    }
+
+    /// True when this process reports the `ordinal`-th date of the plan.
+    fn owns(self, ordinal: usize) -> bool {
+        date_owner(ordinal, self.peers()) / self.workers == self.process
+    }
+}
+
+/// Where the workers run; in a cluster, every process takes process 0's plan.
+fn join(
+    plan: DatePlan,
+    hash: &str,
+    options: &RunOptions,
+) -> Result<(Workers, Place, DatePlan), RunError> {
+    let place = |process, processes| Place {
+        process,
+        processes,
+        workers: options.workers,
     };
-    let mut first = None;
-    let mut others = Vec::new();
-    // Opening a CSV file is a parsing pass (it counts the rows and settles the types),
-    // so the opened files are kept for their turn; they hold no data. Other formats
-    // open from their footers and are opened again.
-    let mut opened_csv = BTreeMap::new();
+    Ok(match &options.cluster {
+        Some(spec) if spec.processes > 1 => {
+            let mut connected = cluster::connect(spec, hash, &plan)?;
+            let plan = std::mem::take(&mut connected.plan);
+            let place = place(spec.process, spec.processes);
+            (Workers::Cluster(connected), place, plan)
+        }
+        _ => (Workers::threads(options.workers), place(0, 1), plan),
+    })
+}
+
+/// Where the input files are.
+struct Inputs<'a> {
+    dir: &'a Path,
+    pattern: &'a str,
+}
+
+impl Inputs<'_> {
+    fn open(&self, date: NaiveDate) -> Result<Arc<DateFile>, IoError> {
+        DateFile::open(&input_path(self.dir, self.pattern, date)).map(Arc::new)
+    }
+}
+
+/// The input files opened before the run: the first that opens, the schemas of the
+/// others, and the CSV files kept for their turn.
+struct OpenedInputs {
+    /// The position in the plan of the first date whose file opens.
+    first_ordinal: usize,
+    /// Its file, until its date is fed.
+    first: Option<Arc<DateFile>>,
+    /// The schemas of the other files that open.
+    others: Vec<Schema>,
+    /// Opening a CSV file is a parsing pass (it counts the rows and settles the
+    /// types), so the opened files are kept for their turn; they hold no data. Other
+    /// formats open from their footers and are opened again.
+    csv: BTreeMap<NaiveDate, Arc<DateFile>>,
+}
+
+/// Opens every date's file of the plan; `None` when none opens. The dates before the
+/// first that opens fail here (those this process reports); later failures are
+/// reported when the date's turn comes.
+fn open_inputs(
+    plan: &DatePlan,
+    inputs: &Inputs,
+    place: Place,
+    recorder: &mut Recorder,
+) -> Option<OpenedInputs> {
+    let mut opened: Option<OpenedInputs> = None;
     for (ordinal, &date) in plan.run.iter().enumerate() {
-        match open(date) {
-            Ok(file) if first.is_none() => first = Some((ordinal, file)),
-            Ok(file) => {
-                others.push(file.schema().as_ref().clone());
+        match (inputs.open(date), opened.as_mut()) {
+            (Ok(file), None) => {
+                opened = Some(OpenedInputs {
+                    first_ordinal: ordinal,
+                    first: Some(file),
+                    others: Vec::new(),
+                    csv: BTreeMap::new(),
+                })
+            }
+            (Ok(file), Some(opened)) => {
+                opened.others.push(file.schema().as_ref().clone());
                 if file.format() == FileFormat::Csv {
-                    opened_csv.insert(date, file);
+                    opened.csv.insert(date, file);
                 }
             }
-            // Reported when the date's turn comes.
-            Err(_) if first.is_some() => {}
-            Err(error) if owned(ordinal) => {
+            (Err(_), Some(_)) => {}
+            (Err(error), None) if place.owns(ordinal) => {
                 recorder.record(DateOutcome::failed(date, error.to_string()))
             }
-            Err(_) => {}
+            (Err(_), None) => {}
         }
     }
-    let Some((first_ordinal, first_file)) = first else {
-        return Ok(recorder.finish(started));
-    };
-    let widest = widest_schema(&first_file.schema(), &others);
+    opened
+}
+
+/// The pipeline bound to the schema of the first date whose file opens, each column
+/// widened to hold its type on every date (`widest_schema`), so that no date's values
+/// change when they are read as the run's types.
+fn bind(
+    pipeline: &Pipeline,
+    first: &DateFile,
+    others: &[Schema],
+) -> Result<BoundPipeline, ConfigError> {
+    let widest = widest_schema(&first.schema(), others);
     // A pipeline that needs a column's narrower type (e.g. an integer symbol column
     // that is float on some date) binds to the first date's: the others fail alone.
     let bound = match pipeline.bind(&widest) {
         Ok(bound) => Ok(bound),
-        Err(_) => pipeline.bind(&first_file.schema()),
+        Err(_) => pipeline.bind(&first.schema()),
     };
-    let bound = bound.map_err(|e| match e {
+    bound.map_err(|e| match e {
         ConfigError::Invalid(message) => {
-            ConfigError::Invalid(format!("{message} (in {})", first_file.path().display()))
+            ConfigError::Invalid(format!("{message} (in {})", first.path().display()))
         }
         other => other,
-    })?;
-    let mut first_file = Some(first_file);
-    let partition = options
-        .partition
-        .unwrap_or(if processes > 1 && plan.run.len() >= peers {
-            Partition::Date
-        } else {
-            Partition::Symbol
-        });
-    let mut engine = Engine::launch(bound.clone(), workers, partition)?;
-    let in_cluster = processes > 1;
-    // Dates in flight: one partitioned by symbol (a date's rows are never in memory
-    // beside another's), one per worker partitioned by date.
-    let window = match partition {
-        Partition::Symbol => 1,
-        Partition::Date => peers,
-    };
-    let mut fed = plan.run.len();
-    let feeding = (|| -> Result<(), RunError> {
-        for (ordinal, &date) in plan.run.iter().enumerate().skip(first_ordinal) {
+    })
+}
+
+/// Why a date's input file cannot be fed (the date fails with this message, which
+/// names the file).
+#[derive(Debug, thiserror::Error)]
+enum InputError {
+    /// The file does not open.
+    #[error("{0}")]
+    Open(IoError),
+    /// Its schema does not fit the bound pipeline.
+    #[error("{}: {message}", path.display())]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// What does not fit.
+        message: String,
+    },
+}
+
+/// Feeds the dates of a plan into the engine, one window of dates in flight.
+struct Feeder<'a> {
+    plan: &'a DatePlan,
+    inputs: &'a Inputs<'a>,
+    bound: &'a BoundPipeline,
+    batch_rows: usize,
+    place: Place,
+    window: usize,
+}
+
+impl Feeder<'_> {
+    /// Feeds every date, then drains the engine: each result is recorded, and the
+    /// dates a `--fail-fast` run did not begin are recorded as not run.
+    fn run(
+        &self,
+        mut engine: Engine,
+        opened: OpenedInputs,
+        recorder: &mut Recorder,
+    ) -> Result<(), RunError> {
+        let fed = match self.feed(&mut engine, opened, recorder) {
+            Ok(fed) => fed,
+            Err(error) => {
+                if self.place.in_cluster() {
+                    // Stopping gracefully would let the other processes go on without
+                    // this process's rows; the workers end with the process instead.
+                    engine.abandon();
+                }
+                return Err(error);
+            }
+        };
+        let results = engine.drain()?;
+        recorder.failed_elsewhere(engine.take_failed_elsewhere());
+        for result in results {
+            recorder.result(result);
+        }
+        engine.finish()?;
+        for (ordinal, &date) in self.plan.run.iter().enumerate().skip(fed) {
+            if self.place.owns(ordinal) {
+                recorder.record(DateOutcome::new(date, DateStatus::NotRun));
+            }
+        }
+        Ok(())
+    }
+
+    /// Begins each date of the plan from the first that opened and pushes its file,
+    /// taking results as they come out; returns how many dates were begun (fewer than
+    /// planned when a `--fail-fast` run stopped).
+    fn feed(
+        &self,
+        engine: &mut Engine,
+        mut opened: OpenedInputs,
+        recorder: &mut Recorder,
+    ) -> Result<usize, RunError> {
+        let plan = &self.plan.run;
+        for (ordinal, &date) in plan.iter().enumerate().skip(opened.first_ordinal) {
             if recorder.stopped() {
-                fed = ordinal;
-                break;
+                return Ok(ordinal);
             }
             engine.begin_date(date)?;
-            while engine.pending_dates() > window {
+            while engine.pending_dates() > self.window {
                 match engine.next_result()? {
                     Some(result) => {
                         recorder.failed_elsewhere(engine.take_failed_elsewhere());
@@ -447,54 +630,47 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
                 }
             }
             if recorder.stopped() {
-                fed = ordinal + 1; // begun without rows: its result is "not run"
-                break;
+                return Ok(ordinal + 1); // begun without rows: its result is "not run"
             }
-            // The first file is not kept open past its date (its mapping and index
-            // would outlive it).
-            let file = match first_file.take().or_else(|| opened_csv.remove(&date)) {
-                Some(file) => Ok(file),
-                None => open(date).map_err(|e| e.to_string()),
-            };
-            let file = file.and_then(|file| match bound.check_schema(&file.schema()) {
-                Ok(()) => Ok(file),
-                Err(message) => Err(format!("{}: {message}", file.path().display())),
-            });
-            match file {
+            match self.file(date, &mut opened) {
                 Ok(file) => {
                     for part in 0..file.num_parts() {
-                        engine.push_file_part(file.clone(), part, pipeline.input.batch_rows)?;
+                        engine.push_file_part(file.clone(), part, self.batch_rows)?;
                     }
                 }
                 // The message names the file: the date's outcome will not name it again.
-                Err(message) if in_cluster => engine
+                Err(error) if self.place.in_cluster() => engine.diagnostics().input_error(
+                    date_key(date),
+                    format!("process {}: {error}", self.place.process),
+                ),
+                Err(error) => engine
                     .diagnostics()
-                    .input_error(date_key(date), format!("process {process}: {message}")),
-                Err(message) => engine.diagnostics().input_error(date_key(date), message),
+                    .input_error(date_key(date), error.to_string()),
             }
         }
-        Ok(())
-    })();
-    if let Err(error) = feeding {
-        if in_cluster {
-            // Stopping gracefully would let the other processes go on without this
-            // process's rows; the workers end with the process instead.
-            engine.abandon();
+        Ok(plan.len())
+    }
+
+    /// The file of `date`, checked against the bound pipeline.
+    fn file(
+        &self,
+        date: NaiveDate,
+        opened: &mut OpenedInputs,
+    ) -> Result<Arc<DateFile>, InputError> {
+        // The first file is not kept open past its date (its mapping and index would
+        // outlive it).
+        let file = match opened.first.take().or_else(|| opened.csv.remove(&date)) {
+            Some(file) => file,
+            None => self.inputs.open(date).map_err(InputError::Open)?,
+        };
+        match self.bound.check_schema(&file.schema()) {
+            Ok(()) => Ok(file),
+            Err(message) => Err(InputError::Schema {
+                path: file.path().to_owned(),
+                message: message.to_string(),
+            }),
         }
-        return Err(error);
     }
-    let results = engine.drain()?;
-    recorder.failed_elsewhere(engine.take_failed_elsewhere());
-    for result in results {
-        recorder.result(result);
-    }
-    engine.finish()?;
-    for (ordinal, &date) in plan.run.iter().enumerate().skip(fed) {
-        if owned(ordinal) {
-            recorder.record(DateOutcome::new(date, DateStatus::NotRun));
-        }
-    }
-    Ok(recorder.finish(started))
 }
 
 /// Writes each date's outputs as its result arrives, and keeps the summary and the
