@@ -9,9 +9,15 @@
 //! that a peer that never starts gives a clear error after a timeout (timely waits
 //! forever), and so that the processes check, before any data flows, that they run the
 //! same pipeline with the same number of workers. Process 0 also hands every other
-//! process its *plan* (the dates to run), so that all processes run the same dates
-//! even when they see different output directories. The connected sockets are then
+//! process its [`DatePlan`] (the dates to run), so that all processes run the same
+//! dates even when they see different output directories. The handshake is typed (a
+//! greeting, then a reply that welcomes the peer, with the plan from process 0, or
+//! refuses it and says why), sent as JSON frames. The connected sockets are then
 //! handed to timely's own networking.
+//!
+//! [`run_local`] supervises the processes of `vizflow cluster --local`: each tells it
+//! how its dates went in typed [`crate::progress::ProcessMessage`]s on its stdout, and
+//! it decides from their exit codes when to stop the others.
 //!
 //! Timely's failure model is fail-stop: when a process dies, its peers' network threads
 //! panic on the closed socket. The `vizflow` binary aborts on any panic;

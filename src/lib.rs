@@ -17,7 +17,7 @@
 //! | [`progress`] | the progress display of a run or a local cluster, and the messages a cluster's processes send |
 //! | [`synthetic`] | deterministic synthetic market data |
 //! | [`demo`] | the `vizflow demo` walkthrough |
-//! | [`bench`] | `vizflow bench`: a measured run with its time per stage, peak memory and the read floor |
+//! | [`bench`](mod@bench) | `vizflow bench`: a measured run with its time per stage, peak memory and the read floor |
 //! | [`allocator`] | tuning of mimalloc, the `vizflow` binary's allocator |
 //!
 //! ```no_run
