@@ -108,6 +108,15 @@ impl Diagnostics {
 
     /// Records an error of opening or reading the date's input file, whose message
     /// names the file; it fails the date like [`Diagnostics::error`].
+    ///
+    /// ```
+    /// use vizflow_operators::report::Diagnostics;
+    /// let diagnostics = Diagnostics::default();
+    /// diagnostics.error(20240102, "bin: alpha1 is NaN at row 3".into());
+    /// assert!(!diagnostics.get(20240102).errors_name_input);
+    /// diagnostics.input_error(20240102, "cannot read alpha_20240102.feather: gone".into());
+    /// assert!(diagnostics.get(20240102).errors_name_input);
+    /// ```
     pub fn input_error(&self, date_key: u32, message: String) {
         let mut dates = self.lock();
         let report = dates.entry(date_key).or_default();
