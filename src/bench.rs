@@ -15,9 +15,36 @@ use std::time::Instant;
 
 use arrow::array::Array;
 
-use crate::config::Pipeline;
-use crate::io::DateFile;
+use crate::config::{ConfigError, Pipeline};
+use crate::io::{DateFile, IoError};
 use crate::run::{DateStatus, RunError, RunOptions, input_path, run, select_dates};
+
+/// Why a benchmark has no figures.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The run could not start.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The pipeline does not fit an input file (reading the floor).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A date of the run failed.
+    #[error(
+        "a date of the benchmark failed, so it has no figures: {message}; `vizflow run` with \
+         the same pipeline and --data shows the date's report"
+    )]
+    DateFailed {
+        /// The date's failure, starting with the date.
+        message: String,
+    },
+    /// An input file could not be read for the floor. (Its message says why: not a
+    /// `source`, which would print it twice.)
+    #[error("{0}")]
+    Read(IoError),
+    /// A thread reading the input for the floor panicked.
+    #[error("a thread reading the input panicked")]
+    ReaderPanicked,
+}
 
 /// What one measured run gives.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -118,7 +145,7 @@ pub fn measure(
     pipeline_file: &str,
     pipeline: &Pipeline,
     options: &RunOptions,
-) -> Result<BenchReport, RunError> {
+) -> Result<BenchReport, BenchError> {
     // Reset the peak so it is the run's own (Linux; elsewhere there is no peak).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -141,10 +168,9 @@ pub fn measure(
         _ => None,
     });
     if let Some(message) = failure {
-        return Err(RunError::Bench(format!(
-            "a date of the benchmark failed, so it has no figures: {message}; \
-             `vizflow run` with the same pipeline and --data shows the date's report"
-        )));
+        return Err(BenchError::DateFailed {
+            message: message.clone(),
+        });
     }
     let wall_seconds = summary.elapsed.as_secs_f64();
     let input_dir = options
@@ -191,11 +217,11 @@ fn status_kb(field: &str) -> Option<u64> {
 /// Reads and decodes the pipeline's input columns of every file with `workers`
 /// threads, touching every byte (a memory-mapped file is only read when touched).
 /// Returns the wall time and the decoded size of the largest file's columns.
-fn floor(pipeline: &Pipeline, files: &[PathBuf], workers: usize) -> Result<(f64, u64), RunError> {
+fn floor(pipeline: &Pipeline, files: &[PathBuf], workers: usize) -> Result<(f64, u64), BenchError> {
     let started = Instant::now();
     let mut largest = 0u64;
     for path in files {
-        let file = Arc::new(DateFile::open(path).map_err(|e| RunError::Bench(e.to_string()))?);
+        let file = Arc::new(DateFile::open(path).map_err(BenchError::Read)?);
         let bound = pipeline.bind(&file.schema())?;
         let columns: Vec<&str> = bound.read.iter().map(String::as_str).collect();
         let batch_rows = pipeline.input.batch_rows;
@@ -204,13 +230,11 @@ fn floor(pipeline: &Pipeline, files: &[PathBuf], workers: usize) -> Result<(f64,
             let threads: Vec<_> = (0..workers.max(1))
                 .map(|worker| {
                     let (file, columns) = (&file, &columns);
-                    scope.spawn(move || -> Result<u64, String> {
+                    scope.spawn(move || -> Result<u64, IoError> {
                         let mut bytes = 0u64;
                         let mut checksum = 0u64;
                         for part in (worker..parts).step_by(workers.max(1)) {
-                            let batches = file
-                                .read_part(part, columns, batch_rows)
-                                .map_err(|e| e.to_string())?;
+                            let batches = file.read_part(part, columns, batch_rows)?;
                             for (_, batch) in batches {
                                 for column in batch.columns() {
                                     let data = column.to_data();
@@ -232,13 +256,12 @@ fn floor(pipeline: &Pipeline, files: &[PathBuf], workers: usize) -> Result<(f64,
             let mut bytes = 0u64;
             for thread in threads {
                 match thread.join() {
-                    Ok(read) => bytes += read?,
-                    Err(_) => return Err("a thread reading the input panicked".to_owned()),
+                    Ok(read) => bytes += read.map_err(BenchError::Read)?,
+                    Err(_) => return Err(BenchError::ReaderPanicked),
                 }
             }
             Ok(bytes)
-        })
-        .map_err(RunError::Bench)?;
+        })?;
         largest = largest.max(bytes);
     }
     Ok((started.elapsed().as_secs_f64(), largest))

@@ -10,19 +10,16 @@
 //! assert_eq!(calendar.next(days[1]), Some(days[2]));
 //! ```
 
-use std::error::Error;
 use std::fs::File;
-use std::io::Seek;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
-use arrow::ipc::reader::FileReader;
 use chrono::NaiveDate;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::io::{DateFile, IoError};
 
 /// Why a calendar, date or date spec could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +38,9 @@ pub enum CalendarError {
         /// The underlying error.
         message: String,
     },
+    /// A calendar file that opens but does not decode (the message names the file).
+    #[error(transparent)]
+    File(#[from] IoError),
     /// A calendar file of an unknown kind.
     #[error(
         "calendar file {} is not .csv, .parquet or .feather; convert it, \
@@ -166,15 +166,12 @@ impl TradingCalendar {
             .extension()
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase);
-        let Some(extension) = extension
-            .filter(|e| ["csv", "parquet", "feather", "arrow", "ipc"].contains(&e.as_str()))
-        else {
+        if !extension
+            .is_some_and(|e| ["csv", "parquet", "feather", "arrow", "ipc"].contains(&e.as_str()))
+        {
             return Err(CalendarError::UnsupportedFile { path: path.into() });
-        };
-        let batches = read_batches(path, &extension).map_err(|error| CalendarError::Read {
-            path: path.into(),
-            message: error.to_string(),
-        })?;
+        }
+        let batches = read_batches(path)?;
         let mut dates = Vec::new();
         for batch in &batches {
             push_dates(path, batch, &mut dates)?;
@@ -249,23 +246,27 @@ impl TradingCalendar {
     }
 }
 
-fn read_batches(path: &Path, extension: &str) -> Result<Vec<RecordBatch>, Box<dyn Error>> {
-    let mut file = File::open(path)?;
-    Ok(match extension {
-        "csv" => {
-            let format = arrow::csv::reader::Format::default().with_header(true);
-            let (schema, _) = format.infer_schema(&mut file, None)?;
-            file.rewind()?;
-            let reader = arrow::csv::ReaderBuilder::new(Arc::new(schema)).with_header(true);
-            reader.build(file)?.collect::<Result<_, _>>()?
-        }
-        "parquet" => {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
-            reader.collect::<Result<_, _>>()?
-        }
-        _ => FileReader::try_new(file, None)?.collect::<Result<_, _>>()?,
-    })
+/// Every row of a calendar file, read by the input reader ([`DateFile`]).
+fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, CalendarError> {
+    // A file that cannot be opened says so in the calendar's words (the reader's speak
+    // of input files).
+    File::open(path).map_err(|error| CalendarError::Read {
+        path: path.into(),
+        message: error.to_string(),
+    })?;
+    let file = DateFile::open(path)?;
+    let schema = file.schema();
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let mut batches = Vec::new();
+    for part in 0..file.num_parts() {
+        let part = file.read_part(part, &columns, CALENDAR_BATCH_ROWS)?;
+        batches.extend(part.into_iter().map(|(_, batch)| batch));
+    }
+    Ok(batches)
 }
+
+/// Rows per batch when reading a calendar file (a calendar has a few thousand).
+const CALENDAR_BATCH_ROWS: usize = 1 << 16;
 
 /// Appends the dates of a calendar file's batch; rows are numbered from `dates.len()`.
 fn push_dates(
@@ -425,6 +426,7 @@ mod tests {
     use super::*;
     use arrow::array::{ArrayRef, Date32Array, Date64Array, Float64Array, Int64Array, StringArray};
     use arrow::datatypes::{Date32Type, Date64Type};
+    use std::sync::Arc;
 
     fn date(text: &str) -> NaiveDate {
         parse_date(text).unwrap()

@@ -9,21 +9,31 @@
 //! that a peer that never starts gives a clear error after a timeout (timely waits
 //! forever), and so that the processes check, before any data flows, that they run the
 //! same pipeline with the same number of workers. Process 0 also hands every other
-//! process its *plan* (the dates to run), so that all processes run the same dates
-//! even when they see different output directories. The connected sockets are then
+//! process its [`DatePlan`] (the dates to run), so that all processes run the same
+//! dates even when they see different output directories. The handshake is typed (a
+//! greeting, then a reply that welcomes the peer, with the plan from process 0, or
+//! refuses it and says why), sent as JSON frames. The connected sockets are then
 //! handed to timely's own networking.
+//!
+//! [`run_local`] supervises the processes of `vizflow cluster --local`: each tells it
+//! how its dates went in typed [`crate::progress::ProcessMessage`]s on its stdout, and
+//! it decides from their exit codes when to stop the others.
 //!
 //! Timely's failure model is fail-stop: when a process dies, its peers' network threads
 //! panic on the closed socket. The `vizflow` binary aborts on any panic;
 //! [`lost_peer_message`] turns that panic into a message that names the peer.
 
 use std::any::Any;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
+
+use crate::progress::{MESSAGES_ON_STDOUT, ProcessMessage, Progress, ProgressStyle};
 use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
 use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
 
@@ -157,6 +167,14 @@ pub enum ClusterError {
     /// The sockets could not be handed to timely.
     #[error("cannot start the network threads: {0}")]
     Network(std::io::Error),
+    /// A handshake message could not be encoded (a bug).
+    #[error("cannot encode the {what} for the other processes: {error}")]
+    Encode {
+        /// Which message.
+        what: &'static str,
+        /// Why.
+        error: serde_json::Error,
+    },
 }
 
 /// This process's share of a connected cluster, ready for [`crate::engine::Engine`].
@@ -168,7 +186,38 @@ pub struct Connected {
     /// How many processes.
     pub processes: usize,
     /// The plan of process 0 (for process 0, its own).
-    pub plan: String,
+    pub plan: DatePlan,
+}
+
+/// The dates every process of a run computes, decided by process 0 and handed to the
+/// others when they connect.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DatePlan {
+    /// Dates to compute, in order.
+    #[serde(with = "date_keys")]
+    pub run: Vec<NaiveDate>,
+    /// Dates whose partial exists from the same pipeline (`--skip-existing`).
+    #[serde(with = "date_keys")]
+    pub skipped: Vec<NaiveDate>,
+}
+
+/// Dates as `YYYYMMDD` numbers on the wire.
+mod date_keys {
+    use chrono::NaiveDate;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use vizflow_operators::time::{date_key, date_of_key};
+
+    pub fn serialize<S: Serializer>(dates: &[NaiveDate], s: S) -> Result<S::Ok, S::Error> {
+        let keys: Vec<u32> = dates.iter().map(|d| date_key(*d)).collect();
+        keys.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NaiveDate>, D::Error> {
+        Ok(Vec::<u32>::deserialize(d)?
+            .into_iter()
+            .map(date_of_key)
+            .collect())
+    }
 }
 
 /// What a process says when it connects to a peer.
@@ -181,11 +230,20 @@ struct Greeting {
     config_hash: String,
 }
 
-/// What the peer answers: an error, or (from process 0) the plan.
+/// What the peer answers a [`Greeting`].
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Reply {
-    error: Option<String>,
-    plan: Option<String>,
+#[serde(rename_all = "snake_case")]
+enum Reply {
+    /// The peer belongs to this run; process 0 also hands over its plan.
+    Welcome {
+        /// Process 0's plan (`None` from the other processes).
+        plan: Option<DatePlan>,
+    },
+    /// The peer does not belong to this run, and why.
+    Refused {
+        /// What differs.
+        reason: String,
+    },
 }
 
 const MAGIC: &[u8; 8] = b"VIZFLOW1";
@@ -218,7 +276,7 @@ pub fn lost_peer_message(thread_name: &str) -> Option<String> {
 pub fn connect(
     spec: &ClusterSpec,
     config_hash: &str,
-    plan: &str,
+    plan: &DatePlan,
 ) -> Result<Connected, ClusterError> {
     let ClusterSpec {
         processes,
@@ -273,8 +331,17 @@ pub fn connect(
     let lower = lower?;
     let higher = higher?;
     let agreed_plan = match lower.first() {
-        Some((_, reply)) => reply.plan.clone().unwrap_or_default(),
-        None => plan.to_owned(),
+        Some((_, Reply::Welcome { plan: Some(plan) })) => plan.clone(),
+        Some(_) => {
+            return Err(ClusterError::Mismatch {
+                peer: 0,
+                address: addresses[0].clone(),
+                message: "it sent no plan of the dates to run; run the same version of \
+                          VizFlow everywhere"
+                    .into(),
+            });
+        }
+        None => plan.clone(),
     };
     let mut sockets: Vec<Option<TcpStream>> = lower.into_iter().map(|(s, _)| Some(s)).collect();
     sockets.push(None);
@@ -376,19 +443,18 @@ fn connect_to(
             deadline.saturating_duration_since(Instant::now()).max(POLL),
         ))
         .map_err(io)?;
-    write_frame(
-        &mut stream,
-        Some(MAGIC),
-        &serde_json::to_vec(greeting).unwrap_or_default(),
-    )
-    .map_err(io)?;
+    let greeting = serde_json::to_vec(greeting).map_err(|error| ClusterError::Encode {
+        what: "greeting",
+        error,
+    })?;
+    write_frame(&mut stream, Some(MAGIC), &greeting).map_err(io)?;
     let reply: Reply = serde_json::from_slice(&read_frame(&mut stream, false).map_err(io)?)
         .map_err(|e| timeout(format!("its answer is not VizFlow's: {e}")))?;
-    if let Some(message) = &reply.error {
+    if let Reply::Refused { reason } = reply {
         return Err(ClusterError::Mismatch {
             peer,
             address: address.clone(),
-            message: message.clone(),
+            message: reason,
         });
     }
     Ok((stream, reply))
@@ -399,7 +465,7 @@ fn accept_all(
     listener: &TcpListener,
     spec: &ClusterSpec,
     greeting: &Greeting,
-    plan: &str,
+    plan: &DatePlan,
     deadline: Instant,
 ) -> Result<Vec<TcpStream>, ClusterError> {
     let me = spec.process;
@@ -432,17 +498,16 @@ fn accept_all(
         let Some((peer, reply)) = handshake(&mut stream, spec, greeting, plan, deadline) else {
             continue;
         };
-        let failed = reply.error.clone();
-        let _ = write_frame(
-            &mut stream,
-            None,
-            &serde_json::to_vec(&reply).unwrap_or_default(),
-        );
-        if let Some(message) = failed {
+        let encoded = serde_json::to_vec(&reply).map_err(|error| ClusterError::Encode {
+            what: "answer",
+            error,
+        })?;
+        let _ = write_frame(&mut stream, None, &encoded);
+        if let Reply::Refused { reason } = reply {
             return Err(ClusterError::Mismatch {
                 peer,
                 address: spec.addresses.get(peer).cloned().unwrap_or_default(),
-                message,
+                message: reason,
             });
         }
         peers[peer - me - 1] = Some(stream);
@@ -456,7 +521,7 @@ fn handshake(
     stream: &mut TcpStream,
     spec: &ClusterSpec,
     ours: &Greeting,
-    plan: &str,
+    plan: &DatePlan,
     deadline: Instant,
 ) -> Option<(usize, Reply)> {
     stream.set_nonblocking(false).ok()?;
@@ -496,8 +561,13 @@ fn handshake(
     } else {
         None
     };
-    let plan = (spec.process == 0 && error.is_none()).then(|| plan.to_owned());
-    Some((peer, Reply { error, plan }))
+    let reply = match error {
+        Some(reason) => Reply::Refused { reason },
+        None => Reply::Welcome {
+            plan: (spec.process == 0).then(|| plan.clone()),
+        },
+    };
+    Some((peer, reply))
 }
 
 fn write_frame(
@@ -583,7 +653,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs `processes` copies of `exe run_args... --processes N --process I --hostfile H`
 /// on this machine, on free loopback ports, and supervises them (`vizflow cluster
-/// --local N`): their progress lines make one display, their other output is passed
+/// --local N`): their progress messages make one display, their other output is passed
 /// on prefixed with the process, and when one fails the others are stopped. Returns
 /// the exit code for the whole run: 0 when every process succeeded, 1 when dates
 /// failed, 2 when a process stopped with an error, 3 when one died (killed, or by a
@@ -592,11 +662,54 @@ pub fn run_local(
     exe: &Path,
     run_args: &[String],
     processes: usize,
-    style: crate::run::ProgressStyle,
+    style: ProgressStyle,
 ) -> std::io::Result<u8> {
-    use std::io::BufRead;
-    use std::process::{Child, Command, Stdio};
+    let (mut children, outputs, _hostfile_dir) = start_local(exe, run_args, processes)?;
+    let mut display = Progress::cluster(style, processes);
+    let statuses = supervise(&mut children, &outputs, &mut display)?;
+    display.finish();
+    let mut code = 0u8;
+    for (process, status) in statuses.iter().enumerate() {
+        let this = match status.code() {
+            Some(0) => 0,
+            Some(1) => 1,
+            Some(_) => 2,
+            None => 3,
+        };
+        if this != 0 {
+            eprintln!("process {process} {}", describe_exit(*status));
+        }
+        code = code.max(this);
+    }
+    if code == 0 {
+        eprintln!("all {processes} processes finished");
+    }
+    Ok(code)
+}
 
+/// What the processes of a local cluster say to their supervisor.
+enum ProcessOutput {
+    /// A typed message (progress) from standard output.
+    Message(usize, ProcessMessage),
+    /// A line of standard output that is not a message.
+    Unreadable(usize, String, serde_json::Error),
+    /// A line of standard error, passed on as it is.
+    Line(usize, String),
+    /// One of the process's two streams closed.
+    Closed,
+}
+
+/// Starts the processes of a local cluster, each with its stdout (messages) and stderr
+/// (other output) read into the returned channel. The directory holds the hostfile.
+fn start_local(
+    exe: &Path,
+    run_args: &[String],
+    processes: usize,
+) -> std::io::Result<(
+    Vec<Child>,
+    crossbeam_channel::Receiver<ProcessOutput>,
+    tempfile::TempDir,
+)> {
     // Free ports: bind to port 0 and hand each listener to its process (the last one
     // only connects; its port is held until every process has started).
     let listeners = (0..processes)
@@ -611,10 +724,6 @@ pub fn run_local(
     let hostfile = dir.path().join("hosts.txt");
     std::fs::write(&hostfile, addresses.join("\n") + "\n")?;
 
-    enum Message {
-        Line(usize, String),
-        Closed,
-    }
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut children: Vec<Child> = Vec::new();
     for process in 0..processes {
@@ -629,7 +738,9 @@ pub fn run_local(
             ])
             .arg("--hostfile")
             .arg(&hostfile)
+            .env(MESSAGES_ON_STDOUT, "1")
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let listener = listeners.next().expect("a listener per process");
         if process + 1 < processes {
@@ -647,27 +758,59 @@ pub fn run_local(
                 return Err(error);
             }
         };
+        let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(Message::Line(process, line));
+        forward_lines(stdout, tx.clone(), move |line| {
+            match serde_json::from_str(&line) {
+                Ok(message) => ProcessOutput::Message(process, message),
+                Err(error) => ProcessOutput::Unreadable(process, line, error),
             }
-            let _ = tx.send(Message::Closed);
+        });
+        forward_lines(stderr, tx.clone(), move |line| {
+            ProcessOutput::Line(process, line)
         });
         children.push(child);
     }
-    drop(tx);
+    Ok((children, rx, dir))
+}
 
-    let mut display = ClusterProgress::new(style, processes);
-    let mut statuses: Vec<Option<std::process::ExitStatus>> = vec![None; processes];
-    let mut open_streams = processes;
+/// Sends each line of `stream` into `tx`, as `wrap` makes it, then [`ProcessOutput::Closed`].
+fn forward_lines(
+    stream: impl Read + Send + 'static,
+    tx: crossbeam_channel::Sender<ProcessOutput>,
+    wrap: impl Fn(String) -> ProcessOutput + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(wrap(line));
+        }
+        let _ = tx.send(ProcessOutput::Closed);
+    });
+}
+
+/// Shows what the processes say until every one has ended (exit code 1, a finished
+/// run with failed dates, lets the others go on; any other failure stops them, killed
+/// after [`STOP_GRACE`]). Returns how each ended.
+fn supervise(
+    children: &mut [Child],
+    outputs: &crossbeam_channel::Receiver<ProcessOutput>,
+    display: &mut Progress,
+) -> std::io::Result<Vec<ExitStatus>> {
+    let processes = children.len();
+    let mut statuses: Vec<Option<ExitStatus>> = vec![None; processes];
+    let mut open_streams = 2 * processes;
     let mut stop_by: Option<Instant> = None;
     while open_streams > 0 || statuses.iter().any(Option::is_none) {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Message::Line(process, line)) => display.line(process, &line),
-            Ok(Message::Closed) => open_streams -= 1,
+        match outputs.recv_timeout(Duration::from_millis(100)) {
+            Ok(ProcessOutput::Message(process, message)) => {
+                display.process_message(process, message)
+            }
+            Ok(ProcessOutput::Unreadable(process, line, error)) => display.message(&format!(
+                "process {process} sent a message that is not VizFlow's ({error}): {line}"
+            )),
+            Ok(ProcessOutput::Line(process, line)) => display.process_output(process, &line),
+            Ok(ProcessOutput::Closed) => open_streams -= 1,
             Err(_) => {}
         }
         for (process, child) in children.iter_mut().enumerate() {
@@ -676,7 +819,6 @@ pub fn run_local(
             }
             if let Some(status) = child.try_wait()? {
                 statuses[process] = Some(status);
-                // Exit code 1 is a finished run with failed dates: the others go on.
                 if !matches!(status.code(), Some(0 | 1)) && stop_by.is_none() {
                     display.message(&format!(
                         "process {process} {}; stopping the others",
@@ -699,25 +841,7 @@ pub fn run_local(
             stop_by = None;
         }
     }
-    display.finish();
-    let mut code = 0u8;
-    for (process, status) in statuses.iter().enumerate() {
-        let status = status.expect("every process was waited for");
-        let this = match status.code() {
-            Some(0) => 0,
-            Some(1) => 1,
-            Some(_) => 2,
-            None => 3,
-        };
-        if this != 0 {
-            eprintln!("process {process} {}", describe_exit(status));
-        }
-        code = code.max(this);
-    }
-    if code == 0 {
-        eprintln!("all {processes} processes finished");
-    }
-    Ok(code)
+    Ok(statuses.into_iter().flatten().collect())
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {
@@ -729,71 +853,5 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
         (None, Some(9)) => "was killed (signal 9)".to_owned(),
         (None, Some(signal)) => format!("was stopped by signal {signal}"),
         (None, None) => "stopped".to_owned(),
-    }
-}
-
-/// The combined progress of the processes of a local cluster: one bar on a terminal,
-/// or their log lines prefixed with the process.
-struct ClusterProgress {
-    bar: Option<indicatif::ProgressBar>,
-    quiet: bool,
-    /// Each process's number of dates, from its progress lines.
-    totals: Vec<u64>,
-}
-
-impl ClusterProgress {
-    fn new(style: crate::run::ProgressStyle, processes: usize) -> ClusterProgress {
-        use std::io::IsTerminal;
-        let terminal = std::io::stderr().is_terminal();
-        let bar = (style == crate::run::ProgressStyle::Auto && terminal).then(|| {
-            let bar = indicatif::ProgressBar::new(0);
-            if let Ok(template) = indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} dates  ETA {eta}",
-            ) {
-                bar.set_style(template.progress_chars("=> "));
-            }
-            bar
-        });
-        ClusterProgress {
-            bar,
-            quiet: style == crate::run::ProgressStyle::Quiet,
-            totals: vec![0; processes],
-        }
-    }
-
-    /// A line of process `process`'s output: `[done/total] date: ...` lines advance
-    /// the bar, others are passed on.
-    fn line(&mut self, process: usize, line: &str) {
-        let progress = line
-            .strip_prefix('[')
-            .and_then(|rest| rest.split_once(']'))
-            .and_then(|(counts, _)| counts.split_once('/'))
-            .and_then(|(_, total)| total.parse::<u64>().ok());
-        match (&self.bar, progress) {
-            (Some(bar), Some(total)) => {
-                self.totals[process] = total;
-                bar.set_length(self.totals.iter().sum());
-                bar.inc(1);
-                if line.contains("FAILED") {
-                    bar.println(format!("[process {process}] {line}"));
-                }
-            }
-            (Some(bar), None) => bar.println(format!("[process {process}] {line}")),
-            (None, Some(_)) if self.quiet => {}
-            (None, _) => eprintln!("[process {process}] {line}"),
-        }
-    }
-
-    fn message(&self, message: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(message),
-            None => eprintln!("{message}"),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
     }
 }

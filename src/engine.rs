@@ -906,6 +906,6 @@ fn read_part(
                 input.send_batch(&mut Batch::new(with_columns(&batch, row_ids)));
             }
         }
-        Err(error) => diagnostics.error(date_key, error.to_string()),
+        Err(error) => diagnostics.input_error(date_key, error.to_string()),
     }
 }

@@ -13,7 +13,8 @@
 //! | [`io`] | reading date files by parts with projection; atomic Parquet partials |
 //! | [`engine`] | the embedding API: push batches and time, receive per-date results |
 //! | [`cluster`] | runs across processes: connecting a cluster, supervising local clusters |
-//! | [`run`] | batch replay over many dates with progress |
+//! | [`run`] | batch replay over many dates |
+//! | [`progress`] | the progress display of a run or a local cluster, and the messages a cluster's processes send |
 //! | [`synthetic`] | deterministic synthetic market data |
 //! | [`demo`] | the `vizflow demo` walkthrough |
 //! | [`bench`](mod@bench) | `vizflow bench`: a measured run with its time per stage, peak memory and the read floor |
@@ -39,6 +40,7 @@ pub mod demo;
 pub mod engine;
 pub mod io;
 pub mod market;
+pub mod progress;
 pub mod run;
 pub mod synthetic;
 

@@ -338,7 +338,12 @@ fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let options = args.flags.options(cluster);
+    let mut options = args.flags.options(cluster);
+    // A process of `vizflow cluster --local` tells its supervisor how it goes, in
+    // messages rather than log lines.
+    if std::env::var_os(vizflow::progress::MESSAGES_ON_STDOUT).is_some() {
+        options.progress = ProgressStyle::Messages;
+    }
     let summary = run(&pipeline, &options)?;
     let count = |wanted: fn(&DateStatus) -> bool| {
         summary.dates.iter().filter(|d| wanted(&d.status)).count()

@@ -11,22 +11,27 @@
 //! process that owns it ([`crate::engine::date_owner`]), which alone writes its files.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
 use chrono::NaiveDate;
 use vizflow_operators::report::DateReport;
+use vizflow_operators::time::date_key;
 
 use vizflow_operators::batch::Partition;
 
 use crate::calendar::{self, TradingCalendar};
-use crate::cluster::{self, ClusterError, ClusterSpec};
-use crate::config::{ConfigError, Pipeline, widest_schema};
+use crate::cluster::{self, ClusterError, ClusterSpec, DatePlan};
+use crate::config::{BoundPipeline, ConfigError, Pipeline, widest_schema};
 use crate::engine::{DateResult, Engine, EngineError, Workers, date_owner};
-use crate::io::{DateFile, FileFormat, read_parquet, write_bytes_atomic, write_parquet_atomic};
+use crate::io::{
+    DateFile, FileFormat, IoError, read_parquet, write_bytes_atomic, write_parquet_atomic,
+};
+pub use crate::progress::ProgressStyle;
+use crate::progress::{DateProgressStatus, Progress};
 
 /// Which dates to run.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -38,18 +43,6 @@ pub enum DateSelection {
     Spec(String),
     /// A file with one date per line.
     File(PathBuf),
-}
-
-/// How to show progress.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ProgressStyle {
-    /// A bar on a terminal, log lines otherwise.
-    #[default]
-    Auto,
-    /// Log lines (to stderr).
-    Log,
-    /// Nothing.
-    Quiet,
 }
 
 /// Options of a run (the CLI's flags).
@@ -191,9 +184,6 @@ pub enum RunError {
     /// The processes of a cluster could not connect.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    /// A benchmark could not run.
-    #[error("{0}")]
-    Bench(String),
 }
 
 /// The input file of `date`.
@@ -253,69 +243,31 @@ fn made_by(path: &Path, hash: &str) -> Option<bool> {
     )
 }
 
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    log: bool,
-    started: Instant,
-    rows: u64,
+/// A date's report file: its counts and errors (not how the run handles them).
+#[derive(serde::Serialize)]
+struct ReportFile<'a> {
+    counts: &'a BTreeMap<String, u64>,
+    errors: &'a [String],
 }
 
-impl Progress {
-    fn new(style: ProgressStyle, dates: usize) -> Progress {
-        let terminal = std::io::stderr().is_terminal();
-        let bar = (style == ProgressStyle::Auto && terminal).then(|| {
-            let bar = indicatif::ProgressBar::new(dates as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} dates  {msg}  ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar
-        });
-        let log = style == ProgressStyle::Log || (style == ProgressStyle::Auto && !terminal);
-        Progress {
-            bar,
-            log,
-            started: Instant::now(),
-            rows: 0,
+impl ReportFile<'_> {
+    fn of(report: &DateReport) -> ReportFile<'_> {
+        ReportFile {
+            counts: &report.counts,
+            errors: &report.errors,
         }
     }
+}
 
-    fn date(&mut self, outcome: &DateOutcome, done: usize, total: usize) {
-        let rows = outcome.report.count("rows_read");
-        self.rows += rows;
-        let rate = self.rows as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-        let status = match &outcome.status {
-            DateStatus::Written { path, groups } => {
-                format!("{rows} rows -> {groups} groups, {}", path.display())
-            }
-            DateStatus::Skipped => "skipped (partial exists)".to_owned(),
-            DateStatus::Failed(error) => format!("FAILED: {error}"),
-            DateStatus::NotRun => "not run (an earlier date failed, --fail-fast)".to_owned(),
-        };
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("{:.2}M rows/s", rate / 1e6));
-            bar.inc(1);
-            if matches!(outcome.status, DateStatus::Failed(_)) {
-                bar.println(format!("{}: {status}", calendar::format_date(outcome.date)));
-            }
-        }
-        if self.log {
-            eprintln!(
-                "[{done}/{total}] {}: {status} ({:.2}M rows/s overall)",
-                calendar::format_date(outcome.date),
-                rate / 1e6
-            );
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
+/// Why a date's outputs could not be written (the date fails with this message).
+#[derive(Debug, thiserror::Error)]
+enum OutputError {
+    /// The report could not be encoded as JSON.
+    #[error("{0}")]
+    Report(#[from] serde_json::Error),
+    /// A file could not be written.
+    #[error(transparent)]
+    Write(#[from] IoError),
 }
 
 fn write_outputs(
@@ -323,7 +275,7 @@ fn write_outputs(
     result: &DateResult,
     partial: &RecordBatch,
     hash: &str,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, OutputError> {
     let path = partial_path(output_dir, result.date);
     let metadata = vec![
         (CONFIG_HASH_KEY.to_owned(), hash.to_owned()),
@@ -339,41 +291,10 @@ fn write_outputs(
     // The report first: a partial on disk always has its report beside it, even when
     // the process is killed between the two writes (then the date has no partial and
     // is computed again).
-    let report = serde_json::to_vec_pretty(&result.report).map_err(|e| e.to_string())?;
-    write_bytes_atomic(&report_path(output_dir, result.date), &report)
-        .map_err(|e| e.to_string())?;
-    write_parquet_atomic(&path, partial, &metadata).map_err(|e| e.to_string())?;
+    let report = serde_json::to_vec_pretty(&ReportFile::of(&result.report))?;
+    write_bytes_atomic(&report_path(output_dir, result.date), &report)?;
+    write_parquet_atomic(&path, partial, &metadata)?;
     Ok(path)
-}
-
-/// The dates every process of a run computes, decided by process 0.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Plan {
-    /// Dates to compute, in order.
-    #[serde(with = "date_keys")]
-    run: Vec<NaiveDate>,
-    /// Dates whose partial exists from the same pipeline (`--skip-existing`).
-    #[serde(with = "date_keys")]
-    skipped: Vec<NaiveDate>,
-}
-
-/// Dates as `YYYYMMDD` numbers on the wire.
-mod date_keys {
-    use chrono::NaiveDate;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use vizflow_operators::time::{date_key, date_of_key};
-
-    pub fn serialize<S: Serializer>(dates: &[NaiveDate], s: S) -> Result<S::Ok, S::Error> {
-        let keys: Vec<u32> = dates.iter().map(|d| date_key(*d)).collect();
-        keys.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NaiveDate>, D::Error> {
-        Ok(Vec::<u32>::deserialize(d)?
-            .into_iter()
-            .map(date_of_key)
-            .collect())
-    }
 }
 
 /// Runs `pipeline` over the selected dates.
@@ -393,14 +314,83 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         source,
     })?;
     let hash = pipeline.config_hash();
-    let mut plan = Plan::default();
+    let plan = plan_dates(dates, &output_dir, &hash, options);
+    let (workers, place, plan) = join(plan, &hash, options)?;
+    let skipped = if place.process == 0 {
+        plan.skipped.len()
+    } else {
+        0
+    };
+    let total = skipped + (0..plan.run.len()).filter(|i| place.owns(*i)).count();
+    let mut recorder = Recorder {
+        progress: Progress::run(options.progress, total),
+        total,
+        summary: RunSummary::default(),
+        output_dir: &output_dir,
+        input_dir: &input_dir,
+        pattern: &pipeline.input.pattern,
+        hash: &hash,
+        first_failure: None,
+        fail_fast: options.fail_fast,
+    };
+    if place.process == 0 {
+        for &date in &plan.skipped {
+            recorder.record(DateOutcome::new(date, DateStatus::Skipped));
+        }
+    }
+    let inputs = Inputs {
+        dir: &input_dir,
+        pattern: &pipeline.input.pattern,
+    };
+    let Some(opened) = open_inputs(&plan, &inputs, place, &mut recorder) else {
+        return Ok(recorder.finish(started));
+    };
+    let bound = match &opened.first {
+        Some(first) => bind(pipeline, first, &opened.others)?,
+        None => return Ok(recorder.finish(started)),
+    };
+    let partition =
+        options
+            .partition
+            .unwrap_or(if place.in_cluster() && plan.run.len() >= place.peers() {
+                Partition::Date
+            } else {
+                Partition::Symbol
+            });
+    let engine = Engine::launch(bound.clone(), workers, partition)?;
+    let feeder = Feeder {
+        plan: &plan,
+        inputs: &inputs,
+        bound: &bound,
+        batch_rows: pipeline.input.batch_rows,
+        place,
+        // Dates in flight: one partitioned by symbol (a date's rows are never in memory
+        // beside another's), one per worker partitioned by date.
+        window: match partition {
+            Partition::Symbol => 1,
+            Partition::Date => place.peers(),
+        },
+    };
+    feeder.run(engine, opened, &mut recorder)?;
+    Ok(recorder.finish(started))
+}
+
+/// The dates to compute and, with `--skip-existing`, those whose partial exists from
+/// the same pipeline.
+fn plan_dates(
+    dates: Vec<NaiveDate>,
+    output_dir: &Path,
+    hash: &str,
+    options: &RunOptions,
+) -> DatePlan {
+    let mut plan = DatePlan::default();
     for date in dates {
-        let partial = partial_path(&output_dir, date);
+        let partial = partial_path(output_dir, date);
         // A partial counts only with its report (older versions wrote the report last).
         let complete = |partial: &Path| {
-            report_path(&output_dir, date)
+            report_path(output_dir, date)
                 .exists()
-                .then(|| made_by(partial, &hash))?
+                .then(|| made_by(partial, hash))?
         };
         match options.skip_existing.then(|| complete(&partial)).flatten() {
             Some(true) => plan.skipped.push(date),
@@ -416,113 +406,221 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
             None => plan.run.push(date),
         }
     }
+    plan
+}
 
-    // Where the workers run; in a cluster, every process takes process 0's plan.
-    let (workers, process, processes) = match &options.cluster {
-        Some(spec) if spec.processes > 1 => {
-            let proposal = serde_json::to_string(&plan).unwrap_or_default();
-            let connected = cluster::connect(spec, &hash, &proposal)?;
-            plan = serde_json::from_str(&connected.plan).map_err(|e| {
-                ClusterError::Usage(format!(
-                    "process 0 sent a plan this process cannot read: {e}"
-                ))
-            })?;
-            (Workers::Cluster(connected), spec.process, spec.processes)
-        }
-        _ => (Workers::threads(options.workers), 0, 1),
-    };
-    let peers = options.workers * processes;
-    let owned = |ordinal: usize| date_owner(ordinal, peers) / options.workers == process;
-    let skipped = if process == 0 { plan.skipped.len() } else { 0 };
-    let total = skipped + (0..plan.run.len()).filter(|i| owned(*i)).count();
-    let mut recorder = Recorder {
-        progress: Progress::new(options.progress, total),
-        total,
-        summary: RunSummary::default(),
-        output_dir: &output_dir,
-        input_dir: &input_dir,
-        pattern: &pipeline.input.pattern,
-        hash: &hash,
-        first_failure: None,
-        fail_fast: options.fail_fast,
-    };
-    if process == 0 {
-        for &date in &plan.skipped {
-            recorder.record(DateOutcome::new(date, DateStatus::Skipped));
-        }
+/// This process's place among the workers of a run.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    /// This process's index.
+    process: usize,
+    /// How many processes.
+    processes: usize,
+    /// Worker threads per process.
+    workers: usize,
+}
+
+impl Place {
+    /// Workers in all processes.
+    fn peers(self) -> usize {
+        self.workers * self.processes
     }
 
-    // The pipeline is bound to the schema of the first date whose file opens, each
-    // column widened to hold its type on every date (`widest_schema`), so that no date's
-    // values change when they are read as the run's types.
-    let open = |date: NaiveDate| {
-        let path = input_path(&input_dir, &pipeline.input.pattern, date);
-        DateFile::open(&path).map(Arc::new)
+    fn in_cluster(self) -> bool {
+        self.processes > 1
+    }
+
+    /// True when this process reports the `ordinal`-th date of the plan.
+    fn owns(self, ordinal: usize) -> bool {
+        date_owner(ordinal, self.peers()) / self.workers == self.process
+    }
+}
+
+/// Where the workers run; in a cluster, every process takes process 0's plan.
+fn join(
+    plan: DatePlan,
+    hash: &str,
+    options: &RunOptions,
+) -> Result<(Workers, Place, DatePlan), RunError> {
+    let place = |process, processes| Place {
+        process,
+        processes,
+        workers: options.workers,
     };
-    let mut first = None;
-    let mut others = Vec::new();
-    // Opening a CSV file is a parsing pass (it counts the rows and settles the types),
-    // so the opened files are kept for their turn; they hold no data. Other formats
-    // open from their footers and are opened again.
-    let mut opened_csv = BTreeMap::new();
+    Ok(match &options.cluster {
+        Some(spec) if spec.processes > 1 => {
+            let mut connected = cluster::connect(spec, hash, &plan)?;
+            let plan = std::mem::take(&mut connected.plan);
+            let place = place(spec.process, spec.processes);
+            (Workers::Cluster(connected), place, plan)
+        }
+        _ => (Workers::threads(options.workers), place(0, 1), plan),
+    })
+}
+
+/// Where the input files are.
+struct Inputs<'a> {
+    dir: &'a Path,
+    pattern: &'a str,
+}
+
+impl Inputs<'_> {
+    fn open(&self, date: NaiveDate) -> Result<Arc<DateFile>, IoError> {
+        DateFile::open(&input_path(self.dir, self.pattern, date)).map(Arc::new)
+    }
+}
+
+/// The input files opened before the run: the first that opens, the schemas of the
+/// others, and the CSV files kept for their turn.
+struct OpenedInputs {
+    /// The position in the plan of the first date whose file opens.
+    first_ordinal: usize,
+    /// Its file, until its date is fed.
+    first: Option<Arc<DateFile>>,
+    /// The schemas of the other files that open.
+    others: Vec<Schema>,
+    /// Opening a CSV file is a parsing pass (it counts the rows and settles the
+    /// types), so the opened files are kept for their turn; they hold no data. Other
+    /// formats open from their footers and are opened again.
+    csv: BTreeMap<NaiveDate, Arc<DateFile>>,
+}
+
+/// Opens every date's file of the plan; `None` when none opens. The dates before the
+/// first that opens fail here (those this process reports); later failures are
+/// reported when the date's turn comes.
+fn open_inputs(
+    plan: &DatePlan,
+    inputs: &Inputs,
+    place: Place,
+    recorder: &mut Recorder,
+) -> Option<OpenedInputs> {
+    let mut opened: Option<OpenedInputs> = None;
     for (ordinal, &date) in plan.run.iter().enumerate() {
-        match open(date) {
-            Ok(file) if first.is_none() => first = Some((ordinal, file)),
-            Ok(file) => {
-                others.push(file.schema().as_ref().clone());
+        match (inputs.open(date), opened.as_mut()) {
+            (Ok(file), None) => {
+                opened = Some(OpenedInputs {
+                    first_ordinal: ordinal,
+                    first: Some(file),
+                    others: Vec::new(),
+                    csv: BTreeMap::new(),
+                })
+            }
+            (Ok(file), Some(opened)) => {
+                opened.others.push(file.schema().as_ref().clone());
                 if file.format() == FileFormat::Csv {
-                    opened_csv.insert(date, file);
+                    opened.csv.insert(date, file);
                 }
             }
-            // Reported when the date's turn comes.
-            Err(_) if first.is_some() => {}
-            Err(error) if owned(ordinal) => {
+            (Err(_), Some(_)) => {}
+            (Err(error), None) if place.owns(ordinal) => {
                 recorder.record(DateOutcome::failed(date, error.to_string()))
             }
-            Err(_) => {}
+            (Err(_), None) => {}
         }
     }
-    let Some((first_ordinal, first_file)) = first else {
-        return Ok(recorder.finish(started));
-    };
-    let widest = widest_schema(&first_file.schema(), &others);
+    opened
+}
+
+/// The pipeline bound to the schema of the first date whose file opens, each column
+/// widened to hold its type on every date (`widest_schema`), so that no date's values
+/// change when they are read as the run's types.
+fn bind(
+    pipeline: &Pipeline,
+    first: &DateFile,
+    others: &[Schema],
+) -> Result<BoundPipeline, ConfigError> {
+    let widest = widest_schema(&first.schema(), others);
     // A pipeline that needs a column's narrower type (e.g. an integer symbol column
     // that is float on some date) binds to the first date's: the others fail alone.
     let bound = match pipeline.bind(&widest) {
         Ok(bound) => Ok(bound),
-        Err(_) => pipeline.bind(&first_file.schema()),
+        Err(_) => pipeline.bind(&first.schema()),
     };
-    let bound = bound.map_err(|e| match e {
+    bound.map_err(|e| match e {
         ConfigError::Invalid(message) => {
-            ConfigError::Invalid(format!("{message} (in {})", first_file.path().display()))
+            ConfigError::Invalid(format!("{message} (in {})", first.path().display()))
         }
         other => other,
-    })?;
-    let mut first_file = Some(first_file);
-    let partition = options
-        .partition
-        .unwrap_or(if processes > 1 && plan.run.len() >= peers {
-            Partition::Date
-        } else {
-            Partition::Symbol
-        });
-    let mut engine = Engine::launch(bound.clone(), workers, partition)?;
-    let in_cluster = processes > 1;
-    // Dates in flight: one partitioned by symbol (a date's rows are never in memory
-    // beside another's), one per worker partitioned by date.
-    let window = match partition {
-        Partition::Symbol => 1,
-        Partition::Date => peers,
-    };
-    let mut fed = plan.run.len();
-    let feeding = (|| -> Result<(), RunError> {
-        for (ordinal, &date) in plan.run.iter().enumerate().skip(first_ordinal) {
+    })
+}
+
+/// Why a date's input file cannot be fed (the date fails with this message, which
+/// names the file).
+#[derive(Debug, thiserror::Error)]
+enum InputError {
+    /// The file does not open.
+    #[error("{0}")]
+    Open(IoError),
+    /// Its schema does not fit the bound pipeline.
+    #[error("{}: {message}", path.display())]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// What does not fit.
+        message: String,
+    },
+}
+
+/// Feeds the dates of a plan into the engine, one window of dates in flight.
+struct Feeder<'a> {
+    plan: &'a DatePlan,
+    inputs: &'a Inputs<'a>,
+    bound: &'a BoundPipeline,
+    batch_rows: usize,
+    place: Place,
+    window: usize,
+}
+
+impl Feeder<'_> {
+    /// Feeds every date, then drains the engine: each result is recorded, and the
+    /// dates a `--fail-fast` run did not begin are recorded as not run.
+    fn run(
+        &self,
+        mut engine: Engine,
+        opened: OpenedInputs,
+        recorder: &mut Recorder,
+    ) -> Result<(), RunError> {
+        let fed = match self.feed(&mut engine, opened, recorder) {
+            Ok(fed) => fed,
+            Err(error) => {
+                if self.place.in_cluster() {
+                    // Stopping gracefully would let the other processes go on without
+                    // this process's rows; the workers end with the process instead.
+                    engine.abandon();
+                }
+                return Err(error);
+            }
+        };
+        let results = engine.drain()?;
+        recorder.failed_elsewhere(engine.take_failed_elsewhere());
+        for result in results {
+            recorder.result(result);
+        }
+        engine.finish()?;
+        for (ordinal, &date) in self.plan.run.iter().enumerate().skip(fed) {
+            if self.place.owns(ordinal) {
+                recorder.record(DateOutcome::new(date, DateStatus::NotRun));
+            }
+        }
+        Ok(())
+    }
+
+    /// Begins each date of the plan from the first that opened and pushes its file,
+    /// taking results as they come out; returns how many dates were begun (fewer than
+    /// planned when a `--fail-fast` run stopped).
+    fn feed(
+        &self,
+        engine: &mut Engine,
+        mut opened: OpenedInputs,
+        recorder: &mut Recorder,
+    ) -> Result<usize, RunError> {
+        let plan = &self.plan.run;
+        for (ordinal, &date) in plan.iter().enumerate().skip(opened.first_ordinal) {
             if recorder.stopped() {
-                fed = ordinal;
-                break;
+                return Ok(ordinal);
             }
             engine.begin_date(date)?;
-            while engine.pending_dates() > window {
+            while engine.pending_dates() > self.window {
                 match engine.next_result()? {
                     Some(result) => {
                         recorder.failed_elsewhere(engine.take_failed_elsewhere());
@@ -532,53 +630,47 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
                 }
             }
             if recorder.stopped() {
-                fed = ordinal + 1; // begun without rows: its result is "not run"
-                break;
+                return Ok(ordinal + 1); // begun without rows: its result is "not run"
             }
-            // The first file is not kept open past its date (its mapping and index
-            // would outlive it).
-            let file = match first_file.take().or_else(|| opened_csv.remove(&date)) {
-                Some(file) => Ok(file),
-                None => open(date).map_err(|e| e.to_string()),
-            };
-            let file = file.and_then(|file| match bound.check_schema(&file.schema()) {
-                Ok(()) => Ok(file),
-                Err(message) => Err(format!("{}: {message}", file.path().display())),
-            });
-            match file {
+            match self.file(date, &mut opened) {
                 Ok(file) => {
                     for part in 0..file.num_parts() {
-                        engine.push_file_part(file.clone(), part, pipeline.input.batch_rows)?;
+                        engine.push_file_part(file.clone(), part, self.batch_rows)?;
                     }
                 }
-                Err(message) if in_cluster => {
-                    engine.fail_current_date(format!("process {process}: {message}"))?
-                }
-                Err(message) => engine.fail_current_date(message)?,
+                // The message names the file: the date's outcome will not name it again.
+                Err(error) if self.place.in_cluster() => engine.diagnostics().input_error(
+                    date_key(date),
+                    format!("process {}: {error}", self.place.process),
+                ),
+                Err(error) => engine
+                    .diagnostics()
+                    .input_error(date_key(date), error.to_string()),
             }
         }
-        Ok(())
-    })();
-    if let Err(error) = feeding {
-        if in_cluster {
-            // Stopping gracefully would let the other processes go on without this
-            // process's rows; the workers end with the process instead.
-            engine.abandon();
+        Ok(plan.len())
+    }
+
+    /// The file of `date`, checked against the bound pipeline.
+    fn file(
+        &self,
+        date: NaiveDate,
+        opened: &mut OpenedInputs,
+    ) -> Result<Arc<DateFile>, InputError> {
+        // The first file is not kept open past its date (its mapping and index would
+        // outlive it).
+        let file = match opened.first.take().or_else(|| opened.csv.remove(&date)) {
+            Some(file) => file,
+            None => self.inputs.open(date).map_err(InputError::Open)?,
+        };
+        match self.bound.check_schema(&file.schema()) {
+            Ok(()) => Ok(file),
+            Err(message) => Err(InputError::Schema {
+                path: file.path().to_owned(),
+                message: message.to_string(),
+            }),
         }
-        return Err(error);
     }
-    let results = engine.drain()?;
-    recorder.failed_elsewhere(engine.take_failed_elsewhere());
-    for result in results {
-        recorder.result(result);
-    }
-    engine.finish()?;
-    for (ordinal, &date) in plan.run.iter().enumerate().skip(fed) {
-        if owned(ordinal) {
-            recorder.record(DateOutcome::new(date, DateStatus::NotRun));
-        }
-    }
-    Ok(recorder.finish(started))
 }
 
 /// Writes each date's outputs as its result arrives, and keeps the summary and the
@@ -611,9 +703,23 @@ impl Recorder<'_> {
         {
             self.first_failure = Some((outcome.date, message.clone()));
         }
+        let rows = outcome.report.count("rows_read");
+        let status = match &outcome.status {
+            DateStatus::Written { path, groups } => DateProgressStatus::Written {
+                rows,
+                groups: *groups,
+                partial: path.display().to_string(),
+            },
+            DateStatus::Skipped => DateProgressStatus::Skipped,
+            DateStatus::Failed(error) => DateProgressStatus::Failed {
+                error: error.clone(),
+            },
+            DateStatus::NotRun => DateProgressStatus::NotRun,
+        };
+        let done = self.summary.dates.len() + 1;
         self.progress
-            .date(&outcome, self.summary.dates.len() + 1, self.total);
-        self.summary.rows += outcome.report.count("rows_read");
+            .date(outcome.date, rows, status, done, self.total);
+        self.summary.rows += rows;
         for (stage, seconds) in &outcome.report.stage_seconds {
             *self.summary.stage_seconds.entry(stage.clone()).or_default() += seconds;
         }
@@ -653,17 +759,16 @@ impl Recorder<'_> {
     }
 }
 
-/// Writes a date's outputs; `input` is its input file, named in errors that do not
-/// name it already.
+/// Writes a date's outputs; `input` is its input file, named in the errors unless one
+/// came from reading it ([`DateReport::errors_name_input`]: its message names it).
 fn outcome_of(output_dir: &Path, input: &Path, result: DateResult, hash: &str) -> DateOutcome {
     let date = calendar::format_date(result.date);
     let status = match &result.partial {
         Err(errors) => {
             let errors = errors.join("; ");
-            let input = input.display().to_string();
-            match errors.contains(&input) {
+            match result.report.errors_name_input {
                 true => DateStatus::Failed(format!("{date}: {errors}")),
-                false => DateStatus::Failed(format!("{date}: {input}: {errors}")),
+                false => DateStatus::Failed(format!("{date}: {}: {errors}", input.display())),
             }
         }
         Ok(partial) => match write_outputs(output_dir, &result, partial, hash) {
@@ -679,5 +784,48 @@ fn outcome_of(output_dir: &Path, input: &Path, result: DateResult, hash: &str) -
         date,
         status,
         report: result.report,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(errors: &[&str], errors_name_input: bool) -> DateStatus {
+        let date = NaiveDate::from_ymd_opt(2024, 1, 4).unwrap();
+        let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let result = DateResult {
+            date,
+            partial: Err(errors.clone()),
+            report: DateReport {
+                errors,
+                errors_name_input,
+                ..DateReport::default()
+            },
+        };
+        let input = Path::new("data/alpha_20240104.feather");
+        outcome_of(Path::new("out"), input, result, "hash").status
+    }
+
+    #[test]
+    fn a_failed_date_names_its_input_unless_an_error_came_from_reading_it() {
+        assert_eq!(
+            failed(&["parse_time: bad value", "bin: bad"], false),
+            DateStatus::Failed(
+                "20240104: data/alpha_20240104.feather: parse_time: bad value; bin: bad".into()
+            )
+        );
+        assert_eq!(
+            failed(&["cannot read data/alpha_20240104.feather: gone"], true),
+            DateStatus::Failed("20240104: cannot read data/alpha_20240104.feather: gone".into())
+        );
+        // Decided by where the error came from, not by what its text says.
+        assert_eq!(
+            failed(&["a value 'data/alpha_20240104.feather'"], false),
+            DateStatus::Failed(
+                "20240104: data/alpha_20240104.feather: a value 'data/alpha_20240104.feather'"
+                    .into()
+            )
+        );
     }
 }

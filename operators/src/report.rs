@@ -15,6 +15,10 @@ pub struct DateReport {
     pub counts: BTreeMap<String, u64>,
     /// Errors that make the date fail, each naming the stage, column, row and value.
     pub errors: Vec<String>,
+    /// True when an error came from opening or reading the date's input file
+    /// ([`Diagnostics::input_error`]): its message names the file, so a run need not.
+    #[serde(default)]
+    pub errors_name_input: bool,
     /// Seconds each stage spent on the date, summed over the workers of this process
     /// (`vizflow bench` shows them). Not written to report files, which stay the same
     /// from run to run.
@@ -35,6 +39,7 @@ impl DateReport {
             *self.counts.entry(name).or_default() += count;
         }
         self.errors.extend(other.errors);
+        self.errors_name_input |= other.errors_name_input;
         for (stage, seconds) in other.stage_seconds {
             *self.stage_seconds.entry(stage).or_default() += seconds;
         }
@@ -99,6 +104,24 @@ impl Diagnostics {
             .or_default()
             .errors
             .push(message);
+    }
+
+    /// Records an error of opening or reading the date's input file, whose message
+    /// names the file; it fails the date like [`Diagnostics::error`].
+    ///
+    /// ```
+    /// use vizflow_operators::report::Diagnostics;
+    /// let diagnostics = Diagnostics::default();
+    /// diagnostics.error(20240102, "bin: alpha1 is NaN at row 3".into());
+    /// assert!(!diagnostics.get(20240102).errors_name_input);
+    /// diagnostics.input_error(20240102, "cannot read alpha_20240102.feather: gone".into());
+    /// assert!(diagnostics.get(20240102).errors_name_input);
+    /// ```
+    pub fn input_error(&self, date_key: u32, message: String) {
+        let mut dates = self.lock();
+        let report = dates.entry(date_key).or_default();
+        report.errors.push(message);
+        report.errors_name_input = true;
     }
 
     /// True when the date has an error.

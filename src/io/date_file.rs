@@ -262,13 +262,13 @@ fn open_source(path: &Path, format: FileFormat) -> Result<Opened, IoError> {
     Ok(match format {
         FileFormat::IpcFile => {
             let (map, data) = ipc::load(path)?;
-            let index = ipc::index_file(&data).map_err(corrupt)?;
+            let index = ipc::index_file(&data).map_err(|e| corrupt(e.to_string()))?;
             let (schema, rows) = (index.schema.clone(), index.batch_rows.clone());
             (schema, Source::IpcFile { data, map, index }, rows)
         }
         FileFormat::IpcStream => {
             let (_, data) = ipc::load(path)?;
-            let (schema, rows) = ipc::index_stream(&data).map_err(corrupt)?;
+            let (schema, rows) = ipc::index_stream(&data).map_err(|e| corrupt(e.to_string()))?;
             (schema, Source::IpcStream { data }, vec![rows])
         }
         FileFormat::Parquet => {

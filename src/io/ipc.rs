@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayData, ArrayRef, RecordBatch, make_array};
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::error::ArrowError;
 use arrow::ipc::convert::try_fb_to_schema;
 use arrow::ipc::reader::read_footer_length;
 use arrow::ipc::{Block, Message, MetadataVersion, root_as_footer, root_as_message};
@@ -186,6 +187,75 @@ fn rebased(data: ArrayData, rebase: &impl Fn(&Buffer) -> Buffer) -> ArrayData {
     }
 }
 
+/// Why the framing of an IPC file or stream is corrupt (the message of an
+/// [`IoError::Corrupt`]).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FramingError {
+    /// The file does not begin with `ARROW1`.
+    #[error("the file does not start with the ARROW1 magic bytes")]
+    NoMagic,
+    /// Arrow rejected the footer length or the schema.
+    #[error("{0}")]
+    Arrow(#[from] ArrowError),
+    /// The footer claims more bytes than the file has.
+    #[error("footer length {footer_len} exceeds the file size")]
+    FooterTooLong {
+        /// The footer length the trailer gives.
+        footer_len: usize,
+    },
+    /// The footer's flatbuffer does not verify.
+    #[error("bad footer: {detail}")]
+    BadFooter {
+        /// The verifier's description.
+        detail: String,
+    },
+    /// The footer has no schema.
+    #[error("the footer has no schema")]
+    NoSchema,
+    /// The file was written on a machine of the other endianness.
+    #[error("the file's endianness differs from this machine's")]
+    Endianness,
+    /// A dictionary block's message is not a dictionary batch.
+    #[error("a dictionary block holds no dictionary")]
+    NoDictionary,
+    /// A record batch block's message is not a record batch.
+    #[error("a block holds no record batch")]
+    NoRecordBatch,
+    /// A length in a message header is negative.
+    #[error("negative {what}")]
+    NegativeLength {
+        /// Which length: `record batch length`, `message length`, `body length`.
+        what: &'static str,
+    },
+    /// A block's offset and lengths reach past the end of the file.
+    #[error("a block at offset {offset} lies outside the file")]
+    BlockOutside {
+        /// The block's offset.
+        offset: i64,
+    },
+    /// A message header's flatbuffer does not verify.
+    #[error("bad message header: {detail}")]
+    BadMessageHeader {
+        /// The verifier's description.
+        detail: String,
+    },
+    /// A buffer reaches past its body, or declares an impossible uncompressed size.
+    #[error("a buffer lies outside its message body or has an impossible size")]
+    BadBuffer,
+    /// A stream ends before its end-of-stream marker.
+    #[error("the stream ends before its end-of-stream marker")]
+    Truncated,
+    /// A stream has no schema message.
+    #[error("the stream has no schema message")]
+    NoStreamSchema,
+    /// A stream's first message is not its schema.
+    #[error("the stream does not start with a schema message")]
+    SchemaNotFirst,
+    /// A dictionary batch message has no data.
+    #[error("empty dictionary batch")]
+    EmptyDictionaryBatch,
+}
+
 /// What an IPC file's footer and block headers say.
 #[derive(Debug)]
 pub(super) struct IpcFileIndex {
@@ -198,29 +268,30 @@ pub(super) struct IpcFileIndex {
 }
 
 /// Reads the footer of an IPC file and the header of each block.
-pub(super) fn index_file(data: &[u8]) -> Result<IpcFileIndex, String> {
+pub(super) fn index_file(data: &[u8]) -> Result<IpcFileIndex, FramingError> {
     if data.len() < 2 * MAGIC.len() + 4 || !data.starts_with(MAGIC) {
-        return Err("the file does not start with the ARROW1 magic bytes".into());
+        return Err(FramingError::NoMagic);
     }
     let trailer = data.len() - 10;
-    let footer_len = read_footer_length(data[trailer..].try_into().expect("10 bytes"))
-        .map_err(|e| e.to_string())?;
+    let footer_len = read_footer_length(data[trailer..].try_into().expect("10 bytes"))?;
     let footer = trailer
         .checked_sub(footer_len)
         .map(|start| &data[start..trailer])
-        .ok_or_else(|| format!("footer length {footer_len} exceeds the file size"))?;
-    let footer = root_as_footer(footer).map_err(|e| format!("bad footer: {e}"))?;
-    let schema = footer.schema().ok_or("the footer has no schema")?;
+        .ok_or(FramingError::FooterTooLong { footer_len })?;
+    let footer = root_as_footer(footer).map_err(|e| FramingError::BadFooter {
+        detail: e.to_string(),
+    })?;
+    let schema = footer.schema().ok_or(FramingError::NoSchema)?;
     if !schema.endianness().equals_to_target_endianness() {
-        return Err("the file's endianness differs from this machine's".into());
+        return Err(FramingError::Endianness);
     }
-    let schema = Arc::new(try_fb_to_schema(schema).map_err(|e| e.to_string())?);
+    let schema = Arc::new(try_fb_to_schema(schema)?);
     let dictionaries: Vec<Block> = footer.dictionaries().iter().flatten().copied().collect();
     let batches: Vec<Block> = footer.recordBatches().iter().flatten().copied().collect();
     for block in &dictionaries {
         let (message, body) = block_message(data, block)?;
         let batch = message.header_as_dictionary_batch().and_then(|d| d.data());
-        check_buffers(batch.ok_or("a dictionary block holds no dictionary")?, body)?;
+        check_buffers(batch.ok_or(FramingError::NoDictionary)?, body)?;
     }
     let batch_rows = batches
         .iter()
@@ -228,11 +299,13 @@ pub(super) fn index_file(data: &[u8]) -> Result<IpcFileIndex, String> {
             let (message, body) = block_message(data, block)?;
             let batch = message
                 .header_as_record_batch()
-                .ok_or("a block holds no record batch")?;
+                .ok_or(FramingError::NoRecordBatch)?;
             check_buffers(batch, body)?;
-            u64::try_from(batch.length()).map_err(|_| "negative record batch length".to_string())
+            u64::try_from(batch.length()).map_err(|_| FramingError::NegativeLength {
+                what: "record batch length",
+            })
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, FramingError>>()?;
     Ok(IpcFileIndex {
         schema,
         version: footer.version(),
@@ -243,12 +316,12 @@ pub(super) fn index_file(data: &[u8]) -> Result<IpcFileIndex, String> {
 }
 
 /// The bytes of `block` (metadata and body), checked to lie within the file.
-pub(super) fn block_bytes(data: &Buffer, block: &Block) -> Result<Buffer, String> {
+pub(super) fn block_bytes(data: &Buffer, block: &Block) -> Result<Buffer, FramingError> {
     let range = block_range(data.len(), block)?;
     Ok(data.slice_with_length(range.start, range.len()))
 }
 
-pub(super) fn block_range(file_len: usize, block: &Block) -> Result<Range<usize>, String> {
+pub(super) fn block_range(file_len: usize, block: &Block) -> Result<Range<usize>, FramingError> {
     let start = usize::try_from(block.offset()).ok();
     let meta = usize::try_from(block.metaDataLength())
         .ok()
@@ -262,25 +335,30 @@ pub(super) fn block_range(file_len: usize, block: &Block) -> Result<Range<usize>
             .map(|end| start..end),
         _ => None,
     }
-    .ok_or_else(|| format!("a block at offset {} lies outside the file", block.offset()))
+    .ok_or(FramingError::BlockOutside {
+        offset: block.offset(),
+    })
 }
 
 /// The message header of `block` and its body, as the decoder will see them.
-fn block_message<'a>(data: &'a [u8], block: &Block) -> Result<(Message<'a>, &'a [u8]), String> {
+fn block_message<'a>(
+    data: &'a [u8],
+    block: &Block,
+) -> Result<(Message<'a>, &'a [u8]), FramingError> {
     let bytes = &data[block_range(data.len(), block)?];
     let (metadata, body) = bytes.split_at(block.metaDataLength() as usize);
     let flatbuffer = match metadata[..4] == CONTINUATION {
         true => &metadata[8..],
         false => &metadata[4..],
     };
-    let message = root_as_message(flatbuffer).map_err(|e| format!("bad message header: {e}"))?;
+    let message = root_as_message(flatbuffer).map_err(bad_header)?;
     Ok((message, body))
 }
 
 /// Checks that every buffer of a record batch lies within its message body and, if
 /// compressed, declares an uncompressed size its codec can produce: arrow allocates that
 /// size before decompressing, and an absurd one aborts the process.
-fn check_buffers(batch: arrow::ipc::RecordBatch<'_>, body: &[u8]) -> Result<(), String> {
+fn check_buffers(batch: arrow::ipc::RecordBatch<'_>, body: &[u8]) -> Result<(), FramingError> {
     // No codec expands more than 32768x: a zstd RLE block turns 4 bytes into 128 KiB.
     const MAX_EXPANSION: u64 = 32_768;
     let compressed = batch.compression().is_some();
@@ -305,49 +383,60 @@ fn check_buffers(batch: arrow::ipc::RecordBatch<'_>, body: &[u8]) -> Result<(), 
     };
     match batch.buffers().iter().flatten().all(valid) {
         true => Ok(()),
-        false => Err("a buffer lies outside its message body or has an impossible size".into()),
+        false => Err(FramingError::BadBuffer),
     }
 }
 
 /// Walks the messages of an IPC stream: its schema and total row count. A stream must end
 /// with the end-of-stream marker, so one cut at a message boundary is reported as truncated.
-pub(super) fn index_stream(data: &[u8]) -> Result<(SchemaRef, u64), String> {
+pub(super) fn index_stream(data: &[u8]) -> Result<(SchemaRef, u64), FramingError> {
     let mut schema: Option<Schema> = None;
     let mut rows = 0u64;
     let mut position = 0usize;
-    let truncated = || "the stream ends before its end-of-stream marker".to_string();
+    let negative = |what| move |_| FramingError::NegativeLength { what };
     loop {
-        let mut word = data.get(position..position + 4).ok_or_else(truncated)?;
+        let mut word = data
+            .get(position..position + 4)
+            .ok_or(FramingError::Truncated)?;
         position += 4;
         if word == CONTINUATION {
-            word = data.get(position..position + 4).ok_or_else(truncated)?;
+            word = data
+                .get(position..position + 4)
+                .ok_or(FramingError::Truncated)?;
             position += 4;
         }
         let meta_len = i32::from_le_bytes(word.try_into().expect("4 bytes"));
         if meta_len == 0 {
-            let schema = schema.ok_or("the stream has no schema message")?;
+            let schema = schema.ok_or(FramingError::NoStreamSchema)?;
             return Ok((Arc::new(schema), rows));
         }
-        let meta_len = usize::try_from(meta_len).map_err(|_| "negative message length")?;
+        let meta_len = usize::try_from(meta_len).map_err(negative("message length"))?;
         let metadata = data
             .get(position..position + meta_len)
-            .ok_or_else(truncated)?;
-        let message = root_as_message(metadata).map_err(|e| format!("bad message header: {e}"))?;
-        let body_len = usize::try_from(message.bodyLength()).map_err(|_| "negative body length")?;
+            .ok_or(FramingError::Truncated)?;
+        let message = root_as_message(metadata).map_err(bad_header)?;
+        let body_len = usize::try_from(message.bodyLength()).map_err(negative("body length"))?;
         position += meta_len;
         let body = data
             .get(position..position + body_len)
-            .ok_or_else(truncated)?;
+            .ok_or(FramingError::Truncated)?;
         position += body_len;
         if let Some(fb_schema) = message.header_as_schema() {
-            schema = Some(try_fb_to_schema(fb_schema).map_err(|e| e.to_string())?);
+            schema = Some(try_fb_to_schema(fb_schema)?);
         } else if schema.is_none() {
-            return Err("the stream does not start with a schema message".into());
+            return Err(FramingError::SchemaNotFirst);
         } else if let Some(batch) = message.header_as_record_batch() {
             check_buffers(batch, body)?;
-            rows += u64::try_from(batch.length()).map_err(|_| "negative record batch length")?;
+            rows += u64::try_from(batch.length()).map_err(negative("record batch length"))?;
         } else if let Some(dictionary) = message.header_as_dictionary_batch() {
-            check_buffers(dictionary.data().ok_or("empty dictionary batch")?, body)?;
+            let data = dictionary.data();
+            check_buffers(data.ok_or(FramingError::EmptyDictionaryBatch)?, body)?;
         }
+    }
+}
+
+fn bad_header(error: impl ToString) -> FramingError {
+    FramingError::BadMessageHeader {
+        detail: error.to_string(),
     }
 }
