@@ -33,14 +33,14 @@ use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::batch::Batch;
 use crate::exact_sum::ExactSum;
 use crate::expr::{AggregateCall, AggregateFunction, MetricExpr};
 use crate::report::Diagnostics;
-use crate::time::{DateOwners, Time, date_end, date_key_of, date_of_key, date_start};
+use crate::stash::FrontierStash;
+use crate::time::{DateOwners, Time, date_key_of, date_of_key, date_start};
 
 /// The name of the date column of every partial.
 pub const DATE_COLUMN: &str = "date";
@@ -497,6 +497,7 @@ fn call_values(
 }
 
 /// A worker's pre-aggregation of one timely time.
+#[derive(Default)]
 struct Groups {
     /// Group ids by the arrow row encoding of the key (the general path).
     index: FxHashMap<Box<[u8]>, u32>,
@@ -509,16 +510,6 @@ struct Groups {
 }
 
 impl Groups {
-    fn new() -> Self {
-        Groups {
-            index: FxHashMap::default(),
-            short: FxHashMap::default(),
-            strings: FxHashMap::default(),
-            keys: Vec::new(),
-            states: Vec::new(),
-        }
-    }
-
     fn add(&mut self, key: &[u8], plan: &AggregatePlan) -> u32 {
         let id = self.keys.len() as u32;
         self.keys.push(key.into());
@@ -920,9 +911,6 @@ impl Folds {
     }
 }
 
-/// A date's groups at the final operator, with the capability to emit its partial.
-type DateGroups = (Capability<Time>, BTreeMap<Vec<u8>, AggState>);
-
 /// An update of the differential collection: `((date key, group key bytes), time, state)`.
 pub type GroupUpdate = ((u32, Vec<u8>), Time, AggState);
 
@@ -956,18 +944,16 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                 let plan = pre_plan;
                 let diagnostics = pre_diagnostics;
                 let converter = plan.converter();
-                let mut pending: BTreeMap<Time, (Capability<Time>, Groups)> = BTreeMap::new();
+                let mut pending: FrontierStash<Time, Groups> = FrontierStash::per_time();
                 move |(input, frontier), output| {
                     input.for_each_time(|time, data| {
-                        let entry = pending
-                            .entry(*time.time())
-                            .or_insert_with(|| (time.retain(0), Groups::new()));
+                        let groups = pending.stash(*time.time(), *time.time(), &time);
                         let date_key = date_key_of(*time.time());
                         for batch in data {
                             let Some(rows) = batch.take() else { continue };
                             diagnostics.add(date_key, "aggregate.rows_in", rows.num_rows() as u64);
                             let started = Instant::now();
-                            let accumulated = accumulate(&plan, &converter, &rows, &mut entry.1);
+                            let accumulated = accumulate(&plan, &converter, &rows, groups);
                             diagnostics.time(date_key, "Aggregate", started);
                             match accumulated {
                                 Ok(nonfinite) => {
@@ -983,11 +969,7 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                             }
                         }
                     });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let (time, (capability, groups)) = entry.remove_entry();
+                    for (time, capability, groups) in pending.ready(frontier) {
                         let date_key = date_key_of(time);
                         let mut session = output.session(&capability);
                         for (key, state) in groups.keys.into_iter().zip(groups.states) {
@@ -1007,7 +989,8 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                 }),
                 "Partial",
                 move |_cap, _info| {
-                    let mut dates: BTreeMap<u32, DateGroups> = BTreeMap::new();
+                    let mut dates: FrontierStash<u32, BTreeMap<Vec<u8>, AggState>> =
+                        FrontierStash::per_date();
                     move |(input, frontier), output| {
                         input.for_each_time(|time, data| {
                             for updates in data {
@@ -1017,25 +1000,15 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                     // at (or after) the start of the update's own date, so
                                     // each partial is emitted at a time of its date.
                                     let start = (*time.time()).max(date_start(date_key));
-                                    let entry = dates.entry(date_key).or_insert_with(|| {
-                                        (time.delayed(&start, 0), BTreeMap::new())
-                                    });
-                                    if start < *entry.0.time() {
-                                        entry.0 = time.delayed(&start, 0);
-                                    }
-                                    entry
-                                        .1
+                                    dates
+                                        .stash(date_key, start, &time)
                                         .entry(key)
                                         .or_insert_with(AggState::zero)
                                         .plus_equals(&state);
                                 }
                             }
                         });
-                        while let Some(entry) = dates.first_entry() {
-                            if frontier.less_equal(&date_end(*entry.key())) {
-                                break;
-                            }
-                            let (date_key, (capability, groups)) = entry.remove_entry();
+                        for (date_key, capability, groups) in dates.ready(frontier) {
                             let started = Instant::now();
                             let partial = plan.finalize(date_key, &groups);
                             diagnostics.time(date_key, "Aggregate", started);
@@ -1071,7 +1044,7 @@ mod tests {
         };
         let plan = AggregatePlan::new(&spec, &batch.schema()).unwrap();
         let converter = plan.converter();
-        let mut groups = Groups::new();
+        let mut groups = Groups::default();
         let half = batch.num_rows() / 2;
         for part in [
             batch.slice(0, half),

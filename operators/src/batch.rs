@@ -9,7 +9,7 @@
 //! batch is encoded or an operator takes it ([`Batch::take`]); the keyed operator reads
 //! through the selection ([`Batch::take_selected`]) and copies only what it must.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hasher;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -31,7 +31,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::report::Diagnostics;
-use crate::time::{Time, date_end, date_key_of};
+use crate::stash::FrontierStash;
+use crate::time::{Time, date_key_of};
 
 /// A batch of rows: the container type of VizFlow streams.
 ///
@@ -525,25 +526,17 @@ where
         move |_cap, info| {
             let activator = scope.activator_for(info.address.clone());
             // Each date's rows, held with a capability at the date's earliest time.
-            let mut pending: BTreeMap<u32, (Capability<Time>, Vec<SelectedRows>)> = BTreeMap::new();
+            let mut pending: FrontierStash<u32, Vec<SelectedRows>> = FrontierStash::per_date();
             // Dates whose output is being sent, in date order.
             let mut sending: VecDeque<(u32, Capability<Time>, I)> = VecDeque::new();
             move |(input, frontier), output| {
                 input.for_each_time(|time, data| {
                     let date_key = date_key_of(*time.time());
-                    let entry = pending
-                        .entry(date_key)
-                        .or_insert_with(|| (time.retain(0), Vec::new()));
-                    if time.time() < entry.0.time() {
-                        entry.0 = time.retain(0);
-                    }
-                    entry.1.extend(data.filter_map(Batch::take_selected));
+                    pending
+                        .stash(date_key, *time.time(), &time)
+                        .extend(data.filter_map(Batch::take_selected));
                 });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(&date_end(*entry.key())) {
-                        break;
-                    }
-                    let (date_key, (capability, batches)) = entry.remove_entry();
+                for (date_key, capability, batches) in pending.ready(frontier) {
                     let started = Instant::now();
                     match logic(date_key, batches, &diagnostics) {
                         Ok(batches) => sending.push_back((date_key, capability, batches)),
