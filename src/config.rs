@@ -1038,11 +1038,8 @@ impl Pipeline {
             set(&mut fields, Field::new(bin.output(), DataType::Int64, true));
         }
         let plan = AggregatePlan::new(&self.aggregate, &Schema::new(fields)).map_err(|e| {
-            // The plan's messages start with "aggregate: "; the section replaces it.
-            invalid(format!(
-                "[aggregate] {}",
-                e.strip_prefix("aggregate: ").unwrap_or(&e)
-            ))
+            // The section names the stage: its problem, without the "aggregate: " prefix.
+            invalid(format!("[aggregate] {}", e.problem()))
         })?;
         Ok(Checked { plan, rule_outputs })
     }

@@ -7,6 +7,7 @@ use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use arrow::row::RowConverter;
 
+use super::error::{AggregateError, AggregateProblem};
 use super::group::{Groups, group_ids};
 use super::plan::{AggregatePlan, Component, ValueKind};
 use super::state::{Accumulator, AggState, float_key, merge_option};
@@ -61,7 +62,7 @@ pub(super) fn accumulate(
     converter: &RowConverter,
     batch: &RecordBatch,
     groups: &mut Groups,
-) -> Result<Vec<(String, u64)>, String> {
+) -> Result<Vec<(String, u64)>, AggregateError> {
     let ids = group_ids(plan, converter, batch, groups)?;
     let states = &mut groups.states;
     let mut nonfinite = Vec::new();
@@ -83,12 +84,14 @@ pub(super) fn accumulate(
         }
         let column = batch
             .column_by_name(name)
-            .ok_or_else(|| format!("aggregate: column '{name}' is missing"))?;
+            .ok_or_else(|| AggregateProblem::MissingColumn {
+                column: name.to_owned(),
+            })?;
         let nulls = column.logical_nulls().filter(|n| n.null_count() > 0);
         match kind {
             ValueKind::Float => {
-                let floats =
-                    arrow::compute::cast(column, &DataType::Float64).map_err(|e| e.to_string())?;
+                let floats = arrow::compute::cast(column, &DataType::Float64)
+                    .map_err(AggregateProblem::Cast)?;
                 let values = floats.as_primitive::<Float64Type>().values();
                 let mut folds = Folds::take(states, plan, &on_column);
                 // Nulls are skipped; non-finite values too, and counted.
@@ -111,7 +114,8 @@ pub(super) fn accumulate(
                     let ints = bools.values().iter().map(i64::from).collect();
                     Arc::new(Int64Array::new(ints, bools.nulls().cloned())) as ArrayRef
                 } else {
-                    arrow::compute::cast(column, &DataType::Int64).map_err(|e| e.to_string())?
+                    arrow::compute::cast(column, &DataType::Int64)
+                        .map_err(AggregateProblem::Cast)?
                 };
                 let values = column.as_primitive::<Int64Type>().values();
                 let mut folds = Folds::take(states, plan, &on_column);

@@ -6,6 +6,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use arrow::row::RowConverter;
 use rustc_hash::FxHashMap;
 
+use super::error::{AggregateError, AggregateProblem};
 use super::plan::AggregatePlan;
 use super::state::AggState;
 
@@ -95,15 +96,21 @@ pub(super) fn group_ids(
     converter: &RowConverter,
     batch: &RecordBatch,
     groups: &mut Groups,
-) -> Result<Vec<u32>, String> {
+) -> Result<Vec<u32>, AggregateError> {
     let mut keys = Vec::with_capacity(plan.key_fields.len());
     for field in &plan.key_fields {
-        let column = batch
-            .column_by_name(field.name())
-            .ok_or_else(|| format!("aggregate: group_by column '{}' is missing", field.name()))?;
+        let column = batch.column_by_name(field.name()).ok_or_else(|| {
+            AggregateProblem::MissingGroupColumn {
+                column: field.name().clone(),
+            }
+        })?;
         keys.push(
-            arrow::compute::cast(column, field.data_type())
-                .map_err(|e| format!("aggregate: group_by '{}': {e}", field.name()))?,
+            arrow::compute::cast(column, field.data_type()).map_err(|source| {
+                AggregateProblem::GroupCast {
+                    column: field.name().clone(),
+                    source,
+                }
+            })?,
         );
     }
     if (1..=2).contains(&keys.len())
@@ -113,7 +120,7 @@ pub(super) fn group_ids(
     }
     let rows = converter
         .convert_columns(&keys)
-        .map_err(|e| format!("aggregate: {e}"))?;
+        .map_err(AggregateProblem::Arrow)?;
     let mut ids = Vec::with_capacity(batch.num_rows());
     for row in rows.iter() {
         let bytes = row.data();
@@ -137,7 +144,7 @@ fn short_group_ids(
     converter: &RowConverter,
     keys: &[ArrayRef],
     groups: &mut Groups,
-) -> Result<Option<Vec<u32>>, String> {
+) -> Result<Option<Vec<u32>>, AggregateError> {
     let mut codes = Vec::with_capacity(2);
     for column in keys {
         match key_codes(column, &mut groups.strings) {
@@ -174,7 +181,7 @@ fn short_group_ids(
                 let first: Vec<ArrayRef> = keys.iter().map(|k| k.slice(row, 1)).collect();
                 let encoded = converter
                     .convert_columns(&first)
-                    .map_err(|e| format!("aggregate: {e}"))?;
+                    .map_err(AggregateProblem::Arrow)?;
                 let id = groups.add(encoded.row(0).data(), plan);
                 groups.short.insert(key, id);
                 id

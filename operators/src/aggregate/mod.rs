@@ -21,9 +21,11 @@
 //!
 //! In parts: this file is the operator; `plan.rs` binds a spec to a schema and builds
 //! partials ([`AggregatePlan`]); `state.rs` the mergeable group state ([`AggState`]);
-//! `group.rs` maps rows to groups; `accumulate.rs` folds a batch into its groups.
+//! `group.rs` maps rows to groups; `accumulate.rs` folds a batch into its groups;
+//! `error.rs` the stage's errors ([`AggregateError`]).
 
 mod accumulate;
+mod error;
 mod group;
 mod plan;
 mod state;
@@ -46,6 +48,7 @@ use crate::stash::FrontierStash;
 use crate::time::{DateOwners, Time, date_key_of, date_start};
 
 use accumulate::accumulate;
+pub use error::{AggregateError, AggregateProblem, Fault};
 use group::Groups;
 pub use plan::AggregatePlan;
 pub use state::{Accumulator, AggState, float_key, float_of_key};
@@ -116,7 +119,7 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                         );
                                     }
                                 }
-                                Err(message) => diagnostics.error(date_key, message),
+                                Err(error) => diagnostics.error(date_key, error.to_string()),
                             }
                         }
                     });
@@ -167,7 +170,7 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                 Ok(partial) => output
                                     .session(&capability)
                                     .give_container(&mut Batch::new(partial)),
-                                Err(message) => diagnostics.error(date_key, message),
+                                Err(error) => diagnostics.error(date_key, error.to_string()),
                             }
                         }
                     }

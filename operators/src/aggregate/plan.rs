@@ -9,6 +9,7 @@ use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRe
 use arrow::row::{RowConverter, SortField};
 use serde::{Deserialize, Serialize};
 
+use super::error::{AggregateError, AggregateProblem};
 use super::state::{Accumulator, AggState, float_of_key};
 use super::{AggregateSpec, DATE_COLUMN};
 use crate::expr::{AggregateCall, AggregateFunction, MetricExpr};
@@ -102,7 +103,7 @@ fn canonical_key_type(data_type: &DataType) -> Option<DataType> {
 impl AggregatePlan {
     /// Binds `spec` to the schema of the rows it will see. Errors name the metric or
     /// column at fault and list the available columns.
-    pub fn new(spec: &AggregateSpec, input: &Schema) -> Result<AggregatePlan, String> {
+    pub fn new(spec: &AggregateSpec, input: &Schema) -> Result<AggregatePlan, AggregateError> {
         let available = || {
             input
                 .fields()
@@ -117,18 +118,22 @@ impl AggregatePlan {
                     name,
                     input.fields().iter().map(|f| f.name().as_str()),
                 ));
-                format!(
-                    "aggregate: unknown column '{name}' in {context}; {hint}available columns: {}",
-                    available()
-                )
+                AggregateProblem::UnknownColumn {
+                    column: name.to_owned(),
+                    context: context.to_owned(),
+                    hint,
+                    available: available(),
+                }
             })
         };
         let mut key_fields = Vec::new();
         for name in &spec.group_by {
             let f = field(name, "group_by")?;
-            let canonical = canonical_key_type(f.data_type()).ok_or_else(|| {
-                format!("aggregate: cannot group by '{name}' of type {}; group by integers, floats, strings, booleans or dates", f.data_type())
-            })?;
+            let canonical =
+                canonical_key_type(f.data_type()).ok_or_else(|| AggregateProblem::Ungroupable {
+                    column: name.clone(),
+                    data_type: f.data_type().clone(),
+                })?;
             key_fields.push(Field::new(name, canonical, true));
         }
         let mut components: Vec<(Component, ValueKind)> = vec![(Component::Rows, ValueKind::Int)];
@@ -149,11 +154,13 @@ impl AggregatePlan {
                     AggregateFunction::Count | AggregateFunction::CountRows
                 );
                 if needs_number && kind == ValueKind::Other {
-                    return Err(format!(
-                        "aggregate: {} needs a numeric or boolean column, but '{column}' has type {} (in {context})",
-                        call.name(),
-                        field(column, &context)?.data_type()
-                    ));
+                    return Err(AggregateProblem::NotNumeric {
+                        call: call.name(),
+                        column: column.to_owned(),
+                        data_type: field(column, &context)?.data_type().clone(),
+                        context,
+                    }
+                    .into());
                 }
                 match call.function {
                     AggregateFunction::CountRows => {}
@@ -230,13 +237,13 @@ impl AggregatePlan {
         &self,
         date_key: u32,
         groups: &BTreeMap<Vec<u8>, AggState>,
-    ) -> Result<RecordBatch, String> {
+    ) -> Result<RecordBatch, AggregateError> {
         let n = groups.len();
         let converter = self.converter();
         let parser = converter.parser();
         let keys = converter
             .convert_rows(groups.keys().map(|k| parser.parse(k)))
-            .map_err(|e| format!("aggregate: cannot decode group keys: {e}"))?;
+            .map_err(AggregateProblem::DecodeKeys)?;
         let days = (date_of_key(date_key)
             - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default())
         .num_days();
@@ -269,7 +276,10 @@ impl AggregatePlan {
                 .collect::<Result<_, _>>()?;
             let values = metric
                 .evaluate(&calls)
-                .map_err(|e| format!("aggregate: metric '{name}': {e}"))?;
+                .map_err(|source| AggregateProblem::Metric {
+                    metric: name.clone(),
+                    source,
+                })?;
             fields.push(Field::new(name, values.data_type().clone(), true));
             columns.push(values);
         }
@@ -282,7 +292,7 @@ impl AggregatePlan {
             columns.push(array.clone());
         }
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-            .map_err(|e| format!("aggregate: {e}"))
+            .map_err(|e| AggregateProblem::Arrow(e).into())
     }
 }
 
@@ -290,7 +300,7 @@ impl AggregatePlan {
 fn component_array<'a>(
     states: impl Iterator<Item = &'a Accumulator>,
     template: &Accumulator,
-) -> Result<ArrayRef, String> {
+) -> Result<ArrayRef, AggregateError> {
     let states: Vec<&Accumulator> = states.collect();
     Ok(match template {
         Accumulator::Count(_) => Arc::new(Int64Array::from_iter_values(states.iter().map(
@@ -304,8 +314,7 @@ fn component_array<'a>(
             for s in &states {
                 let Accumulator::IntSum(v) = s else { continue };
                 values.push(
-                    i64::try_from(*v)
-                        .map_err(|_| format!("aggregate: an integer sum ({v}) overflows i64"))?,
+                    i64::try_from(*v).map_err(|_| AggregateProblem::SumOverflow { sum: *v })?,
                 );
             }
             Arc::new(Int64Array::from(values))
@@ -335,7 +344,7 @@ fn component_array<'a>(
 fn call_values(
     call: &AggregateCall,
     find: &dyn Fn(&Component) -> ArrayRef,
-) -> Result<ArrayRef, String> {
+) -> Result<ArrayRef, AggregateError> {
     let column = || call.column.clone().unwrap_or_default();
     Ok(match call.function {
         AggregateFunction::CountRows => find(&Component::Rows),
@@ -345,7 +354,7 @@ fn call_values(
         AggregateFunction::Max => find(&Component::Max(column())),
         AggregateFunction::Mean => {
             let sum = arrow::compute::cast(&find(&Component::Sum(column())), &DataType::Float64)
-                .map_err(|e| e.to_string())?;
+                .map_err(AggregateProblem::Cast)?;
             let count = find(&Component::NonNull(column()));
             let (sum, count) = (
                 sum.as_primitive::<Float64Type>(),
