@@ -461,15 +461,17 @@ pub fn with_columns(batch: &RecordBatch, columns: Vec<(String, ArrayRef)>) -> Re
 /// Applies `logic` to every batch of a stream, without exchanging rows: the shape of
 /// the stateless operators (derive, parse_time, bin). `logic` gets the date key of the
 /// batch's time, the batch and the diagnostics (to count what it did), and returns the
-/// batch to pass on; an error fails the batch's date and passes nothing.
-pub fn map_batches<'scope, L>(
+/// batch to pass on; an error (of the caller's type, recorded by its text) fails the
+/// batch's date and passes nothing.
+pub fn map_batches<'scope, L, E>(
     stream: Stream<'scope, Time, Batch>,
     name: &str,
     diagnostics: Diagnostics,
     mut logic: L,
 ) -> Stream<'scope, Time, Batch>
 where
-    L: FnMut(u32, RecordBatch, &Diagnostics) -> Result<RecordBatch, String> + 'static,
+    L: FnMut(u32, RecordBatch, &Diagnostics) -> Result<RecordBatch, E> + 'static,
+    E: std::fmt::Display,
 {
     let stage = name.to_owned();
     stream.unary::<CapacityContainerBuilder<Batch>, _, _, _>(Pipeline, name, move |_cap, _info| {
@@ -486,7 +488,7 @@ where
                             session.give_container(&mut Batch::new(out))
                         }
                         Ok(_) => {}
-                        Err(message) => diagnostics.error(date_key, message),
+                        Err(error) => diagnostics.error(date_key, error.to_string()),
                     }
                 }
             });
@@ -504,9 +506,9 @@ const BATCHES_PER_ACTIVATION: usize = 4;
 /// yields, at the date's earliest time: the shape of the keyed operators
 /// (forward returns, enrich), whose `pact` brings a symbol's rows to one worker. The
 /// output goes out a few batches per activation, so the operators downstream consume
-/// each part before the next is built. An error fails the date and passes nothing
-/// more of it.
-pub fn per_date<'scope, P, L, I>(
+/// each part before the next is built. An error (of the caller's type, recorded by its
+/// text) fails the date and passes nothing more of it.
+pub fn per_date<'scope, P, L, I, E>(
     stream: Stream<'scope, Time, Batch>,
     pact: P,
     name: &str,
@@ -515,8 +517,9 @@ pub fn per_date<'scope, P, L, I>(
 ) -> Stream<'scope, Time, Batch>
 where
     P: ParallelizationContract<Time, Batch>,
-    L: FnMut(u32, Vec<SelectedRows>, &Diagnostics) -> Result<I, String> + 'static,
-    I: Iterator<Item = Result<RecordBatch, String>> + 'static,
+    L: FnMut(u32, Vec<SelectedRows>, &Diagnostics) -> Result<I, E> + 'static,
+    I: Iterator<Item = Result<RecordBatch, E>> + 'static,
+    E: std::fmt::Display,
 {
     let scope = stream.scope();
     let stage = name.to_owned();
@@ -540,7 +543,7 @@ where
                     let started = Instant::now();
                     match logic(date_key, batches, &diagnostics) {
                         Ok(batches) => sending.push_back((date_key, capability, batches)),
-                        Err(message) => diagnostics.error(date_key, message),
+                        Err(error) => diagnostics.error(date_key, error.to_string()),
                     }
                     diagnostics.time(date_key, &stage, started);
                 }
@@ -560,8 +563,8 @@ where
                             budget -= 1;
                         }
                         Some(Ok(_)) => {}
-                        Some(Err(message)) => {
-                            diagnostics.error(*date_key, message);
+                        Some(Err(error)) => {
+                            diagnostics.error(*date_key, error.to_string());
                             sending.pop_front();
                         }
                         None => {

@@ -143,7 +143,7 @@ impl<'scope> Bin<'scope> for Stream<'scope, Time, Batch> {
                     date_key,
                     counter_names.iter().map(String::as_str).zip(nulls),
                 );
-                Ok(out)
+                Ok::<_, String>(out)
             },
         )
     }

@@ -353,7 +353,7 @@ impl<'scope> Derive<'scope> for Stream<'scope, Time, Batch> {
                 diagnostics.add_all(date_key, counts);
                 let (out, failures) = derive_batch(&batch, &spec)?;
                 diagnostics.add_all(date_key, counters.iter().map(String::as_str).zip(failures));
-                Ok(out)
+                Ok::<_, String>(out)
             },
         )
     }

@@ -686,7 +686,7 @@ impl<'scope> ParseTime<'scope>
                         ("parse_time.dropped", times.dropped),
                     ],
                 );
-                Ok(out)
+                Ok::<_, String>(out)
             },
         )
     }
