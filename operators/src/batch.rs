@@ -240,22 +240,74 @@ pub fn symbol_destinations(column: &dyn Array, peers: usize) -> Vec<u32> {
     out
 }
 
+/// A symbol column [`symbol_ids`] cannot read; the text starts with the operator's name.
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolError {
+    /// A batch without the symbol column.
+    #[error("{operator}: symbol column '{column}' is missing")]
+    Missing {
+        /// The operator reading the symbols, e.g. `enrich`.
+        operator: String,
+        /// The symbol column.
+        column: String,
+    },
+    /// String symbols that do not convert to plain strings.
+    #[error("{operator}: symbol column '{column}': {source}")]
+    Strings {
+        /// The operator reading the symbols.
+        operator: String,
+        /// The symbol column.
+        column: String,
+        /// Arrow's error.
+        source: arrow::error::ArrowError,
+    },
+    /// Symbols that are neither integers nor strings.
+    #[error("{operator}: symbol column '{column}' must hold integers or strings: {source}")]
+    NotIntegersOrStrings {
+        /// The operator reading the symbols.
+        operator: String,
+        /// The symbol column.
+        column: String,
+        /// Arrow's error.
+        source: arrow::error::ArrowError,
+    },
+}
+
+impl SymbolError {
+    /// Whose fault the error is: the data's (a date's batch whose symbol column is
+    /// missing or of another type than the configuration was checked against).
+    // TODO merge with crate::error::Fault
+    pub fn fault(&self) -> crate::aggregate::Fault {
+        crate::aggregate::Fault::Data
+    }
+}
+
+/// The error's text, for callers whose errors are still text.
+impl From<SymbolError> for String {
+    fn from(error: SymbolError) -> String {
+        error.to_string()
+    }
+}
+
 /// Dense per-row symbol ids (0, 1, ... in order of first appearance) over a date's
 /// batches, each read through its selection of rows (all rows when `None`), so rows
 /// can be grouped by symbol with a counting sort. Integer symbols of any width and
 /// string symbols (plain or dictionary) are accepted; a null symbol is its own group.
-/// Returns the ids and how many symbols there are. `operator` prefixes error messages.
+/// Returns the ids and how many symbols there are. `operator` names the caller in errors.
 pub fn symbol_ids(
     parts: &[SelectedRows],
     column: &str,
     operator: &str,
-) -> Result<(Vec<u32>, usize), String> {
+) -> Result<(Vec<u32>, usize), SymbolError> {
     // Each part's symbols as Int64 or Utf8 (a cast that is free for those types).
     let mut columns = Vec::with_capacity(parts.len());
     for (batch, selection) in parts {
         let values = batch
             .column_by_name(column)
-            .ok_or_else(|| format!("{operator}: symbol column '{column}' is missing"))?;
+            .ok_or_else(|| SymbolError::Missing {
+                operator: operator.to_owned(),
+                column: column.to_owned(),
+            })?;
         let to = match values.data_type() {
             DataType::Utf8
             | DataType::LargeUtf8
@@ -263,9 +315,20 @@ pub fn symbol_ids(
             | DataType::Dictionary(_, _) => DataType::Utf8,
             _ => DataType::Int64,
         };
-        let cast_error = |e: arrow::error::ArrowError| match to {
-            DataType::Utf8 => format!("{operator}: symbol column '{column}': {e}"),
-            _ => format!("{operator}: symbol column '{column}' must hold integers or strings: {e}"),
+        let cast_error = |source: arrow::error::ArrowError| {
+            let (operator, column) = (operator.to_owned(), column.to_owned());
+            match to {
+                DataType::Utf8 => SymbolError::Strings {
+                    operator,
+                    column,
+                    source,
+                },
+                _ => SymbolError::NotIntegersOrStrings {
+                    operator,
+                    column,
+                    source,
+                },
+            }
         };
         // A cast that copies (a dictionary, Int32, ...) copies only the selected rows:
         // every worker holds the same shared batch.
@@ -694,6 +757,12 @@ mod tests {
         let d = symbol_destinations(&strings, 4);
         assert_eq!(d, symbol_destinations(dict.as_ref(), 4));
         assert_eq!(d[0], d[2]);
+    }
+
+    #[test]
+    fn a_missing_symbol_column_names_the_operator_and_the_column() {
+        let error = symbol_ids(&[(sample(), None)], "sym", "enrich").unwrap_err();
+        assert_eq!(error.to_string(), "enrich: symbol column 'sym' is missing");
     }
 
     #[test]
