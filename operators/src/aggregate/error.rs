@@ -24,7 +24,8 @@ pub enum Fault {
 #[derive(Debug, thiserror::Error)]
 #[error("{}{problem}", stage_prefix(.problem))]
 pub struct AggregateError {
-    problem: AggregateProblem,
+    /// Boxed: an error is rare, and a `Result` of it stays small on the good path.
+    problem: Box<AggregateProblem>,
 }
 
 fn stage_prefix(problem: &AggregateProblem) -> &'static str {
@@ -49,7 +50,9 @@ impl AggregateError {
 
 impl From<AggregateProblem> for AggregateError {
     fn from(problem: AggregateProblem) -> Self {
-        AggregateError { problem }
+        AggregateError {
+            problem: Box::new(problem),
+        }
     }
 }
 

@@ -9,8 +9,8 @@
 //!
 //! Values that are null are skipped. Non-finite floats (NaN, ±inf) are treated as
 //! missing too, and counted in the date's report as `aggregate.nonfinite.{col}`.
-//! Float sums are exact ([`ExactSum`]): a partial is bit-identical whatever the number
-//! of workers, batch sizes or input order.
+//! Float sums are exact ([`ExactSum`](crate::exact_sum::ExactSum)): a partial is
+//! bit-identical whatever the number of workers, batch sizes or input order.
 //!
 //! Dataflow: each worker pre-aggregates the batches of a timely time into one state per
 //! group (a hash of the arrow row encoding of the key), and when the time is complete

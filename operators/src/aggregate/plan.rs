@@ -118,12 +118,12 @@ impl AggregatePlan {
                     name,
                     input.fields().iter().map(|f| f.name().as_str()),
                 ));
-                AggregateProblem::UnknownColumn {
+                AggregateError::from(AggregateProblem::UnknownColumn {
                     column: name.to_owned(),
                     context: context.to_owned(),
                     hint,
                     available: available(),
-                }
+                })
             })
         };
         let mut key_fields = Vec::new();

@@ -1,6 +1,7 @@
-//! [`Scalar`], one value of the row-by-row evaluator of [`Expr::recurrence`](super::Expr::recurrence),
-//! and its operations: arithmetic, comparisons, functions and casts as arrow's kernels do
-//! them on arrays, one value at a time.
+//! [`Scalar`], one value of the row-by-row evaluator of
+//! [`Expr::recurrence`](super::Expr::recurrence), and its operations: arithmetic,
+//! comparisons, functions and casts as arrow's kernels do them on arrays, one value at a
+//! time.
 
 use std::cmp::Ordering;
 
@@ -11,7 +12,7 @@ use arrow::error::ArrowError;
 use super::{BinaryOp, Function, Kind, canonical_float, checked_abs};
 
 /// One value of the row-by-row evaluator: the running variable given to
-/// [`PreparedRecurrence::step`], and what it returns.
+/// [`PreparedRecurrence::step`](super::PreparedRecurrence::step), and what it returns.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Scalar {
     /// SQL's null.
