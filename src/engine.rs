@@ -35,7 +35,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline as PipelinePact};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Input, Probe};
+use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use vizflow_operators::aggregate::Aggregate;
 use vizflow_operators::batch::{Batch, Partition, with_columns};
@@ -45,6 +45,7 @@ use vizflow_operators::derive::Derive;
 use vizflow_operators::enrich::Enrich;
 use vizflow_operators::parse_time::ParseTime;
 use vizflow_operators::report::{DateReport, Diagnostics, first_errors};
+use vizflow_operators::stash::FrontierStash;
 use vizflow_operators::time::{self, DateOwners, Time};
 
 use crate::cluster::Connected;
@@ -790,24 +791,16 @@ fn build_reports(
                 }),
                 "Reports",
                 move |_, _| {
-                    let mut pending: BTreeMap<u32, (Capability<Time>, DateReport)> =
-                        BTreeMap::new();
+                    let mut pending: FrontierStash<u32, DateReport> = FrontierStash::per_date();
                     move |(input, frontier), output| {
                         input.for_each_time(|time, data| {
                             for parts in data {
                                 for (date_key, part) in parts.drain(..) {
-                                    let entry = pending
-                                        .entry(date_key)
-                                        .or_insert_with(|| (time.retain(0), DateReport::default()));
-                                    entry.1.merge(part);
+                                    pending.stash(date_key, *time.time(), &time).merge(part);
                                 }
                             }
                         });
-                        while let Some(entry) = pending.first_entry() {
-                            if frontier.less_equal(&time::date_end(*entry.key())) {
-                                break;
-                            }
-                            let (date_key, (capability, mut report)) = entry.remove_entry();
+                        for (date_key, capability, mut report) in pending.ready(frontier) {
                             report.errors = first_errors(std::mem::take(&mut report.errors));
                             output.session(&capability).give((date_key, report));
                         }

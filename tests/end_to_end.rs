@@ -21,6 +21,7 @@ use vizflow::engine::Engine;
 use vizflow::io::{FileFormat, read_parquet};
 use vizflow::run::{DateStatus, ProgressStyle, RunOptions, run};
 use vizflow::synthetic::{GenSpec, generate, generate_date};
+use vizflow_testing::fifo::{FifoRow, fifo};
 
 mod common;
 
@@ -330,62 +331,33 @@ struct Matched {
     is_closed: bool,
 }
 
-/// The FIFO match per symbol, in event order: B opens lots, S closes the oldest first; an
-/// entry row reports what of it was closed by the end of the date.
+/// The FIFO match per symbol, in event order (the shared oracle, see
+/// [`vizflow_testing::fifo`]): B opens lots, S closes the oldest first; an entry row
+/// reports what of it was closed by the end of the date.
 fn fifo_rows(rows: &[InputRow], by_symbol: &BTreeMap<i64, Vec<usize>>) -> Vec<Matched> {
     let mut out = Vec::new();
     for indices in by_symbol.values() {
-        // Open lots: (entry row, quantity still open).
-        let mut lots: std::collections::VecDeque<(usize, i64)> = Default::default();
-        let mut closed_of_entry: BTreeMap<usize, i64> = BTreeMap::new();
-        for &i in indices {
-            match rows[i].side.as_str() {
-                "B" => {
-                    lots.push_back((i, rows[i].qty));
-                    closed_of_entry.insert(i, 0);
+        let symbol: Vec<FifoRow> = indices
+            .iter()
+            .map(|&i| {
+                let side = rows[i].side.as_str();
+                if !matches!(side, "B" | "S") {
+                    panic!("the generator writes only B and S, not {side:?}");
                 }
-                "S" => {
-                    let mut remaining = rows[i].qty;
-                    let mut matched_any = false;
-                    while remaining > 0 {
-                        let Some(lot) = lots.front_mut() else { break };
-                        let taken = remaining.min(lot.1);
-                        let entry = lot.0;
-                        lot.1 -= taken;
-                        remaining -= taken;
-                        if lot.1 == 0 {
-                            lots.pop_front();
-                        }
-                        *closed_of_entry.get_mut(&entry).unwrap() += taken;
-                        let held_ms = rows[i].elapsed_ms - rows[entry].elapsed_ms;
-                        out.push(Matched {
-                            source: i,
-                            matched_qty: taken,
-                            holding_period: Some(held_ms as f64 / 1000.0),
-                            is_closed: true,
-                        });
-                        matched_any = true;
-                    }
-                    if remaining > 0 || !matched_any {
-                        out.push(Matched {
-                            source: i,
-                            matched_qty: remaining,
-                            holding_period: None,
-                            is_closed: false,
-                        });
-                    }
+                FifoRow {
+                    side: Some(side),
+                    qty: Some(rows[i].qty),
+                    elapsed_ms: rows[i].elapsed_ms,
                 }
-                other => panic!("the generator writes only B and S, not {other:?}"),
-            }
-        }
-        for (entry, closed) in closed_of_entry {
-            out.push(Matched {
-                source: entry,
-                matched_qty: closed,
-                holding_period: None,
-                is_closed: closed == rows[entry].qty,
-            });
-        }
+            })
+            .collect();
+        let (matched, _counts) = fifo(&symbol);
+        out.extend(matched.into_iter().map(|m| Matched {
+            source: indices[m.input],
+            matched_qty: m.matched_qty.expect("generated quantities are valid"),
+            holding_period: m.holding_period,
+            is_closed: m.is_closed.expect("generated quantities are valid"),
+        }));
     }
     out
 }

@@ -24,6 +24,7 @@ use vizflow::engine::{DateResult, Engine, Workers};
 use vizflow::io::{DateFile, FileFormat, write_batches};
 use vizflow::operators::batch::Partition;
 use vizflow_operators::enrich::{Emit, Event, TagRule};
+use vizflow_testing::fifo::{FifoRow, fifo};
 
 mod common;
 
@@ -431,83 +432,49 @@ fn oracle_day(day: &Day) -> OracleDay {
     }
 }
 
-/// `position` over the symbol's original rows, then SEMANTICS.md "FIFO matching" (with
-/// `rules/fifo`'s decisions: zero quantities, null quantities invalid, null sides as other
-/// sides).
+/// `position` over the symbol's original rows, then SEMANTICS.md "FIFO matching" (the
+/// shared oracle, see [`vizflow_testing::fifo`], with `rules/fifo`'s decisions: zero
+/// quantities, null quantities invalid, null sides as other sides).
 fn oracle_fifo(day: &Day, qty: &[Option<i64>], elapsed_ms: &[i64], ids: &[usize]) -> Vec<Enriched> {
-    struct Lot {
-        output: usize,
-        remaining: i64,
-    }
-    let mut out: Vec<Enriched> = Vec::new();
-    let mut lots: std::collections::VecDeque<Lot> = Default::default();
     let mut position = Some(0i64);
-    for &i in ids {
-        // prev + CASE WHEN orderSide = 'B' THEN qty ELSE -qty END; a null side takes the
-        // ELSE branch, a null operand makes this and every later value null.
-        let delta = if day.side[i] == Some("B") {
-            qty[i]
-        } else {
-            qty[i].map(|q| -q)
-        };
-        position = position.zip(delta).map(|(p, d)| p + d);
-        let row = Enriched {
-            source: i,
-            position,
-            ..Enriched::default()
-        };
-        match (day.side[i], qty[i]) {
-            (Some("B"), Some(q)) => {
-                if q > 0 {
-                    lots.push_back(Lot {
-                        output: out.len(),
-                        remaining: q,
-                    });
-                }
-                out.push(Enriched {
-                    matched_qty: Some(0),
-                    is_closed: Some(q == 0),
-                    ..row
-                });
+    let positions: Vec<Option<i64>> = ids
+        .iter()
+        .map(|&i| {
+            // prev + CASE WHEN orderSide = 'B' THEN qty ELSE -qty END; a null side takes
+            // the ELSE branch, a null operand makes this and every later value null.
+            let delta = if day.side[i] == Some("B") {
+                qty[i]
+            } else {
+                qty[i].map(|q| -q)
+            };
+            position = position.zip(delta).map(|(p, d)| p + d);
+            position
+        })
+        .collect();
+    let rows: Vec<FifoRow> = ids
+        .iter()
+        .map(|&i| FifoRow {
+            side: day.side[i],
+            qty: qty[i],
+            elapsed_ms: elapsed_ms[i],
+        })
+        .collect();
+    let (matched, _counts) = fifo(&rows);
+    matched
+        .into_iter()
+        .map(|m| {
+            let entry = m.matched_entry.map(|e| ids[e]);
+            Enriched {
+                source: ids[m.input],
+                position: positions[m.input],
+                matched_entry_id: entry,
+                matched_qty: m.matched_qty,
+                holding_period: m.holding_period,
+                matched_entry_price: entry.and_then(|e| day.fill_price[e]),
+                is_closed: m.is_closed,
             }
-            (Some("S"), Some(q)) => {
-                let (mut remaining, mut taken) = (q, 0);
-                while remaining > 0 {
-                    let Some(lot) = lots.front_mut() else { break };
-                    let portion = remaining.min(lot.remaining);
-                    remaining -= portion;
-                    lot.remaining -= portion;
-                    let entry = &mut out[lot.output];
-                    *entry.matched_qty.as_mut().unwrap() += portion;
-                    let entry_id = entry.source;
-                    if lot.remaining == 0 {
-                        entry.is_closed = Some(true);
-                        lots.pop_front();
-                    }
-                    out.push(Enriched {
-                        matched_entry_id: Some(entry_id),
-                        matched_qty: Some(portion),
-                        holding_period: Some(
-                            (elapsed_ms[i] - elapsed_ms[entry_id]) as f64 / 1000.0,
-                        ),
-                        matched_entry_price: day.fill_price[entry_id],
-                        is_closed: Some(true),
-                        ..row.clone()
-                    });
-                    taken += 1;
-                }
-                if remaining > 0 || taken == 0 {
-                    out.push(Enriched {
-                        matched_qty: Some(remaining),
-                        is_closed: Some(false),
-                        ..row
-                    });
-                }
-            }
-            _ => out.push(row),
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 /// `matched_qty * fillPrice`, as the late derived column computes it.

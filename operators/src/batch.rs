@@ -9,7 +9,7 @@
 //! batch is encoded or an operator takes it ([`Batch::take`]); the keyed operator reads
 //! through the selection ([`Batch::take_selected`]) and copies only what it must.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hasher;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -31,7 +31,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::report::Diagnostics;
-use crate::time::{Time, date_end, date_key_of};
+use crate::stash::FrontierStash;
+use crate::time::{Time, date_key_of};
 
 /// A batch of rows: the container type of VizFlow streams.
 ///
@@ -239,22 +240,66 @@ pub fn symbol_destinations(column: &dyn Array, peers: usize) -> Vec<u32> {
     out
 }
 
+/// A symbol column [`symbol_ids`] cannot read; the text starts with the operator's name.
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolError {
+    /// A batch without the symbol column.
+    #[error("{operator}: symbol column '{column}' is missing")]
+    Missing {
+        /// The operator reading the symbols, e.g. `enrich`.
+        operator: String,
+        /// The symbol column.
+        column: String,
+    },
+    /// String symbols that do not convert to plain strings.
+    #[error("{operator}: symbol column '{column}': {source}")]
+    Strings {
+        /// The operator reading the symbols.
+        operator: String,
+        /// The symbol column.
+        column: String,
+        /// Arrow's error.
+        source: arrow::error::ArrowError,
+    },
+    /// Symbols that are neither integers nor strings.
+    #[error("{operator}: symbol column '{column}' must hold integers or strings: {source}")]
+    NotIntegersOrStrings {
+        /// The operator reading the symbols.
+        operator: String,
+        /// The symbol column.
+        column: String,
+        /// Arrow's error.
+        source: arrow::error::ArrowError,
+    },
+}
+
+impl SymbolError {
+    /// Whose fault the error is: the data's (a date's batch whose symbol column is
+    /// missing or of another type than the configuration was checked against).
+    pub fn fault(&self) -> crate::Fault {
+        crate::Fault::Data
+    }
+}
+
 /// Dense per-row symbol ids (0, 1, ... in order of first appearance) over a date's
 /// batches, each read through its selection of rows (all rows when `None`), so rows
 /// can be grouped by symbol with a counting sort. Integer symbols of any width and
 /// string symbols (plain or dictionary) are accepted; a null symbol is its own group.
-/// Returns the ids and how many symbols there are. `operator` prefixes error messages.
+/// Returns the ids and how many symbols there are. `operator` names the caller in errors.
 pub fn symbol_ids(
     parts: &[SelectedRows],
     column: &str,
     operator: &str,
-) -> Result<(Vec<u32>, usize), String> {
+) -> Result<(Vec<u32>, usize), SymbolError> {
     // Each part's symbols as Int64 or Utf8 (a cast that is free for those types).
     let mut columns = Vec::with_capacity(parts.len());
     for (batch, selection) in parts {
         let values = batch
             .column_by_name(column)
-            .ok_or_else(|| format!("{operator}: symbol column '{column}' is missing"))?;
+            .ok_or_else(|| SymbolError::Missing {
+                operator: operator.to_owned(),
+                column: column.to_owned(),
+            })?;
         let to = match values.data_type() {
             DataType::Utf8
             | DataType::LargeUtf8
@@ -262,9 +307,20 @@ pub fn symbol_ids(
             | DataType::Dictionary(_, _) => DataType::Utf8,
             _ => DataType::Int64,
         };
-        let cast_error = |e: arrow::error::ArrowError| match to {
-            DataType::Utf8 => format!("{operator}: symbol column '{column}': {e}"),
-            _ => format!("{operator}: symbol column '{column}' must hold integers or strings: {e}"),
+        let cast_error = |source: arrow::error::ArrowError| {
+            let (operator, column) = (operator.to_owned(), column.to_owned());
+            match to {
+                DataType::Utf8 => SymbolError::Strings {
+                    operator,
+                    column,
+                    source,
+                },
+                _ => SymbolError::NotIntegersOrStrings {
+                    operator,
+                    column,
+                    source,
+                },
+            }
         };
         // A cast that copies (a dictionary, Int32, ...) copies only the selected rows:
         // every worker holds the same shared batch.
@@ -460,15 +516,17 @@ pub fn with_columns(batch: &RecordBatch, columns: Vec<(String, ArrayRef)>) -> Re
 /// Applies `logic` to every batch of a stream, without exchanging rows: the shape of
 /// the stateless operators (derive, parse_time, bin). `logic` gets the date key of the
 /// batch's time, the batch and the diagnostics (to count what it did), and returns the
-/// batch to pass on; an error fails the batch's date and passes nothing.
-pub fn map_batches<'scope, L>(
+/// batch to pass on; an error (of the caller's type, recorded by its text) fails the
+/// batch's date and passes nothing.
+pub fn map_batches<'scope, L, E>(
     stream: Stream<'scope, Time, Batch>,
     name: &str,
     diagnostics: Diagnostics,
     mut logic: L,
 ) -> Stream<'scope, Time, Batch>
 where
-    L: FnMut(u32, RecordBatch, &Diagnostics) -> Result<RecordBatch, String> + 'static,
+    L: FnMut(u32, RecordBatch, &Diagnostics) -> Result<RecordBatch, E> + 'static,
+    E: std::fmt::Display,
 {
     let stage = name.to_owned();
     stream.unary::<CapacityContainerBuilder<Batch>, _, _, _>(Pipeline, name, move |_cap, _info| {
@@ -485,7 +543,7 @@ where
                             session.give_container(&mut Batch::new(out))
                         }
                         Ok(_) => {}
-                        Err(message) => diagnostics.error(date_key, message),
+                        Err(error) => diagnostics.error(date_key, error.to_string()),
                     }
                 }
             });
@@ -503,9 +561,9 @@ const BATCHES_PER_ACTIVATION: usize = 4;
 /// yields, at the date's earliest time: the shape of the keyed operators
 /// (forward returns, enrich), whose `pact` brings a symbol's rows to one worker. The
 /// output goes out a few batches per activation, so the operators downstream consume
-/// each part before the next is built. An error fails the date and passes nothing
-/// more of it.
-pub fn per_date<'scope, P, L, I>(
+/// each part before the next is built. An error (of the caller's type, recorded by its
+/// text) fails the date and passes nothing more of it.
+pub fn per_date<'scope, P, L, I, E>(
     stream: Stream<'scope, Time, Batch>,
     pact: P,
     name: &str,
@@ -514,8 +572,9 @@ pub fn per_date<'scope, P, L, I>(
 ) -> Stream<'scope, Time, Batch>
 where
     P: ParallelizationContract<Time, Batch>,
-    L: FnMut(u32, Vec<SelectedRows>, &Diagnostics) -> Result<I, String> + 'static,
-    I: Iterator<Item = Result<RecordBatch, String>> + 'static,
+    L: FnMut(u32, Vec<SelectedRows>, &Diagnostics) -> Result<I, E> + 'static,
+    I: Iterator<Item = Result<RecordBatch, E>> + 'static,
+    E: std::fmt::Display,
 {
     let scope = stream.scope();
     let stage = name.to_owned();
@@ -525,29 +584,21 @@ where
         move |_cap, info| {
             let activator = scope.activator_for(info.address.clone());
             // Each date's rows, held with a capability at the date's earliest time.
-            let mut pending: BTreeMap<u32, (Capability<Time>, Vec<SelectedRows>)> = BTreeMap::new();
+            let mut pending: FrontierStash<u32, Vec<SelectedRows>> = FrontierStash::per_date();
             // Dates whose output is being sent, in date order.
             let mut sending: VecDeque<(u32, Capability<Time>, I)> = VecDeque::new();
             move |(input, frontier), output| {
                 input.for_each_time(|time, data| {
                     let date_key = date_key_of(*time.time());
-                    let entry = pending
-                        .entry(date_key)
-                        .or_insert_with(|| (time.retain(0), Vec::new()));
-                    if time.time() < entry.0.time() {
-                        entry.0 = time.retain(0);
-                    }
-                    entry.1.extend(data.filter_map(Batch::take_selected));
+                    pending
+                        .stash(date_key, *time.time(), &time)
+                        .extend(data.filter_map(Batch::take_selected));
                 });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(&date_end(*entry.key())) {
-                        break;
-                    }
-                    let (date_key, (capability, batches)) = entry.remove_entry();
+                for (date_key, capability, batches) in pending.ready(frontier) {
                     let started = Instant::now();
                     match logic(date_key, batches, &diagnostics) {
                         Ok(batches) => sending.push_back((date_key, capability, batches)),
-                        Err(message) => diagnostics.error(date_key, message),
+                        Err(error) => diagnostics.error(date_key, error.to_string()),
                     }
                     diagnostics.time(date_key, &stage, started);
                 }
@@ -567,8 +618,8 @@ where
                             budget -= 1;
                         }
                         Some(Ok(_)) => {}
-                        Some(Err(message)) => {
-                            diagnostics.error(*date_key, message);
+                        Some(Err(error)) => {
+                            diagnostics.error(*date_key, error.to_string());
                             sending.pop_front();
                         }
                         None => {
@@ -698,6 +749,12 @@ mod tests {
         let d = symbol_destinations(&strings, 4);
         assert_eq!(d, symbol_destinations(dict.as_ref(), 4));
         assert_eq!(d[0], d[2]);
+    }
+
+    #[test]
+    fn a_missing_symbol_column_names_the_operator_and_the_column() {
+        let error = symbol_ids(&[(sample(), None)], "sym", "enrich").unwrap_err();
+        assert_eq!(error.to_string(), "enrich: symbol column 'sym' is missing");
     }
 
     #[test]

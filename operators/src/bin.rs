@@ -175,12 +175,12 @@ impl<'scope> Bin<'scope> for Stream<'scope, Time, Batch> {
             diagnostics,
             move |date_key, batch, diagnostics| {
                 // `map_batches` takes the error's text for the date's report.
-                let (out, nulls) = bin_batch(&batch, &specs).map_err(|e| e.to_string())?;
+                let (out, nulls) = bin_batch(&batch, &specs)?;
                 diagnostics.add_all(
                     date_key,
                     counter_names.iter().map(String::as_str).zip(nulls),
                 );
-                Ok(out)
+                Ok::<_, BinError>(out)
             },
         )
     }

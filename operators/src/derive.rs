@@ -489,9 +489,9 @@ impl<'scope> Derive<'scope> for Stream<'scope, Time, Batch> {
                 }
                 diagnostics.add_all(date_key, counts);
                 // `map_batches` takes the error's text for the date's report.
-                let (out, failures) = derive_batch(&batch, &spec).map_err(|e| e.to_string())?;
+                let (out, failures) = derive_batch(&batch, &spec)?;
                 diagnostics.add_all(date_key, counters.iter().map(String::as_str).zip(failures));
-                Ok(out)
+                Ok::<_, DeriveError>(out)
             },
         )
     }

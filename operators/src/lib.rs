@@ -16,7 +16,8 @@
 //!
 //! Supporting modules: [`time`] (the timestamp model: date + coarse trading time),
 //! [`columns`] (the names of the columns the engine adds: `row_id`, `elapsed_ms`),
-//! [`batch`] (the columnar container and the by-symbol exchange), [`clock`] (market
+//! [`batch`] (the columnar container and the by-symbol exchange), [`stash`] (each
+//! date's data held with a capability until the date is complete), [`clock`] (market
 //! sessions and local wall-clock times), [`expr`] (SQL expressions on Arrow arrays),
 //! [`exact_sum`] (order-independent float sums) and [`report`] (per-date counters and
 //! errors).
@@ -43,6 +44,7 @@ pub mod expr;
 pub mod parse_time;
 pub mod report;
 mod rules;
+pub mod stash;
 pub mod suggest;
 pub mod time;
 

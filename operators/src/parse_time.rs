@@ -732,8 +732,7 @@ impl<'scope> ParseTime<'scope>
             move |date_key, batch, diagnostics| {
                 let date = crate::time::date_of_key(date_key);
                 // `map_batches` takes the error's text for the date's report.
-                let (out, times) =
-                    parse_time_batch(&batch, &spec, date).map_err(|e| e.to_string())?;
+                let (out, times) = parse_time_batch(&batch, &spec, date)?;
                 diagnostics.add_all(
                     date_key,
                     [
@@ -741,7 +740,7 @@ impl<'scope> ParseTime<'scope>
                         ("parse_time.dropped", times.dropped),
                     ],
                 );
-                Ok(out)
+                Ok::<_, ParseTimeError>(out)
             },
         )
     }

@@ -19,7 +19,7 @@
 //! splitter's rows and `matched_qty`) and `half_qty` (TagRunning whose Int64 initial value
 //! is widened to Float64 by the update).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -31,6 +31,7 @@ use vizflow_operators::expr::{Expr, Scalar};
 use vizflow_operators::fifo::{FifoMatch, FifoSpec};
 use vizflow_operators::tag_condition::TagCondition;
 use vizflow_operators::tag_running::TagRunning;
+use vizflow_testing::fifo::FifoRow;
 
 const POSITION: &str = "prev + CASE WHEN side = 'B' THEN qty ELSE -qty END";
 
@@ -428,87 +429,40 @@ fn count(counts: &mut BTreeMap<String, u64>, name: &str, amount: u64) {
     *counts.entry(name.to_owned()).or_default() += amount;
 }
 
-/// SEMANTICS.md "FIFO matching" with the documented decisions of `rules/fifo` (zero
-/// quantities, null or negative quantities invalid, null and other sides pass through),
-/// over one symbol's rows in event order. Returns the expanded rows in event order.
+/// SEMANTICS.md "FIFO matching" with the documented decisions of `rules/fifo` (the shared
+/// oracle, see [`vizflow_testing::fifo`]), over one symbol's rows in event order, each
+/// output row carrying its source row's values so far. Returns the expanded rows in
+/// event order.
 fn fifo(symbol: Vec<Out>, rows: &[Row], counts: &mut BTreeMap<String, u64>) -> Vec<Out> {
-    struct Lot {
-        output: usize,
-        remaining: i64,
+    let inputs: Vec<FifoRow> = symbol
+        .iter()
+        .map(|current| {
+            let row = &rows[current.source];
+            FifoRow {
+                side: row.side,
+                qty: row.qty,
+                elapsed_ms: row.elapsed_ms,
+            }
+        })
+        .collect();
+    let (matched, fifo_counts) = vizflow_testing::fifo::fifo(&inputs);
+    for (name, amount) in fifo_counts.named() {
+        count(counts, name, amount);
     }
-    let mut out: Vec<Out> = Vec::new();
-    let mut lots: VecDeque<Lot> = VecDeque::new();
-    for current in symbol {
-        let row = &rows[current.source];
-        match (row.side, row.qty) {
-            (Some("B"), Some(qty)) if qty >= 0 => {
-                count(counts, "fifo.entry_rows", 1);
-                count(counts, "fifo.zero_qty_rows", u64::from(qty == 0));
-                if qty > 0 {
-                    lots.push_back(Lot {
-                        output: out.len(),
-                        remaining: qty,
-                    });
-                }
-                out.push(Out {
-                    matched_qty: Some(0),
-                    is_closed: Some(qty == 0),
-                    ..current
-                });
+    matched
+        .into_iter()
+        .map(|m| {
+            let entry = m.matched_entry.map(|e| symbol[e].source);
+            Out {
+                matched_entry_id: entry.map(|e| e as u64),
+                matched_qty: m.matched_qty,
+                holding_period: m.holding_period,
+                matched_entry_price: entry.and_then(|e| rows[e].price),
+                is_closed: m.is_closed,
+                ..symbol[m.input].clone()
             }
-            (Some("S"), Some(qty)) if qty >= 0 => {
-                count(counts, "fifo.exit_rows", 1);
-                count(counts, "fifo.zero_qty_rows", u64::from(qty == 0));
-                let (mut remaining, mut emitted) = (qty, 0);
-                while remaining > 0 {
-                    let Some(lot) = lots.front_mut() else { break };
-                    let portion = remaining.min(lot.remaining);
-                    remaining -= portion;
-                    lot.remaining -= portion;
-                    let entry = &mut out[lot.output];
-                    *entry.matched_qty.as_mut().unwrap() += portion;
-                    let entry_row = &rows[entry.source];
-                    let holding = (row.elapsed_ms - entry_row.elapsed_ms) as f64 / 1000.0;
-                    let (entry_id, entry_price) = (entry.source as u64, entry_row.price);
-                    if lot.remaining == 0 {
-                        entry.is_closed = Some(true);
-                        lots.pop_front();
-                    }
-                    out.push(Out {
-                        matched_entry_id: Some(entry_id),
-                        matched_qty: Some(portion),
-                        holding_period: Some(holding),
-                        matched_entry_price: entry_price,
-                        is_closed: Some(true),
-                        ..current.clone()
-                    });
-                    emitted += 1;
-                }
-                if remaining > 0 || emitted == 0 {
-                    if remaining > 0 {
-                        count(counts, "fifo.unmatched_exit_rows", 1);
-                        count(counts, "fifo.unmatched_exit_qty", remaining as u64);
-                    }
-                    out.push(Out {
-                        matched_qty: Some(remaining),
-                        is_closed: Some(false),
-                        ..current
-                    });
-                }
-            }
-            (Some("B" | "S"), _) => {
-                count(counts, "fifo.invalid_qty_rows", 1);
-                out.push(current);
-            }
-            _ => {
-                count(counts, "fifo.other_side_rows", 1);
-                out.push(current);
-            }
-        }
-    }
-    count(counts, "fifo.unclosed_entries", lots.len() as u64);
-    count(counts, "fifo.output_rows", out.len() as u64);
-    out
+        })
+        .collect()
 }
 
 /// The splitter, row by row (see [`Splitter`]).

@@ -3,13 +3,14 @@
 //! matching invariants, every input column carried to the output, and output batches
 //! capped at `OUTPUT_BATCH_ROWS`.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::*;
 use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, UInt64Type};
 use proptest::prelude::*;
 use vizflow_operators::fifo::{FifoCounts, FifoSpec, OUTPUT_BATCH_ROWS, fifo_match};
+use vizflow_testing::fifo::{FifoRow, fifo};
 
 /// One input row; its `row_id` is its index in the generated "file".
 #[derive(Clone, Debug)]
@@ -44,16 +45,10 @@ fn bits(x: Option<f64>) -> Option<u64> {
     x.map(f64::to_bits)
 }
 
-/// SEMANTICS.md, "FIFO matching", row by row, with the module's documented decisions
-/// (zero quantities, null or negative quantities invalid, null sides as other sides).
+/// SEMANTICS.md, "FIFO matching", row by row (the shared oracle, see
+/// [`vizflow_testing::fifo`]), per symbol in event order, with each row's `row_id`, its
+/// entry's and the entry's price.
 fn oracle(rows: &[Row]) -> (Vec<Out>, u64) {
-    struct Lot {
-        row_id: u64,
-        remaining: i64,
-        elapsed_ms: i64,
-        price: Option<f64>,
-        output: usize,
-    }
     let mut by_symbol: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
     for (row_id, row) in rows.iter().enumerate() {
         by_symbol.entry(row.symbol).or_default().push(row_id as u64);
@@ -62,49 +57,32 @@ fn oracle(rows: &[Row]) -> (Vec<Out>, u64) {
     let mut unclosed = 0;
     for (_, mut ids) in by_symbol {
         ids.sort_by_key(|id| (rows[*id as usize].elapsed_ms, *id));
-        let mut lots: VecDeque<Lot> = VecDeque::new();
-        for id in ids {
-            let row = &rows[id as usize];
-            match (row.side, row.qty) {
-                (Some("B"), Some(qty)) if qty >= 0 => {
-                    if qty > 0 {
-                        let (elapsed_ms, price, output) = (row.elapsed_ms, row.price, out.len());
-                        lots.push_back(Lot {
-                            row_id: id,
-                            remaining: qty,
-                            elapsed_ms,
-                            price,
-                            output,
-                        });
-                    }
-                    out.push((id, None, Some(0), None, None, Some(qty == 0)));
+        let symbol: Vec<FifoRow> = ids
+            .iter()
+            .map(|id| {
+                let row = &rows[*id as usize];
+                FifoRow {
+                    side: row.side,
+                    qty: row.qty,
+                    elapsed_ms: row.elapsed_ms,
                 }
-                (Some("S"), Some(qty)) if qty >= 0 => {
-                    let mut remaining = qty;
-                    let mut emitted = 0;
-                    while remaining > 0 {
-                        let Some(lot) = lots.front_mut() else { break };
-                        let portion = remaining.min(lot.remaining);
-                        remaining -= portion;
-                        lot.remaining -= portion;
-                        *out[lot.output].2.as_mut().unwrap() += portion;
-                        let holding = (row.elapsed_ms - lot.elapsed_ms) as f64 / 1000.0;
-                        let fifo = (Some(lot.row_id), Some(portion), bits(Some(holding)));
-                        out.push((id, fifo.0, fifo.1, fifo.2, bits(lot.price), Some(true)));
-                        emitted += 1;
-                        if lot.remaining == 0 {
-                            out[lot.output].5 = Some(true);
-                            lots.pop_front();
-                        }
-                    }
-                    if remaining > 0 || emitted == 0 {
-                        out.push((id, None, Some(remaining), None, None, Some(false)));
-                    }
-                }
-                _ => out.push((id, None, None, None, None, None)),
-            }
+            })
+            .collect();
+        let (matched, counts) = fifo(&symbol);
+        for m in matched {
+            let entry = m.matched_entry.map(|e| ids[e]);
+            let entry_price = entry.and_then(|e| bits(rows[e as usize].price));
+            let holding = bits(m.holding_period);
+            out.push((
+                ids[m.input],
+                entry,
+                m.matched_qty,
+                holding,
+                entry_price,
+                m.is_closed,
+            ));
         }
-        unclosed += lots.len() as u64;
+        unclosed += counts.unclosed_entries;
     }
     (out, unclosed)
 }

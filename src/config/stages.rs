@@ -330,11 +330,8 @@ impl Pipeline {
             writes.push(step.check(self, &steps, at, &mut fields)?);
         }
         let plan = AggregatePlan::new(&self.aggregate, &Schema::new(fields)).map_err(|e| {
-            // The plan's messages start with "aggregate: "; the section replaces it.
-            invalid(format!(
-                "[aggregate] {}",
-                e.strip_prefix("aggregate: ").unwrap_or(&e)
-            ))
+            // The section names the stage: its problem, without the "aggregate: " prefix.
+            invalid(format!("[aggregate] {}", e.problem()))
         })?;
         let pruned = self.prune(&steps, writes);
         let read = pruned.read(&steps);

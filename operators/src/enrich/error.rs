@@ -289,11 +289,8 @@ pub enum EnrichError {
         max: u32,
     },
     /// The symbol column is missing or holds neither integers nor strings.
-    #[error("{message}")]
-    Symbols {
-        /// The message of [`symbol_ids`](crate::batch::symbol_ids), prefixed `enrich:`.
-        message: String,
-    },
+    #[error(transparent)]
+    Symbols(#[from] crate::batch::SymbolError),
     /// An event column (`elapsed_ms`, `row_id`) is missing.
     #[error("enrich: column '{column}' is missing (parse_time adds elapsed_ms, the engine row_id)")]
     MissingEventColumn {
@@ -426,8 +423,8 @@ impl EnrichError {
             | ReturnPriceCast { .. }
             | SchemaMismatch { .. }
             | TooManyRows { .. }
-            | Symbols { .. }
             | EventOutOfRange { .. } => Fault::Data,
+            Symbols(error) => error.fault(),
             UnknownColumn { .. }
             | DuplicateOutput { .. }
             | ReservedOutput { .. }

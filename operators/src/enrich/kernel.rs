@@ -85,8 +85,7 @@ pub(super) fn enrich_in_chunks(
     // date's rows), so that each symbol's rows are nearly in event order already.
     let mut parts = parts;
     parts.sort_by_cached_key(first_row_id);
-    let (symbols, symbol_count) = symbol_ids(&parts, &spec.symbol, "enrich")
-        .map_err(|message| EnrichError::Symbols { message })?;
+    let (symbols, symbol_count) = symbol_ids(&parts, &spec.symbol, "enrich")?;
     let events = event_order(&parts, &symbols, symbol_count)?;
     drop(symbols);
     let mut frame = Frame::new(parts, events);

@@ -47,8 +47,7 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
                 ("enrich.null_symbol_rows", null_symbols as u64),
             ];
             diagnostics.add_all(date_key, stage);
-            // `per_date` takes the errors' text for the date's report.
-            let mut out = enrich_selected(parts, &spec).map_err(|e| e.to_string())?;
+            let mut out = enrich_selected(parts, &spec)?;
             let diagnostics = diagnostics.clone();
             // The rules' counts and the output rows are complete once the output is (the
             // rules may run chunk by chunk as it is consumed); a date that fails on the
@@ -62,7 +61,7 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
                     let rules = out.counts().iter().map(|(k, v)| (k.as_str(), *v));
                     diagnostics.add_all(date_key, std::iter::once(rows_out).chain(rules));
                 }
-                next.map(|batch| batch.map_err(|e| e.to_string()))
+                next
             }))
         };
         match partition {

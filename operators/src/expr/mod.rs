@@ -87,18 +87,21 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
 
 // The parts: `convert` turns sqlparser's AST into the syntax tree, `eval` holds the
-// values and helpers evaluation works with, `metric` the aggregate expressions, and
-// `recurrence` the row-by-row steps of `TagRunning`.
+// values and helpers evaluation works with, `metric` the aggregate expressions,
+// `recurrence` the row-by-row steps of `TagRunning` and `scalar` the one-value
+// operations those steps use.
 mod convert;
 mod eval;
 mod metric;
 mod recurrence;
+mod scalar;
 
 use convert::*;
 use eval::*;
 pub use metric::{AggregateCall, AggregateFunction, MetricExpr};
 
-pub use recurrence::{PreparedRecurrence, Recurrence, Scalar};
+pub use recurrence::{PreparedRecurrence, Recurrence};
+pub use scalar::Scalar;
 
 /// Why an expression could not be parsed, checked or evaluated.
 ///

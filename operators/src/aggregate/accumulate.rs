@@ -1,0 +1,255 @@
+//! Folding a batch into its groups' states: one pass per column, updating all the
+//! components of that column.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::row::RowConverter;
+
+use super::error::{AggregateError, AggregateProblem};
+use super::group::{Groups, group_ids};
+use super::plan::{AggregatePlan, Component, ValueKind};
+use super::state::{Accumulator, AggState, float_key, merge_option};
+use crate::exact_sum::ExactSum;
+
+/// Moves component `c` of every group out into a plain vector (`unwrap` says which
+/// variant it is), so that the per-row loops index typed values rather than match an
+/// enum behind two pointers; [`put_component`] puts them back.
+fn take_component<T>(
+    states: &mut [AggState],
+    c: usize,
+    unwrap: impl Fn(Accumulator) -> T,
+) -> Vec<T> {
+    states
+        .iter_mut()
+        .map(|state| unwrap(std::mem::replace(&mut state.0[c], Accumulator::Count(0))))
+        .collect()
+}
+
+fn put_component<T>(
+    states: &mut [AggState],
+    c: usize,
+    values: Vec<T>,
+    wrap: impl Fn(T) -> Accumulator,
+) {
+    for (state, value) in states.iter_mut().zip(values) {
+        state.0[c] = wrap(value);
+    }
+}
+
+fn counts(accumulator: Accumulator) -> i64 {
+    match accumulator {
+        Accumulator::Count(n) => n,
+        other => unreachable!("a count component holds a count: {other:?}"),
+    }
+}
+
+/// Counts `rows` (group ids) into count component `c`.
+fn fold_counts(states: &mut [AggState], c: usize, rows: impl Iterator<Item = usize>) {
+    let mut n = take_component(states, c, counts);
+    rows.for_each(|id| n[id] += 1);
+    put_component(states, c, n, Accumulator::Count);
+}
+
+/// Folds a batch into the groups of its time. Returns the non-finite counts per column.
+///
+/// Each column is read in one pass that updates all its components (a `mean(x)` is a
+/// sum and a non-null count of `x`); each component's per-group values are taken out of
+/// the states into a plain vector for the pass.
+pub(super) fn accumulate(
+    plan: &AggregatePlan,
+    converter: &RowConverter,
+    batch: &RecordBatch,
+    groups: &mut Groups,
+) -> Result<Vec<(String, u64)>, AggregateError> {
+    let ids = group_ids(plan, converter, batch, groups)?;
+    let states = &mut groups.states;
+    let mut nonfinite = Vec::new();
+    let mut done = vec![false; plan.components.len()];
+    for (c, (component, kind)) in plan.components.iter().enumerate() {
+        if done[c] {
+            continue;
+        }
+        let Some(name) = component.column() else {
+            fold_counts(states, c, ids.iter().map(|id| *id as usize));
+            continue;
+        };
+        // Every component of this column (they share its kind).
+        let on_column: Vec<usize> = (c..plan.components.len())
+            .filter(|k| plan.components[*k].0.column() == Some(name))
+            .collect();
+        for k in &on_column {
+            done[*k] = true;
+        }
+        let column = batch
+            .column_by_name(name)
+            .ok_or_else(|| AggregateProblem::MissingColumn {
+                column: name.to_owned(),
+            })?;
+        let nulls = column.logical_nulls().filter(|n| n.null_count() > 0);
+        match kind {
+            ValueKind::Float => {
+                let floats = arrow::compute::cast(column, &DataType::Float64)
+                    .map_err(AggregateProblem::Cast)?;
+                let values = floats.as_primitive::<Float64Type>().values();
+                let mut folds = Folds::take(states, plan, &on_column);
+                // Nulls are skipped; non-finite values too, and counted.
+                let mut skipped = 0u64;
+                for (row, (id, x)) in ids.iter().zip(values.iter()).enumerate() {
+                    if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
+                        continue;
+                    }
+                    if !x.is_finite() {
+                        skipped += 1;
+                        continue;
+                    }
+                    folds.add(*id as usize, float_key(*x), || *x);
+                }
+                folds.put(states);
+                nonfinite.push((name.to_owned(), skipped));
+            }
+            ValueKind::Int => {
+                let column = if let Some(bools) = column.as_boolean_opt() {
+                    let ints = bools.values().iter().map(i64::from).collect();
+                    Arc::new(Int64Array::new(ints, bools.nulls().cloned())) as ArrayRef
+                } else {
+                    arrow::compute::cast(column, &DataType::Int64)
+                        .map_err(AggregateProblem::Cast)?
+                };
+                let values = column.as_primitive::<Int64Type>().values();
+                let mut folds = Folds::take(states, plan, &on_column);
+                for (row, (id, x)) in ids.iter().zip(values.iter()).enumerate() {
+                    if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
+                        continue;
+                    }
+                    folds.add(*id as usize, *x, || 0.0);
+                }
+                folds.put(states);
+            }
+            // Only count(x) reads a column of another type (the plan checks).
+            ValueKind::Other => {
+                for k in on_column {
+                    if matches!(plan.components[k].0, Component::NonNull(_)) {
+                        let rows = ids.iter().enumerate();
+                        let rows =
+                            rows.filter(|(row, _)| nulls.as_ref().is_none_or(|n| n.is_valid(*row)));
+                        fold_counts(states, k, rows.map(|(_, id)| *id as usize));
+                    }
+                }
+            }
+        }
+    }
+    Ok(nonfinite)
+}
+
+/// The components of one column, taken out of the group states for a pass over a
+/// batch: at most one of each kind (the plan has no duplicate components).
+struct Folds {
+    /// `count(x)`: component index and per-group counts.
+    non_null: Option<(usize, Vec<i64>)>,
+    /// An exact float sum (the boxes the accumulators hold, moved, not copied).
+    #[allow(clippy::vec_box)]
+    float_sum: Option<(usize, Vec<Box<ExactSum>>)>,
+    /// An integer sum.
+    int_sum: Option<(usize, Vec<i128>)>,
+    /// Minimum and maximum: component index, the accumulator's constructor, and the
+    /// per-group values (integers, or floats as [`float_key`]s).
+    min: Option<Extremes>,
+    max: Option<Extremes>,
+}
+
+/// A min or max component: its index, its accumulator's constructor, and per group the
+/// integer or [`float_key`].
+type Extremes = (usize, fn(Option<i64>) -> Accumulator, Vec<Option<i64>>);
+
+impl Folds {
+    fn take(states: &mut [AggState], plan: &AggregatePlan, components: &[usize]) -> Self {
+        let mut folds = Folds {
+            non_null: None,
+            float_sum: None,
+            int_sum: None,
+            min: None,
+            max: None,
+        };
+        let extreme = |a: Accumulator| match a {
+            Accumulator::IntMin(m)
+            | Accumulator::IntMax(m)
+            | Accumulator::FloatMin(m)
+            | Accumulator::FloatMax(m) => m,
+            other => unreachable!("a min or max: {other:?}"),
+        };
+        for &c in components {
+            let (component, kind) = &plan.components[c];
+            let float = matches!(kind, ValueKind::Float);
+            match component {
+                Component::NonNull(_) => {
+                    folds.non_null = Some((c, take_component(states, c, counts)))
+                }
+                Component::Sum(_) if float => {
+                    let sums = take_component(states, c, |a| match a {
+                        Accumulator::FloatSum(sum) => sum,
+                        other => unreachable!("a float sum: {other:?}"),
+                    });
+                    folds.float_sum = Some((c, sums));
+                }
+                Component::Sum(_) => {
+                    let sums = take_component(states, c, |a| match a {
+                        Accumulator::IntSum(sum) => sum,
+                        other => unreachable!("an integer sum: {other:?}"),
+                    });
+                    folds.int_sum = Some((c, sums));
+                }
+                Component::Min(_) | Component::Max(_) => {
+                    let min = matches!(component, Component::Min(_));
+                    let wrap: fn(Option<i64>) -> Accumulator = match (min, float) {
+                        (true, true) => Accumulator::FloatMin,
+                        (true, false) => Accumulator::IntMin,
+                        (false, true) => Accumulator::FloatMax,
+                        (false, false) => Accumulator::IntMax,
+                    };
+                    let slot = if min { &mut folds.min } else { &mut folds.max };
+                    *slot = Some((c, wrap, take_component(states, c, extreme)));
+                }
+                Component::Rows => unreachable!("count() reads no column"),
+            }
+        }
+        folds
+    }
+
+    /// Adds a value to group `id`: `key` is the integer or the float's [`float_key`],
+    /// `float` the float (called only for a float sum).
+    #[inline(always)]
+    fn add(&mut self, id: usize, key: i64, float: impl Fn() -> f64) {
+        if let Some((_, counts)) = &mut self.non_null {
+            counts[id] += 1;
+        }
+        if let Some((_, sums)) = &mut self.float_sum {
+            sums[id].add(float());
+        }
+        if let Some((_, sums)) = &mut self.int_sum {
+            sums[id] += i128::from(key);
+        }
+        if let Some((_, _, mins)) = &mut self.min {
+            merge_option(&mut mins[id], Some(key), i64::min);
+        }
+        if let Some((_, _, maxs)) = &mut self.max {
+            merge_option(&mut maxs[id], Some(key), i64::max);
+        }
+    }
+
+    fn put(self, states: &mut [AggState]) {
+        if let Some((c, counts)) = self.non_null {
+            put_component(states, c, counts, Accumulator::Count);
+        }
+        if let Some((c, sums)) = self.float_sum {
+            put_component(states, c, sums, Accumulator::FloatSum);
+        }
+        if let Some((c, sums)) = self.int_sum {
+            put_component(states, c, sums, Accumulator::IntSum);
+        }
+        for (c, wrap, values) in [self.min, self.max].into_iter().flatten() {
+            put_component(states, c, values, wrap);
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! `aggregate`: grouped multi-metric reductions into per-date partials.
+//!
+//! Implements SEMANTICS.md, *aggregate*. Rows are grouped by the `group_by` columns (a
+//! null key is its own group) and every metric is arithmetic over aggregate calls:
+//! `count()`, `count(x)`, `sum(x)`, `mean(x)`, `min(x)`, `max(x)`. Each call is computed
+//! from **components** (row count, non-null count, sum, min, max per column) that
+//! merge exactly, and a partial keeps them beside the metrics so that merging dates
+//! equals aggregating the dates at once.
+//!
+//! Values that are null are skipped. Non-finite floats (NaN, ±inf) are treated as
+//! missing too, and counted in the date's report as `aggregate.nonfinite.{col}`.
+//! Float sums are exact ([`ExactSum`](crate::exact_sum::ExactSum)): a partial is
+//! bit-identical whatever the number of workers, batch sizes or input order.
+//!
+//! Dataflow: each worker pre-aggregates the batches of a timely time into one state per
+//! group (a hash of the arrow row encoding of the key), and when the time is complete
+//! sends one update per group into a differential collection whose *difference* is the
+//! group's [`AggState`]. `consolidate` merges the updates of all workers; a final
+//! operator gathers each date on its owner (see [`DateOwners`]) and builds its partial
+//! when the date is complete.
+//!
+//! In parts: this file is the operator; `plan.rs` binds a spec to a schema and builds
+//! partials ([`AggregatePlan`]); `state.rs` the mergeable group state ([`AggState`]);
+//! `group.rs` maps rows to groups; `accumulate.rs` folds a batch into its groups;
+//! `error.rs` the stage's errors ([`AggregateError`]).
+
+mod accumulate;
+mod error;
+mod group;
+mod plan;
+mod state;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use differential_dataflow::AsCollection;
+use differential_dataflow::difference::{Monoid, Semigroup};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+
+use crate::batch::Batch;
+use crate::expr::MetricExpr;
+use crate::report::Diagnostics;
+use crate::stash::FrontierStash;
+use crate::time::{DateOwners, Time, date_key_of, date_start};
+
+use accumulate::accumulate;
+pub use error::{AggregateError, AggregateProblem};
+use group::Groups;
+pub use plan::AggregatePlan;
+pub use state::{Accumulator, AggState, float_key, float_of_key};
+
+/// The name of the date column of every partial.
+pub const DATE_COLUMN: &str = "date";
+
+/// What to aggregate: group-by columns and named metrics, in output order.
+#[derive(Clone, Debug)]
+pub struct AggregateSpec {
+    /// The group-by columns.
+    pub group_by: Vec<String>,
+    /// `(output name, metric)` pairs.
+    pub metrics: Vec<(String, MetricExpr)>,
+}
+
+/// An update of the differential collection: `((date key, group key bytes), time, state)`.
+pub type GroupUpdate = ((u32, Vec<u8>), Time, AggState);
+
+/// The `aggregate` operator.
+pub trait Aggregate<'scope> {
+    /// Aggregates each date into a partial (one batch per date, see [`AggregatePlan::finalize`]),
+    /// emitted once the date is complete. Dates without rows emit nothing.
+    /// Each date's partial is built on the date's owner (see [`DateOwners`]).
+    fn aggregate(
+        self,
+        plan: AggregatePlan,
+        diagnostics: Diagnostics,
+        owners: DateOwners,
+    ) -> Stream<'scope, Time, Batch>;
+}
+
+impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
+    fn aggregate(
+        self,
+        plan: AggregatePlan,
+        diagnostics: Diagnostics,
+        owners: DateOwners,
+    ) -> Stream<'scope, Time, Batch> {
+        let plan = Arc::new(plan);
+        let pre_plan = plan.clone();
+        let pre_diagnostics = diagnostics.clone();
+        let updates = self.unary_frontier::<CapacityContainerBuilder<Vec<GroupUpdate>>, _, _, _>(
+            Pipeline,
+            "PreAggregate",
+            move |_cap, _info| {
+                let plan = pre_plan;
+                let diagnostics = pre_diagnostics;
+                let converter = plan.converter();
+                let mut pending: FrontierStash<Time, Groups> = FrontierStash::per_time();
+                move |(input, frontier), output| {
+                    input.for_each_time(|time, data| {
+                        let groups = pending.stash(*time.time(), *time.time(), &time);
+                        let date_key = date_key_of(*time.time());
+                        for batch in data {
+                            let Some(rows) = batch.take() else { continue };
+                            diagnostics.add(date_key, "aggregate.rows_in", rows.num_rows() as u64);
+                            let started = Instant::now();
+                            let accumulated = accumulate(&plan, &converter, &rows, groups);
+                            diagnostics.time(date_key, "Aggregate", started);
+                            match accumulated {
+                                Ok(nonfinite) => {
+                                    for (column, count) in nonfinite {
+                                        diagnostics.add(
+                                            date_key,
+                                            &format!("aggregate.nonfinite.{column}"),
+                                            count,
+                                        );
+                                    }
+                                }
+                                Err(error) => diagnostics.error(date_key, error.to_string()),
+                            }
+                        }
+                    });
+                    for (time, capability, groups) in pending.ready(frontier) {
+                        let date_key = date_key_of(time);
+                        let mut session = output.session(&capability);
+                        for (key, state) in groups.keys.into_iter().zip(groups.states) {
+                            session.give(((date_key, key.into_vec()), time, state));
+                        }
+                    }
+                }
+            },
+        );
+        updates
+            .as_collection()
+            .consolidate()
+            .inner
+            .unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(
+                Exchange::new(move |((date_key, _), _, _): &GroupUpdate| {
+                    owners.worker_of(*date_key) as u64
+                }),
+                "Partial",
+                move |_cap, _info| {
+                    let mut dates: FrontierStash<u32, BTreeMap<Vec<u8>, AggState>> =
+                        FrontierStash::per_date();
+                    move |(input, frontier), output| {
+                        input.for_each_time(|time, data| {
+                            for updates in data {
+                                for ((date_key, key), _time, state) in updates.drain(..) {
+                                    // Differential may deliver several dates' updates in one
+                                    // message at the earliest date's time: hold a capability
+                                    // at (or after) the start of the update's own date, so
+                                    // each partial is emitted at a time of its date.
+                                    let start = (*time.time()).max(date_start(date_key));
+                                    dates
+                                        .stash(date_key, start, &time)
+                                        .entry(key)
+                                        .or_insert_with(AggState::zero)
+                                        .plus_equals(&state);
+                                }
+                            }
+                        });
+                        for (date_key, capability, groups) in dates.ready(frontier) {
+                            let started = Instant::now();
+                            let partial = plan.finalize(date_key, &groups);
+                            diagnostics.time(date_key, "Aggregate", started);
+                            match partial {
+                                Ok(partial) => output
+                                    .session(&capability)
+                                    .give_container(&mut Batch::new(partial)),
+                                Err(error) => diagnostics.error(date_key, error.to_string()),
+                            }
+                        }
+                    }
+                },
+            )
+    }
+}
