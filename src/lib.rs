@@ -11,7 +11,7 @@
 //! | [`market`] | market presets (CN, KR, HK, hkex_northbound, JP, US, crypto) and custom markets |
 //! | [`calendar`] | trading days, date specs, previous/next trading day |
 //! | [`io`] | reading date files by parts with projection; atomic Parquet partials |
-//! | [`engine`] | the embedding API: push batches and time, receive per-date results |
+//! | [`engine`] | the embedding API: push batches and time, receive per-date results; the dataflow each worker builds from the stage list (`worker`) |
 //! | [`cluster`] | runs across processes: connecting a cluster, supervising local clusters |
 //! | [`run`] | batch replay over many dates |
 //! | [`progress`] | the progress display of a run or a local cluster, and the messages a cluster's processes send |
