@@ -80,9 +80,10 @@ struct RunFlags {
     /// A file with one date (YYYYMMDD) per line.
     #[arg(long)]
     dates_file: Option<PathBuf>,
-    /// Worker threads (per process).
-    #[arg(long, short = 'w', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    workers: u16,
+    /// Worker threads per process [default: the machine's available cores; with
+    /// `cluster --local N`, the cores shared among the N processes].
+    #[arg(long, short = 'w', value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
     /// How rows are spread over the workers: `symbol` (every worker reads a share of
     /// each date and rows are exchanged by symbol; one date in memory at a time),
     /// `date` (each worker reads and processes whole dates; no exchange, one date in
@@ -125,7 +126,9 @@ impl RunFlags {
         if let Some(file) = &self.dates_file {
             flag("dates-file", path(file));
         }
-        flag("workers", Some(self.workers.to_string()));
+        if let Some(workers) = self.workers {
+            flag("workers", Some(workers.to_string()));
+        }
         if !matches!(self.partition, PartitionArg::Auto) {
             let partition = self
                 .partition
@@ -150,6 +153,18 @@ impl RunFlags {
         args
     }
 
+    /// `--workers`, or the available cores shared among `processes` processes of this
+    /// machine (at least one each).
+    fn workers(&self, processes: usize) -> usize {
+        self.workers.map_or_else(
+            || {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (cores / processes.max(1)).max(1)
+            },
+            usize::from,
+        )
+    }
+
     fn options(&self, cluster: Option<ClusterSpec>) -> RunOptions {
         RunOptions {
             input_dir: self.input_dir.clone(),
@@ -159,7 +174,7 @@ impl RunFlags {
                 (None, Some(file)) => DateSelection::File(file.clone()),
                 (None, None) => DateSelection::All,
             },
-            workers: self.workers as usize,
+            workers: self.workers(1),
             skip_existing: self.skip_existing,
             progress: self.progress.style(),
             partition: self.partition.partition(),
@@ -332,7 +347,7 @@ fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
             processes,
             process: args.process as usize,
             addresses: ClusterSpec::addresses(args.hostfile.as_deref(), processes)?,
-            workers: args.flags.workers as usize,
+            workers: args.flags.workers(1),
             connect_timeout: Duration::from_secs(args.flags.connect_timeout),
         })
     } else {
@@ -356,9 +371,13 @@ fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
         0 => String::new(),
         n => format!(", {n} not run"),
     };
+    let workers = match options.workers {
+        1 => "1 worker".to_owned(),
+        n => format!("{n} workers"),
+    };
     eprintln!(
         "{} dates: {written} written, {skipped} skipped, {failed} failed{not_run}; {} rows in \
-         {:.2} s ({:.2}M rows/s)",
+         {:.2} s ({:.2}M rows/s) with {workers}",
         summary.dates.len(),
         summary.rows,
         summary.elapsed.as_secs_f64(),
@@ -379,9 +398,19 @@ fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn cluster_command(args: ClusterArgs) -> anyhow::Result<ExitCode> {
+fn cluster_command(mut args: ClusterArgs) -> anyhow::Result<ExitCode> {
     // Fail on a bad pipeline here, once, rather than in every process.
     Pipeline::from_file(&args.pipeline)?;
+    // Every process gets the same --workers (their handshake checks it): by default
+    // this machine's cores, shared among the local processes.
+    let processes = args.local.unwrap_or(1) as usize;
+    let local = if args.hostfile.is_some() {
+        1
+    } else {
+        processes
+    };
+    let workers = args.flags.workers(local);
+    args.flags.workers = Some(u16::try_from(workers).unwrap_or(u16::MAX));
     let run_args = |progress: Option<ProgressArg>| {
         let mut run = vec!["run".to_owned(), args.pipeline.display().to_string()];
         run.extend(args.flags.to_args(progress));
@@ -395,7 +424,6 @@ fn cluster_command(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let processes = args.local.unwrap_or(1) as usize;
     let progress = args.flags.progress.style();
     let exe = std::env::current_exe().context("cannot find the vizflow executable")?;
     let code =
@@ -585,5 +613,30 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn flags(args: &[&str]) -> RunFlags {
+        let mut argv = vec!["vizflow", "run", "pipeline.toml"];
+        argv.extend(args);
+        match Cli::parse_from(argv).command {
+            Command::Run(args) => args.flags,
+            _ => unreachable!("a run"),
+        }
+    }
+
+    #[test]
+    fn workers_default_to_the_cores_shared_among_local_processes() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(flags(&[]).workers(1), cores);
+        assert_eq!(flags(&[]).workers(2), (cores / 2).max(1));
+        assert_eq!(flags(&[]).workers(cores + 1), 1);
+        assert_eq!(flags(&["--workers", "3"]).workers(2), 3);
     }
 }
