@@ -343,6 +343,18 @@ pub fn connect(
         }
         None => plan.clone(),
     };
+    if agreed_plan.run.is_empty() {
+        // Nothing to compute anywhere (every date skipped): every process has the agreed
+        // plan and ends here, without starting a network whose connections the others
+        // would see drop.
+        return Ok(Connected {
+            builders: Vec::new(),
+            guard: Box::new(()),
+            process,
+            processes,
+            plan: agreed_plan,
+        });
+    }
     let mut sockets: Vec<Option<TcpStream>> = lower.into_iter().map(|(s, _)| Some(s)).collect();
     sockets.push(None);
     sockets.extend(higher.into_iter().map(Some));

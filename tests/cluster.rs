@@ -149,6 +149,44 @@ fn two_processes_of_two_workers_give_the_partials_of_one_for_both_partitionings(
     }
 }
 
+/// Regression: when every date was already written, the processes of a rerun with
+/// --skip-existing each stopped without starting, and each saw the other's connection
+/// drop (exit 3).
+#[test]
+fn a_rerun_with_nothing_left_to_compute_skips_every_date_and_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    generate_days(&data, 3, 20_000);
+    let out = tmp.path().join("out");
+    let cluster = || {
+        Command::new(EXE)
+            .arg("cluster")
+            .arg(pipeline_file())
+            .args(["--local", "2", "--workers", "1", "--skip-existing"])
+            .args(run_args(&data, &out))
+            .output()
+            .unwrap()
+    };
+    let first = cluster();
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(
+        written_and_skipped(&stderr(&first)),
+        (3, 0),
+        "{}",
+        stderr(&first)
+    );
+    let written = outputs(&out);
+    let rerun = cluster();
+    assert!(rerun.status.success(), "{}", stderr(&rerun));
+    assert_eq!(
+        written_and_skipped(&stderr(&rerun)),
+        (0, 3),
+        "{}",
+        stderr(&rerun)
+    );
+    assert_eq!(outputs(&out), written);
+}
+
 #[test]
 fn killing_one_process_stops_the_other_and_a_rerun_completes_the_missing_dates() {
     let tmp = tempfile::tempdir().unwrap();
