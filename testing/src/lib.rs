@@ -6,6 +6,8 @@
 //! | module | rule |
 //! |---|---|
 //! | [`fifo`] | "FIFO matching", with the documented decisions of `rules/fifo` |
+//! | [`stream`] | "Streaming": late rows, the date cut at `W`, as-of forward returns with any close |
 #![deny(missing_docs)]
 
 pub mod fifo;
+pub mod stream;
