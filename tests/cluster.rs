@@ -20,7 +20,7 @@ mod common;
 
 use common::{
     generate_days, manifest, outputs, pipeline_file, read_lines, reference, regenerate, stderr,
-    written_and_skipped,
+    wait_within, written_and_skipped,
 };
 use vizflow::calendar::format_date;
 use vizflow::cluster::LISTENER_ON_STDIN;
@@ -31,9 +31,6 @@ const EXE: &str = env!("CARGO_BIN_EXE_vizflow");
 /// How long a process may take before the test calls it hung and kills it: far more
 /// than any run here needs on a loaded machine, so only a hang reaches it.
 const HANG_LIMIT: Duration = Duration::from_secs(120);
-
-/// How often a wait for a process looks again.
-const POLL: Duration = Duration::from_millis(20);
 
 /// The loopback addresses of a cluster of two processes, and the listener of process
 /// 0, bound on the first (on a port the system chose) to hand to it. Process 1 only
@@ -94,28 +91,12 @@ fn process(
     command
 }
 
-/// Waits at most `limit` for `child` to exit; past it, kills it and returns `None`.
-fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            return None;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
 /// The exit status and standard error of `child`, which must exit within `limit` (it
 /// is killed and the test fails otherwise).
 fn finish_within(mut child: Child, limit: Duration, what: &str) -> (ExitStatus, String) {
     let (lines, _) = crossbeam_channel::unbounded();
     let log = read_lines(&mut child, lines);
-    let status = wait_within(&mut child, limit);
+    let status = wait_within(child, limit);
     let log = log.join().unwrap();
     let status = status.unwrap_or_else(|| panic!("{what} did not exit within {limit:?}:\n{log}"));
     (status, log)
@@ -228,7 +209,7 @@ fn killing_one_process_stops_the_other_and_a_rerun_completes_the_missing_dates()
         progress.read_to_string(&mut rest).unwrap();
         rest
     });
-    let status = wait_within(&mut first, HANG_LIMIT);
+    let status = wait_within(first, HANG_LIMIT);
     first_log.push_str(&rest.join().unwrap());
     let status = status.unwrap_or_else(|| {
         panic!("process 0 did not stop after process 1 was killed:\n{first_log}")

@@ -895,7 +895,7 @@ fn cast_of_string_column() {
 fn first_derive(bound: &BoundPipeline) -> &DeriveSpec {
     match &bound.stages[0] {
         Stage::Derive(spec) => spec,
-        other => panic!("the first stage is {}", other.name()),
+        other => panic!("the first stage is {other:?}"),
     }
 }
 

@@ -254,18 +254,6 @@ pub enum Stage {
     Bin(Vec<BinSpec>),
 }
 
-impl Stage {
-    /// The stage's name, as reports and benchmarks name it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Stage::Derive(_) => "derive",
-            Stage::ParseTime(_) => "parse_time",
-            Stage::Keyed(_) => "enrich",
-            Stage::Bin(_) => "bin",
-        }
-    }
-}
-
 /// A pipeline bound to an input schema: what to read, the dataflow's stages and the
 /// aggregation.
 #[derive(Clone, Debug)]
@@ -437,7 +425,7 @@ impl Pipeline {
                     _ => writes[at].iter().any(|c| list.contains(c)),
                 };
             list.retain(|c| !writes[at].contains(c));
-            if runs[at] && !matches!(step, Step::RowId) {
+            if runs[at] {
                 step.reads(self).iter().for_each(|c| need(c, &mut list));
             }
             before[at] = list.clone();

@@ -170,14 +170,28 @@ pub fn written_and_skipped(stderr: &str) -> (usize, usize) {
     totals
 }
 
-/// Waits for `child` at most `limit`.
+/// Waits at most `limit` for `child` to exit; past it, kills it (`kill -9`) and returns
+/// `None`. A thread waits on the child, so nothing polls or sleeps.
 #[allow(dead_code)]
-pub fn wait_at_most(mut child: Child, limit: Duration) -> Option<std::process::ExitStatus> {
+pub fn wait_within(mut child: Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let pid = child.id().to_string();
     let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait().unwrap());
     });
-    rx.recv_timeout(limit).ok().map(Result::unwrap)
+    match rx.recv_timeout(limit) {
+        Ok(status) => Some(status),
+        Err(_) => {
+            // The child is not reaped until the waiter's `wait` returns: the pid is
+            // still the child's.
+            let killed = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+            assert!(killed.unwrap().success(), "cannot kill process {pid}");
+            waiter.join().unwrap();
+            None
+        }
+    }
 }
 
 /// Reads a child's stderr on a thread: each line goes to `lines`, all of it to the
