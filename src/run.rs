@@ -248,6 +248,9 @@ fn made_by(path: &Path, hash: &str) -> Option<bool> {
 struct ReportFile<'a> {
     counts: &'a BTreeMap<String, u64>,
     errors: &'a [String],
+    /// The first late rows' `row_id`s (`[stream] late = "drop"`), when there are any.
+    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
+    late_row_ids: &'a [u64],
 }
 
 impl ReportFile<'_> {
@@ -255,6 +258,7 @@ impl ReportFile<'_> {
         ReportFile {
             counts: &report.counts,
             errors: &report.errors,
+            late_row_ids: &report.late_row_ids,
         }
     }
 }

@@ -121,7 +121,7 @@ fn unknown_section() {
          40 | [aggregat]\n   \
          |  ^^^^^^^^\n\
          unknown field `aggregat`, expected one of `input`, `output`, `columns`, `cast`, \
-         `derive`, `time`, `forward_return`, `enrich`, `bin`, `aggregate`"
+         `derive`, `time`, `forward_return`, `enrich`, `bin`, `aggregate`, `stream`"
     );
 }
 

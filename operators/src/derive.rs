@@ -457,43 +457,46 @@ pub trait Derive<'scope> {
 
 impl<'scope> Derive<'scope> for Stream<'scope, Time, Batch> {
     fn derive(self, spec: DeriveSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
-        let counters: Vec<String> = spec
-            .casts
-            .iter()
-            .map(|c| format!("cast.failed.{}", c.column))
-            .collect();
-        // Nulls and NaNs of each input column, as read (the first derive stage only:
-        // the one that knows the input columns).
-        let input_counters: Vec<(String, String, String)> = spec
-            .input_types
-            .iter()
-            .map(|(c, _)| {
-                (
-                    c.clone(),
-                    format!("input.null.{c}"),
-                    format!("input.nan.{c}"),
-                )
-            })
-            .collect();
-        map_batches(
-            self,
-            "Derive",
-            diagnostics,
-            move |date_key, batch, diagnostics| {
-                let mut counts = Vec::with_capacity(2 * input_counters.len());
-                for (column, nulls, nans) in &input_counters {
-                    if let Some(values) = batch.column_by_name(column) {
-                        counts.push((nulls.as_str(), values.logical_null_count() as u64));
-                        counts.push((nans.as_str(), nan_count(values.as_ref())));
-                    }
-                }
-                diagnostics.add_all(date_key, counts);
-                // `map_batches` takes the error's text for the date's report.
-                let (out, failures) = derive_batch(&batch, &spec)?;
-                diagnostics.add_all(date_key, counters.iter().map(String::as_str).zip(failures));
-                Ok::<_, DeriveError>(out)
-            },
-        )
+        map_batches(self, "Derive", diagnostics, derive_fn(spec))
+    }
+}
+
+/// The `derive` operator's work on one batch of a date (`date_key`), counts included:
+/// what the operator maps every batch with, and what a worker runs on a batch as it
+/// arrives when the pipeline streams.
+pub fn derive_fn(
+    spec: DeriveSpec,
+) -> impl FnMut(u32, RecordBatch, &Diagnostics) -> Result<RecordBatch, DeriveError> {
+    let counters: Vec<String> = spec
+        .casts
+        .iter()
+        .map(|c| format!("cast.failed.{}", c.column))
+        .collect();
+    // Nulls and NaNs of each input column, as read (the first derive stage only: the
+    // one that knows the input columns).
+    let input_counters: Vec<(String, String, String)> = spec
+        .input_types
+        .iter()
+        .map(|(c, _)| {
+            (
+                c.clone(),
+                format!("input.null.{c}"),
+                format!("input.nan.{c}"),
+            )
+        })
+        .collect();
+    move |date_key, batch, diagnostics| {
+        let mut counts = Vec::with_capacity(2 * input_counters.len());
+        for (column, nulls, nans) in &input_counters {
+            if let Some(values) = batch.column_by_name(column) {
+                counts.push((nulls.as_str(), values.logical_null_count() as u64));
+                counts.push((nans.as_str(), nan_count(values.as_ref())));
+            }
+        }
+        diagnostics.add_all(date_key, counts);
+        let (out, failures) = derive_batch(&batch, &spec)?;
+        diagnostics.add_all(date_key, counters.iter().map(String::as_str).zip(failures));
+        Ok(out)
     }
 }
 

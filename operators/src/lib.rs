@@ -47,6 +47,7 @@ mod rules;
 pub mod stash;
 pub mod suggest;
 pub mod time;
+pub mod watermark;
 
 pub use error::Fault;
 pub use rules::{fifo, forward_return, tag_condition, tag_running};

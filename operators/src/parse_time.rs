@@ -725,23 +725,30 @@ impl<'scope> ParseTime<'scope>
         spec: ParseTimeSpec,
         diagnostics: crate::report::Diagnostics,
     ) -> timely::dataflow::Stream<'scope, crate::time::Time, crate::batch::Batch> {
-        crate::batch::map_batches(
-            self,
-            "ParseTime",
-            diagnostics,
-            move |date_key, batch, diagnostics| {
-                let date = crate::time::date_of_key(date_key);
-                // `map_batches` takes the error's text for the date's report.
-                let (out, times) = parse_time_batch(&batch, &spec, date)?;
-                diagnostics.add_all(
-                    date_key,
-                    [
-                        ("parse_time.clamped", times.clamped),
-                        ("parse_time.dropped", times.dropped),
-                    ],
-                );
-                Ok::<_, ParseTimeError>(out)
-            },
-        )
+        crate::batch::map_batches(self, "ParseTime", diagnostics, parse_time_fn(spec))
+    }
+}
+
+/// The `parse_time` operator's work on one batch of a date (`date_key`), counts
+/// included: what the operator maps every batch with, and what a worker runs on a
+/// batch as it arrives when the pipeline streams.
+pub fn parse_time_fn(
+    spec: ParseTimeSpec,
+) -> impl FnMut(
+    u32,
+    arrow::array::RecordBatch,
+    &crate::report::Diagnostics,
+) -> Result<arrow::array::RecordBatch, ParseTimeError> {
+    move |date_key, batch, diagnostics| {
+        let date = crate::time::date_of_key(date_key);
+        let (out, times) = parse_time_batch(&batch, &spec, date)?;
+        diagnostics.add_all(
+            date_key,
+            [
+                ("parse_time.clamped", times.clamped),
+                ("parse_time.dropped", times.dropped),
+            ],
+        );
+        Ok(out)
     }
 }

@@ -19,6 +19,11 @@ pub struct DateReport {
     /// ([`Diagnostics::input_error`]): its message names the file, so a run need not.
     #[serde(default)]
     pub errors_name_input: bool,
+    /// The `row_id`s of the date's late rows under `[stream] late = "drop"`, ascending,
+    /// the first [`crate::watermark::LATE_ROW_IDS_SHOWN`] of them (all of them are
+    /// counted as `stream.late_rows`).
+    #[serde(default)]
+    pub late_row_ids: Vec<u64>,
     /// Seconds each stage spent on the date, summed over the workers of this process
     /// (`vizflow bench` shows them). Not written to report files, which stay the same
     /// from run to run.
@@ -40,9 +45,20 @@ impl DateReport {
         }
         self.errors.extend(other.errors);
         self.errors_name_input |= other.errors_name_input;
+        self.add_late_row_ids(other.late_row_ids);
         for (stage, seconds) in other.stage_seconds {
             *self.stage_seconds.entry(stage).or_default() += seconds;
         }
+    }
+
+    /// Adds late rows' `row_id`s, keeping the first
+    /// [`LATE_ROW_IDS_SHOWN`](crate::watermark::LATE_ROW_IDS_SHOWN).
+    pub fn add_late_row_ids(&mut self, row_ids: impl IntoIterator<Item = u64>) {
+        self.late_row_ids.extend(row_ids);
+        self.late_row_ids.sort_unstable();
+        self.late_row_ids.dedup();
+        self.late_row_ids
+            .truncate(crate::watermark::LATE_ROW_IDS_SHOWN);
     }
 }
 
@@ -95,6 +111,21 @@ impl Diagnostics {
                 stages.insert(stage.to_owned(), seconds);
             }
         }
+    }
+
+    /// Records late rows that were dropped: counts them as `stream.late_rows` and lists
+    /// their `row_id`s (the first of them) in the date's report.
+    pub fn late_rows(&self, date_key: u32, row_ids: &[u64]) {
+        if row_ids.is_empty() {
+            return;
+        }
+        let mut dates = self.lock();
+        let report = dates.entry(date_key).or_default();
+        *report
+            .counts
+            .entry(crate::watermark::LATE_ROWS.to_owned())
+            .or_default() += row_ids.len() as u64;
+        report.add_late_row_ids(row_ids.iter().copied());
     }
 
     /// Records an error that fails the date.

@@ -16,6 +16,7 @@ use vizflow_operators::fifo::{FifoMatch, FifoSpec};
 use vizflow_operators::parse_time::{OutOfSession, TimestampFormat};
 use vizflow_operators::tag_condition::TagCondition;
 use vizflow_operators::tag_running::TagRunning;
+use vizflow_operators::watermark::{LatePolicy, StreamSpec};
 
 use super::{ConfigError, Pipeline, invalid};
 use crate::market::{Market, MarketConfig};
@@ -103,6 +104,91 @@ pub struct TimeConfig {
     /// Rows outside the sessions: `clamp` (default), `drop` or `error`.
     #[serde(default)]
     pub out_of_session: OutOfSession,
+}
+
+/// `[stream]`: a date streams through under a watermark (SEMANTICS.md, *Streaming*).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// How far a row may arrive behind the latest row of its date, in trading time:
+    /// `"2s"`, `"500ms"`, `"1m"`.
+    pub lateness: String,
+    /// What happens to a row that arrives later than that: `"drop"` (the default:
+    /// dropped, counted as `stream.late_rows` and listed) or `"error"` (the date fails).
+    #[serde(default)]
+    pub late: Option<String>,
+    /// Provisional results at every multiple of this much trading time.
+    #[serde(default)]
+    pub emit_every: Option<String>,
+}
+
+impl StreamConfig {
+    fn build(&self) -> Result<StreamSpec, ConfigError> {
+        let lateness_ms = duration_ms("lateness", &self.lateness)?;
+        let late = match self.late.as_deref() {
+            None | Some("drop") => LatePolicy::Drop,
+            Some("error") => LatePolicy::Error,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "[stream] late: unknown policy \"{other}\"; use \"drop\" (drop and count \
+                     late rows) or \"error\" (fail the date)"
+                )));
+            }
+        };
+        let emit_every_ms = match &self.emit_every {
+            Some(text) => {
+                if duration_ms("emit_every", text)? == 0 {
+                    return Err(invalid(
+                        "[stream] emit_every: must be more than 0, e.g. emit_every = \"60s\"",
+                    ));
+                }
+                // Provisional results need the keyed stage to release rows under the
+                // watermark, which is not built yet: refuse rather than ignore the key.
+                return Err(invalid(format!(
+                    "[stream] emit_every = \"{text}\": provisional results are not \
+                     available yet (the keyed stage still completes a date before it \
+                     emits); remove emit_every to stream with final results only"
+                )));
+            }
+            None => None,
+        };
+        Ok(StreamSpec {
+            lateness_ms,
+            late,
+            emit_every_ms,
+        })
+    }
+}
+
+/// A duration of trading time written as a number and a unit (`ms`, `s`, `m`, `h`),
+/// e.g. `"2s"`, in whole milliseconds.
+fn duration_ms(key: &str, text: &str) -> Result<i64, ConfigError> {
+    let error = || {
+        invalid(format!(
+            "[stream] {key}: '{text}' is not a duration; write a number and a unit (ms, s, m \
+             or h), e.g. {key} = \"2s\""
+        ))
+    };
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(error)?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| error())?;
+    let scale = match unit.trim() {
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" | "min" => 60e3,
+        "h" => 3_600e3,
+        _ => return Err(error()),
+    };
+    let ms = number * scale;
+    if !(0.0..=1e12).contains(&ms) || ms.fract() != 0.0 {
+        return Err(invalid(format!(
+            "[stream] {key}: '{text}' must be a whole number of milliseconds from 0 to 10^12"
+        )));
+    }
+    Ok(ms as i64)
 }
 
 /// A market: a preset's name or a custom definition.
@@ -267,6 +353,8 @@ struct PipelineFile {
     bin: toml::Table,
     #[serde(default)]
     aggregate: Option<AggregateConfig>,
+    #[serde(default)]
+    stream: Option<StreamConfig>,
 }
 
 fn required_section<T>(section: Option<T>, name: &str, example: &str) -> Result<T, ConfigError> {
@@ -385,6 +473,10 @@ impl Pipeline {
             bins.push(bin(column, value, &columns)?);
         }
         let aggregate = aggregate.build(&columns)?;
+        let stream = match &file.stream {
+            Some(config) => Some(config.build()?),
+            None => None,
+        };
         Ok(Pipeline {
             input,
             output,
@@ -399,6 +491,7 @@ impl Pipeline {
             enrich,
             bins,
             aggregate,
+            stream,
             source: text.to_owned(),
         })
     }

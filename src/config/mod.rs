@@ -50,6 +50,7 @@ use vizflow_operators::enrich::{EnrichRule, TagRule, custom};
 use vizflow_operators::expr::Expr;
 use vizflow_operators::parse_time::{OutOfSession, TimestampFormat};
 use vizflow_operators::suggest::column_hint;
+use vizflow_operators::watermark::StreamSpec;
 
 pub use file::{
     AggregateConfig, CastConfig, EnrichConfig, FifoMatchConfig, ForwardReturnConfig, InputConfig,
@@ -157,6 +158,9 @@ pub struct Pipeline {
     pub bins: Vec<BinSpec>,
     /// The grouped metrics.
     pub aggregate: AggregateSpec,
+    /// `[stream]`: the watermark's lateness and what happens to late rows; `None` for
+    /// whole-date processing (any arrival order).
+    pub stream: Option<StreamSpec>,
     /// The configuration's text, as read (empty for a pipeline built from Rust).
     pub source: String,
 }
@@ -193,10 +197,19 @@ impl Pipeline {
         use sha2::Digest;
         let parsed = Pipeline {
             source: String::new(),
+            stream: None,
             ..self.clone()
         };
         let mut hasher = sha2::Sha256::new();
-        hasher.update(format!("{parsed:?}").as_bytes());
+        // `[stream]` came after partials had been written: it enters the hash only when
+        // set, so that a pipeline without it keeps its hash. Its lateness and policy
+        // change which rows count; `emit_every` changes no partial.
+        let text = format!("{parsed:?}").replace(", stream: None", "");
+        hasher.update(text.as_bytes());
+        if let Some(stream) = &self.stream {
+            let (lateness, late) = (stream.lateness_ms, stream.late);
+            hasher.update(format!("\0stream: lateness {lateness} ms, late {late:?}").as_bytes());
+        }
         let custom: Vec<String> = self.custom_rules().map(|r| r.fingerprint()).collect();
         if !custom.is_empty() {
             hasher.update(format!("\0rules: {}", custom.join("\0")).as_bytes());

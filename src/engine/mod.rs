@@ -36,6 +36,7 @@ use vizflow_operators::columns::ROW_ID;
 use vizflow_operators::report::{DateReport, Diagnostics};
 use vizflow_operators::time::{self, DateOwners, Time};
 
+mod arrivals;
 mod worker;
 
 use worker::{Command, WorkerContext, WorkerMessage, run_worker};
@@ -163,6 +164,11 @@ pub struct Engine {
     current: Option<u32>,
     time: Time,
     next_row_id: u64,
+    /// The current date's parts so far (pushed batches and file parts), which number
+    /// them in arrival order.
+    next_part: u64,
+    /// True under `[stream]`: workers move their inputs with the watermark.
+    streaming: bool,
     next_worker: usize,
     open: BTreeMap<u32, OpenDate>,
     frontiers: Vec<Option<Time>>,
@@ -255,6 +261,8 @@ impl Engine {
             current: None,
             time: 0,
             next_row_id: 0,
+            next_part: 0,
+            streaming: pipeline.pipeline.stream.is_some(),
             next_worker: 0,
             open: BTreeMap::new(),
             frontiers,
@@ -335,6 +343,7 @@ impl Engine {
         self.advance(time::date_start(key))?;
         self.current = Some(key);
         self.next_row_id = 0;
+        self.next_part = 0;
         self.open.insert(
             key,
             OpenDate {
@@ -346,10 +355,18 @@ impl Engine {
     }
 
     /// Says that no row of the current date earlier than `elapsed_ms` of trading time
-    /// will be pushed any more (a live feed's watermark). Optional: results are the
-    /// same without it.
+    /// will be pushed any more (a live feed's watermark, e.g. a producer idle over the
+    /// lunch break). Without `[stream]` it is optional: results are the same without
+    /// it. Under `[stream]` it moves the date's watermark to at least `elapsed_ms`:
+    /// rows pushed after it below that are late.
     pub fn advance_within_date(&mut self, elapsed_ms: i64) -> Result<(), EngineError> {
         let key = self.current.ok_or(EngineError::NoDate)?;
+        if self.streaming {
+            for worker in 0..self.feeds.len() {
+                self.send(worker, Command::Floor(elapsed_ms))?;
+            }
+            return Ok(());
+        }
         self.advance(time::pack(key, time::bucket_for_elapsed(elapsed_ms)))
     }
 
@@ -418,7 +435,9 @@ impl Engine {
         })?;
         let batch = with_columns(&projected, vec![(ROW_ID.to_owned(), row_ids)]);
         self.diagnostics.add(key, "rows_read", rows as u64);
-        self.send(worker, Command::Push(batch))
+        let part = self.next_part;
+        self.next_part += 1;
+        self.send(worker, Command::Push { batch, part })
     }
 
     /// Has a worker read part `part` of `file` (rows of the current date) and feed it
@@ -433,6 +452,8 @@ impl Engine {
         batch_rows: usize,
     ) -> Result<(), EngineError> {
         let key = self.current.ok_or(EngineError::NoDate)?;
+        let arrival = self.next_part;
+        self.next_part += 1;
         let reader = match self.partition {
             Partition::Symbol => part % self.peers,
             Partition::Date => self.owners.worker_of(key) % self.peers,
@@ -446,6 +467,7 @@ impl Engine {
             Command::Read {
                 file,
                 part,
+                arrival,
                 columns,
                 batch_rows,
             },

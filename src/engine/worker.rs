@@ -1,6 +1,7 @@
 //! The dataflow each worker runs, and the commands and messages it exchanges with the
 //! [`Engine`](super::Engine) of its process.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
@@ -15,26 +16,36 @@ use vizflow_operators::aggregate::Aggregate;
 use vizflow_operators::batch::{Batch, Partition, with_columns};
 use vizflow_operators::bin::Bin;
 use vizflow_operators::columns::ROW_ID;
-use vizflow_operators::derive::Derive;
+use vizflow_operators::derive::{Derive, derive_fn};
 use vizflow_operators::enrich::Enrich;
-use vizflow_operators::parse_time::ParseTime;
+use vizflow_operators::parse_time::{ParseTime, parse_time_fn};
 use vizflow_operators::report::{DateReport, Diagnostics, first_errors};
 use vizflow_operators::stash::FrontierStash;
 use vizflow_operators::time::{self, DateOwners, Time};
 
+use super::arrivals::{Arrivals, StageFn, SummaryInput};
 use crate::config::{BoundPipeline, Stage};
 use crate::io::DateFile;
 
 /// What the caller tells a worker.
 pub(super) enum Command {
-    Push(RecordBatch),
+    /// A batch of the current date, the date's part `part` in arrival order.
+    Push {
+        batch: RecordBatch,
+        part: u64,
+    },
+    /// Part `part` of the current date's file, the date's part `arrival` in arrival
+    /// order.
     Read {
         file: Arc<DateFile>,
         part: usize,
+        arrival: u64,
         columns: Arc<Vec<String>>,
         batch_rows: usize,
     },
     Advance(Time),
+    /// The producer's explicit watermark of the current date (`[stream]` only).
+    Floor(i64),
     /// This process's report of a completed date (sent to one worker; the others get
     /// `None`), which every worker's report input then passes.
     Report(u32, Option<DateReport>),
@@ -64,10 +75,10 @@ pub(super) struct WorkerContext {
 type ReportInput = InputHandle<Time, CapacityContainerBuilder<Vec<(u32, DateReport)>>>;
 
 /// The input of the rows dataflow.
-type RowInput = InputHandle<Time, CapacityContainerBuilder<Batch>>;
+pub(super) type RowInput = InputHandle<Time, CapacityContainerBuilder<Batch>>;
 
 /// One worker: builds the dataflows, then feeds commands into them until the engine
-/// hangs up and both dataflows are done.
+/// hangs up and the dataflows are done.
 pub(super) fn run_worker(
     worker: &mut timely::worker::Worker,
     context: &WorkerContext,
@@ -77,30 +88,52 @@ pub(super) fn run_worker(
     let index = worker.index();
     let (rows, probe) = build_rows(worker, context, &events);
     let (reports, report_probe) = build_reports(worker, &context.owners, &events);
+    let (arrivals, summaries, summary_probe) = match &context.pipeline.pipeline.stream {
+        Some(spec) => {
+            let stages = arrival_stages(&context.pipeline);
+            let (arrivals, input, probe) = Arrivals::new(worker, spec.clone(), stages);
+            (Some(arrivals), Some(input), Some(probe))
+        }
+        None => (None, None, None),
+    };
     let mut inputs = WorkerInputs {
         rows: Some(rows),
         reports: Some(reports),
+        summaries,
+        arrivals,
     };
+    // Commands not carried out yet: under `[stream]`, the input cannot leave a date
+    // while a part of it waits for the parts before it.
+    let mut queue = VecDeque::new();
+    let mut hung_up = false;
     let mut reported: Option<Option<Time>> = None;
     loop {
         loop {
             match commands.try_recv() {
-                Ok(command) => inputs.apply(command, &context.diagnostics),
+                Ok(command) => queue.push_back(command),
                 Err(crossbeam_channel::TryRecvError::Empty) => break,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    inputs = WorkerInputs {
-                        rows: None,
-                        reports: None,
-                    };
+                    hung_up = true;
                     break;
                 }
             }
         }
+        while queue.front().is_some_and(|c| !inputs.blocked(c)) {
+            let command = queue.pop_front().expect("a command");
+            inputs.apply(command, &context.diagnostics);
+        }
+        if hung_up && queue.is_empty() {
+            inputs.close();
+        }
         let closed = inputs.rows.is_none() && inputs.reports.is_none();
-        if closed && probe.done() && report_probe.done() {
+        let summarised = summary_probe.as_ref().is_none_or(|p| p.done());
+        if closed && probe.done() && report_probe.done() && summarised {
             break;
         }
         worker.step_or_park(None);
+        if let (Some(arrivals), Some(rows)) = (inputs.arrivals.as_mut(), inputs.rows.as_mut()) {
+            arrivals.release(rows, &context.diagnostics);
+        }
         let frontier = probe.with_frontier(|f| f.first().copied());
         if reported != Some(frontier) {
             reported = Some(frontier);
@@ -109,6 +142,45 @@ pub(super) fn run_worker(
                 time: frontier,
             });
         }
+    }
+}
+
+/// The stages a streaming pipeline runs on each batch as it arrives, before its late
+/// rows are found: the leading `Derive` and `ParseTime` stages, up to the keyed stage
+/// (they map batch by batch, so running them before the dataflow changes nothing).
+fn arrival_stages(pipeline: &BoundPipeline) -> Vec<(&'static str, StageFn)> {
+    let mut stages: Vec<(&'static str, StageFn)> = Vec::new();
+    for stage in &pipeline.stages[..arrival_stage_count(pipeline)] {
+        match stage {
+            Stage::Derive(spec) => {
+                let mut derive = derive_fn(spec.clone());
+                stages.push((
+                    "Derive",
+                    Box::new(move |d, b, g| derive(d, b, g).map_err(|e| e.to_string())),
+                ));
+            }
+            Stage::ParseTime(spec) => {
+                let mut parse = parse_time_fn(spec.clone());
+                stages.push((
+                    "ParseTime",
+                    Box::new(move |d, b, g| parse(d, b, g).map_err(|e| e.to_string())),
+                ));
+            }
+            Stage::Keyed(_) | Stage::Bin(_) => unreachable!("counted as arrival stages"),
+        }
+    }
+    stages
+}
+
+/// How many of the pipeline's stages run as batches arrive when it streams.
+fn arrival_stage_count(pipeline: &BoundPipeline) -> usize {
+    match &pipeline.pipeline.stream {
+        Some(_) => pipeline
+            .stages
+            .iter()
+            .take_while(|s| matches!(s, Stage::Derive(_) | Stage::ParseTime(_)))
+            .count(),
+        None => 0,
     }
 }
 
@@ -129,7 +201,7 @@ fn build_rows(
     let probe = ProbeHandle::new();
     worker.dataflow::<Time, _, _>(|scope| {
         let mut rows = scope.input_from(&mut input);
-        for stage in &pipeline.stages {
+        for stage in &pipeline.stages[arrival_stage_count(pipeline)..] {
             let diagnostics = diagnostics.clone();
             rows = match stage {
                 Stage::Derive(spec) => rows.derive(spec.clone(), diagnostics),
@@ -226,76 +298,124 @@ fn build_reports(
     (reports, probe)
 }
 
-/// A worker's two inputs; `None` once closed.
+/// A worker's inputs, `None` once closed, and its arrivals under `[stream]`.
 struct WorkerInputs {
     rows: Option<RowInput>,
     reports: Option<ReportInput>,
+    summaries: Option<SummaryInput>,
+    arrivals: Option<Arrivals>,
 }
 
 impl WorkerInputs {
+    /// True when `command` must wait: it would move the input past a date of which a
+    /// part is held.
+    fn blocked(&self, command: &Command) -> bool {
+        match (command, &self.arrivals) {
+            (Command::Advance(time), Some(arrivals)) => arrivals.holds_before(*time),
+            _ => false,
+        }
+    }
+
+    /// Closes the inputs: the remaining dates complete.
+    fn close(&mut self) {
+        self.rows = None;
+        self.reports = None;
+        self.summaries = None;
+    }
+
     /// Carries out one command of the engine.
     fn apply(&mut self, command: Command, diagnostics: &Diagnostics) {
-        match command {
-            Command::Push(batch) => {
-                if let Some(input) = self.rows.as_mut() {
-                    input.send_batch(&mut Batch::new(batch));
+        if let Command::Report(date_key, report) = command {
+            if let Some(reports) = self.reports.as_mut() {
+                reports.advance_to(time::date_start(date_key));
+                if let Some(report) = report {
+                    reports.send((date_key, report));
                 }
+                reports.advance_to(time::date_end(date_key) + 1);
             }
-            Command::Read {
-                file,
-                part,
-                columns,
-                batch_rows,
-            } => {
-                if let Some(input) = self.rows.as_mut() {
-                    read_part(input, &file, part, &columns, batch_rows, diagnostics);
-                }
-            }
-            Command::Advance(time) => {
-                if time == Time::MAX {
-                    self.rows = None; // closes the input: the remaining dates complete
-                } else if let Some(input) = self.rows.as_mut() {
-                    input.advance_to(time);
-                }
-            }
-            Command::Report(date_key, report) => {
-                if let Some(reports) = self.reports.as_mut() {
-                    reports.advance_to(time::date_start(date_key));
-                    if let Some(report) = report {
-                        reports.send((date_key, report));
+        } else if let Some(input) = self.rows.as_mut() {
+            let date_key = time::date_key_of(*input.time());
+            let arrivals = self.arrivals.as_mut().zip(self.summaries.as_mut());
+            match command {
+                Command::Push { batch, part } => match arrivals {
+                    Some((arrivals, summaries)) => {
+                        arrivals.arrive(date_key, part, vec![batch], summaries, diagnostics)
                     }
-                    reports.advance_to(time::date_end(date_key) + 1);
+                    None => input.send_batch(&mut Batch::new(batch)),
+                },
+                Command::Read {
+                    file,
+                    part,
+                    arrival,
+                    columns,
+                    batch_rows,
+                } => {
+                    let batches =
+                        read_part(date_key, &file, part, &columns, batch_rows, diagnostics);
+                    match arrivals {
+                        Some((arrivals, summaries)) => {
+                            arrivals.arrive(date_key, arrival, batches, summaries, diagnostics)
+                        }
+                        None => {
+                            for batch in batches {
+                                input.send_batch(&mut Batch::new(batch));
+                            }
+                        }
+                    }
                 }
+                Command::Advance(Time::MAX) => {
+                    // Closes the input: the remaining dates complete.
+                    self.rows = None;
+                    self.summaries = None;
+                }
+                Command::Advance(time) => {
+                    if time > *input.time() {
+                        input.advance_to(time);
+                    }
+                    if let Some((_, summaries)) = arrivals
+                        && time > *summaries.time()
+                    {
+                        summaries.advance_to(time);
+                    }
+                }
+                Command::Floor(elapsed_ms) => {
+                    if let Some((arrivals, _)) = arrivals {
+                        arrivals.raise_floor(date_key, elapsed_ms);
+                    }
+                }
+                Command::Report(..) => {}
             }
         }
     }
 }
 
-/// Reads a part of a date's file into the rows input, numbering the rows by their
-/// place in the file (`row_id`); a read error fails the date.
+/// Reads a part of a date's file, numbering the rows by their place in the file
+/// (`row_id`); a read error fails the date (and gives no batches).
 fn read_part(
-    input: &mut RowInput,
+    date_key: u32,
     file: &DateFile,
     part: usize,
     columns: &[String],
     batch_rows: usize,
     diagnostics: &Diagnostics,
-) {
-    let date_key = time::date_key_of(*input.time());
+) -> Vec<RecordBatch> {
     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
     let started = std::time::Instant::now();
     let read = file.read_part(part, &names, batch_rows);
     diagnostics.time(date_key, "Read", started);
     match read {
-        Ok(batches) => {
-            for (offset, batch) in batches {
+        Ok(batches) => batches
+            .into_iter()
+            .map(|(offset, batch)| {
                 let n = batch.num_rows() as u64;
                 diagnostics.add(date_key, "rows_read", n);
                 let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(offset..offset + n));
-                let row_ids = vec![(ROW_ID.to_owned(), ids)];
-                input.send_batch(&mut Batch::new(with_columns(&batch, row_ids)));
-            }
+                with_columns(&batch, vec![(ROW_ID.to_owned(), ids)])
+            })
+            .collect(),
+        Err(error) => {
+            diagnostics.input_error(date_key, error.to_string());
+            Vec::new()
         }
-        Err(error) => diagnostics.input_error(date_key, error.to_string()),
     }
 }

@@ -1,0 +1,394 @@
+//! `[stream]` (SEMANTICS.md, *Streaming*): a date's rows arrive in file order, and a
+//! row more than `lateness` behind the latest row before it is late.
+//!
+//! Seeded random dates whose rows are in event order up to a jitter, most of it
+//! within the lateness and some beyond it, with ties, null prices and two symbols
+//! per side. Checked against the sequential oracle (`vizflow_testing::stream`):
+//! - the late rows are exactly the oracle's, counted as `stream.late_rows` and listed
+//!   (the first 1,000 `row_id`s) in the report and its file;
+//! - the partial equals the whole-date run (no `[stream]`) over the file without the
+//!   late rows, bit for bit;
+//! - for 1, 2 and 4 workers and batch sizes from 7 rows up, and through the embedding
+//!   API with batches pushed in file order (and an explicit watermark);
+//! - `late = "error"` fails the date naming the first late row, its time and the
+//!   watermark.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array};
+use chrono::NaiveDate;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vizflow::config::Pipeline;
+use vizflow::engine::Engine;
+use vizflow::io::{FileFormat, read_parquet, write_batches};
+use vizflow::run::{DateSelection, DateStatus, ProgressStyle, RunOptions, RunSummary, run};
+use vizflow_testing::stream::late_rows;
+
+const DATE: &str = "20240102";
+
+fn date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2024, 1, 2).unwrap()
+}
+
+/// The CN `HHMMSSmmm` timestamp of `elapsed_ms` of trading time (the inverse of
+/// `common::oracle_elapsed_ms` inside the sessions).
+fn ticktime(elapsed_ms: i64) -> i64 {
+    let clock = if elapsed_ms <= 7_200_000 {
+        34_200_000 + elapsed_ms
+    } else {
+        46_800_000 + elapsed_ms - 7_200_000
+    };
+    let (h, m, ms) = (clock / 3_600_000, clock / 60_000 % 60, clock % 60_000);
+    h * 10_000_000 + m * 100_000 + ms
+}
+
+/// A date of `rows` rows in file order: times rising with a jitter (within 2 s for
+/// most rows, up to 20 s back for about one row in `far`), on the 09:30 and 13:00
+/// boundaries now and then; 4 symbols, sides B and S, quantities, prices with nulls.
+/// Returns the batch and each row's `elapsed_ms`.
+fn day(seed: u64, rows: usize, far: u32) -> (RecordBatch, Vec<i64>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut clock = 0i64;
+    let mut elapsed = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        clock += rng.random_range(0..400);
+        let jitter = if rng.random_ratio(1, far) {
+            rng.random_range(0..20_000)
+        } else {
+            rng.random_range(0..2_500)
+        };
+        // Ties: times in steps of 50 ms.
+        let t = ((clock - jitter).clamp(0, 14_400_000) / 50) * 50;
+        elapsed.push(t);
+    }
+    let ticks: Vec<i64> = elapsed.iter().map(|t| ticktime(*t)).collect();
+    let symbols: Vec<&str> = (0..rows)
+        .map(|_| ["600000", "600001", "000001", "300750"][rng.random_range(0..4)])
+        .collect();
+    let sides: Vec<&str> = (0..rows)
+        .map(|_| ["B", "S"][rng.random_range(0..2)])
+        .collect();
+    let qty: Vec<i64> = (0..rows).map(|_| rng.random_range(1..5) * 100).collect();
+    let px: Vec<Option<f64>> = (0..rows)
+        .map(|_| {
+            (!rng.random_ratio(1, 20)).then(|| 10.0 + rng.random_range(0..1000) as f64 / 100.0)
+        })
+        .collect();
+    let batch = RecordBatch::try_from_iter([
+        ("ticktime", Arc::new(Int64Array::from(ticks)) as ArrayRef),
+        ("ukey", Arc::new(StringArray::from(symbols))),
+        ("side", Arc::new(StringArray::from(sides))),
+        ("qty", Arc::new(Int64Array::from(qty))),
+        ("px", Arc::new(Float64Array::from(px))),
+    ])
+    .unwrap();
+    (batch, elapsed)
+}
+
+/// Writes `batch` as the date's feather file under `dir/in`, in record batches of 97
+/// rows (so that a date has several parts).
+fn write_day(dir: &Path, batch: &RecordBatch) {
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    let chunks: Vec<RecordBatch> = (0..batch.num_rows())
+        .step_by(97)
+        .map(|start| batch.slice(start, 97.min(batch.num_rows() - start)))
+        .collect();
+    let path = dir.join("in").join(format!("d_{DATE}.feather"));
+    write_batches(&path, FileFormat::IpcFile, batch.schema(), &chunks, None).unwrap();
+}
+
+/// The pipeline: forward returns, FIFO matching, and metrics of every kind per side
+/// and symbol; with `stream` as its `[stream]` section when given.
+fn pipeline(dir: &Path, batch_rows: usize, stream: Option<&str>) -> Pipeline {
+    Pipeline::from_toml(&pipeline_text(dir, batch_rows, stream)).unwrap()
+}
+
+/// [`pipeline`]'s text.
+fn pipeline_text(dir: &Path, batch_rows: usize, stream: Option<&str>) -> String {
+    let stream = stream.map_or(String::new(), |s| format!("[stream]\n{s}\n"));
+    format!(
+        r#"
+        input = {{ dir = "{input}", pattern = "d_{{date}}.feather", batch_rows = {batch_rows} }}
+        output = {{ dir = "{output}" }}
+        columns = {{ timestamp = "ticktime", symbol = "ukey" }}
+        time = {{ market = "CN", format = "hhmmssmmm" }}
+        forward_return = {{ price = "px", horizons = [1, 30] }}
+
+        [[enrich]]
+        rule = "FIFOMatch"
+        side = "side"
+        qty = "qty"
+        price = "px"
+
+        [aggregate]
+        group_by = ["side", "ukey"]
+        [aggregate.metrics]
+        n = "count()"
+        matched = "sum(matched_qty)"
+        closed = "sum(is_closed)"
+        holding = "sum(holding_period)"
+        r1 = "mean(return_1)"
+        r30 = "sum(return_30)"
+        low = "min(return_30)"
+        high = "max(px)"
+
+        {stream}
+        "#,
+        input = dir.join("in").display(),
+        output = dir.join("out").display(),
+    )
+}
+
+fn run_date(pipeline: &Pipeline, workers: usize) -> RunSummary {
+    let options = RunOptions {
+        dates: DateSelection::Spec(DATE.into()),
+        workers,
+        progress: ProgressStyle::Quiet,
+        ..RunOptions::default()
+    };
+    run(pipeline, &options).unwrap()
+}
+
+fn written(summary: &RunSummary) -> RecordBatch {
+    match &summary.dates[0].status {
+        DateStatus::Written { path, .. } => read_parquet(path).unwrap().0,
+        other => panic!("the date was not written: {other:?}"),
+    }
+}
+
+/// The partial of the whole-date run over `day`'s rows other than `late`.
+fn whole_date_without(day: &RecordBatch, late: &[usize]) -> RecordBatch {
+    let dir = tempfile::tempdir().unwrap();
+    let on_time: Vec<u32> = (0..day.num_rows() as u32)
+        .filter(|i| late.binary_search(&(*i as usize)).is_err())
+        .collect();
+    let rows = arrow::compute::take_record_batch(day, &UInt32Array::from(on_time)).unwrap();
+    write_day(dir.path(), &rows);
+    written(&run_date(&pipeline(dir.path(), 65_536, None), 1))
+}
+
+#[test]
+fn late_rows_and_finals_match_the_oracle_for_any_workers_and_batch_sizes() {
+    for (seed, rows, far) in [(1, 3_000, 40), (2, 2_000, 5), (3, 500, 1_000)] {
+        let (day, elapsed) = day(seed, rows, far);
+        let late = late_rows(&elapsed, 2_000);
+        if far < 100 {
+            assert!(late.len() > 10, "seed {seed}: the date has late rows");
+        }
+        let expected = whole_date_without(&day, &late);
+        let dir = tempfile::tempdir().unwrap();
+        write_day(dir.path(), &day);
+        for (workers, batch_rows) in [(1, 65_536), (2, 7), (2, 1_000), (4, 33)] {
+            let case = format!("seed {seed}, {workers} workers, batches of {batch_rows}");
+            let pipeline = pipeline(dir.path(), batch_rows, Some("lateness = \"2s\""));
+            let summary = run_date(&pipeline, workers);
+            let report = &summary.dates[0].report;
+            assert_eq!(
+                report.count("stream.late_rows"),
+                late.len() as u64,
+                "{case}"
+            );
+            let ids: Vec<u64> = late.iter().take(1_000).map(|i| *i as u64).collect();
+            assert_eq!(report.late_row_ids, ids, "{case}");
+            assert_eq!(written(&summary), expected, "{case}");
+        }
+        // The report file lists them too.
+        let report = vizflow::run::report_path(&dir.path().join("out"), date());
+        let report = std::fs::read_to_string(report).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&report).unwrap();
+        let listed = json
+            .get("late_row_ids")
+            .map_or(0, |l| l.as_array().unwrap().len());
+        assert_eq!(listed, late.len().min(1_000), "seed {seed}: {report}");
+    }
+}
+
+#[test]
+fn two_processes_find_the_same_late_rows_and_partial_for_both_partitionings() {
+    let (day, elapsed) = day(21, 4_000, 30);
+    let late = late_rows(&elapsed, 2_000);
+    let expected = whole_date_without(&day, &late);
+    let dir = tempfile::tempdir().unwrap();
+    write_day(dir.path(), &day);
+    let file = dir.path().join("stream.toml");
+    std::fs::write(
+        &file,
+        pipeline_text(dir.path(), 50, Some("lateness = \"2s\"")),
+    )
+    .unwrap();
+    for partition in ["symbol", "date"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vizflow"))
+            .arg("cluster")
+            .arg(&file)
+            .args(["--local", "2", "--workers", "2", "--partition", partition])
+            .args(["--dates", DATE])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{partition}: {}",
+            common::stderr(&output)
+        );
+        let out = dir.path().join("out");
+        let partial = read_parquet(&vizflow::run::partial_path(&out, date()))
+            .unwrap()
+            .0;
+        assert_eq!(
+            sorted(&partial),
+            sorted(&expected),
+            "partitioned by {partition}"
+        );
+        let report = std::fs::read_to_string(vizflow::run::report_path(&out, date())).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&report).unwrap();
+        assert_eq!(json["counts"]["stream.late_rows"], late.len(), "{report}");
+        let ids: Vec<u64> = late.iter().take(1_000).map(|i| *i as u64).collect();
+        assert_eq!(json["late_row_ids"], serde_json::json!(ids), "{partition}");
+    }
+}
+
+#[test]
+fn without_late_rows_streaming_changes_nothing() {
+    // Rows in event order: nothing is late, and the partial is the whole-date run's.
+    let (day, mut elapsed) = day(7, 1_500, 1_000);
+    let mut order: Vec<usize> = (0..day.num_rows()).collect();
+    order.sort_by_key(|i| elapsed[*i]);
+    let indices = UInt32Array::from_iter_values(order.iter().map(|i| *i as u32));
+    let day = arrow::compute::take_record_batch(&day, &indices).unwrap();
+    elapsed.sort_unstable();
+    assert!(late_rows(&elapsed, 0).is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    write_day(dir.path(), &day);
+    let whole = written(&run_date(&pipeline(dir.path(), 100, None), 2));
+    let streamed = run_date(&pipeline(dir.path(), 100, Some("lateness = \"0s\"")), 2);
+    assert_eq!(streamed.dates[0].report.count("stream.late_rows"), 0);
+    assert_eq!(written(&streamed), whole);
+}
+
+#[test]
+fn late_error_fails_the_date_naming_the_first_late_row() {
+    let (day, elapsed) = day(11, 800, 10);
+    let late = late_rows(&elapsed, 2_000);
+    let first = late[0];
+    let dir = tempfile::tempdir().unwrap();
+    write_day(dir.path(), &day);
+    for workers in [1, 2] {
+        let stream = "lateness = \"2s\"\nlate = \"error\"";
+        let summary = run_date(&pipeline(dir.path(), 50, Some(stream)), workers);
+        let DateStatus::Failed(message) = &summary.dates[0].status else {
+            panic!("the date did not fail: {:?}", summary.dates[0].status);
+        };
+        let largest = elapsed[..first].iter().max().unwrap();
+        let expected = format!(
+            "stream: row {first} arrived late: its elapsed_ms {} is below the watermark {}",
+            elapsed[first],
+            largest - 2_000
+        );
+        assert!(
+            message.contains(&expected),
+            "{message}\nexpected: {expected}"
+        );
+        assert!(message.contains("late = \"drop\""), "{message}");
+    }
+}
+
+#[test]
+fn pushed_batches_arrive_in_push_order_and_the_producer_can_raise_the_watermark() {
+    let (day, elapsed) = day(5, 2_000, 20);
+    let late = late_rows(&elapsed, 2_000);
+    let expected = whole_date_without(&day, &late);
+    let dir = tempfile::tempdir().unwrap();
+    for workers in [1, 3] {
+        let bound = pipeline(dir.path(), 1, Some("lateness = \"2s\""))
+            .bind(&day.schema())
+            .unwrap();
+        let mut engine = Engine::start(bound, workers).unwrap();
+        engine.begin_date(date()).unwrap();
+        let mut start = 0;
+        for size in [1usize, 5, 64, 300].into_iter().cycle() {
+            if start >= day.num_rows() {
+                break;
+            }
+            let size = size.min(day.num_rows() - start);
+            engine.push(day.slice(start, size)).unwrap();
+            start += size;
+        }
+        let result = engine.finish().unwrap().pop().unwrap();
+        assert_eq!(result.report.count("stream.late_rows"), late.len() as u64);
+        let partial = result.partial.unwrap();
+        let expected = expected.clone();
+        assert_eq!(partial.num_rows(), expected.num_rows(), "{workers} workers");
+        assert_eq!(
+            sorted(&partial),
+            sorted(&expected),
+            "{workers} workers: the partial differs from the whole-date run's"
+        );
+    }
+
+    // An explicit watermark makes later rows below it late, whatever the lateness.
+    let bound = pipeline(dir.path(), 1, Some("lateness = \"1h\""))
+        .bind(&day.schema())
+        .unwrap();
+    let mut engine = Engine::start(bound, 2).unwrap();
+    engine.begin_date(date()).unwrap();
+    let half = day.num_rows() / 2;
+    engine.push(day.slice(0, half)).unwrap();
+    let floor = elapsed[..half].iter().max().unwrap() + 1;
+    engine.advance_within_date(floor).unwrap();
+    engine.push(day.slice(half, day.num_rows() - half)).unwrap();
+    let result = engine.finish().unwrap().pop().unwrap();
+    let below = elapsed[half..].iter().filter(|t| **t < floor).count();
+    assert!(below > 0);
+    assert_eq!(result.report.count("stream.late_rows"), below as u64);
+}
+
+/// The partial's rows sorted by their group keys (a partial's row order is not part
+/// of its meaning).
+fn sorted(partial: &RecordBatch) -> RecordBatch {
+    let keys: Vec<arrow::compute::SortColumn> = ["side", "ukey"]
+        .iter()
+        .map(|k| arrow::compute::SortColumn {
+            values: partial.column_by_name(k).unwrap().clone(),
+            options: None,
+        })
+        .collect();
+    let indices = arrow::compute::lexsort_to_indices(&keys, None).unwrap();
+    arrow::compute::take_record_batch(partial, &indices).unwrap()
+}
+
+#[test]
+fn stream_section_errors_say_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    for (section, wanted) in [
+        (
+            "lateness = \"2 seconds\"",
+            "write a number and a unit (ms, s, m or h)",
+        ),
+        ("lateness = \"2s\"\nlate = \"skip\"", "use \"drop\""),
+        ("lateness = \"-1s\"", "is not a duration"),
+        (
+            "lateness = \"2s\"\nemit_every = \"0s\"",
+            "must be more than 0",
+        ),
+        (
+            "lateness = \"2s\"\nemit_every = \"60s\"",
+            "not available yet",
+        ),
+        ("late = \"drop\"", "missing field `lateness`"),
+    ] {
+        let text = format!(
+            "input = {{ dir = \"{}\", pattern = \"d_{{date}}.feather\" }}\n\
+             output = {{ dir = \"out\" }}\n\
+             columns = {{ timestamp = \"ticktime\", symbol = \"ukey\" }}\n\
+             time = {{ market = \"CN\" }}\n\
+             aggregate = {{ group_by = [\"side\"], metrics = {{ n = \"count()\" }} }}\n\
+             [stream]\n{section}\n",
+            dir.path().display()
+        );
+        let error = Pipeline::from_toml(&text).unwrap_err().to_string();
+        assert!(error.contains(wanted), "{section}: {error}");
+    }
+}
