@@ -76,6 +76,9 @@ pub enum DateProgressStatus {
         groups: usize,
         /// The partial, as displayed.
         partial: String,
+        /// Late rows dropped (`[stream] late = "drop"`).
+        #[serde(default)]
+        late_rows: u64,
     },
     /// An existing partial from the same pipeline was kept.
     Skipped,
@@ -96,7 +99,17 @@ impl DateProgress {
                 rows,
                 groups,
                 partial,
+                late_rows: 0,
             } => format!("{rows} rows -> {groups} groups, {partial}"),
+            DateProgressStatus::Written {
+                rows,
+                groups,
+                partial,
+                late_rows,
+            } => format!(
+                "{rows} rows ({late_rows} late, dropped; see late_row_ids in the report) -> \
+                 {groups} groups, {partial}"
+            ),
             DateProgressStatus::Skipped => "skipped (partial exists)".to_owned(),
             DateProgressStatus::Failed { error } => format!("FAILED: {error}"),
             DateProgressStatus::NotRun => {
@@ -312,6 +325,7 @@ mod tests {
                 rows: 70_000,
                 groups: 12,
                 partial: "out/20240104.parquet".into(),
+                late_rows: 0,
             },
             rows_per_second: 1_234_567.891,
         });
@@ -323,6 +337,27 @@ mod tests {
         assert_eq!(
             progress.log_line(),
             "[2/3] 20240104: 70000 rows -> 12 groups, out/20240104.parquet (1.23M rows/s overall)"
+        );
+    }
+
+    #[test]
+    fn a_date_with_late_rows_says_how_many_were_dropped() {
+        let progress = DateProgress {
+            done: 1,
+            total: 1,
+            date: NaiveDate::from_ymd_opt(2024, 1, 4).unwrap(),
+            status: DateProgressStatus::Written {
+                rows: 70_000,
+                groups: 12,
+                partial: "out/20240104.parquet".into(),
+                late_rows: 17,
+            },
+            rows_per_second: 1e6,
+        };
+        assert_eq!(
+            progress.log_line(),
+            "[1/1] 20240104: 70000 rows (17 late, dropped; see late_row_ids in the report) -> \
+             12 groups, out/20240104.parquet (1.00M rows/s overall)"
         );
     }
 

@@ -713,6 +713,9 @@ impl Recorder<'_> {
                 rows,
                 groups: *groups,
                 partial: path.display().to_string(),
+                late_rows: outcome
+                    .report
+                    .count(vizflow_operators::watermark::LATE_ROWS),
             },
             DateStatus::Skipped => DateProgressStatus::Skipped,
             DateStatus::Failed(error) => DateProgressStatus::Failed {
