@@ -280,6 +280,16 @@ pub enum EnrichError {
         /// The first batch's schema.
         first: SchemaRef,
     },
+    /// A rule that cannot carry its state from one call to the next runs where rows are
+    /// released as a watermark passes them.
+    #[error(
+        "{rule} cannot run under [stream]: it does not carry its per-symbol state from one \
+         release of rows to the next (EnrichRule::resume); remove [stream] or the rule"
+    )]
+    CannotResume {
+        /// The rule.
+        rule: String,
+    },
     /// More rows of one date on one worker than the operator numbers in `u32`.
     #[error("enrich: {rows} rows of one date on one worker; at most {max} are supported")]
     TooManyRows {
@@ -436,7 +446,8 @@ impl EnrichError {
             | NotBoolean { .. }
             | RunningType { .. }
             | RunningTypeUnsettled { .. }
-            | FifoQuantityNotInteger { .. } => Fault::Config,
+            | FifoQuantityNotInteger { .. }
+            | CannotResume { .. } => Fault::Config,
             Expr { source, .. } => source.fault(),
             Arity { .. }
             | RuleArrow { .. }

@@ -124,6 +124,7 @@ mod plan;
 mod scatter;
 mod tag_rule;
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -208,12 +209,78 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
     /// different whole symbols). An error fails the date (a rule of your own words it
     /// with [`EnrichError::rule`]).
     fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError>;
+    /// Runs the rule over rows that continue those of earlier calls over the same date:
+    /// run `r` of `rows` holds rows of symbol `symbols[r]` that follow, in event order,
+    /// that symbol's rows of the calls before, and `carried` keeps each symbol's state
+    /// from one call to the next. The outputs of the calls, together, are those of one
+    /// [`EnrichRule::apply`] over all the rows. This is how a keyed stage that releases
+    /// a date's rows as a watermark passes them runs a rule (`[stream]`); a rule that
+    /// cannot carry its state (the default) cannot run there.
+    fn resume(
+        &self,
+        rows: &Rows<'_>,
+        symbols: &[u32],
+        carried: &mut Carried,
+    ) -> Result<RuleOutput, EnrichError> {
+        let _ = (rows, symbols, carried);
+        Err(EnrichError::CannotResume { rule: self.name() })
+    }
     /// What defines the rule's results, for the pipeline's hash: its name by default (a
     /// rule from the pipeline file is in the file's text); a [`TagRule`] adds its
     /// [fingerprint](TagRule::fingerprint).
     fn fingerprint(&self) -> String {
         self.name()
     }
+}
+
+/// Each symbol's state of one rule, kept from one [`EnrichRule::resume`] call to the
+/// next over a date's rows, by the symbol's number.
+#[derive(Default)]
+pub struct Carried {
+    states: Vec<Option<Box<dyn Any>>>,
+}
+
+impl Carried {
+    /// Takes symbol `symbol`'s state out: the state put back last, or `T::default()`
+    /// for a symbol not seen yet.
+    pub fn take<T: Default + 'static>(&mut self, symbol: u32) -> T {
+        self.states
+            .get_mut(symbol as usize)
+            .and_then(Option::take)
+            .and_then(|state| state.downcast::<T>().ok())
+            .map_or_else(T::default, |state| *state)
+    }
+
+    /// Puts symbol `symbol`'s state back, for the next call.
+    pub fn put<T: 'static>(&mut self, symbol: u32, state: T) {
+        let index = symbol as usize;
+        if self.states.len() <= index {
+            self.states.resize_with(index + 1, || None);
+        }
+        self.states[index] = Some(Box::new(state));
+    }
+
+    /// The number of symbols with a state.
+    pub fn len(&self) -> usize {
+        self.states.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// True when no symbol has a state.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Carried {{ {} symbols }}", self.len())
+    }
+}
+
+/// One call's symbols for [`EnrichRule::apply`] through [`EnrichRule::resume`]: run `r`
+/// is symbol `r`, each seen for the first time.
+pub(crate) fn fresh_symbols(rows: &Rows<'_>) -> Vec<u32> {
+    (0..rows.runs.len().saturating_sub(1) as u32).collect()
 }
 
 /// The rows a rule runs over: each symbol's rows contiguous and in event order.

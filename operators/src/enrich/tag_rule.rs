@@ -8,7 +8,7 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::{Field, Schema};
 
 use super::codec::{InputRow, OutputRow};
-use super::{EnrichError, EnrichRule, Rows, RuleOutput};
+use super::{Carried, EnrichError, EnrichRule, Rows, RuleOutput, fresh_symbols};
 
 /// The event a row belongs to: its `row_id` and `elapsed_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct Event {
 /// `--skip-existing` recomputes a date's partial when it changes.
 pub trait TagRule: fmt::Debug + Send + Sync + 'static {
     /// The state kept per symbol and date.
-    type State: Default;
+    type State: Default + 'static;
     /// The input values of one row: a value type or a tuple of up to six.
     type Input<'a>: InputRow<'a>;
     /// The output values of one output row: a value type or a tuple of up to six.
@@ -160,6 +160,16 @@ impl<R: TagRule> EnrichRule for Custom<R> {
     }
 
     fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
+        self.resume(rows, &fresh_symbols(rows), &mut Carried::default())
+    }
+
+    /// Each symbol's `State` is carried to its next call.
+    fn resume(
+        &self,
+        rows: &Rows<'_>,
+        symbols: &[u32],
+        carried: &mut Carried,
+    ) -> Result<RuleOutput, EnrichError> {
         let name = self.0.name();
         let columns: Vec<ArrayRef> = rows
             .columns
@@ -174,8 +184,8 @@ impl<R: TagRule> EnrichRule for Custom<R> {
         let readers = R::Input::readers(&columns);
         let mut builders = R::Output::builders(rows.len());
         let mut source = Vec::with_capacity(rows.len());
-        for run in rows.runs.windows(2) {
-            let mut state = R::State::default();
+        for (run, symbol) in rows.runs.windows(2).zip(symbols) {
+            let mut state = carried.take::<R::State>(*symbol);
             for row in run[0]..run[1] {
                 let event = Event {
                     row_id: rows.row_id[row],
@@ -189,6 +199,7 @@ impl<R: TagRule> EnrichRule for Custom<R> {
                 self.0
                     .process(R::Input::read(&readers, row), event, &mut state, &mut emit);
             }
+            carried.put(*symbol, state);
         }
         let mut counts = Vec::new();
         let identity =

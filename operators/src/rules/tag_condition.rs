@@ -9,7 +9,7 @@
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::enrich::{EnrichError, EnrichRule, Rows, RuleOutput};
+use crate::enrich::{Carried, EnrichError, EnrichRule, Rows, RuleOutput};
 use crate::expr::Expr;
 
 /// A condition tag: the output column's name and the condition.
@@ -58,6 +58,16 @@ impl EnrichRule for TagCondition {
             });
         }
         Ok(vec![Field::new(&self.name, DataType::Boolean, true)])
+    }
+
+    /// A condition has no state: each call is [`EnrichRule::apply`].
+    fn resume(
+        &self,
+        rows: &Rows<'_>,
+        _symbols: &[u32],
+        _carried: &mut Carried,
+    ) -> Result<RuleOutput, EnrichError> {
+        self.apply(rows)
     }
 
     fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::enrich::{EnrichError, EnrichRule, Rows, RuleOutput};
+use crate::enrich::{Carried, EnrichError, EnrichRule, Rows, RuleOutput, fresh_symbols};
 use crate::expr::{Expr, Recurrence, Scalar};
 
 /// The name of the previous value in a [`TagRunning`] update.
@@ -133,6 +133,17 @@ impl EnrichRule for TagRunning {
     }
 
     fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
+        self.resume(rows, &fresh_symbols(rows), &mut Carried::default())
+    }
+
+    /// Each symbol's last value is carried to its next call (as `prev` of its first row
+    /// there).
+    fn resume(
+        &self,
+        rows: &Rows<'_>,
+        symbols: &[u32],
+        carried: &mut Carried,
+    ) -> Result<RuleOutput, EnrichError> {
         let rule = EnrichRule::name(self);
         let fields: Vec<Field> = self
             .inputs()
@@ -161,8 +172,8 @@ impl EnrichRule for TagRunning {
         let data_type = recurrence.data_type().clone();
         let initial = convert(self.initial, &data_type);
         let mut values = ValueBuilder::new(&data_type, rows.len());
-        for run in rows.runs.windows(2) {
-            let mut value = initial;
+        for (run, symbol) in rows.runs.windows(2).zip(symbols) {
+            let mut value = carried.take::<Option<Scalar>>(*symbol).unwrap_or(initial);
             for row in run[0]..run[1] {
                 let next = prepared
                     .step(row, value)
@@ -175,6 +186,7 @@ impl EnrichRule for TagRunning {
                 value = convert(next, &data_type);
                 values.push(value);
             }
+            carried.put(*symbol, Some(value));
         }
         let (column, nulls) = values.finish();
         Ok(RuleOutput {
