@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema};
 use chrono::NaiveDate;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -391,4 +392,59 @@ fn stream_section_errors_say_what_to_write() {
         let error = Pipeline::from_toml(&text).unwrap_err().to_string();
         assert!(error.contains(wanted), "{section}: {error}");
     }
+}
+
+#[test]
+fn a_part_that_fails_on_arrival_fails_its_date_and_the_next_date_still_runs() {
+    // A non-integer quantity fails the [[cast]] that runs as its part arrives: the part
+    // still counts for the parts after it (no worker waits for it forever), the date
+    // fails naming the row and value, and the next date is processed.
+    let dir = tempfile::tempdir().unwrap();
+    let (day, _) = day(31, 600, 1_000);
+    // `qty` as floats, 100.5 at row `bad`.
+    let with_float_qty = |bad: Option<usize>| {
+        let qty: Vec<f64> = (0..day.num_rows())
+            .map(|i| if Some(i) == bad { 100.5 } else { 100.0 })
+            .collect();
+        let index = day.schema().index_of("qty").unwrap();
+        let mut fields: Vec<Field> = day
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[index] = Field::new("qty", DataType::Float64, false);
+        let mut columns = day.columns().to_vec();
+        columns[index] = Arc::new(Float64Array::from(qty));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    };
+    write_day(dir.path(), &with_float_qty(Some(150)));
+    let next = dir.path().join("in").join(format!("d_{DATE}.feather"));
+    std::fs::rename(&next, dir.path().join("in/first.tmp")).unwrap();
+    write_day(dir.path(), &with_float_qty(None));
+    std::fs::rename(&next, dir.path().join("in/d_20240103.feather")).unwrap();
+    std::fs::rename(dir.path().join("in/first.tmp"), &next).unwrap();
+    let text = format!(
+        "{}\n[[cast]]\ncolumn = \"qty\"\nto = \"int64\"\n",
+        pipeline_text(dir.path(), 40, Some("lateness = \"2s\""))
+    );
+    let options = RunOptions {
+        dates: DateSelection::Spec("20240102,20240103".into()),
+        workers: 2,
+        progress: ProgressStyle::Quiet,
+        ..RunOptions::default()
+    };
+    let summary = run(&Pipeline::from_toml(&text).unwrap(), &options).unwrap();
+    let DateStatus::Failed(message) = &summary.dates[0].status else {
+        panic!("20240102 did not fail: {:?}", summary.dates[0].status);
+    };
+    assert!(
+        message.contains("100.5") && message.contains("150"),
+        "{message}"
+    );
+    assert!(
+        matches!(summary.dates[1].status, DateStatus::Written { .. }),
+        "{:?}",
+        summary.dates[1].status
+    );
 }
