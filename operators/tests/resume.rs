@@ -4,18 +4,22 @@
 //!
 //! Seeded dates of several symbols in event order, cut at random release points (the
 //! rows of every symbol below the point go in that call; a symbol may have no rows in a
-//! call), for each rule that carries its state: `TagRunning` (with nulls), `TagCondition`
-//! and a `TagRule` that keeps a state and drops and expands rows.
+//! call), for each rule that carries its state: `TagRunning` (with nulls), `TagCondition`,
+//! a `TagRule` that keeps a state and drops and expands rows, and `FIFOMatch`, whose
+//! entry rows of earlier calls are revised as later exits match them (applied here
+//! before comparing) and whose lots left open are counted at the date's end.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int64Array, StringArray};
 use arrow::datatypes::DataType;
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 use vizflow_operators::enrich::{
     Carried, Emit, EnrichRule, Event, Rows, RuleOutput, TagRule, custom,
 };
 use vizflow_operators::expr::{Expr, Scalar};
+use vizflow_operators::fifo::{FifoMatch, FifoSpec};
 use vizflow_operators::tag_condition::TagCondition;
 use vizflow_operators::tag_running::TagRunning;
 
@@ -58,6 +62,7 @@ fn rules() -> Vec<Arc<dyn EnrichRule>> {
         Arc::new(TagRunning::new("position", position, Scalar::Int(0))),
         Arc::new(TagCondition::new("large", large)),
         custom(Bursts),
+        Arc::new(FifoMatch::new(FifoSpec::new("side", "qty")).unwrap()),
     ]
 }
 
@@ -75,6 +80,7 @@ fn call(
     parts: &[(u32, std::ops::Range<usize>)],
     carried: Option<&mut Carried>,
     outputs: &mut Outputs,
+    counts: &mut BTreeMap<String, u64>,
 ) {
     let (mut side, mut qty, mut runs, mut origin) = (vec![], vec![], vec![0], vec![]);
     for (symbol, range) in parts {
@@ -96,8 +102,12 @@ fn call(
             other => panic!("unexpected input {other}"),
         })
         .collect();
-    let elapsed: Vec<i64> = (0..n as i64).collect();
-    let row_id: Vec<u64> = (0..n as u64).collect();
+    // Times rising within each symbol; row_ids unique over the date.
+    let elapsed: Vec<i64> = origin.iter().map(|(_, row)| *row as i64 * 10).collect();
+    let row_id: Vec<u64> = origin
+        .iter()
+        .map(|(s, row)| (s * 1000 + row) as u64)
+        .collect();
     let rows = Rows {
         columns: &columns,
         runs: &runs,
@@ -109,6 +119,9 @@ fn call(
         Some(carried) => rule.resume(&rows, &symbols, carried).unwrap(),
         None => rule.apply(&rows).unwrap(),
     };
+    for (name, count) in &out.counts {
+        *counts.entry(name.clone()).or_default() += count;
+    }
     let sources: Vec<usize> = match &out.source {
         Some(source) => source.iter().map(|s| *s as usize).collect(),
         None => (0..n).collect(),
@@ -129,6 +142,22 @@ fn call(
         let (symbol, row) = origin[*source];
         outputs[symbol].push((row, values));
     }
+    // Revised rows of earlier calls take their new values.
+    if let Some(revisions) = &out.revisions {
+        let names = rule.output_names();
+        for (name, column) in &revisions.columns {
+            let index = names.iter().position(|n| n == name).unwrap();
+            let column = arrow::compute::cast(column, &DataType::Utf8).unwrap();
+            let column = column.as_any().downcast_ref::<StringArray>().unwrap();
+            for (i, row_id) in revisions.row_ids.iter().enumerate() {
+                let (symbol, row) = ((row_id / 1000) as usize, (row_id % 1000) as usize);
+                let mut rows = outputs[symbol].iter_mut().filter(|(r, _)| *r == row);
+                let (_, values) = rows.next().expect("a revised row was emitted");
+                assert!(rows.next().is_none(), "a revised row has one output row");
+                values[index] = column.is_valid(i).then(|| column.value(i).to_owned());
+            }
+        }
+    }
 }
 
 proptest! {
@@ -146,11 +175,13 @@ proptest! {
         for rule in rules() {
             let whole: Vec<_> = (0..date.len() as u32).map(|s| (s, 0..date[s as usize].len())).collect();
             let mut expected: Outputs = vec![Vec::new(); date.len()];
-            call(rule.as_ref(), &date, &whole, None, &mut expected);
+            let mut expected_counts = BTreeMap::new();
+            call(rule.as_ref(), &date, &whole, None, &mut expected, &mut expected_counts);
 
             // Call k holds each symbol's rows from the previous point to point k.
             let mut carried = Carried::default();
             let mut resumed: Outputs = vec![Vec::new(); date.len()];
+            let mut counts = BTreeMap::new();
             let mut from = 0;
             for &to in &points {
                 let parts: Vec<_> = (0..date.len() as u32)
@@ -158,11 +189,18 @@ proptest! {
                     .filter(|(_, range)| !range.is_empty())
                     .collect();
                 if !parts.is_empty() {
-                    call(rule.as_ref(), &date, &parts, Some(&mut carried), &mut resumed);
+                    call(rule.as_ref(), &date, &parts, Some(&mut carried), &mut resumed, &mut counts);
                 }
                 from = to;
             }
+            for (name, count) in rule.finish(&mut carried) {
+                *counts.entry(name).or_default() += count;
+            }
             prop_assert_eq!(&resumed, &expected, "{}", rule.name());
+            // Counts of 0 are not always reported.
+            counts.retain(|_, c| *c > 0);
+            expected_counts.retain(|_, c| *c > 0);
+            prop_assert_eq!(&counts, &expected_counts, "{}", rule.name());
         }
     }
 }

@@ -182,6 +182,7 @@ use crate::columns::{ELAPSED_MS, ROW_ID};
 ///             source: None,
 ///             columns: vec![Arc::new(above)],
 ///             counts: Vec::new(),
+///             revisions: None,
 ///         })
 ///     }
 /// }
@@ -225,6 +226,13 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
         let _ = (rows, symbols, carried);
         Err(EnrichError::CannotResume { rule: self.name() })
     }
+    /// The counts a rule can give only once a date's last [`EnrichRule::resume`] call
+    /// is done, from the states left in `carried` (the FIFO's lots still open). Nothing
+    /// by default.
+    fn finish(&self, carried: &mut Carried) -> Vec<(String, u64)> {
+        let _ = carried;
+        Vec::new()
+    }
     /// What defines the rule's results, for the pipeline's hash: its name by default (a
     /// rule from the pipeline file is in the file's text); a [`TagRule`] adds its
     /// [fingerprint](TagRule::fingerprint).
@@ -249,6 +257,14 @@ impl Carried {
             .and_then(Option::take)
             .and_then(|state| state.downcast::<T>().ok())
             .map_or_else(T::default, |state| *state)
+    }
+
+    /// Takes every symbol's state out (those of another type are dropped).
+    pub fn drain<T: 'static>(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.states
+            .drain(..)
+            .flatten()
+            .filter_map(|state| state.downcast::<T>().ok().map(|state| *state))
     }
 
     /// Puts symbol `symbol`'s state back, for the next call.
@@ -321,6 +337,19 @@ pub struct RuleOutput {
     /// Counts for the date's quality report. They must add up: the counts of the
     /// calls over a date's chunks of symbols are summed.
     pub counts: Vec<(String, u64)>,
+    /// From [`EnrichRule::resume`]: rows of earlier calls whose added columns changed.
+    pub revisions: Option<Revisions>,
+}
+
+/// Rows that earlier [`EnrichRule::resume`] calls emitted and a later call changed (an
+/// entry matched by a later exit): by `row_id`, in the order of the changes (the last
+/// one of a row is its value), the new values of some of the rule's added columns.
+#[derive(Clone, Debug, Default)]
+pub struct Revisions {
+    /// Each change's row.
+    pub row_ids: Vec<u64>,
+    /// The changed columns, by name, one value per change.
+    pub columns: Vec<(String, ArrayRef)>,
 }
 
 /// The rules of an `enrich` stage and the symbol column they are keyed by.

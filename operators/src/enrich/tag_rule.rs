@@ -220,6 +220,7 @@ impl<R: TagRule> EnrichRule for Custom<R> {
             source: (!identity).then_some(source),
             columns: R::Output::finish(builders),
             counts,
+            revisions: None,
         })
     }
 }

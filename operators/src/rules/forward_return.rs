@@ -108,6 +108,7 @@ impl EnrichRule for ForwardReturnSpec {
             source: None,
             columns,
             counts: Vec::new(),
+            revisions: None,
         })
     }
 }

@@ -103,6 +103,7 @@ impl EnrichRule for TagCondition {
             source: None,
             columns: vec![values],
             counts: Vec::new(),
+            revisions: None,
         })
     }
 }

@@ -193,6 +193,7 @@ impl EnrichRule for TagRunning {
             source: None,
             columns: vec![column],
             counts: vec![(format!("tag_running.{}.null_rows", self.name), nulls)],
+            revisions: None,
         })
     }
 }

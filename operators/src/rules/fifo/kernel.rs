@@ -2,6 +2,7 @@
 //! out (see the [module docs](super) for the rules). It runs on plain columns and knows
 //! nothing of batches or of the enrich operator; [`super::FifoMatch`] feeds it.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -258,5 +259,135 @@ pub fn fifo_symbol(rows: &FifoColumns<'_>, range: Range<usize>, out: &mut FifoOu
         }
     }
     out.counts.unclosed_entries += lots_opened - lots_closed;
+    out.counts.output_rows += (out.len() - first_row) as u64;
+}
+
+/// A lot still open after a call of [`fifo_symbol_resumed`], carried to the next.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lot {
+    /// The entry row's `row_id`.
+    pub row_id: u64,
+    /// The entry row's `elapsed_ms`.
+    pub elapsed_ms: i64,
+    /// The lot's quantity.
+    pub qty: i64,
+    /// How much of it exits have taken so far.
+    pub matched: i64,
+    /// The lot's price ([`PRICED`] in `priced` when valid).
+    pub price: f64,
+    /// [`PRICED`] or 0.
+    pub priced: u8,
+    /// The entry's output row in this call's output, or `u32::MAX` for a lot of an
+    /// earlier call.
+    row: u32,
+}
+
+/// A lot of an earlier call that an exit took from: its entry row's `matched_qty` and
+/// `is_closed` are now these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revision {
+    /// The entry row's `row_id`.
+    pub row_id: u64,
+    /// Its `matched_qty` now.
+    pub matched_qty: i64,
+    /// Its `is_closed` now.
+    pub is_closed: bool,
+}
+
+/// [`fifo_symbol`] over rows that continue the symbol's rows of earlier calls: `lots`
+/// holds the symbol's open lots of those calls, oldest first, and on return its open
+/// lots after this call's rows. Exits take from them first; a lot of an earlier call
+/// that they take from gets a [`Revision`] (in the order they happen: the last one of a
+/// lot is its state). This call's entry rows have what was closed by the end of the
+/// call. `unclosed_entries` is not counted here: the lots left open at the end of the
+/// date are.
+pub fn fifo_symbol_resumed(
+    rows: &FifoColumns<'_>,
+    range: Range<usize>,
+    lots: &mut VecDeque<Lot>,
+    out: &mut FifoOutput,
+    revisions: &mut Vec<Revision>,
+) {
+    let first_row = out.len();
+    for index in range {
+        let source = index as u32;
+        let side = rows.side[index];
+        if side == Side::Other {
+            out.counts.other_side_rows += 1;
+            out.push(source, 0, 0, 0.0, 0.0, 0);
+            continue;
+        }
+        let qty = rows.qty.value(index);
+        if rows.qty.is_null(index) || qty < 0 {
+            out.counts.invalid_qty_rows += 1;
+            out.push(source, 0, 0, 0.0, 0.0, 0);
+            continue;
+        }
+        out.counts.zero_qty_rows += u64::from(qty == 0);
+        if side == Side::Entry {
+            out.counts.entry_rows += 1;
+            let closed = if qty == 0 { CLOSED } else { 0 };
+            if qty > 0 {
+                let (price, priced) = match rows.price {
+                    Some(prices) if prices.is_valid(index) => (prices.value(index), PRICED),
+                    _ => (0.0, 0),
+                };
+                lots.push_back(Lot {
+                    row_id: rows.row_id[index],
+                    elapsed_ms: rows.elapsed_ms[index],
+                    qty,
+                    matched: 0,
+                    price,
+                    priced,
+                    row: out.len() as u32,
+                });
+            }
+            out.push(source, 0, 0, 0.0, 0.0, MATCHED | ENTRY | closed);
+            continue;
+        }
+        out.counts.exit_rows += 1;
+        let first_exit_row = out.len();
+        let mut remaining = qty;
+        while remaining > 0 {
+            let Some(lot) = lots.front_mut() else { break };
+            let portion = remaining.min(lot.qty - lot.matched);
+            remaining -= portion;
+            lot.matched += portion;
+            let closed = lot.matched == lot.qty;
+            if lot.row == u32::MAX {
+                revisions.push(Revision {
+                    row_id: lot.row_id,
+                    matched_qty: lot.matched,
+                    is_closed: closed,
+                });
+            } else {
+                let row = lot.row as usize;
+                out.matched_qty[row] = lot.matched;
+                if closed {
+                    out.flags[row] |= CLOSED;
+                }
+            }
+            let holding_s = (rows.elapsed_ms[index] - lot.elapsed_ms) as f64 / 1000.0;
+            let flags = MATCHED | PORTION | CLOSED | lot.priced;
+            let (entry_id, price) = (lot.row_id, lot.price);
+            if closed {
+                lots.pop_front();
+            }
+            out.push(source, entry_id, portion, holding_s, price, flags);
+        }
+        if remaining > 0 || out.len() == first_exit_row {
+            out.push(source, 0, remaining, 0.0, 0.0, MATCHED);
+            if remaining > 0 {
+                out.counts.unmatched_exit_rows += 1;
+                out.counts.unmatched_exit_qty = out
+                    .counts
+                    .unmatched_exit_qty
+                    .saturating_add(remaining as u64);
+            }
+        }
+    }
+    for lot in lots.iter_mut() {
+        lot.row = u32::MAX;
+    }
     out.counts.output_rows += (out.len() - first_row) as u64;
 }

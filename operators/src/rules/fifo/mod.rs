@@ -93,17 +93,21 @@ mod kernel;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch};
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 
 pub use self::kernel::{
-    CLOSED, ENTRY, FifoColumns, FifoCounts, FifoOutput, MATCHED, PORTION, PRICED, Side, fifo_symbol,
+    CLOSED, ENTRY, FifoColumns, FifoCounts, FifoOutput, Lot, MATCHED, PORTION, PRICED, Revision,
+    Side, fifo_symbol, fifo_symbol_resumed,
 };
 pub use crate::enrich::OUTPUT_BATCH_ROWS;
-use crate::enrich::{EnrichError, EnrichRule, EnrichSpec, Rows, RuleOutput, enrich};
+use crate::enrich::{
+    Carried, EnrichError, EnrichRule, EnrichSpec, Revisions, Rows, RuleOutput, enrich,
+};
 
 /// The output column: the `row_id` of the lot an exit row's portion was taken from.
 pub const MATCHED_ENTRY_ID: &str = "matched_entry_id";
@@ -267,15 +271,7 @@ impl EnrichRule for FifoMatch {
     }
 
     fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
-        let spec = &self.spec;
-        let n = rows.len();
-        let mut side = Vec::with_capacity(n);
-        push_sides(&rows.columns[0], spec, &mut side)?;
-        let qty = quantities(&rows.columns[1], &spec.qty)?;
-        let price = match &spec.price {
-            Some(name) => Some(prices(&rows.columns[2], name)?),
-            None => None,
-        };
+        let (side, qty, price) = self.read(rows)?;
         let columns = FifoColumns {
             side: &side,
             qty: &qty,
@@ -285,21 +281,105 @@ impl EnrichRule for FifoMatch {
         };
         // Exits emit a row per lot they close: room for one and a half rows per row,
         // growing if needed.
+        let n = rows.len();
         let mut out = FifoOutput::with_capacity(n + n / 2);
         for run in rows.runs.windows(2) {
             fifo_symbol(&columns, run[0]..run[1], &mut out);
         }
-        let counts = out.counts.named();
-        let source = std::mem::take(&mut out.source);
-        let expanded = source.len() != n;
-        Ok(RuleOutput {
-            source: expanded.then_some(source),
-            columns: out.into_arrays().to_vec(),
-            counts: counts
-                .into_iter()
-                .map(|(name, count)| (name.to_owned(), count))
-                .collect(),
-        })
+        Ok(rule_output(out, n, None))
+    }
+
+    /// Each symbol's open lots are carried to its next call; an exit that takes from a
+    /// lot of an earlier call revises that entry row's `matched_qty` and `is_closed`.
+    /// The lots still open at the date's end are counted by [`EnrichRule::finish`].
+    fn resume(
+        &self,
+        rows: &Rows<'_>,
+        symbols: &[u32],
+        carried: &mut Carried,
+    ) -> Result<RuleOutput, EnrichError> {
+        let (side, qty, price) = self.read(rows)?;
+        let columns = FifoColumns {
+            side: &side,
+            qty: &qty,
+            elapsed_ms: rows.elapsed_ms,
+            row_id: rows.row_id,
+            price: price.as_ref(),
+        };
+        let n = rows.len();
+        let mut out = FifoOutput::with_capacity(n + n / 2);
+        let mut revisions = Vec::new();
+        for (run, symbol) in rows.runs.windows(2).zip(symbols) {
+            let mut lots: VecDeque<Lot> = carried.take(*symbol);
+            fifo_symbol_resumed(
+                &columns,
+                run[0]..run[1],
+                &mut lots,
+                &mut out,
+                &mut revisions,
+            );
+            carried.put(*symbol, lots);
+        }
+        let revisions = (!revisions.is_empty()).then(|| Revisions {
+            row_ids: revisions.iter().map(|r| r.row_id).collect(),
+            columns: vec![
+                (
+                    MATCHED_QTY.to_owned(),
+                    Arc::new(Int64Array::from_iter_values(
+                        revisions.iter().map(|r| r.matched_qty),
+                    )) as ArrayRef,
+                ),
+                (
+                    IS_CLOSED.to_owned(),
+                    Arc::new(BooleanArray::from_iter(
+                        revisions.iter().map(|r| Some(r.is_closed)),
+                    )) as ArrayRef,
+                ),
+            ],
+        });
+        Ok(rule_output(out, n, revisions))
+    }
+
+    fn finish(&self, carried: &mut Carried) -> Vec<(String, u64)> {
+        let open: usize = carried
+            .drain::<VecDeque<Lot>>()
+            .map(|lots| lots.len())
+            .sum();
+        vec![("fifo.unclosed_entries".to_owned(), open as u64)]
+    }
+}
+
+impl FifoMatch {
+    /// The rule's input columns as the kernel reads them: sides, quantities, prices.
+    fn read(
+        &self,
+        rows: &Rows<'_>,
+    ) -> Result<(Vec<Side>, Int64Array, Option<Float64Array>), EnrichError> {
+        let spec = &self.spec;
+        let mut side = Vec::with_capacity(rows.len());
+        push_sides(&rows.columns[0], spec, &mut side)?;
+        let qty = quantities(&rows.columns[1], &spec.qty)?;
+        let price = match &spec.price {
+            Some(name) => Some(prices(&rows.columns[2], name)?),
+            None => None,
+        };
+        Ok((side, qty, price))
+    }
+}
+
+/// The kernel's output for `n` rows as a [`RuleOutput`].
+fn rule_output(mut out: FifoOutput, n: usize, revisions: Option<Revisions>) -> RuleOutput {
+    let counts = out.counts.named();
+    let source = std::mem::take(&mut out.source);
+    let expanded = source.len() != n;
+    RuleOutput {
+        source: expanded.then_some(source),
+        columns: out.into_arrays().to_vec(),
+        counts: counts
+            .into_iter()
+            .map(|(name, count)| (name.to_owned(), count))
+            .collect(),
+        revisions,
     }
 }
 
