@@ -320,7 +320,6 @@ fn pushed_batches_arrive_in_push_order_and_the_producer_can_raise_the_watermark(
         let result = engine.finish().unwrap().pop().unwrap();
         assert_eq!(result.report.count("stream.late_rows"), late.len() as u64);
         let partial = result.partial.unwrap();
-        let expected = expected.clone();
         assert_eq!(partial.num_rows(), expected.num_rows(), "{workers} workers");
         assert_eq!(
             sorted(&partial),

@@ -135,27 +135,24 @@ impl StreamConfig {
                 )));
             }
         };
-        let emit_every_ms = match &self.emit_every {
-            Some(text) => {
-                if duration_ms("emit_every", text)? == 0 {
-                    return Err(invalid(
-                        "[stream] emit_every: must be more than 0, e.g. emit_every = \"60s\"",
-                    ));
-                }
-                // Provisional results need the keyed stage to release rows under the
-                // watermark, which is not built yet: refuse rather than ignore the key.
-                return Err(invalid(format!(
-                    "[stream] emit_every = \"{text}\": provisional results are not \
-                     available yet (the keyed stage still completes a date before it \
-                     emits); remove emit_every to stream with final results only"
-                )));
+        if let Some(text) = &self.emit_every {
+            if duration_ms("emit_every", text)? == 0 {
+                return Err(invalid(
+                    "[stream] emit_every: must be more than 0, e.g. emit_every = \"60s\"",
+                ));
             }
-            None => None,
-        };
+            // Provisional results need the keyed stage to release rows under the
+            // watermark, which is not built yet: refuse rather than ignore the key.
+            return Err(invalid(format!(
+                "[stream] emit_every = \"{text}\": provisional results are not available \
+                 yet (the keyed stage still completes a date before it emits); remove \
+                 emit_every to stream with final results only"
+            )));
+        }
         Ok(StreamSpec {
             lateness_ms,
             late,
-            emit_every_ms,
+            emit_every_ms: None,
         })
     }
 }

@@ -144,15 +144,10 @@ impl Arrivals {
         summaries.send((date_key, part, largest));
         // Delivered now, not when the input's buffer fills: workers wait for it.
         summaries.flush();
-        let floor = if self.floor_date == date_key {
-            self.floor
-        } else {
-            i64::MIN
-        };
         self.held.push_back(HeldPart {
             date_key,
             part,
-            floor,
+            floor: self.floor_of(date_key),
             batches: mapped,
         });
     }
@@ -164,6 +159,15 @@ impl Arrivals {
             (self.floor_date, self.floor) = (date_key, i64::MIN);
         }
         self.floor = self.floor.max(elapsed_ms);
+    }
+
+    /// The producer's explicit watermark of date `date_key` (`i64::MIN`: none).
+    fn floor_of(&self, date_key: u32) -> i64 {
+        if self.floor_date == date_key {
+            self.floor
+        } else {
+            i64::MIN
+        }
     }
 
     /// True while a part of a date before `time`'s is held: the input must not move to
@@ -192,11 +196,7 @@ impl Arrivals {
         if let Some(known) = coverage.get(&date_key) {
             let lateness = self.spec.lateness_ms;
             let prefix = watermark(known.largest_known(), i64::MIN, lateness);
-            let floor = if self.floor_date == date_key {
-                self.floor
-            } else {
-                i64::MIN
-            };
+            let floor = self.floor_of(date_key);
             // A held part's rows enter no earlier than its own watermark, at least the
             // prefix's (every part not yet known comes after it).
             let held = self

@@ -149,27 +149,28 @@ pub(super) fn run_worker(
 /// rows are found: the leading `Derive` and `ParseTime` stages, up to the keyed stage
 /// (they map batch by batch, so running them before the dataflow changes nothing).
 fn arrival_stages(pipeline: &BoundPipeline) -> Vec<(&'static str, StageFn)> {
-    let mut stages: Vec<(&'static str, StageFn)> = Vec::new();
-    for stage in &pipeline.stages[..arrival_stage_count(pipeline)] {
-        match stage {
-            Stage::Derive(spec) => {
-                let mut derive = derive_fn(spec.clone());
-                stages.push((
-                    "Derive",
-                    Box::new(move |d, b, g| derive(d, b, g).map_err(|e| e.to_string())),
-                ));
+    let count = arrival_stage_count(pipeline);
+    pipeline.stages[..count]
+        .iter()
+        .filter_map(|stage| -> Option<(&'static str, StageFn)> {
+            match stage {
+                Stage::Derive(spec) => {
+                    let mut derive = derive_fn(spec.clone());
+                    let run =
+                        move |d, b, g: &Diagnostics| derive(d, b, g).map_err(|e| e.to_string());
+                    Some(("Derive", Box::new(run)))
+                }
+                Stage::ParseTime(spec) => {
+                    let mut parse = parse_time_fn(spec.clone());
+                    let run =
+                        move |d, b, g: &Diagnostics| parse(d, b, g).map_err(|e| e.to_string());
+                    Some(("ParseTime", Box::new(run)))
+                }
+                // Not counted by arrival_stage_count.
+                Stage::Keyed(_) | Stage::Bin(_) => None,
             }
-            Stage::ParseTime(spec) => {
-                let mut parse = parse_time_fn(spec.clone());
-                stages.push((
-                    "ParseTime",
-                    Box::new(move |d, b, g| parse(d, b, g).map_err(|e| e.to_string())),
-                ));
-            }
-            Stage::Keyed(_) | Stage::Bin(_) => unreachable!("counted as arrival stages"),
-        }
-    }
-    stages
+        })
+        .collect()
 }
 
 /// How many of the pipeline's stages run as batches arrive when it streams.

@@ -176,6 +176,60 @@ impl FifoOutput {
     }
 }
 
+/// The first steps of every row, shared by [`fifo_symbol`] and [`fifo_symbol_resumed`]:
+/// a row of another side or with an invalid quantity is emitted with null FIFO columns
+/// and counted (`None`); an entry or exit gives its side and quantity (zero counted).
+#[inline]
+fn matchable(rows: &FifoColumns<'_>, index: usize, out: &mut FifoOutput) -> Option<(Side, i64)> {
+    let side = rows.side[index];
+    if side == Side::Other {
+        out.counts.other_side_rows += 1;
+        out.push(index as u32, 0, 0, 0.0, 0.0, 0);
+        return None;
+    }
+    let qty = rows.qty.value(index);
+    if rows.qty.is_null(index) || qty < 0 {
+        out.counts.invalid_qty_rows += 1;
+        out.push(index as u32, 0, 0, 0.0, 0.0, 0);
+        return None;
+    }
+    out.counts.zero_qty_rows += u64::from(qty == 0);
+    Some((side, qty))
+}
+
+/// Emits an entry row (its `matched_qty` is filled in as exits take from its lot).
+#[inline]
+fn push_entry(out: &mut FifoOutput, source: u32, qty: i64) {
+    out.counts.entry_rows += 1;
+    let closed = if qty == 0 { CLOSED } else { 0 };
+    out.push(source, 0, 0, 0.0, 0.0, MATCHED | ENTRY | closed);
+}
+
+/// An exit's last row: the quantity no open lot took (or the single row of an exit that
+/// took nothing), counted when positive.
+#[inline]
+fn push_remainder(out: &mut FifoOutput, source: u32, remaining: i64, first_exit_row: usize) {
+    if remaining > 0 || out.len() == first_exit_row {
+        out.push(source, 0, remaining, 0.0, 0.0, MATCHED);
+        if remaining > 0 {
+            out.counts.unmatched_exit_rows += 1;
+            out.counts.unmatched_exit_qty = out
+                .counts
+                .unmatched_exit_qty
+                .saturating_add(remaining as u64);
+        }
+    }
+}
+
+/// A row's price as a lot records it: the value and [`PRICED`], or 0 without one.
+#[inline]
+fn lot_price(rows: &FifoColumns<'_>, row: usize) -> (f64, u8) {
+    match rows.price {
+        Some(prices) if prices.is_valid(row) => (prices.value(row), PRICED),
+        _ => (0.0, 0),
+    }
+}
+
 /// Matches one symbol's rows, `rows` at the indices `range`, which must be in event
 /// order (`elapsed_ms`, then `row_id`; the kernel trusts it), and appends their output
 /// rows to `out`, in the same order. Lots of earlier calls are never touched, so one
@@ -190,30 +244,14 @@ pub fn fifo_symbol(rows: &FifoColumns<'_>, range: Range<usize>, out: &mut FifoOu
     let first_row = out.len();
     let mut front = first_row;
     let (mut lots_opened, mut lots_closed) = (0u64, 0u64);
-    let price = |row: usize| match rows.price {
-        Some(prices) if prices.is_valid(row) => (prices.value(row), PRICED),
-        _ => (0.0, 0),
-    };
     for index in range {
         let source = index as u32;
-        let side = rows.side[index];
-        if side == Side::Other {
-            out.counts.other_side_rows += 1;
-            out.push(source, 0, 0, 0.0, 0.0, 0);
+        let Some((side, qty)) = matchable(rows, index, out) else {
             continue;
-        }
-        let qty = rows.qty.value(index);
-        if rows.qty.is_null(index) || qty < 0 {
-            out.counts.invalid_qty_rows += 1;
-            out.push(source, 0, 0, 0.0, 0.0, 0);
-            continue;
-        }
-        out.counts.zero_qty_rows += u64::from(qty == 0);
+        };
         if side == Side::Entry {
-            out.counts.entry_rows += 1;
             lots_opened += u64::from(qty > 0);
-            let closed = if qty == 0 { CLOSED } else { 0 };
-            out.push(source, 0, 0, 0.0, 0.0, MATCHED | ENTRY | closed);
+            push_entry(out, source, qty);
             continue;
         }
         out.counts.exit_rows += 1;
@@ -236,7 +274,7 @@ pub fn fifo_symbol(rows: &FifoColumns<'_>, range: Range<usize>, out: &mut FifoOu
                 lots_closed += 1;
             }
             let holding_s = (rows.elapsed_ms[index] - rows.elapsed_ms[lot_row]) as f64 / 1000.0;
-            let (lot_price, priced) = price(lot_row);
+            let (lot_price, priced) = lot_price(rows, lot_row);
             let flags = MATCHED | PORTION | CLOSED | priced;
             out.push(
                 source,
@@ -247,16 +285,7 @@ pub fn fifo_symbol(rows: &FifoColumns<'_>, range: Range<usize>, out: &mut FifoOu
                 flags,
             );
         }
-        if remaining > 0 || out.len() == first_exit_row {
-            out.push(source, 0, remaining, 0.0, 0.0, MATCHED);
-            if remaining > 0 {
-                out.counts.unmatched_exit_rows += 1;
-                out.counts.unmatched_exit_qty = out
-                    .counts
-                    .unmatched_exit_qty
-                    .saturating_add(remaining as u64);
-            }
-        }
+        push_remainder(out, source, remaining, first_exit_row);
     }
     out.counts.unclosed_entries += lots_opened - lots_closed;
     out.counts.output_rows += (out.len() - first_row) as u64;
@@ -311,27 +340,12 @@ pub fn fifo_symbol_resumed(
     let first_row = out.len();
     for index in range {
         let source = index as u32;
-        let side = rows.side[index];
-        if side == Side::Other {
-            out.counts.other_side_rows += 1;
-            out.push(source, 0, 0, 0.0, 0.0, 0);
+        let Some((side, qty)) = matchable(rows, index, out) else {
             continue;
-        }
-        let qty = rows.qty.value(index);
-        if rows.qty.is_null(index) || qty < 0 {
-            out.counts.invalid_qty_rows += 1;
-            out.push(source, 0, 0, 0.0, 0.0, 0);
-            continue;
-        }
-        out.counts.zero_qty_rows += u64::from(qty == 0);
+        };
         if side == Side::Entry {
-            out.counts.entry_rows += 1;
-            let closed = if qty == 0 { CLOSED } else { 0 };
             if qty > 0 {
-                let (price, priced) = match rows.price {
-                    Some(prices) if prices.is_valid(index) => (prices.value(index), PRICED),
-                    _ => (0.0, 0),
-                };
+                let (price, priced) = lot_price(rows, index);
                 lots.push_back(Lot {
                     row_id: rows.row_id[index],
                     elapsed_ms: rows.elapsed_ms[index],
@@ -342,7 +356,7 @@ pub fn fifo_symbol_resumed(
                     row: out.len() as u32,
                 });
             }
-            out.push(source, 0, 0, 0.0, 0.0, MATCHED | ENTRY | closed);
+            push_entry(out, source, qty);
             continue;
         }
         out.counts.exit_rows += 1;
@@ -375,16 +389,7 @@ pub fn fifo_symbol_resumed(
             }
             out.push(source, entry_id, portion, holding_s, price, flags);
         }
-        if remaining > 0 || out.len() == first_exit_row {
-            out.push(source, 0, remaining, 0.0, 0.0, MATCHED);
-            if remaining > 0 {
-                out.counts.unmatched_exit_rows += 1;
-                out.counts.unmatched_exit_qty = out
-                    .counts
-                    .unmatched_exit_qty
-                    .saturating_add(remaining as u64);
-            }
-        }
+        push_remainder(out, source, remaining, first_exit_row);
     }
     for lot in lots.iter_mut() {
         lot.row = u32::MAX;

@@ -271,14 +271,8 @@ impl EnrichRule for FifoMatch {
     }
 
     fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
-        let (side, qty, price) = self.read(rows)?;
-        let columns = FifoColumns {
-            side: &side,
-            qty: &qty,
-            elapsed_ms: rows.elapsed_ms,
-            row_id: rows.row_id,
-            price: price.as_ref(),
-        };
+        let inputs = self.read(rows)?;
+        let columns = inputs.columns(rows);
         // Exits emit a row per lot they close: room for one and a half rows per row,
         // growing if needed.
         let n = rows.len();
@@ -298,14 +292,8 @@ impl EnrichRule for FifoMatch {
         symbols: &[u32],
         carried: &mut Carried,
     ) -> Result<RuleOutput, EnrichError> {
-        let (side, qty, price) = self.read(rows)?;
-        let columns = FifoColumns {
-            side: &side,
-            qty: &qty,
-            elapsed_ms: rows.elapsed_ms,
-            row_id: rows.row_id,
-            price: price.as_ref(),
-        };
+        let inputs = self.read(rows)?;
+        let columns = inputs.columns(rows);
         let n = rows.len();
         let mut out = FifoOutput::with_capacity(n + n / 2);
         let mut revisions = Vec::new();
@@ -350,11 +338,8 @@ impl EnrichRule for FifoMatch {
 }
 
 impl FifoMatch {
-    /// The rule's input columns as the kernel reads them: sides, quantities, prices.
-    fn read(
-        &self,
-        rows: &Rows<'_>,
-    ) -> Result<(Vec<Side>, Int64Array, Option<Float64Array>), EnrichError> {
+    /// The rule's input columns as the kernel reads them.
+    fn read(&self, rows: &Rows<'_>) -> Result<KernelInputs, EnrichError> {
         let spec = &self.spec;
         let mut side = Vec::with_capacity(rows.len());
         push_sides(&rows.columns[0], spec, &mut side)?;
@@ -363,7 +348,27 @@ impl FifoMatch {
             Some(name) => Some(prices(&rows.columns[2], name)?),
             None => None,
         };
-        Ok((side, qty, price))
+        Ok(KernelInputs { side, qty, price })
+    }
+}
+
+/// The sides, quantities and prices of a call's rows, as the kernel reads them.
+struct KernelInputs {
+    side: Vec<Side>,
+    qty: Int64Array,
+    price: Option<Float64Array>,
+}
+
+impl KernelInputs {
+    /// The kernel's columns: these and the rows' event keys.
+    fn columns<'a>(&'a self, rows: &Rows<'a>) -> FifoColumns<'a> {
+        FifoColumns {
+            side: &self.side,
+            qty: &self.qty,
+            elapsed_ms: rows.elapsed_ms,
+            row_id: rows.row_id,
+            price: self.price.as_ref(),
+        }
     }
 }
 
