@@ -447,3 +447,118 @@ fn a_part_that_fails_on_arrival_fails_its_date_and_the_next_date_still_runs() {
         summary.dates[1].status
     );
 }
+
+/// A pipeline with a rule of every kind after the forward returns (one horizon spans
+/// many releases), a column derived from the FIFO's `matched_qty` after the keyed
+/// stage, and `keep`-style pruning (the aggregate reads few columns).
+fn rules_pipeline(dir: &Path, batch_rows: usize, stream: Option<&str>) -> Pipeline {
+    let stream = stream.map_or(String::new(), |s| format!("[stream]\n{s}\n"));
+    let text = format!(
+        r#"
+        input = {{ dir = "{input}", pattern = "d_{{date}}.feather", batch_rows = {batch_rows} }}
+        output = {{ dir = "{output}" }}
+        columns = {{ timestamp = "ticktime", symbol = "ukey" }}
+        time = {{ market = "CN", format = "hhmmssmmm" }}
+        forward_return = {{ price = "px", horizons = [2, 45, 120] }}
+        derive = {{ notional = "matched_qty * px" }}
+
+        [[enrich]]
+        rule = "FIFOMatch"
+        side = "side"
+        qty = "qty"
+        price = "px"
+
+        [[enrich]]
+        rule = "TagCondition"
+        name = "big"
+        condition = "qty >= 300"
+
+        [[enrich]]
+        rule = "TagRunning"
+        name = "position"
+        update = "prev + CASE WHEN side = 'B' THEN qty ELSE -qty END"
+
+        [aggregate]
+        group_by = ["side", "big"]
+        [aggregate.metrics]
+        n = "count()"
+        matched = "sum(matched_qty)"
+        notional = "sum(notional)"
+        closed = "sum(is_closed)"
+        position = "sum(position)"
+        low = "min(position)"
+        r2 = "sum(return_2)"
+        r45 = "mean(return_45)"
+        r120 = "max(return_120)"
+
+        {stream}
+        "#,
+        input = dir.join("in").display(),
+        output = dir.join("out").display(),
+    );
+    Pipeline::from_toml(&text).unwrap()
+}
+
+/// The counts of the keyed stage and its rules.
+fn keyed_counts(report: &vizflow_operators::report::DateReport) -> Vec<(String, u64)> {
+    let keyed = ["enrich.", "fifo.", "rule."];
+    (report.counts.iter())
+        .filter(|(name, _)| keyed.iter().any(|k| name.starts_with(k)))
+        .map(|(name, count)| (name.clone(), *count))
+        .collect()
+}
+
+#[test]
+fn rows_released_as_the_watermark_passes_give_the_whole_date_results() {
+    // Rows in file order up to the lateness, so none is late: the released run must
+    // give the whole-date run's partial and counts, bit for bit, with FIFO lots open
+    // across many releases and returns whose horizon spans several.
+    for (seed, rows) in [(21, 4_000), (22, 1_200)] {
+        let (day, elapsed) = day(seed, rows, u32::MAX);
+        assert!(late_rows(&elapsed, 2_500).is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        write_day(dir.path(), &day);
+        let whole = run_date(&rules_pipeline(dir.path(), 65_536, None), 1);
+        let expected = written(&whole);
+        assert!(keyed_counts(&whole.dates[0].report).len() > 5);
+        for (workers, batch_rows) in [(1, 1), (1, 500), (2, 13), (4, 97)] {
+            let case = format!("seed {seed}, {workers} workers, batches of {batch_rows}");
+            let pipeline = rules_pipeline(dir.path(), batch_rows, Some("lateness = \"2500ms\""));
+            let summary = run_date(&pipeline, workers);
+            assert_eq!(written(&summary), expected, "{case}");
+            assert_eq!(
+                keyed_counts(&summary.dates[0].report),
+                keyed_counts(&whole.dates[0].report),
+                "{case}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_rule_reading_what_fifo_still_changes_is_refused_under_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = pipeline_text(dir.path(), 100, Some("lateness = \"2s\"")).replace(
+        "[aggregate]",
+        r#"[[enrich]]
+        rule = "TagRunning"
+        name = "position"
+        update = "prev + matched_qty"
+
+        [aggregate]"#,
+    );
+    let pipeline = Pipeline::from_toml(&text).unwrap();
+    let (day, _) = day(1, 10, 1_000);
+    let error = pipeline.bind(&day.schema()).unwrap_err().to_string();
+    assert!(
+        error.contains("TagRunning(position) cannot run under [stream]: it reads 'matched_qty'")
+            && error.contains("[derive]"),
+        "{error}"
+    );
+    // Without [stream] the same rule runs.
+    let text = text.replace("[stream]\nlateness = \"2s\"", "");
+    Pipeline::from_toml(&text)
+        .unwrap()
+        .bind(&day.schema())
+        .unwrap();
+}

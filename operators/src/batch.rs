@@ -9,7 +9,6 @@
 //! batch is encoded or an operator takes it ([`Batch::take`]); the keyed operator reads
 //! through the selection ([`Batch::take_selected`]) and copies only what it must.
 
-use std::collections::VecDeque;
 use std::hash::Hasher;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -24,14 +23,12 @@ use timely::communication::Push;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::DistributorPact;
-use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::channels::pushers::exchange::Distributor;
 use timely::dataflow::channels::{ContainerBytes, Message};
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::report::Diagnostics;
-use crate::stash::FrontierStash;
 use crate::time::{Time, date_key_of};
 
 /// A batch of rows: the container type of VizFlow streams.
@@ -291,7 +288,144 @@ pub fn symbol_ids(
     column: &str,
     operator: &str,
 ) -> Result<(Vec<u32>, usize), SymbolError> {
-    // Each part's symbols as Int64 or Utf8 (a cast that is free for those types).
+    let columns = symbol_columns(parts, column, operator)?;
+    let mut ids = Vec::with_capacity(parts.iter().map(selected_len).sum());
+    let mut interner = SymbolInterner::default();
+    // Integer symbols in a narrow range (codes such as 600000..603000) are looked up in
+    // a table, others in a hash map.
+    let ints: Vec<&Int64Array> = columns
+        .iter()
+        .filter_map(|(c, _)| c.as_primitive_opt::<Int64Type>())
+        .collect();
+    let (low, high) = ints
+        .iter()
+        .flat_map(|c| c.values().iter())
+        .fold((i64::MAX, i64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
+    let span = usize::try_from(i128::from(high) - i128::from(low) + 1).unwrap_or(0);
+    if ints.len() < columns.len() || span > (4 * ids.capacity()).max(1 << 16) {
+        for (values, selection) in &columns {
+            interner.push_ids(values, *selection, &mut ids);
+        }
+        return Ok((ids, interner.len()));
+    }
+    let mut table = vec![u32::MAX; span];
+    for (values, selection) in &columns {
+        let int64 = values.as_primitive::<Int64Type>();
+        let (values, nulls) = (int64.values(), int64.nulls());
+        for_each_row(int64.len(), *selection, |row| {
+            ids.push(if nulls.is_some_and(|n| n.is_null(row)) {
+                interner.null_id()
+            } else {
+                let slot = &mut table[(values[row] - low) as usize];
+                if *slot == u32::MAX {
+                    *slot = interner.fresh();
+                }
+                *slot
+            })
+        });
+    }
+    Ok((ids, interner.len()))
+}
+
+/// Symbol ids that last: the same symbol gets the same id in every call of
+/// [`SymbolInterner::ids`] (0, 1, ... in order of first appearance; a null symbol is
+/// its own group), so a keyed stage that takes a date's rows in several releases keeps
+/// each symbol's state under one number.
+#[derive(Debug, Default)]
+pub struct SymbolInterner {
+    next: u32,
+    null: Option<u32>,
+    by_int: rustc_hash::FxHashMap<i64, u32>,
+    by_string: rustc_hash::FxHashMap<String, u32>,
+}
+
+impl SymbolInterner {
+    /// The ids of the rows the parts select (see [`symbol_ids`] for the column types).
+    pub fn ids(
+        &mut self,
+        parts: &[SelectedRows],
+        column: &str,
+        operator: &str,
+    ) -> Result<Vec<u32>, SymbolError> {
+        let columns = symbol_columns(parts, column, operator)?;
+        let mut ids = Vec::with_capacity(parts.iter().map(selected_len).sum());
+        for (values, selection) in &columns {
+            self.push_ids(values, *selection, &mut ids);
+        }
+        Ok(ids)
+    }
+
+    /// The number of symbols seen.
+    pub fn len(&self) -> usize {
+        self.next as usize
+    }
+
+    /// True before any symbol is seen.
+    pub fn is_empty(&self) -> bool {
+        self.next == 0
+    }
+
+    fn fresh(&mut self) -> u32 {
+        self.next += 1;
+        self.next - 1
+    }
+
+    fn null_id(&mut self) -> u32 {
+        match self.null {
+            Some(id) => id,
+            None => {
+                let id = self.fresh();
+                *self.null.insert(id)
+            }
+        }
+    }
+
+    /// Pushes the ids of `values` (Int64 or Utf8) at the rows `selection` keeps.
+    fn push_ids(&mut self, values: &ArrayRef, selection: Option<&UInt32Array>, ids: &mut Vec<u32>) {
+        if let Some(utf8) = values.as_string_opt::<i32>() {
+            for_each_row(values.len(), selection, |row| {
+                ids.push(if utf8.is_null(row) {
+                    self.null_id()
+                } else {
+                    let value = utf8.value(row);
+                    match self.by_string.get(value) {
+                        Some(id) => *id,
+                        None => {
+                            let id = self.fresh();
+                            self.by_string.insert(value.to_owned(), id);
+                            id
+                        }
+                    }
+                })
+            });
+            return;
+        }
+        let int64 = values.as_primitive::<Int64Type>();
+        let (values, nulls) = (int64.values(), int64.nulls());
+        for_each_row(int64.len(), selection, |row| {
+            ids.push(if nulls.is_some_and(|n| n.is_null(row)) {
+                self.null_id()
+            } else {
+                match self.by_int.get(&values[row]) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.fresh();
+                        self.by_int.insert(values[row], id);
+                        id
+                    }
+                }
+            })
+        });
+    }
+}
+
+/// Each part's symbols as Int64 or Utf8 (a cast that is free for those types), with
+/// the rows its selection keeps (a cast that copies copies only those).
+fn symbol_columns<'a>(
+    parts: &'a [SelectedRows],
+    column: &str,
+    operator: &str,
+) -> Result<Vec<(ArrayRef, Option<&'a UInt32Array>)>, SymbolError> {
     let mut columns = Vec::with_capacity(parts.len());
     for (batch, selection) in parts {
         let values = batch
@@ -339,63 +473,7 @@ pub fn symbol_ids(
         };
         columns.push((values, selection));
     }
-    let mut ids = Vec::with_capacity(parts.iter().map(selected_len).sum());
-    let mut next = 0u32;
-    let mut fresh = || {
-        next += 1;
-        next - 1
-    };
-    let mut null_id = None;
-    // Integer symbols in a narrow range (codes such as 600000..603000) are looked up in
-    // a table, others in a hash map.
-    let ints: Vec<&Int64Array> = columns
-        .iter()
-        .filter_map(|(c, _)| c.as_primitive_opt::<Int64Type>())
-        .collect();
-    let (low, high) = ints
-        .iter()
-        .flat_map(|c| c.values().iter())
-        .fold((i64::MAX, i64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
-    let span = usize::try_from(i128::from(high) - i128::from(low) + 1).unwrap_or(0);
-    let mut table = if ints.len() == columns.len() && span <= (4 * ids.capacity()).max(1 << 16) {
-        vec![u32::MAX; span]
-    } else {
-        Vec::new()
-    };
-    let mut by_int: rustc_hash::FxHashMap<i64, u32> = Default::default();
-    let mut by_string: rustc_hash::FxHashMap<String, u32> = Default::default();
-    for (values, selection) in &columns {
-        if let Some(utf8) = values.as_string_opt::<i32>() {
-            for_each_row(values.len(), *selection, |row| {
-                ids.push(if utf8.is_null(row) {
-                    *null_id.get_or_insert_with(&mut fresh)
-                } else {
-                    let value = utf8.value(row);
-                    match by_string.get(value) {
-                        Some(id) => *id,
-                        None => *by_string.entry(value.to_owned()).or_insert_with(&mut fresh),
-                    }
-                })
-            });
-            continue;
-        }
-        let int64 = values.as_primitive::<Int64Type>();
-        let (values, nulls) = (int64.values(), int64.nulls());
-        for_each_row(int64.len(), *selection, |row| {
-            ids.push(if nulls.is_some_and(|n| n.is_null(row)) {
-                *null_id.get_or_insert_with(&mut fresh)
-            } else if table.is_empty() {
-                *by_int.entry(values[row]).or_insert_with(&mut fresh)
-            } else {
-                let slot = &mut table[(values[row] - low) as usize];
-                if *slot == u32::MAX {
-                    *slot = fresh();
-                }
-                *slot
-            })
-        });
-    }
-    Ok((ids, next as usize))
+    Ok(columns)
 }
 
 /// Calls `each(row)` for the rows of a batch of `len` rows that `selection` keeps
@@ -549,90 +627,6 @@ where
             });
         }
     })
-}
-
-/// How many output batches a keyed operator sends per activation before it lets the
-/// operators downstream run (and free them) and activates itself again.
-const BATCHES_PER_ACTIVATION: usize = 4;
-
-/// Keeps each date's batches until the date is complete (the input frontier has passed
-/// its last time), then applies `logic` to all of them at once (each batch with its
-/// selection of rows, see [`Batch::take_selected`]) and sends the batches its iterator
-/// yields, at the date's earliest time: the shape of the keyed operators
-/// (forward returns, enrich), whose `pact` brings a symbol's rows to one worker. The
-/// output goes out a few batches per activation, so the operators downstream consume
-/// each part before the next is built. An error (of the caller's type, recorded by its
-/// text) fails the date and passes nothing more of it.
-pub fn per_date<'scope, P, L, I, E>(
-    stream: Stream<'scope, Time, Batch>,
-    pact: P,
-    name: &str,
-    diagnostics: Diagnostics,
-    mut logic: L,
-) -> Stream<'scope, Time, Batch>
-where
-    P: ParallelizationContract<Time, Batch>,
-    L: FnMut(u32, Vec<SelectedRows>, &Diagnostics) -> Result<I, E> + 'static,
-    I: Iterator<Item = Result<RecordBatch, E>> + 'static,
-    E: std::fmt::Display,
-{
-    let scope = stream.scope();
-    let stage = name.to_owned();
-    stream.unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(
-        pact,
-        name,
-        move |_cap, info| {
-            let activator = scope.activator_for(info.address.clone());
-            // Each date's rows, held with a capability at the date's earliest time.
-            let mut pending: FrontierStash<u32, Vec<SelectedRows>> = FrontierStash::per_date();
-            // Dates whose output is being sent, in date order.
-            let mut sending: VecDeque<(u32, Capability<Time>, I)> = VecDeque::new();
-            move |(input, frontier), output| {
-                input.for_each_time(|time, data| {
-                    let date_key = date_key_of(*time.time());
-                    pending
-                        .stash(date_key, *time.time(), &time)
-                        .extend(data.filter_map(Batch::take_selected));
-                });
-                for (date_key, capability, batches) in pending.ready(frontier) {
-                    let started = Instant::now();
-                    match logic(date_key, batches, &diagnostics) {
-                        Ok(batches) => sending.push_back((date_key, capability, batches)),
-                        Err(error) => diagnostics.error(date_key, error.to_string()),
-                    }
-                    diagnostics.time(date_key, &stage, started);
-                }
-                let mut budget = BATCHES_PER_ACTIVATION;
-                while budget > 0 {
-                    let Some((date_key, capability, batches)) = sending.front_mut() else {
-                        break;
-                    };
-                    let started = Instant::now();
-                    let next = batches.next();
-                    diagnostics.time(*date_key, &stage, started);
-                    match next {
-                        Some(Ok(batch)) if batch.num_rows() > 0 => {
-                            output
-                                .session(capability)
-                                .give_container(&mut Batch::new(batch));
-                            budget -= 1;
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(error)) => {
-                            diagnostics.error(*date_key, error.to_string());
-                            sending.pop_front();
-                        }
-                        None => {
-                            sending.pop_front();
-                        }
-                    }
-                }
-                if !sending.is_empty() {
-                    activator.activate();
-                }
-            }
-        },
-    )
 }
 
 #[cfg(test)]

@@ -3,9 +3,8 @@
 //! `FrontierNotificator` (hold a capability, act once the frontier passes it), keyed so
 //! that each key carries its data.
 //!
-//! The operators that wait for a date to be complete (the keyed stage in
-//! [`batch::per_date`](crate::batch::per_date), the aggregate's pre-aggregation and
-//! partials, the engine's per-date reports) all use it, instead of a hand-written
+//! The operators that wait for a date to be complete (the aggregate's pre-aggregation
+//! and partials, the engine's per-date reports) use it, instead of a hand-written
 //! `BTreeMap` of capabilities each.
 //!
 //! ```

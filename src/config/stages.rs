@@ -33,6 +33,7 @@ use vizflow_operators::aggregate::AggregatePlan;
 use vizflow_operators::bin::BinSpec;
 use vizflow_operators::columns::{ELAPSED_MS, ELAPSED_SECONDS, ROW_ID};
 use vizflow_operators::derive::{DeriveSpec, IntegerCast};
+use vizflow_operators::enrich::check_streamable;
 use vizflow_operators::enrich::{EnrichRule, EnrichSpec, checked_outputs};
 use vizflow_operators::expr::Expr;
 use vizflow_operators::forward_return::ForwardReturnSpec;
@@ -324,6 +325,13 @@ impl Pipeline {
         let pruned = self.prune(&steps, writes);
         let read = pruned.read(&steps);
         let stages = self.stages(input, &steps, &pruned, &read)?;
+        if self.stream.is_some() {
+            for stage in &stages {
+                if let Stage::Keyed(spec) = stage {
+                    check_streamable(spec).map_err(|e| invalid(format!("[[enrich]] {e}")))?;
+                }
+            }
+        }
         Ok(BoundPipeline {
             pipeline: self.clone(),
             read,

@@ -105,6 +105,7 @@ pub(super) fn run_worker(
     // Commands not carried out yet: under `[stream]`, the input cannot leave a date
     // while a part of it waits for the parts before it.
     let mut queue = VecDeque::new();
+    let streaming = context.pipeline.pipeline.stream.is_some();
     let mut hung_up = false;
     let mut reported: Option<Option<Time>> = None;
     loop {
@@ -120,7 +121,14 @@ pub(super) fn run_worker(
         }
         while queue.front().is_some_and(|c| !inputs.blocked(c)) {
             let command = queue.pop_front().expect("a command");
+            // Under `[stream]` rows go in a part at a time, the dataflow stepped in
+            // between, so that the keyed stage releases rows as they come instead of
+            // the reader running ahead with the whole date.
+            let paced = streaming && matches!(command, Command::Read { .. } | Command::Push { .. });
             inputs.apply(command, &context.diagnostics);
+            if paced {
+                break;
+            }
         }
         if hung_up && queue.is_empty() {
             inputs.close();
@@ -130,7 +138,11 @@ pub(super) fn run_worker(
         if closed && probe.done() && report_probe.done() && summarised {
             break;
         }
-        worker.step_or_park(None);
+        if queue.front().is_some_and(|c| !inputs.blocked(c)) {
+            worker.step();
+        } else {
+            worker.step_or_park(None);
+        }
         if let (Some(arrivals), Some(rows)) = (inputs.arrivals.as_mut(), inputs.rows.as_mut()) {
             arrivals.release(rows, &context.diagnostics);
         }
@@ -208,7 +220,8 @@ fn build_rows(
                 Stage::Derive(spec) => rows.derive(spec.clone(), diagnostics),
                 Stage::ParseTime(spec) => rows.parse_time(spec.clone(), diagnostics),
                 Stage::Keyed(spec) => {
-                    rows.enrich_partitioned(spec.clone(), diagnostics, *partition)
+                    let watermark = pipeline.pipeline.stream.is_some();
+                    rows.enrich_partitioned(spec.clone(), diagnostics, *partition, watermark)
                 }
                 Stage::Bin(bins) => rows.bin(bins.clone(), diagnostics),
             };

@@ -290,6 +290,38 @@ pub enum EnrichError {
         /// The rule.
         rule: String,
     },
+    /// Under `[stream]`, a rule reads or replaces a column that an earlier rule may still
+    /// change after it runs (an entry's `matched_qty` after `FIFOMatch`).
+    #[error(
+        "{rule} cannot run under [stream]: it {action} '{column}', which {by} still changes \
+         on an entry row after the row is released (until its lot closes); under [stream] \
+         a rule may not read it: compute it after the keyed stage ([derive]) or in the \
+         aggregate, or remove [stream]"
+    )]
+    ReadsRevised {
+        /// The rule.
+        rule: String,
+        /// `reads` or `replaces`.
+        action: &'static str,
+        /// The column.
+        column: String,
+        /// The rule that changes it.
+        by: String,
+    },
+    /// A row reached the keyed stage after the stage had released the rows of its time
+    /// (the input broke the watermark's promise: an engine bug).
+    #[error(
+        "enrich: row {row_id} (elapsed_ms {elapsed_ms}) arrived after the rows before \
+         elapsed_ms {released} were released"
+    )]
+    BehindRelease {
+        /// The row.
+        row_id: u64,
+        /// Its time.
+        elapsed_ms: i64,
+        /// The release point it is behind.
+        released: i64,
+    },
     /// More rows of one date on one worker than the operator numbers in `u32`.
     #[error("enrich: {rows} rows of one date on one worker; at most {max} are supported")]
     TooManyRows {
@@ -447,7 +479,8 @@ impl EnrichError {
             | RunningType { .. }
             | RunningTypeUnsettled { .. }
             | FifoQuantityNotInteger { .. }
-            | CannotResume { .. } => Fault::Config,
+            | CannotResume { .. }
+            | ReadsRevised { .. } => Fault::Config,
             Expr { source, .. } => source.fault(),
             Arity { .. }
             | RuleArrow { .. }
@@ -460,6 +493,7 @@ impl EnrichError {
             | Reshape { .. }
             | ColumnCount { .. }
             | ColumnShape { .. }
+            | BehindRelease { .. }
             | Output { .. } => Fault::Bug,
         }
     }

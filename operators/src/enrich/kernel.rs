@@ -109,7 +109,7 @@ const CHUNK_ROWS: usize = 1 << 18;
 
 /// The batches' common schema (nullable if any batch's column is), or an error naming
 /// the first batch that differs.
-fn common_schema(parts: &[SelectedRows]) -> Result<SchemaRef, EnrichError> {
+pub(super) fn common_schema(parts: &[SelectedRows]) -> Result<SchemaRef, EnrichError> {
     let first = parts[0].0.schema();
     let mut fields: Vec<Field> = first.fields().iter().map(|f| f.as_ref().clone()).collect();
     for (b, (batch, _)) in parts.iter().enumerate().skip(1) {

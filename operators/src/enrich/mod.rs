@@ -121,6 +121,7 @@ mod kernel;
 mod operator;
 mod output;
 mod plan;
+mod release;
 mod scatter;
 mod tag_rule;
 
@@ -136,8 +137,10 @@ pub use self::error::EnrichError;
 pub use self::kernel::{enrich, enrich_lazy, enrich_owned, enrich_selected};
 pub use self::operator::Enrich;
 pub use self::output::{EnrichOutput, OUTPUT_BATCH_ROWS};
+pub use self::release::{check_streamable, release_step_ms};
 pub use self::tag_rule::{Emit, Event, TagRule, custom};
 use crate::columns::{ELAPSED_MS, ROW_ID};
+use crate::forward_return::ForwardReturnSpec;
 
 /// A rule as the operator runs it. The built-in rules implement it directly; a
 /// [`TagRule`] becomes one with [`custom`].
@@ -231,6 +234,18 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
     /// by default.
     fn finish(&self, carried: &mut Carried) -> Vec<(String, u64)> {
         let _ = carried;
+        Vec::new()
+    }
+    /// The forward returns, when the rule is them: they look ahead of a row, so a keyed
+    /// stage that releases rows as a watermark passes them computes them across its
+    /// releases instead of calling the rule. `None` for every other rule.
+    fn forward_returns(&self) -> Option<&ForwardReturnSpec> {
+        None
+    }
+    /// The added columns whose values on a row may change after the call that emitted it
+    /// ([`Revisions`]): a keyed stage that releases rows as a watermark passes them
+    /// cannot let a later rule read or replace them. None by default.
+    fn revises(&self) -> Vec<String> {
         Vec::new()
     }
     /// What defines the rule's results, for the pipeline's hash: its name by default (a
@@ -341,15 +356,23 @@ pub struct RuleOutput {
     pub revisions: Option<Revisions>,
 }
 
-/// Rows that earlier [`EnrichRule::resume`] calls emitted and a later call changed (an
-/// entry matched by a later exit): by `row_id`, in the order of the changes (the last
-/// one of a row is its value), the new values of some of the rule's added columns.
+/// What an [`EnrichRule::resume`] call says about rows whose added columns change after
+/// the call that emitted them (an entry matched by a later exit): the rows of this call
+/// that may still change (`open`), and the changes to rows of earlier calls: by
+/// `row_id`, in the order of the changes (the last one of a row is its value), the new
+/// values of some of the rule's added columns ([`EnrichRule::revises`]). A keyed stage
+/// that releases rows as a watermark passes them holds an open row until a change
+/// settles it (or the date ends), and sends it on with its last values.
 #[derive(Clone, Debug, Default)]
 pub struct Revisions {
     /// Each change's row.
     pub row_ids: Vec<u64>,
     /// The changed columns, by name, one value per change.
     pub columns: Vec<(String, ArrayRef)>,
+    /// Per change: whether the row can no longer change after it (the lot closed).
+    pub settled: Vec<bool>,
+    /// This call's rows whose added columns may still change, by `row_id`.
+    pub open: Vec<u64>,
 }
 
 /// The rules of an `enrich` stage and the symbol column they are keyed by.

@@ -1,35 +1,48 @@
-//! The `enrich` operator: the kernel as a timely operator, one date at a time per
-//! worker, rows exchanged by symbol.
+//! The `enrich` operator: the keyed stage as a timely operator, rows exchanged by
+//! symbol, each worker's share of a date in a [`KeyedDate`] that releases rows as the
+//! frontier (the watermark) passes them, or runs the whole date once it is complete.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
 
 use super::EnrichSpec;
-use super::kernel::enrich_selected;
-use crate::batch::{Batch, Partition, SelectedRows, by_symbol, per_date, selected_len};
+use super::release::{Finished, KeyedDate};
+use crate::batch::{Batch, Partition, SelectedRows, by_symbol, selected_len};
 use crate::report::Diagnostics;
-use crate::time::Time;
+use crate::time::{BUCKET_MS, Time, bucket_of, date_end, date_key_of};
 
 /// The `enrich` operator.
 pub trait Enrich<'scope> {
     /// Runs the rules per symbol and date (see the module docs), exchanging rows by
-    /// symbol ([`Partition::Symbol`]).
+    /// symbol ([`Partition::Symbol`]), once each date is complete.
     fn enrich(self, spec: EnrichSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch>;
 
     /// Runs the rules per symbol and date with rows spread over the workers as
     /// `partition` says. With [`Partition::Date`] rows are not exchanged: every row of
     /// a date must reach the operator on the same worker (the date's owner).
+    ///
+    /// With `watermark`, rows are released as the frontier passes them (`[stream]`):
+    /// a row must reach the operator at a time whose bucket is at most its own
+    /// (`elapsed_ms / 1000`), so that once the frontier is at `(date, b)` every row of
+    /// the date below `1000 b` ms is here. Without it a date runs once it is complete.
     fn enrich_partitioned(
         self,
         spec: EnrichSpec,
         diagnostics: Diagnostics,
         partition: Partition,
+        watermark: bool,
     ) -> Stream<'scope, Time, Batch>;
 }
 
 impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
     fn enrich(self, spec: EnrichSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
-        self.enrich_partitioned(spec, diagnostics, Partition::Symbol)
+        self.enrich_partitioned(spec, diagnostics, Partition::Symbol, false)
     }
 
     fn enrich_partitioned(
@@ -37,38 +50,168 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
         spec: EnrichSpec,
         diagnostics: Diagnostics,
         partition: Partition,
+        watermark: bool,
     ) -> Stream<'scope, Time, Batch> {
-        let pact = by_symbol(&spec.symbol);
-        let logic = move |date_key, parts: Vec<SelectedRows>, diagnostics: &Diagnostics| {
-            let rows_in: usize = parts.iter().map(selected_len).sum();
-            let null_symbols = null_symbol_rows(&parts, &spec.symbol);
-            let stage = [
-                ("enrich.rows_in", rows_in as u64),
-                ("enrich.null_symbol_rows", null_symbols as u64),
-            ];
-            diagnostics.add_all(date_key, stage);
-            let mut out = enrich_selected(parts, &spec)?;
-            let diagnostics = diagnostics.clone();
-            // The rules' counts and the output rows are complete once the output is (the
-            // rules may run chunk by chunk as it is consumed); a date that fails on the
-            // way reports none of them.
-            let mut reported = false;
-            Ok(std::iter::from_fn(move || {
-                let next = out.next();
-                if next.is_none() && !reported {
-                    reported = true;
-                    let rows_out = ("enrich.rows_out", out.rows_emitted() as u64);
-                    let rules = out.counts().iter().map(|(k, v)| (k.as_str(), *v));
-                    diagnostics.add_all(date_key, std::iter::once(rows_out).chain(rules));
-                }
-                next
-            }))
-        };
         match partition {
-            Partition::Symbol => per_date(self, pact, "Enrich", diagnostics, logic),
-            Partition::Date => per_date(self, Pipeline, "Enrich", diagnostics, logic),
+            Partition::Symbol => {
+                let pact = by_symbol(&spec.symbol);
+                keyed(self, pact, spec, diagnostics, watermark)
+            }
+            Partition::Date => keyed(self, Pipeline, spec, diagnostics, watermark),
         }
     }
+}
+
+/// A date in the operator: its rows so far, held with a capability at a time of the
+/// date, and its counts. `state` is `None` once the date failed (its rows are dropped).
+struct OpenDate {
+    capability: Capability<Time>,
+    state: Option<KeyedDate>,
+    rows_in: u64,
+    null_symbols: u64,
+    rows_out: u64,
+}
+
+/// The most output batches sent per activation, so that a date's output is sent as it
+/// is built and other operators run in between.
+const BATCHES_PER_ACTIVATION: usize = 4;
+
+fn keyed<'scope, P>(
+    stream: Stream<'scope, Time, Batch>,
+    pact: P,
+    spec: EnrichSpec,
+    diagnostics: Diagnostics,
+    watermark: bool,
+) -> Stream<'scope, Time, Batch>
+where
+    P: ParallelizationContract<Time, Batch>,
+{
+    const STAGE: &str = "Enrich";
+    let scope = stream.scope();
+    stream.unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(
+        pact,
+        STAGE,
+        move |_cap, info| {
+            let activator = scope.activator_for(info.address.clone());
+            let mut dates: BTreeMap<u32, OpenDate> = BTreeMap::new();
+            // Complete dates whose output is being sent, in date order.
+            let mut sending: VecDeque<(u32, Capability<Time>, Finished, u64)> = VecDeque::new();
+            move |(input, frontier), output| {
+                input.for_each_time(|time, data| {
+                    let date_key = date_key_of(*time.time());
+                    let date = dates.entry(date_key).or_insert_with(|| OpenDate {
+                        capability: time.delayed(time.time(), 0),
+                        state: Some(KeyedDate::new(&spec)),
+                        rows_in: 0,
+                        null_symbols: 0,
+                        rows_out: 0,
+                    });
+                    if time.time() < date.capability.time() {
+                        date.capability = time.delayed(time.time(), 0);
+                    }
+                    let parts: Vec<SelectedRows> = data.filter_map(Batch::take_selected).collect();
+                    date.rows_in += parts.iter().map(selected_len).sum::<usize>() as u64;
+                    date.null_symbols += null_symbol_rows(&parts, &spec.symbol) as u64;
+                    if let Some(state) = &mut date.state {
+                        let started = Instant::now();
+                        if let Err(error) = state.push(parts) {
+                            diagnostics.error(date_key, error.to_string());
+                            date.state = None;
+                        }
+                        diagnostics.time(date_key, STAGE, started);
+                    }
+                });
+                // The frontier's time: dates before it are complete; rows of its date
+                // below its bucket are all here.
+                let front = frontier.frontier().iter().min().copied();
+                while let Some(mut entry) = dates.first_entry() {
+                    let date_key = *entry.key();
+                    if frontier.less_equal(&date_end(date_key)) {
+                        break;
+                    }
+                    let date = entry.get_mut();
+                    let stage = [
+                        ("enrich.rows_in", date.rows_in),
+                        ("enrich.null_symbol_rows", date.null_symbols),
+                    ];
+                    diagnostics.add_all(date_key, stage);
+                    let OpenDate {
+                        capability,
+                        state,
+                        rows_out,
+                        ..
+                    } = entry.remove();
+                    let Some(state) = state else { continue };
+                    let started = Instant::now();
+                    match state.finish() {
+                        Ok(rest) => sending.push_back((date_key, capability, rest, rows_out)),
+                        Err(error) => diagnostics.error(date_key, error.to_string()),
+                    }
+                    diagnostics.time(date_key, STAGE, started);
+                }
+                if let (true, Some(front)) = (watermark, front) {
+                    let date_key = date_key_of(front);
+                    if let Some(date) = dates.get_mut(&date_key) {
+                        let released = i64::from(bucket_of(front)) * BUCKET_MS;
+                        if let Some(state) = date.state.as_mut().filter(|s| s.due(released)) {
+                            let started = Instant::now();
+                            match state.release(released) {
+                                Ok(batches) => {
+                                    let mut session = output.session(&date.capability);
+                                    for batch in batches {
+                                        date.rows_out += batch.num_rows() as u64;
+                                        session.give_container(&mut Batch::new(batch));
+                                    }
+                                }
+                                Err(error) => {
+                                    diagnostics.error(date_key, error.to_string());
+                                    date.state = None;
+                                }
+                            }
+                            diagnostics.time(date_key, STAGE, started);
+                        }
+                        if front > *date.capability.time() {
+                            date.capability.downgrade(&front);
+                        }
+                    }
+                }
+                let mut budget = BATCHES_PER_ACTIVATION;
+                while budget > 0 {
+                    let Some((date_key, capability, rest, rows_out)) = sending.front_mut() else {
+                        break;
+                    };
+                    let started = Instant::now();
+                    let next = rest.next();
+                    diagnostics.time(*date_key, STAGE, started);
+                    match next {
+                        Some(Ok(batch)) if batch.num_rows() > 0 => {
+                            *rows_out += batch.num_rows() as u64;
+                            output
+                                .session(capability)
+                                .give_container(&mut Batch::new(batch));
+                            budget -= 1;
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(error)) => {
+                            diagnostics.error(*date_key, error.to_string());
+                            sending.pop_front();
+                        }
+                        None => {
+                            // The rules' counts and the output rows are complete once
+                            // the output is (a date that fails on the way reports none).
+                            let rows = ("enrich.rows_out", *rows_out);
+                            let rules = rest.counts().iter().map(|(k, v)| (k.as_str(), *v));
+                            diagnostics.add_all(*date_key, std::iter::once(rows).chain(rules));
+                            sending.pop_front();
+                        }
+                    }
+                }
+                if !sending.is_empty() {
+                    activator.activate();
+                }
+            }
+        },
+    )
 }
 
 /// The rows the parts select whose `symbol` is null (a part without the column counts

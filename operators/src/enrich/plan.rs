@@ -10,7 +10,9 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use super::frame::Frame;
-use super::{EnrichError, EnrichSpec, Rows, checked_outputs};
+use super::{
+    Carried, EnrichError, EnrichRule, EnrichSpec, Revisions, Rows, RuleOutput, checked_outputs,
+};
 
 /// Adds `field`, or replaces the field of the same name in place.
 fn set_field(fields: &mut Vec<Field>, field: Field) {
@@ -74,6 +76,35 @@ impl RulePlan {
         frame: &mut Frame,
         counts: &mut BTreeMap<String, u64>,
     ) -> Result<(), EnrichError> {
+        self.run_with(frame, counts, |_, rule, rows| rule.apply(rows))
+    }
+
+    /// Runs every rule over the frame's rows as a continuation of earlier calls over the
+    /// same date ([`EnrichRule::resume`]): the frame's run `r` is symbol `symbols[r]`,
+    /// rule `i` carries its states in `carried[i]`, and the rules' [`Revisions`] are
+    /// pushed to `revisions`.
+    pub(super) fn run_resumed(
+        &self,
+        frame: &mut Frame,
+        counts: &mut BTreeMap<String, u64>,
+        symbols: &[u32],
+        carried: &mut [Carried],
+        revisions: &mut Vec<Revisions>,
+    ) -> Result<(), EnrichError> {
+        self.run_with(frame, counts, |i, rule, rows| {
+            let mut out = rule.resume(rows, symbols, &mut carried[i])?;
+            revisions.extend(out.revisions.take());
+            Ok(out)
+        })
+    }
+
+    /// Runs every rule over the frame's rows, rule `i` by `call(i, rule, rows)`.
+    fn run_with(
+        &self,
+        frame: &mut Frame,
+        counts: &mut BTreeMap<String, u64>,
+        mut call: impl FnMut(usize, &dyn EnrichRule, &Rows<'_>) -> Result<RuleOutput, EnrichError>,
+    ) -> Result<(), EnrichError> {
         let spec = &self.spec;
         for (i, (rule, outputs)) in spec.rules.iter().zip(&self.outputs).enumerate() {
             let columns: Vec<ArrayRef> = self.inputs[i]
@@ -88,7 +119,7 @@ impl RulePlan {
                 elapsed_ms,
                 row_id,
             };
-            let out = rule.apply(&rows)?;
+            let out = call(i, rule.as_ref(), &rows)?;
             drop(columns);
             frame.apply(rule.as_ref(), outputs, out, counts)?;
             // Free the columns that neither the output nor a later rule uses.

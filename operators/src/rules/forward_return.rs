@@ -90,6 +90,10 @@ impl EnrichRule for ForwardReturnSpec {
             .collect())
     }
 
+    fn forward_returns(&self) -> Option<&ForwardReturnSpec> {
+        Some(self)
+    }
+
     fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
         let prices =
             arrow::compute::cast(&rows.columns[0], &DataType::Float64).map_err(|source| {
@@ -174,6 +178,80 @@ fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon_s: i64, day_ms: i64) 
     Arc::new(Float64Array::new(
         values.into(),
         Some(NullBuffer::new(valid)),
+    ))
+}
+
+/// A stretch of a date's rows in event order, symbol by symbol, for
+/// [`returns_across`]: a keyed stage that releases a date's rows as a watermark passes
+/// them keeps the stretches still within the longest horizon.
+#[derive(Clone, Copy, Debug)]
+pub struct Stretch<'a> {
+    /// Where each symbol's rows start, then the end (symbols past the end have none).
+    pub runs: &'a [usize],
+    /// Each row's `elapsed_ms`.
+    pub elapsed_ms: &'a [i64],
+    /// Each row's price.
+    pub prices: &'a Float64Array,
+}
+
+impl Stretch<'_> {
+    /// Symbol `symbol`'s rows.
+    fn rows(&self, symbol: usize) -> std::ops::Range<usize> {
+        match self.runs.get(symbol + 1) {
+            Some(end) => self.runs[symbol]..*end,
+            None => 0..0,
+        }
+    }
+}
+
+/// The returns at `horizon_s` of the rows of `stretches[0]`, where `stretches` are
+/// consecutive stretches of a date's rows (each symbol's rows in event order across
+/// them) holding every row up to the targets: the same values as the whole-date
+/// computation ([`ForwardReturnSpec`]'s rule) gives those rows.
+pub fn returns_across(stretches: &[Stretch<'_>], horizon_s: i64, day_ms: i64) -> ArrayRef {
+    let first = &stretches[0];
+    let n = first.elapsed_ms.len();
+    let offset = 1000 * horizon_s;
+    let mut values = vec![0.0; n];
+    let mut valid = BooleanBufferBuilder::new(n);
+    valid.append_n(n, false);
+    for symbol in 0..first.runs.len().saturating_sub(1) {
+        let rows = first.rows(symbol);
+        // The future row, as (stretch, row): it only moves forward.
+        let (mut at, mut ahead) = (0usize, rows.start);
+        for i in rows {
+            let target = first.elapsed_ms[i] + offset;
+            if target > day_ms {
+                break;
+            }
+            if at == 0 && ahead < i {
+                ahead = i;
+            }
+            loop {
+                let next = if ahead + 1 < stretches[at].rows(symbol).end {
+                    Some((at, ahead + 1))
+                } else {
+                    (at + 1..stretches.len())
+                        .find(|s| !stretches[*s].rows(symbol).is_empty())
+                        .map(|s| (s, stretches[s].rows(symbol).start))
+                };
+                match next {
+                    Some((s, row)) if stretches[s].elapsed_ms[row] <= target => {
+                        (at, ahead) = (s, row);
+                    }
+                    _ => break,
+                }
+            }
+            let future = stretches[at].prices;
+            values[i] = future.values()[ahead] / first.prices.values()[i] - 1.0;
+            if first.prices.is_valid(i) && future.is_valid(ahead) {
+                valid.set_bit(i, true);
+            }
+        }
+    }
+    Arc::new(Float64Array::new(
+        values.into(),
+        Some(NullBuffer::new(valid.finish())),
     ))
 }
 

@@ -328,7 +328,8 @@ pub struct Revision {
 /// lots after this call's rows. Exits take from them first; a lot of an earlier call
 /// that they take from gets a [`Revision`] (in the order they happen: the last one of a
 /// lot is its state). This call's entry rows have what was closed by the end of the
-/// call. `unclosed_entries` is not counted here: the lots left open at the end of the
+/// call; the `row_id`s of those whose lots are still open are pushed to `open`.
+/// `unclosed_entries` is not counted here: the lots left open at the end of the
 /// date are.
 pub fn fifo_symbol_resumed(
     rows: &FifoColumns<'_>,
@@ -336,6 +337,7 @@ pub fn fifo_symbol_resumed(
     lots: &mut VecDeque<Lot>,
     out: &mut FifoOutput,
     revisions: &mut Vec<Revision>,
+    open: &mut Vec<u64>,
 ) {
     let first_row = out.len();
     for index in range {
@@ -392,6 +394,9 @@ pub fn fifo_symbol_resumed(
         push_remainder(out, source, remaining, first_exit_row);
     }
     for lot in lots.iter_mut() {
+        if lot.row != u32::MAX {
+            open.push(lot.row_id);
+        }
         lot.row = u32::MAX;
     }
     out.counts.output_rows += (out.len() - first_row) as u64;

@@ -296,7 +296,7 @@ impl EnrichRule for FifoMatch {
         let columns = inputs.columns(rows);
         let n = rows.len();
         let mut out = FifoOutput::with_capacity(n + n / 2);
-        let mut revisions = Vec::new();
+        let (mut revisions, mut open) = (Vec::new(), Vec::new());
         for (run, symbol) in rows.runs.windows(2).zip(symbols) {
             let mut lots: VecDeque<Lot> = carried.take(*symbol);
             fifo_symbol_resumed(
@@ -305,10 +305,12 @@ impl EnrichRule for FifoMatch {
                 &mut lots,
                 &mut out,
                 &mut revisions,
+                &mut open,
             );
             carried.put(*symbol, lots);
         }
-        let revisions = (!revisions.is_empty()).then(|| Revisions {
+        let changed = !revisions.is_empty() || !open.is_empty();
+        let revisions = changed.then(|| Revisions {
             row_ids: revisions.iter().map(|r| r.row_id).collect(),
             columns: vec![
                 (
@@ -324,8 +326,14 @@ impl EnrichRule for FifoMatch {
                     )) as ArrayRef,
                 ),
             ],
+            settled: revisions.iter().map(|r| r.is_closed).collect(),
+            open,
         });
         Ok(rule_output(out, n, revisions))
+    }
+
+    fn revises(&self) -> Vec<String> {
+        vec![MATCHED_QTY.to_owned(), IS_CLOSED.to_owned()]
     }
 
     fn finish(&self, carried: &mut Carried) -> Vec<(String, u64)> {

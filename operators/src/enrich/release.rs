@@ -1,0 +1,696 @@
+//! A date's keyed stage on one worker, releasing rows as the watermark passes them
+//! (`[stream]`; SEMANTICS.md, *Streaming*).
+//!
+//! Rows wait in `pending` until the watermark is past their time. Every so often
+//! ([`KeyedDate::step_ms`]) the rows below the watermark become a [`Segment`]: put in
+//! event order per symbol once, with their input columns. A segment goes to the rules
+//! once every forward return of its rows is final (the watermark is past its end plus the
+//! longest horizon): the returns are computed across the segments still held
+//! ([`returns_across`]), then the rules run over the segment's rows as a continuation of
+//! the earlier segments ([`EnrichRule::resume`], each symbol's state carried). So a date
+//! holds the rows within the longest horizon of the watermark, not the date.
+//!
+//! A rule whose output on a row changes after the row is released (`FIFOMatch`: an
+//! entry's `matched_qty` and `is_closed` until its lot closes) says so
+//! ([`Revisions`]); such rows wait in [`Held`] until they settle (or the date ends) and
+//! go on with their last values. Rules after it may not read those columns
+//! ([`check_streamable`]).
+//!
+//! When the date completes before any segment was cut (replay without `[stream]`, where
+//! the watermark jumps to the date's end), the whole date runs through the batch kernel
+//! ([`enrich_selected`]) instead: one release at the end, the same results.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
+use rustc_hash::FxHashMap;
+
+use super::event_order::event_order;
+use super::frame::{Added, Frame};
+use super::kernel::{common_schema, enrich_selected};
+use super::output::EnrichOutput;
+use super::plan::RulePlan;
+use super::{Carried, EnrichError, EnrichRule, EnrichSpec, Revisions, checked_outputs};
+use crate::batch::{SelectedRows, SymbolInterner, selected_len};
+use crate::columns::{ELAPSED_MS, ROW_ID};
+use crate::forward_return::{ForwardReturnSpec, Stretch, returns_across};
+
+/// Checks that `spec`'s rules can run as rows are released: no rule reads or replaces
+/// a column that an earlier rule may still change after the row is released
+/// ([`EnrichRule::revises`]).
+pub fn check_streamable(spec: &EnrichSpec) -> Result<(), EnrichError> {
+    for (i, earlier) in spec.rules.iter().enumerate() {
+        for column in earlier.revises() {
+            for later in &spec.rules[i + 1..] {
+                let action = if later.inputs().contains(&column) {
+                    "reads"
+                } else if later.output_names().contains(&column) {
+                    "replaces"
+                } else {
+                    continue;
+                };
+                return Err(EnrichError::ReadsRevised {
+                    rule: later.name(),
+                    action,
+                    column,
+                    by: earlier.name(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The release cadence of a date whose longest forward-return horizon is `horizon_ms`:
+/// a quarter of it, at least 10 s of trading time, so that a call's fixed cost stays
+/// small and a date holds about `horizon + step` of rows.
+pub fn release_step_ms(horizon_ms: i64) -> i64 {
+    (horizon_ms / 4).max(10_000)
+}
+
+/// One worker's share of a date in the keyed stage (see the module docs).
+pub(super) struct KeyedDate {
+    /// The rules, forward returns first when there are any.
+    spec: EnrichSpec,
+    returns: Option<ForwardReturnSpec>,
+    /// The longest horizon, in ms (0 without returns).
+    horizon_ms: i64,
+    step_ms: i64,
+    /// Rows not yet in a segment.
+    pending: Vec<SelectedRows>,
+    /// Rows below this are in segments or released.
+    cut: i64,
+    /// Where the watermark was at the last release.
+    last_release: i64,
+    segments: VecDeque<Segment>,
+    /// Set when the first segment is cut.
+    streamed: Option<Streamed>,
+}
+
+/// Rows of a date below a watermark and at or above the one before, in event order per
+/// symbol (by the date's symbol numbers), with their input columns.
+struct Segment {
+    /// The watermark it was cut at: its rows are below it.
+    end: i64,
+    frame: Frame,
+    /// Where each symbol's rows start, then the end.
+    runs: Vec<usize>,
+    /// The forward returns' prices (Float64).
+    prices: Option<Float64Array>,
+}
+
+/// What a date released in segments keeps between releases.
+struct Streamed {
+    /// The input schema (every segment's).
+    schema: SchemaRef,
+    /// The rules after the forward returns, over the input and return columns.
+    plan: RulePlan,
+    /// The output's columns (the whole-date kernel's).
+    output: SchemaRef,
+    /// The input columns the rules or the output need.
+    needed: Vec<String>,
+    interner: SymbolInterner,
+    carried: Vec<Carried>,
+    held: Held,
+    counts: BTreeMap<String, u64>,
+}
+
+impl KeyedDate {
+    pub(super) fn new(spec: &EnrichSpec) -> Self {
+        let returns = spec
+            .rules
+            .first()
+            .and_then(|rule| rule.forward_returns())
+            .cloned();
+        let horizon_ms = returns
+            .as_ref()
+            .and_then(|r| r.horizons_s.iter().max())
+            .map_or(0, |h| 1000 * h);
+        KeyedDate {
+            spec: spec.clone(),
+            returns,
+            horizon_ms,
+            step_ms: release_step_ms(horizon_ms),
+            pending: Vec::new(),
+            cut: i64::MIN,
+            last_release: i64::MIN,
+            segments: VecDeque::new(),
+            streamed: None,
+        }
+    }
+
+    /// Takes rows of the date. They must not be below the last release point.
+    pub(super) fn push(
+        &mut self,
+        parts: impl IntoIterator<Item = SelectedRows>,
+    ) -> Result<(), EnrichError> {
+        for part in parts {
+            if self.cut > i64::MIN
+                && let Some((row_id, elapsed_ms)) = first_below(&part, self.cut)?
+            {
+                return Err(EnrichError::BehindRelease {
+                    row_id,
+                    elapsed_ms,
+                    released: self.cut,
+                });
+            }
+            if selected_len(&part) > 0 {
+                self.pending.push(part);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the watermark at `watermark` is far enough past the last release for
+    /// another.
+    pub(super) fn due(&self, watermark: i64) -> bool {
+        watermark > 0
+            && watermark.saturating_sub(self.last_release) >= self.step_ms
+            && (!self.pending.is_empty() || !self.segments.is_empty())
+    }
+
+    /// Releases what the watermark at `watermark` makes final: every row below it is
+    /// here. Returns the output rows that are final.
+    pub(super) fn release(&mut self, watermark: i64) -> Result<Vec<RecordBatch>, EnrichError> {
+        self.last_release = watermark;
+        self.cut_segment(watermark)?;
+        let mut out = Vec::new();
+        while self
+            .segments
+            .front()
+            .is_some_and(|s| s.end.saturating_add(self.horizon_ms) <= watermark)
+        {
+            self.release_front(&mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// The rest of the date once it is complete: the whole date through the batch kernel
+    /// when nothing was released yet, else the last segments, the held rows, and the
+    /// rules' counts for the date (those of every release).
+    pub(super) fn finish(mut self) -> Result<Finished, EnrichError> {
+        if self.streamed.is_none() {
+            return Ok(Finished::Whole(Box::new(enrich_selected(
+                self.pending,
+                &self.spec,
+            )?)));
+        }
+        self.cut_segment(i64::MAX)?;
+        let mut out = Vec::new();
+        while !self.segments.is_empty() {
+            self.release_front(&mut out)?;
+        }
+        let streamed = self.streamed.as_mut().expect("checked above");
+        for (rule, carried) in streamed.plan.spec.rules.iter().zip(&mut streamed.carried) {
+            for (name, count) in rule.finish(carried) {
+                *streamed.counts.entry(name).or_default() += count;
+            }
+        }
+        streamed.held.flush(true, &mut out)?;
+        let out = project(out, &streamed.output)?;
+        Ok(Finished::Streamed {
+            batches: out.into_iter(),
+            counts: std::mem::take(&mut streamed.counts),
+        })
+    }
+
+    /// Makes the pending rows below `watermark` a segment.
+    fn cut_segment(&mut self, watermark: i64) -> Result<(), EnrichError> {
+        let mut complete = Vec::new();
+        let mut later = Vec::new();
+        for part in std::mem::take(&mut self.pending) {
+            let (below, rest) = split_at(part, watermark)?;
+            complete.extend(below);
+            later.extend(rest);
+        }
+        self.pending = later;
+        self.cut = self.cut.max(watermark);
+        if complete.is_empty() {
+            return Ok(());
+        }
+        let schema = common_schema(&complete)?;
+        let streamed = match &mut self.streamed {
+            Some(streamed) => {
+                if !same_columns(&streamed.schema, &schema) {
+                    return Err(EnrichError::SchemaMismatch {
+                        batch: 0,
+                        schema,
+                        first: streamed.schema.clone(),
+                    });
+                }
+                streamed
+            }
+            None => self
+                .streamed
+                .insert(Streamed::new(&self.spec, self.returns.as_ref(), schema)?),
+        };
+        let ids = streamed
+            .interner
+            .ids(&complete, &self.spec.symbol, "enrich")?;
+        let events = event_order(&complete, &ids, streamed.interner.len())?;
+        drop(ids);
+        let mut frame = Frame::new(complete, events);
+        frame.order_inputs(&streamed.needed)?;
+        frame.compute_event_columns();
+        let prices = match &self.returns {
+            Some(returns) => Some(return_prices(&mut frame, returns)?),
+            None => None,
+        };
+        self.segments.push_back(Segment {
+            end: watermark,
+            runs: frame.runs.clone(),
+            frame,
+            prices,
+        });
+        Ok(())
+    }
+
+    /// Runs the first segment through the returns and the rules, pushing the output rows
+    /// that are final to `out`.
+    fn release_front(&mut self, out: &mut Vec<RecordBatch>) -> Result<(), EnrichError> {
+        let streamed = self.streamed.as_mut().expect("a segment was cut");
+        let Segment {
+            frame,
+            runs,
+            prices,
+            ..
+        } = self.segments.front().expect("checked");
+        let mut returns = Vec::new();
+        if let (Some(spec), Some(_)) = (&self.returns, prices) {
+            let (elapsed_ms, _) = frame.event_columns();
+            let first = Stretch {
+                runs,
+                elapsed_ms,
+                prices: prices.as_ref().expect("checked"),
+            };
+            let stretches: Vec<Stretch<'_>> = std::iter::once(first)
+                .chain(self.segments.iter().skip(1).map(|s| Stretch {
+                    runs: &s.runs,
+                    elapsed_ms: s.frame.event_columns().0,
+                    prices: s.prices.as_ref().expect("every segment has prices"),
+                }))
+                .collect();
+            for horizon in &spec.horizons_s {
+                let values = returns_across(&stretches, *horizon, spec.day_ms);
+                returns.push((ForwardReturnSpec::output(*horizon), values));
+            }
+        }
+        let Segment {
+            mut frame, runs, ..
+        } = self.segments.pop_front().expect("checked");
+        for (name, values) in returns {
+            frame.added.push(Added {
+                name,
+                values,
+                per_event: true,
+            });
+        }
+        // The rules see the symbols with rows in this segment.
+        let symbols: Vec<u32> = (0..runs.len() - 1)
+            .filter(|s| runs[s + 1] > runs[*s])
+            .map(|s| s as u32)
+            .collect();
+        frame.runs = symbols.iter().map(|s| runs[*s as usize]).collect();
+        frame.runs.push(*runs.last().expect("runs end"));
+        let mut revisions = Vec::new();
+        streamed.plan.run_resumed(
+            &mut frame,
+            &mut streamed.counts,
+            &symbols,
+            &mut streamed.carried,
+            &mut revisions,
+        )?;
+        for revision in revisions {
+            streamed.held.revise(revision);
+        }
+        let schema = streamed.plan.schema.clone();
+        let mut released = Vec::new();
+        for batch in EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())? {
+            streamed.held.split(batch?, &mut released)?;
+        }
+        streamed.held.flush(false, &mut released)?;
+        out.extend(project(released, &streamed.output)?);
+        Ok(())
+    }
+}
+
+impl Streamed {
+    fn new(
+        spec: &EnrichSpec,
+        returns: Option<&ForwardReturnSpec>,
+        schema: SchemaRef,
+    ) -> Result<Self, EnrichError> {
+        check_streamable(spec)?;
+        let output = RulePlan::new(spec, &schema)?.schema;
+        // The rules after the returns, over the input and return columns, keeping
+        // `row_id` where rows may be held (to find them again).
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut rules = spec.clone();
+        if let Some(returns) = returns {
+            let rule: Arc<dyn EnrichRule> = returns.rule();
+            fields.extend(checked_outputs(rule.as_ref(), &fields)?);
+            rules.rules.remove(0);
+        }
+        let holds = rules
+            .rules
+            .iter()
+            .flat_map(|r| r.revises())
+            .any(|c| output.column_with_name(&c).is_some());
+        if let (true, Some(keep)) = (holds, &mut rules.keep) {
+            keep.push(ROW_ID.to_owned());
+        }
+        let plan = RulePlan::new(&rules, &Schema::new(fields))?;
+        let read: Vec<&String> = plan.inputs.iter().flatten().collect();
+        let needed = schema
+            .fields()
+            .iter()
+            .map(|f| f.name())
+            .filter(|name| {
+                plan.schema.column_with_name(name).is_some()
+                    || read.contains(name)
+                    || returns.is_some_and(|r| &r.price == *name)
+                    || *name == ELAPSED_MS
+                    || *name == ROW_ID
+            })
+            .cloned()
+            .collect();
+        Ok(Streamed {
+            carried: (0..plan.spec.rules.len())
+                .map(|_| Carried::default())
+                .collect(),
+            held: Held::new(holds),
+            schema,
+            plan,
+            output,
+            needed,
+            interner: SymbolInterner::default(),
+            counts: BTreeMap::new(),
+        })
+    }
+}
+
+/// The rest of a date's output when it completes.
+pub(super) enum Finished {
+    /// The whole date through the batch kernel, built as it is consumed.
+    Whole(Box<EnrichOutput>),
+    /// The last rows of a date released in segments, and the rules' counts for the date.
+    Streamed {
+        batches: std::vec::IntoIter<RecordBatch>,
+        counts: BTreeMap<String, u64>,
+    },
+}
+
+impl Iterator for Finished {
+    type Item = Result<RecordBatch, EnrichError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Finished::Whole(output) => output.next(),
+            Finished::Streamed { batches, .. } => batches.next().map(Ok),
+        }
+    }
+}
+
+impl Finished {
+    /// The rules' counts for the date (complete once the iterator is exhausted).
+    pub(super) fn counts(&self) -> &BTreeMap<String, u64> {
+        match self {
+            Finished::Whole(output) => output.counts(),
+            Finished::Streamed { counts, .. } => counts,
+        }
+    }
+}
+
+/// Output rows that a rule may still change ([`Revisions::open`]), held until a change
+/// settles them, with the changes to apply when they go.
+struct Held {
+    /// Whether anything is held at all (a rule revises a column of the output).
+    active: bool,
+    /// Open rows by `row_id`: how many rules still hold each.
+    open: FxHashMap<u64, u32>,
+    /// The held rows.
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    /// Each revised row's last change: (revision, index in it).
+    changes: FxHashMap<u64, (u32, u32)>,
+    revisions: Vec<Vec<(String, ArrayRef)>>,
+    /// Rows settled since the held rows were last gone through.
+    settled: usize,
+}
+
+impl Held {
+    fn new(active: bool) -> Self {
+        Held {
+            active,
+            open: FxHashMap::default(),
+            batches: Vec::new(),
+            rows: 0,
+            changes: FxHashMap::default(),
+            revisions: Vec::new(),
+            settled: 0,
+        }
+    }
+
+    /// Takes a rule's changes and open rows.
+    fn revise(&mut self, revisions: Revisions) {
+        if !self.active {
+            return;
+        }
+        let index = self.revisions.len() as u32;
+        for (i, row_id) in revisions.row_ids.iter().enumerate() {
+            self.changes.insert(*row_id, (index, i as u32));
+            if revisions.settled[i]
+                && let Some(count) = self.open.get_mut(row_id)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    self.open.remove(row_id);
+                    self.settled += 1;
+                }
+            }
+        }
+        self.revisions.push(revisions.columns);
+        for row_id in revisions.open {
+            *self.open.entry(row_id).or_default() += 1;
+        }
+    }
+
+    /// Holds the open rows of `batch`, pushing the others to `out`.
+    fn split(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), EnrichError> {
+        if self.open.is_empty() {
+            out.push(batch);
+            return Ok(());
+        }
+        let open = self.open_rows(&batch)?;
+        let held = open.true_count();
+        if held > 0 {
+            self.batches.push(filter(&batch, &open)?);
+            self.rows += held;
+        }
+        if held < batch.num_rows() {
+            out.push(filter(
+                &batch,
+                &arrow::compute::not(&open).map_err(output_error)?,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Sends the held rows that settled, with their changes, to `out` (all of them when
+    /// `all`): when enough settled or changed for the pass to pay for itself.
+    fn flush(&mut self, all: bool, out: &mut Vec<RecordBatch>) -> Result<(), EnrichError> {
+        let worth =
+            2 * self.settled >= self.rows.max(1) || self.changes.len() > 2 * self.rows + 4096;
+        if !all && (!worth || self.batches.is_empty()) {
+            return Ok(());
+        }
+        let mut kept = Vec::new();
+        for batch in std::mem::take(&mut self.batches) {
+            let batch = self.changed(batch)?;
+            if all {
+                out.push(batch);
+                continue;
+            }
+            let open = self.open_rows(&batch)?;
+            if open.true_count() > 0 {
+                kept.push(filter(&batch, &open)?);
+            }
+            if open.true_count() < batch.num_rows() {
+                out.push(filter(
+                    &batch,
+                    &arrow::compute::not(&open).map_err(output_error)?,
+                )?);
+            }
+        }
+        self.rows = kept.iter().map(RecordBatch::num_rows).sum();
+        self.batches = kept;
+        self.changes.clear();
+        self.revisions.clear();
+        self.settled = 0;
+        if all {
+            self.open.clear();
+        }
+        Ok(())
+    }
+
+    /// Which rows of `batch` are open.
+    fn open_rows(&self, batch: &RecordBatch) -> Result<BooleanArray, EnrichError> {
+        let row_ids = row_ids(batch)?;
+        Ok(row_ids
+            .values()
+            .iter()
+            .map(|id| Some(self.open.contains_key(id)))
+            .collect())
+    }
+
+    /// `batch` with the last changes of its rows applied.
+    fn changed(&self, batch: RecordBatch) -> Result<RecordBatch, EnrichError> {
+        if self.changes.is_empty() {
+            return Ok(batch);
+        }
+        let row_ids = row_ids(&batch)?.clone();
+        let schema = batch.schema();
+        let mut columns = batch.columns().to_vec();
+        for (c, field) in schema.fields().iter().enumerate() {
+            // The arrays to pick from: the batch's, then each revision's of this column.
+            let mut sources: Vec<&dyn Array> = vec![columns[c].as_ref()];
+            let mut source_of = vec![usize::MAX; self.revisions.len()];
+            for (r, revision) in self.revisions.iter().enumerate() {
+                if let Some((_, values)) = revision.iter().find(|(n, _)| n == field.name()) {
+                    source_of[r] = sources.len();
+                    sources.push(values.as_ref());
+                }
+            }
+            if sources.len() == 1 {
+                continue;
+            }
+            let picks: Vec<(usize, usize)> = (row_ids.values().iter().enumerate())
+                .map(|(row, id)| match self.changes.get(id) {
+                    Some((r, i)) if source_of[*r as usize] != usize::MAX => {
+                        (source_of[*r as usize], *i as usize)
+                    }
+                    _ => (0, row),
+                })
+                .collect();
+            columns[c] = arrow::compute::interleave(&sources, &picks).map_err(output_error)?;
+        }
+        RecordBatch::try_new(schema, columns).map_err(output_error)
+    }
+}
+
+fn output_error(source: arrow::error::ArrowError) -> EnrichError {
+    EnrichError::Output { source }
+}
+
+fn filter(batch: &RecordBatch, keep: &BooleanArray) -> Result<RecordBatch, EnrichError> {
+    arrow::compute::filter_record_batch(batch, keep).map_err(output_error)
+}
+
+/// The `row_id` column of an output batch.
+fn row_ids(batch: &RecordBatch) -> Result<&arrow::array::UInt64Array, EnrichError> {
+    batch
+        .column_by_name(ROW_ID)
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+        .ok_or_else(|| EnrichError::MissingColumn {
+            column: ROW_ID.to_owned(),
+        })
+}
+
+/// The batches with the columns of `schema` (dropping `row_id` when only the holding
+/// needed it).
+fn project(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>, EnrichError> {
+    batches
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|batch| {
+            if batch.schema().fields().len() == schema.fields().len() {
+                return Ok(batch);
+            }
+            let columns = (schema.fields().iter())
+                .map(|f| {
+                    batch.column_by_name(f.name()).cloned().ok_or_else(|| {
+                        EnrichError::MissingColumn {
+                            column: f.name().clone(),
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(schema.clone(), columns).map_err(output_error)
+        })
+        .collect()
+}
+
+/// Whether two schemas have the same column names and types.
+fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(f, g)| f.name() == g.name() && f.data_type() == g.data_type())
+}
+
+/// The prices of a segment's rows, in event order, as Float64.
+fn return_prices(
+    frame: &mut Frame,
+    returns: &ForwardReturnSpec,
+) -> Result<Float64Array, EnrichError> {
+    let prices = frame.ordered(&returns.price)?;
+    let prices = arrow::compute::cast(&prices, &DataType::Float64).map_err(|source| {
+        EnrichError::ReturnPriceCast {
+            column: returns.price.clone(),
+            source,
+        }
+    })?;
+    Ok(prices.as_primitive::<Float64Type>().clone())
+}
+
+/// The part's `elapsed_ms` and `row_id`.
+fn event_values((batch, _): &SelectedRows) -> Result<(&[i64], &[u64]), EnrichError> {
+    let elapsed = batch
+        .column_by_name(ELAPSED_MS)
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| EnrichError::MissingColumn {
+            column: ELAPSED_MS.to_owned(),
+        })?;
+    let row_id = row_ids(batch)?;
+    Ok((elapsed.values(), row_id.values()))
+}
+
+/// The first selected row of `part` below `watermark`, as (`row_id`, `elapsed_ms`).
+fn first_below(part: &SelectedRows, watermark: i64) -> Result<Option<(u64, i64)>, EnrichError> {
+    let (elapsed, row_id) = event_values(part)?;
+    let mut found = None;
+    crate::batch::for_each_row(part.0.num_rows(), part.1.as_ref(), |r| {
+        if found.is_none() && elapsed[r] < watermark {
+            found = Some((row_id[r], elapsed[r]));
+        }
+    });
+    Ok(found)
+}
+
+/// The part's rows below `watermark` and the others, each `None` when there are none.
+fn split_at(
+    part: SelectedRows,
+    watermark: i64,
+) -> Result<(Option<SelectedRows>, Option<SelectedRows>), EnrichError> {
+    let (elapsed, _) = event_values(&part)?;
+    let (mut below, mut rest) = (Vec::new(), Vec::new());
+    crate::batch::for_each_row(part.0.num_rows(), part.1.as_ref(), |r| {
+        match elapsed[r] < watermark {
+            true => below.push(r as u32),
+            false => rest.push(r as u32),
+        }
+    });
+    let selected = |rows: Vec<u32>| {
+        (!rows.is_empty()).then(|| (part.0.clone(), Some(arrow::array::UInt32Array::from(rows))))
+    };
+    if rest.is_empty() {
+        return Ok((Some(part), None));
+    }
+    if below.is_empty() {
+        return Ok((None, Some(part)));
+    }
+    Ok((selected(below), selected(rest)))
+}
