@@ -108,6 +108,8 @@ pub(super) fn own_columns(batch: RecordBatch, map: &Map, block: Range<usize>) ->
             && start.saturating_add(buffer.len()) <= block.end)
             .then(|| start..start + buffer.len())
     };
+    // Whether any column points into the block (not when it is compressed).
+    let mut used = false;
     let columns: Vec<ArrayRef> = batch
         .columns()
         .iter()
@@ -125,6 +127,7 @@ pub(super) fn own_columns(batch: RecordBatch, map: &Map, block: Range<usize>) ->
             let Some(range) = range else {
                 return column.clone();
             };
+            used = true;
             let first = range.start;
             let pages = Buffer::from(bytes::Bytes::from_owner(Pages {
                 map: map.clone(),
@@ -138,7 +141,19 @@ pub(super) fn own_columns(batch: RecordBatch, map: &Map, block: Range<usize>) ->
             make_array(rebased(data, &rebase))
         })
         .collect();
-    RecordBatch::try_new(batch.schema(), columns).expect("the same columns as the batch")
+    let batch =
+        RecordBatch::try_new(batch.schema(), columns).expect("the same columns as the batch");
+    if !used {
+        // A compressed block: the batch owns its decompressed buffers, so the block's
+        // pages leave resident memory now (a 1 GB lz4 file would otherwise stay mapped in
+        // as it is read).
+        drop(Pages {
+            map: map.clone(),
+            range: block,
+            release: true,
+        });
+    }
+    batch
 }
 
 /// Calls `f` with every buffer of `data` and of its children (not a dictionary's values,

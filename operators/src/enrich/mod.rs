@@ -9,6 +9,13 @@
 //!   complete. Then, per symbol, the rows are put in **event order** (`elapsed_ms`, ties
 //!   broken by `row_id`), whatever order they arrived in, and every rule runs over them.
 //!   State lives per (date, symbol): it starts afresh for every symbol of every date.
+//! * Under a watermark (`[stream]`, [`Enrich::enrich_partitioned`]) a worker does not
+//!   wait for the date: it releases the rows below the watermark every so often, in
+//!   event order per symbol, once their forward returns are final, and the rules carry
+//!   each symbol's state from one release to the next ([`EnrichRule::resume`]). The
+//!   output is the same as the whole date's, bit for bit; a date holds the rows within
+//!   the longest horizon of the watermark and the FIFO's open lots, not the date (see
+//!   `release.rs`).
 //! * Rules run in the order they are listed. Each sees the columns of the rows as the
 //!   rules before it left them, so a running value can sum `matched_qty` after a FIFO
 //!   match has split the exits. All rules run in the operator's one pass over the date:
@@ -111,6 +118,7 @@
 // - frame.rs: the rows and columns while the rules run;
 // - scatter.rs: input columns put in event order;
 // - output.rs: the output, lazily, in four orders;
+// - release.rs: a date's rows released as the watermark passes them;
 // - operator.rs: the timely operator;
 // - tag_rule.rs and codec.rs: rules written in Rust and their typed rows.
 mod codec;

@@ -676,21 +676,27 @@ fn split_at(
     watermark: i64,
 ) -> Result<(Option<SelectedRows>, Option<SelectedRows>), EnrichError> {
     let (elapsed, _) = event_values(&part)?;
-    let (mut below, mut rest) = (Vec::new(), Vec::new());
+    let (mut below, mut rest) = (0usize, 0usize);
+    crate::batch::for_each_row(part.0.num_rows(), part.1.as_ref(), |r| {
+        below += usize::from(elapsed[r] < watermark);
+        rest += usize::from(elapsed[r] >= watermark);
+    });
+    if rest == 0 {
+        return Ok((Some(part), None));
+    }
+    if below == 0 {
+        return Ok((None, Some(part)));
+    }
+    let (mut below, mut rest) = (Vec::with_capacity(below), Vec::with_capacity(rest));
     crate::batch::for_each_row(part.0.num_rows(), part.1.as_ref(), |r| {
         match elapsed[r] < watermark {
             true => below.push(r as u32),
             false => rest.push(r as u32),
         }
     });
-    let selected = |rows: Vec<u32>| {
-        (!rows.is_empty()).then(|| (part.0.clone(), Some(arrow::array::UInt32Array::from(rows))))
-    };
-    if rest.is_empty() {
-        return Ok((Some(part), None));
-    }
-    if below.is_empty() {
-        return Ok((None, Some(part)));
-    }
-    Ok((selected(below), selected(rest)))
+    let batch = part.0;
+    Ok((
+        Some((batch.clone(), Some(below.into()))),
+        Some((batch, Some(rest.into()))),
+    ))
 }
