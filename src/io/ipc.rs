@@ -108,8 +108,8 @@ pub(super) fn own_columns(batch: RecordBatch, map: &Map, block: Range<usize>) ->
             && start.saturating_add(buffer.len()) <= block.end)
             .then(|| start..start + buffer.len())
     };
-    // Whether any column points into the block (not when it is compressed).
-    let mut used = false;
+    // The ranges of the block that columns point into (none of a compressed one).
+    let mut used: Vec<Range<usize>> = Vec::new();
     let columns: Vec<ArrayRef> = batch
         .columns()
         .iter()
@@ -127,7 +127,7 @@ pub(super) fn own_columns(batch: RecordBatch, map: &Map, block: Range<usize>) ->
             let Some(range) = range else {
                 return column.clone();
             };
-            used = true;
+            used.push(range.clone());
             let first = range.start;
             let pages = Buffer::from(bytes::Bytes::from_owner(Pages {
                 map: map.clone(),
@@ -143,15 +143,23 @@ pub(super) fn own_columns(batch: RecordBatch, map: &Map, block: Range<usize>) ->
         .collect();
     let batch =
         RecordBatch::try_new(batch.schema(), columns).expect("the same columns as the batch");
-    if !used {
-        // A compressed block: the batch owns its decompressed buffers, so the block's
-        // pages leave resident memory now (a 1 GB lz4 file would otherwise stay mapped in
-        // as it is read).
-        drop(Pages {
-            map: map.clone(),
-            range: block,
-            release: true,
-        });
+    // The rest of the block (compressed buffers, whose batch owns their decompressed
+    // bytes, and the message header) leaves resident memory now: a 1 GB lz4 file would
+    // otherwise stay mapped in as it is read.
+    used.sort_by_key(|r| r.start);
+    let mut from = block.start;
+    for range in used
+        .into_iter()
+        .chain(std::iter::once(block.end..block.end))
+    {
+        if range.start > from {
+            drop(Pages {
+                map: map.clone(),
+                range: from..range.start,
+                release: true,
+            });
+        }
+        from = from.max(range.end);
     }
     batch
 }
