@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch};
+use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
 use rustc_hash::FxHashMap;
 
@@ -330,6 +331,7 @@ impl KeyedDate {
         for batch in EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())? {
             streamed.held.split(batch?, &mut released)?;
         }
+        streamed.held.opened.clear();
         streamed.held.flush(false, &mut released)?;
         out.extend(project(released, &streamed.output)?);
         Ok(())
@@ -430,6 +432,8 @@ struct Held {
     active: bool,
     /// Open rows by `row_id`: how many rules still hold each.
     open: FxHashMap<u64, u32>,
+    /// The rows that the last call opened: the only open rows its output can have.
+    opened: FxHashMap<u64, ()>,
     /// The held rows.
     batches: Vec<RecordBatch>,
     rows: usize,
@@ -445,6 +449,7 @@ impl Held {
         Held {
             active,
             open: FxHashMap::default(),
+            opened: FxHashMap::default(),
             batches: Vec::new(),
             rows: 0,
             changes: FxHashMap::default(),
@@ -474,16 +479,18 @@ impl Held {
         self.revisions.push(revisions.columns);
         for row_id in revisions.open {
             *self.open.entry(row_id).or_default() += 1;
+            self.opened.insert(row_id, ());
         }
     }
 
-    /// Holds the open rows of `batch`, pushing the others to `out`.
+    /// Holds the open rows of `batch` (an output batch of the last call), pushing the
+    /// others to `out`.
     fn split(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), EnrichError> {
-        if self.open.is_empty() {
+        if self.opened.is_empty() {
             out.push(batch);
             return Ok(());
         }
-        let open = self.open_rows(&batch)?;
+        let open = rows_in(&batch, &self.opened)?;
         let held = open.true_count();
         if held > 0 {
             self.batches.push(filter(&batch, &open)?);
@@ -513,7 +520,7 @@ impl Held {
                 out.push(batch);
                 continue;
             }
-            let open = self.open_rows(&batch)?;
+            let open = rows_in(&batch, &self.open)?;
             if open.true_count() > 0 {
                 kept.push(filter(&batch, &open)?);
             }
@@ -533,16 +540,6 @@ impl Held {
             self.open.clear();
         }
         Ok(())
-    }
-
-    /// Which rows of `batch` are open.
-    fn open_rows(&self, batch: &RecordBatch) -> Result<BooleanArray, EnrichError> {
-        let row_ids = row_ids(batch)?;
-        Ok(row_ids
-            .values()
-            .iter()
-            .map(|id| Some(self.open.contains_key(id)))
-            .collect())
     }
 
     /// `batch` with the last changes of its rows applied.
@@ -578,6 +575,13 @@ impl Held {
         }
         RecordBatch::try_new(schema, columns).map_err(output_error)
     }
+}
+
+/// Which rows of `batch` have their `row_id` in `set`.
+fn rows_in<V>(batch: &RecordBatch, set: &FxHashMap<u64, V>) -> Result<BooleanArray, EnrichError> {
+    let ids = row_ids(batch)?.values();
+    let bits = BooleanBuffer::collect_bool(ids.len(), |i| set.contains_key(&ids[i]));
+    Ok(BooleanArray::new(bits, None))
 }
 
 fn output_error(source: arrow::error::ArrowError) -> EnrichError {

@@ -14,6 +14,7 @@
 //! (before FIFO matching expands exits) and expanded rows carry their source row's
 //! returns. [`forward_returns`] runs it alone over a date's batches.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanBufferBuilder, Float64Array, RecordBatch};
@@ -210,45 +211,57 @@ impl Stretch<'_> {
 /// computation ([`ForwardReturnSpec`]'s rule) gives those rows.
 pub fn returns_across(stretches: &[Stretch<'_>], horizon_s: i64, day_ms: i64) -> ArrayRef {
     let first = &stretches[0];
-    let n = first.elapsed_ms.len();
+    let (elapsed, price) = (first.elapsed_ms, first.prices.values());
+    let n = elapsed.len();
     let offset = 1000 * horizon_s;
-    let mut values = vec![0.0; n];
+    let mut values = Vec::with_capacity(n);
     let mut valid = BooleanBufferBuilder::new(n);
-    valid.append_n(n, false);
+    // The symbol's rows in each stretch that has some: (elapsed_ms, prices, rows).
+    let mut slices: Vec<(&[i64], &Float64Array, Range<usize>)> = Vec::new();
     for symbol in 0..first.runs.len().saturating_sub(1) {
         let rows = first.rows(symbol);
-        // The future row, as (stretch, row): it only moves forward.
+        if rows.is_empty() {
+            continue;
+        }
+        slices.clear();
+        slices.extend(
+            (stretches.iter())
+                .map(|s| (s.elapsed_ms, s.prices, s.rows(symbol)))
+                .filter(|(_, _, rows)| !rows.is_empty()),
+        );
+        // The rows whose target is within the day: a prefix (times ascend).
+        let within = rows.start + elapsed[rows.clone()].partition_point(|e| e + offset <= day_ms);
+        // The future row: row `ahead` of slice `at`; it only moves forward.
         let (mut at, mut ahead) = (0usize, rows.start);
-        for i in rows {
-            let target = first.elapsed_ms[i] + offset;
-            if target > day_ms {
-                break;
-            }
-            if at == 0 && ahead < i {
-                ahead = i;
+        for i in rows.start..within {
+            let target = elapsed[i] + offset;
+            if at == 0 {
+                ahead = ahead.max(i);
             }
             loop {
-                let next = if ahead + 1 < stretches[at].rows(symbol).end {
-                    Some((at, ahead + 1))
-                } else {
-                    (at + 1..stretches.len())
-                        .find(|s| !stretches[*s].rows(symbol).is_empty())
-                        .map(|s| (s, stretches[s].rows(symbol).start))
-                };
-                match next {
-                    Some((s, row)) if stretches[s].elapsed_ms[row] <= target => {
-                        (at, ahead) = (s, row);
+                let (times, _, range) = &slices[at];
+                while ahead + 1 < range.end && times[ahead + 1] <= target {
+                    ahead += 1;
+                }
+                if ahead + 1 < range.end {
+                    break;
+                }
+                match slices.get(at + 1) {
+                    Some((times, _, next)) if times[next.start] <= target => {
+                        at += 1;
+                        ahead = next.start;
                     }
                     _ => break,
                 }
             }
-            let future = stretches[at].prices;
-            values[i] = future.values()[ahead] / first.prices.values()[i] - 1.0;
-            if first.prices.is_valid(i) && future.is_valid(ahead) {
-                valid.set_bit(i, true);
-            }
+            let future = slices[at].1;
+            values.push(future.values()[ahead] / price[i] - 1.0);
+            valid.append(first.prices.is_valid(i) && future.is_valid(ahead));
         }
+        values.resize(rows.end, 0.0);
+        valid.append_n(rows.end - within, false);
     }
+    debug_assert_eq!(values.len(), n);
     Arc::new(Float64Array::new(
         values.into(),
         Some(NullBuffer::new(valid.finish())),
@@ -267,6 +280,7 @@ pub fn forward_returns(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn a_symbol_without_rows_is_skipped() {
@@ -282,5 +296,102 @@ mod tests {
         let returns = returns.as_primitive::<Float64Type>();
         assert_eq!(returns.values().as_ref(), &[1.0, 0.0]);
         assert_eq!(returns.null_count(), 0);
+    }
+
+    /// A date's rows for `symbols` symbols, each symbol's in event order: (symbol,
+    /// elapsed_ms, price), with ties, null prices and symbols that pause.
+    fn date() -> impl Strategy<Value = Vec<(usize, i64, Option<f64>)>> {
+        proptest::collection::vec(
+            (
+                0..4usize,
+                0..3i64,
+                proptest::option::weighted(0.9, 1.0..2.0f64),
+            ),
+            0..300,
+        )
+        .prop_map(|rows| {
+            let mut clocks = [0i64; 4];
+            let mut rows: Vec<_> = rows
+                .into_iter()
+                .map(|(symbol, step, price)| {
+                    clocks[symbol] += 500 * step;
+                    (symbol, clocks[symbol], price)
+                })
+                .collect();
+            rows.sort_by_key(|(symbol, elapsed, _)| (*symbol, *elapsed));
+            rows
+        })
+    }
+
+    proptest! {
+        /// Returns across stretches cut at any points equal the whole-date computation.
+        #[test]
+        fn returns_across_stretches_equal_the_whole_date(
+            rows in date(),
+            cuts in proptest::collection::vec(0..40_000i64, 0..5),
+            horizon_s in 0..8i64,
+            day_ms in 5_000..40_000i64,
+        ) {
+            let runs = |rows: &[(usize, i64, Option<f64>)]| {
+                let mut runs = vec![0usize; 5];
+                for (symbol, _, _) in rows {
+                    runs[symbol + 1] += 1;
+                }
+                for s in 0..4 {
+                    runs[s + 1] += runs[s];
+                }
+                runs
+            };
+            let prices = |rows: &[(usize, i64, Option<f64>)]| -> Float64Array {
+                rows.iter().map(|r| r.2).collect()
+            };
+            let elapsed: Vec<i64> = rows.iter().map(|r| r.1).collect();
+            let row_id: Vec<u64> = (0..rows.len() as u64).collect();
+            let whole_runs = runs(&rows);
+            let whole = returns(
+                &Rows { columns: &[], runs: &whole_runs, elapsed_ms: &elapsed, row_id: &row_id },
+                &prices(&rows),
+                horizon_s,
+                day_ms,
+            );
+            // The stretches: the rows between consecutive cuts, each in event order.
+            let mut cuts = cuts;
+            cuts.push(i64::MAX);
+            cuts.sort_unstable();
+            let mut low = i64::MIN;
+            let mut stretches = Vec::new();
+            for cut in cuts {
+                let part: Vec<_> = rows.iter().copied().filter(|r| low <= r.1 && r.1 < cut).collect();
+                low = cut;
+                stretches.push(part);
+            }
+            let columns: Vec<_> = stretches
+                .iter()
+                .map(|part| (runs(part), part.iter().map(|r| r.1).collect::<Vec<_>>(), prices(part)))
+                .collect();
+            let views: Vec<Stretch<'_>> = columns
+                .iter()
+                .map(|(runs, elapsed_ms, prices)| Stretch { runs, elapsed_ms, prices })
+                .collect();
+            // Each stretch's returns, by (symbol, elapsed_ms) then in order, against the
+            // whole date's at the same rows.
+            let whole = whole.as_primitive::<Float64Type>();
+            let mut expected: Vec<(usize, i64, Option<u64>)> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.0, r.1, whole.is_valid(i).then(|| whole.value(i).to_bits())))
+                .collect();
+            let mut actual = Vec::new();
+            for k in 0..views.len() {
+                let got = returns_across(&views[k..], horizon_s, day_ms);
+                let got = got.as_primitive::<Float64Type>();
+                for (i, r) in stretches[k].iter().enumerate() {
+                    actual.push((r.0, r.1, got.is_valid(i).then(|| got.value(i).to_bits())));
+                }
+            }
+            expected.sort_by_key(|e| (e.0, e.1));
+            actual.sort_by_key(|e| (e.0, e.1));
+            prop_assert_eq!(actual, expected);
+        }
     }
 }
