@@ -216,6 +216,8 @@ pub fn returns_across(stretches: &[Stretch<'_>], horizon_s: i64, day_ms: i64) ->
     let offset = 1000 * horizon_s;
     let mut values = Vec::with_capacity(n);
     let mut valid = BooleanBufferBuilder::new(n);
+    // Prices without nulls (the usual case) need no check per row.
+    let nulls = stretches.iter().any(|s| s.prices.null_count() > 0);
     // The symbol's rows in each stretch that has some: (elapsed_ms, prices, rows).
     let mut slices: Vec<(&[i64], &Float64Array, Range<usize>)> = Vec::new();
     for symbol in 0..first.runs.len().saturating_sub(1) {
@@ -240,10 +242,24 @@ pub fn returns_across(stretches: &[Stretch<'_>], horizon_s: i64, day_ms: i64) ->
             }
             loop {
                 let (times, _, range) = &slices[at];
-                while ahead + 1 < range.end && times[ahead + 1] <= target {
-                    ahead += 1;
+                let last = range.end - 1;
+                // As in `returns`: four rows ahead at once, without branches.
+                loop {
+                    let at_or_before = |k: usize| {
+                        usize::from(ahead + k <= last && times[(ahead + k).min(last)] <= target)
+                    };
+                    let steps = [
+                        at_or_before(1),
+                        at_or_before(2),
+                        at_or_before(3),
+                        at_or_before(4),
+                    ];
+                    ahead += steps.iter().sum::<usize>();
+                    if steps[3] == 0 {
+                        break;
+                    }
                 }
-                if ahead + 1 < range.end {
+                if ahead < last {
                     break;
                 }
                 match slices.get(at + 1) {
@@ -256,7 +272,12 @@ pub fn returns_across(stretches: &[Stretch<'_>], horizon_s: i64, day_ms: i64) ->
             }
             let future = slices[at].1;
             values.push(future.values()[ahead] / price[i] - 1.0);
-            valid.append(first.prices.is_valid(i) && future.is_valid(ahead));
+            if nulls {
+                valid.append(first.prices.is_valid(i) && future.is_valid(ahead));
+            }
+        }
+        if !nulls {
+            valid.append_n(within - rows.start, true);
         }
         values.resize(rows.end, 0.0);
         valid.append_n(rows.end - within, false);
