@@ -71,6 +71,7 @@ fn event_values((batch, selection): &SelectedRows) -> Result<(&[i64], &[u64]), E
 
 /// A worker's rows of a date in event order: grouped by symbol (a counting sort), each
 /// symbol's rows sorted by event key.
+#[derive(Clone)]
 pub(super) struct Events {
     /// Where each symbol's events start, then the end.
     pub(super) starts: Vec<usize>,
@@ -84,6 +85,7 @@ pub(super) struct Events {
 /// them, then split into `elapsed_ms` and `row_id` (16 bytes), and the keys let go.
 /// Rules run a chunk of symbols at a time when they can, so the split exists for one
 /// chunk, not for the date.
+#[derive(Clone)]
 pub(super) enum EventTimes {
     /// `elapsed_ms` above `row_id` ([`ROW_ID_BITS`]).
     Keys(ScalarBuffer<u64>),

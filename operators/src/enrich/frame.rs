@@ -16,6 +16,7 @@ use crate::batch::SelectedRows;
 /// rows adds a value per *event*; such a column is not copied when a later rule
 /// reshapes the rows, but read through the current rows' events when needed (and for
 /// the output, one batch at a time). Forward returns are such columns.
+#[derive(Clone)]
 pub(super) struct Added {
     pub(super) name: String,
     pub(super) values: ArrayRef,
@@ -258,9 +259,33 @@ impl Frame {
         Ok(())
     }
 
+    /// The frame of the current rows `rows` (in order) alone, after the rules ran, as
+    /// a keyed stage that holds some rows back takes them: its input columns in event
+    /// order, events and added columns are shared with this frame (no copy), the added
+    /// columns with a value per current row taken.
+    pub(super) fn select(&self, rows: Vec<u32>) -> Result<Frame, EnrichError> {
+        debug_assert!(
+            self.inputs.is_empty(),
+            "the input columns are in event order"
+        );
+        let mut selected = Frame {
+            inputs: Vec::new(),
+            events: self.events.clone(),
+            rows: self.rows.clone(),
+            runs: self.runs.clone(),
+            added: self.added.clone(),
+            event_ordered: self.event_ordered.clone(),
+            positions: Vec::new(),
+            gathered: self.gathered.clone(),
+            reshaped_times: None,
+        };
+        selected.reshape("select", rows)?;
+        Ok(selected)
+    }
+
     /// Makes the current rows those rule `name`'s output rows come from (`source`, each
     /// output row's current row), checked to be in order and in range.
-    fn reshape(&mut self, name: &str, source: Vec<u32>) -> Result<(), EnrichError> {
+    pub(super) fn reshape(&mut self, name: &str, source: Vec<u32>) -> Result<(), EnrichError> {
         let ordered = source.windows(2).all(|w| w[0] <= w[1]);
         if !ordered || source.last().is_some_and(|s| *s as usize >= self.len()) {
             return Err(EnrichError::SourceRows {

@@ -327,12 +327,33 @@ impl KeyedDate {
             streamed.held.revise(revision);
         }
         let schema = streamed.plan.schema.clone();
+        let held = &mut streamed.held;
+        if !held.opened.is_empty() {
+            // The rows this call opened wait in `held`; the others go on.
+            frame.compute_event_columns();
+            let row_ids = frame.event_columns().1;
+            let (mut open, mut rest) = (Vec::new(), Vec::with_capacity(row_ids.len()));
+            for (row, row_id) in row_ids.iter().enumerate() {
+                match held.opened.contains_key(row_id) {
+                    true => open.push(row as u32),
+                    false => rest.push(row as u32),
+                }
+            }
+            if !open.is_empty() {
+                held.rows += open.len();
+                let open = frame.select(open)?;
+                for batch in EnrichOutput::of_frame(open, schema.clone(), true, BTreeMap::new())? {
+                    held.batches.push(batch?);
+                }
+                frame.reshape("held", rest)?;
+            }
+            held.opened.clear();
+        }
         let mut released = Vec::new();
         for batch in EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())? {
-            streamed.held.split(batch?, &mut released)?;
+            released.push(batch?);
         }
-        streamed.held.opened.clear();
-        streamed.held.flush(false, &mut released)?;
+        held.flush(false, &mut released)?;
         out.extend(project(released, &streamed.output)?);
         Ok(())
     }
@@ -481,28 +502,6 @@ impl Held {
             *self.open.entry(row_id).or_default() += 1;
             self.opened.insert(row_id, ());
         }
-    }
-
-    /// Holds the open rows of `batch` (an output batch of the last call), pushing the
-    /// others to `out`.
-    fn split(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), EnrichError> {
-        if self.opened.is_empty() {
-            out.push(batch);
-            return Ok(());
-        }
-        let open = rows_in(&batch, &self.opened)?;
-        let held = open.true_count();
-        if held > 0 {
-            self.batches.push(filter(&batch, &open)?);
-            self.rows += held;
-        }
-        if held < batch.num_rows() {
-            out.push(filter(
-                &batch,
-                &arrow::compute::not(&open).map_err(output_error)?,
-            )?);
-        }
-        Ok(())
     }
 
     /// Sends the held rows that settled, with their changes, to `out` (all of them when
