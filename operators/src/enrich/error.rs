@@ -308,6 +308,18 @@ pub enum EnrichError {
         /// The rule that changes it.
         by: String,
     },
+    /// Under `[stream]`, two rules whose output on a row changes after it is released.
+    #[error(
+        "{second} cannot run under [stream] after {first}: both change their columns on rows \
+         after the rows are released, and a keyed stage under [stream] holds such rows for one \
+         rule only; remove one of them or [stream]"
+    )]
+    TwoRevising {
+        /// The first such rule.
+        first: String,
+        /// The second.
+        second: String,
+    },
     /// A row reached the keyed stage after the stage had released the rows of its time
     /// (the input broke the watermark's promise: an engine bug).
     #[error(
@@ -480,7 +492,8 @@ impl EnrichError {
             | RunningTypeUnsettled { .. }
             | FifoQuantityNotInteger { .. }
             | CannotResume { .. }
-            | ReadsRevised { .. } => Fault::Config,
+            | ReadsRevised { .. }
+            | TwoRevising { .. } => Fault::Config,
             Expr { source, .. } => source.fault(),
             Arity { .. }
             | RuleArrow { .. }

@@ -42,6 +42,13 @@ use crate::forward_return::{ForwardReturnSpec, Stretch, returns_across};
 /// a column that an earlier rule may still change after the row is released
 /// ([`EnrichRule::revises`]).
 pub fn check_streamable(spec: &EnrichSpec) -> Result<(), EnrichError> {
+    let mut revising = spec.rules.iter().filter(|r| !r.revises().is_empty());
+    if let (Some(first), Some(second)) = (revising.next(), revising.next()) {
+        return Err(EnrichError::TwoRevising {
+            first: first.name(),
+            second: second.name(),
+        });
+    }
     for (i, earlier) in spec.rules.iter().enumerate() {
         for column in earlier.revises() {
             for later in &spec.rules[i + 1..] {
@@ -447,12 +454,11 @@ impl Finished {
 }
 
 /// Output rows that a rule may still change ([`Revisions::open`]), held until a change
-/// settles them, with the changes to apply when they go.
+/// settles them, with the changes to apply when they go. (One rule at most revises:
+/// [`check_streamable`].)
 struct Held {
     /// Whether anything is held at all (a rule revises a column of the output).
     active: bool,
-    /// Open rows by `row_id`: how many rules still hold each.
-    open: FxHashMap<u64, u32>,
     /// The rows that the last call opened: the only open rows its output can have.
     opened: FxHashMap<u64, ()>,
     /// The held rows.
@@ -461,21 +467,20 @@ struct Held {
     /// Each revised row's last change: (revision, index in it).
     changes: FxHashMap<u64, (u32, u32)>,
     revisions: Vec<Vec<(String, ArrayRef)>>,
-    /// Rows settled since the held rows were last gone through.
-    settled: usize,
+    /// The held rows settled since the held rows were last gone through.
+    settled: FxHashMap<u64, ()>,
 }
 
 impl Held {
     fn new(active: bool) -> Self {
         Held {
             active,
-            open: FxHashMap::default(),
             opened: FxHashMap::default(),
             batches: Vec::new(),
             rows: 0,
             changes: FxHashMap::default(),
             revisions: Vec::new(),
-            settled: 0,
+            settled: FxHashMap::default(),
         }
     }
 
@@ -487,28 +492,20 @@ impl Held {
         let index = self.revisions.len() as u32;
         for (i, row_id) in revisions.row_ids.iter().enumerate() {
             self.changes.insert(*row_id, (index, i as u32));
-            if revisions.settled[i]
-                && let Some(count) = self.open.get_mut(row_id)
-            {
-                *count -= 1;
-                if *count == 0 {
-                    self.open.remove(row_id);
-                    self.settled += 1;
-                }
+            if revisions.settled[i] {
+                self.settled.insert(*row_id, ());
             }
         }
         self.revisions.push(revisions.columns);
-        for row_id in revisions.open {
-            *self.open.entry(row_id).or_default() += 1;
-            self.opened.insert(row_id, ());
-        }
+        self.opened
+            .extend(revisions.open.into_iter().map(|row_id| (row_id, ())));
     }
 
     /// Sends the held rows that settled, with their changes, to `out` (all of them when
     /// `all`): when enough settled or changed for the pass to pay for itself.
     fn flush(&mut self, all: bool, out: &mut Vec<RecordBatch>) -> Result<(), EnrichError> {
         let worth =
-            2 * self.settled >= self.rows.max(1) || self.changes.len() > 2 * self.rows + 4096;
+            2 * self.settled.len() >= self.rows.max(1) || self.changes.len() > 2 * self.rows + 4096;
         if !all && (!worth || self.batches.is_empty()) {
             return Ok(());
         }
@@ -519,25 +516,21 @@ impl Held {
                 out.push(batch);
                 continue;
             }
-            let open = rows_in(&batch, &self.open)?;
-            if open.true_count() > 0 {
+            let settled = rows_in(&batch, &self.settled)?;
+            let count = settled.true_count();
+            if count < batch.num_rows() {
+                let open = arrow::compute::not(&settled).map_err(output_error)?;
                 kept.push(filter(&batch, &open)?);
             }
-            if open.true_count() < batch.num_rows() {
-                out.push(filter(
-                    &batch,
-                    &arrow::compute::not(&open).map_err(output_error)?,
-                )?);
+            if count > 0 {
+                out.push(filter(&batch, &settled)?);
             }
         }
         self.rows = kept.iter().map(RecordBatch::num_rows).sum();
         self.batches = kept;
         self.changes.clear();
         self.revisions.clear();
-        self.settled = 0;
-        if all {
-            self.open.clear();
-        }
+        self.settled.clear();
         Ok(())
     }
 
