@@ -17,20 +17,6 @@ const _: () = assert!(libmimalloc_sys::mi_option_use_numa_nodes == MI_OPTION_PUR
 /// memory is not all reused (see the README's performance section for figures).
 /// It only matters when mimalloc is the global allocator, as in the `vizflow` binary.
 pub fn keep_freed_memory() {
-    set_purge_delay(-1);
-}
-
-/// Tells mimalloc to return memory freed a second ago to the operating system, unless
-/// `MIMALLOC_PURGE_DELAY` is set: for pipelines under `[stream]`, whose keyed stage
-/// keeps a small working set for the whole date instead of date-sized buffers, so that
-/// a long run or feed stays at that set's size. On a 70M-row date this took peak memory
-/// from 1.62 to 1.49 GB at the same speed (with a purge at once: 1.37 GB, 45% slower).
-pub fn purge_freed_memory() {
-    set_purge_delay(1_000);
-}
-
-/// Sets mimalloc's purge delay in ms (-1: never), unless the environment sets it.
-fn set_purge_delay(ms: libc::c_long) {
     // mimalloc reads its options from the environment, under their current and legacy
     // names; an empty value is no setting.
     let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
@@ -41,6 +27,6 @@ fn set_purge_delay(ms: libc::c_long) {
     // be called at any time, and -1 is the documented value for "never purge".
     #[allow(unsafe_code)]
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
     }
 }

@@ -332,16 +332,8 @@ fn gen_dates(spec: &str) -> anyhow::Result<Vec<chrono::NaiveDate>> {
     }
 }
 
-/// The allocator's setting for `pipeline` (see `vizflow::allocator`).
-fn tune_allocator(pipeline: &Pipeline) {
-    if pipeline.stream.is_some() {
-        vizflow::allocator::purge_freed_memory();
-    }
-}
-
 fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::from_file(&args.pipeline)?;
-    tune_allocator(&pipeline);
     let processes = args.processes as usize;
     let cluster = if processes > 1 {
         anyhow::ensure!(
@@ -446,7 +438,6 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "--workers and --dates must be at least 1"
     );
     let pipeline = Pipeline::from_file(&args.pipeline)?;
-    tune_allocator(&pipeline);
     let data = args
         .data
         .unwrap_or_else(|| PathBuf::from(format!("vizflow-bench/{}x{}", args.rows, args.symbols)));
