@@ -86,7 +86,7 @@ pub(super) fn run_worker(
     events: Sender<WorkerMessage>,
 ) {
     let index = worker.index();
-    let (rows, probe) = build_rows(worker, context, &events);
+    let (rows, probe, keyed) = build_rows(worker, context, &events);
     let (reports, report_probe) = build_reports(worker, &context.owners, &events);
     let (arrivals, summaries, summary_probe) = match &context.pipeline.pipeline.stream {
         Some(spec) => {
@@ -119,11 +119,16 @@ pub(super) fn run_worker(
                 }
             }
         }
-        while queue.front().is_some_and(|c| !inputs.blocked(c)) {
+        // Under `[stream]` rows go in a part at a time, the dataflow stepped in between,
+        // and only while the keyed stage is within `KEYED_LAG_MS` of the input, so that
+        // it releases rows as they come instead of the reader running ahead with the
+        // whole date.
+        let lagging = streaming && inputs.keyed_lags(&keyed);
+        while queue.front().is_some_and(|c| {
+            !inputs.blocked(c)
+                && !(lagging && matches!(c, Command::Read { .. } | Command::Push { .. }))
+        }) {
             let command = queue.pop_front().expect("a command");
-            // Under `[stream]` rows go in a part at a time, the dataflow stepped in
-            // between, so that the keyed stage releases rows as they come instead of
-            // the reader running ahead with the whole date.
             let paced = streaming && matches!(command, Command::Read { .. } | Command::Push { .. });
             inputs.apply(command, &context.diagnostics);
             if paced {
@@ -138,7 +143,11 @@ pub(super) fn run_worker(
         if closed && probe.done() && report_probe.done() && summarised {
             break;
         }
-        if queue.front().is_some_and(|c| !inputs.blocked(c)) {
+        let lagging = streaming && inputs.keyed_lags(&keyed);
+        if queue.front().is_some_and(|c| {
+            !inputs.blocked(c)
+                && !(lagging && matches!(c, Command::Read { .. } | Command::Push { .. }))
+        }) {
             worker.step();
         } else {
             worker.step_or_park(None);
@@ -197,13 +206,18 @@ fn arrival_stage_count(pipeline: &BoundPipeline) -> usize {
     }
 }
 
+/// How far, in trading time, the keyed stage may fall behind the row input under
+/// `[stream]` before the worker stops reading (rows in between wait in channels).
+const KEYED_LAG_MS: i64 = 30_000;
+
 /// Builds the rows dataflow: the input, the bound pipeline's stages in order, the
-/// aggregation, and an operator sending each date's partial to the engine.
+/// aggregation, and an operator sending each date's partial to the engine. Returns the
+/// input, a probe at the end and one after the keyed stage.
 fn build_rows(
     worker: &mut timely::worker::Worker,
     context: &WorkerContext,
     events: &Sender<WorkerMessage>,
-) -> (RowInput, ProbeHandle<Time>) {
+) -> (RowInput, ProbeHandle<Time>, ProbeHandle<Time>) {
     let WorkerContext {
         pipeline,
         diagnostics,
@@ -212,6 +226,7 @@ fn build_rows(
     } = context;
     let mut input = InputHandle::new();
     let probe = ProbeHandle::new();
+    let keyed = ProbeHandle::new();
     worker.dataflow::<Time, _, _>(|scope| {
         let mut rows = scope.input_from(&mut input);
         for stage in &pipeline.stages[arrival_stage_count(pipeline)..] {
@@ -222,6 +237,7 @@ fn build_rows(
                 Stage::Keyed(spec) => {
                     let watermark = pipeline.pipeline.stream.is_some();
                     rows.enrich_partitioned(spec.clone(), diagnostics, *partition, watermark)
+                        .probe_with(&keyed)
                 }
                 Stage::Bin(bins) => rows.bin(bins.clone(), diagnostics),
             };
@@ -248,7 +264,7 @@ fn build_rows(
             )
             .probe_with(&probe);
     });
-    (input, probe)
+    (input, probe, keyed)
 }
 
 /// Builds the reports dataflow. Every process's report of a date meets on the date's
@@ -323,6 +339,20 @@ struct WorkerInputs {
 impl WorkerInputs {
     /// True when `command` must wait: it would move the input past a date of which a
     /// part is held.
+    /// Whether the keyed stage (its output frontier, `keyed`) is more than
+    /// [`KEYED_LAG_MS`] of trading time behind the row input within a date.
+    fn keyed_lags(&self, keyed: &ProbeHandle<Time>) -> bool {
+        let (Some(input), Some(keyed)) = (
+            self.rows.as_ref().map(|rows| *rows.time()),
+            keyed.with_frontier(|f| f.first().copied()),
+        ) else {
+            return false;
+        };
+        time::date_key_of(input) == time::date_key_of(keyed)
+            && i64::from(time::bucket_of(input)) - i64::from(time::bucket_of(keyed))
+                > KEYED_LAG_MS / time::BUCKET_MS
+    }
+
     fn blocked(&self, command: &Command) -> bool {
         match (command, &self.arrivals) {
             (Command::Advance(time), Some(arrivals)) => arrivals.holds_before(*time),
