@@ -51,6 +51,13 @@ pub(super) enum Command {
     Report(u32, Option<DateReport>),
 }
 
+impl Command {
+    /// Whether the command brings rows of the current date (paced under `[stream]`).
+    fn brings_rows(&self) -> bool {
+        matches!(self, Command::Read { .. } | Command::Push { .. })
+    }
+}
+
 /// What workers tell the caller.
 pub(super) enum WorkerMessage {
     Partial(u32, RecordBatch),
@@ -124,12 +131,9 @@ pub(super) fn run_worker(
         // it releases rows as they come instead of the reader running ahead with the
         // whole date.
         let lagging = streaming && inputs.keyed_lags(&keyed);
-        while queue.front().is_some_and(|c| {
-            !inputs.blocked(c)
-                && !(lagging && matches!(c, Command::Read { .. } | Command::Push { .. }))
-        }) {
+        while queue.front().is_some_and(|c| inputs.ready(c, lagging)) {
             let command = queue.pop_front().expect("a command");
-            let paced = streaming && matches!(command, Command::Read { .. } | Command::Push { .. });
+            let paced = streaming && command.brings_rows();
             inputs.apply(command, &context.diagnostics);
             if paced {
                 break;
@@ -144,10 +148,7 @@ pub(super) fn run_worker(
             break;
         }
         let lagging = streaming && inputs.keyed_lags(&keyed);
-        if queue.front().is_some_and(|c| {
-            !inputs.blocked(c)
-                && !(lagging && matches!(c, Command::Read { .. } | Command::Push { .. }))
-        }) {
+        if queue.front().is_some_and(|c| inputs.ready(c, lagging)) {
             worker.step();
         } else {
             worker.step_or_park(None);
@@ -351,6 +352,12 @@ impl WorkerInputs {
         time::date_key_of(input) == time::date_key_of(keyed)
             && i64::from(time::bucket_of(input)) - i64::from(time::bucket_of(keyed))
                 > KEYED_LAG_MS / time::BUCKET_MS
+    }
+
+    /// Whether `command` can be carried out now: not an advance past a held part, nor
+    /// rows while the keyed stage is `lagging`.
+    fn ready(&self, command: &Command, lagging: bool) -> bool {
+        !(self.blocked(command) || lagging && command.brings_rows())
     }
 
     fn blocked(&self, command: &Command) -> bool {
