@@ -562,3 +562,34 @@ fn a_rule_reading_what_fifo_still_changes_is_refused_under_stream() {
         .bind(&day.schema())
         .unwrap();
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 16, ..Default::default() })]
+
+    /// Any lateness, disorder, batch sizes and workers: rows pushed in file order through
+    /// the embedding API give the oracle's late rows and the whole-date partial of the
+    /// on-time rows.
+    #[test]
+    fn any_lateness_and_arrival_order_give_the_oracle(
+        seed in 0u64..10_000,
+        lateness_ms in 0i64..6_000,
+        far in 2u32..60,
+        workers in 1usize..4,
+        batch in 1usize..300,
+    ) {
+        let (day, elapsed) = day(seed, 700, far);
+        let late = late_rows(&elapsed, lateness_ms);
+        let expected = whole_date_without(&day, &late);
+        let dir = tempfile::tempdir().unwrap();
+        let stream = format!("lateness = \"{lateness_ms}ms\"");
+        let bound = pipeline(dir.path(), batch, Some(&stream)).bind(&day.schema()).unwrap();
+        let mut engine = Engine::start(bound, workers).unwrap();
+        engine.begin_date(date()).unwrap();
+        for start in (0..day.num_rows()).step_by(batch) {
+            engine.push(day.slice(start, batch.min(day.num_rows() - start))).unwrap();
+        }
+        let result = engine.finish().unwrap().pop().unwrap();
+        proptest::prop_assert_eq!(result.report.count("stream.late_rows"), late.len() as u64);
+        proptest::prop_assert_eq!(sorted(&result.partial.unwrap()), sorted(&expected));
+    }
+}

@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::thread::Thread;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array};
@@ -228,6 +229,8 @@ impl Engine {
             diagnostics: diagnostics.clone(),
             owners: owners.clone(),
             partition,
+            input_times: Arc::new((0..threads).map(|_| AtomicU64::new(0)).collect()),
+            first_worker,
         };
         let guards =
             timely::execute::execute_from(builders, others, worker_config, move |worker| {

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use crossbeam_channel::{Receiver, Sender};
@@ -76,6 +77,11 @@ pub(super) struct WorkerContext {
     pub(super) diagnostics: Diagnostics,
     pub(super) owners: DateOwners,
     pub(super) partition: Partition,
+    /// Each local worker's row input time (`u64::MAX` once closed), for pacing under
+    /// `[stream]`.
+    pub(super) input_times: Arc<Vec<AtomicU64>>,
+    /// The index of this process's first worker.
+    pub(super) first_worker: usize,
 }
 
 /// The input of the report dataflow: each process's report of a date, by date key.
@@ -130,7 +136,7 @@ pub(super) fn run_worker(
         // and only while the keyed stage is within `KEYED_LAG_MS` of the input, so that
         // it releases rows as they come instead of the reader running ahead with the
         // whole date.
-        let lagging = streaming && inputs.keyed_lags(&keyed);
+        let lagging = streaming && inputs.keyed_lags(&keyed, &context.input_times);
         while queue.front().is_some_and(|c| inputs.ready(c, lagging)) {
             let command = queue.pop_front().expect("a command");
             let paced = streaming && command.brings_rows();
@@ -147,7 +153,11 @@ pub(super) fn run_worker(
         if closed && probe.done() && report_probe.done() && summarised {
             break;
         }
-        let lagging = streaming && inputs.keyed_lags(&keyed);
+        if streaming {
+            let time = inputs.rows.as_ref().map_or(u64::MAX, |rows| *rows.time());
+            context.input_times[index - context.first_worker].store(time, Ordering::Relaxed);
+        }
+        let lagging = streaming && inputs.keyed_lags(&keyed, &context.input_times);
         if queue.front().is_some_and(|c| inputs.ready(c, lagging)) {
             worker.step();
         } else {
@@ -224,6 +234,7 @@ fn build_rows(
         diagnostics,
         owners,
         partition,
+        ..
     } = context;
     let mut input = InputHandle::new();
     let probe = ProbeHandle::new();
@@ -341,10 +352,13 @@ impl WorkerInputs {
     /// True when `command` must wait: it would move the input past a date of which a
     /// part is held.
     /// Whether the keyed stage (its output frontier, `keyed`) is more than
-    /// [`KEYED_LAG_MS`] of trading time behind the row input within a date.
-    fn keyed_lags(&self, keyed: &ProbeHandle<Time>) -> bool {
+    /// [`KEYED_LAG_MS`] of trading time behind the row inputs of this process's workers
+    /// (`input_times`: the slowest of them, so that the workers' usual distance of a
+    /// part or two does not count) within a date.
+    fn keyed_lags(&self, keyed: &ProbeHandle<Time>, input_times: &[AtomicU64]) -> bool {
+        let slowest = input_times.iter().map(|t| t.load(Ordering::Relaxed)).min();
         let (Some(input), Some(keyed)) = (
-            self.rows.as_ref().map(|rows| *rows.time()),
+            slowest.filter(|t| *t != u64::MAX),
             keyed.with_frontier(|f| f.first().copied()),
         ) else {
             return false;
