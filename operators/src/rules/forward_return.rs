@@ -140,24 +140,7 @@ fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon_s: i64, day_ms: i64) 
         for i in first..within {
             let target = elapsed[i] + offset;
             ahead = ahead.max(i);
-            // Usually the future row moves on by a row or two: look four rows ahead at
-            // once, without branches (times ascend, so the rows at or before the target
-            // are a prefix), and loop only when all four are.
-            loop {
-                let at_or_before = |k: usize| {
-                    usize::from(ahead + k <= last && elapsed[(ahead + k).min(last)] <= target)
-                };
-                let steps = [
-                    at_or_before(1),
-                    at_or_before(2),
-                    at_or_before(3),
-                    at_or_before(4),
-                ];
-                ahead += steps.iter().sum::<usize>();
-                if steps[3] == 0 {
-                    break;
-                }
-            }
+            ahead = last_at_or_before(elapsed, ahead, last, target);
             values.push(price[ahead] / price[i] - 1.0);
             if nulls.is_some() {
                 futures.push(ahead as u32);
@@ -180,6 +163,28 @@ fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon_s: i64, day_ms: i64) 
         values.into(),
         Some(NullBuffer::new(valid)),
     ))
+}
+
+/// The last row from `ahead` to `last` whose time is at most `target` (`ahead`'s is),
+/// `times` ascending. Usually the future row moves on by a row or two: this looks four
+/// rows ahead at once, without branches (the rows at or before the target are a
+/// prefix), and loops only when all four are.
+#[inline(always)]
+fn last_at_or_before(times: &[i64], mut ahead: usize, last: usize, target: i64) -> usize {
+    loop {
+        let at_or_before =
+            |k: usize| usize::from(ahead + k <= last && times[(ahead + k).min(last)] <= target);
+        let steps = [
+            at_or_before(1),
+            at_or_before(2),
+            at_or_before(3),
+            at_or_before(4),
+        ];
+        ahead += steps.iter().sum::<usize>();
+        if steps[3] == 0 {
+            return ahead;
+        }
+    }
 }
 
 /// A stretch of a date's rows in event order, symbol by symbol, for
@@ -243,22 +248,7 @@ pub fn returns_across(stretches: &[Stretch<'_>], horizon_s: i64, day_ms: i64) ->
             loop {
                 let (times, _, range) = &slices[at];
                 let last = range.end - 1;
-                // As in `returns`: four rows ahead at once, without branches.
-                loop {
-                    let at_or_before = |k: usize| {
-                        usize::from(ahead + k <= last && times[(ahead + k).min(last)] <= target)
-                    };
-                    let steps = [
-                        at_or_before(1),
-                        at_or_before(2),
-                        at_or_before(3),
-                        at_or_before(4),
-                    ];
-                    ahead += steps.iter().sum::<usize>();
-                    if steps[3] == 0 {
-                        break;
-                    }
-                }
+                ahead = last_at_or_before(times, ahead, last, target);
                 if ahead < last {
                     break;
                 }
