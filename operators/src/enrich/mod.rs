@@ -282,6 +282,24 @@ impl Carried {
             .map_or_else(T::default, |state| *state)
     }
 
+    /// Symbol `symbol`'s state, to change in place: the state left last, or
+    /// `T::default()` for a symbol not seen yet (or whose state is of another type).
+    /// Unlike [`Carried::take`] and [`Carried::put`] it allocates only for a new
+    /// symbol, so a rule called many times a date over thousands of symbols uses it.
+    pub fn state_mut<T: Default + 'static>(&mut self, symbol: u32) -> &mut T {
+        let index = symbol as usize;
+        if self.states.len() <= index {
+            self.states.resize_with(index + 1, || None);
+        }
+        let slot = &mut self.states[index];
+        if !slot.as_ref().is_some_and(|state| state.is::<T>()) {
+            *slot = Some(Box::new(T::default()));
+        }
+        slot.as_mut()
+            .and_then(|state| state.downcast_mut::<T>())
+            .expect("a state of type T was put there above")
+    }
+
     /// Takes every symbol's state out (those of another type are dropped).
     pub fn drain<T: 'static>(&mut self) -> impl Iterator<Item = T> + '_ {
         self.states

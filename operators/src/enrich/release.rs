@@ -1,14 +1,15 @@
 //! A date's keyed stage on one worker, releasing rows as the watermark passes them
 //! (`[stream]`; SEMANTICS.md, *Streaming*).
 //!
-//! Rows wait in `pending` until the watermark is past their time. Every so often
-//! ([`KeyedDate::step_ms`]) the rows below the watermark become a [`Segment`]: put in
-//! event order per symbol once, with their input columns. A segment goes to the rules
-//! once every forward return of its rows is final (the watermark is past its end plus the
-//! longest horizon): the returns are computed across the segments still held
-//! ([`returns_across`]), then the rules run over the segment's rows as a continuation of
-//! the earlier segments ([`EnrichRule::resume`], each symbol's state carried). So a date
-//! holds the rows within the longest horizon of the watermark, not the date.
+//! Rows wait in `pending` until the watermark is past their time. Every
+//! [`release_step_ms`] of trading time, the rows below the watermark become a
+//! [`Segment`]: put in event order per symbol once, with their input columns. A
+//! segment goes to the rules once every forward return of its rows is final (the
+//! watermark is past its end plus the longest horizon): the returns are computed
+//! across the segments still held ([`returns_across`]), then the rules run over the
+//! segment's rows as a continuation of the earlier segments ([`EnrichRule::resume`],
+//! each symbol's state carried). So a date holds the rows within the longest horizon
+//! of the watermark, not the date.
 //!
 //! A rule whose output on a row changes after the row is released (`FIFOMatch`: an
 //! entry's `matched_qty` and `is_closed` until its lot closes) says so

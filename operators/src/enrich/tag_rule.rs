@@ -185,7 +185,7 @@ impl<R: TagRule> EnrichRule for Custom<R> {
         let mut builders = R::Output::builders(rows.len());
         let mut source = Vec::with_capacity(rows.len());
         for (run, symbol) in rows.runs.windows(2).zip(symbols) {
-            let mut state = carried.take::<R::State>(*symbol);
+            let state = carried.state_mut::<R::State>(*symbol);
             for row in run[0]..run[1] {
                 let event = Event {
                     row_id: rows.row_id[row],
@@ -197,9 +197,8 @@ impl<R: TagRule> EnrichRule for Custom<R> {
                     row: row as u32,
                 };
                 self.0
-                    .process(R::Input::read(&readers, row), event, &mut state, &mut emit);
+                    .process(R::Input::read(&readers, row), event, state, &mut emit);
             }
-            carried.put(*symbol, state);
         }
         let mut counts = Vec::new();
         let identity =

@@ -173,7 +173,8 @@ impl EnrichRule for TagRunning {
         let initial = convert(self.initial, &data_type);
         let mut values = ValueBuilder::new(&data_type, rows.len());
         for (run, symbol) in rows.runs.windows(2).zip(symbols) {
-            let mut value = carried.take::<Option<Scalar>>(*symbol).unwrap_or(initial);
+            let carried = carried.state_mut::<Option<Scalar>>(*symbol);
+            let mut value = carried.unwrap_or(initial);
             for row in run[0]..run[1] {
                 let next = prepared
                     .step(row, value)
@@ -186,7 +187,7 @@ impl EnrichRule for TagRunning {
                 value = convert(next, &data_type);
                 values.push(value);
             }
-            carried.put(*symbol, Some(value));
+            *carried = Some(value);
         }
         let (column, nulls) = values.finish();
         Ok(RuleOutput {

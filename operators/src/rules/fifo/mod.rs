@@ -298,16 +298,15 @@ impl EnrichRule for FifoMatch {
         let mut out = FifoOutput::with_capacity(n + n / 2);
         let (mut revisions, mut open) = (Vec::new(), Vec::new());
         for (run, symbol) in rows.runs.windows(2).zip(symbols) {
-            let mut lots: VecDeque<Lot> = carried.take(*symbol);
+            let lots: &mut VecDeque<Lot> = carried.state_mut(*symbol);
             fifo_symbol_resumed(
                 &columns,
                 run[0]..run[1],
-                &mut lots,
+                lots,
                 &mut out,
                 &mut revisions,
                 &mut open,
             );
-            carried.put(*symbol, lots);
         }
         let changed = !revisions.is_empty() || !open.is_empty();
         let revisions = changed.then(|| Revisions {
