@@ -16,7 +16,7 @@ use arrow::datatypes::DataType;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use vizflow_operators::enrich::{
-    Carried, Emit, EnrichRule, Event, Rows, RuleOutput, TagRule, custom,
+    Carried, Emit, EnrichRule, Event, Revisions, Rows, RuleOutput, TagRule, custom,
 };
 use vizflow_operators::expr::{Expr, Scalar};
 use vizflow_operators::fifo::{FifoMatch, FifoSpec};
@@ -144,18 +144,23 @@ fn call(
     }
     // Revised rows of earlier calls take their new values.
     if let Some(revisions) = &out.revisions {
-        let names = rule.output_names();
-        for (name, column) in &revisions.columns {
-            let index = names.iter().position(|n| n == name).unwrap();
-            let column = arrow::compute::cast(column, &DataType::Utf8).unwrap();
-            let column = column.as_any().downcast_ref::<StringArray>().unwrap();
-            for (i, row_id) in revisions.row_ids.iter().enumerate() {
-                let (symbol, row) = ((row_id / 1000) as usize, (row_id % 1000) as usize);
-                let mut rows = outputs[symbol].iter_mut().filter(|(r, _)| *r == row);
-                let (_, values) = rows.next().expect("a revised row was emitted");
-                assert!(rows.next().is_none(), "a revised row has one output row");
-                values[index] = column.is_valid(i).then(|| column.value(i).to_owned());
-            }
+        revise(rule, revisions, outputs);
+    }
+}
+
+/// Gives the rows `revisions` names their new values.
+fn revise(rule: &dyn EnrichRule, revisions: &Revisions, outputs: &mut Outputs) {
+    let names = rule.output_names();
+    for (name, column) in &revisions.columns {
+        let index = names.iter().position(|n| n == name).unwrap();
+        let column = arrow::compute::cast(column, &DataType::Utf8).unwrap();
+        let column = column.as_any().downcast_ref::<StringArray>().unwrap();
+        for (i, row_id) in revisions.row_ids.iter().enumerate() {
+            let (symbol, row) = ((row_id / 1000) as usize, (row_id % 1000) as usize);
+            let mut rows = outputs[symbol].iter_mut().filter(|(r, _)| *r == row);
+            let (_, values) = rows.next().expect("a revised row was emitted");
+            assert!(rows.next().is_none(), "a revised row has one output row");
+            values[index] = column.is_valid(i).then(|| column.value(i).to_owned());
         }
     }
 }
@@ -192,6 +197,10 @@ proptest! {
                     call(rule.as_ref(), &date, &parts, Some(&mut carried), &mut resumed, &mut counts);
                 }
                 from = to;
+            }
+            // The rows still open at the end take their last values.
+            if let Some(revisions) = rule.unsettled(&mut carried) {
+                revise(rule.as_ref(), &revisions, &mut resumed);
             }
             for (name, count) in rule.finish(&mut carried) {
                 *counts.entry(name).or_default() += count;

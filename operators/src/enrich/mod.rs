@@ -237,6 +237,15 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
         let _ = (rows, symbols, carried);
         Err(EnrichError::CannotResume { rule: self.name() })
     }
+    /// The last values of the rows of earlier [`EnrichRule::resume`] calls still open
+    /// once a date's last call is done ([`Revisions::open`] rows that no change
+    /// settled), from the states in `carried`, for a rule whose calls report only the
+    /// changes that settle a row (`FIFOMatch`: the lots still open, with what was
+    /// matched of them). Called before [`EnrichRule::finish`]. None by default.
+    fn unsettled(&self, carried: &mut Carried) -> Option<Revisions> {
+        let _ = carried;
+        None
+    }
     /// The counts a rule can give only once a date's last [`EnrichRule::resume`] call
     /// is done, from the states left in `carried` (the FIFO's lots still open). Nothing
     /// by default.
@@ -298,6 +307,14 @@ impl Carried {
         slot.as_mut()
             .and_then(|state| state.downcast_mut::<T>())
             .expect("a state of type T was put there above")
+    }
+
+    /// Every symbol's state of type `T`.
+    pub fn states<T: 'static>(&self) -> impl Iterator<Item = &T> + '_ {
+        self.states
+            .iter()
+            .flatten()
+            .filter_map(|state| state.downcast_ref::<T>())
     }
 
     /// Takes every symbol's state out (those of another type are dropped).
@@ -384,9 +401,11 @@ pub struct RuleOutput {
 
 /// What an [`EnrichRule::resume`] call says about rows whose added columns change after
 /// the call that emitted them (an entry matched by a later exit): the rows of this call
-/// that may still change (`open`), and the changes to rows of earlier calls: by
-/// `row_id`, in the order of the changes (the last one of a row is its value), the new
-/// values of some of the rule's added columns ([`EnrichRule::revises`]). A keyed stage
+/// that may still change (`open`), and changes to rows of earlier calls: by `row_id`,
+/// in the order of the changes (the last one of a row is its value), the new values of
+/// some of the rule's added columns ([`EnrichRule::revises`]). A rule may report only
+/// the changes that settle a row, and give the last values of the rows still open at
+/// the date's end from [`EnrichRule::unsettled`] (`FIFOMatch` does). A keyed stage
 /// that releases rows as a watermark passes them holds an open row until a change
 /// settles it (or the date ends), and sends it on with its last values.
 #[derive(Clone, Debug, Default)]

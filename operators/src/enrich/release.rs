@@ -213,6 +213,9 @@ impl KeyedDate {
         }
         let streamed = self.streamed.as_mut().expect("checked above");
         for (rule, carried) in streamed.plan.spec.rules.iter().zip(&mut streamed.carried) {
+            if let Some(revisions) = rule.unsettled(carried) {
+                streamed.held.revise(revisions);
+            }
             for (name, count) in rule.finish(carried) {
                 *streamed.counts.entry(name).or_default() += count;
             }

@@ -326,9 +326,9 @@ pub struct Revision {
 /// [`fifo_symbol`] over rows that continue the symbol's rows of earlier calls: `lots`
 /// holds the symbol's open lots of those calls, oldest first, and on return its open
 /// lots after this call's rows. Exits take from them first; a lot of an earlier call
-/// that they take from gets a [`Revision`] (in the order they happen: the last one of a
-/// lot is its state). This call's entry rows have what was closed by the end of the
-/// call; the `row_id`s of those whose lots are still open are pushed to `open`.
+/// that they close gets a [`Revision`] (a lot still open at the date's end has what was
+/// matched of it in `lots`). This call's entry rows have what was closed by the end of
+/// the call; the `row_id`s of those whose lots are still open are pushed to `open`.
 /// `unclosed_entries` is not counted here: the lots left open at the end of the
 /// date are.
 pub fn fifo_symbol_resumed(
@@ -371,11 +371,13 @@ pub fn fifo_symbol_resumed(
             lot.matched += portion;
             let closed = lot.matched == lot.qty;
             if lot.row == u32::MAX {
-                revisions.push(Revision {
-                    row_id: lot.row_id,
-                    matched_qty: lot.matched,
-                    is_closed: closed,
-                });
+                if closed {
+                    revisions.push(Revision {
+                        row_id: lot.row_id,
+                        matched_qty: lot.matched,
+                        is_closed: true,
+                    });
+                }
             } else {
                 let row = lot.row as usize;
                 out.matched_qty[row] = lot.matched;

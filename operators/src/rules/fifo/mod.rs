@@ -309,30 +309,28 @@ impl EnrichRule for FifoMatch {
             );
         }
         let changed = !revisions.is_empty() || !open.is_empty();
-        let revisions = changed.then(|| Revisions {
-            row_ids: revisions.iter().map(|r| r.row_id).collect(),
-            columns: vec![
-                (
-                    MATCHED_QTY.to_owned(),
-                    Arc::new(Int64Array::from_iter_values(
-                        revisions.iter().map(|r| r.matched_qty),
-                    )) as ArrayRef,
-                ),
-                (
-                    IS_CLOSED.to_owned(),
-                    Arc::new(BooleanArray::from_iter(
-                        revisions.iter().map(|r| Some(r.is_closed)),
-                    )) as ArrayRef,
-                ),
-            ],
-            settled: revisions.iter().map(|r| r.is_closed).collect(),
-            open,
-        });
+        let revisions = changed.then(|| revisions_of(&revisions, open));
         Ok(rule_output(out, n, revisions))
     }
 
     fn revises(&self) -> Vec<String> {
         vec![MATCHED_QTY.to_owned(), IS_CLOSED.to_owned()]
+    }
+
+    /// The entries of lots still open at the date's end that exits took from, with
+    /// what they took.
+    fn unsettled(&self, carried: &mut Carried) -> Option<Revisions> {
+        let revisions: Vec<Revision> = carried
+            .states::<VecDeque<Lot>>()
+            .flatten()
+            .filter(|lot| lot.matched > 0)
+            .map(|lot| Revision {
+                row_id: lot.row_id,
+                matched_qty: lot.matched,
+                is_closed: false,
+            })
+            .collect();
+        (!revisions.is_empty()).then(|| revisions_of(&revisions, Vec::new()))
     }
 
     fn finish(&self, carried: &mut Carried) -> Vec<(String, u64)> {
@@ -376,6 +374,29 @@ impl KernelInputs {
             row_id: rows.row_id,
             price: self.price.as_ref(),
         }
+    }
+}
+
+/// The kernel's revisions, and a call's `open` rows, as [`Revisions`].
+fn revisions_of(revisions: &[Revision], open: Vec<u64>) -> Revisions {
+    Revisions {
+        row_ids: revisions.iter().map(|r| r.row_id).collect(),
+        columns: vec![
+            (
+                MATCHED_QTY.to_owned(),
+                Arc::new(Int64Array::from_iter_values(
+                    revisions.iter().map(|r| r.matched_qty),
+                )) as ArrayRef,
+            ),
+            (
+                IS_CLOSED.to_owned(),
+                Arc::new(BooleanArray::from_iter(
+                    revisions.iter().map(|r| Some(r.is_closed)),
+                )) as ArrayRef,
+            ),
+        ],
+        settled: revisions.iter().map(|r| r.is_closed).collect(),
+        open,
     }
 }
 
