@@ -199,7 +199,7 @@ proptest! {
                 from = to;
             }
             // The rows still open at the end take their last values.
-            if let Some(revisions) = rule.unsettled(&mut carried) {
+            if let Some(revisions) = rule.unsettled(&carried) {
                 revise(rule.as_ref(), &revisions, &mut resumed);
             }
             for (name, count) in rule.finish(&mut carried) {

@@ -349,8 +349,6 @@ struct WorkerInputs {
 }
 
 impl WorkerInputs {
-    /// True when `command` must wait: it would move the input past a date of which a
-    /// part is held.
     /// Whether the keyed stage (its output frontier, `keyed`) is more than
     /// [`KEYED_LAG_MS`] of trading time behind the row inputs of this process's workers
     /// (`input_times`: the slowest of them, so that the workers' usual distance of a
@@ -374,6 +372,8 @@ impl WorkerInputs {
         !(self.blocked(command) || lagging && command.brings_rows())
     }
 
+    /// True when `command` must wait: it would move the input past a date of which a
+    /// part is held.
     fn blocked(&self, command: &Command) -> bool {
         match (command, &self.arrivals) {
             (Command::Advance(time), Some(arrivals)) => arrivals.holds_before(*time),

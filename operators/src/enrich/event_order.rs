@@ -29,7 +29,9 @@ pub(super) fn first_row_id((batch, selection): &SelectedRows) -> u64 {
 
 /// A part's `elapsed_ms` and `row_id` values, checked to have no nulls among the rows
 /// it selects.
-fn event_values((batch, selection): &SelectedRows) -> Result<(&[i64], &[u64]), EnrichError> {
+pub(super) fn event_values(
+    (batch, selection): &SelectedRows,
+) -> Result<(&[i64], &[u64]), EnrichError> {
     let column = |column: &'static str| {
         batch
             .column_by_name(column)

@@ -107,6 +107,14 @@ pub(super) fn enrich_in_chunks(
 /// rules add for a chunk is a small part of the date's memory.
 const CHUNK_ROWS: usize = 1 << 18;
 
+/// Whether two schemas have the same column names and types, in order.
+pub(super) fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && (a.fields().iter())
+            .zip(b.fields())
+            .all(|(f, g)| f.name() == g.name() && f.data_type() == g.data_type())
+}
+
 /// The batches' common schema (nullable if any batch's column is), or an error naming
 /// the first batch that differs.
 pub(super) fn common_schema(parts: &[SelectedRows]) -> Result<SchemaRef, EnrichError> {
@@ -114,13 +122,7 @@ pub(super) fn common_schema(parts: &[SelectedRows]) -> Result<SchemaRef, EnrichE
     let mut fields: Vec<Field> = first.fields().iter().map(|f| f.as_ref().clone()).collect();
     for (b, (batch, _)) in parts.iter().enumerate().skip(1) {
         let schema = batch.schema();
-        let same = schema.fields().len() == fields.len()
-            && schema
-                .fields()
-                .iter()
-                .zip(&fields)
-                .all(|(f, g)| f.name() == g.name() && f.data_type() == g.data_type());
-        if !same {
+        if !same_columns(&schema, &first) {
             return Err(EnrichError::SchemaMismatch {
                 batch: b,
                 schema,

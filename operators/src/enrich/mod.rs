@@ -242,7 +242,7 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
     /// settled), from the states in `carried`, for a rule whose calls report only the
     /// changes that settle a row (`FIFOMatch`: the lots still open, with what was
     /// matched of them). Called before [`EnrichRule::finish`]. None by default.
-    fn unsettled(&self, carried: &mut Carried) -> Option<Revisions> {
+    fn unsettled(&self, carried: &Carried) -> Option<Revisions> {
         let _ = carried;
         None
     }
@@ -281,20 +281,10 @@ pub struct Carried {
 }
 
 impl Carried {
-    /// Takes symbol `symbol`'s state out: the state put back last, or `T::default()`
-    /// for a symbol not seen yet.
-    pub fn take<T: Default + 'static>(&mut self, symbol: u32) -> T {
-        self.states
-            .get_mut(symbol as usize)
-            .and_then(Option::take)
-            .and_then(|state| state.downcast::<T>().ok())
-            .map_or_else(T::default, |state| *state)
-    }
-
     /// Symbol `symbol`'s state, to change in place: the state left last, or
     /// `T::default()` for a symbol not seen yet (or whose state is of another type).
-    /// Unlike [`Carried::take`] and [`Carried::put`] it allocates only for a new
-    /// symbol, so a rule called many times a date over thousands of symbols uses it.
+    /// It allocates only for a new symbol: a rule is called many times a date over
+    /// thousands of symbols.
     pub fn state_mut<T: Default + 'static>(&mut self, symbol: u32) -> &mut T {
         let index = symbol as usize;
         if self.states.len() <= index {
@@ -323,15 +313,6 @@ impl Carried {
             .drain(..)
             .flatten()
             .filter_map(|state| state.downcast::<T>().ok().map(|state| *state))
-    }
-
-    /// Puts symbol `symbol`'s state back, for the next call.
-    pub fn put<T: 'static>(&mut self, symbol: u32, state: T) {
-        let index = symbol as usize;
-        if self.states.len() <= index {
-            self.states.resize_with(index + 1, || None);
-        }
-        self.states[index] = Some(Box::new(state));
     }
 
     /// The number of symbols with a state.

@@ -26,12 +26,12 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch};
 use arrow::buffer::BooleanBuffer;
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
 use rustc_hash::FxHashMap;
 
-use super::event_order::event_order;
+use super::event_order::{event_order, event_values};
 use super::frame::{Added, Frame};
-use super::kernel::{common_schema, enrich_selected};
+use super::kernel::{common_schema, enrich_selected, same_columns};
 use super::output::EnrichOutput;
 use super::plan::RulePlan;
 use super::{Carried, EnrichError, EnrichRule, EnrichSpec, Revisions, checked_outputs};
@@ -103,9 +103,8 @@ pub(super) struct KeyedDate {
 struct Segment {
     /// The watermark it was cut at: its rows are below it.
     end: i64,
+    /// Its rows; `frame.runs` has a run per symbol of the date so far.
     frame: Frame,
-    /// Where each symbol's rows start, then the end.
-    runs: Vec<usize>,
     /// The forward returns' prices (Float64).
     prices: Option<Float64Array>,
 }
@@ -272,7 +271,6 @@ impl KeyedDate {
         };
         self.segments.push_back(Segment {
             end: watermark,
-            runs: frame.runs.clone(),
             frame,
             prices,
         });
@@ -283,35 +281,22 @@ impl KeyedDate {
     /// that are final to `out`.
     fn release_front(&mut self, out: &mut Vec<RecordBatch>) -> Result<(), EnrichError> {
         let streamed = self.streamed.as_mut().expect("a segment was cut");
-        let Segment {
-            frame,
-            runs,
-            prices,
-            ..
-        } = self.segments.front().expect("checked");
         let mut returns = Vec::new();
-        if let (Some(spec), Some(_)) = (&self.returns, prices) {
-            let (elapsed_ms, _) = frame.event_columns();
-            let first = Stretch {
-                runs,
-                elapsed_ms,
-                prices: prices.as_ref().expect("checked"),
-            };
-            let stretches: Vec<Stretch<'_>> = std::iter::once(first)
-                .chain(self.segments.iter().skip(1).map(|s| Stretch {
-                    runs: &s.runs,
+        if let Some(spec) = &self.returns {
+            let stretches: Vec<Stretch<'_>> = (self.segments.iter())
+                .map(|s| Stretch {
+                    runs: &s.frame.runs,
                     elapsed_ms: s.frame.event_columns().0,
                     prices: s.prices.as_ref().expect("every segment has prices"),
-                }))
+                })
                 .collect();
             for horizon in &spec.horizons_s {
                 let values = returns_across(&stretches, *horizon, spec.day_ms);
                 returns.push((ForwardReturnSpec::output(*horizon), values));
             }
         }
-        let Segment {
-            mut frame, runs, ..
-        } = self.segments.pop_front().expect("checked");
+        let Segment { mut frame, .. } = self.segments.pop_front().expect("checked");
+        let runs = std::mem::take(&mut frame.runs);
         for (name, values) in returns {
             frame.added.push(Added {
                 name,
@@ -622,15 +607,6 @@ fn project(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBa
         .collect()
 }
 
-/// Whether two schemas have the same column names and types.
-fn same_columns(a: &Schema, b: &Schema) -> bool {
-    a.fields().len() == b.fields().len()
-        && a.fields()
-            .iter()
-            .zip(b.fields())
-            .all(|(f, g)| f.name() == g.name() && f.data_type() == g.data_type())
-}
-
 /// The prices of a segment's rows, in event order, as Float64.
 fn return_prices(
     frame: &mut Frame,
@@ -644,18 +620,6 @@ fn return_prices(
         }
     })?;
     Ok(prices.as_primitive::<Float64Type>().clone())
-}
-
-/// The part's `elapsed_ms` and `row_id`.
-fn event_values((batch, _): &SelectedRows) -> Result<(&[i64], &[u64]), EnrichError> {
-    let elapsed = batch
-        .column_by_name(ELAPSED_MS)
-        .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        .ok_or_else(|| EnrichError::MissingColumn {
-            column: ELAPSED_MS.to_owned(),
-        })?;
-    let row_id = row_ids(batch)?;
-    Ok((elapsed.values(), row_id.values()))
 }
 
 /// The first selected row of `part` below `watermark`, as (`row_id`, `elapsed_ms`).

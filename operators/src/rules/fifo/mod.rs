@@ -319,7 +319,7 @@ impl EnrichRule for FifoMatch {
 
     /// The entries of lots still open at the date's end that exits took from, with
     /// what they took.
-    fn unsettled(&self, carried: &mut Carried) -> Option<Revisions> {
+    fn unsettled(&self, carried: &Carried) -> Option<Revisions> {
         let revisions: Vec<Revision> = carried
             .states::<VecDeque<Lot>>()
             .flatten()
