@@ -26,7 +26,7 @@ use vizflow_operators::batch::Partition;
 use crate::calendar::{self, TradingCalendar};
 use crate::cluster::{self, ClusterError, ClusterSpec, DatePlan};
 use crate::config::{BoundPipeline, ConfigError, Pipeline, widest_schema};
-use crate::engine::{DateResult, Engine, EngineError, Workers, date_owner};
+use crate::engine::{DateResult, Engine, EngineError, ResultKind, Workers, date_owner};
 use crate::io::{
     DateFile, FileFormat, IoError, read_parquet, write_bytes_atomic, write_parquet_atomic,
 };
@@ -201,6 +201,19 @@ pub fn report_path(dir: &Path, date: NaiveDate) -> PathBuf {
     dir.join(format!("{}.report.json", calendar::format_date(date)))
 }
 
+/// The provisional results of `date` (`[stream] emit_every`), beside its partial: one
+/// file, each provisional partial's rows with its `watermark_ms` first.
+pub fn provisional_path(dir: &Path, date: NaiveDate) -> PathBuf {
+    dir.join(format!(
+        "{}.provisional.parquet",
+        calendar::format_date(date)
+    ))
+}
+
+/// The column of [`provisional_path`]'s file that says which provisional result a row
+/// is of: its watermark, in ms of trading time.
+pub const WATERMARK_COLUMN: &str = "watermark_ms";
+
 /// Key-value metadata names in every partial.
 pub const CONFIG_HASH_KEY: &str = "vizflow.config_hash";
 
@@ -272,12 +285,17 @@ enum OutputError {
     /// A file could not be written.
     #[error(transparent)]
     Write(#[from] IoError),
+    /// The provisional partials could not be put in one table (a bug: they share the
+    /// final partial's columns).
+    #[error("the provisional results could not be put together: {0}")]
+    Provisional(#[from] arrow::error::ArrowError),
 }
 
 fn write_outputs(
     output_dir: &Path,
     result: &DateResult,
     partial: &RecordBatch,
+    provisional: &[(i64, RecordBatch)],
     hash: &str,
 ) -> Result<PathBuf, OutputError> {
     let path = partial_path(output_dir, result.date);
@@ -297,8 +315,37 @@ fn write_outputs(
     // is computed again).
     let report = serde_json::to_vec_pretty(&ReportFile::of(&result.report))?;
     write_bytes_atomic(&report_path(output_dir, result.date), &report)?;
+    if !provisional.is_empty() {
+        let rows = provisional_rows(partial, provisional)?;
+        write_parquet_atomic(&provisional_path(output_dir, result.date), &rows, &metadata)?;
+    }
     write_parquet_atomic(&path, partial, &metadata)?;
     Ok(path)
+}
+
+/// A date's provisional partials in one batch, `watermark_ms` first, in watermark
+/// order (`final` gives the schema).
+fn provisional_rows(
+    last: &RecordBatch,
+    provisional: &[(i64, RecordBatch)],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{ArrayRef, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let mut fields = vec![Arc::new(Field::new(
+        WATERMARK_COLUMN,
+        DataType::Int64,
+        false,
+    ))];
+    fields.extend(last.schema().fields().iter().cloned());
+    let schema = Arc::new(Schema::new(fields));
+    let batches = (provisional.iter())
+        .map(|(at, partial)| {
+            let at: ArrayRef = Arc::new(Int64Array::from(vec![*at; partial.num_rows()]));
+            let columns = std::iter::once(at).chain(partial.columns().iter().cloned());
+            RecordBatch::try_new(schema.clone(), columns.collect())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    arrow::compute::concat_batches(&schema, &batches)
 }
 
 /// Runs `pipeline` over the selected dates.
@@ -336,6 +383,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         hash: &hash,
         first_failure: None,
         fail_fast: options.fail_fast,
+        provisional: BTreeMap::new(),
     };
     if place.process == 0 {
         for &date in &plan.skipped {
@@ -690,6 +738,8 @@ struct Recorder<'a> {
     /// The earliest failed date and its error.
     first_failure: Option<(NaiveDate, String)>,
     fail_fast: bool,
+    /// Each open date's provisional results so far, written with its final one.
+    provisional: BTreeMap<NaiveDate, Vec<(i64, RecordBatch)>>,
 }
 
 impl Recorder<'_> {
@@ -745,6 +795,14 @@ impl Recorder<'_> {
     }
 
     fn result(&mut self, result: DateResult) {
+        if let (ResultKind::Provisional { watermark_ms }, Ok(partial)) =
+            (result.kind, &result.partial)
+        {
+            let kept = self.provisional.entry(result.date).or_default();
+            kept.push((watermark_ms, partial.clone()));
+            return;
+        }
+        let provisional = self.provisional.remove(&result.date).unwrap_or_default();
         // With --fail-fast, dates after the first failed one are not written, even
         // those that were already in flight.
         if let (true, Some((failed, _))) = (self.fail_fast, &self.first_failure)
@@ -754,7 +812,7 @@ impl Recorder<'_> {
             return;
         }
         let input = input_path(self.input_dir, self.pattern, result.date);
-        let outcome = outcome_of(self.output_dir, &input, result, self.hash);
+        let outcome = outcome_of(self.output_dir, &input, result, &provisional, self.hash);
         self.record(outcome);
     }
 
@@ -768,7 +826,13 @@ impl Recorder<'_> {
 
 /// Writes a date's outputs; `input` is its input file, named in the errors unless one
 /// came from reading it ([`DateReport::errors_name_input`]: its message names it).
-fn outcome_of(output_dir: &Path, input: &Path, result: DateResult, hash: &str) -> DateOutcome {
+fn outcome_of(
+    output_dir: &Path,
+    input: &Path,
+    result: DateResult,
+    provisional: &[(i64, RecordBatch)],
+    hash: &str,
+) -> DateOutcome {
     let date = calendar::format_date(result.date);
     let status = match &result.partial {
         Err(errors) => {
@@ -778,7 +842,7 @@ fn outcome_of(output_dir: &Path, input: &Path, result: DateResult, hash: &str) -
                 false => DateStatus::Failed(format!("{date}: {}: {errors}", input.display())),
             }
         }
-        Ok(partial) => match write_outputs(output_dir, &result, partial, hash) {
+        Ok(partial) => match write_outputs(output_dir, &result, partial, provisional, hash) {
             Ok(path) => DateStatus::Written {
                 path,
                 groups: partial.num_rows(),
@@ -803,6 +867,7 @@ mod tests {
         let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         let result = DateResult {
             date,
+            kind: crate::engine::ResultKind::Final,
             partial: Err(errors.clone()),
             report: DateReport {
                 errors,
@@ -811,7 +876,7 @@ mod tests {
             },
         };
         let input = Path::new("data/alpha_20240104.feather");
-        outcome_of(Path::new("out"), input, result, "hash").status
+        outcome_of(Path::new("out"), input, result, &[], "hash").status
     }
 
     #[test]

@@ -15,10 +15,14 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array};
+use arrow::array::{
+    ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+};
+use arrow::datatypes::Int64Type;
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::NaiveDate;
 use rand::{RngExt, SeedableRng};
@@ -27,7 +31,7 @@ use vizflow::config::Pipeline;
 use vizflow::engine::Engine;
 use vizflow::io::{FileFormat, read_parquet, write_batches};
 use vizflow::run::{DateSelection, DateStatus, ProgressStyle, RunOptions, RunSummary, run};
-use vizflow_testing::stream::late_rows;
+use vizflow_testing::stream::{cut_at, late_rows};
 
 const DATE: &str = "20240102";
 
@@ -110,13 +114,18 @@ fn pipeline(dir: &Path, batch_rows: usize, stream: Option<&str>) -> Pipeline {
 
 /// [`pipeline`]'s text.
 fn pipeline_text(dir: &Path, batch_rows: usize, stream: Option<&str>) -> String {
+    pipeline_text_in(dir, batch_rows, stream, "\"CN\"")
+}
+
+/// [`pipeline_text`] on `market`.
+fn pipeline_text_in(dir: &Path, batch_rows: usize, stream: Option<&str>, market: &str) -> String {
     let stream = stream.map_or(String::new(), |s| format!("[stream]\n{s}\n"));
     format!(
         r#"
         input = {{ dir = "{input}", pattern = "d_{{date}}.feather", batch_rows = {batch_rows} }}
         output = {{ dir = "{output}" }}
         columns = {{ timestamp = "ticktime", symbol = "ukey" }}
-        time = {{ market = "CN", format = "hhmmssmmm" }}
+        time = {{ market = {market}, format = "hhmmssmmm" }}
         forward_return = {{ price = "px", horizons = [1, 30] }}
 
         [[enrich]]
@@ -345,6 +354,111 @@ fn pushed_batches_arrive_in_push_order_and_the_producer_can_raise_the_watermark(
     assert_eq!(result.report.count("stream.late_rows"), below as u64);
 }
 
+/// The CN market with its day cut at `w` ms of trading time (a whole minute): the
+/// same clock up to `w`, and `w` as the close.
+fn cn_cut_at(w: i64) -> String {
+    let hhmm = |clock: i64| format!("{:02}:{:02}", clock / 3_600_000, clock / 60_000 % 60);
+    let sessions = match w <= 7_200_000 {
+        true => format!(r#"[["09:30", "{}"]]"#, hhmm(34_200_000 + w)),
+        false => format!(
+            r#"[["09:30", "11:30"], ["13:00", "{}"]]"#,
+            hhmm(46_800_000 + w - 7_200_000)
+        ),
+    };
+    format!(r#"{{ name = "CN", sessions = {sessions} }}"#)
+}
+
+/// SEMANTICS.md's provisional result at `w`: the whole-date run over the on-time rows
+/// of `day` at or before `w`, with `w` as the day's end. `None` when there are none.
+fn cut_run(day: &RecordBatch, elapsed: &[i64], late: &[usize], w: i64) -> Option<RecordBatch> {
+    let rows: Vec<u32> = cut_at(elapsed, w)
+        .into_iter()
+        .filter(|i| late.binary_search(i).is_err())
+        .map(|i| i as u32)
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rows = arrow::compute::take_record_batch(day, &UInt32Array::from(rows)).unwrap();
+    write_day(dir.path(), &rows);
+    let text = pipeline_text_in(dir.path(), 65_536, None, &cn_cut_at(w));
+    Some(written(&run_date(&Pipeline::from_toml(&text).unwrap(), 1)))
+}
+
+/// A date's provisional results as written beside its partial, by watermark.
+fn provisional_results(out: &Path) -> BTreeMap<i64, RecordBatch> {
+    let path = vizflow::run::provisional_path(out, date());
+    let all = read_parquet(&path).unwrap().0;
+    let watermarks = all.column(0).as_primitive::<Int64Type>();
+    let rest = all
+        .project(&(1..all.num_columns()).collect::<Vec<_>>())
+        .unwrap();
+    let mut results = BTreeMap::new();
+    for w in watermarks
+        .values()
+        .iter()
+        .copied()
+        .collect::<BTreeSet<i64>>()
+    {
+        let at = arrow::compute::kernels::cmp::eq(watermarks, &Int64Array::new_scalar(w)).unwrap();
+        results.insert(w, arrow::compute::filter_record_batch(&rest, &at).unwrap());
+    }
+    results
+}
+
+/// Provisional results (`emit_every`) against the oracle: at every multiple `W` of
+/// 60 s, the whole-date run over the on-time rows cut at `W` with `W` as the close
+/// (returns past it null, FIFO entries as matched by then, min and max included); none
+/// before the first row; one at every later multiple up to the day's end, the final
+/// result once every row and return is in. Finals unchanged. For 1, 2 and 4 workers
+/// and any batch size.
+#[test]
+fn provisional_results_are_the_date_cut_at_their_watermark() {
+    for (seed, rows, far) in [(31, 2_500, 40), (32, 1_200, 5)] {
+        let (day, elapsed) = day(seed, rows, far);
+        let late = late_rows(&elapsed, 2_000);
+        let last = *elapsed.iter().max().unwrap();
+        let expected: Vec<(i64, Option<RecordBatch>)> = (1..)
+            .map(|k| k * 60_000)
+            .take_while(|w| *w <= last + 60_000)
+            .map(|w| (w, cut_run(&day, &elapsed, &late, w)))
+            .collect();
+        let empty = expected.iter().filter(|(_, e)| e.is_none()).count();
+        let final_expected = whole_date_without(&day, &late);
+        let dir = tempfile::tempdir().unwrap();
+        write_day(dir.path(), &day);
+        let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
+        for (workers, batch_rows) in [(1, 65_536), (2, 50), (4, 333)] {
+            let case = format!("seed {seed}, {workers} workers, batches of {batch_rows}");
+            let summary = run_date(&pipeline(dir.path(), batch_rows, Some(stream)), workers);
+            assert_eq!(
+                written(&summary),
+                final_expected,
+                "{case}: the final result"
+            );
+            let results = provisional_results(&dir.path().join("out"));
+            assert_eq!(
+                results.len(),
+                240 - empty,
+                "{case}: one a minute of the day"
+            );
+            for (w, expected) in &expected {
+                match expected {
+                    Some(expected) => {
+                        let result = results.get(w).unwrap_or_else(|| panic!("{case}: no {w}"));
+                        assert_eq!(sorted(result), sorted(expected), "{case}: at {w}");
+                    }
+                    None => assert!(!results.contains_key(w), "{case}: {w} before any row"),
+                }
+            }
+            for (w, result) in results.range(last + 30_001..) {
+                assert_eq!(sorted(result), sorted(&final_expected), "{case}: at {w}");
+            }
+        }
+    }
+}
+
 /// The partial's rows sorted by their group keys (a partial's row order is not part
 /// of its meaning).
 fn sorted(partial: &RecordBatch) -> RecordBatch {
@@ -371,11 +485,11 @@ fn stream_section_errors_say_what_to_write() {
         ("lateness = \"-1s\"", "is not a duration"),
         (
             "lateness = \"2s\"\nemit_every = \"0s\"",
-            "must be more than 0",
+            "must be a positive whole number of seconds, e.g. emit_every = \"60s\"",
         ),
         (
-            "lateness = \"2s\"\nemit_every = \"60s\"",
-            "not available yet",
+            "lateness = \"2s\"\nemit_every = \"1500ms\"",
+            "must be a positive whole number of seconds",
         ),
         ("late = \"drop\"", "missing field `lateness`"),
     ] {

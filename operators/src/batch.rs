@@ -45,7 +45,33 @@ pub struct Batch {
     /// exchange by symbol shares a batch between workers of one process this way
     /// instead of copying each worker's rows out of it.
     selection: Option<UInt32Array>,
+    /// Under `[stream] emit_every`, what the keyed stage's output is for: the final
+    /// result or a provisional one ([`Emission`]). Kept through the stateless stages
+    /// after the keyed stage, which are pipelined (it is not encoded: no exchange comes
+    /// between the keyed stage and the aggregate).
+    pub emission: Option<Emission>,
     encoded: OnceLock<Vec<u8>>,
+}
+
+/// What a batch out of the keyed stage is for when provisional results are asked for
+/// (`[stream] emit_every`), so that the aggregate can tell a provisional result's rows
+/// from the final rows, and the final rows already in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emission {
+    /// Final rows, sent after the provisional result at the previous multiple of
+    /// `emit_every` and before the one at `next` (ms of trading time): they count in
+    /// every provisional result at `next` and after.
+    Final {
+        /// The next provisional result's watermark.
+        next: i64,
+    },
+    /// Rows of the provisional result at watermark `at` (ms of trading time) that are
+    /// not final yet, evaluated on the date cut at `at`; it may have no rows. The final
+    /// rows that count in it are those sent before it ([`Emission::Final`]).
+    Provisional {
+        /// Its watermark.
+        at: i64,
+    },
 }
 
 /// A batch and, optionally, the rows of it that count (see [`Batch::take_selected`]).
@@ -57,7 +83,16 @@ impl Batch {
         Batch {
             data: Some(data),
             selection: None,
+            emission: None,
             encoded: OnceLock::new(),
+        }
+    }
+
+    /// Wraps a record batch sent for `emission`.
+    pub fn emitted(data: RecordBatch, emission: Option<Emission>) -> Self {
+        Batch {
+            emission,
+            ..Batch::new(data)
         }
     }
 
@@ -66,6 +101,7 @@ impl Batch {
         Batch {
             data: Some(data),
             selection: Some(selection),
+            emission: None,
             encoded: OnceLock::new(),
         }
     }
@@ -612,15 +648,29 @@ where
             input.for_each_time(|time, data| {
                 let date_key = date_key_of(*time.time());
                 let mut session = output.session(&time);
-                for rows in data.filter_map(Batch::take) {
+                for batch in data {
+                    let emission = batch.emission;
+                    let Some(rows) = batch.take() else { continue };
+                    // A provisional result's rows count nowhere (their final versions
+                    // do), and one without rows still goes on: it marks the result.
+                    let provisional = matches!(emission, Some(Emission::Provisional { .. }));
+                    if provisional && rows.num_rows() == 0 {
+                        session.give_container(&mut Batch::emitted(rows, emission));
+                        continue;
+                    }
                     let started = Instant::now();
-                    let result = logic(date_key, rows, &diagnostics);
+                    let result = match provisional {
+                        true => logic(date_key, rows, &Diagnostics::default()),
+                        false => logic(date_key, rows, &diagnostics),
+                    };
                     diagnostics.time(date_key, &stage, started);
                     match result {
-                        Ok(out) if out.num_rows() > 0 => {
-                            session.give_container(&mut Batch::new(out))
+                        Ok(out) if out.num_rows() > 0 || provisional => {
+                            session.give_container(&mut Batch::emitted(out, emission))
                         }
                         Ok(_) => {}
+                        // The final rows report it.
+                        Err(_) if provisional => {}
                         Err(error) => diagnostics.error(date_key, error.to_string()),
                     }
                 }

@@ -127,6 +127,11 @@ impl<K: Ord + Copy, V> FrontierStash<K, V> {
         })
     }
 
+    /// The data of `key`, when it is held.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.pending.get_mut(key).map(|(_, value)| value)
+    }
+
     /// True when no key is held.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()

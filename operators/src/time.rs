@@ -62,6 +62,13 @@ pub fn bucket_for_elapsed(elapsed_ms: i64) -> u32 {
     (elapsed_ms.max(0) / BUCKET_MS).min(u32::MAX as i64 - 1) as u32
 }
 
+/// The time at which the keyed stage sends the provisional result of a date at
+/// watermark `at_ms` (`[stream] emit_every`), and at which the aggregate builds it: the
+/// first bucket above `at_ms`, the first time at which every row at or before it is in.
+pub fn provisional_time(date_key: u32, at_ms: i64) -> Time {
+    pack(date_key, bucket_for_elapsed(at_ms) + 1)
+}
+
 /// `YYYYMMDD` as a number, e.g. 20240102.
 pub fn date_key(date: NaiveDate) -> u32 {
     date.year() as u32 * 10_000 + date.month() * 100 + date.day()

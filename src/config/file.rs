@@ -135,24 +135,25 @@ impl StreamConfig {
                 )));
             }
         };
-        if let Some(text) = &self.emit_every {
-            if duration_ms("emit_every", text)? == 0 {
-                return Err(invalid(
-                    "[stream] emit_every: must be more than 0, e.g. emit_every = \"60s\"",
-                ));
+        let emit_every_ms = match &self.emit_every {
+            Some(text) => {
+                let ms = duration_ms("emit_every", text)?;
+                // Provisional results are at whole seconds of trading time (the
+                // dataflow's buckets).
+                if ms == 0 || ms % 1000 != 0 {
+                    return Err(invalid(format!(
+                        "[stream] emit_every = \"{text}\": must be a positive whole number of \
+                         seconds, e.g. emit_every = \"60s\""
+                    )));
+                }
+                Some(ms)
             }
-            // Provisional results need the keyed stage to release rows under the
-            // watermark, which is not built yet: refuse rather than ignore the key.
-            return Err(invalid(format!(
-                "[stream] emit_every = \"{text}\": provisional results are not available \
-                 yet (the keyed stage still completes a date before it emits); remove \
-                 emit_every to stream with final results only"
-            )));
-        }
+            None => None,
+        };
         Ok(StreamSpec {
             lateness_ms,
             late,
-            emit_every_ms: None,
+            emit_every_ms,
         })
     }
 }

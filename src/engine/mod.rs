@@ -23,7 +23,7 @@
 //! operators use each row's exact `elapsed_ms` and `row_id`, so the results do not
 //! depend on batch sizes, arrival order or the number of workers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::thread::Thread;
@@ -87,15 +87,41 @@ pub enum EngineError {
     Stopped,
 }
 
-/// The outcome of one date.
+/// The outcome of one date: its final result, or a provisional one.
 #[derive(Debug)]
 pub struct DateResult {
     /// The date.
     pub date: NaiveDate,
-    /// The partial, or the errors that failed the date.
+    /// Final, or provisional at a watermark.
+    pub kind: ResultKind,
+    /// The partial, or the errors that failed the date (a provisional result is always
+    /// a partial: a date fails in its final result).
     pub partial: Result<RecordBatch, Vec<String>>,
-    /// The date's counters (and errors), from every process.
+    /// The date's counters (and errors), from every process; empty in a provisional
+    /// result (a date's counts are known once it is complete).
     pub report: DateReport,
+}
+
+/// Which result of a date a [`DateResult`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultKind {
+    /// The date's result once it is complete.
+    Final,
+    /// A provisional result (`[stream] emit_every`): the partial of the date cut at the
+    /// watermark `watermark_ms` (ms of trading time), as SEMANTICS.md, *Streaming*,
+    /// defines it. A date's provisional results come in watermark order, before its
+    /// final result, from the process that owns the date.
+    Provisional {
+        /// The watermark, in ms of trading time.
+        watermark_ms: i64,
+    },
+}
+
+impl DateResult {
+    /// True for a date's final result.
+    pub fn is_final(&self) -> bool {
+        self.kind == ResultKind::Final
+    }
 }
 
 /// The owner (a global worker index) of the `ordinal`-th date begun (0-based), out of
@@ -175,6 +201,8 @@ pub struct Engine {
     frontiers: Vec<Option<Time>>,
     /// Dates of other processes that failed, in date order, not yet taken.
     failed_elsewhere: Vec<(NaiveDate, Vec<String>)>,
+    /// Provisional results received and not yet returned, in arrival order.
+    provisional: VecDeque<DateResult>,
 }
 
 impl Engine {
@@ -270,6 +298,7 @@ impl Engine {
             open: BTreeMap::new(),
             frontiers,
             failed_elsewhere: Vec::new(),
+            provisional: VecDeque::new(),
         })
     }
 
@@ -479,9 +508,13 @@ impl Engine {
 
     /// Waits for the next completed date of this process. Returns `None` when no begun
     /// date is pending. A date completes once a later date is begun or the engine is
-    /// finished.
+    /// finished. With `[stream] emit_every`, a date's provisional results come first,
+    /// as soon as they are built (without waiting while the date is being fed).
     pub fn next_result(&mut self) -> Result<Option<DateResult>, EngineError> {
         loop {
+            if let Some(result) = self.provisional.pop_front() {
+                return Ok(Some(result));
+            }
             self.report_completed()?;
             if let Some(result) = self.completed() {
                 return Ok(Some(result));
@@ -490,23 +523,41 @@ impl Engine {
                 return Ok(None);
             };
             if self.current == Some(first) && self.time <= time::date_end(first) && !self.closed() {
-                return Ok(None); // the current date is still being fed
+                // The current date is still being fed: only what has arrived.
+                while let Ok(message) = self.events.try_recv() {
+                    self.receive(message);
+                }
+                return Ok(self.provisional.pop_front());
             }
             match self.events.recv() {
-                Ok(WorkerMessage::Partial(date_key, batch)) => {
-                    if let Some(open) = self.open.get_mut(&date_key) {
-                        open.partial = Some(batch);
-                    }
-                }
-                Ok(WorkerMessage::Report(date_key, report)) => {
-                    if let Some(open) = self.open.get_mut(&date_key) {
-                        open.report = Some(report);
-                    }
-                }
-                Ok(WorkerMessage::Frontier { worker, time }) => {
-                    self.frontiers[worker - self.first_worker] = time
-                }
+                Ok(message) => self.receive(message),
                 Err(_) => return Err(EngineError::Stopped),
+            }
+        }
+    }
+
+    fn receive(&mut self, message: WorkerMessage) {
+        match message {
+            WorkerMessage::Partial(date_key, batch) => {
+                if let Some(open) = self.open.get_mut(&date_key) {
+                    open.partial = Some(batch);
+                }
+            }
+            WorkerMessage::Provisional(date_key, watermark_ms, batch) => {
+                self.provisional.push_back(DateResult {
+                    date: time::date_of_key(date_key),
+                    kind: ResultKind::Provisional { watermark_ms },
+                    partial: Ok(batch),
+                    report: DateReport::default(),
+                });
+            }
+            WorkerMessage::Report(date_key, report) => {
+                if let Some(open) = self.open.get_mut(&date_key) {
+                    open.report = Some(report);
+                }
+            }
+            WorkerMessage::Frontier { worker, time } => {
+                self.frontiers[worker - self.first_worker] = time
             }
         }
     }
@@ -573,6 +624,7 @@ impl Engine {
             };
             return Some(DateResult {
                 date: time::date_of_key(date_key),
+                kind: ResultKind::Final,
                 partial,
                 report,
             });

@@ -14,11 +14,11 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use vizflow_operators::aggregate::Aggregate;
-use vizflow_operators::batch::{Batch, Partition, with_columns};
+use vizflow_operators::batch::{Batch, Emission, Partition, with_columns};
 use vizflow_operators::bin::Bin;
 use vizflow_operators::columns::ROW_ID;
 use vizflow_operators::derive::{Derive, derive_fn};
-use vizflow_operators::enrich::Enrich;
+use vizflow_operators::enrich::{Enrich, Provisional};
 use vizflow_operators::parse_time::{ParseTime, parse_time_fn};
 use vizflow_operators::report::{DateReport, Diagnostics, first_errors};
 use vizflow_operators::stash::FrontierStash;
@@ -62,6 +62,8 @@ impl Command {
 /// What workers tell the caller.
 pub(super) enum WorkerMessage {
     Partial(u32, RecordBatch),
+    /// A date's provisional partial at a watermark (ms of trading time).
+    Provisional(u32, i64, RecordBatch),
     /// A date's report merged from every process (every process gets it: one that does
     /// not own the date learns whether it failed).
     Report(u32, DateReport),
@@ -247,9 +249,23 @@ fn build_rows(
                 Stage::Derive(spec) => rows.derive(spec.clone(), diagnostics),
                 Stage::ParseTime(spec) => rows.parse_time(spec.clone(), diagnostics),
                 Stage::Keyed(spec) => {
-                    let watermark = pipeline.pipeline.stream.is_some();
-                    rows.enrich_partitioned(spec.clone(), diagnostics, *partition, watermark)
-                        .probe_with(&keyed)
+                    let stream = pipeline.pipeline.stream.as_ref();
+                    let provisional =
+                        stream
+                            .and_then(|s| s.emit_every_ms)
+                            .map(|every_ms| Provisional {
+                                every_ms,
+                                day_ms: pipeline.pipeline.market.clock.total_ms(),
+                            });
+                    let (spec, partition) = (spec.clone(), *partition);
+                    rows.enrich_partitioned(
+                        spec,
+                        diagnostics,
+                        partition,
+                        stream.is_some(),
+                        provisional,
+                    )
+                    .probe_with(&keyed)
                 }
                 Stage::Bin(bins) => rows.bin(bins.clone(), diagnostics),
             };
@@ -262,13 +278,19 @@ fn build_rows(
                 move |_, _| {
                     move |input, _output| {
                         input.for_each_time(|time, data| {
+                            let date_key = time::date_key_of(*time.time());
                             for batch in data {
-                                if let Some(partial) = batch.take() {
-                                    let _ = partial_events.send(WorkerMessage::Partial(
-                                        time::date_key_of(*time.time()),
-                                        partial,
-                                    ));
-                                }
+                                let emission = batch.emission;
+                                let Some(partial) = batch.take() else {
+                                    continue;
+                                };
+                                let message = match emission {
+                                    Some(Emission::Provisional { at }) => {
+                                        WorkerMessage::Provisional(date_key, at, partial)
+                                    }
+                                    _ => WorkerMessage::Partial(date_key, partial),
+                                };
+                                let _ = partial_events.send(message);
                             }
                         });
                     }

@@ -19,6 +19,16 @@
 //! operator gathers each date on its owner (see [`DateOwners`]) and builds its partial
 //! when the date is complete.
 //!
+//! Provisional results (`[stream] emit_every`; SEMANTICS.md, *Streaming*): the keyed
+//! stage tags its output ([`Emission`]). Each worker keeps the final rows of a date
+//! apart by the provisional result they first count in, and when the provisional result
+//! at `W` is complete (the frontier is past [`provisional_time`]) it sends the sum of
+//! the final rows sent before it and of its own rows (those not final yet, evaluated
+//! on the date cut at `W`) as updates of their own; the owner builds the partial. The
+//! final rows of the date go in as one update per group when the date is complete.
+//! Sums are exact and merging is order-free, so a provisional result is bit-identical
+//! however its rows were split between final and not yet final.
+//!
 //! In parts: this file is the operator; `plan.rs` binds a spec to a schema and builds
 //! partials ([`AggregatePlan`]); `state.rs` the mergeable group state ([`AggState`]);
 //! `group.rs` maps rows to groups; `accumulate.rs` folds a batch into its groups;
@@ -41,11 +51,11 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Emission};
 use crate::expr::MetricExpr;
 use crate::report::Diagnostics;
 use crate::stash::FrontierStash;
-use crate::time::{DateOwners, Time, date_key_of, date_start};
+use crate::time::{DateOwners, Time, date_end, date_key_of, date_start, provisional_time};
 
 use accumulate::accumulate;
 pub use error::{AggregateError, AggregateProblem};
@@ -65,8 +75,53 @@ pub struct AggregateSpec {
     pub metrics: Vec<(String, MetricExpr)>,
 }
 
-/// An update of the differential collection: `((date key, group key bytes), time, state)`.
-pub type GroupUpdate = ((u32, Vec<u8>), Time, AggState);
+/// An update of the differential collection: `((date key, result, group key bytes),
+/// time, state)`, where the result is [`FINAL`] or the watermark of a provisional one.
+pub type GroupUpdate = ((u32, i64, Vec<u8>), Time, AggState);
+
+/// The result of a [`GroupUpdate`] that is the date's final one.
+pub const FINAL: i64 = i64::MAX;
+
+/// When a date's result is complete: the final one at the date's end, a provisional
+/// one at its [`provisional_time`].
+fn result_time((date_key, at): &(u32, i64)) -> Time {
+    match *at {
+        FINAL => date_end(*date_key),
+        at => provisional_time(*date_key, at),
+    }
+}
+
+/// A worker's final rows of a date under `emit_every`: those in provisional results
+/// built so far, merged, and the others by the first provisional result they count in.
+#[derive(Default)]
+struct Dated {
+    merged: BTreeMap<Vec<u8>, AggState>,
+    by_next: BTreeMap<i64, Groups>,
+}
+
+impl Dated {
+    /// Merges the rows that count in the provisional result at `at` (all with
+    /// [`FINAL`]).
+    fn merge_through(&mut self, at: i64) {
+        while let Some(entry) = self.by_next.first_entry() {
+            if *entry.key() > at {
+                break;
+            }
+            merge_into(&mut self.merged, entry.remove());
+        }
+    }
+}
+
+fn merge_into(merged: &mut BTreeMap<Vec<u8>, AggState>, groups: Groups) {
+    for (key, state) in groups.keys.into_iter().zip(groups.states) {
+        match merged.get_mut(key.as_ref()) {
+            Some(into) => into.plus_equals(&state),
+            None => {
+                merged.insert(key.into_vec(), state);
+            }
+        }
+    }
+}
 
 /// The `aggregate` operator.
 pub trait Aggregate<'scope> {
@@ -99,12 +154,30 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                 let diagnostics = pre_diagnostics;
                 let converter = plan.converter();
                 let mut pending: FrontierStash<Time, Groups> = FrontierStash::per_time();
+                let mut dated: FrontierStash<u32, Dated> = FrontierStash::per_date();
+                let mut provisional: FrontierStash<(u32, i64), Groups> =
+                    FrontierStash::new(result_time);
                 move |(input, frontier), output| {
                     input.for_each_time(|time, data| {
-                        let groups = pending.stash(*time.time(), *time.time(), &time);
                         let date_key = date_key_of(*time.time());
                         for batch in data {
+                            let emission = batch.emission;
                             let Some(rows) = batch.take() else { continue };
+                            let groups = match emission {
+                                None => pending.stash(*time.time(), *time.time(), &time),
+                                Some(Emission::Final { next }) => dated
+                                    .stash(date_key, *time.time(), &time)
+                                    .by_next
+                                    .entry(next)
+                                    .or_default(),
+                                Some(Emission::Provisional { at }) => {
+                                    let groups =
+                                        provisional.stash((date_key, at), *time.time(), &time);
+                                    // Its final rows report what these would.
+                                    let _ = accumulate(&plan, &converter, &rows, groups);
+                                    continue;
+                                }
+                            };
                             diagnostics.add(date_key, "aggregate.rows_in", rows.num_rows() as u64);
                             let started = Instant::now();
                             let accumulated = accumulate(&plan, &converter, &rows, groups);
@@ -127,7 +200,30 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                         let date_key = date_key_of(time);
                         let mut session = output.session(&capability);
                         for (key, state) in groups.keys.into_iter().zip(groups.states) {
-                            session.give(((date_key, key.into_vec()), time, state));
+                            session.give(((date_key, FINAL, key.into_vec()), time, state));
+                        }
+                    }
+                    for ((date_key, at), capability, groups) in provisional.ready(frontier) {
+                        let mut merged = match dated.get_mut(&date_key) {
+                            Some(dated) => {
+                                dated.merge_through(at);
+                                dated.merged.clone()
+                            }
+                            None => BTreeMap::new(),
+                        };
+                        merge_into(&mut merged, groups);
+                        let time = *capability.time();
+                        let mut session = output.session(&capability);
+                        for (key, state) in merged {
+                            session.give(((date_key, at, key), time, state));
+                        }
+                    }
+                    for (date_key, capability, mut dated) in dated.ready(frontier) {
+                        dated.merge_through(FINAL);
+                        let time = *capability.time();
+                        let mut session = output.session(&capability);
+                        for (key, state) in dated.merged {
+                            session.give(((date_key, FINAL, key), time, state));
                         }
                     }
                 }
@@ -138,38 +234,46 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
             .consolidate()
             .inner
             .unary_frontier::<CapacityContainerBuilder<Batch>, _, _, _>(
-                Exchange::new(move |((date_key, _), _, _): &GroupUpdate| {
+                Exchange::new(move |((date_key, _, _), _, _): &GroupUpdate| {
                     owners.worker_of(*date_key) as u64
                 }),
                 "Partial",
                 move |_cap, _info| {
-                    let mut dates: FrontierStash<u32, BTreeMap<Vec<u8>, AggState>> =
-                        FrontierStash::per_date();
+                    let mut dates: FrontierStash<(u32, i64), BTreeMap<Vec<u8>, AggState>> =
+                        FrontierStash::new(result_time);
                     move |(input, frontier), output| {
                         input.for_each_time(|time, data| {
                             for updates in data {
-                                for ((date_key, key), _time, state) in updates.drain(..) {
+                                for ((date_key, at, key), _time, state) in updates.drain(..) {
                                     // Differential may deliver several dates' updates in one
                                     // message at the earliest date's time: hold a capability
-                                    // at (or after) the start of the update's own date, so
-                                    // each partial is emitted at a time of its date.
-                                    let start = (*time.time()).max(date_start(date_key));
+                                    // at (or after) the start of the update's own date (the
+                                    // time of a provisional result), so each partial is
+                                    // emitted at a time of its date.
+                                    let start = match at {
+                                        FINAL => date_start(date_key),
+                                        at => provisional_time(date_key, at),
+                                    };
+                                    let start = (*time.time()).max(start);
                                     dates
-                                        .stash(date_key, start, &time)
+                                        .stash((date_key, at), start, &time)
                                         .entry(key)
                                         .or_insert_with(AggState::zero)
                                         .plus_equals(&state);
                                 }
                             }
                         });
-                        for (date_key, capability, groups) in dates.ready(frontier) {
+                        for ((date_key, at), capability, groups) in dates.ready(frontier) {
                             let started = Instant::now();
                             let partial = plan.finalize(date_key, &groups);
                             diagnostics.time(date_key, "Aggregate", started);
+                            let emission = (at != FINAL).then_some(Emission::Provisional { at });
                             match partial {
                                 Ok(partial) => output
                                     .session(&capability)
-                                    .give_container(&mut Batch::new(partial)),
+                                    .give_container(&mut Batch::emitted(partial, emission)),
+                                // The final result reports it.
+                                Err(_) if emission.is_some() => {}
                                 Err(error) => diagnostics.error(date_key, error.to_string()),
                             }
                         }

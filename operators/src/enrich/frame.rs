@@ -26,6 +26,7 @@ pub(super) struct Added {
 
 /// A date's rows while the rules run: the input batches, the rows as the rules so far
 /// left them (in event order), and the columns the rules added.
+#[derive(Clone)]
 pub(super) struct Frame {
     /// The input batches, each with the rows of it that count.
     pub(super) inputs: Vec<SelectedRows>,

@@ -5,17 +5,19 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 
 use super::EnrichSpec;
-use super::release::{Finished, KeyedDate};
-use crate::batch::{Batch, Partition, SelectedRows, by_symbol, selected_len};
+use super::release::{Finished, KeyedDate, Provisional, Step};
+use crate::batch::{Batch, Emission, Partition, SelectedRows, by_symbol, selected_len};
 use crate::report::Diagnostics;
-use crate::time::{BUCKET_MS, Time, bucket_of, date_end, date_key_of};
+use crate::time::{BUCKET_MS, Time, bucket_of, date_end, date_key_of, provisional_time};
 
 /// The `enrich` operator.
 pub trait Enrich<'scope> {
@@ -31,18 +33,21 @@ pub trait Enrich<'scope> {
     /// a row must reach the operator at a time whose bucket is at most its own
     /// (`elapsed_ms / 1000`), so that once the frontier is at `(date, b)` every row of
     /// the date below `1000 b` ms is here. Without it a date runs once it is complete.
+    /// With `provisional` (and `watermark`), the output also carries the rows of
+    /// provisional results, every batch tagged ([`Emission`]) for the aggregate.
     fn enrich_partitioned(
         self,
         spec: EnrichSpec,
         diagnostics: Diagnostics,
         partition: Partition,
         watermark: bool,
+        provisional: Option<Provisional>,
     ) -> Stream<'scope, Time, Batch>;
 }
 
 impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
     fn enrich(self, spec: EnrichSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
-        self.enrich_partitioned(spec, diagnostics, Partition::Symbol, false)
+        self.enrich_partitioned(spec, diagnostics, Partition::Symbol, false, None)
     }
 
     fn enrich_partitioned(
@@ -51,13 +56,15 @@ impl<'scope> Enrich<'scope> for Stream<'scope, Time, Batch> {
         diagnostics: Diagnostics,
         partition: Partition,
         watermark: bool,
+        provisional: Option<Provisional>,
     ) -> Stream<'scope, Time, Batch> {
+        let provisional = provisional.filter(|_| watermark);
         match partition {
             Partition::Symbol => {
                 let pact = by_symbol(&spec.symbol);
-                keyed(self, pact, spec, diagnostics, watermark)
+                keyed(self, pact, spec, diagnostics, watermark, provisional)
             }
-            Partition::Date => keyed(self, Pipeline, spec, diagnostics, watermark),
+            Partition::Date => keyed(self, Pipeline, spec, diagnostics, watermark, provisional),
         }
     }
 }
@@ -82,6 +89,7 @@ fn keyed<'scope, P>(
     spec: EnrichSpec,
     diagnostics: Diagnostics,
     watermark: bool,
+    provisional: Option<Provisional>,
 ) -> Stream<'scope, Time, Batch>
 where
     P: ParallelizationContract<Time, Batch>,
@@ -96,15 +104,21 @@ where
             let mut dates: BTreeMap<u32, OpenDate> = BTreeMap::new();
             // Complete dates whose output is being sent, in date order.
             let mut sending: VecDeque<(u32, Capability<Time>, Finished, u64)> = VecDeque::new();
+            // Every output batch is tagged when provisional results are asked for.
+            let tagged = provisional.is_some();
             move |(input, frontier), output| {
                 input.for_each_time(|time, data| {
                     let date_key = date_key_of(*time.time());
-                    let date = dates.entry(date_key).or_insert_with(|| OpenDate {
-                        capability: time.delayed(time.time(), 0),
-                        state: Some(KeyedDate::new(&spec)),
-                        rows_in: 0,
-                        null_symbols: 0,
-                        rows_out: 0,
+                    let date = dates.entry(date_key).or_insert_with(|| {
+                        let mut state = KeyedDate::new(&spec, provisional);
+                        state.skip_provisional_before(bucket_of(*time.time()));
+                        OpenDate {
+                            capability: time.delayed(time.time(), 0),
+                            state: Some(state),
+                            rows_in: 0,
+                            null_symbols: 0,
+                            rows_out: 0,
+                        }
                     });
                     if time.time() < date.capability.time() {
                         date.capability = time.delayed(time.time(), 0);
@@ -136,15 +150,19 @@ where
                     ];
                     diagnostics.add_all(date_key, stage);
                     let OpenDate {
-                        capability,
+                        mut capability,
                         state,
-                        rows_out,
+                        mut rows_out,
                         ..
                     } = entry.remove();
                     let Some(state) = state else { continue };
                     let started = Instant::now();
                     match state.finish() {
-                        Ok(rest) => sending.push_back((date_key, capability, rest, rows_out)),
+                        Ok((steps, rest)) => {
+                            let out = &mut rows_out;
+                            send_steps(output, &mut capability, date_key, tagged, out, steps);
+                            sending.push_back((date_key, capability, rest, rows_out))
+                        }
                         Err(error) => diagnostics.error(date_key, error.to_string()),
                     }
                     diagnostics.time(date_key, STAGE, started);
@@ -156,12 +174,9 @@ where
                         if let Some(state) = date.state.as_mut().filter(|s| s.due(released)) {
                             let started = Instant::now();
                             match state.release(released) {
-                                Ok(batches) => {
-                                    let mut session = output.session(&date.capability);
-                                    for batch in batches {
-                                        date.rows_out += batch.num_rows() as u64;
-                                        session.give_container(&mut Batch::new(batch));
-                                    }
+                                Ok(steps) => {
+                                    let (cap, out) = (&mut date.capability, &mut date.rows_out);
+                                    send_steps(output, cap, date_key, tagged, out, steps);
                                 }
                                 Err(error) => {
                                     diagnostics.error(date_key, error.to_string());
@@ -186,9 +201,10 @@ where
                     match next {
                         Some(Ok(batch)) if batch.num_rows() > 0 => {
                             *rows_out += batch.num_rows() as u64;
+                            let emission = tagged.then_some(Emission::Final { next: i64::MAX });
                             output
                                 .session(capability)
-                                .give_container(&mut Batch::new(batch));
+                                .give_container(&mut Batch::emitted(batch, emission));
                             budget -= 1;
                         }
                         Some(Ok(_)) => {}
@@ -212,6 +228,52 @@ where
             }
         },
     )
+}
+
+/// Sends a date's steps on, in order: final rows at the date's capability, each
+/// provisional result at its [`provisional_time`], the capability moving there first
+/// (it is never past it: [`KeyedDate::skip_provisional_before`] and the release order).
+/// Every batch is tagged when `tagged`.
+fn send_steps(
+    output: &mut OutputBuilderSession<'_, Time, CapacityContainerBuilder<Batch>>,
+    capability: &mut Capability<Time>,
+    date_key: u32,
+    tagged: bool,
+    rows_out: &mut u64,
+    steps: Vec<Step>,
+) {
+    for step in steps {
+        match step {
+            Step::Final { rows, next } => {
+                let emission = tagged.then_some(Emission::Final { next });
+                let mut session = output.session(capability);
+                for batch in rows {
+                    *rows_out += batch.num_rows() as u64;
+                    session.give_container(&mut Batch::emitted(batch, emission));
+                }
+            }
+            Step::Provisional { at, rows } => {
+                let time = provisional_time(date_key, at);
+                debug_assert!(
+                    *capability.time() <= time,
+                    "a provisional result comes late"
+                );
+                if *capability.time() < time {
+                    capability.downgrade(&time);
+                }
+                let emission = Some(Emission::Provisional { at });
+                let mut session = output.session(capability);
+                if rows.is_empty() {
+                    // It marks the result for the aggregate even without rows.
+                    let empty = RecordBatch::new_empty(std::sync::Arc::new(Schema::empty()));
+                    session.give_container(&mut Batch::emitted(empty, emission));
+                }
+                for batch in rows {
+                    session.give_container(&mut Batch::emitted(batch, emission));
+                }
+            }
+        }
+    }
 }
 
 /// The rows the parts select whose `symbol` is null (a part without the column counts

@@ -96,6 +96,31 @@ pub(super) struct KeyedDate {
     segments: VecDeque<Segment>,
     /// Set when the first segment is cut.
     streamed: Option<Streamed>,
+    /// Provisional results asked for, and the watermark of the next one.
+    provisional: Option<Provisional>,
+    next_at: i64,
+}
+
+/// Provisional results of a date (`[stream] emit_every`): one at every multiple of
+/// `every_ms` of trading time up to `day_ms` (the date's trading time), each the date
+/// cut at that watermark (SEMANTICS.md, *Streaming*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Provisional {
+    /// How often, in ms of trading time (a positive multiple of 1,000).
+    pub every_ms: i64,
+    /// The date's trading time, in ms: the last provisional result is at or before it.
+    pub day_ms: i64,
+}
+
+/// What a date's keyed stage sends, in order: final rows, and the rows of provisional
+/// results that are not final yet (see [`crate::batch::Emission`]).
+pub(super) enum Step {
+    /// Final rows, sent before the provisional result at `next` (see
+    /// [`crate::batch::Emission::Final`]).
+    Final { rows: Vec<RecordBatch>, next: i64 },
+    /// The rows of the provisional result at `at` that are not final yet, evaluated on
+    /// the date cut at `at` (the final rows sent before it count in it too).
+    Provisional { at: i64, rows: Vec<RecordBatch> },
 }
 
 /// Rows of a date below a watermark and at or above the one before, in event order per
@@ -126,7 +151,7 @@ struct Streamed {
 }
 
 impl KeyedDate {
-    pub(super) fn new(spec: &EnrichSpec) -> Self {
+    pub(super) fn new(spec: &EnrichSpec, provisional: Option<Provisional>) -> Self {
         let returns = spec
             .rules
             .first()
@@ -146,7 +171,30 @@ impl KeyedDate {
             last_release: i64::MIN,
             segments: VecDeque::new(),
             streamed: None,
+            provisional,
+            next_at: provisional.map_or(i64::MAX, |p| p.every_ms),
         }
+    }
+
+    /// Skips the provisional results that this worker cannot send at their time
+    /// ([`crate::time::provisional_time`]) because the date's first rows reached it
+    /// later, at bucket `bucket`. It has no rows at or before them (a row reaches the
+    /// operator at a bucket at most its own) and has sent no final rows: it has nothing
+    /// to add to them.
+    pub(super) fn skip_provisional_before(&mut self, bucket: u32) {
+        while let Some(at) = self.next_provisional() {
+            if crate::time::bucket_for_elapsed(at) + 1 >= bucket {
+                break;
+            }
+            self.next_at += self.provisional.map_or(i64::MAX, |p| p.every_ms);
+        }
+    }
+
+    /// The watermark of the next provisional result, when one is still to come.
+    pub(super) fn next_provisional(&self) -> Option<i64> {
+        self.provisional
+            .filter(|p| self.next_at <= p.day_ms)
+            .map(|_| self.next_at)
     }
 
     /// Takes rows of the date. They must not be below the last release point.
@@ -174,15 +222,39 @@ impl KeyedDate {
     /// Whether the watermark at `watermark` is far enough past the last release for
     /// another.
     pub(super) fn due(&self, watermark: i64) -> bool {
-        watermark > 0
+        let provisional = self.next_provisional().is_some_and(|at| at < watermark);
+        let release = watermark > 0
             && watermark.saturating_sub(self.last_release) >= self.step_ms
-            && (!self.pending.is_empty() || !self.segments.is_empty())
+            && (!self.pending.is_empty() || !self.segments.is_empty());
+        provisional || release
     }
 
     /// Releases what the watermark at `watermark` makes final: every row below it is
-    /// here. Returns the output rows that are final.
-    pub(super) fn release(&mut self, watermark: i64) -> Result<Vec<RecordBatch>, EnrichError> {
+    /// here. Returns what to send, in order: the output rows that are final, and the
+    /// provisional results at the multiples of `emit_every` below `watermark`, each
+    /// after the final rows that count in it.
+    pub(super) fn release(&mut self, watermark: i64) -> Result<Vec<Step>, EnrichError> {
         self.last_release = watermark;
+        let mut steps = Vec::new();
+        while let Some(at) = self.next_provisional().filter(|at| *at < watermark) {
+            // Rows at `at` belong to it: cut just above.
+            let rows = self.release_to(at + 1)?;
+            steps.push(Step::Final { rows, next: at });
+            let rows = self.snapshot(at)?;
+            steps.push(Step::Provisional { at, rows });
+            self.next_at += self.provisional.map_or(i64::MAX, |p| p.every_ms);
+        }
+        let rows = self.release_to(watermark)?;
+        steps.push(Step::Final {
+            rows,
+            next: self.next_at,
+        });
+        Ok(steps)
+    }
+
+    /// Cuts the pending rows below `watermark` and releases the segments whose returns
+    /// it makes final; returns their final output rows.
+    fn release_to(&mut self, watermark: i64) -> Result<Vec<RecordBatch>, EnrichError> {
         self.cut_segment(watermark)?;
         let mut out = Vec::new();
         while self
@@ -195,15 +267,72 @@ impl KeyedDate {
         Ok(out)
     }
 
+    /// The rows of the provisional result at `at` that are not final yet: those of the
+    /// segments still held (every row at or before `at` is in one, [`Self::release`])
+    /// run through the rules from a copy of their states, with `at` as the close, and
+    /// the held entries as matched by then. Nothing changes in the date's state.
+    fn snapshot(&self, at: i64) -> Result<Vec<RecordBatch>, EnrichError> {
+        let Some(streamed) = &self.streamed else {
+            return Ok(Vec::new());
+        };
+        let mut carried: Vec<Carried> = streamed.carried.iter().map(Carried::fork).collect();
+        let mut held = streamed.held.fork();
+        let mut counts = BTreeMap::new();
+        let mut out = Vec::new();
+        for i in 0..self.segments.len() {
+            let returns = self.returns_of(i, at);
+            let frame = self.segments[i].frame.clone();
+            let run = Run {
+                plan: &streamed.plan,
+                counts: &mut counts,
+                carried: &mut carried,
+                held: &mut held,
+            };
+            run.segment(frame, returns, &mut out)?;
+        }
+        for (rule, carried) in streamed.plan.spec.rules.iter().zip(&carried) {
+            if let Some(revisions) = rule.unsettled(carried) {
+                held.revise(revisions);
+            }
+        }
+        held.flush(true, &mut out)?;
+        project(out, &streamed.output)
+    }
+
+    /// The forward returns of segment `i`'s rows with `close` as the day's end, from
+    /// the segments from it on (they hold every row up to its targets).
+    fn returns_of(&self, i: usize, close: i64) -> Vec<(String, ArrayRef)> {
+        let Some(spec) = &self.returns else {
+            return Vec::new();
+        };
+        let stretches: Vec<Stretch<'_>> = (self.segments.iter().skip(i))
+            .map(|s| Stretch {
+                runs: &s.frame.runs,
+                elapsed_ms: s.frame.event_columns().0,
+                prices: s.prices.as_ref().expect("every segment has prices"),
+            })
+            .collect();
+        (spec.horizons_s.iter())
+            .map(|horizon| {
+                let values = returns_across(&stretches, *horizon, close);
+                (ForwardReturnSpec::output(*horizon), values)
+            })
+            .collect()
+    }
+
     /// The rest of the date once it is complete: the whole date through the batch kernel
     /// when nothing was released yet, else the last segments, the held rows, and the
     /// rules' counts for the date (those of every release).
-    pub(super) fn finish(mut self) -> Result<Finished, EnrichError> {
+    /// With provisional results, those still to come go first (the watermark jumps
+    /// to the date's end).
+    pub(super) fn finish(mut self) -> Result<(Vec<Step>, Finished), EnrichError> {
+        let steps = match self.next_provisional() {
+            Some(_) => self.release(i64::MAX)?,
+            None => Vec::new(),
+        };
         if self.streamed.is_none() {
-            return Ok(Finished::Whole(Box::new(enrich_selected(
-                self.pending,
-                &self.spec,
-            )?)));
+            let whole = enrich_selected(self.pending, &self.spec)?;
+            return Ok((steps, Finished::Whole(Box::new(whole))));
         }
         self.cut_segment(i64::MAX)?;
         let mut out = Vec::new();
@@ -221,10 +350,11 @@ impl KeyedDate {
         }
         streamed.held.flush(true, &mut out)?;
         let out = project(out, &streamed.output)?;
-        Ok(Finished::Streamed {
+        let finished = Finished::Streamed {
             batches: out.into_iter(),
             counts: std::mem::take(&mut streamed.counts),
-        })
+        };
+        Ok((steps, finished))
     }
 
     /// Makes the pending rows below `watermark` a segment.
@@ -280,22 +410,42 @@ impl KeyedDate {
     /// Runs the first segment through the returns and the rules, pushing the output rows
     /// that are final to `out`.
     fn release_front(&mut self, out: &mut Vec<RecordBatch>) -> Result<(), EnrichError> {
+        let close = self.returns.as_ref().map_or(i64::MAX, |r| r.day_ms);
+        let returns = self.returns_of(0, close);
+        let Segment { frame, .. } = self.segments.pop_front().expect("checked");
         let streamed = self.streamed.as_mut().expect("a segment was cut");
-        let mut returns = Vec::new();
-        if let Some(spec) = &self.returns {
-            let stretches: Vec<Stretch<'_>> = (self.segments.iter())
-                .map(|s| Stretch {
-                    runs: &s.frame.runs,
-                    elapsed_ms: s.frame.event_columns().0,
-                    prices: s.prices.as_ref().expect("every segment has prices"),
-                })
-                .collect();
-            for horizon in &spec.horizons_s {
-                let values = returns_across(&stretches, *horizon, spec.day_ms);
-                returns.push((ForwardReturnSpec::output(*horizon), values));
-            }
-        }
-        let Segment { mut frame, .. } = self.segments.pop_front().expect("checked");
+        let mut released = Vec::new();
+        let run = Run {
+            plan: &streamed.plan,
+            counts: &mut streamed.counts,
+            carried: &mut streamed.carried,
+            held: &mut streamed.held,
+        };
+        run.segment(frame, returns, &mut released)?;
+        out.extend(project(released, &streamed.output)?);
+        Ok(())
+    }
+}
+
+/// The rules' states while a segment runs through them: the date's own, or a copy
+/// for a provisional result.
+struct Run<'a> {
+    plan: &'a RulePlan,
+    counts: &'a mut BTreeMap<String, u64>,
+    carried: &'a mut [Carried],
+    held: &'a mut Held,
+}
+
+impl Run<'_> {
+    /// Runs a segment's rows, with their forward `returns`, through the rules as a
+    /// continuation of the segments before it, pushing the output rows that no rule
+    /// may change any more to `out` (the others wait in `held`).
+    fn segment(
+        self,
+        mut frame: Frame,
+        returns: Vec<(String, ArrayRef)>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<(), EnrichError> {
         let runs = std::mem::take(&mut frame.runs);
         for (name, values) in returns {
             frame.added.push(Added {
@@ -312,18 +462,18 @@ impl KeyedDate {
         frame.runs = symbols.iter().map(|s| runs[*s as usize]).collect();
         frame.runs.push(*runs.last().expect("runs end"));
         let mut revisions = Vec::new();
-        streamed.plan.run_resumed(
+        (self.plan).run_resumed(
             &mut frame,
-            &mut streamed.counts,
+            self.counts,
             &symbols,
-            &mut streamed.carried,
+            self.carried,
             &mut revisions,
         )?;
         for revision in revisions {
-            streamed.held.revise(revision);
+            self.held.revise(revision);
         }
-        let schema = streamed.plan.schema.clone();
-        let held = &mut streamed.held;
+        let schema = self.plan.schema.clone();
+        let held = self.held;
         if !held.opened.is_empty() {
             // The rows this call opened wait in `held`; the others go on.
             frame.compute_event_columns();
@@ -345,13 +495,10 @@ impl KeyedDate {
             }
             held.opened.clear();
         }
-        let mut released = Vec::new();
         for batch in EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())? {
-            released.push(batch?);
+            out.push(batch?);
         }
-        held.flush(false, &mut released)?;
-        out.extend(project(released, &streamed.output)?);
-        Ok(())
+        held.flush(false, out)
     }
 }
 
@@ -470,6 +617,19 @@ impl Held {
             changes: FxHashMap::default(),
             revisions: Vec::new(),
             settled: FxHashMap::default(),
+        }
+    }
+
+    /// A copy, for a provisional result (the batches and changes are shared).
+    fn fork(&self) -> Held {
+        Held {
+            active: self.active,
+            opened: self.opened.clone(),
+            batches: self.batches.clone(),
+            rows: self.rows,
+            changes: self.changes.clone(),
+            revisions: self.revisions.clone(),
+            settled: self.settled.clone(),
         }
     }
 
