@@ -459,6 +459,82 @@ fn provisional_results_are_the_date_cut_at_their_watermark() {
     }
 }
 
+/// Through the embedding API: provisional results come out of `next_result` while the
+/// date is still open (once the producer raises the watermark), in watermark order,
+/// each marked with its watermark, and equal to the file run's; the final one last.
+/// And across two processes (`vizflow cluster`), the same provisional results.
+#[test]
+fn provisional_results_come_out_while_the_date_is_open_and_across_processes() {
+    let (day, elapsed) = day(33, 1_500, 40);
+    let dir = tempfile::tempdir().unwrap();
+    write_day(dir.path(), &day);
+    let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
+    let summary = run_date(&pipeline(dir.path(), 100, Some(stream)), 2);
+    let final_expected = written(&summary);
+    let expected = provisional_results(&dir.path().join("out"));
+    let last = *elapsed.iter().max().unwrap();
+    assert!(
+        expected.range(..last).count() >= 4,
+        "several within the rows"
+    );
+
+    let bound = pipeline(dir.path(), 1, Some(stream))
+        .bind(&day.schema())
+        .unwrap();
+    let mut engine = Engine::start(bound, 2).unwrap();
+    engine.begin_date(date()).unwrap();
+    for start in (0..day.num_rows()).step_by(64) {
+        engine
+            .push(day.slice(start, 64.min(day.num_rows() - start)))
+            .unwrap();
+    }
+    // The producer says the rows are done up to the day's end: every provisional result
+    // is due, and comes out before the date is closed.
+    engine.advance_within_date(14_401_000).unwrap();
+    let mut provisional = Vec::new();
+    let waiting = std::time::Instant::now();
+    while provisional.len() < expected.len() {
+        match engine.next_result().unwrap() {
+            Some(result) => provisional.push(result),
+            None => std::thread::yield_now(),
+        }
+        // Not a synchronisation: a bound that turns a hang into a failure.
+        let kinds: Vec<_> = provisional.iter().map(|r| r.kind).collect();
+        assert!(waiting.elapsed().as_secs() < 120, "only {kinds:?} came out");
+    }
+    let mut results = engine.finish().unwrap();
+    let last_result = results.pop().unwrap();
+    assert!(results.is_empty(), "only the final result is left");
+    assert!(last_result.is_final());
+    assert_eq!(
+        sorted(&last_result.partial.unwrap()),
+        sorted(&final_expected)
+    );
+    for (result, (w, partial)) in provisional.iter().zip(&expected) {
+        let kind = vizflow::engine::ResultKind::Provisional { watermark_ms: *w };
+        assert_eq!(result.kind, kind);
+        let got = result.partial.as_ref().unwrap();
+        assert_eq!(sorted(got), sorted(partial), "at {w}");
+    }
+
+    let file = dir.path().join("stream.toml");
+    std::fs::write(&file, pipeline_text(dir.path(), 50, Some(stream))).unwrap();
+    let out = dir.path().join("out");
+    std::fs::remove_dir_all(&out).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vizflow"))
+        .arg("cluster")
+        .arg(&file)
+        .args(["--local", "2", "--workers", "2", "--dates", DATE])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let across = provisional_results(&out);
+    assert_eq!(across.len(), expected.len());
+    for ((w, got), (_, partial)) in across.iter().zip(&expected) {
+        assert_eq!(sorted(got), sorted(partial), "two processes, at {w}");
+    }
+}
+
 /// The partial's rows sorted by their group keys (a partial's row order is not part
 /// of its meaning).
 fn sorted(partial: &RecordBatch) -> RecordBatch {

@@ -127,6 +127,21 @@ impl<K: Ord + Copy, V> FrontierStash<K, V> {
         })
     }
 
+    /// Moves every held capability up to the input `frontier` where it is behind it
+    /// and the key is not complete: for data emitted only once its key is complete,
+    /// so that holding it does not hold back the times before (a date held until its
+    /// end would otherwise pin the output at its first time).
+    pub fn follow(&mut self, frontier: &MutableAntichain<Time>) {
+        let Some(front) = frontier.frontier().iter().min().copied() else {
+            return;
+        };
+        for (key, (capability, _)) in self.pending.iter_mut() {
+            if front > *capability.time() && front <= (self.last_time)(key) {
+                capability.downgrade(&front);
+            }
+        }
+    }
+
     /// The data of `key`, when it is held.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         self.pending.get_mut(key).map(|(_, value)| value)

@@ -63,10 +63,11 @@ pub fn bucket_for_elapsed(elapsed_ms: i64) -> u32 {
 }
 
 /// The time at which the keyed stage sends the provisional result of a date at
-/// watermark `at_ms` (`[stream] emit_every`), and at which the aggregate builds it: the
-/// first bucket above `at_ms`, the first time at which every row at or before it is in.
+/// watermark `at_ms` (`[stream] emit_every`), and after which the aggregate builds it:
+/// the bucket of `at_ms`. Once the frontier has passed it, every row at or before
+/// `at_ms` is in.
 pub fn provisional_time(date_key: u32, at_ms: i64) -> Time {
-    pack(date_key, bucket_for_elapsed(at_ms) + 1)
+    pack(date_key, bucket_for_elapsed(at_ms))
 }
 
 /// `YYYYMMDD` as a number, e.g. 20240102.

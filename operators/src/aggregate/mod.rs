@@ -218,6 +218,9 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                             session.give(((date_key, at, key), time, state));
                         }
                     }
+                    // The final rows of a date go on when it is complete: their
+                    // capability must not hold back the provisional results before.
+                    dated.follow(frontier);
                     for (date_key, capability, mut dated) in dated.ready(frontier) {
                         dated.merge_through(FINAL);
                         let time = *capability.time();

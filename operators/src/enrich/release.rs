@@ -183,7 +183,7 @@ impl KeyedDate {
     /// to add to them.
     pub(super) fn skip_provisional_before(&mut self, bucket: u32) {
         while let Some(at) = self.next_provisional() {
-            if crate::time::bucket_for_elapsed(at) + 1 >= bucket {
+            if crate::time::bucket_for_elapsed(at) >= bucket {
                 break;
             }
             self.next_at += self.provisional.map_or(i64::MAX, |p| p.every_ms);
