@@ -37,7 +37,7 @@ struct PositionLimit {
 
 /// The state per symbol and date: the position, and the `row_id` of the last fill
 /// counted (the rows of a fill split by the FIFO match come one after another).
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Position {
     shares: i64,
     last_fill: Option<u64>,

@@ -325,10 +325,12 @@ impl Pipeline {
         let pruned = self.prune(&steps, writes);
         let read = pruned.read(&steps);
         let stages = self.stages(input, &steps, &pruned, &read)?;
-        if self.stream.is_some() {
+        if let Some(stream) = &self.stream {
+            let provisional = stream.emit_every_ms.is_some();
             for stage in &stages {
                 if let Stage::Keyed(spec) = stage {
-                    check_streamable(spec).map_err(|e| invalid(format!("[[enrich]] {e}")))?;
+                    check_streamable(spec, provisional)
+                        .map_err(|e| invalid(format!("[[enrich]] {e}")))?;
                 }
             }
         }

@@ -308,6 +308,18 @@ pub enum EnrichError {
         /// The rule that changes it.
         by: String,
     },
+    /// Under `[stream] emit_every`, a rule that reads a forward return.
+    #[error(
+        "{rule} reads {column}, which is not known when the rules run under [stream] \
+         emit_every (provisional results run the rules as rows arrive, before their returns); \
+         compute what needs {column} in [derive] after the keyed stage, or remove emit_every"
+    )]
+    ReadsReturns {
+        /// The rule.
+        rule: String,
+        /// The return column.
+        column: String,
+    },
     /// Under `[stream]`, two rules whose output on a row changes after it is released.
     #[error(
         "{second} cannot run under [stream] after {first}: both change their columns on rows \
@@ -493,6 +505,7 @@ impl EnrichError {
             | FifoQuantityNotInteger { .. }
             | CannotResume { .. }
             | ReadsRevised { .. }
+            | ReadsReturns { .. }
             | TwoRevising { .. } => Fault::Config,
             Expr { source, .. } => source.fault(),
             Arity { .. }

@@ -277,31 +277,7 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
 /// next over a date's rows, by the symbol's number.
 #[derive(Default)]
 pub struct Carried {
-    states: Vec<Option<Box<dyn State>>>,
-}
-
-/// A symbol's state in [`Carried`]: any `Clone` type, so that a provisional result can
-/// run the rules on a copy ([`Carried::fork`]).
-trait State: Any {
-    fn fork(&self) -> Box<dyn State>;
-    fn as_any(&self) -> &dyn Any;
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-    fn into_any(self: Box<Self>) -> Box<dyn Any>;
-}
-
-impl<T: Any + Clone> State for T {
-    fn fork(&self) -> Box<dyn State> {
-        Box::new(self.clone())
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
+    states: Vec<Option<Box<dyn Any>>>,
 }
 
 impl Carried {
@@ -309,20 +285,17 @@ impl Carried {
     /// `T::default()` for a symbol not seen yet (or whose state is of another type).
     /// It allocates only for a new symbol: a rule is called many times a date over
     /// thousands of symbols.
-    pub fn state_mut<T: Default + Clone + 'static>(&mut self, symbol: u32) -> &mut T {
+    pub fn state_mut<T: Default + 'static>(&mut self, symbol: u32) -> &mut T {
         let index = symbol as usize;
         if self.states.len() <= index {
             self.states.resize_with(index + 1, || None);
         }
         let slot = &mut self.states[index];
-        if !slot
-            .as_ref()
-            .is_some_and(|state| (**state).as_any().is::<T>())
-        {
+        if !slot.as_ref().is_some_and(|state| state.is::<T>()) {
             *slot = Some(Box::new(T::default()));
         }
         slot.as_mut()
-            .and_then(|state| (**state).as_any_mut().downcast_mut::<T>())
+            .and_then(|state| state.downcast_mut::<T>())
             .expect("a state of type T was put there above")
     }
 
@@ -331,7 +304,7 @@ impl Carried {
         self.states
             .iter()
             .flatten()
-            .filter_map(|state| (**state).as_any().downcast_ref::<T>())
+            .filter_map(|state| state.downcast_ref::<T>())
     }
 
     /// Takes every symbol's state out (those of another type are dropped).
@@ -339,17 +312,7 @@ impl Carried {
         self.states
             .drain(..)
             .flatten()
-            .filter_map(|state| state.into_any().downcast::<T>().ok().map(|state| *state))
-    }
-
-    /// A copy of every symbol's state: the rules run on it for a provisional result
-    /// and leave these as they are.
-    pub fn fork(&self) -> Carried {
-        Carried {
-            states: (self.states.iter())
-                .map(|state| state.as_ref().map(|state| (**state).fork()))
-                .collect(),
-        }
+            .filter_map(|state| state.downcast::<T>().ok().map(|state| *state))
     }
 
     /// The number of symbols with a state.

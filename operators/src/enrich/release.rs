@@ -29,7 +29,7 @@ use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
 use rustc_hash::FxHashMap;
 
-use super::event_order::{event_order, event_values};
+use super::event_order::{EventTimes, event_order, event_values};
 use super::frame::{Added, Frame};
 use super::kernel::{common_schema, enrich_selected, same_columns};
 use super::output::EnrichOutput;
@@ -42,7 +42,28 @@ use crate::forward_return::{ForwardReturnSpec, Stretch, returns_across};
 /// Checks that `spec`'s rules can run as rows are released: no rule reads or replaces
 /// a column that an earlier rule may still change after the row is released
 /// ([`EnrichRule::revises`]).
-pub fn check_streamable(spec: &EnrichSpec) -> Result<(), EnrichError> {
+///
+/// With `provisional` (`[stream] emit_every`) the rules run as rows are cut, before
+/// their forward returns are known: no rule may read a return column either.
+pub fn check_streamable(spec: &EnrichSpec, provisional: bool) -> Result<(), EnrichError> {
+    if let (true, Some(returns)) = (
+        provisional,
+        spec.rules.first().and_then(|r| r.forward_returns()),
+    ) {
+        let columns: Vec<String> = returns
+            .horizons_s
+            .iter()
+            .map(|h| ForwardReturnSpec::output(*h))
+            .collect();
+        for rule in &spec.rules[1..] {
+            if let Some(column) = rule.inputs().into_iter().find(|c| columns.contains(c)) {
+                return Err(EnrichError::ReadsReturns {
+                    rule: rule.name(),
+                    column,
+                });
+            }
+        }
+    }
     let mut revising = spec.rules.iter().filter(|r| !r.revises().is_empty());
     if let (Some(first), Some(second)) = (revising.next(), revising.next()) {
         return Err(EnrichError::TwoRevising {
@@ -128,10 +149,27 @@ pub(super) enum Step {
 struct Segment {
     /// The watermark it was cut at: its rows are below it.
     end: i64,
-    /// Its rows; `frame.runs` has a run per symbol of the date so far.
+    /// Its rows.
     frame: Frame,
-    /// The forward returns' prices (Float64).
+    /// Where each symbol of the date so far has its events (rows as cut, in event
+    /// order).
+    runs: Vec<usize>,
+    /// The forward returns' prices (Float64), by event.
     prices: Option<Float64Array>,
+    /// With provisional results, the rules ran over the frame when it was cut: the
+    /// changes they made to rows, for the held rows when the segment is released (or
+    /// to evaluate a provisional result).
+    ruled: Option<Vec<Revisions>>,
+}
+
+impl Segment {
+    /// Each event's `elapsed_ms`.
+    fn elapsed_ms(&self) -> &[i64] {
+        match &self.frame.events.times {
+            EventTimes::Split(elapsed, _) => elapsed,
+            _ => unreachable!("a segment's event columns are computed when it is cut"),
+        }
+    }
 }
 
 /// What a date released in segments keeps between releases.
@@ -275,22 +313,23 @@ impl KeyedDate {
         let Some(streamed) = &self.streamed else {
             return Ok(Vec::new());
         };
-        let mut carried: Vec<Carried> = streamed.carried.iter().map(Carried::fork).collect();
         let mut held = streamed.held.fork();
-        let mut counts = BTreeMap::new();
         let mut out = Vec::new();
-        for i in 0..self.segments.len() {
+        for (i, segment) in self.segments.iter().enumerate() {
+            let revisions = segment.ruled.clone().expect("ruled when it was cut");
             let returns = self.returns_of(i, at);
-            let frame = self.segments[i].frame.clone();
-            let run = Run {
-                plan: &streamed.plan,
-                counts: &mut counts,
-                carried: &mut carried,
-                held: &mut held,
-            };
-            run.segment(frame, returns, &mut out)?;
+            let frame = segment.frame.clone();
+            settle(
+                &streamed.plan,
+                &mut held,
+                frame,
+                returns,
+                revisions,
+                &mut out,
+            )?;
         }
-        for (rule, carried) in streamed.plan.spec.rules.iter().zip(&carried) {
+        // The rules' states are at the cut: what the entries still open have matched.
+        for (rule, carried) in streamed.plan.spec.rules.iter().zip(&streamed.carried) {
             if let Some(revisions) = rule.unsettled(carried) {
                 held.revise(revisions);
             }
@@ -307,8 +346,8 @@ impl KeyedDate {
         };
         let stretches: Vec<Stretch<'_>> = (self.segments.iter().skip(i))
             .map(|s| Stretch {
-                runs: &s.frame.runs,
-                elapsed_ms: s.frame.event_columns().0,
+                runs: &s.runs,
+                elapsed_ms: s.elapsed_ms(),
                 prices: s.prices.as_ref().expect("every segment has prices"),
             })
             .collect();
@@ -383,9 +422,12 @@ impl KeyedDate {
                 }
                 streamed
             }
-            None => self
-                .streamed
-                .insert(Streamed::new(&self.spec, self.returns.as_ref(), schema)?),
+            None => self.streamed.insert(Streamed::new(
+                &self.spec,
+                self.returns.as_ref(),
+                schema,
+                self.provisional.is_some(),
+            )?),
         };
         let ids = streamed
             .interner
@@ -399,107 +441,135 @@ impl KeyedDate {
             Some(returns) => Some(return_prices(&mut frame, returns)?),
             None => None,
         };
+        let runs = frame.runs.clone();
+        // With provisional results the rules run now, once (they read no return: see
+        // `check_streamable`), so that a provisional result finds the rows through them
+        // and the rules' states at the cut.
+        let ruled = match self.provisional {
+            Some(_) => Some(rules(
+                &streamed.plan,
+                &mut frame,
+                &mut streamed.counts,
+                &mut streamed.carried,
+            )?),
+            None => None,
+        };
         self.segments.push_back(Segment {
             end: watermark,
             frame,
+            runs,
             prices,
+            ruled,
         });
         Ok(())
     }
 
-    /// Runs the first segment through the returns and the rules, pushing the output rows
-    /// that are final to `out`.
+    /// Runs the first segment through the returns and the rules (unless they ran when
+    /// it was cut), pushing the output rows that are final to `out`.
     fn release_front(&mut self, out: &mut Vec<RecordBatch>) -> Result<(), EnrichError> {
         let close = self.returns.as_ref().map_or(i64::MAX, |r| r.day_ms);
-        let returns = self.returns_of(0, close);
-        let Segment { frame, .. } = self.segments.pop_front().expect("checked");
+        let mut returns = self.returns_of(0, close);
+        let segment = self.segments.pop_front().expect("checked");
         let streamed = self.streamed.as_mut().expect("a segment was cut");
-        let mut released = Vec::new();
-        let run = Run {
-            plan: &streamed.plan,
-            counts: &mut streamed.counts,
-            carried: &mut streamed.carried,
-            held: &mut streamed.held,
+        let mut frame = segment.frame;
+        let revisions = match segment.ruled {
+            Some(revisions) => revisions,
+            None => {
+                // The rules may read the returns.
+                add_returns(&mut frame, std::mem::take(&mut returns));
+                let (plan, counts) = (&streamed.plan, &mut streamed.counts);
+                rules(plan, &mut frame, counts, &mut streamed.carried)?
+            }
         };
-        run.segment(frame, returns, &mut released)?;
+        let mut released = Vec::new();
+        let held = &mut streamed.held;
+        settle(
+            &streamed.plan,
+            held,
+            frame,
+            returns,
+            revisions,
+            &mut released,
+        )?;
         out.extend(project(released, &streamed.output)?);
         Ok(())
     }
 }
 
-/// The rules' states while a segment runs through them: the date's own, or a copy
-/// for a provisional result.
-struct Run<'a> {
-    plan: &'a RulePlan,
-    counts: &'a mut BTreeMap<String, u64>,
-    carried: &'a mut [Carried],
-    held: &'a mut Held,
+/// The forward returns as columns of a segment's events.
+fn add_returns(frame: &mut Frame, returns: Vec<(String, ArrayRef)>) {
+    for (name, values) in returns {
+        frame.added.push(Added {
+            name,
+            values,
+            per_event: true,
+        });
+    }
 }
 
-impl Run<'_> {
-    /// Runs a segment's rows, with their forward `returns`, through the rules as a
-    /// continuation of the segments before it, pushing the output rows that no rule
-    /// may change any more to `out` (the others wait in `held`).
-    fn segment(
-        self,
-        mut frame: Frame,
-        returns: Vec<(String, ArrayRef)>,
-        out: &mut Vec<RecordBatch>,
-    ) -> Result<(), EnrichError> {
-        let runs = std::mem::take(&mut frame.runs);
-        for (name, values) in returns {
-            frame.added.push(Added {
-                name,
-                values,
-                per_event: true,
-            });
-        }
-        // The rules see the symbols with rows in this segment.
-        let symbols: Vec<u32> = (0..runs.len() - 1)
-            .filter(|s| runs[s + 1] > runs[*s])
-            .map(|s| s as u32)
-            .collect();
-        frame.runs = symbols.iter().map(|s| runs[*s as usize]).collect();
-        frame.runs.push(*runs.last().expect("runs end"));
-        let mut revisions = Vec::new();
-        (self.plan).run_resumed(
-            &mut frame,
-            self.counts,
-            &symbols,
-            self.carried,
-            &mut revisions,
-        )?;
-        for revision in revisions {
-            self.held.revise(revision);
-        }
-        let schema = self.plan.schema.clone();
-        let held = self.held;
-        if !held.opened.is_empty() {
-            // The rows this call opened wait in `held`; the others go on.
-            frame.compute_event_columns();
-            let row_ids = frame.event_columns().1;
-            let (mut open, mut rest) = (Vec::new(), Vec::with_capacity(row_ids.len()));
-            for (row, row_id) in row_ids.iter().enumerate() {
-                match held.opened.contains_key(row_id) {
-                    true => open.push(row as u32),
-                    false => rest.push(row as u32),
-                }
-            }
-            if !open.is_empty() {
-                held.rows += open.len();
-                let open = frame.select(open)?;
-                for batch in EnrichOutput::of_frame(open, schema.clone(), true, BTreeMap::new())? {
-                    held.batches.push(batch?);
-                }
-                frame.reshape("held", rest)?;
-            }
-            held.opened.clear();
-        }
-        for batch in EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())? {
-            out.push(batch?);
-        }
-        held.flush(false, out)
+/// Runs a segment's rows through the rules as a continuation of the segments before
+/// it (each symbol's state in `carried`); returns the changes the rules made to rows
+/// of this or earlier segments.
+fn rules(
+    plan: &RulePlan,
+    frame: &mut Frame,
+    counts: &mut BTreeMap<String, u64>,
+    carried: &mut [Carried],
+) -> Result<Vec<Revisions>, EnrichError> {
+    // The rules see the symbols with rows in this segment.
+    let runs = std::mem::take(&mut frame.runs);
+    let symbols: Vec<u32> = (0..runs.len() - 1)
+        .filter(|s| runs[s + 1] > runs[*s])
+        .map(|s| s as u32)
+        .collect();
+    frame.runs = symbols.iter().map(|s| runs[*s as usize]).collect();
+    frame.runs.push(*runs.last().expect("runs end"));
+    let mut revisions = Vec::new();
+    plan.run_resumed(frame, counts, &symbols, carried, &mut revisions)?;
+    Ok(revisions)
+}
+
+/// A segment's rows once through the rules: takes the changes the rules made
+/// (`revisions`) into `held`, adds the `returns` not added yet, and pushes the output
+/// rows that no rule may change any more to `out` (the others wait in `held`).
+fn settle(
+    plan: &RulePlan,
+    held: &mut Held,
+    mut frame: Frame,
+    returns: Vec<(String, ArrayRef)>,
+    revisions: Vec<Revisions>,
+    out: &mut Vec<RecordBatch>,
+) -> Result<(), EnrichError> {
+    add_returns(&mut frame, returns);
+    for revision in revisions {
+        held.revise(revision);
     }
+    let schema = plan.schema.clone();
+    if !held.opened.is_empty() {
+        // The rows this call opened wait in `held`; the others go on.
+        frame.compute_event_columns();
+        let row_ids = frame.event_columns().1;
+        let (mut open, mut rest) = (Vec::new(), Vec::with_capacity(row_ids.len()));
+        for (row, row_id) in row_ids.iter().enumerate() {
+            match held.opened.contains_key(row_id) {
+                true => open.push(row as u32),
+                false => rest.push(row as u32),
+            }
+        }
+        if !open.is_empty() {
+            held.rows += open.len();
+            let open = frame.select(open)?;
+            for batch in EnrichOutput::of_frame(open, schema.clone(), true, BTreeMap::new())? {
+                held.batches.push(batch?);
+            }
+            frame.reshape("held", rest)?;
+        }
+        held.opened.clear();
+    }
+    for batch in EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())? {
+        out.push(batch?);
+    }
+    held.flush(false, out)
 }
 
 impl Streamed {
@@ -507,8 +577,9 @@ impl Streamed {
         spec: &EnrichSpec,
         returns: Option<&ForwardReturnSpec>,
         schema: SchemaRef,
+        provisional: bool,
     ) -> Result<Self, EnrichError> {
-        check_streamable(spec)?;
+        check_streamable(spec, provisional)?;
         let output = RulePlan::new(spec, &schema)?.schema;
         // The rules after the returns, over the input and return columns, keeping
         // `row_id` where rows may be held (to find them again).

@@ -37,9 +37,8 @@ pub struct Event {
 /// The rule's `Debug` form (derive it) is its [fingerprint](TagRule::fingerprint):
 /// `--skip-existing` recomputes a date's partial when it changes.
 pub trait TagRule: fmt::Debug + Send + Sync + 'static {
-    /// The state kept per symbol and date (`Clone`: a provisional result runs the
-    /// rule on a copy, `[stream] emit_every`).
-    type State: Default + Clone + 'static;
+    /// The state kept per symbol and date.
+    type State: Default + 'static;
     /// The input values of one row: a value type or a tuple of up to six.
     type Input<'a>: InputRow<'a>;
     /// The output values of one output row: a value type or a tuple of up to six.
