@@ -318,15 +318,18 @@ impl KeyedDate {
         for (i, segment) in self.segments.iter().enumerate() {
             let revisions = segment.ruled.clone().expect("ruled when it was cut");
             let returns = self.returns_of(i, at);
-            let frame = segment.frame.clone();
-            settle(
-                &streamed.plan,
-                &mut held,
-                frame,
-                returns,
-                revisions,
-                &mut out,
-            )?;
+            let mut frame = segment.frame.clone();
+            add_returns(&mut frame, returns);
+            for revision in revisions {
+                held.revise(revision);
+            }
+            // Every row goes into the result: no need to tell the open ones apart, only
+            // to apply the changes (below) to all.
+            held.opened.clear();
+            let schema = streamed.plan.schema.clone();
+            for batch in EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())? {
+                held.batches.push(batch?);
+            }
         }
         // The rules' states are at the cut: what the entries still open have matched.
         for (rule, carried) in streamed.plan.spec.rules.iter().zip(&streamed.carried) {
