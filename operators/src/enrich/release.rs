@@ -676,6 +676,9 @@ struct Held {
     rows: usize,
     /// Each revised row's last change: (revision, index in it).
     changes: FxHashMap<u64, (u32, u32)>,
+    /// The rows in `changes`, as bits: most rows of a batch have none, and a bit is
+    /// cheaper to test than the map.
+    changed_rows: RowBits,
     revisions: Vec<Vec<(String, ArrayRef)>>,
     /// The held rows settled since the held rows were last gone through.
     settled: FxHashMap<u64, ()>,
@@ -689,21 +692,24 @@ impl Held {
             batches: Vec::new(),
             rows: 0,
             changes: FxHashMap::default(),
+            changed_rows: RowBits::default(),
             revisions: Vec::new(),
             settled: FxHashMap::default(),
         }
     }
 
-    /// A copy, for a provisional result (the batches and changes are shared).
+    /// A copy of the rows and their changes, for a provisional result (the batches
+    /// and the changed values are shared).
     fn fork(&self) -> Held {
         Held {
             active: self.active,
-            opened: self.opened.clone(),
+            opened: FxHashMap::default(),
             batches: self.batches.clone(),
             rows: self.rows,
             changes: self.changes.clone(),
+            changed_rows: self.changed_rows.clone(),
             revisions: self.revisions.clone(),
-            settled: self.settled.clone(),
+            settled: FxHashMap::default(),
         }
     }
 
@@ -715,6 +721,7 @@ impl Held {
         let index = self.revisions.len() as u32;
         for (i, row_id) in revisions.row_ids.iter().enumerate() {
             self.changes.insert(*row_id, (index, i as u32));
+            self.changed_rows.insert(*row_id);
             if revisions.settled[i] {
                 self.settled.insert(*row_id, ());
             }
@@ -752,6 +759,7 @@ impl Held {
         self.rows = kept.iter().map(RecordBatch::num_rows).sum();
         self.batches = kept;
         self.changes.clear();
+        self.changed_rows.clear();
         self.revisions.clear();
         self.settled.clear();
         Ok(())
@@ -762,7 +770,14 @@ impl Held {
         if self.changes.is_empty() {
             return Ok(batch);
         }
-        let row_ids = row_ids(&batch)?.clone();
+        // The rows with a change: (row, revision, index in it).
+        let changed: Vec<(usize, u32, u32)> = (row_ids(&batch)?.values().iter().enumerate())
+            .filter(|(_, id)| self.changed_rows.may_contain(**id))
+            .filter_map(|(row, id)| self.changes.get(id).map(|(r, i)| (row, *r, *i)))
+            .collect();
+        if changed.is_empty() {
+            return Ok(batch);
+        }
         let schema = batch.schema();
         let mut columns = batch.columns().to_vec();
         for (c, field) in schema.fields().iter().enumerate() {
@@ -778,17 +793,52 @@ impl Held {
             if sources.len() == 1 {
                 continue;
             }
-            let picks: Vec<(usize, usize)> = (row_ids.values().iter().enumerate())
-                .map(|(row, id)| match self.changes.get(id) {
-                    Some((r, i)) if source_of[*r as usize] != usize::MAX => {
-                        (source_of[*r as usize], *i as usize)
-                    }
-                    _ => (0, row),
-                })
-                .collect();
+            let mut picks: Vec<(usize, usize)> =
+                (0..batch.num_rows()).map(|row| (0, row)).collect();
+            for &(row, r, i) in &changed {
+                if source_of[r as usize] != usize::MAX {
+                    picks[row] = (source_of[r as usize], i as usize);
+                }
+            }
             columns[c] = arrow::compute::interleave(&sources, &picks).map_err(output_error)?;
         }
         RecordBatch::try_new(schema, columns).map_err(output_error)
+    }
+}
+
+/// A set of `row_id`s as bits. Row ids are a row's place in its date's input, from 0,
+/// so the bits are dense; an id too large for them makes every id a maybe.
+#[derive(Clone, Debug, Default)]
+struct RowBits {
+    words: Vec<u64>,
+    large: bool,
+}
+
+impl RowBits {
+    /// Ids from here on are not kept as bits (16 MB of them).
+    const LIMIT: u64 = 1 << 27;
+
+    fn insert(&mut self, id: u64) {
+        if id >= Self::LIMIT {
+            self.large = true;
+            return;
+        }
+        let word = (id / 64) as usize;
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        self.words[word] |= 1 << (id % 64);
+    }
+
+    /// False when `id` was not inserted since the last clear.
+    fn may_contain(&self, id: u64) -> bool {
+        self.large
+            || (self.words.get((id / 64) as usize)).is_some_and(|word| word >> (id % 64) & 1 == 1)
+    }
+
+    fn clear(&mut self) {
+        self.words.fill(0);
+        self.large = false;
     }
 }
 
