@@ -200,3 +200,24 @@ fn the_hash_changes_with_the_meaning() {
         assert_ne!(hash(MARKOUT), hash(&changed), "{from} -> {to}");
     }
 }
+
+/// `[stream]` enters the hash when set: its lateness and policy change which rows
+/// count, and `emit_every` asks for a provisional results' file that a date written
+/// without it lacks (so `--skip-existing` recomputes it).
+#[test]
+fn the_stream_section_enters_the_hash() {
+    let streamed = format!("{MARKOUT}\n[stream]\nlateness = \"2s\"\n");
+    let provisional = format!("{streamed}emit_every = \"60s\"\n");
+    let every_other = format!("{streamed}emit_every = \"120s\"\n");
+    let hashes = [
+        hash(MARKOUT),
+        hash(&streamed),
+        hash(&provisional),
+        hash(&every_other),
+    ];
+    for (i, a) in hashes.iter().enumerate() {
+        for b in &hashes[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+}

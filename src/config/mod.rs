@@ -203,12 +203,16 @@ impl Pipeline {
         let mut hasher = sha2::Sha256::new();
         // `[stream]` came after partials had been written: it enters the hash only when
         // set, so that a pipeline without it keeps its hash. Its lateness and policy
-        // change which rows count; `emit_every` changes no partial.
+        // change which rows count; `emit_every` changes no partial but asks for the
+        // provisional results' file, which a date written without it lacks.
         let text = format!("{parsed:?}").replace(", stream: None", "");
         hasher.update(text.as_bytes());
         if let Some(stream) = &self.stream {
             let (lateness, late) = (stream.lateness_ms, stream.late);
             hasher.update(format!("\0stream: lateness {lateness} ms, late {late:?}").as_bytes());
+            if let Some(every) = stream.emit_every_ms {
+                hasher.update(format!(", provisional every {every} ms").as_bytes());
+            }
         }
         let custom: Vec<String> = self.custom_rules().map(|r| r.fingerprint()).collect();
         if !custom.is_empty() {
