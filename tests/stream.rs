@@ -753,6 +753,41 @@ fn a_rule_reading_what_fifo_still_changes_is_refused_under_stream() {
         .unwrap();
 }
 
+/// Under `emit_every` the rules run before the returns are known: a rule that reads one
+/// is refused when the pipeline is bound, saying what to do; without `emit_every` it
+/// runs.
+#[test]
+fn a_rule_reading_a_return_is_refused_under_emit_every() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
+    let text = pipeline_text(dir.path(), 100, Some(stream)).replace(
+        "[aggregate]",
+        r#"[[enrich]]
+        rule = "TagRunning"
+        name = "drift"
+        update = "prev + return_1"
+
+        [aggregate]"#,
+    );
+    let (day, _) = day(1, 10, 1_000);
+    let error = Pipeline::from_toml(&text)
+        .unwrap()
+        .bind(&day.schema())
+        .unwrap_err()
+        .to_string();
+    let expected = "[[enrich]] TagRunning(drift) reads return_1, which is not known when the \
+                    rules run under [stream] emit_every";
+    assert!(
+        error.contains(expected) && error.contains("[derive]"),
+        "{error}"
+    );
+    let text = text.replace("\nemit_every = \"60s\"", "");
+    Pipeline::from_toml(&text)
+        .unwrap()
+        .bind(&day.schema())
+        .unwrap();
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 16, ..Default::default() })]
 
