@@ -817,4 +817,52 @@ proptest::proptest! {
         proptest::prop_assert_eq!(result.report.count("stream.late_rows"), late.len() as u64);
         proptest::prop_assert_eq!(sorted(&result.partial.unwrap()), sorted(&expected));
     }
+
+    /// Any lateness, disorder, batch sizes and workers, with provisional results every
+    /// 60 s: each one within the rows equals the oracle's date cut at its watermark, and
+    /// they come in watermark order before the final result.
+    #[test]
+    fn any_lateness_and_arrival_order_give_the_oracles_provisional_results(
+        seed in 0u64..10_000,
+        lateness_ms in 0i64..6_000,
+        far in 2u32..60,
+        workers in 1usize..4,
+        batch in 1usize..300,
+    ) {
+        let (day, elapsed) = day(seed, 1_200, far);
+        let late = late_rows(&elapsed, lateness_ms);
+        let dir = tempfile::tempdir().unwrap();
+        let stream = format!("lateness = \"{lateness_ms}ms\"\nemit_every = \"60s\"");
+        let bound = pipeline(dir.path(), batch, Some(&stream)).bind(&day.schema()).unwrap();
+        let mut engine = Engine::start(bound, workers).unwrap();
+        engine.begin_date(date()).unwrap();
+        for start in (0..day.num_rows()).step_by(batch) {
+            engine.push(day.slice(start, batch.min(day.num_rows() - start))).unwrap();
+        }
+        let mut results = engine.finish().unwrap();
+        let last = results.pop().unwrap();
+        proptest::prop_assert!(last.is_final());
+        proptest::prop_assert_eq!(sorted(&last.partial.unwrap()), sorted(&whole_date_without(&day, &late)));
+        let watermarks: Vec<i64> = results
+            .iter()
+            .map(|r| match r.kind {
+                vizflow::engine::ResultKind::Provisional { watermark_ms } => watermark_ms,
+                vizflow::engine::ResultKind::Final => panic!("two final results"),
+            })
+            .collect();
+        // One at every minute of the day from the first on-time row on.
+        let first = (0..elapsed.len())
+            .filter(|i| late.binary_search(i).is_err())
+            .map(|i| elapsed[i])
+            .min()
+            .unwrap();
+        let every: Vec<i64> = (1..=240).map(|k| k * 60_000).filter(|w| *w >= first).collect();
+        proptest::prop_assert_eq!(&watermarks, &every);
+        let within = *elapsed.iter().max().unwrap() + 60_000;
+        for (result, w) in results.iter().zip(&watermarks).take_while(|(_, w)| **w <= within) {
+            let expected = cut_run(&day, &elapsed, &late, *w).expect("a result has rows");
+            let got = result.partial.as_ref().unwrap();
+            proptest::prop_assert_eq!(sorted(got), sorted(&expected), "at {}", w);
+        }
+    }
 }
