@@ -788,6 +788,28 @@ fn a_rule_reading_a_return_is_refused_under_emit_every() {
         .unwrap();
 }
 
+/// The results of `day` pushed through the embedding API in file order, in batches of
+/// `batch` rows, under `[stream]` `stream` with `workers` workers.
+fn pushed(
+    day: &RecordBatch,
+    stream: &str,
+    workers: usize,
+    batch: usize,
+) -> Vec<vizflow::engine::DateResult> {
+    let dir = tempfile::tempdir().unwrap();
+    let bound = pipeline(dir.path(), batch, Some(stream))
+        .bind(&day.schema())
+        .unwrap();
+    let mut engine = Engine::start(bound, workers).unwrap();
+    engine.begin_date(date()).unwrap();
+    for start in (0..day.num_rows()).step_by(batch) {
+        engine
+            .push(day.slice(start, batch.min(day.num_rows() - start)))
+            .unwrap();
+    }
+    engine.finish().unwrap()
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 16, ..Default::default() })]
 
@@ -805,15 +827,8 @@ proptest::proptest! {
         let (day, elapsed) = day(seed, 700, far);
         let late = late_rows(&elapsed, lateness_ms);
         let expected = whole_date_without(&day, &late);
-        let dir = tempfile::tempdir().unwrap();
         let stream = format!("lateness = \"{lateness_ms}ms\"");
-        let bound = pipeline(dir.path(), batch, Some(&stream)).bind(&day.schema()).unwrap();
-        let mut engine = Engine::start(bound, workers).unwrap();
-        engine.begin_date(date()).unwrap();
-        for start in (0..day.num_rows()).step_by(batch) {
-            engine.push(day.slice(start, batch.min(day.num_rows() - start))).unwrap();
-        }
-        let result = engine.finish().unwrap().pop().unwrap();
+        let result = pushed(&day, &stream, workers, batch).pop().unwrap();
         proptest::prop_assert_eq!(result.report.count("stream.late_rows"), late.len() as u64);
         proptest::prop_assert_eq!(sorted(&result.partial.unwrap()), sorted(&expected));
     }
@@ -831,15 +846,8 @@ proptest::proptest! {
     ) {
         let (day, elapsed) = day(seed, 1_200, far);
         let late = late_rows(&elapsed, lateness_ms);
-        let dir = tempfile::tempdir().unwrap();
         let stream = format!("lateness = \"{lateness_ms}ms\"\nemit_every = \"60s\"");
-        let bound = pipeline(dir.path(), batch, Some(&stream)).bind(&day.schema()).unwrap();
-        let mut engine = Engine::start(bound, workers).unwrap();
-        engine.begin_date(date()).unwrap();
-        for start in (0..day.num_rows()).step_by(batch) {
-            engine.push(day.slice(start, batch.min(day.num_rows() - start))).unwrap();
-        }
-        let mut results = engine.finish().unwrap();
+        let mut results = pushed(&day, &stream, workers, batch);
         let last = results.pop().unwrap();
         proptest::prop_assert!(last.is_final());
         proptest::prop_assert_eq!(sorted(&last.partial.unwrap()), sorted(&whole_date_without(&day, &late)));

@@ -173,8 +173,11 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                 Some(Emission::Provisional { at }) => {
                                     let groups =
                                         provisional.stash((date_key, at), *time.time(), &time);
-                                    // Its final rows report what these would.
-                                    let _ = accumulate(&plan, &converter, &rows, groups);
+                                    // A result without rows is only marked. Its final rows
+                                    // report what these would.
+                                    if rows.num_rows() > 0 {
+                                        let _ = accumulate(&plan, &converter, &rows, groups);
+                                    }
                                     continue;
                                 }
                             };
