@@ -152,6 +152,13 @@ struct OracleGroup {
 
 /// The whole pipeline, row by row, straight from SEMANTICS.md.
 fn oracle(day: &RecordBatch) -> BTreeMap<Key, OracleGroup> {
+    oracle_cut_at(day, 14_400_000)
+}
+
+/// The pipeline on the date cut at `w` (SEMANTICS.md, *Streaming*): the rows with
+/// `elapsed_ms <= w`, with `w` as the day's end (a return whose target is past it is
+/// null).
+fn oracle_cut_at(day: &RecordBatch, w: i64) -> BTreeMap<Key, OracleGroup> {
     let n = day.num_rows();
     let col = |name: &str| day.column_by_name(name).unwrap().clone();
     let ticktime = col("ticktime");
@@ -176,11 +183,11 @@ fn oracle(day: &RecordBatch) -> BTreeMap<Key, OracleGroup> {
         .map(|i| Some((get(ask, i)? + get(bid, i)?) / 2.0))
         .collect();
     let mut groups: BTreeMap<Key, OracleGroup> = BTreeMap::new();
-    for i in 0..n {
+    for i in (0..n).filter(|i| elapsed[*i] <= w) {
         let mut returns = [None; 3];
         for (h, horizon) in [60i64, 300, 600].iter().enumerate() {
             let target = elapsed[i] + 1000 * horizon;
-            if target > 14_400_000 {
+            if target > w {
                 continue;
             }
             // The last row of the symbol with elapsed <= target, in (elapsed, row_id) order.
@@ -549,6 +556,51 @@ fn every_aggregate_function_and_the_drop_policy_match_the_oracle() {
                     ),
                 }
             }
+        }
+    }
+}
+
+/// Provisional results (`[stream] emit_every`) against the oracle: a day in event order
+/// pushed in random batch sizes with 1 and 3 workers; each provisional result is the
+/// oracle's date cut at its watermark, one every 20 minutes from the first row on, then
+/// the final result.
+#[test]
+fn provisional_results_match_the_oracle_cut_at_their_watermark() {
+    let day = random_day(5, 2_000);
+    // In event order (the oracle's elapsed_ms, then file order).
+    let ticktime = day
+        .column_by_name("ticktime")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let mut order: Vec<u32> = (0..day.num_rows() as u32).collect();
+    order.sort_by_key(|i| common::oracle_elapsed_ms(ticktime.value(*i as usize)));
+    let day = common::rows_with_ids(&day, &order);
+    let text = format!("{PIPELINE}\n[stream]\nlateness = \"0s\"\nemit_every = \"1200s\"\n");
+    let date = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap();
+    for workers in [1, 3] {
+        let bound = Pipeline::from_toml(&text)
+            .unwrap()
+            .bind(&day.schema())
+            .unwrap();
+        let mut engine = Engine::start(bound, workers).unwrap();
+        engine.begin_date(date).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(workers as u64);
+        let mut start = 0;
+        while start < day.num_rows() {
+            let size = rng.random_range(1..300).min(day.num_rows() - start);
+            engine.push(day.slice(start, size)).unwrap();
+            start += size;
+        }
+        let mut results = engine.finish().unwrap();
+        let last = results.pop().unwrap();
+        assert!(last.is_final());
+        assert_matches_oracle(&last.partial.unwrap(), &oracle(&day));
+        assert_eq!(results.len(), 12, "{workers} workers: one every 20 minutes");
+        for (k, result) in results.iter().enumerate() {
+            let w = 1_200_000 * (k as i64 + 1);
+            let kind = vizflow::engine::ResultKind::Provisional { watermark_ms: w };
+            assert_eq!(result.kind, kind, "{workers} workers");
+            assert_matches_oracle(result.partial.as_ref().unwrap(), &oracle_cut_at(&day, w));
         }
     }
 }
