@@ -79,6 +79,9 @@ pub enum DateProgressStatus {
         /// Late rows dropped (`[stream] late = "drop"`).
         #[serde(default)]
         late_rows: u64,
+        /// Provisional results written beside the partial (`[stream] emit_every`).
+        #[serde(default)]
+        provisional: u64,
     },
     /// An existing partial from the same pipeline was kept.
     Skipped,
@@ -99,17 +102,19 @@ impl DateProgress {
                 rows,
                 groups,
                 partial,
-                late_rows: 0,
-            } => format!("{rows} rows -> {groups} groups, {partial}"),
-            DateProgressStatus::Written {
-                rows,
-                groups,
-                partial,
                 late_rows,
-            } => format!(
-                "{rows} rows ({late_rows} late, dropped; see late_row_ids in the report) -> \
-                 {groups} groups, {partial}"
-            ),
+                provisional,
+            } => {
+                let late = match late_rows {
+                    0 => String::new(),
+                    n => format!(" ({n} late, dropped; see late_row_ids in the report)"),
+                };
+                let provisional = match provisional {
+                    0 => String::new(),
+                    n => format!(", {n} provisional results beside it"),
+                };
+                format!("{rows} rows{late} -> {groups} groups, {partial}{provisional}")
+            }
             DateProgressStatus::Skipped => "skipped (partial exists)".to_owned(),
             DateProgressStatus::Failed { error } => format!("FAILED: {error}"),
             DateProgressStatus::NotRun => {
@@ -326,6 +331,7 @@ mod tests {
                 groups: 12,
                 partial: "out/20240104.parquet".into(),
                 late_rows: 0,
+                provisional: 0,
             },
             rows_per_second: 1_234_567.891,
         });
@@ -351,13 +357,15 @@ mod tests {
                 groups: 12,
                 partial: "out/20240104.parquet".into(),
                 late_rows: 17,
+                provisional: 240,
             },
             rows_per_second: 1e6,
         };
         assert_eq!(
             progress.log_line(),
             "[1/1] 20240104: 70000 rows (17 late, dropped; see late_row_ids in the report) -> \
-             12 groups, out/20240104.parquet (1.00M rows/s overall)"
+             12 groups, out/20240104.parquet, 240 provisional results beside it (1.00M rows/s \
+             overall)"
         );
     }
 

@@ -210,6 +210,9 @@ pub fn provisional_path(dir: &Path, date: NaiveDate) -> PathBuf {
     ))
 }
 
+/// The count, in a date's report, of its provisional results written beside it.
+pub const PROVISIONAL_RESULTS: &str = "stream.provisional_results";
+
 /// The column of [`provisional_path`]'s file that says which provisional result a row
 /// is of: its watermark, in ms of trading time.
 pub const WATERMARK_COLUMN: &str = "watermark_ms";
@@ -766,6 +769,7 @@ impl Recorder<'_> {
                 late_rows: outcome
                     .report
                     .count(vizflow_operators::watermark::LATE_ROWS),
+                provisional: outcome.report.count(PROVISIONAL_RESULTS),
             },
             DateStatus::Skipped => DateProgressStatus::Skipped,
             DateStatus::Failed(error) => DateProgressStatus::Failed {
@@ -803,6 +807,11 @@ impl Recorder<'_> {
             return;
         }
         let provisional = self.provisional.remove(&result.date).unwrap_or_default();
+        let mut result = result;
+        if !provisional.is_empty() {
+            let count = result.report.counts.entry(PROVISIONAL_RESULTS.to_owned());
+            *count.or_default() += provisional.len() as u64;
+        }
         // With --fail-fast, dates after the first failed one are not written, even
         // those that were already in flight.
         if let (true, Some((failed, _))) = (self.fail_fast, &self.first_failure)

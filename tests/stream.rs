@@ -443,6 +443,12 @@ fn provisional_results_are_the_date_cut_at_their_watermark() {
                 240 - empty,
                 "{case}: one a minute of the day"
             );
+            let counted = summary.dates[0].report.count("stream.provisional_results");
+            assert_eq!(
+                counted,
+                results.len() as u64,
+                "{case}: counted in the report"
+            );
             for (w, expected) in &expected {
                 match expected {
                     Some(expected) => {
