@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow::datatypes::Int64Type;
 use arrow::datatypes::{DataType, Field, Schema};
@@ -541,10 +541,160 @@ fn provisional_results_come_out_while_the_date_is_open_and_across_processes() {
     }
 }
 
+/// SEMANTICS.md's worked example through the engine: one symbol, horizon 60 s, B 100 at
+/// 0, S 60 at 60,000, S 60 at 300,000. At `W` = 120,000 the B row has `matched_qty` 60
+/// and is not closed, the first S row matched 60 of it after 60 s, both returns are
+/// known, the last S row is not there; at the end the B row is closed and the last S row
+/// is 40 from the lot and a remainder of 20.
+#[test]
+fn the_worked_example_of_provisional_results() {
+    let text = r#"
+        input = { dir = "unused", pattern = "d_{date}.feather" }
+        output = { dir = "unused" }
+        columns = { timestamp = "ticktime", symbol = "ukey" }
+        time = { market = "CN", format = "hhmmssmmm" }
+        forward_return = { price = "px", horizons = [60] }
+
+        [[enrich]]
+        rule = "FIFOMatch"
+        side = "side"
+        qty = "qty"
+        price = "px"
+
+        [aggregate]
+        group_by = ["side"]
+        [aggregate.metrics]
+        rows = "count()"
+        matched = "sum(matched_qty)"
+        closed = "sum(is_closed)"
+        holding = "sum(holding_period)"
+        returns = "count(return_60)"
+        r60 = "sum(return_60)"
+
+        [stream]
+        lateness = "0s"
+        emit_every = "60s"
+    "#;
+    let day = RecordBatch::try_from_iter([
+        (
+            "ticktime",
+            Arc::new(Int64Array::from(vec![
+                ticktime(0),
+                ticktime(60_000),
+                ticktime(300_000),
+            ])) as ArrayRef,
+        ),
+        ("ukey", Arc::new(StringArray::from(vec!["600000"; 3]))),
+        ("side", Arc::new(StringArray::from(vec!["B", "S", "S"]))),
+        ("qty", Arc::new(Int64Array::from(vec![100, 60, 60]))),
+        ("px", Arc::new(Float64Array::from(vec![10.0, 11.0, 12.0]))),
+    ])
+    .unwrap();
+    let bound = Pipeline::from_toml(text)
+        .unwrap()
+        .bind(&day.schema())
+        .unwrap();
+    let mut engine = Engine::start(bound, 2).unwrap();
+    engine.begin_date(date()).unwrap();
+    engine.push(day).unwrap();
+    let results = engine.finish().unwrap();
+    // (side, rows, matched, closed, holding, known returns, sum of returns)
+    type Row = (String, i64, i64, i64, Option<f64>, i64, Option<f64>);
+    let rows = |partial: &RecordBatch| -> Vec<Row> {
+        let partial = sorted_by(partial, &["side"]);
+        let ints = |c: &str| {
+            partial
+                .column_by_name(c)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone()
+        };
+        let floats = |c: &str| {
+            let c = partial
+                .column_by_name(c)
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Float64Type>();
+            (0..c.len())
+                .map(|i| c.is_valid(i).then(|| c.value(i)))
+                .collect::<Vec<_>>()
+        };
+        let sides = partial
+            .column_by_name("side")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let (n, m, c, k) = (
+            ints("rows"),
+            ints("matched"),
+            ints("closed"),
+            ints("returns"),
+        );
+        let (h, r) = (floats("holding"), floats("r60"));
+        (0..partial.num_rows())
+            .map(|i| {
+                (
+                    sides.value(i).to_owned(),
+                    n.value(i),
+                    m.value(i),
+                    c.value(i),
+                    h[i],
+                    k.value(i),
+                    r[i],
+                )
+            })
+            .collect()
+    };
+    let at = |w: i64| {
+        let kind = vizflow::engine::ResultKind::Provisional { watermark_ms: w };
+        let result = results.iter().find(|r| r.kind == kind).unwrap();
+        rows(result.partial.as_ref().unwrap())
+    };
+    assert_eq!(
+        at(120_000),
+        [
+            // An entry has no holding period (a sum over no values is 0).
+            (
+                "B".to_owned(),
+                1,
+                60,
+                0,
+                Some(0.0),
+                1,
+                Some(11.0 / 10.0 - 1.0)
+            ),
+            ("S".to_owned(), 1, 60, 1, Some(60.0), 1, Some(0.0)),
+        ]
+    );
+    let last = results.last().unwrap();
+    assert!(last.is_final());
+    let end = rows(last.partial.as_ref().unwrap());
+    assert_eq!(
+        end[0],
+        (
+            "B".to_owned(),
+            1,
+            100,
+            1,
+            Some(0.0),
+            1,
+            Some(11.0 / 10.0 - 1.0)
+        )
+    );
+    // The first S row, then the last one split: 40 from the lot (after 300 s) and a
+    // remainder of 20 that is not closed.
+    assert_eq!((end[1].1, end[1].2, end[1].3), (3, 120, 2));
+    assert_eq!(end[1].4, Some(60.0 + 300.0));
+}
+
 /// The partial's rows sorted by their group keys (a partial's row order is not part
 /// of its meaning).
 fn sorted(partial: &RecordBatch) -> RecordBatch {
-    let keys: Vec<arrow::compute::SortColumn> = ["side", "ukey"]
+    sorted_by(partial, &["side", "ukey"])
+}
+
+/// The partial's rows sorted by `keys`.
+fn sorted_by(partial: &RecordBatch, keys: &[&str]) -> RecordBatch {
+    let keys: Vec<arrow::compute::SortColumn> = keys
         .iter()
         .map(|k| arrow::compute::SortColumn {
             values: partial.column_by_name(k).unwrap().clone(),
