@@ -942,6 +942,24 @@ fn a_rule_reading_a_return_is_refused_under_emit_every() {
         .unwrap()
         .bind(&day.schema())
         .unwrap();
+    // Without a keyed stage there would be no provisional results: refused too.
+    let text = format!(
+        "input = {{ dir = \"in\", pattern = \"d_{{date}}.feather\" }}\n\
+         output = {{ dir = \"out\" }}\n\
+         columns = {{ timestamp = \"ticktime\", symbol = \"ukey\" }}\n\
+         time = {{ market = \"CN\", format = \"hhmmssmmm\" }}\n\
+         aggregate = {{ group_by = [\"side\"], metrics = {{ n = \"count()\" }} }}\n\
+         [stream]\n{stream}\n"
+    );
+    let error = Pipeline::from_toml(&text)
+        .unwrap()
+        .bind(&day.schema())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("provisional results come from the keyed stage, and this pipeline has none"),
+        "{error}"
+    );
 }
 
 /// The results of `day` pushed through the embedding API in file order, in batches of

@@ -327,6 +327,17 @@ impl Pipeline {
         let stages = self.stages(input, &steps, &pruned, &read)?;
         if let Some(stream) = &self.stream {
             let provisional = stream.emit_every_ms.is_some();
+            if provisional && !stages.iter().any(|s| matches!(s, Stage::Keyed(_))) {
+                // Provisional results come from the keyed stage: without it there would
+                // be none, silently.
+                return Err(invalid(
+                    "[stream] emit_every: provisional results come from the keyed stage, and \
+                     this pipeline has none (no [forward_return] horizon or [[enrich]] rule \
+                     that the aggregate uses); remove emit_every, or aggregate a forward \
+                     return or a rule's column"
+                        .to_owned(),
+                ));
+            }
             for stage in &stages {
                 if let Stage::Keyed(spec) = stage {
                     check_streamable(spec, provisional)
