@@ -94,10 +94,12 @@ pub fn check_streamable(spec: &EnrichSpec, provisional: bool) -> Result<(), Enri
 }
 
 /// The release cadence of a date whose longest forward-return horizon is `horizon_ms`:
-/// a quarter of it, at least 10 s of trading time, so that a call's fixed cost stays
-/// small and a date holds about `horizon + step` of rows.
+/// the horizon itself, at least 10 s of trading time, so that the calls' fixed costs
+/// stay small and a date holds about twice the horizon of rows. (A quarter of the
+/// horizon held 1.25 times it, and ran 10-15% slower: 2.0 s against 1.8 s for a 10M-row
+/// date, 7.0-7.5 s against 6.1 s for a 30M-row one, with 0.63 against 0.68 GB.)
 pub fn release_step_ms(horizon_ms: i64) -> i64 {
-    (horizon_ms / 4).max(10_000)
+    horizon_ms.max(10_000)
 }
 
 /// One worker's share of a date in the keyed stage (see the module docs).
