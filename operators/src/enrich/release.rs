@@ -20,6 +20,12 @@
 //! When the date completes before any segment was cut (replay without `[stream]`, where
 //! the watermark jumps to the date's end), the whole date runs through the batch kernel
 //! ([`enrich_selected`]) instead: one release at the end, the same results.
+//!
+//! With provisional results ([`Provisional`], `[stream] emit_every`), the rules run over
+//! a segment when it is cut (their changes to rows wait in it until it is released), and
+//! at each multiple `W` of `emit_every` the pending rows are cut at `W` and the rows not
+//! final yet are evaluated on the date cut at `W` ([`Step::Provisional`]): the held
+//! segments' rows with returns past `W` null, the entries as matched by `W`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
