@@ -30,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline over dates, writing one Parquet partial per date.
+    /// Run a pipeline over dates, writing one Parquet partial per date (and its
+    /// provisional results beside it with `[stream] emit_every`).
     Run(RunArgs),
     /// Run a pipeline across several processes: start them on this machine (--local N),
     /// or print the command for each host of a hostfile (--hostfile F --print).
@@ -70,7 +71,8 @@ struct RunFlags {
     /// Directory of the input files (overrides [input] dir).
     #[arg(long)]
     input_dir: Option<PathBuf>,
-    /// Directory for the partials (overrides [output] dir).
+    /// Directory for the partials, their reports and provisional results (overrides
+    /// [output] dir).
     #[arg(long)]
     output_dir: Option<PathBuf>,
     /// Dates to run: a range 20240102..20240131, a list 20240102,20240103, or one date.
