@@ -173,8 +173,12 @@ impl Batch {
 }
 
 impl Accountable for Batch {
+    /// The rows; a provisional result's marker without rows counts as one, since timely
+    /// does not send an empty container and the aggregate needs the mark.
     fn record_count(&self) -> i64 {
-        self.len() as i64
+        let marker =
+            self.data.is_some() && matches!(self.emission, Some(Emission::Provisional { .. }));
+        (self.len() as i64).max(i64::from(marker))
     }
 }
 

@@ -264,7 +264,8 @@ fn send_steps(
                 let emission = Some(Emission::Provisional { at });
                 let mut session = output.session(capability);
                 if rows.is_empty() {
-                    // It marks the result for the aggregate even without rows.
+                    // It marks the result for the aggregate even without rows (and counts
+                    // as a record, so that timely sends it: `Batch::record_count`).
                     let empty = RecordBatch::new_empty(std::sync::Arc::new(Schema::empty()));
                     session.give_container(&mut Batch::emitted(empty, emission));
                 }
