@@ -232,7 +232,14 @@ impl KeyedDate {
             if crate::time::bucket_for_elapsed(at) >= bucket {
                 break;
             }
-            self.next_at += self.provisional.map_or(i64::MAX, |p| p.every_ms);
+            self.pass_provisional();
+        }
+    }
+
+    /// Moves on to the next provisional result.
+    fn pass_provisional(&mut self) {
+        if let Some(p) = self.provisional {
+            self.next_at += p.every_ms;
         }
     }
 
@@ -288,7 +295,7 @@ impl KeyedDate {
             steps.push(Step::Final { rows, next: at });
             let rows = self.snapshot(at)?;
             steps.push(Step::Provisional { at, rows });
-            self.next_at += self.provisional.map_or(i64::MAX, |p| p.every_ms);
+            self.pass_provisional();
         }
         let rows = self.release_to(watermark)?;
         steps.push(Step::Final {
@@ -324,16 +331,14 @@ impl KeyedDate {
         let mut held = streamed.held.fork();
         let mut out = Vec::new();
         for (i, segment) in self.segments.iter().enumerate() {
-            let revisions = segment.ruled.clone().expect("ruled when it was cut");
             let returns = self.returns_of(i, at);
             let mut frame = segment.frame.clone();
             add_returns(&mut frame, returns);
-            for revision in revisions {
-                held.revise(revision);
-            }
             // Every row goes into the result: no need to tell the open ones apart, only
             // to apply the changes (below) to all.
-            held.opened.clear();
+            for revision in segment.ruled.as_ref().expect("ruled when it was cut") {
+                held.change(revision);
+            }
             let schema = streamed.plan.schema.clone();
             for batch in EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())? {
                 held.batches.push(batch?);
@@ -342,7 +347,7 @@ impl KeyedDate {
         // The rules' states are at the cut: what the entries still open have matched.
         for (rule, carried) in streamed.plan.spec.rules.iter().zip(&streamed.carried) {
             if let Some(revisions) = rule.unsettled(carried) {
-                held.revise(revisions);
+                held.change(&revisions);
             }
         }
         held.flush(true, &mut out)?;
@@ -726,17 +731,29 @@ impl Held {
         if !self.active {
             return;
         }
+        self.change(&revisions);
+        let settled = (revisions.row_ids.iter()).zip(&revisions.settled);
+        self.settled.extend(
+            settled
+                .filter(|(_, s)| **s)
+                .map(|(row_id, _)| (*row_id, ())),
+        );
+        self.opened
+            .extend(revisions.open.into_iter().map(|row_id| (row_id, ())));
+    }
+
+    /// Takes a rule's changes to rows' values only: all that a provisional result
+    /// needs (it sends every row, open or settled).
+    fn change(&mut self, revisions: &Revisions) {
+        if !self.active {
+            return;
+        }
         let index = self.revisions.len() as u32;
         for (i, row_id) in revisions.row_ids.iter().enumerate() {
             self.changes.insert(*row_id, (index, i as u32));
             self.changed_rows.insert(*row_id);
-            if revisions.settled[i] {
-                self.settled.insert(*row_id, ());
-            }
         }
-        self.revisions.push(revisions.columns);
-        self.opened
-            .extend(revisions.open.into_iter().map(|row_id| (row_id, ())));
+        self.revisions.push(revisions.columns.clone());
     }
 
     /// Sends the held rows that settled, with their changes, to `out` (all of them when
