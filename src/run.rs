@@ -327,9 +327,9 @@ fn write_outputs(
 }
 
 /// A date's provisional partials in one batch, `watermark_ms` first, in watermark
-/// order (`final` gives the schema).
+/// order (the final partial gives the schema).
 fn provisional_rows(
-    last: &RecordBatch,
+    final_partial: &RecordBatch,
     provisional: &[(i64, RecordBatch)],
 ) -> Result<RecordBatch, arrow::error::ArrowError> {
     use arrow::array::{ArrayRef, Int64Array};
@@ -339,7 +339,7 @@ fn provisional_rows(
         DataType::Int64,
         false,
     ))];
-    fields.extend(last.schema().fields().iter().cloned());
+    fields.extend(final_partial.schema().fields().iter().cloned());
     let schema = Arc::new(Schema::new(fields));
     let batches = (provisional.iter())
         .map(|(at, partial)| {
@@ -798,16 +798,15 @@ impl Recorder<'_> {
         }
     }
 
-    fn result(&mut self, result: DateResult) {
-        if let (ResultKind::Provisional { watermark_ms }, Ok(partial)) =
-            (result.kind, &result.partial)
-        {
-            let kept = self.provisional.entry(result.date).or_default();
-            kept.push((watermark_ms, partial.clone()));
+    fn result(&mut self, mut result: DateResult) {
+        if let ResultKind::Provisional { watermark_ms } = result.kind {
+            if let Ok(partial) = result.partial {
+                let kept = self.provisional.entry(result.date).or_default();
+                kept.push((watermark_ms, partial));
+            }
             return;
         }
         let provisional = self.provisional.remove(&result.date).unwrap_or_default();
-        let mut result = result;
         if !provisional.is_empty() {
             let count = result.report.counts.entry(PROVISIONAL_RESULTS.to_owned());
             *count.or_default() += provisional.len() as u64;
