@@ -371,6 +371,17 @@ fn cn_cut_at(w: i64) -> String {
 /// SEMANTICS.md's provisional result at `w`: the whole-date run over the on-time rows
 /// of `day` at or before `w`, with `w` as the day's end. `None` when there are none.
 fn cut_run(day: &RecordBatch, elapsed: &[i64], late: &[usize], w: i64) -> Option<RecordBatch> {
+    cut_run_as(day, elapsed, late, w, |text| text)
+}
+
+/// [`cut_run`] with the pipeline's text edited by `edit`.
+fn cut_run_as(
+    day: &RecordBatch,
+    elapsed: &[i64],
+    late: &[usize],
+    w: i64,
+    edit: fn(String) -> String,
+) -> Option<RecordBatch> {
     let rows: Vec<u32> = cut_at(elapsed, w)
         .into_iter()
         .filter(|i| late.binary_search(i).is_err())
@@ -382,7 +393,7 @@ fn cut_run(day: &RecordBatch, elapsed: &[i64], late: &[usize], w: i64) -> Option
     let dir = tempfile::tempdir().unwrap();
     let rows = arrow::compute::take_record_batch(day, &UInt32Array::from(rows)).unwrap();
     write_day(dir.path(), &rows);
-    let text = pipeline_text_in(dir.path(), 65_536, None, &cn_cut_at(w));
+    let text = edit(pipeline_text_in(dir.path(), 65_536, None, &cn_cut_at(w)));
     Some(written(&run_date(&Pipeline::from_toml(&text).unwrap(), 1)))
 }
 
@@ -415,6 +426,92 @@ fn provisional_results(out: &Path) -> BTreeMap<i64, RecordBatch> {
 /// and any batch size.
 #[test]
 fn provisional_results_are_the_date_cut_at_their_watermark() {
+    let incremental = |text| text;
+    assert!(bound_with(incremental).incremental.is_some());
+    check_provisional_results(incremental);
+}
+
+/// The same without incremental parts: a metric over a derived column that is not null
+/// where a return is (`coalesce`) makes each result from every row not final yet.
+#[test]
+fn provisional_results_from_every_row_not_final_are_the_date_cut_at_their_watermark() {
+    assert!(bound_with(not_incremental).incremental.is_none());
+    check_provisional_results(not_incremental);
+}
+
+/// [`pipeline_text`] with a metric that rules out incremental provisional results.
+fn not_incremental(text: String) -> String {
+    let derive = "[derive]\n        r30z = \"coalesce(return_30, 0.5)\"\n\n        [aggregate]";
+    (text.replacen("[aggregate]", derive, 1)).replace(
+        "[aggregate.metrics]",
+        "[aggregate.metrics]\n        z = \"sum(r30z)\"",
+    )
+}
+
+/// Which pipelines get incremental provisional results: those where each component a
+/// late column feeds (a return, a column FIFO revises) reads one return and is null
+/// where it is, or reads revised columns alone, and no group-by column is late.
+#[test]
+fn provisional_results_are_incremental_where_each_late_component_settles_once() {
+    fn metric(text: String, derived: &str) -> String {
+        let derive = format!("[derive]\n        x = \"{derived}\"\n\n        [aggregate]");
+        (text.replacen("[aggregate]", &derive, 1)).replace(
+            "[aggregate.metrics]",
+            "[aggregate.metrics]\n        x = \"sum(x)\"",
+        )
+    }
+    type Case = (&'static str, fn(String) -> String, Option<(u32, bool)>);
+    let cases: [Case; 6] = [
+        ("the test pipeline", |t| t, Some((0b11, true))),
+        (
+            "a strict function of one return",
+            |t| metric(t, "abs(return_30) * 100"),
+            Some((0b11, true)),
+        ),
+        ("two returns", |t| metric(t, "return_30 - return_1"), None),
+        (
+            "a return and a revised column",
+            |t| metric(t, "matched_qty * return_30"),
+            None,
+        ),
+        ("not null where the return is", not_incremental, None),
+        (
+            "grouped by a return's bin",
+            |t| {
+                (t.replacen(
+                    "[aggregate]",
+                    "[bin]\n        return_1 = 0.01\n\n        [aggregate]",
+                    1,
+                ))
+                .replace(
+                    "group_by = [\"side\", \"ukey\"]",
+                    "group_by = [\"side\", \"return_1_bin\"]",
+                )
+            },
+            None,
+        ),
+    ];
+    for (case, edit, expected) in cases {
+        let incremental = bound_with(edit)
+            .incremental
+            .map(|i| (i.horizons, i.revised));
+        assert_eq!(incremental, expected, "{case}");
+    }
+}
+
+/// [`pipeline`] edited by `edit`, with provisional results, bound to the test's schema.
+fn bound_with(edit: fn(String) -> String) -> vizflow::config::BoundPipeline {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
+    let text = edit(pipeline_text(dir.path(), 100, Some(stream)));
+    let (day, _) = day(1, 10, 5);
+    Pipeline::from_toml(&text)
+        .unwrap()
+        .bind(&day.schema())
+        .unwrap()
+}
+
+fn check_provisional_results(edit: fn(String) -> String) {
     for (seed, rows, far) in [(31, 2_500, 40), (32, 1_200, 5)] {
         let (day, elapsed) = day(seed, rows, far);
         let late = late_rows(&elapsed, 2_000);
@@ -422,16 +519,26 @@ fn provisional_results_are_the_date_cut_at_their_watermark() {
         let expected: Vec<(i64, Option<RecordBatch>)> = (1..)
             .map(|k| k * 60_000)
             .take_while(|w| *w <= last + 60_000)
-            .map(|w| (w, cut_run(&day, &elapsed, &late, w)))
+            .map(|w| (w, cut_run_as(&day, &elapsed, &late, w, edit)))
             .collect();
         let empty = expected.iter().filter(|(_, e)| e.is_none()).count();
-        let final_expected = whole_date_without(&day, &late);
+        let final_expected = {
+            let dir = tempfile::tempdir().unwrap();
+            let on_time: Vec<u32> = (0..day.num_rows() as u32)
+                .filter(|i| late.binary_search(&(*i as usize)).is_err())
+                .collect();
+            let rows = arrow::compute::take_record_batch(&day, &UInt32Array::from(on_time));
+            write_day(dir.path(), &rows.unwrap());
+            let text = edit(pipeline_text(dir.path(), 65_536, None));
+            written(&run_date(&Pipeline::from_toml(&text).unwrap(), 1))
+        };
         let dir = tempfile::tempdir().unwrap();
         write_day(dir.path(), &day);
         let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
         for (workers, batch_rows) in [(1, 65_536), (2, 50), (4, 333)] {
             let case = format!("seed {seed}, {workers} workers, batches of {batch_rows}");
-            let summary = run_date(&pipeline(dir.path(), batch_rows, Some(stream)), workers);
+            let text = edit(pipeline_text(dir.path(), batch_rows, Some(stream)));
+            let summary = run_date(&Pipeline::from_toml(&text).unwrap(), workers);
             assert_eq!(
                 written(&summary),
                 final_expected,

@@ -65,13 +65,74 @@ pub enum Emission {
         /// The next provisional result's watermark.
         next: i64,
     },
+    /// Rows' contributions to the aggregate's components `parts` that no longer change
+    /// (incremental provisional results): they count in every provisional result at
+    /// `next` and after, and not in the final result (the final rows carry them).
+    Settled {
+        /// The next provisional result's watermark.
+        next: i64,
+        /// The components they count in.
+        parts: Parts,
+    },
     /// Rows of the provisional result at watermark `at` (ms of trading time) that are
-    /// not final yet, evaluated on the date cut at `at`; it may have no rows. The final
-    /// rows that count in it are those sent before it ([`Emission::Final`]).
+    /// not final yet, evaluated on the date cut at `at`, counting in its components
+    /// `parts`; it may have no rows. The rows sent before it for `at`
+    /// ([`Emission::Final`], [`Emission::Settled`]) count in it too.
     Provisional {
         /// Its watermark.
         at: i64,
+        /// The components its rows count in.
+        parts: Parts,
     },
+}
+
+impl Emission {
+    /// Whether the batch is for provisional results only (its rows count nowhere else:
+    /// their final versions do).
+    pub fn provisional_only(emission: Option<Emission>) -> bool {
+        matches!(
+            emission,
+            Some(Emission::Provisional { .. } | Emission::Settled { .. })
+        )
+    }
+}
+
+/// A set of parts of the aggregate's components, as bits: with incremental provisional
+/// results, a row's contribution to each part is sent once, when it no longer changes
+/// (see `vizflow_operators::aggregate`). [`Parts::BASE`]: components of columns known
+/// when the row is cut; [`Parts::REVISED`]: those that read a column a rule revises
+/// (an entry's `matched_qty` until its lot closes); [`Parts::horizon`]: those that
+/// read the return at one horizon (and no other late column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Parts(pub u32);
+
+impl Parts {
+    /// Every component.
+    pub const ALL: Parts = Parts(u32::MAX);
+    /// No component.
+    pub const NONE: Parts = Parts(0);
+    /// Components known when a row is cut.
+    pub const BASE: Parts = Parts(1);
+    /// Components that read a revised column.
+    pub const REVISED: Parts = Parts(2);
+    /// How many horizons have a part of their own.
+    pub const HORIZONS: usize = 30;
+
+    /// The components that read the return at the `k`-th horizon with a part
+    /// (`k < Parts::HORIZONS`).
+    pub const fn horizon(k: usize) -> Parts {
+        Parts(4 << k)
+    }
+
+    /// Whether the two sets share a part.
+    pub const fn meets(self, other: Parts) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Both sets.
+    pub const fn with(self, other: Parts) -> Parts {
+        Parts(self.0 | other.0)
+    }
 }
 
 /// A batch and, optionally, the rows of it that count (see [`Batch::take_selected`]).
@@ -657,7 +718,7 @@ where
                     let Some(rows) = batch.take() else { continue };
                     // A provisional result's rows count nowhere (their final versions
                     // do), and one without rows still goes on: it marks the result.
-                    let provisional = matches!(emission, Some(Emission::Provisional { .. }));
+                    let provisional = Emission::provisional_only(emission);
                     if provisional && rows.num_rows() == 0 {
                         session.give_container(&mut Batch::emitted(rows, emission));
                         continue;

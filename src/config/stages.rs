@@ -26,15 +26,17 @@
 //! A new step is a variant of [`Step`] with its arms in `reads`, `adds`, `check` and
 //! `operator`, and, if it is a new operator, a variant of [`Stage`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use vizflow_operators::aggregate::AggregatePlan;
+use vizflow_operators::batch::Parts;
 use vizflow_operators::bin::BinSpec;
 use vizflow_operators::columns::{ELAPSED_MS, ELAPSED_SECONDS, ROW_ID};
 use vizflow_operators::derive::{DeriveSpec, IntegerCast};
-use vizflow_operators::enrich::check_streamable;
 use vizflow_operators::enrich::{EnrichRule, EnrichSpec, checked_outputs};
+use vizflow_operators::enrich::{Incremental, check_streamable};
 use vizflow_operators::expr::Expr;
 use vizflow_operators::forward_return::ForwardReturnSpec;
 use vizflow_operators::parse_time::{ParseTimeSpec, elapsed_ms};
@@ -271,6 +273,9 @@ pub struct BoundPipeline {
     pub stages: Vec<Stage>,
     /// The aggregation plan.
     pub plan: AggregatePlan,
+    /// With `[stream] emit_every`, whether provisional results are computed
+    /// incrementally, and how (see [`Pipeline::incremental`]).
+    pub incremental: Option<Incremental>,
 }
 
 impl BoundPipeline {
@@ -325,6 +330,8 @@ impl Pipeline {
         let pruned = self.prune(&steps, writes);
         let read = pruned.read(&steps);
         let stages = self.stages(input, &steps, &pruned, &read)?;
+        let mut plan = plan;
+        let mut incremental = None;
         if let Some(stream) = &self.stream {
             let provisional = stream.emit_every_ms.is_some();
             if provisional && !stages.iter().any(|s| matches!(s, Stage::Keyed(_))) {
@@ -342,6 +349,9 @@ impl Pipeline {
                 if let Stage::Keyed(spec) = stage {
                     check_streamable(spec, provisional)
                         .map_err(|e| invalid(format!("[[enrich]] {e}")))?;
+                    if provisional {
+                        incremental = self.incremental(&steps, spec, &mut plan);
+                    }
                 }
             }
         }
@@ -351,7 +361,124 @@ impl Pipeline {
             input_schema: Arc::new(input.clone()),
             stages,
             plan,
+            incremental,
         })
+    }
+
+    /// Whether provisional results can be computed incrementally ([`Incremental`]),
+    /// and if so the part of each of `plan`'s components ([`Parts`]). A column is late
+    /// when a forward return or a column a rule revises feeds it, through the derived
+    /// columns and bins after the keyed stage (`keyed` is that stage). It can when no
+    /// group-by column is late and each late column that a component reads depends on
+    /// one horizon's return alone, and is null wherever that return is (so the row adds
+    /// nothing to the component until the return is known), or on revised columns
+    /// alone (an open entry's part is then evaluated at each result).
+    fn incremental(
+        &self,
+        steps: &[Step],
+        keyed: &EnrichSpec,
+        plan: &mut AggregatePlan,
+    ) -> Option<Incremental> {
+        #[derive(Clone, Copy, Default)]
+        struct Late {
+            /// The horizons (by position in the keyed stage's) it depends on.
+            horizons: u32,
+            revised: bool,
+            /// Null wherever a return it depends on is null.
+            strict: bool,
+        }
+        let horizons = (keyed.rules.first())
+            .and_then(|r| r.forward_returns())
+            .map_or(Vec::new(), |r| r.horizons_s.clone());
+        let mut late: BTreeMap<String, Late> = BTreeMap::new();
+        for step in steps {
+            match step {
+                Step::ForwardReturn { horizon, .. } => {
+                    // A return nothing needs is pruned: not among the stage's.
+                    if let Some(k) = horizons.iter().position(|h| h == horizon) {
+                        // Past `Parts::HORIZONS` it is refused below.
+                        let bit = 1u32 << k.min(31);
+                        let column = Late {
+                            horizons: bit,
+                            revised: false,
+                            strict: true,
+                        };
+                        late.insert(ForwardReturnSpec::output(*horizon), column);
+                    }
+                }
+                Step::Rule { rule, .. } => {
+                    for column in rule.output_names() {
+                        late.remove(&column);
+                    }
+                    for column in rule.revises() {
+                        let revised = Late {
+                            revised: true,
+                            strict: true,
+                            ..Late::default()
+                        };
+                        late.insert(column, revised);
+                    }
+                }
+                Step::Derive { name, expr } => {
+                    let mut column = Late {
+                        strict: true,
+                        ..Late::default()
+                    };
+                    for read in expr.columns() {
+                        if let Some(from) = late.get(&read) {
+                            column.horizons |= from.horizons;
+                            column.revised |= from.revised;
+                            if from.horizons != 0 {
+                                column.strict &= from.strict && expr.null_strict(&read);
+                            }
+                        }
+                    }
+                    match column.horizons != 0 || column.revised {
+                        true => late.insert(name.clone(), column),
+                        false => late.remove(name),
+                    };
+                }
+                Step::Bin(bin) => {
+                    // A null value has a null bin.
+                    match late.get(&bin.column).copied() {
+                        Some(column) => late.insert(bin.output(), column),
+                        None => late.remove(&bin.output()),
+                    };
+                }
+                Step::Cast(_) | Step::RowId | Step::ParseTime => {}
+            }
+        }
+        if self.aggregate.group_by.iter().any(|c| late.contains_key(c)) {
+            return None;
+        }
+        let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
+        let mut incremental = Incremental {
+            horizons: 0,
+            revised: false,
+        };
+        for column in plan.input_columns() {
+            let Some(column_late) = late.get(&column) else {
+                continue;
+            };
+            let part = match (column_late.horizons, column_late.revised) {
+                (0, _) => {
+                    incremental.revised = true;
+                    Parts::REVISED
+                }
+                (bits, false) if bits.is_power_of_two() && column_late.strict => {
+                    let k = bits.trailing_zeros() as usize;
+                    if k >= Parts::HORIZONS {
+                        return None;
+                    }
+                    incremental.horizons |= bits;
+                    Parts::horizon(k)
+                }
+                _ => return None,
+            };
+            parts.insert(column, part);
+        }
+        plan.set_parts(|column| parts.get(column).copied().unwrap_or(Parts::BASE));
+        Some(incremental)
     }
 
     /// Every step, in the order rows go through them; derived columns at the earliest

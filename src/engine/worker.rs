@@ -256,6 +256,7 @@ fn build_rows(
                             .map(|every_ms| Provisional {
                                 every_ms,
                                 day_ms: pipeline.pipeline.market.clock.total_ms(),
+                                incremental: pipeline.incremental,
                             });
                     let (spec, partition) = (spec.clone(), *partition);
                     rows.enrich_partitioned(
@@ -285,7 +286,7 @@ fn build_rows(
                                     continue;
                                 };
                                 let message = match emission {
-                                    Some(Emission::Provisional { at }) => {
+                                    Some(Emission::Provisional { at, .. }) => {
                                         WorkerMessage::Provisional(date_key, at, partial)
                                     }
                                     _ => WorkerMessage::Partial(date_key, partial),

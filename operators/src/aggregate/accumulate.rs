@@ -11,6 +11,7 @@ use super::error::{AggregateError, AggregateProblem};
 use super::group::{Groups, group_ids};
 use super::plan::{AggregatePlan, Component, ValueKind};
 use super::state::{Accumulator, AggState, float_key, merge_option};
+use crate::batch::Parts;
 use crate::exact_sum::ExactSum;
 
 /// Moves component `c` of every group out into a plain vector (`unwrap` says which
@@ -52,7 +53,8 @@ fn fold_counts(states: &mut [AggState], c: usize, rows: impl Iterator<Item = usi
     put_component(states, c, n, Accumulator::Count);
 }
 
-/// Folds a batch into the groups of its time. Returns the non-finite counts per column.
+/// Folds a batch into the groups of its time, into the components of `parts` (the
+/// others are left as they are). Returns the non-finite counts per column.
 ///
 /// Each column is read in one pass that updates all its components (a `mean(x)` is a
 /// sum and a non-null count of `x`); each component's per-group values are taken out of
@@ -62,11 +64,13 @@ pub(super) fn accumulate(
     converter: &RowConverter,
     batch: &RecordBatch,
     groups: &mut Groups,
+    parts: Parts,
 ) -> Result<Vec<(String, u64)>, AggregateError> {
     let ids = group_ids(plan, converter, batch, groups)?;
     let states = &mut groups.states;
     let mut nonfinite = Vec::new();
-    let mut done = vec![false; plan.components.len()];
+    // The components of a column share its part.
+    let mut done: Vec<bool> = plan.parts.iter().map(|p| !p.meets(parts)).collect();
     for (c, (component, kind)) in plan.components.iter().enumerate() {
         if done[c] {
             continue;

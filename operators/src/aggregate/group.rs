@@ -198,6 +198,7 @@ mod tests {
     use super::*;
     use crate::aggregate::accumulate::accumulate;
     use crate::aggregate::{AggregateSpec, MetricExpr};
+    use crate::batch::Parts;
     use arrow::array::{Float64Array, Int64Array, StringArray};
     use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
     use std::collections::BTreeMap;
@@ -222,7 +223,7 @@ mod tests {
             batch.slice(0, half),
             batch.slice(half, batch.num_rows() - half),
         ] {
-            accumulate(&plan, &converter, &part, &mut groups).unwrap();
+            accumulate(&plan, &converter, &part, &mut groups, Parts::ALL).unwrap();
         }
         let states: BTreeMap<Vec<u8>, AggState> = groups
             .keys

@@ -29,6 +29,14 @@
 //! Sums are exact and merging is order-free, so a provisional result is bit-identical
 //! however its rows were split between final and not yet final.
 //!
+//! Incremental provisional results ([`Parts`]): when every component that a row's late
+//! columns (forward returns, revised rule outputs) feed changes only once, from null to
+//! its final value, or only while an entry is open, the keyed stage sends each row's
+//! contribution to each part of the components once, when it no longer changes
+//! ([`Emission::Settled`], kept like final rows), and at `W` only the parts still
+//! changing (the open entries' [`Parts::REVISED`]). The final rows then come untagged
+//! and make the final result alone.
+//!
 //! In parts: this file is the operator; `plan.rs` binds a spec to a schema and builds
 //! partials ([`AggregatePlan`]); `state.rs` the mergeable group state ([`AggState`]);
 //! `group.rs` maps rows to groups; `accumulate.rs` folds a batch into its groups;
@@ -51,7 +59,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 
-use crate::batch::{Batch, Emission};
+use crate::batch::{Batch, Emission, Parts};
 use crate::expr::MetricExpr;
 use crate::report::Diagnostics;
 use crate::stash::FrontierStash;
@@ -91,12 +99,17 @@ fn result_time((date_key, at): &(u32, i64)) -> Time {
     }
 }
 
-/// A worker's final rows of a date under `emit_every`: those in provisional results
-/// built so far, merged, and the others by the first provisional result they count in.
+/// A worker's rows of a date under `emit_every` that count in every provisional result
+/// from some watermark on (final rows, or settled parts of rows): those in provisional
+/// results built so far, merged, and the others by the first provisional result they
+/// count in.
 #[derive(Default)]
 struct Dated {
     merged: BTreeMap<Vec<u8>, AggState>,
     by_next: BTreeMap<i64, Groups>,
+    /// Whether final rows came ([`Emission::Final`]): then they are the date's final
+    /// result too. (Settled parts are not: with them, the final rows come untagged.)
+    finals: bool,
 }
 
 impl Dated {
@@ -163,27 +176,36 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                         for batch in data {
                             let emission = batch.emission;
                             let Some(rows) = batch.take() else { continue };
-                            let groups = match emission {
-                                None => pending.stash(*time.time(), *time.time(), &time),
-                                Some(Emission::Final { next }) => dated
-                                    .stash(date_key, *time.time(), &time)
-                                    .by_next
-                                    .entry(next)
-                                    .or_default(),
-                                Some(Emission::Provisional { at }) => {
+                            let (groups, parts) = match emission {
+                                None => {
+                                    (pending.stash(*time.time(), *time.time(), &time), Parts::ALL)
+                                }
+                                Some(Emission::Final { next }) => {
+                                    let dated = dated.stash(date_key, *time.time(), &time);
+                                    dated.finals = true;
+                                    (dated.by_next.entry(next).or_default(), Parts::ALL)
+                                }
+                                Some(Emission::Settled { next, parts }) => {
+                                    let dated = dated.stash(date_key, *time.time(), &time);
+                                    let groups = dated.by_next.entry(next).or_default();
+                                    // Its final rows report what these would.
+                                    let _ = accumulate(&plan, &converter, &rows, groups, parts);
+                                    continue;
+                                }
+                                Some(Emission::Provisional { at, parts }) => {
                                     let groups =
                                         provisional.stash((date_key, at), *time.time(), &time);
                                     // A result without rows is only marked. Its final rows
                                     // report what these would.
                                     if rows.num_rows() > 0 {
-                                        let _ = accumulate(&plan, &converter, &rows, groups);
+                                        let _ = accumulate(&plan, &converter, &rows, groups, parts);
                                     }
                                     continue;
                                 }
                             };
                             diagnostics.add(date_key, "aggregate.rows_in", rows.num_rows() as u64);
                             let started = Instant::now();
-                            let accumulated = accumulate(&plan, &converter, &rows, groups);
+                            let accumulated = accumulate(&plan, &converter, &rows, groups, parts);
                             diagnostics.time(date_key, "Aggregate", started);
                             match accumulated {
                                 Ok(nonfinite) => {
@@ -225,6 +247,10 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                     // capability must not hold back the provisional results before.
                     dated.follow(frontier);
                     for (date_key, capability, mut dated) in dated.ready(frontier) {
+                        if !dated.finals {
+                            // Settled parts only: the final rows went on untagged.
+                            continue;
+                        }
                         dated.merge_through(FINAL);
                         let time = *capability.time();
                         let mut session = output.session(&capability);
@@ -273,7 +299,10 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                             let started = Instant::now();
                             let partial = plan.finalize(date_key, &groups);
                             diagnostics.time(date_key, "Aggregate", started);
-                            let emission = (at != FINAL).then_some(Emission::Provisional { at });
+                            let emission = (at != FINAL).then_some(Emission::Provisional {
+                                at,
+                                parts: Parts::ALL,
+                            });
                             match partial {
                                 Ok(partial) => output
                                     .session(&capability)

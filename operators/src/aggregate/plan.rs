@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{AggregateError, AggregateProblem};
 use super::state::{Accumulator, AggState, float_of_key};
 use super::{AggregateSpec, DATE_COLUMN};
+use crate::batch::Parts;
 use crate::expr::{AggregateCall, AggregateFunction, MetricExpr};
 use crate::time::date_of_key;
 
@@ -78,6 +79,9 @@ pub struct AggregatePlan {
     group_by: Vec<String>,
     pub(super) key_fields: Vec<Field>,
     pub(super) components: Vec<(Component, ValueKind)>,
+    /// Each component's part (incremental provisional results, see [`Parts`]): all
+    /// [`Parts::BASE`] unless [`AggregatePlan::set_parts`] says otherwise.
+    pub(super) parts: Vec<Parts>,
     metrics: Vec<(String, MetricExpr)>,
     output_schema: SchemaRef,
 }
@@ -178,6 +182,7 @@ impl AggregatePlan {
         let mut plan = AggregatePlan {
             group_by: spec.group_by.clone(),
             key_fields,
+            parts: vec![Parts::BASE; components.len()],
             components,
             metrics: spec.metrics.clone(),
             output_schema: Arc::new(Schema::empty()),
@@ -186,6 +191,14 @@ impl AggregatePlan {
         let empty = plan.finalize(0, &BTreeMap::new())?;
         plan.output_schema = empty.schema();
         Ok(plan)
+    }
+
+    /// Assigns each component the part of the column it reads (`part_of`);
+    /// `count()`, which reads none, is in [`Parts::BASE`].
+    pub fn set_parts(&mut self, part_of: impl Fn(&str) -> Parts) {
+        for ((component, _), part) in self.components.iter().zip(&mut self.parts) {
+            *part = component.column().map_or(Parts::BASE, &part_of);
+        }
     }
 
     /// The schema of every partial this plan builds.

@@ -145,7 +145,7 @@ pub use self::error::EnrichError;
 pub use self::kernel::{enrich, enrich_lazy, enrich_owned, enrich_selected};
 pub use self::operator::Enrich;
 pub use self::output::{EnrichOutput, OUTPUT_BATCH_ROWS};
-pub use self::release::{Provisional, check_streamable, release_step_ms};
+pub use self::release::{Incremental, Provisional, check_streamable, release_step_ms};
 pub use self::tag_rule::{Emit, Event, TagRule, custom};
 use crate::columns::{ELAPSED_MS, ROW_ID};
 use crate::forward_return::ForwardReturnSpec;

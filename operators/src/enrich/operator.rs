@@ -104,8 +104,10 @@ where
             let mut dates: BTreeMap<u32, OpenDate> = BTreeMap::new();
             // Complete dates whose output is being sent, in date order.
             let mut sending: VecDeque<(u32, Capability<Time>, Finished, u64)> = VecDeque::new();
-            // Every output batch is tagged when provisional results are asked for.
-            let tagged = provisional.is_some();
+            // Every output batch is tagged when provisional results are asked for,
+            // but the final rows when they are computed incrementally (the final
+            // rows then make the final result alone).
+            let tagged = provisional.is_some_and(|p| p.incremental.is_none());
             move |(input, frontier), output| {
                 input.for_each_time(|time, data| {
                     let date_key = date_key_of(*time.time());
@@ -233,7 +235,7 @@ where
 /// Sends a date's steps on, in order: final rows at the date's capability, each
 /// provisional result at its [`provisional_time`], the capability moving there first
 /// (it is never past it: [`KeyedDate::skip_provisional_before`] and the release order).
-/// Every batch is tagged when `tagged`.
+/// Final rows are tagged when `tagged`, the others always.
 fn send_steps(
     output: &mut OutputBuilderSession<'_, Time, CapacityContainerBuilder<Batch>>,
     capability: &mut Capability<Time>,
@@ -252,7 +254,14 @@ fn send_steps(
                     session.give_container(&mut Batch::emitted(batch, emission));
                 }
             }
-            Step::Provisional { at, rows } => {
+            Step::Settled { rows, parts, next } => {
+                let emission = Some(Emission::Settled { next, parts });
+                let mut session = output.session(capability);
+                for batch in rows {
+                    session.give_container(&mut Batch::emitted(batch, emission));
+                }
+            }
+            Step::Provisional { at, rows, parts } => {
                 let time = provisional_time(date_key, at);
                 debug_assert!(
                     *capability.time() <= time,
@@ -261,7 +270,7 @@ fn send_steps(
                 if *capability.time() < time {
                     capability.downgrade(&time);
                 }
-                let emission = Some(Emission::Provisional { at });
+                let emission = Some(Emission::Provisional { at, parts });
                 let mut session = output.session(capability);
                 if rows.is_empty() {
                     // It marks the result for the aggregate even without rows (and counts

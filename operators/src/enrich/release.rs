@@ -41,7 +41,7 @@ use super::kernel::{common_schema, enrich_selected, same_columns};
 use super::output::EnrichOutput;
 use super::plan::RulePlan;
 use super::{Carried, EnrichError, EnrichRule, EnrichSpec, Revisions, checked_outputs};
-use crate::batch::{SelectedRows, SymbolInterner, selected_len};
+use crate::batch::{Parts, SelectedRows, SymbolInterner, selected_len};
 use crate::columns::{ELAPSED_MS, ROW_ID};
 use crate::forward_return::{ForwardReturnSpec, Stretch, returns_across};
 
@@ -128,6 +128,10 @@ pub(super) struct KeyedDate {
     /// Provisional results asked for, and the watermark of the next one.
     provisional: Option<Provisional>,
     next_at: i64,
+    /// With incremental provisional results, per horizon (by position), the watermark
+    /// up to which each row's [`Parts::horizon`] was sent: the rows whose time plus the
+    /// horizon is at or below it.
+    returned: Vec<i64>,
 }
 
 /// Provisional results of a date (`[stream] emit_every`): one at every multiple of
@@ -139,6 +143,26 @@ pub struct Provisional {
     pub every_ms: i64,
     /// The date's trading time, in ms: the last provisional result is at or before it.
     pub day_ms: i64,
+    /// Computed incrementally, part by part ([`Incremental`]), or, when `None`, each
+    /// from every row not final yet.
+    pub incremental: Option<Incremental>,
+}
+
+/// How a date's provisional results are computed incrementally: each row's
+/// contribution to each [`Parts`] of the aggregate's components is sent once, when it
+/// no longer changes ([`Step::Settled`]): [`Parts::BASE`] and, for the rows no rule
+/// holds open, [`Parts::REVISED`] when the row is cut; [`Parts::horizon`]`(k)` once
+/// the watermark reaches the row's time plus the `k`-th horizon (a return not known by
+/// `W` is null in the result at `W`, and adds nothing to these parts); an open entry's
+/// [`Parts::REVISED`] when it settles, and until then, at each `W`, as matched by `W`.
+/// The pipeline's binding decides whether the aggregate allows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incremental {
+    /// The horizons (bits, by position in the forward returns' `horizons_s`) whose
+    /// returns some component reads: each has its part, [`Parts::horizon`].
+    pub horizons: u32,
+    /// Whether some component reads a column a rule revises ([`Parts::REVISED`]).
+    pub revised: bool,
 }
 
 /// What a date's keyed stage sends, in order: final rows, and the rows of provisional
@@ -147,9 +171,21 @@ pub(super) enum Step {
     /// Final rows, sent before the provisional result at `next` (see
     /// [`crate::batch::Emission::Final`]).
     Final { rows: Vec<RecordBatch>, next: i64 },
+    /// Rows' contributions to `parts` that no longer change, sent before the provisional
+    /// result at `next` (see [`crate::batch::Emission::Settled`]).
+    Settled {
+        rows: Vec<RecordBatch>,
+        parts: Parts,
+        next: i64,
+    },
     /// The rows of the provisional result at `at` that are not final yet, evaluated on
-    /// the date cut at `at` (the final rows sent before it count in it too).
-    Provisional { at: i64, rows: Vec<RecordBatch> },
+    /// the date cut at `at`, for the components `parts` (the final rows and settled
+    /// parts sent before it count in it too).
+    Provisional {
+        at: i64,
+        rows: Vec<RecordBatch>,
+        parts: Parts,
+    },
 }
 
 /// Rows of a date below a watermark and at or above the one before, in event order per
@@ -157,6 +193,8 @@ pub(super) enum Step {
 struct Segment {
     /// The watermark it was cut at: its rows are below it.
     end: i64,
+    /// The watermark the segment before it was cut at: its rows are at or above it.
+    start: i64,
     /// Its rows.
     frame: Frame,
     /// Where each symbol of the date so far has its events (rows as cut, in event
@@ -168,6 +206,9 @@ struct Segment {
     /// changes they made to rows, for the held rows when the segment is released (or
     /// to evaluate a provisional result).
     ruled: Option<Vec<Revisions>>,
+    /// With incremental provisional results, each current row's `elapsed_ms` (after
+    /// the rules).
+    row_times: Vec<i64>,
 }
 
 impl Segment {
@@ -193,6 +234,9 @@ struct Streamed {
     interner: SymbolInterner,
     carried: Vec<Carried>,
     held: Held,
+    /// With incremental provisional results, the rows a rule holds open since they were
+    /// cut (their [`Parts::REVISED`] still changes).
+    open: Held,
     counts: BTreeMap<String, u64>,
 }
 
@@ -219,6 +263,7 @@ impl KeyedDate {
             streamed: None,
             provisional,
             next_at: provisional.map_or(i64::MAX, |p| p.every_ms),
+            returned: vec![i64::MIN; Parts::HORIZONS],
         }
     }
 
@@ -291,13 +336,24 @@ impl KeyedDate {
         let mut steps = Vec::new();
         while let Some(at) = self.next_provisional().filter(|at| *at < watermark) {
             // Rows at `at` belong to it: cut just above.
-            let rows = self.release_to(at + 1)?;
+            let rows = self.release_to(at + 1, &mut steps)?;
             steps.push(Step::Final { rows, next: at });
-            let rows = self.snapshot(at)?;
-            steps.push(Step::Provisional { at, rows });
+            match self.incremental() {
+                Some(incremental) => {
+                    self.returned_parts(at, incremental, &mut steps)?;
+                    let rows = self.open_at(incremental)?;
+                    let parts = Parts::REVISED;
+                    steps.push(Step::Provisional { at, rows, parts });
+                }
+                None => {
+                    let rows = self.snapshot(at)?;
+                    let parts = Parts::ALL;
+                    steps.push(Step::Provisional { at, rows, parts });
+                }
+            }
             self.pass_provisional();
         }
-        let rows = self.release_to(watermark)?;
+        let rows = self.release_to(watermark, &mut steps)?;
         steps.push(Step::Final {
             rows,
             next: self.next_at,
@@ -305,19 +361,103 @@ impl KeyedDate {
         Ok(steps)
     }
 
+    /// Whether provisional results are computed incrementally, and how.
+    pub(super) fn incremental(&self) -> Option<Incremental> {
+        self.provisional.and_then(|p| p.incremental)
+    }
+
+    /// [`Self::incremental`] while a provisional result is still to come (settled parts
+    /// are sent for it).
+    fn settling(&self) -> Option<Incremental> {
+        self.next_provisional().and(self.incremental())
+    }
+
     /// Cuts the pending rows below `watermark` and releases the segments whose returns
-    /// it makes final; returns their final output rows.
-    fn release_to(&mut self, watermark: i64) -> Result<Vec<RecordBatch>, EnrichError> {
-        self.cut_segment(watermark)?;
+    /// it makes final; returns their final output rows (and pushes the parts that
+    /// settle to `steps`).
+    fn release_to(
+        &mut self,
+        watermark: i64,
+        steps: &mut Vec<Step>,
+    ) -> Result<Vec<RecordBatch>, EnrichError> {
+        self.cut_segment(watermark, steps)?;
         let mut out = Vec::new();
         while self
             .segments
             .front()
             .is_some_and(|s| s.end.saturating_add(self.horizon_ms) <= watermark)
         {
-            self.release_front(&mut out)?;
+            self.release_front(&mut out, steps)?;
         }
         Ok(out)
+    }
+
+    /// The [`Parts::horizon`] of the rows whose time plus the horizon is past the last
+    /// provisional result and at or below `at` (their return is known by `at`, and
+    /// final), for each horizon with a part.
+    fn returned_parts(
+        &mut self,
+        at: i64,
+        incremental: Incremental,
+        steps: &mut Vec<Step>,
+    ) -> Result<(), EnrichError> {
+        let (Some(spec), Some(streamed)) = (&self.returns, &self.streamed) else {
+            return Ok(());
+        };
+        for (k, horizon) in spec.horizons_s.iter().enumerate() {
+            if incremental.horizons >> k & 1 == 0 {
+                continue;
+            }
+            let offset = 1000 * horizon;
+            // The rows with `low < elapsed_ms <= high`.
+            let (low, high) = (self.returned[k].saturating_sub(offset), at - offset);
+            let mut rows = Vec::new();
+            for (i, segment) in self.segments.iter().enumerate() {
+                if segment.start > high || segment.end.saturating_sub(1) <= low {
+                    continue;
+                }
+                let picks: Vec<u32> = (segment.row_times.iter().enumerate())
+                    .filter(|(_, t)| **t > low && **t <= high)
+                    .map(|(row, _)| row as u32)
+                    .collect();
+                if picks.is_empty() {
+                    continue;
+                }
+                let values = returns_across(&self.stretches(i), *horizon, at);
+                let frame = segment.frame.select(picks)?;
+                rows.extend(with_return(streamed, frame, spec, *horizon, values)?);
+            }
+            self.returned[k] = at;
+            if !rows.is_empty() {
+                let parts = Parts::horizon(k);
+                steps.push(Step::Settled {
+                    rows: project(rows, &streamed.output)?,
+                    parts,
+                    next: at,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows a rule holds open at the provisional result at `at` (where the rules'
+    /// states are), as matched by then: their [`Parts::REVISED`] in it.
+    fn open_at(&self, incremental: Incremental) -> Result<Vec<RecordBatch>, EnrichError> {
+        let Some(streamed) = &self.streamed else {
+            return Ok(Vec::new());
+        };
+        if !incremental.revised || !streamed.open.active {
+            return Ok(Vec::new());
+        }
+        let mut open = streamed.open.fork();
+        for (rule, carried) in streamed.plan.spec.rules.iter().zip(&streamed.carried) {
+            if let Some(revisions) = rule.unsettled(carried) {
+                open.change(&revisions);
+            }
+        }
+        let mut out = Vec::new();
+        open.flush(true, &mut out)?;
+        project(out, &streamed.output)
     }
 
     /// The rows of the provisional result at `at` that are not final yet: those of the
@@ -360,17 +500,22 @@ impl KeyedDate {
         let Some(spec) = &self.returns else {
             return Vec::new();
         };
-        let stretches: Vec<Stretch<'_>> = (self.segments.iter().skip(i))
-            .map(|s| Stretch {
-                runs: &s.runs,
-                elapsed_ms: s.elapsed_ms(),
-                prices: s.prices.as_ref().expect("every segment has prices"),
-            })
-            .collect();
+        let stretches = self.stretches(i);
         (spec.horizons_s.iter())
             .map(|horizon| {
                 let values = returns_across(&stretches, *horizon, close);
                 (ForwardReturnSpec::output(*horizon), values)
+            })
+            .collect()
+    }
+
+    /// The segments from the `i`-th on, for [`returns_across`].
+    fn stretches(&self, i: usize) -> Vec<Stretch<'_>> {
+        (self.segments.iter().skip(i))
+            .map(|s| Stretch {
+                runs: &s.runs,
+                elapsed_ms: s.elapsed_ms(),
+                prices: s.prices.as_ref().expect("every segment has prices"),
             })
             .collect()
     }
@@ -389,10 +534,12 @@ impl KeyedDate {
             let whole = enrich_selected(self.pending, &self.spec)?;
             return Ok((steps, Finished::Whole(Box::new(whole))));
         }
-        self.cut_segment(i64::MAX)?;
+        // No provisional result is left: nothing settles for one.
+        let mut none = Vec::new();
+        self.cut_segment(i64::MAX, &mut none)?;
         let mut out = Vec::new();
         while !self.segments.is_empty() {
-            self.release_front(&mut out)?;
+            self.release_front(&mut out, &mut none)?;
         }
         let streamed = self.streamed.as_mut().expect("checked above");
         for (rule, carried) in streamed.plan.spec.rules.iter().zip(&mut streamed.carried) {
@@ -412,8 +559,10 @@ impl KeyedDate {
         Ok((steps, finished))
     }
 
-    /// Makes the pending rows below `watermark` a segment.
-    fn cut_segment(&mut self, watermark: i64) -> Result<(), EnrichError> {
+    /// Makes the pending rows below `watermark` a segment (pushing the parts that
+    /// settle as it is cut to `steps`).
+    fn cut_segment(&mut self, watermark: i64, steps: &mut Vec<Step>) -> Result<(), EnrichError> {
+        let start = self.cut;
         let mut complete = Vec::new();
         let mut later = Vec::new();
         for part in std::mem::take(&mut self.pending) {
@@ -470,21 +619,46 @@ impl KeyedDate {
             )?),
             None => None,
         };
+        let mut row_times = Vec::new();
+        if let (Some(incremental), Some(ruled)) = (self.settling(), &ruled) {
+            let streamed = self.streamed.as_mut().expect("set above");
+            let next = self.next_at;
+            cut_parts(
+                streamed,
+                &frame,
+                ruled,
+                self.returns.as_ref(),
+                incremental,
+                next,
+                steps,
+            )?;
+            frame.compute_event_columns();
+            row_times = frame.event_columns().0.to_vec();
+        }
         self.segments.push_back(Segment {
             end: watermark,
+            start,
             frame,
             runs,
             prices,
             ruled,
+            row_times,
         });
         Ok(())
     }
 
     /// Runs the first segment through the returns and the rules (unless they ran when
     /// it was cut), pushing the output rows that are final to `out`.
-    fn release_front(&mut self, out: &mut Vec<RecordBatch>) -> Result<(), EnrichError> {
+    fn release_front(
+        &mut self,
+        out: &mut Vec<RecordBatch>,
+        steps: &mut Vec<Step>,
+    ) -> Result<(), EnrichError> {
         let close = self.returns.as_ref().map_or(i64::MAX, |r| r.day_ms);
         let mut returns = self.returns_of(0, close);
+        if let Some(incremental) = self.settling() {
+            self.released_parts(&returns, incremental, steps)?;
+        }
         let segment = self.segments.pop_front().expect("checked");
         let streamed = self.streamed.as_mut().expect("a segment was cut");
         let mut frame = segment.frame;
@@ -510,6 +684,144 @@ impl KeyedDate {
         out.extend(project(released, &streamed.output)?);
         Ok(())
     }
+}
+
+impl KeyedDate {
+    /// The [`Parts::horizon`] of the first segment's rows not sent yet, as it is
+    /// released (its `returns` are final), for the next provisional result.
+    fn released_parts(
+        &self,
+        returns: &[(String, ArrayRef)],
+        incremental: Incremental,
+        steps: &mut Vec<Step>,
+    ) -> Result<(), EnrichError> {
+        let (Some(spec), Some(streamed)) = (&self.returns, &self.streamed) else {
+            return Ok(());
+        };
+        let segment = self.segments.front().expect("checked");
+        for (k, horizon) in spec.horizons_s.iter().enumerate() {
+            if incremental.horizons >> k & 1 == 0 {
+                continue;
+            }
+            let low = self.returned[k].saturating_sub(1000 * horizon);
+            let picks: Vec<u32> = (segment.row_times.iter().enumerate())
+                .filter(|(_, t)| **t > low)
+                .map(|(row, _)| row as u32)
+                .collect();
+            if picks.is_empty() {
+                continue;
+            }
+            let name = ForwardReturnSpec::output(*horizon);
+            let values = (returns.iter().find(|(n, _)| *n == name))
+                .map(|(_, values)| values.clone())
+                .expect("a return per horizon");
+            let frame = segment.frame.select(picks)?;
+            let rows = with_return(streamed, frame, spec, *horizon, values)?;
+            steps.push(Step::Settled {
+                rows: project(rows, &streamed.output)?,
+                parts: Parts::horizon(k),
+                next: self.next_at,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The output rows of `frame` with the return at `horizon` (`values`, per event) and
+/// the other returns null.
+fn with_return(
+    streamed: &Streamed,
+    mut frame: Frame,
+    spec: &ForwardReturnSpec,
+    horizon: i64,
+    values: ArrayRef,
+) -> Result<Vec<RecordBatch>, EnrichError> {
+    let events = frame.events.times.len();
+    let mut columns = null_returns(Some(spec), events);
+    let name = ForwardReturnSpec::output(horizon);
+    for (column, column_values) in &mut columns {
+        if *column == name {
+            *column_values = values.clone();
+        }
+    }
+    add_returns(&mut frame, columns);
+    let schema = streamed.plan.schema.clone();
+    EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())?.collect()
+}
+
+/// Every forward return, null, as columns of `events` events.
+fn null_returns(spec: Option<&ForwardReturnSpec>, events: usize) -> Vec<(String, ArrayRef)> {
+    let horizons = spec.map_or(&[][..], |s| &s.horizons_s[..]);
+    (horizons.iter())
+        .map(|h| {
+            let values = arrow::array::new_null_array(&DataType::Float64, events);
+            (ForwardReturnSpec::output(*h), values)
+        })
+        .collect()
+}
+
+/// The parts of a segment's rows that settle when it is cut (with incremental
+/// provisional results, for the next one, at `next`), pushed to `steps`: every row's
+/// [`Parts::BASE`] (its returns null), and the [`Parts::REVISED`] of those that no rule
+/// holds open; the rows held open go to `streamed.open`, and those of them that settled
+/// meanwhile go on with their [`Parts::REVISED`].
+fn cut_parts(
+    streamed: &mut Streamed,
+    frame: &Frame,
+    ruled: &[Revisions],
+    returns: Option<&ForwardReturnSpec>,
+    incremental: Incremental,
+    next: i64,
+    steps: &mut Vec<Step>,
+) -> Result<(), EnrichError> {
+    let mut frame = frame.clone();
+    let events = frame.events.times.len();
+    add_returns(&mut frame, null_returns(returns, events));
+    let schema = streamed.plan.schema.clone();
+    let open = &mut streamed.open;
+    let (mut opened, mut settled) = (Vec::new(), Vec::new());
+    if incremental.revised && open.active {
+        for revision in ruled {
+            open.revise(revision.clone());
+        }
+        if !open.opened.is_empty() {
+            frame.compute_event_columns();
+            let row_ids = frame.event_columns().1;
+            let (mut held, mut rest) = (Vec::new(), Vec::with_capacity(row_ids.len()));
+            for (row, row_id) in row_ids.iter().enumerate() {
+                match open.opened.contains_key(row_id) {
+                    true => held.push(row as u32),
+                    false => rest.push(row as u32),
+                }
+            }
+            if !held.is_empty() {
+                open.rows += held.len();
+                let held = frame.select(held)?;
+                for batch in EnrichOutput::of_frame(held, schema.clone(), true, BTreeMap::new())? {
+                    let batch = batch?;
+                    opened.push(batch.clone());
+                    open.batches.push(batch);
+                }
+                frame.reshape("open", rest)?;
+            }
+            open.opened.clear();
+        }
+        open.flush(false, &mut settled)?;
+    }
+    let rest: Vec<RecordBatch> =
+        EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())?.collect::<Result<_, _>>()?;
+    let output = &streamed.output;
+    for (rows, parts) in [
+        (rest, Parts::BASE.with(Parts::REVISED)),
+        (opened, Parts::BASE),
+        (settled, Parts::REVISED),
+    ] {
+        let rows = project(rows, output)?;
+        if !rows.is_empty() {
+            steps.push(Step::Settled { rows, parts, next });
+        }
+    }
+    Ok(())
 }
 
 /// The forward returns as columns of a segment's events.
@@ -634,6 +946,7 @@ impl Streamed {
                 .map(|_| Carried::default())
                 .collect(),
             held: Held::new(holds),
+            open: Held::new(holds),
             schema,
             plan,
             output,

@@ -516,6 +516,34 @@ impl Expr {
         columns
     }
 
+    /// Whether the expression is null wherever `column` is: arithmetic,
+    /// comparisons, casts and functions of one argument propagate a null argument;
+    /// `AND`, `OR`, `IS NULL`, `CASE`, `coalesce`, `least` and `greatest` may not, and
+    /// count as not strict.
+    ///
+    /// ```
+    /// use vizflow_operators::expr::Expr;
+    ///
+    /// assert!(Expr::parse("abs(r) * 2 > q").unwrap().null_strict("r"));
+    /// assert!(!Expr::parse("coalesce(r, 0)").unwrap().null_strict("r"));
+    /// assert!(!Expr::parse("q + 1").unwrap().null_strict("r"));
+    /// ```
+    pub fn null_strict(&self, column: &str) -> bool {
+        fn strict(node: &Node, column: &str) -> bool {
+            match node {
+                Node::Column(name) => name == column,
+                Node::Literal(_) | Node::IsNull { .. } | Node::Case { .. } => false,
+                Node::Negate(arg) | Node::Not(arg) | Node::Cast { arg, .. } => strict(arg, column),
+                Node::Binary(BinaryOp::And | BinaryOp::Or, _, _) => false,
+                Node::Binary(_, left, right) => strict(left, column) || strict(right, column),
+                Node::Call(function, args) => {
+                    !function.variadic() && args.iter().any(|arg| strict(arg, column))
+                }
+            }
+        }
+        strict(&self.node, column)
+    }
+
     /// Checks every referenced column exists in `schema` and types are compatible; returns
     /// the output type.
     ///
