@@ -39,6 +39,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod io;
+pub mod live;
 pub mod market;
 pub mod progress;
 pub mod run;

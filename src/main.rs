@@ -36,6 +36,10 @@ enum Command {
     /// Run a pipeline across several processes: start them on this machine (--local N),
     /// or print the command for each host of a hostfile (--hostfile F --print).
     Cluster(ClusterArgs),
+    /// Run a pipeline over a live feed: Arrow IPC streams on standard input or TCP,
+    /// writing each date's provisional partial as `{date}.live.parquet` while it is
+    /// open, and its outputs as `vizflow run` writes them when it closes.
+    Live(LiveArgs),
     /// Generate deterministic synthetic market data (the alpha schema).
     Gen(GenArgs),
     /// Measure a pipeline on generated data: wall time, rows/s, time per stage, peak
@@ -184,6 +188,44 @@ impl RunFlags {
             fail_fast: self.fail_fast,
         }
     }
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Batches carry the pipeline's input columns, `date` (Date32 or an integer YYYYMMDD) and \
+optionally `row_id` (else rows are numbered in arrival order per date). A row with \
+`vizflow_watermark_ms` set moves its date's watermark (a producer idle over the lunch \
+break); a row with `vizflow_end_date` true says its producer is done with its date. A \
+date closes when every producer has moved to a later date, said it is done with it, or \
+ended its stream. The pipeline needs a [stream] section.")]
+struct LiveArgs {
+    /// The pipeline file (TOML); it needs a [stream] section.
+    pipeline: PathBuf,
+    /// Read one Arrow IPC stream from standard input; exit when it ends.
+    #[arg(long, conflicts_with = "listen", required_unless_present = "listen")]
+    stdin: bool,
+    /// Accept producers on this address, each connection one Arrow IPC stream (port 0:
+    /// any free port, printed). Loopback unless you name another interface.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory for the outputs (overrides [output] dir).
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Worker threads [default: the machine's available cores].
+    #[arg(long, short = 'w', value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
+    /// Append every accepted batch to DIR/{date}.arrows (with row_id), so that
+    /// `vizflow run` over them replays the day.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+    /// The largest IPC message a producer may send (metadata or body, bytes); a larger
+    /// one closes its connection.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_message_bytes: usize,
+    /// With --listen, exit once this many producer streams have ended and none is
+    /// connected [default: run until stopped].
+    #[arg(long)]
+    producers: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -586,6 +628,46 @@ fn demo_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn live_command(args: LiveArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    use vizflow::live::{LiveInput, LiveOptions, live};
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+    let pipeline = Pipeline::from_file(&args.pipeline)?;
+    let options = LiveOptions {
+        input: match args.listen {
+            Some(address) => LiveInput::Listen(address),
+            None => LiveInput::Stdin,
+        },
+        output_dir: args
+            .output_dir
+            .unwrap_or_else(|| pipeline.output.dir.clone()),
+        workers: args.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        ),
+        record: args.record,
+        max_message_bytes: args.max_message_bytes,
+        producers: args.producers,
+    };
+    let summary = live(&pipeline, &options, |address| {
+        // On standard output, for a script that asked for port 0.
+        println!("listening on {address}");
+    })?;
+    let failed = summary
+        .dates
+        .iter()
+        .any(|d| matches!(d.status, DateStatus::Failed(_)));
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn main() -> ExitCode {
     // A panicking worker thread can leave its peers waiting forever; stop the whole
     // process instead, after printing the panic.
@@ -605,6 +687,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run_command(args),
         Command::Cluster(args) => cluster_command(args),
+        Command::Live(args) => live_command(args),
         Command::Gen(args) => gen_command(args),
         Command::Bench(args) => bench_command(args),
         Command::Demo(args) => demo_command(args),

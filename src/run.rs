@@ -834,7 +834,7 @@ impl Recorder<'_> {
 
 /// Writes a date's outputs; `input` is its input file, named in the errors unless one
 /// came from reading it ([`DateReport::errors_name_input`]: its message names it).
-fn outcome_of(
+pub(crate) fn outcome_of(
     output_dir: &Path,
     input: &Path,
     result: DateResult,

@@ -386,6 +386,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Ends the current date without beginning another (a live feed whose producers
+    /// all stopped): its result follows from [`Engine::next_result`], and a later date
+    /// may still begin.
+    pub fn end_date(&mut self) -> Result<(), EngineError> {
+        let key = self.current.ok_or(EngineError::NoDate)?;
+        // The first time after the date's last.
+        self.advance(time::date_end(key) + 1)
+    }
+
     /// Says that no row of the current date earlier than `elapsed_ms` of trading time
     /// will be pushed any more (a live feed's watermark, e.g. a producer idle over the
     /// lunch break). Without `[stream]` it is optional: results are the same without

@@ -1,0 +1,665 @@
+//! `vizflow live`: a pipeline fed by producers over Arrow IPC streams (standard input,
+//! or any number of TCP connections), writing each date's provisional partial as it
+//! goes and its final outputs, exactly as `vizflow run` writes them, when it closes;
+//! optionally recording every accepted batch so that `vizflow run` over the recording
+//! gives the same partials.
+//!
+//! Batches carry the pipeline's input columns, `date` (Date32, or an integer
+//! `YYYYMMDD`) and optionally `row_id` (else rows are numbered in arrival order per
+//! date). Two optional control columns let a producer speak without rows: a row with
+//! `vizflow_watermark_ms` set moves its date's watermark to that many ms of trading
+//! time (a producer idle over the lunch break); a row with `vizflow_end_date` true says
+//! the producer is done with its date. Such rows are not data.
+//!
+//! A date closes once every producer connected has moved to a later date, said it is
+//! done with it, or ended its stream. Rows of a later date wait, and their stream is not
+//! read meanwhile (TCP flow control then holds its producer back): memory stays bounded
+//! by a few batches per producer.
+
+mod input;
+mod record;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Date32Type, Int64Type, Schema};
+use chrono::NaiveDate;
+use crossbeam_channel::{Receiver, bounded};
+use vizflow_operators::batch::with_columns;
+use vizflow_operators::columns::ROW_ID;
+
+use crate::calendar;
+use crate::config::{BoundPipeline, Pipeline};
+use crate::engine::{DateResult, Engine, EngineError, ResultKind};
+use crate::io::write_parquet_atomic;
+use crate::run::{
+    CONFIG_HASH_KEY, DateOutcome, DateStatus, PROVISIONAL_RESULTS, outcome_of, partial_path,
+};
+
+use input::{Event, Gate};
+use record::Recording;
+
+/// The column of a live batch that says which date each row is of.
+pub const DATE_COLUMN: &str = "date";
+/// A control column: a row with a value moves its date's watermark (ms of trading time).
+pub const WATERMARK_CONTROL: &str = "vizflow_watermark_ms";
+/// A control column: a row with `true` says its producer is done with the row's date.
+pub const END_DATE_CONTROL: &str = "vizflow_end_date";
+
+/// Where the producers' streams come from.
+#[derive(Clone, Debug)]
+pub enum LiveInput {
+    /// One stream on standard input.
+    Stdin,
+    /// Any number of TCP connections to this address, one stream each.
+    Listen(SocketAddr),
+}
+
+/// What `vizflow live` does.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Where the streams come from.
+    pub input: LiveInput,
+    /// Where the outputs go (`{date}.live.parquet`, then `{date}.parquet` and its
+    /// report).
+    pub output_dir: PathBuf,
+    /// Worker threads.
+    pub workers: usize,
+    /// Where to record the accepted batches (`{date}.arrows`), if anywhere.
+    pub record: Option<PathBuf>,
+    /// The largest IPC message (metadata or body) a producer may send.
+    pub max_message_bytes: usize,
+    /// With `Listen`, stop once this many producers' streams have ended (and none is
+    /// connected); without it, run until stopped.
+    pub producers: Option<usize>,
+}
+
+/// What a live run did.
+#[derive(Debug, Default)]
+pub struct LiveSummary {
+    /// Each closed date's outcome, in date order.
+    pub dates: Vec<DateOutcome>,
+    /// Producer streams that ended, cleanly or not.
+    pub streams: usize,
+    /// The errors that closed a stream, each naming it.
+    pub stream_errors: Vec<String>,
+    /// Rows that came for a date already closed (dropped, and logged).
+    pub rows_after_close: u64,
+}
+
+/// Why a live run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// The pipeline has no `[stream]` section.
+    #[error(
+        "vizflow live needs a [stream] section in the pipeline: rows of a live feed arrive \
+         in order up to a lateness, e.g.\n\n[stream]\nlateness = \"2s\"\nemit_every = \"60s\"\n"
+    )]
+    NoStream,
+    /// The listening address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address asked for.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The output directory could not be made.
+    #[error("cannot create the output directory {}: {source}", path.display())]
+    OutputDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The engine stopped.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Runs `pipeline` over the producers' streams until they end (see the module docs).
+/// `listening` is told the bound address (with `--listen 127.0.0.1:0`, the port).
+pub fn live(
+    pipeline: &Pipeline,
+    options: &LiveOptions,
+    listening: impl FnOnce(SocketAddr),
+) -> Result<LiveSummary, LiveError> {
+    if pipeline.stream.is_none() {
+        return Err(LiveError::NoStream);
+    }
+    let output = &options.output_dir;
+    std::fs::create_dir_all(output).map_err(|source| LiveError::OutputDir {
+        path: output.clone(),
+        source,
+    })?;
+    // A few batches per producer in flight at most: the readers wait on it.
+    let (events, received) = bounded(4);
+    let max = options.max_message_bytes;
+    match options.input {
+        LiveInput::Stdin => {
+            std::thread::spawn(move || {
+                let _ = events.send(Event::Connected {
+                    stream: 0,
+                    peer: "standard input".into(),
+                });
+                input::read_stream(0, std::io::stdin().lock(), max, &events)
+            });
+        }
+        LiveInput::Listen(address) => {
+            let listener = TcpListener::bind(address)
+                .map_err(|source| LiveError::Listen { address, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| LiveError::Listen { address, source })?;
+            tracing::info!("listening on {bound}");
+            listening(bound);
+            std::thread::spawn(move || input::accept(listener, max, events));
+        }
+    }
+    let stdin = matches!(options.input, LiveInput::Stdin);
+    let mut feed = Feed::new(pipeline, options);
+    feed.run(received, if stdin { Some(1) } else { options.producers })?;
+    feed.finish()
+}
+
+/// A producer's stream as the main loop sees it.
+struct Producer {
+    peer: String,
+    gate: Option<Arc<Gate>>,
+    /// Rows of later dates, waiting for their date (the stream is paused meanwhile).
+    waiting: VecDeque<(NaiveDate, RecordBatch)>,
+    /// The last date it said it is done with ([`NaiveDate::MAX`] once its stream
+    /// ended).
+    done_with: Option<NaiveDate>,
+}
+
+impl Producer {
+    fn ended(&self) -> bool {
+        self.done_with == Some(NaiveDate::MAX)
+    }
+}
+
+/// The main loop's state: the engine (started at the first rows, bound to their
+/// schema), the date being fed, the producers.
+struct Feed<'a> {
+    pipeline: &'a Pipeline,
+    options: &'a LiveOptions,
+    hash: String,
+    engine: Option<Engine>,
+    bound: Option<BoundPipeline>,
+    /// The date being fed, and whether it was closed already (every producer stopped
+    /// without a later date to begin).
+    current: Option<(NaiveDate, bool)>,
+    producers: BTreeMap<usize, Producer>,
+    /// Rows accepted for the current date (the next `row_id` when producers send none).
+    rows: u64,
+    provisional: Vec<(i64, RecordBatch)>,
+    recording: Option<Recording>,
+    summary: LiveSummary,
+}
+
+impl<'a> Feed<'a> {
+    fn new(pipeline: &'a Pipeline, options: &'a LiveOptions) -> Self {
+        Feed {
+            pipeline,
+            options,
+            hash: pipeline.config_hash(),
+            engine: None,
+            bound: None,
+            current: None,
+            producers: BTreeMap::new(),
+            rows: 0,
+            provisional: Vec::new(),
+            recording: options.record.clone().map(Recording::new),
+            summary: LiveSummary::default(),
+        }
+    }
+
+    fn run(&mut self, events: Receiver<Event>, producers: Option<usize>) -> Result<(), LiveError> {
+        while let Ok(event) = events.recv() {
+            match event {
+                Event::Connected { stream, peer } => {
+                    tracing::info!("producer {stream} connected ({peer})");
+                    let producer = Producer {
+                        peer,
+                        gate: None,
+                        waiting: VecDeque::new(),
+                        done_with: None,
+                    };
+                    self.producers.insert(stream, producer);
+                }
+                Event::Batch {
+                    stream,
+                    batch,
+                    gate,
+                } => {
+                    // A stream closed because of an error may still have sent some.
+                    let Some(producer) = self.producers.get_mut(&stream) else {
+                        continue;
+                    };
+                    if producer.ended() {
+                        continue;
+                    }
+                    producer.gate = Some(gate);
+                    if let Err(error) = self.batch(stream, batch) {
+                        self.close_stream(stream, Some(error));
+                    }
+                }
+                Event::Ended { stream } => self.close_stream(stream, None),
+                Event::Failed { stream, error } => self.close_stream(stream, Some(error)),
+            }
+            self.close_dates()?;
+            self.results()?;
+            let ended = producers.is_some_and(|n| self.summary.streams >= n);
+            if ended && self.producers.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A producer's stream ended (with an error, logged): it no longer holds any date
+    /// open. Its rows waiting for a later date are still fed.
+    fn close_stream(&mut self, stream: usize, error: Option<String>) {
+        let Some(producer) = self.producers.get_mut(&stream).filter(|p| !p.ended()) else {
+            return;
+        };
+        if let Some(gate) = &producer.gate {
+            gate.shut();
+        }
+        let name = format!("producer {stream} ({})", producer.peer);
+        match error {
+            Some(error) => {
+                tracing::error!("{name}: {error}; its stream is closed, its rows so far kept");
+                self.summary.stream_errors.push(format!("{name}: {error}"));
+            }
+            None => tracing::info!("{name} ended its stream"),
+        }
+        producer.done_with = Some(NaiveDate::MAX);
+        self.summary.streams += 1;
+        // Its waiting rows stay until their date; then it goes.
+        if producer.waiting.is_empty() {
+            self.producers.remove(&stream);
+        }
+    }
+
+    /// Takes a batch of a producer: its rows of the current date are fed, those of a
+    /// later date wait (and the stream pauses), those of a closed date are dropped.
+    fn batch(&mut self, stream: usize, batch: RecordBatch) -> Result<(), String> {
+        let dates = dates_of(&batch)?;
+        for (date, rows) in split_by_date(&batch, &dates)? {
+            let (data, control) = controls(&rows)?;
+            if self.current.is_none() {
+                self.begin(date, &data).map_err(|e| e.to_string())?;
+            }
+            let (current, closed) = self.current.expect("begun above");
+            if date < current || (date == current && closed) {
+                self.summary.rows_after_close += data.num_rows() as u64;
+                tracing::warn!(
+                    "producer {stream}: {} rows of {}, which is closed, dropped",
+                    data.num_rows(),
+                    calendar::format_date(date)
+                );
+                continue;
+            }
+            let producer = self.producers.get_mut(&stream).expect("connected");
+            if date > current || !producer.waiting.is_empty() {
+                producer.waiting.push_back((date, rows));
+                if let Some(gate) = &producer.gate {
+                    gate.pause();
+                }
+                continue;
+            }
+            self.accept(data)?;
+            self.control(stream, date, control)?;
+        }
+        Ok(())
+    }
+
+    /// The control rows of a producer's batch of the current date.
+    fn control(&mut self, stream: usize, date: NaiveDate, control: Control) -> Result<(), String> {
+        if let (Some(ms), Some(engine)) = (control.watermark_ms, self.engine.as_mut()) {
+            engine.advance_within_date(ms).map_err(|e| e.to_string())?;
+        }
+        if control.end_date
+            && let Some(producer) = self.producers.get_mut(&stream)
+        {
+            producer.done_with = producer.done_with.max(Some(date));
+        }
+        Ok(())
+    }
+
+    /// Begins `date`, starting the engine at the first (bound to `rows`' schema).
+    fn begin(&mut self, date: NaiveDate, rows: &RecordBatch) -> Result<(), LiveError> {
+        if self.engine.is_none() {
+            let schema = input_schema(rows.schema().as_ref());
+            let bound = self.pipeline.bind(&schema).map_err(|e| {
+                LiveError::Engine(EngineError::Schema {
+                    date,
+                    message: e.to_string(),
+                })
+            })?;
+            self.engine = Some(Engine::start(bound.clone(), self.options.workers)?);
+            self.bound = Some(bound);
+        }
+        let engine = self.engine.as_mut().expect("started above");
+        engine.begin_date(date)?;
+        self.current = Some((date, false));
+        self.rows = 0;
+        tracing::info!("{} begins", calendar::format_date(date));
+        Ok(())
+    }
+
+    /// Feeds rows of the current date (checked against the bound schema), numbered in
+    /// arrival order unless they carry `row_id`, and records them.
+    fn accept(&mut self, rows: RecordBatch) -> Result<(), String> {
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let bound = self.bound.as_ref().expect("the engine started");
+        for column in &bound.read {
+            let expected = bound.input_schema.field_with_name(column).ok();
+            if rows.column_by_name(column).is_none() {
+                let expected = expected.map_or(String::new(), |f| format!(" ({})", f.data_type()));
+                return Err(format!(
+                    "a batch lacks the column '{column}'{expected} that the pipeline reads"
+                ));
+            }
+        }
+        let n = rows.num_rows() as u64;
+        let ids: ArrayRef = match rows.column_by_name(ROW_ID) {
+            Some(ids) => arrow::compute::cast(ids, &DataType::UInt64)
+                .map_err(|e| format!("its row_id column: {e}"))?,
+            None => Arc::new(UInt64Array::from_iter_values(self.rows..self.rows + n)),
+        };
+        let rows = with_columns(&rows, vec![(ROW_ID.to_owned(), ids)]);
+        let (date, _) = self.current.expect("begun");
+        if let Some(recording) = &mut self.recording {
+            recording.append(date, &rows).map_err(|e| e.to_string())?;
+        }
+        self.rows += n;
+        let engine = self.engine.as_mut().expect("started");
+        engine.push(rows).map_err(|e| e.to_string())
+    }
+
+    /// Closes the current date once every producer is past it, then begins the next
+    /// date that rows wait for, and feeds them (which may close it again).
+    fn close_dates(&mut self) -> Result<(), LiveError> {
+        loop {
+            let Some((current, closed)) = self.current else {
+                return Ok(());
+            };
+            let past = |p: &Producer| {
+                p.done_with.is_some_and(|d| d >= current)
+                    || p.waiting.front().is_some_and(|(d, _)| *d > current)
+            };
+            if closed || !self.producers.values().all(past) {
+                return Ok(());
+            }
+            self.closed(current);
+            let next = (self.producers.values())
+                .filter_map(|p| p.waiting.front().map(|(d, _)| *d))
+                .min();
+            let Some(next) = next else {
+                self.engine.as_mut().expect("a date began").end_date()?;
+                self.current = Some((current, true));
+                return Ok(());
+            };
+            let engine = self.engine.as_mut().expect("a date began");
+            engine.begin_date(next)?;
+            self.current = Some((next, false));
+            self.rows = 0;
+            tracing::info!("{} begins", calendar::format_date(next));
+            self.results()?;
+            self.feed_waiting(next);
+        }
+    }
+
+    /// Feeds the rows waiting for `date`, resuming the streams with nothing left waiting.
+    fn feed_waiting(&mut self, date: NaiveDate) {
+        let streams: Vec<usize> = self.producers.keys().copied().collect();
+        for stream in streams {
+            let mut failed = None;
+            let producer = self.producers.get_mut(&stream).expect("listed");
+            let mut ready = Vec::new();
+            while producer.waiting.front().is_some_and(|(d, _)| *d == date) {
+                ready.push(producer.waiting.pop_front().expect("checked").1);
+            }
+            for rows in ready {
+                let (data, control) = match controls(&rows) {
+                    Ok(parts) => parts,
+                    Err(error) => {
+                        failed = Some(error);
+                        break;
+                    }
+                };
+                if let Err(error) = self
+                    .accept(data)
+                    .and_then(|_| self.control(stream, date, control))
+                {
+                    failed = Some(error);
+                    break;
+                }
+            }
+            let producer = self.producers.get_mut(&stream).expect("listed");
+            if producer.waiting.is_empty() {
+                if producer.ended() {
+                    self.producers.remove(&stream);
+                } else if let Some(gate) = &producer.gate {
+                    gate.resume();
+                }
+            }
+            if let Some(error) = failed {
+                self.close_stream(stream, Some(error));
+            }
+        }
+    }
+
+    fn closed(&mut self, date: NaiveDate) {
+        tracing::info!("{} closes", calendar::format_date(date));
+        if let Some(recording) = &mut self.recording {
+            recording.close(date);
+        }
+    }
+
+    /// Writes the results that are ready: a provisional one replaces the date's
+    /// `.live.parquet`; a final one gives the date's outputs as `vizflow run` writes
+    /// them, and the `.live.parquet` goes.
+    fn results(&mut self) -> Result<(), LiveError> {
+        while let Some(result) = match self.engine.as_mut() {
+            Some(engine) => engine.next_result()?,
+            None => None,
+        } {
+            self.result(result);
+        }
+        Ok(())
+    }
+
+    fn result(&mut self, mut result: DateResult) {
+        let output = &self.options.output_dir;
+        if let ResultKind::Provisional { watermark_ms } = result.kind {
+            let Ok(partial) = result.partial else { return };
+            let rows = match self.current {
+                Some((date, _)) if date == result.date => self.rows,
+                _ => 0,
+            };
+            let metadata = vec![
+                (CONFIG_HASH_KEY.to_owned(), self.hash.clone()),
+                (
+                    "vizflow.date".to_owned(),
+                    calendar::format_date(result.date),
+                ),
+                ("vizflow.provisional".to_owned(), "true".to_owned()),
+                ("vizflow.watermark_ms".to_owned(), watermark_ms.to_string()),
+                ("vizflow.rows".to_owned(), rows.to_string()),
+            ];
+            let path = live_path(output, result.date);
+            if let Err(error) = write_parquet_atomic(&path, &partial, &metadata) {
+                tracing::error!("cannot write {}: {error}", path.display());
+            }
+            self.provisional.push((watermark_ms, partial));
+            return;
+        }
+        let provisional = std::mem::take(&mut self.provisional);
+        if !provisional.is_empty() {
+            let count = result.report.counts.entry(PROVISIONAL_RESULTS.to_owned());
+            *count.or_default() += provisional.len() as u64;
+        }
+        let input = Path::new("the live feed");
+        let outcome = outcome_of(output, input, result, &provisional, &self.hash);
+        match &outcome.status {
+            DateStatus::Written { path, groups } => {
+                let _ = std::fs::remove_file(live_path(output, outcome.date));
+                tracing::info!(
+                    "{}: {} rows, {groups} groups -> {}",
+                    calendar::format_date(outcome.date),
+                    outcome.report.count("rows_read"),
+                    path.display()
+                );
+            }
+            DateStatus::Failed(error) => tracing::error!("{error}"),
+            _ => {}
+        }
+        self.summary.dates.push(outcome);
+    }
+
+    /// The input is over: closes every date and stops the engine.
+    fn finish(mut self) -> Result<LiveSummary, LiveError> {
+        if let Some((date, false)) = self.current {
+            self.closed(date);
+        }
+        if let Some(engine) = self.engine.take() {
+            for result in engine.finish()? {
+                self.result(result);
+            }
+        }
+        Ok(self.summary)
+    }
+}
+
+/// Where a date's provisional partial is while the date is open.
+pub fn live_path(dir: &Path, date: NaiveDate) -> PathBuf {
+    let path = partial_path(dir, date);
+    path.with_file_name(format!("{}.live.parquet", calendar::format_date(date)))
+}
+
+/// The schema the pipeline binds to: a live batch's, without `date` and the controls.
+fn input_schema(schema: &Schema) -> Schema {
+    let live = [DATE_COLUMN, WATERMARK_CONTROL, END_DATE_CONTROL];
+    let fields = (schema.fields().iter())
+        .filter(|f| !live.contains(&f.name().as_str()))
+        .cloned()
+        .collect::<Vec<_>>();
+    Schema::new(fields)
+}
+
+/// Each row's date, from the `date` column (Date32, or an integer `YYYYMMDD`).
+fn dates_of(batch: &RecordBatch) -> Result<Vec<NaiveDate>, String> {
+    let column = batch.column_by_name(DATE_COLUMN).ok_or_else(|| {
+        format!("a batch has no '{DATE_COLUMN}' column (Date32, or an integer YYYYMMDD)")
+    })?;
+    if column.null_count() > 0 {
+        return Err(format!("the '{DATE_COLUMN}' column has nulls"));
+    }
+    match column.data_type() {
+        // Days since 1970-01-01, the 719,163rd day of the common era.
+        DataType::Date32 => (column.as_primitive::<Date32Type>().values().iter())
+            .map(|d| {
+                d.checked_add(719_163)
+                    .and_then(NaiveDate::from_num_days_from_ce_opt)
+                    .ok_or_else(|| format!("the '{DATE_COLUMN}' value {d} is not a date"))
+            })
+            .collect(),
+        t if t.is_integer() => {
+            let ints = arrow::compute::cast(column, &DataType::Int64).map_err(|e| e.to_string())?;
+            (ints.as_primitive::<Int64Type>().values().iter())
+                .map(|v| {
+                    calendar::parse_date(&v.to_string()).map_err(|_| {
+                        format!("the '{DATE_COLUMN}' value {v} is not a date YYYYMMDD")
+                    })
+                })
+                .collect()
+        }
+        other => Err(format!(
+            "the '{DATE_COLUMN}' column is {other}; send Date32 or an integer YYYYMMDD"
+        )),
+    }
+}
+
+/// The batch's rows by date, in date order (each date's rows in arrival order).
+fn split_by_date(
+    batch: &RecordBatch,
+    dates: &[NaiveDate],
+) -> Result<Vec<(NaiveDate, RecordBatch)>, String> {
+    let first = dates.first().copied();
+    if dates.iter().all(|d| Some(*d) == first) {
+        return Ok(first.map(|d| (d, batch.clone())).into_iter().collect());
+    }
+    let mut by_date: BTreeMap<NaiveDate, Vec<u32>> = BTreeMap::new();
+    for (row, date) in dates.iter().enumerate() {
+        by_date.entry(*date).or_default().push(row as u32);
+    }
+    by_date
+        .into_iter()
+        .map(|(date, rows)| {
+            arrow::compute::take_record_batch(batch, &UInt32Array::from(rows))
+                .map(|rows| (date, rows))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// What a batch's control rows say.
+#[derive(Default)]
+struct Control {
+    watermark_ms: Option<i64>,
+    end_date: bool,
+}
+
+/// The batch's data rows, and what its control rows say.
+fn controls(batch: &RecordBatch) -> Result<(RecordBatch, Control), String> {
+    let watermark = match batch.column_by_name(WATERMARK_CONTROL) {
+        Some(c) => Some(
+            arrow::compute::cast(c, &DataType::Int64)
+                .map_err(|e| format!("the '{WATERMARK_CONTROL}' column: {e}"))?,
+        ),
+        None => None,
+    };
+    let end = match batch.column_by_name(END_DATE_CONTROL) {
+        Some(c) => Some(
+            arrow::compute::cast(c, &DataType::Boolean)
+                .map_err(|e| format!("the '{END_DATE_CONTROL}' column: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut control = Control::default();
+    if watermark.is_none() && end.is_none() {
+        return Ok((batch.clone(), control));
+    }
+    let n = batch.num_rows();
+    let mut data = vec![true; n];
+    if let Some(watermark) = &watermark {
+        let values = watermark.as_primitive::<Int64Type>();
+        for (row, keep) in data.iter_mut().enumerate() {
+            if values.is_valid(row) {
+                *keep = false;
+                control.watermark_ms = control.watermark_ms.max(Some(values.value(row)));
+            }
+        }
+    }
+    if let Some(end) = &end {
+        let values = end.as_boolean();
+        for (row, keep) in data.iter_mut().enumerate() {
+            if values.is_valid(row) && values.value(row) {
+                *keep = false;
+                control.end_date = true;
+            }
+        }
+    }
+    let keep = BooleanArray::from(data);
+    let rows = arrow::compute::filter_record_batch(batch, &keep).map_err(|e| e.to_string())?;
+    Ok((rows, control))
+}

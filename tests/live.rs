@@ -1,0 +1,382 @@
+//! `vizflow live`, end to end with real processes: a producer streams generated dates
+//! (Arrow IPC) over standard input or TCP; the outputs equal `vizflow run`'s over the
+//! same rows, and `vizflow run` over the recording gives them again. Bad input closes
+//! only its own connection.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int32Array, RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::ipc::writer::StreamWriter;
+use chrono::NaiveDate;
+use vizflow::config::Pipeline;
+use vizflow::io::{FileFormat, read_parquet};
+use vizflow::run::{DateStatus, ProgressStyle, RunOptions, run};
+use vizflow::synthetic::{GenSpec, generate, generate_date};
+
+fn dates() -> Vec<NaiveDate> {
+    vec![
+        NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(),
+        NaiveDate::from_ymd_opt(2024, 1, 3).unwrap(),
+    ]
+}
+
+fn spec() -> GenSpec {
+    GenSpec {
+        rows: 30_000,
+        symbols: 40,
+        seed: 7,
+        format: FileFormat::IpcFile,
+        compression: None,
+        prefix: "alpha_".into(),
+    }
+}
+
+/// `examples/alpha_markout.toml` over `input` (files named by `pattern`) into
+/// `output`, with `stream` as its `[stream]` section.
+fn pipeline_text(input: &Path, pattern: &str, output: &Path, stream: &str) -> String {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alpha_markout.toml"),
+    )
+    .unwrap();
+    let example = example
+        .replace("dir = \"data\"", &format!("dir = \"{}\"", input.display()))
+        .replace("alpha_{date}.feather", pattern)
+        .replace(
+            "dir = \"out/alpha_markout\"",
+            &format!("dir = \"{}\"", output.display()),
+        );
+    format!("{example}\n[stream]\n{stream}\n")
+}
+
+/// `vizflow run` over `input`: the date's partial, its provisional results and report.
+fn run_over(text: &str) -> Vec<Outputs> {
+    let pipeline = Pipeline::from_toml(text).unwrap();
+    let options = RunOptions {
+        workers: 2,
+        progress: ProgressStyle::Quiet,
+        ..RunOptions::default()
+    };
+    let summary = run(&pipeline, &options).unwrap();
+    for date in &summary.dates {
+        assert!(
+            matches!(date.status, DateStatus::Written { .. }),
+            "{:?}",
+            date.status
+        );
+    }
+    outputs(&pipeline.output.dir)
+}
+
+/// A date's outputs: the partial, the provisional results (if any) and the report.
+#[derive(Debug, PartialEq)]
+struct Outputs {
+    partial: RecordBatch,
+    provisional: Option<RecordBatch>,
+    report: String,
+}
+
+fn outputs(dir: &Path) -> Vec<Outputs> {
+    dates()
+        .into_iter()
+        .map(|date| {
+            let name = date.format("%Y%m%d").to_string();
+            let provisional = dir.join(format!("{name}.provisional.parquet"));
+            Outputs {
+                partial: read_parquet(&dir.join(format!("{name}.parquet")))
+                    .unwrap()
+                    .0,
+                provisional: provisional
+                    .exists()
+                    .then(|| read_parquet(&provisional).unwrap().0),
+                report: std::fs::read_to_string(dir.join(format!("{name}.report.json"))).unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// The generated dates' rows with `date` (an integer YYYYMMDD) and, when `row_ids`,
+/// their `row_id` (place in the date's file).
+fn live_batches(row_ids: bool) -> Vec<RecordBatch> {
+    dates()
+        .into_iter()
+        .map(|date| {
+            let rows = generate_date(&spec(), date);
+            let n = rows.num_rows();
+            let key: i32 = date.format("%Y%m%d").to_string().parse().unwrap();
+            let mut fields: Vec<Field> = rows
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
+            fields.push(Field::new("date", DataType::Int32, false));
+            columns.push(Arc::new(Int32Array::from(vec![key; n])));
+            if row_ids {
+                fields.push(Field::new("row_id", DataType::UInt64, false));
+                columns.push(Arc::new(UInt64Array::from_iter_values(0..n as u64)));
+            }
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+        })
+        .collect()
+}
+
+/// Writes `batches` as one IPC stream to `out`, in slices of `size` rows.
+fn send(out: impl Write, batches: &[RecordBatch], size: usize) {
+    try_send(out, batches, size).unwrap();
+}
+
+/// [`send`] for a producer that the receiver may cut off.
+fn try_send(
+    out: impl Write,
+    batches: &[RecordBatch],
+    size: usize,
+) -> Result<(), arrow::error::ArrowError> {
+    let mut writer = StreamWriter::try_new(out, &batches[0].schema())?;
+    for batch in batches {
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let length = size.min(batch.num_rows() - start);
+            writer.write(&batch.slice(start, length))?;
+            start += length;
+        }
+    }
+    writer.finish()
+}
+
+fn vizflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vizflow"))
+}
+
+/// Waits for `child` and returns its stderr, asserting it succeeded.
+fn finished(child: Child) -> String {
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "vizflow live failed:\n{stderr}");
+    stderr
+}
+
+/// Over standard input: the outputs equal `vizflow run`'s (partials, provisional
+/// results, reports, late rows included), no `.live.parquet` is left, and `vizflow run`
+/// over the recording gives them again.
+#[test]
+fn live_over_stdin_equals_run_and_its_recording_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("in");
+    generate(&spec(), &data, &dates()).unwrap();
+    let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
+    let expected = run_over(&pipeline_text(
+        &data,
+        "alpha_{date}.feather",
+        &dir.path().join("run"),
+        stream,
+    ));
+    assert!(expected[0].provisional.is_some());
+
+    let live_out = dir.path().join("live");
+    let record = dir.path().join("record");
+    let text = pipeline_text(&data, "alpha_{date}.feather", &live_out, stream);
+    let pipeline_file = dir.path().join("live.toml");
+    std::fs::write(&pipeline_file, text).unwrap();
+    let mut child = vizflow()
+        .args([
+            "live",
+            pipeline_file.to_str().unwrap(),
+            "--stdin",
+            "--workers",
+            "2",
+        ])
+        .arg("--record")
+        .arg(&record)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    send(child.stdin.take().unwrap(), &live_batches(false), 777);
+    finished(child);
+    assert_eq!(outputs(&live_out), expected, "live equals run");
+    for date in dates() {
+        let live = live_out.join(format!("{}.live.parquet", date.format("%Y%m%d")));
+        assert!(
+            !live.exists(),
+            "{} is removed when its date closes",
+            live.display()
+        );
+    }
+
+    let replayed = run_over(&pipeline_text(
+        &record,
+        "{date}.arrows",
+        &dir.path().join("replay"),
+        stream,
+    ));
+    assert_eq!(replayed, expected, "the recording replays");
+}
+
+/// Over two TCP connections (symbols split between them, rows numbered by the
+/// producer), with a lateness that no interleaving of the two exceeds: the finals equal
+/// `vizflow run`'s. A third connection sends bytes that are no IPC stream, a fourth a
+/// batch without a column the pipeline reads, a fifth a message over
+/// `--max-message-bytes`: each is closed with an error naming what was wrong, and the
+/// others go on.
+#[test]
+fn live_over_tcp_takes_several_producers_and_survives_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("in");
+    generate(&spec(), &data, &dates()).unwrap();
+    let stream = "lateness = \"4h\"";
+    let expected = run_over(&pipeline_text(
+        &data,
+        "alpha_{date}.feather",
+        &dir.path().join("run"),
+        stream,
+    ));
+
+    let live_out = dir.path().join("live");
+    let text = pipeline_text(&data, "alpha_{date}.feather", &live_out, stream);
+    let pipeline_file = dir.path().join("live.toml");
+    std::fs::write(&pipeline_file, text).unwrap();
+    let mut child = vizflow()
+        .args([
+            "live",
+            pipeline_file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--workers",
+            "2",
+            "--producers",
+            "5",
+            "--max-message-bytes",
+            "2000000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    // Its log, line by line (a date closes once every producer connected moved on: the
+    // good producers send once both are connected).
+    let (log, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let _ = log.send(line.unwrap());
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |text: &str| {
+        while !seen.iter().any(|l: &String| l.contains(text)) {
+            seen.push(lines.recv().expect("vizflow live logs it"));
+        }
+    };
+
+    // The bad producers first: nothing of theirs is accepted.
+    let mut garbage = TcpStream::connect(&address).unwrap();
+    garbage
+        .write_all(&[0xff, 0xff, 0xff, 0xff, 16, 0, 0, 0])
+        .unwrap();
+    garbage.write_all(b"not a flatbuffer").unwrap();
+    drop(garbage);
+    let batches = live_batches(true);
+    let lacking = batches[0].project(&[1, 2]).unwrap(); // ukey, then another column
+    let lacking = {
+        let n = lacking.num_rows();
+        let mut fields: Vec<Field> = lacking
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("date", DataType::Int32, false));
+        let mut columns = lacking.columns().to_vec();
+        columns.push(Arc::new(Int32Array::from(vec![20240102; n])));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    };
+    // Cut off at their first batch (the sends may fail then).
+    let _ = try_send(TcpStream::connect(&address).unwrap(), &[lacking], 100);
+    let _ = try_send(TcpStream::connect(&address).unwrap(), &batches, 1_000_000);
+
+    // The good ones: symbols split by parity, sent at once.
+    let parts: Vec<Vec<RecordBatch>> = (0..2)
+        .map(|part| {
+            batches
+                .iter()
+                .map(|batch| {
+                    let symbols = batch.column_by_name("ukey").unwrap();
+                    let symbols = arrow::compute::cast(symbols, &DataType::Int64).unwrap();
+                    let symbols = symbols
+                        .as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .unwrap();
+                    let keep: arrow::array::BooleanArray = symbols
+                        .iter()
+                        .map(|s| Some(s.unwrap() % 2 == part))
+                        .collect();
+                    arrow::compute::filter_record_batch(batch, &keep).unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    let connections: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    wait_for("producer 5 connected");
+    let senders: Vec<_> = (parts.into_iter().zip(connections))
+        .map(|(part, connection)| std::thread::spawn(move || send(connection, &part, 500)))
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let status = child.wait().unwrap();
+    seen.extend(lines.iter());
+    let stderr = seen.join("\n");
+    assert!(status.success(), "vizflow live failed:\n{stderr}");
+    let finals: Vec<RecordBatch> = outputs(&live_out).into_iter().map(|o| o.partial).collect();
+    let expected: Vec<RecordBatch> = expected.into_iter().map(|o| o.partial).collect();
+    assert_eq!(finals, expected, "live equals run\n{stderr}");
+    assert!(
+        stderr.contains("not a valid Arrow IPC stream message"),
+        "{stderr}"
+    );
+    // Named when the pipeline is bound to it (the first batch) or after.
+    assert!(
+        stderr.contains("unknown column 'qty'") || stderr.contains("lacks the column 'qty'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("over --max-message-bytes"), "{stderr}");
+}
+
+/// Without `[stream]`, `vizflow live` says what to add.
+#[test]
+fn live_needs_a_stream_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = pipeline_text(dir.path(), "alpha_{date}.feather", dir.path(), "");
+    let text = text.replace("[stream]\n", "");
+    let pipeline_file: PathBuf = dir.path().join("p.toml");
+    std::fs::write(&pipeline_file, text).unwrap();
+    let output = vizflow()
+        .args(["live", pipeline_file.to_str().unwrap(), "--stdin"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("needs a [stream] section"), "{stderr}");
+    assert!(stderr.contains("lateness = \"2s\""), "{stderr}");
+}
