@@ -689,6 +689,11 @@ impl Feeder<'_> {
             }
             match self.file(date, &mut opened) {
                 Ok(file) => {
+                    if file.torn_bytes() > 0 {
+                        // A recording cut short: read up to its last complete message.
+                        let torn = ("read.torn_tail_bytes", file.torn_bytes());
+                        engine.diagnostics().add_all(date_key(date), [torn]);
+                    }
                     for part in 0..file.num_parts() {
                         engine.push_file_part(file.clone(), part, self.batch_rows)?;
                     }

@@ -423,7 +423,7 @@ mod errors {
     }
 
     #[test]
-    fn truncated_files_give_errors() {
+    fn truncated_files_give_errors_but_a_stream_cut_after_its_schema() {
         let dir = tempfile::tempdir().unwrap();
         for (format, compression) in ALL_FORMATS {
             let path = generate_file(dir.path(), &spec(3000, format, compression));
@@ -450,6 +450,12 @@ mod errors {
                             let rows: usize = batches.iter().map(|(_, b)| b.num_rows()).sum();
                             assert!(rows < 3000 || cut > len - 20, "cut at {cut}: {rows} rows");
                         }
+                    }
+                    // A stream cut after its schema reads up to its last complete
+                    // message (a recording cut short), with the rest counted.
+                    FileFormat::IpcStream if result.is_ok() => {
+                        let rows: usize = result.unwrap().iter().map(|(_, b)| b.num_rows()).sum();
+                        assert!(cut >= len - 8 || rows < 3000, "cut at {cut}: {rows} rows");
                     }
                     _ => {
                         let message = result.unwrap_err().to_string();
@@ -625,4 +631,38 @@ mod write {
             ["out.arrows", "out.csv", "out.feather", "out.parquet"]
         );
     }
+}
+
+/// An IPC stream cut short (a recording whose writer was killed: no end-of-stream
+/// marker, maybe in the middle of a message) reads up to its last complete message,
+/// and says how many bytes it left; a cut before the schema is still an error.
+#[test]
+fn a_stream_cut_short_reads_up_to_its_last_complete_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = generate_date(&spec(1_000, FileFormat::IpcStream, None), date());
+    let path = dir.path().join("whole.arrows");
+    let batches: Vec<RecordBatch> = (0..4).map(|i| batch.slice(i * 250, 250)).collect();
+    write_batches(&path, FileFormat::IpcStream, batch.schema(), &batches, None).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let whole = DateFile::open(&path).unwrap();
+    assert_eq!((whole.num_rows(), whole.torn_bytes()), (1_000, 0));
+    // The end-of-stream marker is 8 bytes; a batch message here is well over 100.
+    for (cut, rows, torn) in [(8, 1_000, false), (100, 750, true)] {
+        let cut_path = dir.path().join(format!("cut{cut}.arrows"));
+        std::fs::write(&cut_path, &bytes[..bytes.len() - cut]).unwrap();
+        let file = DateFile::open(&cut_path).unwrap();
+        assert_eq!(file.num_rows(), rows, "cut {cut}");
+        assert_eq!(file.torn_bytes() > 0, torn, "cut {cut}");
+        let read = contiguous(&read_all(&cut_path).unwrap());
+        assert_eq!(
+            read,
+            concat_batches(&batch.schema(), &batches[..rows as usize / 250]).unwrap()
+        );
+    }
+    let cut_path = dir.path().join("schema.arrows");
+    std::fs::write(&cut_path, &bytes[..40]).unwrap();
+    assert!(
+        DateFile::open(&cut_path).is_err(),
+        "a stream without its schema"
+    );
 }

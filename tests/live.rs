@@ -55,6 +55,11 @@ fn pipeline_text(input: &Path, pattern: &str, output: &Path, stream: &str) -> St
 
 /// `vizflow run` over `input`: the date's partial, its provisional results and report.
 fn run_over(text: &str) -> Vec<Outputs> {
+    run_over_dates(text, dates().len())
+}
+
+/// [`run_over`] for the first `count` dates.
+fn run_over_dates(text: &str, count: usize) -> Vec<Outputs> {
     let pipeline = Pipeline::from_toml(text).unwrap();
     let options = RunOptions {
         workers: 2,
@@ -69,7 +74,7 @@ fn run_over(text: &str) -> Vec<Outputs> {
             date.status
         );
     }
-    outputs(&pipeline.output.dir)
+    outputs(&pipeline.output.dir, count)
 }
 
 /// A date's outputs: the partial, the provisional results (if any) and the report.
@@ -80,9 +85,10 @@ struct Outputs {
     report: String,
 }
 
-fn outputs(dir: &Path) -> Vec<Outputs> {
+fn outputs(dir: &Path, count: usize) -> Vec<Outputs> {
     dates()
         .into_iter()
+        .take(count)
         .map(|date| {
             let name = date.format("%Y%m%d").to_string();
             let provisional = dir.join(format!("{name}.provisional.parquet"));
@@ -200,7 +206,7 @@ fn live_over_stdin_equals_run_and_its_recording_replays() {
         .unwrap();
     send(child.stdin.take().unwrap(), &live_batches(false), 777);
     finished(child);
-    assert_eq!(outputs(&live_out), expected, "live equals run");
+    assert_eq!(outputs(&live_out, 2), expected, "live equals run");
     for date in dates() {
         let live = live_out.join(format!("{}.live.parquet", date.format("%Y%m%d")));
         assert!(
@@ -347,7 +353,10 @@ fn live_over_tcp_takes_several_producers_and_survives_bad_ones() {
     seen.extend(lines.iter());
     let stderr = seen.join("\n");
     assert!(status.success(), "vizflow live failed:\n{stderr}");
-    let finals: Vec<RecordBatch> = outputs(&live_out).into_iter().map(|o| o.partial).collect();
+    let finals: Vec<RecordBatch> = outputs(&live_out, 2)
+        .into_iter()
+        .map(|o| o.partial)
+        .collect();
     let expected: Vec<RecordBatch> = expected.into_iter().map(|o| o.partial).collect();
     assert_eq!(finals, expected, "live equals run\n{stderr}");
     assert!(
@@ -379,4 +388,116 @@ fn live_needs_a_stream_section() {
     assert!(!output.status.success());
     assert!(stderr.contains("needs a [stream] section"), "{stderr}");
     assert!(stderr.contains("lateness = \"2s\""), "{stderr}");
+}
+
+/// kill -9 in the middle of a date, twice: the `.live.parquet` on disk is a complete
+/// file equal to `vizflow run`'s provisional result at its watermark, and `vizflow run`
+/// over the recording (cut short, maybe in the middle of a message) gives the partial
+/// of the rows it holds.
+#[test]
+fn a_killed_live_leaves_complete_files_and_a_recording_that_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("in");
+    let date = dates()[0];
+    generate(&spec(), &data, &[date]).unwrap();
+    let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
+    let run_dir = dir.path().join("run");
+    run_over_dates(
+        &pipeline_text(&data, "alpha_{date}.feather", &run_dir, stream),
+        1,
+    );
+    let name = date.format("%Y%m%d").to_string();
+    let provisional = read_parquet(&run_dir.join(format!("{name}.provisional.parquet")))
+        .unwrap()
+        .0;
+    let rows = live_batches(false).remove(0);
+    for (attempt, results_before_kill) in [(0, 1), (1, 5)] {
+        let live_out = dir.path().join(format!("live{attempt}"));
+        let record = dir.path().join(format!("record{attempt}"));
+        let text = pipeline_text(&data, "alpha_{date}.feather", &live_out, stream);
+        let pipeline_file = dir.path().join("live.toml");
+        std::fs::write(&pipeline_file, text).unwrap();
+        let mut child = vizflow()
+            .args([
+                "live",
+                pipeline_file.to_str().unwrap(),
+                "--stdin",
+                "--workers",
+                "2",
+            ])
+            .arg("--record")
+            .arg(&record)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The producer sends the date in small batches and never ends its stream.
+        let input = child.stdin.take().unwrap();
+        let sending = rows.clone();
+        std::thread::spawn(move || {
+            let _ = try_send(input, &[sending], 200);
+        });
+        let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut written = 0;
+        while written < results_before_kill {
+            let line = log.next().expect("vizflow live logs").unwrap();
+            written += usize::from(line.contains(".live.parquet"));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let (partial, metadata) =
+            read_parquet(&live_out.join(format!("{name}.live.parquet"))).unwrap();
+        let value = |key: &str| metadata.iter().find(|(k, _)| k == key).unwrap().1.clone();
+        assert_eq!(value("vizflow.provisional"), "true");
+        let watermark: i64 = value("vizflow.watermark_ms").parse().unwrap();
+        assert!(value("vizflow.rows").parse::<u64>().unwrap() > 0);
+        let at = arrow::compute::kernels::cmp::eq(
+            provisional.column(0),
+            &arrow::array::Int64Array::new_scalar(watermark),
+        )
+        .unwrap();
+        let expected = arrow::compute::filter_record_batch(&provisional, &at).unwrap();
+        let expected = expected.project(&(1..expected.num_columns()).collect::<Vec<_>>());
+        assert_eq!(
+            partial,
+            expected.unwrap(),
+            "attempt {attempt}: at {watermark}"
+        );
+
+        // The recording replays: the partial of the rows it holds.
+        let recorded = vizflow::io::DateFile::open(&record.join(format!("{name}.arrows")))
+            .unwrap()
+            .num_rows() as usize;
+        assert!(recorded > 0);
+        let replayed = run_over_dates(
+            &pipeline_text(
+                &record,
+                "{date}.arrows",
+                &dir.path().join(format!("replay{attempt}")),
+                stream,
+            ),
+            1,
+        );
+        let head = dir.path().join(format!("head{attempt}"));
+        std::fs::create_dir_all(&head).unwrap();
+        let first = generate_date(&spec(), date).slice(0, recorded);
+        let path = head.join(format!("alpha_{name}.feather"));
+        vizflow::io::write_batches(&path, FileFormat::IpcFile, first.schema(), &[first], None)
+            .unwrap();
+        let expected = run_over_dates(
+            &pipeline_text(
+                &head,
+                "alpha_{date}.feather",
+                &dir.path().join(format!("heads{attempt}")),
+                stream,
+            ),
+            1,
+        );
+        assert_eq!(
+            replayed[0].partial, expected[0].partial,
+            "attempt {attempt}"
+        );
+    }
 }

@@ -38,6 +38,9 @@ pub struct DateFile {
     source: Source,
     /// File row index of the first row of each part, then the total row count.
     part_starts: Vec<u64>,
+    /// The bytes after an IPC stream's last complete message (a recording cut short),
+    /// not read.
+    torn_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -62,7 +65,7 @@ impl DateFile {
     pub fn open(path: &Path) -> Result<DateFile, IoError> {
         let format = FileFormat::from_path(path)?;
         check_input(path)?;
-        let (schema, source, part_rows) =
+        let (schema, source, part_rows, torn_bytes) =
             without_panics(path, format, || open_source(path, format))?;
         let part_starts = std::iter::once(0)
             .chain(part_rows.iter().scan(0, |total, rows| {
@@ -76,7 +79,15 @@ impl DateFile {
             schema,
             source,
             part_starts,
+            torn_bytes,
         })
+    }
+
+    /// The bytes of an IPC stream (`.arrows`) after its last complete message, not read:
+    /// a recording whose writer stopped in the middle of a message. 0 for a complete
+    /// file, and for other formats.
+    pub fn torn_bytes(&self) -> u64 {
+        self.torn_bytes
     }
 
     /// The file format.
@@ -250,8 +261,9 @@ impl DateFile {
     }
 }
 
-/// What [`DateFile::open`] learns from a file: schema, source and row count of each part.
-type Opened = (SchemaRef, Source, Vec<u64>);
+/// What [`DateFile::open`] learns from a file: schema, source, row count of each part,
+/// and the bytes not read after a stream's last complete message.
+type Opened = (SchemaRef, Source, Vec<u64>, u64);
 
 fn open_source(path: &Path, format: FileFormat) -> Result<Opened, IoError> {
     let corrupt = |message: String| IoError::Corrupt {
@@ -264,12 +276,15 @@ fn open_source(path: &Path, format: FileFormat) -> Result<Opened, IoError> {
             let (map, data) = ipc::load(path)?;
             let index = ipc::index_file(&data).map_err(|e| corrupt(e.to_string()))?;
             let (schema, rows) = (index.schema.clone(), index.batch_rows.clone());
-            (schema, Source::IpcFile { data, map, index }, rows)
+            (schema, Source::IpcFile { data, map, index }, rows, 0)
         }
         FileFormat::IpcStream => {
             let (_, data) = ipc::load(path)?;
-            let (schema, rows) = ipc::index_stream(&data).map_err(|e| corrupt(e.to_string()))?;
-            (schema, Source::IpcStream { data }, vec![rows])
+            let (schema, rows, complete) =
+                ipc::index_stream(&data).map_err(|e| corrupt(e.to_string()))?;
+            let torn = (data.len() - complete) as u64;
+            let data = data.slice_with_length(0, complete);
+            (schema, Source::IpcStream { data }, vec![rows], torn)
         }
         FileFormat::Parquet => {
             let file = open_file(path)?;
@@ -281,11 +296,12 @@ fn open_source(path: &Path, format: FileFormat) -> Result<Opened, IoError> {
                 metadata.schema().clone(),
                 Source::Parquet { metadata },
                 rows,
+                0,
             )
         }
         FileFormat::Csv => {
             let (schema, rows) = csv_schema_and_rows(path)?;
-            (schema, Source::Csv, vec![rows])
+            (schema, Source::Csv, vec![rows], 0)
         }
     })
 }

@@ -410,14 +410,22 @@ fn check_buffers(batch: arrow::ipc::RecordBatch<'_>, body: &[u8]) -> Result<(), 
     }
 }
 
-/// Walks the messages of an IPC stream: its schema and total row count. A stream must end
-/// with the end-of-stream marker, so one cut at a message boundary is reported as truncated.
-pub(super) fn index_stream(data: &[u8]) -> Result<(SchemaRef, u64), FramingError> {
+/// Walks the messages of an IPC stream: its schema, total row count, and the length of
+/// its complete messages. A stream cut after its schema (a recording whose writer
+/// stopped: no end-of-stream marker, or a torn last message) is read up to its last
+/// complete message: the length says where that is.
+pub(super) fn index_stream(data: &[u8]) -> Result<(SchemaRef, u64, usize), FramingError> {
     let mut schema: Option<Schema> = None;
     let mut rows = 0u64;
     let mut position = 0usize;
     let negative = |what| move |_| FramingError::NegativeLength { what };
     loop {
+        let start = position;
+        if let (Some(schema), Err(FramingError::Truncated)) =
+            (&schema, next_message_fits(data, position))
+        {
+            return Ok((Arc::new(schema.clone()), rows, start));
+        }
         let mut word = data
             .get(position..position + 4)
             .ok_or(FramingError::Truncated)?;
@@ -431,7 +439,7 @@ pub(super) fn index_stream(data: &[u8]) -> Result<(SchemaRef, u64), FramingError
         let meta_len = i32::from_le_bytes(word.try_into().expect("4 bytes"));
         if meta_len == 0 {
             let schema = schema.ok_or(FramingError::NoStreamSchema)?;
-            return Ok((Arc::new(schema), rows));
+            return Ok((Arc::new(schema), rows, position));
         }
         let meta_len = usize::try_from(meta_len).map_err(negative("message length"))?;
         let metadata = data
@@ -455,6 +463,39 @@ pub(super) fn index_stream(data: &[u8]) -> Result<(SchemaRef, u64), FramingError
             let data = dictionary.data();
             check_buffers(data.ok_or(FramingError::EmptyDictionaryBatch)?, body)?;
         }
+    }
+}
+
+/// Whether the message at `position` (its length words, metadata and body) is all in
+/// `data`; [`FramingError::Truncated`] when it is not.
+fn next_message_fits(data: &[u8], mut position: usize) -> Result<(), FramingError> {
+    let mut word = data
+        .get(position..position + 4)
+        .ok_or(FramingError::Truncated)?;
+    position += 4;
+    if word == CONTINUATION {
+        word = data
+            .get(position..position + 4)
+            .ok_or(FramingError::Truncated)?;
+        position += 4;
+    }
+    let Ok(meta_len) = usize::try_from(i32::from_le_bytes(word.try_into().expect("4 bytes")))
+    else {
+        return Ok(()); // a negative length: the walk reports it
+    };
+    if meta_len == 0 {
+        return Ok(());
+    }
+    let metadata = data
+        .get(position..position + meta_len)
+        .ok_or(FramingError::Truncated)?;
+    let Ok(body_len) = root_as_message(metadata).map(|m| m.bodyLength()) else {
+        return Ok(()); // a bad header: the walk reports it
+    };
+    let end = (position + meta_len).saturating_add(usize::try_from(body_len).unwrap_or(0));
+    match end <= data.len() {
+        true => Ok(()),
+        false => Err(FramingError::Truncated),
     }
 }
 

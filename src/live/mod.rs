@@ -497,8 +497,14 @@ impl<'a> Feed<'a> {
                 ("vizflow.rows".to_owned(), rows.to_string()),
             ];
             let path = live_path(output, result.date);
-            if let Err(error) = write_parquet_atomic(&path, &partial, &metadata) {
-                tracing::error!("cannot write {}: {error}", path.display());
+            match write_parquet_atomic(&path, &partial, &metadata) {
+                Ok(()) => tracing::info!(
+                    "{} at {watermark_ms} ms: {rows} rows so far, {} groups -> {}",
+                    calendar::format_date(result.date),
+                    partial.num_rows(),
+                    path.display()
+                ),
+                Err(error) => tracing::error!("cannot write {}: {error}", path.display()),
             }
             self.provisional.push((watermark_ms, partial));
             return;
