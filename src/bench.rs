@@ -266,3 +266,189 @@ fn floor(pipeline: &Pipeline, files: &[PathBuf], workers: usize) -> Result<(f64,
     }
     Ok((started.elapsed().as_secs_f64(), largest))
 }
+
+/// What `vizflow bench --live` gives: one date streamed over TCP by a producer process
+/// (`vizflow send`) into `vizflow live`, as fast as it takes it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LiveBenchReport {
+    /// The pipeline file.
+    pub pipeline: String,
+    /// Rows streamed.
+    pub rows: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// Seconds from the first rows fed to the last.
+    pub feed_seconds: f64,
+    /// Seconds from the first rows fed to the final partial written.
+    pub wall_seconds: f64,
+    /// Rows fed per second while the producer streamed (`rows / feed_seconds`).
+    pub sustained_rows_per_second: f64,
+    /// Provisional results written.
+    pub provisional_results: usize,
+    /// Per provisional result at `W`: ms from the rows that moved the watermark past
+    /// `W` being fed to its `.live.parquet` being in place. Median and 99th percentile.
+    pub snapshot_latency_ms_p50: f64,
+    /// See `snapshot_latency_ms_p50`.
+    pub snapshot_latency_ms_p99: f64,
+    /// The largest.
+    pub snapshot_latency_ms_max: f64,
+    /// Peak resident memory of the live process (`VmHWM`), bytes; the producer is
+    /// another process.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl LiveBenchReport {
+    /// The report as a table for a terminal.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut line = |name: &str, value: String| out.push_str(&format!("{name:<28}{value}\n"));
+        line("pipeline", self.pipeline.clone());
+        line("input", format!("1 date, {} rows over TCP", self.rows));
+        line("workers", self.workers.to_string());
+        line(
+            "sustained rows/s",
+            format!(
+                "{:.2}M (fed in {:.2} s; final partial after {:.2} s)",
+                self.sustained_rows_per_second / 1e6,
+                self.feed_seconds,
+                self.wall_seconds
+            ),
+        );
+        line(
+            "snapshot latency",
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} provisional results)",
+                self.snapshot_latency_ms_p50,
+                self.snapshot_latency_ms_p99,
+                self.snapshot_latency_ms_max,
+                self.provisional_results
+            ),
+        );
+        let rss = self.peak_rss_bytes.map_or("unknown".to_owned(), |b| {
+            format!("{:.2} GB", b as f64 / 1e9)
+        });
+        line("peak RSS", rss);
+        out
+    }
+}
+
+/// Streams `file` (of `date`) from a producer process (`exe send`) into
+/// [`crate::live::live`] in this process, and measures it (see [`LiveBenchReport`]).
+pub fn measure_live(
+    pipeline_file: &str,
+    pipeline: &Pipeline,
+    (date, file): (chrono::NaiveDate, PathBuf),
+    workers: usize,
+    exe: &std::path::Path,
+) -> anyhow::Result<LiveBenchReport> {
+    use crate::live::{LiveInput, LiveOptions, Timeline, live};
+    let stream = (pipeline.stream.as_ref())
+        .ok_or_else(|| anyhow::anyhow!("bench --live needs a [stream] section"))?;
+    let every_ms = (stream.emit_every_ms)
+        .ok_or_else(|| anyhow::anyhow!("bench --live needs [stream] emit_every"))?;
+    let output = std::env::temp_dir().join(format!("vizflow-bench-live-{}", std::process::id()));
+    let timeline = Arc::new(std::sync::Mutex::new(Timeline::default()));
+    let options = LiveOptions {
+        input: LiveInput::Listen("127.0.0.1:0".parse().expect("an address")),
+        output_dir: output.clone(),
+        workers,
+        record: None,
+        max_message_bytes: 256 << 20,
+        producers: Some(1),
+        timeline: Some(timeline.clone()),
+    };
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    let running = {
+        let pipeline = pipeline.clone();
+        std::thread::spawn(move || {
+            live(&pipeline, &options, |address| {
+                let _ = address_tx.send(address);
+            })
+        })
+    };
+    let address = address_rx.recv()?;
+    let status = std::process::Command::new(exe)
+        .arg("send")
+        .arg(address.to_string())
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "the producer failed: {status}");
+    let summary = running
+        .join()
+        .map_err(|_| anyhow::anyhow!("the live run panicked"))??;
+    let peak_rss_bytes = peak_rss();
+    let _ = std::fs::remove_dir_all(&output);
+    if let Some(DateStatus::Failed(message)) = summary.dates.first().map(|d| &d.status) {
+        anyhow::bail!("the date failed: {message}");
+    }
+    let timeline = timeline.lock().unwrap_or_else(|e| e.into_inner());
+    let (first, last) = match (timeline.fed.first(), timeline.fed.last()) {
+        (Some(first), Some(last)) => (*first, *last),
+        _ => anyhow::bail!("no rows were fed"),
+    };
+    let done = timeline.finals.last().copied().unwrap_or(last.0);
+    // Where the watermark passed each multiple of emit_every: the first row (in the
+    // order sent) whose time, as a running maximum, is past it plus the lateness.
+    let elapsed = elapsed_of(pipeline, date, &file)?;
+    let mut passed = Vec::new(); // (watermark, rows fed by then)
+    let mut max = i64::MIN;
+    let mut next = every_ms;
+    for (row, t) in elapsed.iter().enumerate() {
+        max = max.max(*t);
+        while max - stream.lateness_ms > next {
+            passed.push((next, row as u64 + 1));
+            next += every_ms;
+        }
+    }
+    let mut latencies: Vec<f64> = (timeline.provisional.iter())
+        .filter_map(|(written, at)| {
+            let (_, rows) = passed.iter().find(|(w, _)| w == at)?;
+            let fed = timeline.fed.iter().find(|(_, n)| n >= rows)?.0;
+            Some(written.saturating_duration_since(fed).as_secs_f64() * 1e3)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let quantile = |q: f64| {
+        let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies.get(i).copied().unwrap_or(f64::NAN)
+    };
+    let feed_seconds = last.0.duration_since(first.0).as_secs_f64();
+    Ok(LiveBenchReport {
+        pipeline: pipeline_file.to_owned(),
+        rows: last.1,
+        workers,
+        feed_seconds,
+        wall_seconds: done.duration_since(first.0).as_secs_f64(),
+        sustained_rows_per_second: last.1 as f64 / feed_seconds.max(1e-9),
+        provisional_results: timeline.provisional.len(),
+        snapshot_latency_ms_p50: quantile(0.5),
+        snapshot_latency_ms_p99: quantile(0.99),
+        snapshot_latency_ms_max: latencies.last().copied().unwrap_or(f64::NAN),
+        peak_rss_bytes,
+    })
+}
+
+/// Each row's `elapsed_ms` in the file's order.
+fn elapsed_of(
+    pipeline: &Pipeline,
+    date: chrono::NaiveDate,
+    file: &std::path::Path,
+) -> anyhow::Result<Vec<i64>> {
+    let file = DateFile::open(file)?;
+    let mut elapsed = Vec::with_capacity(file.num_rows() as usize);
+    for part in 0..file.num_parts() {
+        for (_, batch) in file.read_part(part, &[pipeline.timestamp.as_str()], 1 << 20)? {
+            let times = vizflow_operators::parse_time::elapsed_ms(
+                batch.column(0).as_ref(),
+                pipeline.time_format,
+                &pipeline.market.clock,
+                date,
+                pipeline.out_of_session,
+            )?;
+            elapsed.extend(times.elapsed_ms.values().iter().copied());
+        }
+    }
+    Ok(elapsed)
+}

@@ -40,6 +40,9 @@ enum Command {
     /// writing each date's provisional partial as `{date}.live.parquet` while it is
     /// open, and its outputs as `vizflow run` writes them when it closes.
     Live(LiveArgs),
+    /// Stream date files to a `vizflow live --listen` as one Arrow IPC stream, as fast
+    /// as it takes them (a producer for trying a live pipeline, or replaying a day).
+    Send(SendArgs),
     /// Generate deterministic synthetic market data (the alpha schema).
     Gen(GenArgs),
     /// Measure a pipeline on generated data: wall time, rows/s, time per stage, peak
@@ -229,6 +232,16 @@ struct LiveArgs {
 }
 
 #[derive(clap::Args)]
+struct SendArgs {
+    /// The address `vizflow live --listen` prints, e.g. 127.0.0.1:7700.
+    address: std::net::SocketAddr,
+    /// Files to send in order, each of the date its name holds (8 digits, YYYYMMDD),
+    /// e.g. data/alpha_20240102.feather; any format `vizflow run` reads.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct ClusterArgs {
     /// The pipeline file (TOML), e.g. examples/alpha_markout.toml.
     pipeline: PathBuf,
@@ -343,6 +356,11 @@ struct BenchArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Measure `vizflow live` instead: a producer process streams the first date over
+    /// TCP as fast as it can; sustained rows/s, the latency of each provisional result
+    /// (p50, p99) and peak memory. The pipeline needs [stream] emit_every.
+    #[arg(long)]
+    live: bool,
 }
 
 #[derive(clap::Args)]
@@ -518,6 +536,20 @@ fn bench_command(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .status()?;
         anyhow::ensure!(status.success(), "generating the input failed: {status}");
     }
+    if args.live {
+        let date = dates[0];
+        let file = vizflow::run::input_path(&data, &pipeline.input.pattern, date);
+        let exe = std::env::current_exe().context("cannot find the vizflow executable")?;
+        let name = args.pipeline.display().to_string();
+        let report =
+            vizflow::bench::measure_live(&name, &pipeline, (date, file), args.workers, &exe)?;
+        print!("{}", report.table());
+        if let Some(path) = &args.json {
+            vizflow::io::write_bytes_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+            println!("wrote {}", path.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let options = RunOptions {
         input_dir: Some(data),
         output_dir: Some(
@@ -628,6 +660,32 @@ fn demo_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn send_command(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let files = (args.files.iter())
+        .map(|path| {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let digits: Vec<&str> = name
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|run| run.len() == 8)
+                .collect();
+            let date = match digits.as_slice() {
+                [one] => calendar::parse_date(one)?,
+                _ => anyhow::bail!(
+                    "{}: its name should hold its date as 8 digits (YYYYMMDD), once",
+                    path.display()
+                ),
+            };
+            Ok((date, path.clone()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rows = vizflow::live::send(args.address, &files)?;
+    eprintln!("sent {rows} rows to {}", args.address);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn live_command(args: LiveArgs) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
     use vizflow::live::{LiveInput, LiveOptions, live};
@@ -652,6 +710,7 @@ fn live_command(args: LiveArgs) -> anyhow::Result<ExitCode> {
         record: args.record,
         max_message_bytes: args.max_message_bytes,
         producers: args.producers,
+        timeline: None,
     };
     let summary = live(&pipeline, &options, |address| {
         // On standard output, for a script that asked for port 0.
@@ -688,6 +747,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(args),
         Command::Cluster(args) => cluster_command(args),
         Command::Live(args) => live_command(args),
+        Command::Send(args) => send_command(args),
         Command::Gen(args) => gen_command(args),
         Command::Bench(args) => bench_command(args),
         Command::Demo(args) => demo_command(args),

@@ -18,11 +18,15 @@
 
 mod input;
 mod record;
+mod send;
+
+pub use send::send;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Date32Type, Int64Type, Schema};
@@ -75,6 +79,19 @@ pub struct LiveOptions {
     /// With `Listen`, stop once this many producers' streams have ended (and none is
     /// connected); without it, run until stopped.
     pub producers: Option<usize>,
+    /// Where to note when rows were fed and results written (`vizflow bench --live`).
+    pub timeline: Option<Arc<Mutex<Timeline>>>,
+}
+
+/// When a live run fed rows and wrote results, for measuring it.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// After each push: when, and the rows of its date fed so far.
+    pub fed: Vec<(Instant, u64)>,
+    /// Each provisional result written: when, and its watermark (ms of trading time).
+    pub provisional: Vec<(Instant, i64)>,
+    /// When each final result was written.
+    pub finals: Vec<Instant>,
 }
 
 /// What a live run did.
@@ -382,7 +399,16 @@ impl<'a> Feed<'a> {
         }
         self.rows += n;
         let engine = self.engine.as_mut().expect("started");
-        engine.push(rows).map_err(|e| e.to_string())
+        engine.push(rows).map_err(|e| e.to_string())?;
+        if let Some(timeline) = &self.options.timeline {
+            let fed = (Instant::now(), self.rows);
+            timeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .fed
+                .push(fed);
+        }
+        Ok(())
     }
 
     /// Closes the current date once every producer is past it, then begins the next
@@ -506,6 +532,11 @@ impl<'a> Feed<'a> {
                 ),
                 Err(error) => tracing::error!("cannot write {}: {error}", path.display()),
             }
+            if let Some(timeline) = &self.options.timeline {
+                let written = (Instant::now(), watermark_ms);
+                let mut timeline = timeline.lock().unwrap_or_else(|e| e.into_inner());
+                timeline.provisional.push(written);
+            }
             self.provisional.push((watermark_ms, partial));
             return;
         }
@@ -516,6 +547,10 @@ impl<'a> Feed<'a> {
         }
         let input = Path::new("the live feed");
         let outcome = outcome_of(output, input, result, &provisional, &self.hash);
+        if let Some(timeline) = &self.options.timeline {
+            let mut timeline = timeline.lock().unwrap_or_else(|e| e.into_inner());
+            timeline.finals.push(Instant::now());
+        }
         match &outcome.status {
             DateStatus::Written { path, groups } => {
                 let _ = std::fs::remove_file(live_path(output, outcome.date));
