@@ -46,6 +46,9 @@ use crate::cluster::Connected;
 use crate::config::BoundPipeline;
 use crate::io::DateFile;
 
+/// Commands waiting for a worker in its channel: a caller that sends more waits.
+const COMMANDS_IN_FLIGHT: usize = 16;
+
 /// Why the engine could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -262,7 +265,10 @@ impl Engine {
         };
         let guards =
             timely::execute::execute_from(builders, others, worker_config, move |worker| {
-                let (commands_tx, commands) = crossbeam_channel::unbounded();
+                // Bounded, so that a producer pushing faster than the dataflow takes
+                // rows waits instead of growing memory (`worker::MAX_QUEUED` more wait
+                // in the worker).
+                let (commands_tx, commands) = crossbeam_channel::bounded(COMMANDS_IN_FLIGHT);
                 let feed = Feed {
                     commands: commands_tx,
                     thread: std::thread::current(),
@@ -340,9 +346,20 @@ impl Engine {
 
     fn send(&self, worker: usize, command: Command) -> Result<(), EngineError> {
         let feed = &self.feeds[worker];
-        feed.commands
-            .send(command)
-            .map_err(|_| EngineError::Stopped)?;
+        let command = match feed.commands.try_send(command) {
+            Ok(()) => None,
+            Err(crossbeam_channel::TrySendError::Full(command)) => Some(command),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                return Err(EngineError::Stopped);
+            }
+        };
+        if let Some(command) = command {
+            // The worker is behind: wake it, and wait for room.
+            feed.thread.unpark();
+            feed.commands
+                .send(command)
+                .map_err(|_| EngineError::Stopped)?;
+        }
         feed.thread.unpark();
         Ok(())
     }

@@ -92,6 +92,9 @@ type ReportInput = InputHandle<Time, CapacityContainerBuilder<Vec<(u32, DateRepo
 /// The input of the rows dataflow.
 pub(super) type RowInput = InputHandle<Time, CapacityContainerBuilder<Batch>>;
 
+/// Commands a worker takes from its channel before carrying them out.
+const MAX_QUEUED: usize = 16;
+
 /// One worker: builds the dataflows, then feeds commands into them until the engine
 /// hangs up and the dataflows are done.
 pub(super) fn run_worker(
@@ -124,7 +127,9 @@ pub(super) fn run_worker(
     let mut hung_up = false;
     let mut reported: Option<Option<Time>> = None;
     loop {
-        loop {
+        // At most `MAX_QUEUED` taken: the rest wait in the (bounded) channel, and so
+        // does the caller (nothing in the channel is needed to carry out the queue).
+        while queue.len() < MAX_QUEUED {
             match commands.try_recv() {
                 Ok(command) => queue.push_back(command),
                 Err(crossbeam_channel::TryRecvError::Empty) => break,
