@@ -47,7 +47,7 @@ use crate::config::BoundPipeline;
 use crate::io::DateFile;
 
 /// Commands waiting for a worker in its channel: a caller that sends more waits.
-const COMMANDS_IN_FLIGHT: usize = 16;
+const COMMANDS_IN_FLIGHT: usize = 4;
 
 /// Why the engine could not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -93,7 +93,7 @@ type ReportInput = InputHandle<Time, CapacityContainerBuilder<Vec<(u32, DateRepo
 pub(super) type RowInput = InputHandle<Time, CapacityContainerBuilder<Batch>>;
 
 /// Commands a worker takes from its channel before carrying them out.
-const MAX_QUEUED: usize = 16;
+const MAX_QUEUED: usize = 4;
 
 /// One worker: builds the dataflows, then feeds commands into them until the engine
 /// hangs up and the dataflows are done.

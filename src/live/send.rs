@@ -16,7 +16,7 @@ use super::DATE_COLUMN;
 use crate::io::DateFile;
 
 /// Rows per batch sent.
-const BATCH_ROWS: usize = 65_536;
+const BATCH_ROWS: usize = 16_384;
 
 /// Sends `files` (each with its date), in order, to `address`; returns the rows sent.
 pub fn send(address: SocketAddr, files: &[(NaiveDate, PathBuf)]) -> anyhow::Result<u64> {
