@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 use vizflow::config::Pipeline;
 use vizflow::io::{FileFormat, read_parquet};
 use vizflow::run::{DateStatus, ProgressStyle, RunOptions, run};
-use vizflow::synthetic::{GenSpec, generate, generate_date};
+use vizflow::synthetic::{GenSpec, generate_date};
 
 fn dates() -> Vec<NaiveDate> {
     vec![
@@ -40,17 +40,42 @@ fn spec() -> GenSpec {
 /// `output`, with `stream` as its `[stream]` section.
 fn pipeline_text(input: &Path, pattern: &str, output: &Path, stream: &str) -> String {
     let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alpha_markout.toml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alpha_markout_live.toml"),
     )
     .unwrap();
-    let example = example
+    let example = example[..example.find("[stream]").unwrap()]
         .replace("dir = \"data\"", &format!("dir = \"{}\"", input.display()))
         .replace("alpha_{date}.feather", pattern)
         .replace(
-            "dir = \"out/alpha_markout\"",
+            "dir = \"out/alpha_markout_live\"",
             &format!("dir = \"{}\"", output.display()),
         );
     format!("{example}\n[stream]\n{stream}\n")
+}
+
+/// A generated date's rows in the order they are sent (and written for `vizflow run`):
+/// as generated (in time order with local disorder within 2 s), but every 2,000th row
+/// held back by 3,000 rows (some 24 minutes of trading time), beyond the lateness.
+fn day_rows(date: NaiveDate) -> RecordBatch {
+    let rows = generate_date(&spec(), date);
+    let n = rows.num_rows() as u32;
+    let mut order: Vec<u32> = (0..n).filter(|i| i % 2_000 != 1_000).collect();
+    for held in (1_000..n).step_by(2_000) {
+        let at = ((held + 3_000).min(n) - held / 2_000 - 1) as usize;
+        order.insert(at.min(order.len()), held);
+    }
+    arrow::compute::take_record_batch(&rows, &arrow::array::UInt32Array::from(order)).unwrap()
+}
+
+/// Writes [`day_rows`] of `dates` as `dir/alpha_{date}.feather`.
+fn write_days(dir: &Path, dates: &[NaiveDate]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for date in dates {
+        let rows = day_rows(*date);
+        let path = dir.join(format!("alpha_{}.feather", date.format("%Y%m%d")));
+        vizflow::io::write_batches(&path, FileFormat::IpcFile, rows.schema(), &[rows], None)
+            .unwrap();
+    }
 }
 
 /// `vizflow run` over `input`: the date's partial, its provisional results and report.
@@ -111,7 +136,7 @@ fn live_batches(row_ids: bool) -> Vec<RecordBatch> {
     dates()
         .into_iter()
         .map(|date| {
-            let rows = generate_date(&spec(), date);
+            let rows = day_rows(date);
             let n = rows.num_rows();
             let key: i32 = date.format("%Y%m%d").to_string().parse().unwrap();
             let mut fields: Vec<Field> = rows
@@ -174,7 +199,7 @@ fn finished(child: Child) -> String {
 fn live_over_stdin_equals_run_and_its_recording_replays() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("in");
-    generate(&spec(), &data, &dates()).unwrap();
+    write_days(&data, &dates());
     let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
     let expected = run_over(&pipeline_text(
         &data,
@@ -183,46 +208,56 @@ fn live_over_stdin_equals_run_and_its_recording_replays() {
         stream,
     ));
     assert!(expected[0].provisional.is_some());
+    // Rows held back beyond the lateness are late, in both.
+    assert!(
+        expected[0].report.contains("stream.late_rows"),
+        "{}",
+        expected[0].report
+    );
 
-    let live_out = dir.path().join("live");
-    let record = dir.path().join("record");
-    let text = pipeline_text(&data, "alpha_{date}.feather", &live_out, stream);
-    let pipeline_file = dir.path().join("live.toml");
-    std::fs::write(&pipeline_file, text).unwrap();
-    let mut child = vizflow()
-        .args([
-            "live",
-            pipeline_file.to_str().unwrap(),
-            "--stdin",
-            "--workers",
-            "2",
-        ])
-        .arg("--record")
-        .arg(&record)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    send(child.stdin.take().unwrap(), &live_batches(false), 777);
-    finished(child);
-    assert_eq!(outputs(&live_out, 2), expected, "live equals run");
-    for date in dates() {
-        let live = live_out.join(format!("{}.live.parquet", date.format("%Y%m%d")));
-        assert!(
-            !live.exists(),
-            "{} is removed when its date closes",
-            live.display()
+    for workers in ["1", "2"] {
+        let live_out = dir.path().join(format!("live{workers}"));
+        let record = dir.path().join(format!("record{workers}"));
+        let text = pipeline_text(&data, "alpha_{date}.feather", &live_out, stream);
+        let pipeline_file = dir.path().join("live.toml");
+        std::fs::write(&pipeline_file, text).unwrap();
+        let mut child = vizflow()
+            .args([
+                "live",
+                pipeline_file.to_str().unwrap(),
+                "--stdin",
+                "--workers",
+                workers,
+            ])
+            .arg("--record")
+            .arg(&record)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        send(child.stdin.take().unwrap(), &live_batches(false), 777);
+        finished(child);
+        assert_eq!(
+            outputs(&live_out, 2),
+            expected,
+            "{workers} workers: live equals run"
+        );
+        for date in dates() {
+            let live = live_out.join(format!("{}.live.parquet", date.format("%Y%m%d")));
+            assert!(
+                !live.exists(),
+                "{} is removed when its date closes",
+                live.display()
+            );
+        }
+        let replay = dir.path().join(format!("replay{workers}"));
+        let replayed = run_over(&pipeline_text(&record, "{date}.arrows", &replay, stream));
+        assert_eq!(
+            replayed, expected,
+            "{workers} workers: the recording replays"
         );
     }
-
-    let replayed = run_over(&pipeline_text(
-        &record,
-        "{date}.arrows",
-        &dir.path().join("replay"),
-        stream,
-    ));
-    assert_eq!(replayed, expected, "the recording replays");
 }
 
 /// Over two TCP connections (symbols split between them, rows numbered by the
@@ -235,7 +270,7 @@ fn live_over_stdin_equals_run_and_its_recording_replays() {
 fn live_over_tcp_takes_several_producers_and_survives_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("in");
-    generate(&spec(), &data, &dates()).unwrap();
+    write_days(&data, &dates());
     let stream = "lateness = \"4h\"";
     let expected = run_over(&pipeline_text(
         &data,
@@ -399,7 +434,7 @@ fn a_killed_live_leaves_complete_files_and_a_recording_that_replays() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("in");
     let date = dates()[0];
-    generate(&spec(), &data, &[date]).unwrap();
+    write_days(&data, &[date]);
     let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
     let run_dir = dir.path().join("run");
     run_over_dates(
@@ -482,7 +517,7 @@ fn a_killed_live_leaves_complete_files_and_a_recording_that_replays() {
         );
         let head = dir.path().join(format!("head{attempt}"));
         std::fs::create_dir_all(&head).unwrap();
-        let first = generate_date(&spec(), date).slice(0, recorded);
+        let first = day_rows(date).slice(0, recorded);
         let path = head.join(format!("alpha_{name}.feather"));
         vizflow::io::write_batches(&path, FileFormat::IpcFile, first.schema(), &[first], None)
             .unwrap();
@@ -500,4 +535,103 @@ fn a_killed_live_leaves_complete_files_and_a_recording_that_replays() {
             "attempt {attempt}"
         );
     }
+}
+
+/// The control rows, over standard input: a watermark row gives the provisional
+/// results up to it without more rows (a producer idle over the lunch break), and an
+/// end-of-date row closes the date while the stream stays open.
+#[test]
+fn control_rows_move_the_watermark_and_end_a_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("live");
+    let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
+    let pipeline_file = dir.path().join("live.toml");
+    let text = pipeline_text(dir.path(), "alpha_{date}.feather", &out, stream);
+    std::fs::write(&pipeline_file, text).unwrap();
+    let mut child = vizflow()
+        .args([
+            "live",
+            pipeline_file.to_str().unwrap(),
+            "--stdin",
+            "--workers",
+            "2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut wait_for = |text: &str| loop {
+        let line = log.next().expect("vizflow live logs").unwrap();
+        if line.contains(text) {
+            return;
+        }
+    };
+    // The morning's rows (before 11:30), then a watermark at 13:00:01 (the engine's
+    // time moves by whole seconds: the result at 13:00 comes once it is past 13:00:00.999).
+    let rows = live_batches(false).remove(0);
+    let morning = {
+        let times =
+            arrow::compute::cast(rows.column_by_name("ticktime").unwrap(), &DataType::Int64);
+        let times = times.unwrap();
+        let times = times
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        let keep: arrow::array::BooleanArray = times
+            .iter()
+            .map(|t| Some(t.unwrap() < 113_000_000))
+            .collect();
+        arrow::compute::filter_record_batch(&rows, &keep).unwrap()
+    };
+    let with_controls = |batch: &RecordBatch, watermark: Option<i64>, end: Option<bool>| {
+        let n = batch.num_rows();
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("vizflow_watermark_ms", DataType::Int64, true));
+        fields.push(Field::new("vizflow_end_date", DataType::Boolean, true));
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(arrow::array::Int64Array::from(vec![watermark; n])));
+        columns.push(Arc::new(arrow::array::BooleanArray::from(vec![end; n])));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    };
+    // A control row: the date, and nulls in the pipeline's columns.
+    let control = |watermark: Option<i64>, end: Option<bool>| {
+        let mut row = RecordBatch::new_empty(rows.schema());
+        let columns: Vec<ArrayRef> = (rows.schema().fields().iter())
+            .map(|f| match f.name().as_str() {
+                "date" => Arc::new(Int32Array::from(vec![20240102])) as ArrayRef,
+                _ => arrow::array::new_null_array(f.data_type(), 1),
+            })
+            .collect();
+        row = RecordBatch::try_new(row.schema(), columns).unwrap();
+        with_controls(&row, watermark, end)
+    };
+    let input = child.stdin.take().unwrap();
+    let mut writer =
+        StreamWriter::try_new(input, &with_controls(&morning, None, None).schema()).unwrap();
+    writer.write(&with_controls(&morning, None, None)).unwrap();
+    writer.flush().unwrap();
+    wait_for("at 7140000 ms");
+    // No row of the afternoon yet: the result at 13:00 (7,200,000) needs the control.
+    writer.write(&control(Some(7_201_000), None)).unwrap();
+    writer.flush().unwrap();
+    wait_for("at 7200000 ms");
+    // The end of the date, stream still open: its outputs are written.
+    writer.write(&control(None, Some(true))).unwrap();
+    writer.flush().unwrap();
+    wait_for("20240102.parquet");
+    let (partial, _) = read_parquet(&out.join("20240102.parquet")).unwrap();
+    assert!(partial.num_rows() > 0);
+    let report = std::fs::read_to_string(out.join("20240102.report.json")).unwrap();
+    let morning_rows = format!("\"rows_read\": {}", morning.num_rows());
+    assert!(report.contains(&morning_rows), "{report}");
+    writer.finish().unwrap();
+    drop(writer);
+    assert!(child.wait().unwrap().success());
 }

@@ -403,6 +403,20 @@ impl Engine {
         Ok(())
     }
 
+    /// The workers' messages, for a caller that waits on them beside other channels
+    /// (`vizflow live`): when one is ready, [`Engine::next_result`] has something to
+    /// take, or [`Engine::absorb`] does.
+    pub(crate) fn messages(&self) -> &Receiver<worker::WorkerMessage> {
+        &self.events
+    }
+
+    /// Takes the workers' messages that arrived, without waiting.
+    pub(crate) fn absorb(&mut self) {
+        while let Ok(message) = self.events.try_recv() {
+            self.receive(message);
+        }
+    }
+
     /// Ends the current date without beginning another (a live feed whose producers
     /// all stopped): its result follows from [`Engine::next_result`], and a later date
     /// may still begin.

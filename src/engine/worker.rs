@@ -60,7 +60,7 @@ impl Command {
 }
 
 /// What workers tell the caller.
-pub(super) enum WorkerMessage {
+pub(crate) enum WorkerMessage {
     Partial(u32, RecordBatch),
     /// A date's provisional partial at a watermark (ms of trading time).
     Provisional(u32, i64, RecordBatch),
@@ -126,6 +126,11 @@ pub(super) fn run_worker(
     let streaming = context.pipeline.pipeline.stream.is_some();
     let mut hung_up = false;
     let mut reported: Option<Option<Time>> = None;
+    // Whether a command was carried out or the input moved since the last step: then
+    // the worker steps without parking, so that the release below sees it (a
+    // producer's watermark comes without rows, and moving the input activates nothing
+    // by itself).
+    let mut moved = false;
     loop {
         // At most `MAX_QUEUED` taken: the rest wait in the (bounded) channel, and so
         // does the caller (nothing in the channel is needed to carry out the queue).
@@ -148,6 +153,7 @@ pub(super) fn run_worker(
             let command = queue.pop_front().expect("a command");
             let paced = streaming && command.brings_rows();
             inputs.apply(command, &context.diagnostics);
+            moved = true;
             if paced {
                 break;
             }
@@ -165,13 +171,16 @@ pub(super) fn run_worker(
             context.input_times[index - context.first_worker].store(time, Ordering::Relaxed);
         }
         let lagging = streaming && inputs.keyed_lags(&keyed, &context.input_times);
-        if queue.front().is_some_and(|c| inputs.ready(c, lagging)) {
+        if moved || queue.front().is_some_and(|c| inputs.ready(c, lagging)) {
             worker.step();
         } else {
             worker.step_or_park(None);
         }
+        moved = false;
         if let (Some(arrivals), Some(rows)) = (inputs.arrivals.as_mut(), inputs.rows.as_mut()) {
+            let before = *rows.time();
             arrivals.release(rows, &context.diagnostics);
+            moved = *rows.time() > before;
         }
         let frontier = probe.with_frontier(|f| f.first().copied());
         if reported != Some(frontier) {

@@ -31,7 +31,7 @@ use std::time::Instant;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Date32Type, Int64Type, Schema};
 use chrono::NaiveDate;
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::{Receiver, Select, TryRecvError, bounded};
 use vizflow_operators::batch::with_columns;
 use vizflow_operators::columns::ROW_ID;
 
@@ -236,9 +236,26 @@ impl<'a> Feed<'a> {
     }
 
     fn run(&mut self, events: Receiver<Event>, producers: Option<usize>) -> Result<(), LiveError> {
-        while let Ok(event) = events.recv() {
+        loop {
+            // Wait for a producer, or for the workers (a result may be ready while no
+            // producer sends anything).
+            let mut select = Select::new();
+            let input = select.recv(&events);
+            if let Some(engine) = &self.engine {
+                select.recv(engine.messages());
+            }
+            let ready = select.ready();
+            let event = match ready == input {
+                true => match events.try_recv() {
+                    Ok(event) => Some(event),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => break,
+                },
+                false => None,
+            };
             match event {
-                Event::Connected { stream, peer } => {
+                None => {}
+                Some(Event::Connected { stream, peer }) => {
                     tracing::info!("producer {stream} connected ({peer})");
                     let producer = Producer {
                         peer,
@@ -248,11 +265,11 @@ impl<'a> Feed<'a> {
                     };
                     self.producers.insert(stream, producer);
                 }
-                Event::Batch {
+                Some(Event::Batch {
                     stream,
                     batch,
                     gate,
-                } => {
+                }) => {
                     // A stream closed because of an error may still have sent some.
                     let Some(producer) = self.producers.get_mut(&stream) else {
                         continue;
@@ -265,8 +282,8 @@ impl<'a> Feed<'a> {
                         self.close_stream(stream, Some(error));
                     }
                 }
-                Event::Ended { stream } => self.close_stream(stream, None),
-                Event::Failed { stream, error } => self.close_stream(stream, Some(error)),
+                Some(Event::Ended { stream }) => self.close_stream(stream, None),
+                Some(Event::Failed { stream, error }) => self.close_stream(stream, Some(error)),
             }
             self.close_dates()?;
             self.results()?;
@@ -495,6 +512,11 @@ impl<'a> Feed<'a> {
     /// `.live.parquet`; a final one gives the date's outputs as `vizflow run` writes
     /// them, and the `.live.parquet` goes.
     fn results(&mut self) -> Result<(), LiveError> {
+        // Every message that arrived taken first: what waits on them must find the
+        // channel empty once nothing is left to write.
+        if let Some(engine) = self.engine.as_mut() {
+            engine.absorb();
+        }
         while let Some(result) = match self.engine.as_mut() {
             Some(engine) => engine.next_result()?,
             None => None,
