@@ -130,6 +130,42 @@ fn outputs(dir: &Path, count: usize) -> Vec<Outputs> {
         .collect()
 }
 
+/// `batch` with `columns` added at the end.
+fn with_columns(batch: &RecordBatch, columns: Vec<(Field, ArrayRef)>) -> RecordBatch {
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut arrays = batch.columns().to_vec();
+    for (field, array) in columns {
+        fields.push(field);
+        arrays.push(array);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap()
+}
+
+/// A `date` column of `n` rows of `date` (an integer YYYYMMDD).
+fn date_column(date: NaiveDate, n: usize) -> (Field, ArrayRef) {
+    let key: i32 = date.format("%Y%m%d").to_string().parse().unwrap();
+    let field = Field::new("date", DataType::Int32, false);
+    (field, Arc::new(Int32Array::from(vec![key; n])))
+}
+
+/// Writes the pipeline of [`pipeline_text`] over `data` into `out` to `dir/live.toml`.
+fn live_pipeline(dir: &Path, data: &Path, out: &Path, stream: &str) -> PathBuf {
+    let path = dir.join("live.toml");
+    let text = pipeline_text(data, "alpha_{date}.feather", out, stream);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Writes the test's dates into `dir/in` and runs `vizflow run` over them into
+/// `dir/run`: the input directory, and the outputs live must equal.
+fn run_first(dir: &Path, stream: &str) -> (PathBuf, Vec<Outputs>) {
+    let data = dir.join("in");
+    write_days(&data, &dates());
+    let text = pipeline_text(&data, "alpha_{date}.feather", &dir.join("run"), stream);
+    (data, run_over(&text))
+}
+
 /// The generated dates' rows with `date` (an integer YYYYMMDD) and, when `row_ids`,
 /// their `row_id` (place in the date's file).
 fn live_batches(row_ids: bool) -> Vec<RecordBatch> {
@@ -138,21 +174,12 @@ fn live_batches(row_ids: bool) -> Vec<RecordBatch> {
         .map(|date| {
             let rows = day_rows(date);
             let n = rows.num_rows();
-            let key: i32 = date.format("%Y%m%d").to_string().parse().unwrap();
-            let mut fields: Vec<Field> = rows
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
-            fields.push(Field::new("date", DataType::Int32, false));
-            columns.push(Arc::new(Int32Array::from(vec![key; n])));
+            let mut columns = vec![date_column(date, n)];
             if row_ids {
-                fields.push(Field::new("row_id", DataType::UInt64, false));
-                columns.push(Arc::new(UInt64Array::from_iter_values(0..n as u64)));
+                let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(0..n as u64));
+                columns.push((Field::new("row_id", DataType::UInt64, false), ids));
             }
-            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+            with_columns(&rows, columns)
         })
         .collect()
 }
@@ -184,6 +211,24 @@ fn vizflow() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vizflow"))
 }
 
+/// `vizflow live PIPELINE --stdin --workers N [--record DIR]`, its standard input and
+/// error piped.
+fn live_on_stdin(pipeline: &Path, workers: &str, record: Option<&Path>) -> Child {
+    let mut command = vizflow();
+    command
+        .arg("live")
+        .arg(pipeline)
+        .args(["--stdin", "--workers", workers]);
+    if let Some(record) = record {
+        command.arg("--record").arg(record);
+    }
+    (command.stdin(Stdio::piped()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Waits for `child` and returns its stderr, asserting it succeeded.
 fn finished(child: Child) -> String {
     let output = child.wait_with_output().unwrap();
@@ -198,15 +243,8 @@ fn finished(child: Child) -> String {
 #[test]
 fn live_over_stdin_equals_run_and_its_recording_replays() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("in");
-    write_days(&data, &dates());
     let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
-    let expected = run_over(&pipeline_text(
-        &data,
-        "alpha_{date}.feather",
-        &dir.path().join("run"),
-        stream,
-    ));
+    let (data, expected) = run_first(dir.path(), stream);
     assert!(expected[0].provisional.is_some());
     // Rows held back beyond the lateness are late, in both.
     assert!(
@@ -218,24 +256,8 @@ fn live_over_stdin_equals_run_and_its_recording_replays() {
     for workers in ["1", "2"] {
         let live_out = dir.path().join(format!("live{workers}"));
         let record = dir.path().join(format!("record{workers}"));
-        let text = pipeline_text(&data, "alpha_{date}.feather", &live_out, stream);
-        let pipeline_file = dir.path().join("live.toml");
-        std::fs::write(&pipeline_file, text).unwrap();
-        let mut child = vizflow()
-            .args([
-                "live",
-                pipeline_file.to_str().unwrap(),
-                "--stdin",
-                "--workers",
-                workers,
-            ])
-            .arg("--record")
-            .arg(&record)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let pipeline_file = live_pipeline(dir.path(), &data, &live_out, stream);
+        let mut child = live_on_stdin(&pipeline_file, workers, Some(&record));
         send(child.stdin.take().unwrap(), &live_batches(false), 777);
         finished(child);
         assert_eq!(
@@ -269,20 +291,11 @@ fn live_over_stdin_equals_run_and_its_recording_replays() {
 #[test]
 fn live_over_tcp_takes_several_producers_and_survives_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("in");
-    write_days(&data, &dates());
     let stream = "lateness = \"4h\"";
-    let expected = run_over(&pipeline_text(
-        &data,
-        "alpha_{date}.feather",
-        &dir.path().join("run"),
-        stream,
-    ));
+    let (data, expected) = run_first(dir.path(), stream);
 
     let live_out = dir.path().join("live");
-    let text = pipeline_text(&data, "alpha_{date}.feather", &live_out, stream);
-    let pipeline_file = dir.path().join("live.toml");
-    std::fs::write(&pipeline_file, text).unwrap();
+    let pipeline_file = live_pipeline(dir.path(), &data, &live_out, stream);
     let mut child = vizflow()
         .args([
             "live",
@@ -336,19 +349,7 @@ fn live_over_tcp_takes_several_producers_and_survives_bad_ones() {
     drop(garbage);
     let batches = live_batches(true);
     let lacking = batches[0].project(&[1, 2]).unwrap(); // ukey, then another column
-    let lacking = {
-        let n = lacking.num_rows();
-        let mut fields: Vec<Field> = lacking
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new("date", DataType::Int32, false));
-        let mut columns = lacking.columns().to_vec();
-        columns.push(Arc::new(Int32Array::from(vec![20240102; n])));
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
-    };
+    let lacking = with_columns(&lacking, vec![date_column(dates()[0], lacking.num_rows())]);
     // Cut off at their first batch (the sends may fail then).
     let _ = try_send(TcpStream::connect(&address).unwrap(), &[lacking], 100);
     let _ = try_send(TcpStream::connect(&address).unwrap(), &batches, 1_000_000);
@@ -449,24 +450,8 @@ fn a_killed_live_leaves_complete_files_and_a_recording_that_replays() {
     for (attempt, results_before_kill) in [(0, 1), (1, 5)] {
         let live_out = dir.path().join(format!("live{attempt}"));
         let record = dir.path().join(format!("record{attempt}"));
-        let text = pipeline_text(&data, "alpha_{date}.feather", &live_out, stream);
-        let pipeline_file = dir.path().join("live.toml");
-        std::fs::write(&pipeline_file, text).unwrap();
-        let mut child = vizflow()
-            .args([
-                "live",
-                pipeline_file.to_str().unwrap(),
-                "--stdin",
-                "--workers",
-                "2",
-            ])
-            .arg("--record")
-            .arg(&record)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let pipeline_file = live_pipeline(dir.path(), &data, &live_out, stream);
+        let mut child = live_on_stdin(&pipeline_file, "2", Some(&record));
         // The producer sends the date in small batches and never ends its stream.
         let input = child.stdin.take().unwrap();
         let sending = rows.clone();
@@ -545,22 +530,8 @@ fn control_rows_move_the_watermark_and_end_a_date() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("live");
     let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
-    let pipeline_file = dir.path().join("live.toml");
-    let text = pipeline_text(dir.path(), "alpha_{date}.feather", &out, stream);
-    std::fs::write(&pipeline_file, text).unwrap();
-    let mut child = vizflow()
-        .args([
-            "live",
-            pipeline_file.to_str().unwrap(),
-            "--stdin",
-            "--workers",
-            "2",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let pipeline_file = live_pipeline(dir.path(), dir.path(), &out, stream);
+    let mut child = live_on_stdin(&pipeline_file, "2", None);
     let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut wait_for = |text: &str| loop {
         let line = log.next().expect("vizflow live logs").unwrap();
@@ -587,18 +558,16 @@ fn control_rows_move_the_watermark_and_end_a_date() {
     };
     let with_controls = |batch: &RecordBatch, watermark: Option<i64>, end: Option<bool>| {
         let n = batch.num_rows();
-        let mut fields: Vec<Field> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new("vizflow_watermark_ms", DataType::Int64, true));
-        fields.push(Field::new("vizflow_end_date", DataType::Boolean, true));
-        let mut columns = batch.columns().to_vec();
-        columns.push(Arc::new(arrow::array::Int64Array::from(vec![watermark; n])));
-        columns.push(Arc::new(arrow::array::BooleanArray::from(vec![end; n])));
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+        let watermark: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![watermark; n]));
+        let end: ArrayRef = Arc::new(arrow::array::BooleanArray::from(vec![end; n]));
+        let columns = vec![
+            (
+                Field::new("vizflow_watermark_ms", DataType::Int64, true),
+                watermark,
+            ),
+            (Field::new("vizflow_end_date", DataType::Boolean, true), end),
+        ];
+        with_columns(batch, columns)
     };
     // A control row: the date, and nulls in the pipeline's columns.
     let control = |watermark: Option<i64>, end: Option<bool>| {

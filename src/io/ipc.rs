@@ -420,38 +420,22 @@ pub(super) fn index_stream(data: &[u8]) -> Result<(SchemaRef, u64, usize), Frami
     let mut position = 0usize;
     let negative = |what| move |_| FramingError::NegativeLength { what };
     loop {
-        let start = position;
-        if let (Some(schema), Err(FramingError::Truncated)) =
-            (&schema, next_message_fits(data, position))
-        {
-            return Ok((Arc::new(schema.clone()), rows, start));
-        }
-        let mut word = data
-            .get(position..position + 4)
-            .ok_or(FramingError::Truncated)?;
-        position += 4;
-        if word == CONTINUATION {
-            word = data
-                .get(position..position + 4)
-                .ok_or(FramingError::Truncated)?;
-            position += 4;
-        }
-        let meta_len = i32::from_le_bytes(word.try_into().expect("4 bytes"));
-        if meta_len == 0 {
-            let schema = schema.ok_or(FramingError::NoStreamSchema)?;
-            return Ok((Arc::new(schema), rows, position));
-        }
-        let meta_len = usize::try_from(meta_len).map_err(negative("message length"))?;
-        let metadata = data
-            .get(position..position + meta_len)
-            .ok_or(FramingError::Truncated)?;
-        let message = root_as_message(metadata).map_err(bad_header)?;
-        let body_len = usize::try_from(message.bodyLength()).map_err(negative("body length"))?;
-        position += meta_len;
-        let body = data
-            .get(position..position + body_len)
-            .ok_or(FramingError::Truncated)?;
-        position += body_len;
+        let framed = match message_at(data, position) {
+            Err(FramingError::Truncated) if schema.is_some() => None,
+            framed => Some(framed?),
+        };
+        let (message, body, next) = match framed {
+            Some(Framed::Message(message, body, next)) => (message, body, next),
+            Some(Framed::End(end)) => {
+                let schema = schema.ok_or(FramingError::NoStreamSchema)?;
+                return Ok((Arc::new(schema), rows, end));
+            }
+            None => {
+                let schema = schema.expect("checked above");
+                return Ok((Arc::new(schema), rows, position));
+            }
+        };
+        position = next;
         if let Some(fb_schema) = message.header_as_schema() {
             schema = Some(try_fb_to_schema(fb_schema)?);
         } else if schema.is_none() {
@@ -466,9 +450,18 @@ pub(super) fn index_stream(data: &[u8]) -> Result<(SchemaRef, u64, usize), Frami
     }
 }
 
-/// Whether the message at `position` (its length words, metadata and body) is all in
-/// `data`; [`FramingError::Truncated`] when it is not.
-fn next_message_fits(data: &[u8], mut position: usize) -> Result<(), FramingError> {
+/// A message of an IPC stream, as [`message_at`] finds it.
+enum Framed<'a> {
+    /// Its header, its body, and where the next message starts.
+    Message(arrow::ipc::Message<'a>, &'a [u8], usize),
+    /// The end-of-stream marker, and where it ends.
+    End(usize),
+}
+
+/// The message of `data` at `position`; [`FramingError::Truncated`] when it is not all
+/// there.
+fn message_at(data: &[u8], mut position: usize) -> Result<Framed<'_>, FramingError> {
+    let negative = |what| move |_| FramingError::NegativeLength { what };
     let mut word = data
         .get(position..position + 4)
         .ok_or(FramingError::Truncated)?;
@@ -479,24 +472,21 @@ fn next_message_fits(data: &[u8], mut position: usize) -> Result<(), FramingErro
             .ok_or(FramingError::Truncated)?;
         position += 4;
     }
-    let Ok(meta_len) = usize::try_from(i32::from_le_bytes(word.try_into().expect("4 bytes")))
-    else {
-        return Ok(()); // a negative length: the walk reports it
-    };
+    let meta_len = i32::from_le_bytes(word.try_into().expect("4 bytes"));
     if meta_len == 0 {
-        return Ok(());
+        return Ok(Framed::End(position));
     }
+    let meta_len = usize::try_from(meta_len).map_err(negative("message length"))?;
     let metadata = data
         .get(position..position + meta_len)
         .ok_or(FramingError::Truncated)?;
-    let Ok(body_len) = root_as_message(metadata).map(|m| m.bodyLength()) else {
-        return Ok(()); // a bad header: the walk reports it
-    };
-    let end = (position + meta_len).saturating_add(usize::try_from(body_len).unwrap_or(0));
-    match end <= data.len() {
-        true => Ok(()),
-        false => Err(FramingError::Truncated),
-    }
+    let message = root_as_message(metadata).map_err(bad_header)?;
+    let body_len = usize::try_from(message.bodyLength()).map_err(negative("body length"))?;
+    position += meta_len;
+    let body = data
+        .get(position..position + body_len)
+        .ok_or(FramingError::Truncated)?;
+    Ok(Framed::Message(message, body, position + body_len))
 }
 
 fn bad_header(error: impl ToString) -> FramingError {
