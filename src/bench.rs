@@ -358,6 +358,7 @@ pub fn measure_live(
         max_message_bytes: 256 << 20,
         producers: Some(1),
         timeline: Some(timeline.clone()),
+        clock: crate::live::LiveClock::Data,
     };
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (address_tx, address_rx) = std::sync::mpsc::channel();

@@ -229,6 +229,19 @@ struct LiveArgs {
     /// connected [default: run until stopped].
     #[arg(long)]
     producers: Option<usize>,
+    /// What moves a date's watermark: `data` (its rows only) or `wall` (also the wall
+    /// clock in the market's time zone, so results come over an idle lunch break, and
+    /// the date closes its lateness after the last session).
+    #[arg(long, value_enum, default_value_t = ClockArg::Data)]
+    clock: ClockArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ClockArg {
+    /// The rows alone.
+    Data,
+    /// The rows and the wall clock.
+    Wall,
 }
 
 #[derive(clap::Args)]
@@ -711,6 +724,10 @@ fn live_command(args: LiveArgs) -> anyhow::Result<ExitCode> {
         max_message_bytes: args.max_message_bytes,
         producers: args.producers,
         timeline: None,
+        clock: match args.clock {
+            ClockArg::Data => vizflow::live::LiveClock::Data,
+            ClockArg::Wall => vizflow::live::LiveClock::Wall,
+        },
     };
     let summary = live(&pipeline, &options, |address| {
         // On standard output, for a script that asked for port 0.

@@ -604,3 +604,93 @@ fn control_rows_move_the_watermark_and_end_a_date() {
     drop(writer);
     assert!(child.wait().unwrap().success());
 }
+
+/// `--clock wall`, on a market whose one session runs from 20 minutes ago to 5 seconds
+/// from now (in a time zone where it is about noon, so the day does not turn): rows of
+/// its first 10 minutes only, and the stream left open; the wall clock gives the
+/// provisional results up to now, and closes the date once the session has ended.
+#[test]
+fn the_wall_clock_moves_the_watermark_and_closes_the_day() {
+    use chrono::Timelike;
+    let utc = chrono::Utc::now();
+    let offset = 12 - utc.hour() as i64;
+    let zone = match offset {
+        0 => "Etc/GMT".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"), // sic: Etc/GMT-5 is 5 hours ahead of UTC
+        o => format!("Etc/GMT+{}", -o),
+    };
+    let local = utc.naive_utc() + chrono::Duration::hours(offset);
+    let now_ms = i64::from(local.time().num_seconds_from_midnight()) * 1000;
+    let (start, end) = (now_ms - 20 * 60_000, now_ms + 5_000);
+    let hhmmss = |ms: i64| {
+        format!(
+            "{:02}:{:02}:{:02}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60
+        )
+    };
+    let market = format!(
+        r#"{{ time_zone = "{zone}", sessions = [["{}", "{}"]] }}"#,
+        hhmmss(start),
+        hhmmss(end)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("live");
+    let stream = "lateness = \"1s\"\nemit_every = \"60s\"";
+    let pipeline_file = live_pipeline(dir.path(), dir.path(), &out, stream);
+    let text = std::fs::read_to_string(&pipeline_file).unwrap();
+    std::fs::write(&pipeline_file, text.replace("\"CN\"", &market)).unwrap();
+
+    // 3,000 rows over the session's first 10 minutes.
+    let date = local.date();
+    let rows = generate_date(&spec(), date).slice(0, 3_000);
+    let ticktime: ArrayRef = Arc::new(arrow::array::Int64Array::from_iter_values((0..3_000).map(
+        |i| {
+            let ms = start + i * 200;
+            ms / 3_600_000 * 10_000_000 + ms / 60_000 % 60 * 100_000 + ms % 60_000
+        },
+    )));
+    let columns: Vec<ArrayRef> = (rows.schema().fields().iter().zip(rows.columns()))
+        .map(|(f, c)| {
+            if f.name() == "ticktime" {
+                ticktime.clone()
+            } else {
+                c.clone()
+            }
+        })
+        .collect();
+    let rows = RecordBatch::try_new(rows.schema(), columns).unwrap();
+    let rows = with_columns(&rows, vec![date_column(date, 3_000)]);
+
+    let mut command = vizflow();
+    command.arg("live").arg(&pipeline_file);
+    command.args(["--stdin", "--workers", "2", "--clock", "wall"]);
+    let mut child = (command.stdin(Stdio::piped()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut writer = StreamWriter::try_new(child.stdin.take().unwrap(), &rows.schema()).unwrap();
+    writer.write(&rows).unwrap();
+    writer.flush().unwrap();
+    // A failure would leave it waiting: stop it after a minute (the test then fails).
+    let pid = child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    let mut wait_for = |text: &str| loop {
+        let line = log.next().expect("vizflow live logs").unwrap();
+        if line.contains(text) {
+            return;
+        }
+    };
+    // The rows alone reach 10 minutes; the wall clock, now (20 minutes).
+    wait_for(&format!("at {} ms", 18 * 60_000));
+    wait_for(&format!("{}.parquet", date.format("%Y%m%d")));
+    writer.finish().unwrap();
+    drop(writer);
+    assert!(child.wait().unwrap().success());
+}

@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Date32Type, Int64Type, Schema};
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Timelike};
 use crossbeam_channel::{Receiver, Select, TryRecvError, bounded};
 use vizflow_operators::batch::with_columns;
 use vizflow_operators::columns::ROW_ID;
@@ -62,6 +62,19 @@ pub enum LiveInput {
     Listen(SocketAddr),
 }
 
+/// What moves a date's watermark besides its rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LiveClock {
+    /// Only the rows (and control rows).
+    #[default]
+    Data,
+    /// Also the wall clock in the market's time zone: the watermark of today's date
+    /// follows the trading time of now minus the lateness (so it reaches the morning's
+    /// end over the lunch break), and a date closes once its last session ended more
+    /// than the lateness ago.
+    Wall,
+}
+
 /// What `vizflow live` does.
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -81,6 +94,8 @@ pub struct LiveOptions {
     pub producers: Option<usize>,
     /// Where to note when rows were fed and results written (`vizflow bench --live`).
     pub timeline: Option<Arc<Mutex<Timeline>>>,
+    /// What moves the watermark besides the rows.
+    pub clock: LiveClock,
 }
 
 /// When a live run fed rows and wrote results, for measuring it.
@@ -216,6 +231,8 @@ struct Feed<'a> {
     provisional: Vec<(i64, RecordBatch)>,
     recording: Option<Recording>,
     summary: LiveSummary,
+    /// The watermark the wall clock gave the date being fed.
+    wall_watermark: i64,
 }
 
 impl<'a> Feed<'a> {
@@ -232,6 +249,7 @@ impl<'a> Feed<'a> {
             provisional: Vec::new(),
             recording: options.record.clone().map(Recording::new),
             summary: LiveSummary::default(),
+            wall_watermark: i64::MIN,
         }
     }
 
@@ -244,8 +262,11 @@ impl<'a> Feed<'a> {
             if let Some(engine) = &self.engine {
                 select.recv(engine.messages());
             }
-            let ready = select.ready();
-            let event = match ready == input {
+            let ready = match self.options.clock {
+                LiveClock::Data => Some(select.ready()),
+                LiveClock::Wall => select.ready_timeout(WALL_TICK).ok(),
+            };
+            let event = match ready == Some(input) {
                 true => match events.try_recv() {
                     Ok(event) => Some(event),
                     Err(TryRecvError::Empty) => None,
@@ -285,11 +306,49 @@ impl<'a> Feed<'a> {
                 Some(Event::Ended { stream }) => self.close_stream(stream, None),
                 Some(Event::Failed { stream, error }) => self.close_stream(stream, Some(error)),
             }
+            if self.options.clock == LiveClock::Wall {
+                self.wall_clock()?;
+            }
             self.close_dates()?;
             self.results()?;
             let ended = producers.is_some_and(|n| self.summary.streams >= n);
             if ended && self.producers.is_empty() {
                 break;
+            }
+        }
+        Ok(())
+    }
+
+    /// `--clock wall`: moves today's watermark to the trading time of now minus the
+    /// lateness, and closes the date being fed once its day is over (its last session
+    /// ended more than the lateness ago, or it is an earlier day).
+    fn wall_clock(&mut self) -> Result<(), LiveError> {
+        let Some((date, false)) = self.current else {
+            return Ok(());
+        };
+        let clock = &self.pipeline.market.clock;
+        let lateness = self.pipeline.stream.as_ref().map_or(0, |s| s.lateness_ms);
+        let now = chrono::Utc::now().with_timezone(&clock.time_zone());
+        let today = now.date_naive();
+        let since_midnight = i64::from(now.time().num_seconds_from_midnight()) * 1000
+            + i64::from(now.timestamp_subsec_millis().min(999));
+        let close = clock.sessions().last().map_or(0, |s| s.end_ms);
+        if date < today || (date == today && since_midnight > close + lateness) {
+            // Every producer is done with it.
+            for producer in self.producers.values_mut() {
+                producer.done_with = producer.done_with.max(Some(date));
+            }
+            return Ok(());
+        }
+        if date == today {
+            let (elapsed, _) = clock.elapsed_ms_clamped(since_midnight);
+            let watermark = elapsed - lateness;
+            if watermark > self.wall_watermark {
+                self.wall_watermark = watermark;
+                self.engine
+                    .as_mut()
+                    .expect("a date began")
+                    .advance_within_date(watermark)?;
             }
         }
         Ok(())
@@ -383,6 +442,7 @@ impl<'a> Feed<'a> {
         engine.begin_date(date)?;
         self.current = Some((date, false));
         self.rows = 0;
+        self.wall_watermark = i64::MIN;
         tracing::info!("{} begins", calendar::format_date(date));
         Ok(())
     }
@@ -455,6 +515,7 @@ impl<'a> Feed<'a> {
             engine.begin_date(next)?;
             self.current = Some((next, false));
             self.rows = 0;
+            self.wall_watermark = i64::MIN;
             tracing::info!("{} begins", calendar::format_date(next));
             self.results()?;
             self.feed_waiting(next);
@@ -602,6 +663,9 @@ impl<'a> Feed<'a> {
         Ok(self.summary)
     }
 }
+
+/// How often `--clock wall` looks at the clock when nothing else happens.
+const WALL_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Where a date's provisional partial is while the date is open.
 pub fn live_path(dir: &Path, date: NaiveDate) -> PathBuf {
