@@ -234,6 +234,10 @@ struct LiveArgs {
     /// the date closes its lateness after the last session).
     #[arg(long, value_enum, default_value_t = ClockArg::Data)]
     clock: ClockArg,
+    /// What it logs on standard error: auto or log (a line per connection, date and
+    /// provisional result written, and every error), quiet (errors and warnings only).
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -702,10 +706,15 @@ fn send_command(args: SendArgs) -> anyhow::Result<ExitCode> {
 fn live_command(args: LiveArgs) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
     use vizflow::live::{LiveInput, LiveOptions, live};
+    let level = match args.progress {
+        ProgressArg::Quiet => tracing::Level::WARN,
+        ProgressArg::Auto | ProgressArg::Log => tracing::Level::INFO,
+    };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        .with_max_level(level)
         .try_init();
     let pipeline = Pipeline::from_file(&args.pipeline)?;
     let options = LiveOptions {

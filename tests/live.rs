@@ -694,3 +694,35 @@ fn the_wall_clock_moves_the_watermark_and_closes_the_day() {
     drop(writer);
     assert!(child.wait().unwrap().success());
 }
+
+/// `--progress quiet` logs only problems; the default logs each date and result.
+#[test]
+fn progress_quiet_logs_only_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = live_batches(false).remove(0).slice(0, 2_000);
+    for (progress, logs) in [("log", true), ("quiet", false)] {
+        let out = dir.path().join(progress);
+        let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
+        let pipeline_file = live_pipeline(dir.path(), dir.path(), &out, stream);
+        let mut command = vizflow();
+        command.arg("live").arg(&pipeline_file);
+        command.args(["--stdin", "--progress", progress]);
+        let mut child = (command.stdin(Stdio::piped()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        send(
+            child.stdin.take().unwrap(),
+            std::slice::from_ref(&rows),
+            500,
+        );
+        let stderr = finished(child);
+        assert!(out.join("20240102.parquet").exists(), "{progress}");
+        assert_eq!(
+            stderr.contains("20240102 begins"),
+            logs,
+            "{progress}: {stderr}"
+        );
+    }
+}
