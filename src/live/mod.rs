@@ -438,13 +438,20 @@ impl<'a> Feed<'a> {
             self.engine = Some(Engine::start(bound.clone(), self.options.workers)?);
             self.bound = Some(bound);
         }
-        let engine = self.engine.as_mut().expect("started above");
-        engine.begin_date(date)?;
+        self.engine
+            .as_mut()
+            .expect("started above")
+            .begin_date(date)?;
+        self.begun(date);
+        Ok(())
+    }
+
+    /// `date` is the one being fed now: nothing of it is fed yet.
+    fn begun(&mut self, date: NaiveDate) {
         self.current = Some((date, false));
         self.rows = 0;
         self.wall_watermark = i64::MIN;
         tracing::info!("{} begins", calendar::format_date(date));
-        Ok(())
     }
 
     /// Feeds rows of the current date (checked against the bound schema), numbered in
@@ -511,12 +518,11 @@ impl<'a> Feed<'a> {
                 self.current = Some((current, true));
                 return Ok(());
             };
-            let engine = self.engine.as_mut().expect("a date began");
-            engine.begin_date(next)?;
-            self.current = Some((next, false));
-            self.rows = 0;
-            self.wall_watermark = i64::MIN;
-            tracing::info!("{} begins", calendar::format_date(next));
+            self.engine
+                .as_mut()
+                .expect("a date began")
+                .begin_date(next)?;
+            self.begun(next);
             self.results()?;
             self.feed_waiting(next);
         }
@@ -704,9 +710,12 @@ fn dates_of(batch: &RecordBatch) -> Result<Vec<NaiveDate>, String> {
             let ints = arrow::compute::cast(column, &DataType::Int64).map_err(|e| e.to_string())?;
             (ints.as_primitive::<Int64Type>().values().iter())
                 .map(|v| {
-                    calendar::parse_date(&v.to_string()).map_err(|_| {
-                        format!("the '{DATE_COLUMN}' value {v} is not a date YYYYMMDD")
-                    })
+                    let (year, month, day) = (v / 10_000, v / 100 % 100, v % 100);
+                    (i32::try_from(year)
+                        .ok()
+                        .filter(|y| (1000..=9999).contains(y)))
+                    .and_then(|y| NaiveDate::from_ymd_opt(y, month as u32, day as u32))
+                    .ok_or_else(|| format!("the '{DATE_COLUMN}' value {v} is not a date YYYYMMDD"))
                 })
                 .collect()
         }

@@ -784,28 +784,7 @@ fn cut_parts(
         for revision in ruled {
             open.revise(revision.clone());
         }
-        if !open.opened.is_empty() {
-            frame.compute_event_columns();
-            let row_ids = frame.event_columns().1;
-            let (mut held, mut rest) = (Vec::new(), Vec::with_capacity(row_ids.len()));
-            for (row, row_id) in row_ids.iter().enumerate() {
-                match open.opened.contains_key(row_id) {
-                    true => held.push(row as u32),
-                    false => rest.push(row as u32),
-                }
-            }
-            if !held.is_empty() {
-                open.rows += held.len();
-                let held = frame.select(held)?;
-                for batch in EnrichOutput::of_frame(held, schema.clone(), true, BTreeMap::new())? {
-                    let batch = batch?;
-                    opened.push(batch.clone());
-                    open.batches.push(batch);
-                }
-                frame.reshape("open", rest)?;
-            }
-            open.opened.clear();
-        }
+        opened = open.hold_opened(&mut frame, &schema)?;
         open.flush(false, &mut settled)?;
     }
     let rest: Vec<RecordBatch> =
@@ -873,27 +852,8 @@ fn settle(
         held.revise(revision);
     }
     let schema = plan.schema.clone();
-    if !held.opened.is_empty() {
-        // The rows this call opened wait in `held`; the others go on.
-        frame.compute_event_columns();
-        let row_ids = frame.event_columns().1;
-        let (mut open, mut rest) = (Vec::new(), Vec::with_capacity(row_ids.len()));
-        for (row, row_id) in row_ids.iter().enumerate() {
-            match held.opened.contains_key(row_id) {
-                true => open.push(row as u32),
-                false => rest.push(row as u32),
-            }
-        }
-        if !open.is_empty() {
-            held.rows += open.len();
-            let open = frame.select(open)?;
-            for batch in EnrichOutput::of_frame(open, schema.clone(), true, BTreeMap::new())? {
-                held.batches.push(batch?);
-            }
-            frame.reshape("held", rest)?;
-        }
-        held.opened.clear();
-    }
+    // The rows this call opened wait in `held`; the others go on.
+    held.hold_opened(&mut frame, &schema)?;
     for batch in EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())? {
         out.push(batch?);
     }
@@ -1053,6 +1013,39 @@ impl Held {
         );
         self.opened
             .extend(revisions.open.into_iter().map(|row_id| (row_id, ())));
+    }
+
+    /// Moves the rows of `frame` that the last revisions opened into the held rows
+    /// (as output batches of `schema`); returns those batches.
+    fn hold_opened(
+        &mut self,
+        frame: &mut Frame,
+        schema: &SchemaRef,
+    ) -> Result<Vec<RecordBatch>, EnrichError> {
+        let mut held = Vec::new();
+        if self.opened.is_empty() {
+            return Ok(held);
+        }
+        frame.compute_event_columns();
+        let row_ids = frame.event_columns().1;
+        let (mut open, mut rest) = (Vec::new(), Vec::with_capacity(row_ids.len()));
+        for (row, row_id) in row_ids.iter().enumerate() {
+            match self.opened.contains_key(row_id) {
+                true => open.push(row as u32),
+                false => rest.push(row as u32),
+            }
+        }
+        if !open.is_empty() {
+            self.rows += open.len();
+            let open = frame.select(open)?;
+            for batch in EnrichOutput::of_frame(open, schema.clone(), true, BTreeMap::new())? {
+                held.push(batch?);
+            }
+            self.batches.extend(held.iter().cloned());
+            frame.reshape("held", rest)?;
+        }
+        self.opened.clear();
+        Ok(held)
     }
 
     /// Takes a rule's changes to rows' values only: all that a provisional result
