@@ -359,6 +359,7 @@ pub fn measure_live(
         producers: Some(1),
         timeline: Some(timeline.clone()),
         clock: crate::live::LiveClock::Data,
+        cluster: None,
     };
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (address_tx, address_rx) = std::sync::mpsc::channel();

@@ -199,6 +199,11 @@ pub struct DatePlan {
     /// Dates whose partial exists from the same pipeline (`--skip-existing`).
     #[serde(with = "date_keys")]
     pub skipped: Vec<NaiveDate>,
+    /// `vizflow live`: the dates are those the feeds bring, and this is the schema of
+    /// the feed's batches (an Arrow IPC stream with no batch), from process 0's first
+    /// batch, that every process binds the pipeline to.
+    #[serde(default)]
+    pub live_schema: Option<Vec<u8>>,
 }
 
 /// Dates as `YYYYMMDD` numbers on the wire.
@@ -343,7 +348,7 @@ pub fn connect(
         }
         None => plan.clone(),
     };
-    if agreed_plan.run.is_empty() {
+    if agreed_plan.run.is_empty() && agreed_plan.live_schema.is_none() {
         // Nothing to compute anywhere (every date skipped): every process has the agreed
         // plan and ends here, without starting a network whose connections the others
         // would see drop.

@@ -218,7 +218,8 @@ struct LiveArgs {
     #[arg(long, short = 'w', value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
     /// Append every accepted batch to DIR/{date}.arrows (with row_id), so that
-    /// `vizflow run` over them replays the day.
+    /// `vizflow run` over them replays the day (process I of a cluster:
+    /// DIR/{date}.pI.arrows, its own rows).
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
     /// The largest IPC message a producer may send (metadata or body, bytes); a larger
@@ -238,6 +239,24 @@ struct LiveArgs {
     /// provisional result written, and every error), quiet (errors and warnings only).
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     progress: ProgressArg,
+    /// Processes in the cluster: start one `vizflow live` per process, each with its
+    /// own --process, --listen and producers; rows are exchanged by symbol and each
+    /// date's outputs are written once, by the process that owns it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    processes: u16,
+    /// This process's index, 0 to --processes minus 1. Process 0 forms the cluster when
+    /// its first batch arrives; the feed's schema is that batch's.
+    #[arg(long, default_value_t = 0)]
+    process: u16,
+    /// The cluster's hostfile: one host:port per line, in process order, where the
+    /// processes connect to each other (not where producers connect: that is --listen).
+    /// Default: 127.0.0.1:2101, 127.0.0.1:2102, ...
+    #[arg(long, short = 'H')]
+    hostfile: Option<PathBuf>,
+    /// Seconds a process other than 0 waits for process 0 to form the cluster (it does
+    /// at its first batch), and process 0 for the others then.
+    #[arg(long, default_value_t = 86_400)]
+    connect_timeout: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -717,6 +736,29 @@ fn live_command(args: LiveArgs) -> anyhow::Result<ExitCode> {
         .with_max_level(level)
         .try_init();
     let pipeline = Pipeline::from_file(&args.pipeline)?;
+    let workers = args.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let processes = args.processes as usize;
+    let cluster = if processes > 1 {
+        anyhow::ensure!(
+            (args.process as usize) < processes,
+            "--process {} is out of range: with --processes {processes} the processes are \
+             numbered 0 to {}",
+            args.process,
+            processes - 1
+        );
+        Some(ClusterSpec {
+            processes,
+            process: args.process as usize,
+            addresses: ClusterSpec::addresses(args.hostfile.as_deref(), processes)?,
+            workers,
+            connect_timeout: Duration::from_secs(args.connect_timeout),
+        })
+    } else {
+        None
+    };
     let options = LiveOptions {
         input: match args.listen {
             Some(address) => LiveInput::Listen(address),
@@ -725,10 +767,7 @@ fn live_command(args: LiveArgs) -> anyhow::Result<ExitCode> {
         output_dir: args
             .output_dir
             .unwrap_or_else(|| pipeline.output.dir.clone()),
-        workers: args.workers.map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
-            usize::from,
-        ),
+        workers,
         record: args.record,
         max_message_bytes: args.max_message_bytes,
         producers: args.producers,
@@ -737,6 +776,7 @@ fn live_command(args: LiveArgs) -> anyhow::Result<ExitCode> {
             ClockArg::Data => vizflow::live::LiveClock::Data,
             ClockArg::Wall => vizflow::live::LiveClock::Wall,
         },
+        cluster,
     };
     let summary = live(&pipeline, &options, |address| {
         // On standard output, for a script that asked for port 0.

@@ -26,7 +26,7 @@ use vizflow_operators::batch::Partition;
 use crate::calendar::{self, TradingCalendar};
 use crate::cluster::{self, ClusterError, ClusterSpec, DatePlan};
 use crate::config::{BoundPipeline, ConfigError, Pipeline, widest_schema};
-use crate::engine::{DateResult, Engine, EngineError, ResultKind, Workers, date_owner};
+use crate::engine::{DateResult, Engine, EngineError, Feeding, ResultKind, Workers, date_owner};
 use crate::io::{
     DateFile, FileFormat, IoError, read_parquet, write_bytes_atomic, write_parquet_atomic,
 };
@@ -412,7 +412,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
             } else {
                 Partition::Symbol
             });
-    let engine = Engine::launch(bound.clone(), workers, partition)?;
+    let engine = Engine::launch(bound.clone(), workers, partition, Feeding::Shared)?;
     let feeder = Feeder {
         plan: &plan,
         inputs: &inputs,

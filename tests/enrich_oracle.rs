@@ -20,7 +20,7 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vizflow::config::Pipeline;
-use vizflow::engine::{DateResult, Engine, Workers};
+use vizflow::engine::{DateResult, Engine, Feeding, Workers};
 use vizflow::io::{DateFile, FileFormat, write_batches};
 use vizflow::operators::batch::Partition;
 use vizflow_operators::enrich::{Emit, Event, TagRule};
@@ -924,7 +924,8 @@ fn run_engine(
     feed: Feed,
 ) -> Vec<DateResult> {
     let bound = pipeline.bind(&days[0].schema()).unwrap();
-    let mut engine = Engine::launch(bound, Workers::Local(config), partition).unwrap();
+    let mut engine =
+        Engine::launch(bound, Workers::Local(config), partition, Feeding::Shared).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
     for (date, day) in dates().into_iter().zip(days) {

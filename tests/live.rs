@@ -207,6 +207,38 @@ fn try_send(
     writer.finish()
 }
 
+/// The rows of `batches` whose symbol (`ukey`) has parity `part`.
+fn by_parity(batches: &[RecordBatch], part: i64) -> Vec<RecordBatch> {
+    batches
+        .iter()
+        .map(|batch| {
+            let symbols = batch.column_by_name("ukey").unwrap();
+            let symbols = arrow::compute::cast(symbols, &DataType::Int64).unwrap();
+            let symbols = symbols
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
+            let keep: arrow::array::BooleanArray = symbols
+                .iter()
+                .map(|s| Some(s.unwrap() % 2 == part))
+                .collect();
+            arrow::compute::filter_record_batch(batch, &keep).unwrap()
+        })
+        .collect()
+}
+
+/// Reads `child`'s "listening on ADDRESS" line.
+fn listening(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line.trim().strip_prefix("listening on ");
+    address
+        .expect("vizflow live says where it listens")
+        .to_owned()
+}
+
 fn vizflow() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vizflow"))
 }
@@ -315,15 +347,7 @@ fn live_over_tcp_takes_several_producers_and_survives_bad_ones() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let address = listening(&mut child);
     // Its log, line by line (a date closes once every producer connected moved on: the
     // good producers send once both are connected).
     let (log, lines) = std::sync::mpsc::channel::<String>();
@@ -355,26 +379,7 @@ fn live_over_tcp_takes_several_producers_and_survives_bad_ones() {
     let _ = try_send(TcpStream::connect(&address).unwrap(), &batches, 1_000_000);
 
     // The good ones: symbols split by parity, sent at once.
-    let parts: Vec<Vec<RecordBatch>> = (0..2)
-        .map(|part| {
-            batches
-                .iter()
-                .map(|batch| {
-                    let symbols = batch.column_by_name("ukey").unwrap();
-                    let symbols = arrow::compute::cast(symbols, &DataType::Int64).unwrap();
-                    let symbols = symbols
-                        .as_any()
-                        .downcast_ref::<arrow::array::Int64Array>()
-                        .unwrap();
-                    let keep: arrow::array::BooleanArray = symbols
-                        .iter()
-                        .map(|s| Some(s.unwrap() % 2 == part))
-                        .collect();
-                    arrow::compute::filter_record_batch(batch, &keep).unwrap()
-                })
-                .collect()
-        })
-        .collect();
+    let parts: Vec<Vec<RecordBatch>> = (0..2).map(|part| by_parity(&batches, part)).collect();
     let connections: Vec<TcpStream> = (0..2)
         .map(|_| TcpStream::connect(&address).unwrap())
         .collect();
@@ -405,6 +410,156 @@ fn live_over_tcp_takes_several_producers_and_survives_bad_ones() {
         "{stderr}"
     );
     assert!(stderr.contains("over --max-message-bytes"), "{stderr}");
+}
+
+/// Across two processes (a hostfile), each taking one producer (symbols split by
+/// parity, rows numbered by the producer, late rows held back in each): the outputs,
+/// written once per date, equal `vizflow run`'s over the whole dates (partials,
+/// provisional results, reports with the late rows). A row is late against the rows
+/// that came to its own process before it: with a lateness beyond the local disorder,
+/// the rows held back are late in each process's order as in the whole date's, and no
+/// other row is.
+#[test]
+fn live_across_two_processes_equals_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "lateness = \"60s\"\nemit_every = \"60s\"";
+    let (data, expected) = run_first(dir.path(), stream);
+    assert!(expected[0].report.contains("stream.late_rows"));
+    let live_out = dir.path().join("live");
+    let pipeline_file = live_pipeline(dir.path(), &data, &live_out, stream);
+    let batches = live_batches(true);
+    let feeds = [by_parity(&batches, 0), by_parity(&batches, 1)];
+    let logs = live_cluster(dir.path(), &pipeline_file, "2", feeds).join("\n");
+    assert_eq!(
+        outputs(&live_out, 2),
+        expected,
+        "2 processes: live equals run\n{logs}"
+    );
+    let live_files = std::fs::read_dir(&live_out).unwrap().filter(|entry| {
+        let name = entry.as_ref().unwrap().file_name();
+        name.to_string_lossy().ends_with(".live.parquet")
+    });
+    assert_eq!(live_files.count(), 0, "each .live.parquet is removed");
+}
+
+/// Across two processes of one worker each, a date that only process 1's producer
+/// feeds (the first; the odd symbols) is owned by process 0 (20240102 mod 2 workers):
+/// process 0 writes it all the same, equal to `vizflow run` over those rows.
+#[test]
+fn a_date_fed_by_one_process_is_written_by_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "lateness = \"60s\"\nemit_every = \"60s\"";
+    let batches = live_batches(true);
+    let mut odd = by_parity(&batches, 1);
+    let even = by_parity(&batches, 0);
+    // The first date's odd rows numbered as in a file of them alone.
+    let first = &odd[0];
+    let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(0..first.num_rows() as u64));
+    let columns = [&first.columns()[..first.num_columns() - 1], &[ids]].concat();
+    odd[0] = RecordBatch::try_new(first.schema(), columns).unwrap();
+    // What `vizflow run` reads: the first date's odd rows, the second date whole.
+    let data = dir.path().join("in");
+    std::fs::create_dir_all(&data).unwrap();
+    for (date, rows) in dates().into_iter().zip([&odd[0], &batches[1]]) {
+        let n = rows.num_columns();
+        let without_date: Vec<usize> = (0..n - 2).collect();
+        let rows = rows.project(&without_date).unwrap();
+        let path = data.join(format!("alpha_{}.feather", date.format("%Y%m%d")));
+        vizflow::io::write_batches(&path, FileFormat::IpcFile, rows.schema(), &[rows], None)
+            .unwrap();
+    }
+    let expected = run_over(&pipeline_text(
+        &data,
+        "alpha_{date}.feather",
+        &dir.path().join("run"),
+        stream,
+    ));
+    let live_out = dir.path().join("live");
+    let pipeline_file = live_pipeline(dir.path(), &data, &live_out, stream);
+    let logs = live_cluster(dir.path(), &pipeline_file, "1", [even[1..].to_vec(), odd]);
+    let all = logs.join("\n");
+    assert_eq!(outputs(&live_out, 2), expected, "live equals run\n{all}");
+    assert!(
+        !logs[0].contains("20240102 begins"),
+        "process 0 has no row of it\n{all}"
+    );
+    assert!(
+        logs[0].contains("20240102.parquet"),
+        "process 0 writes it\n{all}"
+    );
+    assert!(
+        !logs[1].contains("20240102.parquet"),
+        "process 1 does not\n{all}"
+    );
+}
+
+/// Runs `vizflow live` as two processes of `workers` workers each (a hostfile), sends
+/// `feeds[i]` to process `i` over TCP, and returns their logs once both succeeded.
+fn live_cluster(
+    dir: &Path,
+    pipeline: &Path,
+    workers: &str,
+    feeds: [Vec<RecordBatch>; 2],
+) -> Vec<String> {
+    use std::os::fd::OwnedFd;
+    // Process 0 listens for process 1 on the first address, handed its socket bound
+    // (so that no other program takes the port meanwhile); process 1 listens on none.
+    let cluster = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hosts = dir.join("hosts.txt");
+    let addresses = [cluster.local_addr().unwrap(), spare.local_addr().unwrap()];
+    std::fs::write(&hosts, format!("{}\n{}\n", addresses[0], addresses[1])).unwrap();
+    drop(spare);
+    let mut cluster = Some(cluster);
+    let mut children: Vec<Child> = (0..2)
+        .map(|process| {
+            let mut command = vizflow();
+            command.arg("live").arg(pipeline);
+            command.args([
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                workers,
+                "--producers",
+                "1",
+            ]);
+            command.args(["--processes", "2", "--process", &process.to_string()]);
+            command.arg("--hostfile").arg(&hosts);
+            match cluster.take().filter(|_| process == 0) {
+                Some(listener) => command
+                    .stdin(OwnedFd::from(listener))
+                    .env(vizflow::cluster::LISTENER_ON_STDIN, "1"),
+                None => command.stdin(Stdio::null()),
+            };
+            (command.stdout(Stdio::piped()))
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // A failure could leave them waiting for each other: stop them after two minutes
+    // (the test then fails).
+    let pids: Vec<u32> = children.iter().map(Child::id).collect();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(120));
+        for pid in pids {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    });
+    let senders: Vec<_> = (children.iter_mut().zip(feeds))
+        .map(|(child, rows)| {
+            let address = listening(child);
+            std::thread::spawn(move || send(TcpStream::connect(address).unwrap(), &rows, 500))
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    // Both waited for at once: each one's log is read while the other runs.
+    let waiting: Vec<_> = (children.into_iter())
+        .map(|child| std::thread::spawn(move || finished(child)))
+        .collect();
+    waiting.into_iter().map(|w| w.join().unwrap()).collect()
 }
 
 /// Without `[stream]`, `vizflow live` says what to add.

@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vizflow::config::Pipeline;
-use vizflow::engine::{Engine, Workers};
+use vizflow::engine::{Engine, Feeding, Workers};
 use vizflow::operators::batch::Partition;
 
 mod common;
@@ -286,7 +286,8 @@ fn run_engine(
 ) -> Vec<RecordBatch> {
     let pipeline = Pipeline::from_toml(PIPELINE).unwrap();
     let bound = pipeline.bind(&days[0].1.schema()).unwrap();
-    let mut engine = Engine::launch(bound, Workers::Local(config), partition).unwrap();
+    let mut engine =
+        Engine::launch(bound, Workers::Local(config), partition, Feeding::Shared).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut partials = Vec::new();
     for (date, day) in days {

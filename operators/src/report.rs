@@ -162,6 +162,11 @@ impl Diagnostics {
             .is_some_and(|r| !r.errors.is_empty())
     }
 
+    /// The dates with something recorded, in date order.
+    pub fn dates(&self) -> Vec<u32> {
+        self.lock().keys().copied().collect()
+    }
+
     /// Removes and returns a date's report, with every error as recorded (to be merged
     /// with other processes' parts, then put in [`first_errors`] order).
     pub fn take(&self, date_key: u32) -> DateReport {

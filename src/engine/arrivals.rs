@@ -30,15 +30,15 @@ use super::worker::RowInput;
 pub(super) type StageFn =
     Box<dyn FnMut(u32, RecordBatch, &Diagnostics) -> Result<RecordBatch, String>>;
 
-/// A part's summary: its date, its number in the date's arrival order and its largest
-/// `elapsed_ms`.
-type Summary = (u32, u64, Option<i64>);
+/// A part's summary: its date, its source, its number in the source's arrival order of
+/// the date and its largest `elapsed_ms`.
+type Summary = (u32, u32, u64, Option<i64>);
 
 /// The input of the summaries dataflow.
 pub(super) type SummaryInput = InputHandle<Time, CapacityContainerBuilder<Vec<Summary>>>;
 
-/// What every worker knows of each open date's parts.
-type Coverages = Rc<RefCell<BTreeMap<u32, Coverage>>>;
+/// What every worker knows of each open date's parts, by date and source.
+type Coverages = Rc<RefCell<BTreeMap<(u32, u32), Coverage>>>;
 
 /// A part waiting for the summaries of the parts before it.
 struct HeldPart {
@@ -52,6 +52,8 @@ struct HeldPart {
 /// A worker's arrivals (see the module docs).
 pub(super) struct Arrivals {
     spec: StreamSpec,
+    /// The arrival order this worker's parts are numbered in (see [`Arrivals::new`]).
+    source: u32,
     /// The stages before the keyed stage, run on each batch as it arrives.
     stages: Vec<(&'static str, StageFn)>,
     held: VecDeque<HeldPart>,
@@ -63,10 +65,15 @@ pub(super) struct Arrivals {
 
 impl Arrivals {
     /// Builds the summaries dataflow on `worker` (every part's summary goes to every
-    /// worker) and the arrivals of a pipeline that streams under `spec`.
+    /// worker) and the arrivals of a pipeline that streams under `spec`. The worker's
+    /// parts are numbered in the arrival order of `source`: a row is late against the
+    /// rows of the same source before it, and the worker's input follows that source's
+    /// watermark (every process reading shared files numbers every part alike, source
+    /// 0; processes fed separately number their own, each its own source).
     pub(super) fn new(
         worker: &mut timely::worker::Worker,
         spec: StreamSpec,
+        source: u32,
         stages: Vec<(&'static str, StageFn)>,
     ) -> (Arrivals, SummaryInput, ProbeHandle<Time>) {
         let coverage: Coverages = Rc::default();
@@ -85,8 +92,9 @@ impl Arrivals {
                             input.for_each_time(|_time, data| {
                                 let mut known = known.borrow_mut();
                                 for summaries in data {
-                                    for (date_key, part, largest) in summaries.drain(..) {
-                                        known.entry(date_key).or_default().add(part, largest);
+                                    for (date_key, source, part, largest) in summaries.drain(..) {
+                                        let key = (date_key, source);
+                                        known.entry(key).or_default().add(part, largest);
                                     }
                                 }
                             });
@@ -97,6 +105,7 @@ impl Arrivals {
         });
         let arrivals = Arrivals {
             spec,
+            source,
             stages,
             held: VecDeque::new(),
             coverage,
@@ -141,7 +150,7 @@ impl Arrivals {
         if summaries.time() < &time::date_start(date_key) {
             summaries.advance_to(time::date_start(date_key));
         }
-        summaries.send((date_key, part, largest));
+        summaries.send((date_key, self.source, part, largest));
         // Delivered now, not when the input's buffer fills: workers wait for it.
         summaries.flush();
         self.held.push_back(HeldPart {
@@ -185,7 +194,7 @@ impl Arrivals {
         let coverage = self.coverage.clone();
         let coverage = coverage.borrow();
         while let Some(part) = self.held.front() {
-            let known = coverage.get(&part.date_key);
+            let known = coverage.get(&(part.date_key, self.source));
             let Some(before) = known.and_then(|c| c.largest_before(part.part)) else {
                 break;
             };
@@ -193,7 +202,7 @@ impl Arrivals {
             self.send(part, before, input, diagnostics);
         }
         let date_key = time::date_key_of(*input.time());
-        if let Some(known) = coverage.get(&date_key) {
+        if let Some(known) = coverage.get(&(date_key, self.source)) {
             let lateness = self.spec.lateness_ms;
             let prefix = watermark(known.largest_known(), i64::MIN, lateness);
             let floor = self.floor_of(date_key);
@@ -219,7 +228,7 @@ impl Arrivals {
         let oldest_held = self.held.front().map_or(current, |p| p.date_key);
         self.coverage
             .borrow_mut()
-            .retain(|date, _| *date >= current.min(oldest_held));
+            .retain(|(date, _), _| *date >= current.min(oldest_held));
     }
 
     /// Classifies a part whose earlier parts' largest `elapsed_ms` is `before` and sends

@@ -23,7 +23,7 @@
 //! operators use each row's exact `elapsed_ms` and `row_id`, so the results do not
 //! depend on batch sizes, arrival order or the number of workers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::thread::Thread;
@@ -134,6 +134,23 @@ pub fn date_owner(ordinal: usize, peers: usize) -> usize {
     ordinal % peers
 }
 
+/// How the processes of a cluster are fed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Feeding {
+    /// Every process begins the same dates in the same order and numbers every part of
+    /// a date alike ([`Engine::push_file_part`] over shared files, each process reading
+    /// its share): one arrival order per date. The `n`-th date begun is owned by worker
+    /// `n mod peers`.
+    #[default]
+    Shared,
+    /// Each process begins the dates its own rows are of and [pushes](Engine::push) its
+    /// own rows (`vizflow live` across processes, each with its producers): under
+    /// `[stream]` a row is late against the rows pushed before it in the same process,
+    /// and the date's watermark is the smallest of the processes'. A date is owned by
+    /// worker `date_key mod peers`, whether or not its process fed it.
+    PerProcess,
+}
+
 /// Where the workers run.
 pub enum Workers {
     /// Threads of this process, as a timely configuration says (`Thread`, `Process(n)`,
@@ -206,12 +223,23 @@ pub struct Engine {
     failed_elsewhere: Vec<(NaiveDate, Vec<String>)>,
     /// Provisional results received and not yet returned, in arrival order.
     provisional: VecDeque<DateResult>,
+    feeding: Feeding,
+    /// Dates whose final result was returned (fed per process, a worker's late copy of
+    /// a message must not open them again).
+    returned: BTreeSet<u32>,
+    /// The latest date whose report this process sent (reports go in date order).
+    reported_through: Option<u32>,
 }
 
 impl Engine {
     /// Starts `workers` worker threads in this process.
     pub fn start(pipeline: BoundPipeline, workers: usize) -> Result<Engine, EngineError> {
-        Self::launch(pipeline, Workers::threads(workers), Partition::Symbol)
+        Self::launch(
+            pipeline,
+            Workers::threads(workers),
+            Partition::Symbol,
+            Feeding::Shared,
+        )
     }
 
     /// Starts the workers with an explicit timely configuration, e.g.
@@ -220,17 +248,23 @@ impl Engine {
         pipeline: BoundPipeline,
         config: timely::Config,
     ) -> Result<Engine, EngineError> {
-        Self::launch(pipeline, Workers::Local(config), Partition::Symbol)
+        Self::launch(
+            pipeline,
+            Workers::Local(config),
+            Partition::Symbol,
+            Feeding::Shared,
+        )
     }
 
     /// Starts the workers where `workers` says, with rows spread as `partition` says.
-    /// In a cluster every process starts its engine the same way and then begins the
-    /// same dates in the same order; each date's result is returned by the process
-    /// that owns it ([`Engine::owns`]).
+    /// In a cluster every process starts its engine the same way and then, as `feeding`
+    /// says, begins the same dates in the same order or each the dates of its own rows;
+    /// each date's result is returned by the process that owns it ([`Engine::owns`]).
     pub fn launch(
         pipeline: BoundPipeline,
         workers: Workers,
         partition: Partition,
+        feeding: Feeding,
     ) -> Result<Engine, EngineError> {
         let (builders, others, worker_config, process, processes) = match workers {
             Workers::Local(config) => {
@@ -262,6 +296,10 @@ impl Engine {
             partition,
             input_times: Arc::new((0..threads).map(|_| AtomicU64::new(0)).collect()),
             first_worker,
+            source: match feeding {
+                Feeding::Shared => 0,
+                Feeding::PerProcess => process as u32,
+            },
         };
         let guards =
             timely::execute::execute_from(builders, others, worker_config, move |worker| {
@@ -305,6 +343,9 @@ impl Engine {
             frontiers,
             failed_elsewhere: Vec::new(),
             provisional: VecDeque::new(),
+            feeding,
+            returned: BTreeSet::new(),
+            reported_through: None,
         })
     }
 
@@ -386,7 +427,10 @@ impl Engine {
                 current: time::date_of_key(current),
             });
         }
-        let owner = date_owner(self.begun, self.peers);
+        let owner = match self.feeding {
+            Feeding::Shared => date_owner(self.begun, self.peers),
+            Feeding::PerProcess => key as usize % self.peers,
+        };
         self.begun += 1;
         self.owners.assign(key, owner);
         self.advance(time::date_start(key))?;
@@ -579,7 +623,7 @@ impl Engine {
     fn receive(&mut self, message: WorkerMessage) {
         match message {
             WorkerMessage::Partial(date_key, batch) => {
-                if let Some(open) = self.open.get_mut(&date_key) {
+                if let Some(open) = self.open_date(date_key) {
                     open.partial = Some(batch);
                 }
             }
@@ -592,7 +636,7 @@ impl Engine {
                 });
             }
             WorkerMessage::Report(date_key, report) => {
-                if let Some(open) = self.open.get_mut(&date_key) {
+                if let Some(open) = self.open_date(date_key) {
                     open.report = Some(report);
                 }
             }
@@ -602,6 +646,25 @@ impl Engine {
         }
     }
 
+    /// The open date a worker's message is about. Fed per process, a date this process
+    /// owns may come from the other processes' rows alone: it is opened here, with
+    /// nothing of this process to report.
+    fn open_date(&mut self, date_key: u32) -> Option<&mut OpenDate> {
+        let owner = date_key as usize % self.peers;
+        let ours = self.feeding == Feeding::PerProcess && self.local(owner).is_some();
+        if ours && !self.open.contains_key(&date_key) && !self.returned.contains(&date_key) {
+            let open = OpenDate {
+                owner,
+                // This process's report of it went with those of the dates around it
+                // (`report_completed`), or goes now.
+                reported: Some(date_key) <= self.reported_through,
+                ..OpenDate::default()
+            };
+            self.open.insert(date_key, open);
+        }
+        self.open.get_mut(&date_key)
+    }
+
     fn closed(&self) -> bool {
         self.time == Time::MAX
     }
@@ -609,18 +672,26 @@ impl Engine {
     /// Sends this process's report of every date the dataflow has completed, in date
     /// order, to the date's owner (through the workers' report dataflow).
     fn report_completed(&mut self) -> Result<(), EngineError> {
-        let done: Vec<u32> = self
-            .open
-            .iter()
+        let frontiers = &self.frontiers;
+        let passed = |date_key: &u32| {
+            (frontiers.iter()).all(|f| f.is_none_or(|t| t > time::date_end(*date_key)))
+        };
+        let mut done: Vec<u32> = (self.open.iter())
             .filter(|(_, open)| !open.reported)
             .map(|(date_key, _)| *date_key)
-            .take_while(|date_key| {
-                self.frontiers
-                    .iter()
-                    .all(|f| f.is_none_or(|t| t > time::date_end(*date_key)))
-            })
+            .take_while(passed)
             .collect();
+        if self.feeding == Feeding::PerProcess {
+            // Dates that only the other processes fed, whose rows this process's
+            // workers took part in (exchanged by symbol): their counts go too.
+            let reported = self.reported_through;
+            let others = (self.diagnostics.dates().into_iter())
+                .filter(|d| !self.open.contains_key(d) && Some(*d) > reported && passed(d));
+            done.extend(others);
+            done.sort_unstable();
+        }
         for date_key in done {
+            self.reported_through = self.reported_through.max(Some(date_key));
             let mut report = Some(self.diagnostics.take(date_key));
             for worker in 0..self.feeds.len() {
                 self.send(worker, Command::Report(date_key, report.take()))?;
@@ -655,6 +726,9 @@ impl Engine {
                 continue;
             }
             let (date_key, open) = entry.remove_entry();
+            if self.feeding == Feeding::PerProcess {
+                self.returned.insert(date_key);
+            }
             let partial = if report.errors.is_empty() {
                 Ok(open
                     .partial
@@ -692,14 +766,27 @@ impl Engine {
 
     /// Closes the input, waits for every remaining date, and stops the workers.
     pub fn finish(mut self) -> Result<Vec<DateResult>, EngineError> {
-        let results = self.drain()?;
+        let mut results = self.drain()?;
         self.hang_up();
         if let Some(guards) = self.guards.take() {
             for result in guards.join() {
                 result.map_err(|_| EngineError::Stopped)?;
             }
         }
+        // Fed per process, the results of dates only the other processes fed may come
+        // after this process's own: every message is in now that the workers ended.
+        while let Some(result) = self.ready_result()? {
+            results.push(result);
+        }
         Ok(results)
+    }
+
+    /// The next result that is ready, without waiting (for a caller that waits on
+    /// [`Engine::messages`] beside other channels).
+    pub(crate) fn ready_result(&mut self) -> Result<Option<DateResult>, EngineError> {
+        self.absorb();
+        self.report_completed()?;
+        Ok(self.provisional.pop_front().or_else(|| self.completed()))
     }
 
     /// Leaves the workers as they are, with their inputs open, to end with the process.

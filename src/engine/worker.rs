@@ -84,6 +84,8 @@ pub(super) struct WorkerContext {
     pub(super) input_times: Arc<Vec<AtomicU64>>,
     /// The index of this process's first worker.
     pub(super) first_worker: usize,
+    /// The arrival order the workers number their parts in (`Arrivals::new`).
+    pub(super) source: u32,
 }
 
 /// The input of the report dataflow: each process's report of a date, by date key.
@@ -109,7 +111,8 @@ pub(super) fn run_worker(
     let (arrivals, summaries, summary_probe) = match &context.pipeline.pipeline.stream {
         Some(spec) => {
             let stages = arrival_stages(&context.pipeline);
-            let (arrivals, input, probe) = Arrivals::new(worker, spec.clone(), stages);
+            let (arrivals, input, probe) =
+                Arrivals::new(worker, spec.clone(), context.source, stages);
             (Some(arrivals), Some(input), Some(probe))
         }
         None => (None, None, None),

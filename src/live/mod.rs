@@ -15,6 +15,15 @@
 //! done with it, or ended its stream. Rows of a later date wait, and their stream is not
 //! read meanwhile (TCP flow control then holds its producer back): memory stays bounded
 //! by a few batches per producer.
+//!
+//! Across processes (a hostfile), each process takes its own producers, and the rows
+//! are exchanged by symbol: a process closes a date for its producers, and the date is
+//! complete once every process closed it. The watermark of a date is the smallest of
+//! the processes' (a row is late against the rows that came before it to the same
+//! process), and each date's outputs are written by the process that owns it
+//! ([`Feeding::PerProcess`]). The cluster forms when process 0 has its first batch:
+//! its schema is the one every process binds the pipeline to (the others wait for it,
+//! their producers held back meanwhile).
 
 mod input;
 mod record;
@@ -32,12 +41,13 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Ar
 use arrow::datatypes::{DataType, Date32Type, Int64Type, Schema};
 use chrono::{NaiveDate, Timelike};
 use crossbeam_channel::{Receiver, Select, TryRecvError, bounded};
-use vizflow_operators::batch::with_columns;
+use vizflow_operators::batch::{Partition, with_columns};
 use vizflow_operators::columns::ROW_ID;
 
 use crate::calendar;
+use crate::cluster::{self, ClusterError, ClusterSpec, DatePlan};
 use crate::config::{BoundPipeline, Pipeline};
-use crate::engine::{DateResult, Engine, EngineError, ResultKind};
+use crate::engine::{DateResult, Engine, EngineError, Feeding, ResultKind, Workers};
 use crate::io::write_parquet_atomic;
 use crate::run::{
     CONFIG_HASH_KEY, DateOutcome, DateStatus, PROVISIONAL_RESULTS, outcome_of, partial_path,
@@ -96,6 +106,8 @@ pub struct LiveOptions {
     pub timeline: Option<Arc<Mutex<Timeline>>>,
     /// What moves the watermark besides the rows.
     pub clock: LiveClock,
+    /// Across processes: this process's place in the cluster (see the module docs).
+    pub cluster: Option<ClusterSpec>,
 }
 
 /// When a live run fed rows and wrote results, for measuring it.
@@ -150,6 +162,15 @@ pub enum LiveError {
     /// The engine stopped.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The cluster could not be formed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Process 0 of the cluster handed over no usable schema of the feed.
+    #[error(
+        "process 0 of the cluster sent no schema of the feed ({0}); start every process \
+         with `vizflow live` of the same version and pipeline"
+    )]
+    NoSchema(String),
 }
 
 /// Runs `pipeline` over the producers' streams until they end (see the module docs).
@@ -193,8 +214,18 @@ pub fn live(
     }
     let stdin = matches!(options.input, LiveInput::Stdin);
     let mut feed = Feed::new(pipeline, options);
+    if let Some(spec) = options.cluster.as_ref().filter(|spec| spec.process > 0) {
+        feed.join(spec)?;
+    }
     feed.run(received, if stdin { Some(1) } else { options.producers })?;
     feed.finish()
+}
+
+/// What the processes of a live cluster must agree on besides the pipeline: they hand
+/// each other this instead of its hash alone, so that a `vizflow run` of the same
+/// pipeline cannot join.
+fn cluster_hash(hash: &str) -> String {
+    format!("live:{hash}")
 }
 
 /// A producer's stream as the main loop sees it.
@@ -228,7 +259,9 @@ struct Feed<'a> {
     producers: BTreeMap<usize, Producer>,
     /// Rows accepted for the current date (the next `row_id` when producers send none).
     rows: u64,
-    provisional: Vec<(i64, RecordBatch)>,
+    /// Each open date's provisional results so far (a later date's may come before an
+    /// earlier one's final result, across processes).
+    provisional: BTreeMap<NaiveDate, Vec<(i64, RecordBatch)>>,
     recording: Option<Recording>,
     summary: LiveSummary,
     /// The watermark the wall clock gave the date being fed.
@@ -246,8 +279,9 @@ impl<'a> Feed<'a> {
             current: None,
             producers: BTreeMap::new(),
             rows: 0,
-            provisional: Vec::new(),
-            recording: options.record.clone().map(Recording::new),
+            provisional: BTreeMap::new(),
+            recording: (options.record.clone())
+                .map(|dir| Recording::new(dir, options.cluster.as_ref().map(|c| c.process))),
             summary: LiveSummary::default(),
             wall_watermark: i64::MIN,
         }
@@ -299,6 +333,12 @@ impl<'a> Feed<'a> {
                         continue;
                     }
                     producer.gate = Some(gate);
+                    if self.engine.is_none()
+                        && let Err(error) = self.start(&batch)?
+                    {
+                        self.close_stream(stream, Some(error));
+                        continue;
+                    }
                     if let Err(error) = self.batch(stream, batch) {
                         self.close_stream(stream, Some(error));
                     }
@@ -386,7 +426,7 @@ impl<'a> Feed<'a> {
         for (date, rows) in split_by_date(&batch, &dates)? {
             let (data, control) = controls(&rows)?;
             if self.current.is_none() {
-                self.begin(date, &data).map_err(|e| e.to_string())?;
+                self.begin(date).map_err(|e| e.to_string())?;
             }
             let (current, closed) = self.current.expect("begun above");
             if date < current || (date == current && closed) {
@@ -425,22 +465,66 @@ impl<'a> Feed<'a> {
         Ok(())
     }
 
-    /// Begins `date`, starting the engine at the first (bound to `rows`' schema).
-    fn begin(&mut self, date: NaiveDate, rows: &RecordBatch) -> Result<(), LiveError> {
-        if self.engine.is_none() {
-            let schema = input_schema(rows.schema().as_ref());
-            let bound = self.pipeline.bind(&schema).map_err(|e| {
-                LiveError::Engine(EngineError::Schema {
-                    date,
-                    message: e.to_string(),
-                })
-            })?;
-            self.engine = Some(Engine::start(bound.clone(), self.options.workers)?);
-            self.bound = Some(bound);
-        }
+    /// Starts the engine at the first batch, bound to its schema (a batch whose columns
+    /// do not fit the pipeline: `Ok(Err)`, its stream is closed). Process 0 of a cluster
+    /// forms the cluster now, handing the schema to the others.
+    fn start(&mut self, batch: &RecordBatch) -> Result<Result<(), String>, LiveError> {
+        let schema = input_schema(batch.schema().as_ref());
+        let bound = match self.pipeline.bind(&schema) {
+            Ok(bound) => bound,
+            Err(error) => return Ok(Err(format!("its columns do not fit the pipeline: {error}"))),
+        };
+        let workers = match &self.options.cluster {
+            Some(spec) => {
+                let plan = DatePlan {
+                    live_schema: Some(schema_to_ipc(&schema).map_err(LiveError::NoSchema)?),
+                    ..DatePlan::default()
+                };
+                tracing::info!("forming the cluster of {} processes", spec.processes);
+                Workers::Cluster(cluster::connect(spec, &cluster_hash(&self.hash), &plan)?)
+            }
+            None => Workers::threads(self.options.workers),
+        };
+        self.launch(bound, workers)?;
+        Ok(Ok(()))
+    }
+
+    /// Process `spec.process` > 0: joins the cluster once process 0 forms it, and starts
+    /// the engine bound to the schema it hands over.
+    fn join(&mut self, spec: &ClusterSpec) -> Result<(), LiveError> {
+        tracing::info!(
+            "process {}: waiting for process 0 to form the cluster",
+            spec.process
+        );
+        let connected = cluster::connect(spec, &cluster_hash(&self.hash), &DatePlan::default())?;
+        let schema = (connected.plan.live_schema.as_deref())
+            .ok_or_else(|| "none".to_owned())
+            .and_then(schema_from_ipc)
+            .map_err(LiveError::NoSchema)?;
+        let bound = self
+            .pipeline
+            .bind(&schema)
+            .map_err(|e| LiveError::NoSchema(format!("the pipeline does not bind to it: {e}")))?;
+        self.launch(bound, Workers::Cluster(connected))
+    }
+
+    fn launch(&mut self, bound: BoundPipeline, workers: Workers) -> Result<(), LiveError> {
+        let engine = Engine::launch(
+            bound.clone(),
+            workers,
+            Partition::Symbol,
+            Feeding::PerProcess,
+        )?;
+        self.engine = Some(engine);
+        self.bound = Some(bound);
+        Ok(())
+    }
+
+    /// Begins `date` (the engine started).
+    fn begin(&mut self, date: NaiveDate) -> Result<(), LiveError> {
         self.engine
             .as_mut()
-            .expect("started above")
+            .expect("started at the first batch")
             .begin_date(date)?;
         self.begun(date);
         Ok(())
@@ -461,15 +545,32 @@ impl<'a> Feed<'a> {
             return Ok(());
         }
         let bound = self.bound.as_ref().expect("the engine started");
+        let mut conformed = Vec::new();
         for column in &bound.read {
             let expected = bound.input_schema.field_with_name(column).ok();
-            if rows.column_by_name(column).is_none() {
+            let Some(values) = rows.column_by_name(column) else {
                 let expected = expected.map_or(String::new(), |f| format!(" ({})", f.data_type()));
                 return Err(format!(
                     "a batch lacks the column '{column}'{expected} that the pipeline reads"
                 ));
+            };
+            // The feed's types are those of the first batch (process 0's, in a cluster).
+            if let Some(field) = expected.filter(|f| f.data_type() != values.data_type()) {
+                let cast = arrow::compute::cast(values, field.data_type()).map_err(|e| {
+                    format!(
+                        "its column '{column}' is {}, and the feed's is {} (from the first \
+                         batch): {e}",
+                        values.data_type(),
+                        field.data_type()
+                    )
+                })?;
+                conformed.push((column.clone(), cast));
             }
         }
+        let rows = match conformed.is_empty() {
+            true => rows,
+            false => with_columns(&rows, conformed),
+        };
         let n = rows.num_rows() as u64;
         let ids: ArrayRef = match rows.column_by_name(ROW_ID) {
             Some(ids) => arrow::compute::cast(ids, &DataType::UInt64)
@@ -585,7 +686,7 @@ impl<'a> Feed<'a> {
             engine.absorb();
         }
         while let Some(result) = match self.engine.as_mut() {
-            Some(engine) => engine.next_result()?,
+            Some(engine) => engine.ready_result()?,
             None => None,
         } {
             self.result(result);
@@ -626,10 +727,11 @@ impl<'a> Feed<'a> {
                 let mut timeline = timeline.lock().unwrap_or_else(|e| e.into_inner());
                 timeline.provisional.push(written);
             }
-            self.provisional.push((watermark_ms, partial));
+            let date = self.provisional.entry(result.date).or_default();
+            date.push((watermark_ms, partial));
             return;
         }
-        let provisional = std::mem::take(&mut self.provisional);
+        let provisional = self.provisional.remove(&result.date).unwrap_or_default();
         if !provisional.is_empty() {
             let count = result.report.counts.entry(PROVISIONAL_RESULTS.to_owned());
             *count.or_default() += provisional.len() as u64;
@@ -677,6 +779,23 @@ const WALL_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 pub fn live_path(dir: &Path, date: NaiveDate) -> PathBuf {
     let path = partial_path(dir, date);
     path.with_file_name(format!("{}.live.parquet", calendar::format_date(date)))
+}
+
+/// A schema as an Arrow IPC stream without batches (to hand it to other processes).
+fn schema_to_ipc(schema: &Schema) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    let mut writer =
+        arrow::ipc::writer::StreamWriter::try_new(&mut bytes, schema).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    drop(writer);
+    Ok(bytes)
+}
+
+/// The schema of [`schema_to_ipc`]'s bytes.
+fn schema_from_ipc(bytes: &[u8]) -> Result<Schema, String> {
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(bytes, None).map_err(|e| e.to_string())?;
+    Ok(reader.schema().as_ref().clone())
 }
 
 /// The schema the pipeline binds to: a live batch's, without `date` and the controls.
