@@ -41,7 +41,9 @@ pub mod engine;
 pub mod io;
 pub mod live;
 pub mod market;
+pub mod partials;
 pub mod progress;
+pub mod reduce;
 pub mod run;
 pub mod synthetic;
 

@@ -43,6 +43,10 @@ enum Command {
     /// Stream date files to a `vizflow live --listen` as one Arrow IPC stream, as fast
     /// as it takes them (a producer for trying a live pipeline, or replaying a day).
     Send(SendArgs),
+    /// Merge a directory's partials exactly: any dates, grouped by any of their group
+    /// columns (or date, month, weekday, year), filtered, with new metrics; shown as a
+    /// table or written to a file.
+    Reduce(ReduceArgs),
     /// Generate deterministic synthetic market data (the alpha schema).
     Gen(GenArgs),
     /// Measure a pipeline on generated data: wall time, rows/s, time per stage, peak
@@ -265,6 +269,48 @@ enum ClockArg {
     Data,
     /// The rows and the wall clock.
     Wall,
+}
+
+#[derive(clap::Args)]
+struct ReduceArgs {
+    /// The directory of partials ({date}.parquet, as `vizflow run` writes them).
+    dir: PathBuf,
+    /// Dates to merge: a range 20240102..20240131 (the partials within it), a list
+    /// 20240102,20240103, or one date [default: every partial in DIR].
+    #[arg(long)]
+    dates: Option<String>,
+    /// Group by these columns, comma-separated: any of the partials' group-by columns,
+    /// and date, month (YYYYMM), weekday (1 = Monday) or year; empty for one row of
+    /// totals [default: the partials' group-by columns].
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    by: Option<Vec<String>>,
+    /// Keep the groups for which this SQL condition over the group columns holds, e.g.
+    /// "orderSide = 'B' AND alpha1_bin BETWEEN -10 AND 10".
+    #[arg(long = "where", value_name = "SQL")]
+    filter: Option<String>,
+    /// A metric over the merged components, NAME=EXPR, e.g. "hit=sum(is_closed) /
+    /// count()"; repeat for more. A pipeline metric of the same name is replaced.
+    #[arg(long, value_name = "NAME=EXPR")]
+    metric: Vec<String>,
+    /// Merge adjacent bins of a bin column, COL=FACTOR with an odd factor: bin k goes to
+    /// round(k / FACTOR), a bin FACTOR times as wide, still centred on its multiple of
+    /// the width; repeat for more columns.
+    #[arg(long, value_name = "COL=FACTOR")]
+    rebin: Vec<String>,
+    /// Write the result to FILE instead of showing it: .parquet (with the exact sums,
+    /// so that it merges again), .csv or .json.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Merge partials of different pipelines when their metrics agree.
+    #[arg(long)]
+    allow_mixed: bool,
+    /// The pipeline (TOML) that made partials written before partials described their
+    /// columns (VizFlow 0.1.0).
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    /// Progress display: auto (a bar on a terminal), log or quiet (none).
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
 }
 
 #[derive(clap::Args)]
@@ -722,6 +768,95 @@ fn send_command(args: SendArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn reduce_command(args: ReduceArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    use vizflow::reduce::{ReduceOptions, for_display, json_rows, reduce, without_exact};
+    let pair = |flag: &str, text: &str| {
+        text.split_once('=')
+            .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+            .ok_or_else(|| anyhow::anyhow!("{flag} {text}: write NAME=VALUE"))
+    };
+    let metrics = (args.metric.iter())
+        .map(|m| pair("--metric", m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rebin = (args.rebin.iter())
+        .map(|r| {
+            let (column, factor) = pair("--rebin", r)?;
+            let factor = factor
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--rebin {r}: the factor must be an odd integer"))?;
+            Ok((column, factor))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let layout = match &args.pipeline {
+        Some(path) => Some(vizflow::partials::Layout::of(&Pipeline::from_file(path)?)),
+        None => None,
+    };
+    let options = ReduceOptions {
+        dates: args.dates,
+        by: args
+            .by
+            .map(|by| by.into_iter().filter(|c| !c.is_empty()).collect()),
+        filter: args.filter,
+        metrics,
+        rebin,
+        allow_mixed: args.allow_mixed,
+        layout,
+        progress: matches!(args.progress, ProgressArg::Auto) && std::io::stderr().is_terminal(),
+    };
+    let reduced = reduce(&args.dir, &options)?;
+    let groups = reduced.table.num_rows();
+    let Some(output) = args.output else {
+        const SHOWN: usize = 50;
+        let table = for_display(&reduced);
+        let shown = table.slice(0, groups.min(SHOWN));
+        println!("{}", arrow::util::pretty::pretty_format_batches(&[shown])?);
+        if groups > SHOWN {
+            println!(
+                "... {} more groups; write them all with -o FILE",
+                groups - SHOWN
+            );
+        }
+        eprintln!("{groups} groups from {} dates", reduced.dates.len());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let extension = output
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
+    match extension {
+        "parquet" => {
+            let mut metadata = reduced.layout.metadata();
+            let dates: Vec<String> = reduced
+                .dates
+                .iter()
+                .map(|d| calendar::format_date(*d))
+                .collect();
+            metadata.push(("vizflow.dates".to_owned(), dates.join(",")));
+            vizflow::io::write_parquet_atomic(&output, &reduced.table, &metadata)?;
+        }
+        "csv" => {
+            let mut bytes = Vec::new();
+            arrow::csv::Writer::new(&mut bytes).write(&without_exact(&reduced.table))?;
+            vizflow::io::write_bytes_atomic(&output, &bytes)?;
+        }
+        "json" => {
+            let rows = serde_json::json!({ "rows": json_rows(&reduced.table) });
+            vizflow::io::write_bytes_atomic(&output, &serde_json::to_vec_pretty(&rows)?)?;
+        }
+        _ => anyhow::bail!(
+            "-o {}: write a .parquet, .csv or .json file",
+            output.display()
+        ),
+    }
+    eprintln!(
+        "{groups} groups from {} dates -> {}",
+        reduced.dates.len(),
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn live_command(args: LiveArgs) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
     use vizflow::live::{LiveInput, LiveOptions, live};
@@ -814,6 +949,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cluster_command(args),
         Command::Live(args) => live_command(args),
         Command::Send(args) => send_command(args),
+        Command::Reduce(args) => reduce_command(args),
         Command::Gen(args) => gen_command(args),
         Command::Bench(args) => bench_command(args),
         Command::Demo(args) => demo_command(args),

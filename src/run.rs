@@ -30,6 +30,7 @@ use crate::engine::{DateResult, Engine, EngineError, Feeding, ResultKind, Worker
 use crate::io::{
     DateFile, FileFormat, IoError, read_parquet, write_bytes_atomic, write_parquet_atomic,
 };
+use crate::partials::Layout;
 pub use crate::progress::ProgressStyle;
 use crate::progress::{DateProgressStatus, Progress};
 
@@ -217,8 +218,7 @@ pub const PROVISIONAL_RESULTS: &str = "stream.provisional_results";
 /// is of: its watermark, in ms of trading time.
 pub const WATERMARK_COLUMN: &str = "watermark_ms";
 
-/// Key-value metadata names in every partial.
-pub const CONFIG_HASH_KEY: &str = "vizflow.config_hash";
+pub use crate::partials::CONFIG_HASH_KEY;
 
 /// Resolves the dates of a run.
 pub fn select_dates(
@@ -299,20 +299,14 @@ fn write_outputs(
     result: &DateResult,
     partial: &RecordBatch,
     provisional: &[(i64, RecordBatch)],
-    hash: &str,
+    layout: &Layout,
 ) -> Result<PathBuf, OutputError> {
     let path = partial_path(output_dir, result.date);
-    let metadata = vec![
-        (CONFIG_HASH_KEY.to_owned(), hash.to_owned()),
-        (
-            "vizflow.version".to_owned(),
-            env!("CARGO_PKG_VERSION").to_owned(),
-        ),
-        (
-            "vizflow.date".to_owned(),
-            calendar::format_date(result.date),
-        ),
-    ];
+    let mut metadata = layout.metadata();
+    metadata.push((
+        "vizflow.date".to_owned(),
+        calendar::format_date(result.date),
+    ));
     // The report first: a partial on disk always has its report beside it, even when
     // the process is killed between the two writes (then the date has no partial and
     // is computed again).
@@ -383,7 +377,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         output_dir: &output_dir,
         input_dir: &input_dir,
         pattern: &pipeline.input.pattern,
-        hash: &hash,
+        layout: Layout::of(pipeline),
         first_failure: None,
         fail_fast: options.fail_fast,
         provisional: BTreeMap::new(),
@@ -742,7 +736,8 @@ struct Recorder<'a> {
     output_dir: &'a Path,
     input_dir: &'a Path,
     pattern: &'a str,
-    hash: &'a str,
+    /// What the partials say about themselves.
+    layout: Layout,
     /// The earliest failed date and its error.
     first_failure: Option<(NaiveDate, String)>,
     fail_fast: bool,
@@ -825,7 +820,7 @@ impl Recorder<'_> {
             return;
         }
         let input = input_path(self.input_dir, self.pattern, result.date);
-        let outcome = outcome_of(self.output_dir, &input, result, &provisional, self.hash);
+        let outcome = outcome_of(self.output_dir, &input, result, &provisional, &self.layout);
         self.record(outcome);
     }
 
@@ -844,7 +839,7 @@ pub(crate) fn outcome_of(
     input: &Path,
     result: DateResult,
     provisional: &[(i64, RecordBatch)],
-    hash: &str,
+    layout: &Layout,
 ) -> DateOutcome {
     let date = calendar::format_date(result.date);
     let status = match &result.partial {
@@ -855,7 +850,7 @@ pub(crate) fn outcome_of(
                 false => DateStatus::Failed(format!("{date}: {}: {errors}", input.display())),
             }
         }
-        Ok(partial) => match write_outputs(output_dir, &result, partial, provisional, hash) {
+        Ok(partial) => match write_outputs(output_dir, &result, partial, provisional, layout) {
             Ok(path) => DateStatus::Written {
                 path,
                 groups: partial.num_rows(),
@@ -889,7 +884,7 @@ mod tests {
             },
         };
         let input = Path::new("data/alpha_20240104.feather");
-        outcome_of(Path::new("out"), input, result, &[], "hash").status
+        outcome_of(Path::new("out"), input, result, &[], &Layout::default()).status
     }
 
     #[test]

@@ -45,6 +45,9 @@ fn spec(format: FileFormat) -> GenSpec {
 
 /// A partial as CSV text with floats in shortest round-trip form: exact and reviewable.
 fn to_csv(batch: &RecordBatch) -> String {
+    // The exact sums are what the float sum columns round (`vizflow reduce`'s tests
+    // check them); the golden files keep to what a person reads.
+    let batch = &vizflow::reduce::without_exact(batch);
     let options = FormatOptions::default().with_null("");
     let schema = batch.schema();
     let mut out = schema
@@ -529,6 +532,8 @@ fn check_against_oracle(date: NaiveDate, partial: &RecordBatch, expected: &Expec
         .iter()
         .copied()
         .filter(|n| !["date", "alpha1_bin", "orderSide"].contains(n))
+        // The exact sums: what the float sum components round (checked by `vizflow reduce`'s tests).
+        .filter(|n| !n.ends_with(".exact"))
         .collect();
     let mut keys = Vec::new();
     for i in 0..partial.num_rows() {

@@ -153,6 +153,58 @@ impl ExactSum {
     }
 }
 
+impl ExactSum {
+    /// The sum as bytes, for a partial's `sum(x).exact` column: a byte with the sign
+    /// (the top bit) and the index of the first non-zero chunk of the magnitude, then
+    /// the magnitude's carried chunks up to the last non-zero one, each 4 bytes
+    /// little-endian (a few chunks for sums of similar magnitudes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut magnitude = self.clone();
+        magnitude.carry();
+        let negative = magnitude.chunks[CHUNKS - 1] < 0;
+        if negative {
+            magnitude.negate();
+            magnitude.carry();
+        }
+        let Some(first) = magnitude.chunks.iter().position(|c| *c != 0) else {
+            return vec![0];
+        };
+        let last = magnitude
+            .chunks
+            .iter()
+            .rposition(|c| *c != 0)
+            .unwrap_or(first);
+        let mut bytes = Vec::with_capacity(1 + 4 * (last + 1 - first));
+        bytes.push(first as u8 | if negative { 0x80 } else { 0 });
+        for chunk in &magnitude.chunks[first..=last] {
+            // Carried: every chunk of a magnitude is in [0, 2^32).
+            bytes.extend_from_slice(&(*chunk as u32).to_le_bytes());
+        }
+        bytes
+    }
+
+    /// Adds a sum given as [`ExactSum::to_bytes`] bytes; `None` (nothing added) when
+    /// they are not such bytes.
+    pub fn add_bytes(&mut self, bytes: &[u8]) -> Option<()> {
+        let (&head, chunks) = bytes.split_first()?;
+        let (negative, first) = (head & 0x80 != 0, (head & 0x7f) as usize);
+        if chunks.len() % 4 != 0 || first + chunks.len() / 4 > CHUNKS {
+            return None;
+        }
+        // Each stored chunk is below 2^32: adding them counts as one term towards the
+        // next carry.
+        if self.pending >= ADDS_BEFORE_CARRY - 1 {
+            self.carry();
+        }
+        let sign = if negative { -1 } else { 1 };
+        for (slot, chunk) in self.chunks[first..].iter_mut().zip(chunks.chunks_exact(4)) {
+            *slot += sign * i64::from(u32::from_le_bytes(chunk.try_into().ok()?));
+        }
+        self.pending += 1;
+        Some(())
+    }
+}
+
 /// `x * 2^exponent`, in steps that stay within the normal range.
 fn scale_by_power_of_two(mut x: f64, mut exponent: i32) -> f64 {
     let power = |e: i32| f64::from_bits(((e + 1023) as u64) << 52);
@@ -204,6 +256,32 @@ mod tests {
         let mut s = ExactSum::new();
         values.iter().for_each(|v| s.add(*v));
         s.value()
+    }
+
+    #[test]
+    fn bytes_add_back_exactly() {
+        let mut a = ExactSum::new();
+        [1e100, 0.1, -3.5e-300, 7.0].iter().for_each(|v| a.add(*v));
+        let mut b = ExactSum::new();
+        [-1e100, 0.2, 2.5].iter().for_each(|v| b.add(*v));
+        let mut merged = ExactSum::new();
+        merged.add_bytes(&a.to_bytes()).unwrap();
+        merged.add_bytes(&b.to_bytes()).unwrap();
+        let mut all = a.clone();
+        all.add_sum(&b);
+        assert_eq!(merged.value(), all.value());
+        assert_eq!(merged.to_bytes(), all.to_bytes());
+        assert_eq!(ExactSum::new().to_bytes(), vec![0]);
+        // A negative sum is as short as its magnitude.
+        let mut negative = ExactSum::new();
+        negative.add(-2.5);
+        let mut positive = ExactSum::new();
+        positive.add(2.5);
+        assert_eq!(negative.to_bytes().len(), positive.to_bytes().len());
+        assert_eq!(negative.to_bytes()[0], positive.to_bytes()[0] | 0x80);
+        assert!(merged.add_bytes(&[]).is_none());
+        assert!(merged.add_bytes(&[66, 1, 2, 3, 4, 5, 6, 7, 8]).is_none());
+        assert!(merged.add_bytes(&[0, 1, 2, 3]).is_none());
     }
 
     #[test]

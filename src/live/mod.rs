@@ -49,9 +49,8 @@ use crate::cluster::{self, ClusterError, ClusterSpec, DatePlan};
 use crate::config::{BoundPipeline, Pipeline};
 use crate::engine::{DateResult, Engine, EngineError, Feeding, ResultKind, Workers};
 use crate::io::write_parquet_atomic;
-use crate::run::{
-    CONFIG_HASH_KEY, DateOutcome, DateStatus, PROVISIONAL_RESULTS, outcome_of, partial_path,
-};
+use crate::partials::Layout;
+use crate::run::{DateOutcome, DateStatus, PROVISIONAL_RESULTS, outcome_of, partial_path};
 
 use input::{Event, Gate};
 use record::Recording;
@@ -251,6 +250,8 @@ struct Feed<'a> {
     pipeline: &'a Pipeline,
     options: &'a LiveOptions,
     hash: String,
+    /// What the partials say about themselves.
+    layout: Layout,
     engine: Option<Engine>,
     bound: Option<BoundPipeline>,
     /// The date being fed, and whether it was closed already (every producer stopped
@@ -274,6 +275,7 @@ impl<'a> Feed<'a> {
             pipeline,
             options,
             hash: pipeline.config_hash(),
+            layout: Layout::of(pipeline),
             engine: None,
             bound: None,
             current: None,
@@ -702,8 +704,8 @@ impl<'a> Feed<'a> {
                 Some((date, _)) if date == result.date => self.rows,
                 _ => 0,
             };
-            let metadata = vec![
-                (CONFIG_HASH_KEY.to_owned(), self.hash.clone()),
+            let mut metadata = self.layout.metadata();
+            metadata.extend([
                 (
                     "vizflow.date".to_owned(),
                     calendar::format_date(result.date),
@@ -711,7 +713,7 @@ impl<'a> Feed<'a> {
                 ("vizflow.provisional".to_owned(), "true".to_owned()),
                 ("vizflow.watermark_ms".to_owned(), watermark_ms.to_string()),
                 ("vizflow.rows".to_owned(), rows.to_string()),
-            ];
+            ]);
             let path = live_path(output, result.date);
             match write_parquet_atomic(&path, &partial, &metadata) {
                 Ok(()) => tracing::info!(
@@ -737,7 +739,7 @@ impl<'a> Feed<'a> {
             *count.or_default() += provisional.len() as u64;
         }
         let input = Path::new("the live feed");
-        let outcome = outcome_of(output, input, result, &provisional, &self.hash);
+        let outcome = outcome_of(output, input, result, &provisional, &self.layout);
         if let Some(timeline) = &self.options.timeline {
             let mut timeline = timeline.lock().unwrap_or_else(|e| e.into_inner());
             timeline.finals.push(Instant::now());

@@ -46,6 +46,7 @@ mod accumulate;
 mod error;
 mod group;
 mod plan;
+mod reduce;
 mod state;
 
 use std::collections::BTreeMap;
@@ -68,7 +69,8 @@ use crate::time::{DateOwners, Time, date_end, date_key_of, date_start, provision
 use accumulate::accumulate;
 pub use error::{AggregateError, AggregateProblem};
 use group::Groups;
-pub use plan::AggregatePlan;
+pub use plan::{AggregatePlan, exact_name};
+pub use reduce::{ReduceError, Reducer};
 pub use state::{Accumulator, AggState, float_key, float_of_key};
 
 /// The name of the date column of every partial.

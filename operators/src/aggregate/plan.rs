@@ -13,6 +13,7 @@ use super::error::{AggregateError, AggregateProblem};
 use super::state::{Accumulator, AggState, float_of_key};
 use super::{AggregateSpec, DATE_COLUMN};
 use crate::batch::Parts;
+use crate::exact_sum::ExactSum;
 use crate::expr::{AggregateCall, AggregateFunction, MetricExpr};
 use crate::time::date_of_key;
 
@@ -52,7 +53,7 @@ pub(super) enum Component {
 
 impl Component {
     /// The component's column name in a partial, e.g. `sum(qty)`.
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         match self {
             Component::Rows => "count()".to_owned(),
             Component::NonNull(c) => format!("count({c})"),
@@ -230,17 +231,8 @@ impl AggregatePlan {
 
     pub(super) fn empty_state(&self) -> AggState {
         AggState(
-            self.components
-                .iter()
-                .map(|(component, kind)| match (component, kind) {
-                    (Component::Rows | Component::NonNull(_), _) => Accumulator::Count(0),
-                    (Component::Sum(_), ValueKind::Float) => Accumulator::FloatSum(Box::default()),
-                    (Component::Sum(_), _) => Accumulator::IntSum(0),
-                    (Component::Min(_), ValueKind::Float) => Accumulator::FloatMin(None),
-                    (Component::Max(_), ValueKind::Float) => Accumulator::FloatMax(None),
-                    (Component::Min(_), _) => Accumulator::IntMin(None),
-                    (Component::Max(_), _) => Accumulator::IntMax(None),
-                })
+            (self.components.iter())
+                .map(|(component, kind)| empty_accumulator(component, *kind))
                 .collect(),
         )
     }
@@ -296,21 +288,64 @@ impl AggregatePlan {
             fields.push(Field::new(name, values.data_type().clone(), true));
             columns.push(values);
         }
-        for ((component, _), array) in self.components.iter().zip(component_arrays.iter()) {
+        for (c, ((component, kind), array)) in
+            (self.components.iter().zip(&component_arrays)).enumerate()
+        {
             fields.push(Field::new(
                 component.name(),
                 array.data_type().clone(),
                 true,
             ));
             columns.push(array.clone());
+            // A float sum also exactly, so that merging partials rounds once.
+            if let (Component::Sum(_), ValueKind::Float) = (component, kind) {
+                let exact = exact_sum_array(groups.values().map(|state| &state.0[c]));
+                fields.push(Field::new(
+                    exact_name(&component.name()),
+                    DataType::Binary,
+                    false,
+                ));
+                columns.push(exact);
+            }
         }
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
             .map_err(|e| AggregateProblem::Arrow(e).into())
     }
 }
 
+/// A component's accumulator before any value.
+pub(super) fn empty_accumulator(component: &Component, kind: ValueKind) -> Accumulator {
+    match (component, kind) {
+        (Component::Rows | Component::NonNull(_), _) => Accumulator::Count(0),
+        (Component::Sum(_), ValueKind::Float) => Accumulator::FloatSum(Box::default()),
+        (Component::Sum(_), _) => Accumulator::IntSum(0),
+        (Component::Min(_), ValueKind::Float) => Accumulator::FloatMin(None),
+        (Component::Max(_), ValueKind::Float) => Accumulator::FloatMax(None),
+        (Component::Min(_), _) => Accumulator::IntMin(None),
+        (Component::Max(_), _) => Accumulator::IntMax(None),
+    }
+}
+
+/// The column of a partial that holds a float sum component exactly (see
+/// [`ExactSum::to_bytes`](crate::exact_sum::ExactSum::to_bytes)): `sum(x).exact`.
+pub fn exact_name(component: &str) -> String {
+    format!("{component}.exact")
+}
+
+/// A float sum component's exact values across groups.
+pub(super) fn exact_sum_array<'a>(states: impl Iterator<Item = &'a Accumulator>) -> ArrayRef {
+    let mut values = arrow::array::BinaryBuilder::new();
+    for state in states {
+        match state {
+            Accumulator::FloatSum(sum) => values.append_value(sum.to_bytes()),
+            _ => values.append_value(ExactSum::new().to_bytes()),
+        }
+    }
+    Arc::new(values.finish())
+}
+
 /// One component's column across groups.
-fn component_array<'a>(
+pub(super) fn component_array<'a>(
     states: impl Iterator<Item = &'a Accumulator>,
     template: &Accumulator,
 ) -> Result<ArrayRef, AggregateError> {
@@ -353,8 +388,21 @@ fn component_array<'a>(
     })
 }
 
+/// The components an aggregate call is computed from.
+pub(super) fn components_of_call(call: &AggregateCall) -> Vec<Component> {
+    let column = || call.column.clone().unwrap_or_default();
+    match call.function {
+        AggregateFunction::CountRows => vec![Component::Rows],
+        AggregateFunction::Count => vec![Component::NonNull(column())],
+        AggregateFunction::Sum => vec![Component::Sum(column())],
+        AggregateFunction::Mean => vec![Component::Sum(column()), Component::NonNull(column())],
+        AggregateFunction::Min => vec![Component::Min(column())],
+        AggregateFunction::Max => vec![Component::Max(column())],
+    }
+}
+
 /// The values of one aggregate call across groups, from the component columns.
-fn call_values(
+pub(super) fn call_values(
     call: &AggregateCall,
     find: &dyn Fn(&Component) -> ArrayRef,
 ) -> Result<ArrayRef, AggregateError> {
