@@ -42,6 +42,7 @@ pub mod io;
 pub mod live;
 pub mod market;
 pub mod partials;
+pub mod plot;
 pub mod progress;
 pub mod reduce;
 pub mod run;

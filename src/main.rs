@@ -47,6 +47,10 @@ enum Command {
     /// columns (or date, month, weekday, year), filtered, with new metrics; shown as a
     /// table or written to a file.
     Reduce(ReduceArgs),
+    /// Draw a figure of a directory's partials (merged exactly): a heatmap of a metric
+    /// over two group columns, or lines of metrics over one; PNG or SVG.
+    #[command(subcommand)]
+    Plot(PlotCommand),
     /// Generate deterministic synthetic market data (the alpha schema).
     Gen(GenArgs),
     /// Measure a pipeline on generated data: wall time, rows/s, time per stage, peak
@@ -311,6 +315,67 @@ struct ReduceArgs {
     /// Progress display: auto (a bar on a terminal), log or quiet (none).
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     progress: ProgressArg,
+}
+
+#[derive(Subcommand)]
+enum PlotCommand {
+    /// A metric over two group columns, one cell per group: axes in real units for bin
+    /// columns, returns in basis points, signed metrics on a scale centred on zero.
+    Heatmap(HeatmapArgs),
+    /// Metrics over one group column, a line per metric (and per value of --color).
+    Line(LineArgs),
+}
+
+/// What every figure takes.
+#[derive(clap::Args)]
+struct FigureArgs {
+    /// The directory of partials.
+    dir: PathBuf,
+    /// Dates to merge, as `vizflow reduce --dates` [default: every partial in DIR].
+    #[arg(long)]
+    dates: Option<String>,
+    /// Keep the groups for which this SQL condition over the group columns holds.
+    #[arg(long = "where", value_name = "SQL")]
+    filter: Option<String>,
+    /// The file to write: .png or .svg.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct HeatmapArgs {
+    #[command(flatten)]
+    figure: FigureArgs,
+    /// The group column across, e.g. alpha1_bin.
+    #[arg(long)]
+    x: String,
+    /// The group column up, e.g. orderSide.
+    #[arg(long)]
+    y: String,
+    /// The metric, e.g. mean_return_60.
+    #[arg(long)]
+    z: String,
+    /// Grey the cells with fewer rows than this.
+    #[arg(long, default_value_t = 1)]
+    min_count: i64,
+}
+
+#[derive(clap::Args)]
+struct LineArgs {
+    #[command(flatten)]
+    figure: FigureArgs,
+    /// The group column across, e.g. alpha1_bin or date.
+    #[arg(long)]
+    x: String,
+    /// The metrics, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    y: Vec<String>,
+    /// A group column with a line per value, e.g. orderSide.
+    #[arg(long)]
+    color: Option<String>,
+    /// Leave out the points of groups with fewer rows than this.
+    #[arg(long, default_value_t = 1)]
+    min_count: i64,
 }
 
 #[derive(clap::Args)]
@@ -857,6 +922,44 @@ fn reduce_command(args: ReduceArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn plot_command(command: PlotCommand) -> anyhow::Result<ExitCode> {
+    use vizflow::plot::{Figure, PlotOptions, plot};
+    let (args, figure) = match command {
+        PlotCommand::Heatmap(h) => (
+            h.figure,
+            Figure::Heatmap {
+                x: h.x,
+                y: h.y,
+                z: h.z,
+                min_count: h.min_count,
+            },
+        ),
+        PlotCommand::Line(l) => (
+            l.figure,
+            Figure::Line {
+                x: l.x,
+                y: l.y,
+                color: l.color,
+                min_count: l.min_count,
+            },
+        ),
+    };
+    let options = PlotOptions {
+        figure,
+        dates: args.dates,
+        filter: args.filter,
+        output: args.output.clone(),
+    };
+    let plotted = plot(&args.dir, &options)?;
+    eprintln!(
+        "{} groups from {} dates -> {}",
+        plotted.groups,
+        plotted.dates,
+        args.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn live_command(args: LiveArgs) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
     use vizflow::live::{LiveInput, LiveOptions, live};
@@ -950,6 +1053,7 @@ fn main() -> ExitCode {
         Command::Live(args) => live_command(args),
         Command::Send(args) => send_command(args),
         Command::Reduce(args) => reduce_command(args),
+        Command::Plot(args) => plot_command(args),
         Command::Gen(args) => gen_command(args),
         Command::Bench(args) => bench_command(args),
         Command::Demo(args) => demo_command(args),

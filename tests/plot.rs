@@ -1,0 +1,170 @@
+//! `vizflow plot`: the files it writes hold what they must (a PNG of the figure's size;
+//! an SVG with the title, the axes in real units and the colour bar's unit), and bad
+//! requests are named.
+
+use std::path::Path;
+use std::process::Command;
+
+use chrono::NaiveDate;
+use vizflow::config::Pipeline;
+use vizflow::io::FileFormat;
+use vizflow::run::{ProgressStyle, RunOptions, run};
+use vizflow::synthetic::{GenSpec, generate};
+
+/// `examples/alpha_markout.toml` over two generated dates, partials in `dir/alpha_markout`.
+fn partials(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let spec = GenSpec {
+        rows: 20_000,
+        symbols: 40,
+        seed: 3,
+        format: FileFormat::IpcFile,
+        compression: None,
+        prefix: "alpha_".into(),
+    };
+    let dates = [
+        NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(),
+        NaiveDate::from_ymd_opt(2024, 1, 3).unwrap(),
+    ];
+    generate(&spec, &data, &dates).unwrap();
+    let out = dir.join("alpha_markout");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alpha_markout.toml"),
+    )
+    .unwrap()
+    .replace("dir = \"data\"", &format!("dir = \"{}\"", data.display()))
+    .replace(
+        "dir = \"out/alpha_markout\"",
+        &format!("dir = \"{}\"", out.display()),
+    );
+    let options = RunOptions {
+        workers: 2,
+        progress: ProgressStyle::Quiet,
+        ..RunOptions::default()
+    };
+    run(&Pipeline::from_toml(&text).unwrap(), &options).unwrap();
+    out
+}
+
+fn vizflow(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vizflow"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn figures_hold_what_they_must() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = partials(dir.path());
+    let out = out.to_str().unwrap();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+
+    let png = file("heat.png");
+    let heatmap = [
+        "plot",
+        "heatmap",
+        out,
+        "--x",
+        "alpha1_bin",
+        "--y",
+        "orderSide",
+        "--z",
+        "mean_return_60",
+    ];
+    let output = vizflow(&[&heatmap[..], &["--min-count", "20", "-o", &png]].concat());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let size = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!(
+        (size(16), size(20)),
+        (1100, 720),
+        "the IHDR's width and height"
+    );
+    assert!(
+        bytes.len() > 20_000,
+        "a drawn figure, not a blank one: {} bytes",
+        bytes.len()
+    );
+
+    let svg = file("heat.svg");
+    let output = vizflow(&[&heatmap[..], &["-o", &svg]].concat());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    for expected in [
+        "alpha_markout: mean_return_60 by alpha1_bin and orderSide",
+        "2024-01-02 to 2024-01-03, 2 dates",
+        "\nalpha1\n", // the bin axis in the source's units
+        "\norderSide\n",
+        "mean_return_60 (bp)", // the colour bar's unit
+        "\n5e-4\n",
+    ] {
+        assert!(text.contains(expected), "the SVG lacks {expected:?}");
+    }
+    assert!(!text.contains("<script"), "a static figure: no script");
+
+    let line = file("line.svg");
+    let output = vizflow(&[
+        "plot",
+        "line",
+        out,
+        "--x",
+        "alpha1_bin",
+        "--y",
+        "mean_return_60,vwap",
+        "--color",
+        "orderSide",
+        "-o",
+        &line,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&line).unwrap();
+    assert!(
+        text.contains("mean_return_60 (bp), orderSide = B") && text.contains("vwap, orderSide = S")
+    );
+
+    // Bad requests say what to do; nothing is left behind.
+    let output = vizflow(&[
+        "plot",
+        "heatmap",
+        out,
+        "--x",
+        "alpha1_bin",
+        "--y",
+        "orderSide",
+        "--z",
+        "nope",
+        "-o",
+        &file("x.png"),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("no metric 'nope'")
+            && stderr.contains("mean_return_60"),
+        "{stderr}"
+    );
+    let output = vizflow(&[&heatmap[..], &["-o", &file("x.jpg")]].concat());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("write a .png or .svg file"));
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !left.iter().any(|n| n.to_string_lossy().starts_with('.')),
+        "{left:?}"
+    );
+}
