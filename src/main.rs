@@ -337,7 +337,8 @@ struct FigureArgs {
     /// Keep the groups for which this SQL condition over the group columns holds.
     #[arg(long = "where", value_name = "SQL")]
     filter: Option<String>,
-    /// The file to write: .png or .svg.
+    /// The file to write: .png, .svg or .html (interactive: value and count under the
+    /// pointer; self-contained).
     #[arg(short = 'o', long, value_name = "FILE")]
     output: PathBuf,
 }

@@ -54,7 +54,8 @@ pub struct PlotOptions {
     pub dates: Option<String>,
     /// A condition over the groups (as `vizflow reduce --where`).
     pub filter: Option<String>,
-    /// The file: `.png` or `.svg`.
+    /// The file: `.png`, `.svg` or `.html` (the SVG figure in a page that shows each
+    /// cell's or point's value and count under the pointer; self-contained).
     pub output: PathBuf,
 }
 
@@ -73,7 +74,7 @@ pub enum PlotError {
         available: String,
     },
     /// An output file of another kind.
-    #[error("{}: write a .png or .svg file", path.display())]
+    #[error("{}: write a .png, .svg or .html file", path.display())]
     Format {
         /// The file.
         path: PathBuf,
@@ -145,9 +146,10 @@ pub fn plot(dir: &Path, options: &PlotOptions) -> Result<Plotted, PlotError> {
     if reduced.table.num_rows() == 0 {
         return Err(PlotError::Empty);
     }
-    let svg = match options.output.extension().and_then(|e| e.to_str()) {
-        Some("svg") => true,
-        Some("png") => false,
+    let format = match options.output.extension().and_then(|e| e.to_str()) {
+        Some("svg") => Format::Svg,
+        Some("png") => Format::Png,
+        Some("html") => Format::Html,
         _ => {
             return Err(PlotError::Format {
                 path: options.output.clone(),
@@ -181,18 +183,32 @@ pub fn plot(dir: &Path, options: &PlotOptions) -> Result<Plotted, PlotError> {
         reduced: &reduced,
         title: &title,
         subtitle: &dates,
+        hovers: std::cell::RefCell::new(Vec::new()),
     };
     let temporary = temporary_path(&options.output);
-    let result = if svg {
-        let area = SVGBackend::new(&temporary, SIZE).into_drawing_area();
-        figure
-            .draw(&options.figure, &area)
-            .and_then(|()| area.present().map_err(|e| e.to_string()))
-    } else {
-        let area = BitMapBackend::new(&temporary, SIZE).into_drawing_area();
-        figure
-            .draw(&options.figure, &area)
-            .and_then(|()| area.present().map_err(|e| e.to_string()))
+    let result = match format {
+        Format::Svg => {
+            let area = SVGBackend::new(&temporary, SIZE).into_drawing_area();
+            (figure.draw(&options.figure, &area))
+                .and_then(|()| area.present().map_err(|e| e.to_string()))
+        }
+        Format::Png => {
+            let area = BitMapBackend::new(&temporary, SIZE).into_drawing_area();
+            (figure.draw(&options.figure, &area))
+                .and_then(|()| area.present().map_err(|e| e.to_string()))
+        }
+        Format::Html => {
+            let mut svg = String::new();
+            let drawn = {
+                let area = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+                (figure.draw(&options.figure, &area))
+                    .and_then(|()| area.present().map_err(|e| e.to_string()))
+            };
+            drawn.and_then(|()| {
+                let page = html_page(&title, &svg, &figure.hovers.borrow(), &reduced);
+                std::fs::write(&temporary, page).map_err(|e| e.to_string())
+            })
+        }
     };
     if let Err(message) = result {
         let _ = std::fs::remove_file(&temporary);
@@ -214,10 +230,93 @@ fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{}.{name}", std::process::id()))
 }
 
+enum Format {
+    Png,
+    Svg,
+    Html,
+}
+
 struct Drawing<'a> {
     reduced: &'a Reduced,
     title: &'a str,
     subtitle: &'a str,
+    /// What the page shows under the pointer: each cell's or point's place (pixels)
+    /// and text.
+    hovers: std::cell::RefCell<Vec<Hover>>,
+}
+
+/// A place of the figure and what it holds.
+struct Hover {
+    /// Left, top, right, bottom, in pixels.
+    rect: (i32, i32, i32, i32),
+    text: String,
+}
+
+/// The SVG figure in a self-contained page: the places of [`Hover`] as transparent
+/// shapes over it, a few lines of script that show their text under the pointer, and
+/// the merged rows as JSON. Nothing is loaded from anywhere.
+fn html_page(title: &str, svg: &str, hovers: &[Hover], reduced: &Reduced) -> String {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let shapes: String = hovers
+        .iter()
+        .map(|h| {
+            let (l, t, r, b) = h.rect;
+            format!(
+                "<rect x=\"{l}\" y=\"{t}\" width=\"{}\" height=\"{}\" data-text=\"{}\"/>\n",
+                (r - l).max(1),
+                (b - t).max(1),
+                escape(&h.text)
+            )
+        })
+        .collect();
+    let rows = crate::reduce::json_rows(&reduced.table)
+        .to_string()
+        .replace("</", "<\\/");
+    let title = escape(title);
+    let (w, h) = SIZE;
+    format!(
+        r##"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: "DejaVu Sans", sans-serif; margin: 16px; }}
+#figure {{ position: relative; width: {w}px; height: {h}px; }}
+#figure > svg {{ position: absolute; left: 0; top: 0; }}
+#hits rect {{ fill: transparent; cursor: crosshair; }}
+#hits rect:hover {{ stroke: #000; stroke-width: 1.5; }}
+#tip {{ position: absolute; display: none; pointer-events: none; background: #fff;
+  border: 1px solid #888; padding: 4px 8px; font-size: 13px; white-space: nowrap;
+  box-shadow: 1px 1px 4px rgba(0,0,0,.2); }}
+</style></head>
+<body>
+<div id="figure">
+{svg}
+<svg id="hits" width="{w}" height="{h}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg">
+{shapes}</svg>
+<div id="tip"></div>
+</div>
+<script type="application/json" id="rows">{rows}</script>
+<script>
+const tip = document.getElementById("tip");
+const figure = document.getElementById("figure");
+document.querySelectorAll("#hits rect").forEach((shape) => {{
+  shape.addEventListener("mousemove", (event) => {{
+    const box = figure.getBoundingClientRect();
+    tip.textContent = shape.dataset.text;
+    tip.style.display = "block";
+    tip.style.left = (event.clientX - box.left + 14) + "px";
+    tip.style.top = (event.clientY - box.top + 14) + "px";
+  }});
+  shape.addEventListener("mouseleave", () => {{ tip.style.display = "none"; }});
+}});
+</script>
+</body></html>
+"##
+    )
 }
 
 /// A group column as positions on an axis: numbers where they are numbers (bins in the
@@ -543,6 +642,28 @@ impl Drawing<'_> {
             mesh.y_labels(y_cells.len());
         }
         mesh.draw().map_err(e)?;
+        let z_name = unit.clone();
+        for row in 0..table.num_rows() {
+            let (cx, cy) = (xs.positions[row], ys.positions[row]);
+            if !(cx.is_finite() && cy.is_finite()) {
+                continue;
+            }
+            let (l, t) = chart.backend_coord(&(cx - dx / 2.0, cy + dy / 2.0));
+            let (r, b) = chart.backend_coord(&(cx + dx / 2.0, cy - dy / 2.0));
+            let value = values[row].map_or("null".to_owned(), number);
+            let text = format!(
+                "{} = {}, {} = {}: {z_name} = {value} ({} rows)",
+                xs.name,
+                xs.label(cx),
+                ys.name,
+                ys.label(cy),
+                counts[row]
+            );
+            self.hovers.borrow_mut().push(Hover {
+                rect: (l, t, r, b),
+                text,
+            });
+        }
         let cells = (0..table.num_rows()).filter_map(|row| {
             let (cx, cy) = (xs.positions[row], ys.positions[row]);
             if !(cx.is_finite() && cy.is_finite()) {
@@ -642,6 +763,7 @@ impl Drawing<'_> {
             None => vec![(String::new(), (0..table.num_rows()).collect())],
         };
         let counts = counts(table);
+        let mut pending: Vec<(f64, f64, String)> = Vec::new();
         let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
         let mut units = Vec::new();
         for metric in metrics {
@@ -654,6 +776,23 @@ impl Drawing<'_> {
                     .filter(|(x, _)| x.is_finite())
                     .collect();
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                for row in rows.iter().filter(|r| counts[**r] >= min_count) {
+                    if let (Some(v), true) = (values[*row], xs.positions[*row].is_finite()) {
+                        let text = format!(
+                            "{} = {}{}: {unit} = {} ({} rows)",
+                            xs.name,
+                            xs.label(xs.positions[*row]),
+                            if group.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", {group}")
+                            },
+                            number(v),
+                            counts[*row]
+                        );
+                        pending.push((xs.positions[*row], v, text));
+                    }
+                }
                 let name = match group.is_empty() {
                     true => unit.clone(),
                     false => format!("{unit}, {group}"),
@@ -694,6 +833,11 @@ impl Drawing<'_> {
             .axis_desc_style(("sans-serif", 17))
             .draw()
             .map_err(e)?;
+        for (x, y, text) in pending {
+            let (px, py) = chart.backend_coord(&(x, y));
+            let rect = (px - 5, py - 5, px + 5, py + 5);
+            self.hovers.borrow_mut().push(Hover { rect, text });
+        }
         if y_lo < 0.0 && y_hi > 0.0 {
             let zero = LineSeries::new(
                 [(x_lo - px, 0.0), (x_hi + px, 0.0)],

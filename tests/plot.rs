@@ -136,6 +136,43 @@ fn figures_hold_what_they_must() {
         text.contains("mean_return_60 (bp), orderSide = B") && text.contains("vwap, orderSide = S")
     );
 
+    // The page: the SVG figure, a place under the pointer per group with its value and
+    // count, the merged rows, and nothing to fetch.
+    let html = file("heat.html");
+    let output = vizflow(&[&heatmap[..], &["-o", &html]].concat());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    let groups = vizflow::reduce::reduce(
+        Path::new(out),
+        &vizflow::reduce::ReduceOptions {
+            by: Some(vec!["alpha1_bin".into(), "orderSide".into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .table
+    .num_rows();
+    assert_eq!(page.matches("data-text=\"alpha1 = ").count(), groups);
+    assert!(page.contains("orderSide = B: mean_return_60 (bp) = "));
+    assert!(page.contains("<script type=\"application/json\" id=\"rows\">[{"));
+    assert!(page.contains("mean_return_60 by alpha1_bin and orderSide"));
+    for fetching in ["src=", "href=", "<link", "https:", "url("] {
+        assert!(
+            !page.contains(fetching),
+            "the page must load nothing: {fetching}"
+        );
+    }
+    let http = page.matches("http://").count();
+    assert_eq!(
+        http,
+        page.matches("http://www.w3.org/2000/svg").count(),
+        "only SVG namespaces"
+    );
+
     // Bad requests say what to do; nothing is left behind.
     let output = vizflow(&[
         "plot",
@@ -158,7 +195,7 @@ fn figures_hold_what_they_must() {
         "{stderr}"
     );
     let output = vizflow(&[&heatmap[..], &["-o", &file("x.jpg")]].concat());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("write a .png or .svg file"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("write a .png, .svg or .html file"));
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
