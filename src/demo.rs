@@ -28,6 +28,9 @@ pub struct DemoOutput {
     pub markout: DemoRun,
     /// `examples/alpha_markout.toml` on the same dates.
     pub alpha_markout: DemoRun,
+    /// The alpha markout's heatmap of `mean_return_60` by alpha bucket and side, as PNG
+    /// and HTML.
+    pub figures: Vec<PathBuf>,
 }
 
 /// One pipeline's run in the demo.
@@ -78,10 +81,28 @@ pub fn demo(
         summary,
         table: alpha_markout_table(&partials),
     };
+    let mut figures = Vec::new();
+    for extension in ["png", "html"] {
+        let output = dir.join(format!("alpha_markout_heatmap.{extension}"));
+        let options = crate::plot::PlotOptions {
+            figure: crate::plot::Figure::Heatmap {
+                x: "alpha1_bin".into(),
+                y: "orderSide".into(),
+                z: "mean_return_60".into(),
+                min_count: 50,
+            },
+            dates: None,
+            filter: None,
+            output: output.clone(),
+        };
+        crate::plot::plot(&alpha_markout.output_dir, &options)?;
+        figures.push(output);
+    }
     Ok(DemoOutput {
         input_dir,
         markout,
         alpha_markout,
+        figures,
     })
 }
 

@@ -790,6 +790,12 @@ fn demo_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    println!(
+        "\nThe alpha markout's mean 60 s return by alpha1 bucket and side (open the HTML in a\nbrowser: each cell's value and count under the pointer):"
+    );
+    for figure in &output.figures {
+        println!("  {}", figure.display());
+    }
     println!("\nNext: edit the pipelines, or run them yourself:");
     for (file, demo_run) in [
         ("examples/markout.toml", &output.markout),

@@ -664,6 +664,17 @@ impl Drawing<'_> {
                 text,
             });
         }
+        // A combination of the axes without a group has no rows: grey, as too few.
+        let empty = (x_cells.iter()).flat_map(|cx| {
+            y_cells.iter().map(move |cy| {
+                let corners = [
+                    (cx - dx / 2.0, cy - dy / 2.0),
+                    (cx + dx / 2.0, cy + dy / 2.0),
+                ];
+                Rectangle::new(corners, GREY.filled())
+            })
+        });
+        chart.draw_series(empty).map_err(e)?;
         let cells = (0..table.num_rows()).filter_map(|row| {
             let (cx, cy) = (xs.positions[row], ys.positions[row]);
             if !(cx.is_finite() && cy.is_finite()) {
@@ -722,9 +733,12 @@ impl Drawing<'_> {
             )
         });
         chart.draw_series(strips).map_err(e)?;
-        if min_count > 1 {
+        {
             let (w, h) = area.dim_in_pixel();
-            let note = format!("grey: under {min_count} rows");
+            let note = match min_count > 1 {
+                true => format!("grey: under {min_count} rows"),
+                false => "grey: no rows".to_owned(),
+            };
             area.draw(&Text::new(
                 note,
                 (4, h as i32 - 40),
