@@ -542,27 +542,39 @@ fn gen_dates(spec: &str) -> anyhow::Result<Vec<chrono::NaiveDate>> {
     }
 }
 
+/// This process's place in a cluster of `--processes`, `--process` and `--hostfile`
+/// (`None` for one process).
+fn cluster_spec(
+    (processes, process, hostfile): (u16, u16, Option<&std::path::Path>),
+    workers: usize,
+    connect_timeout: u64,
+) -> anyhow::Result<Option<ClusterSpec>> {
+    let (processes, process) = (processes as usize, process as usize);
+    if processes <= 1 {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        process < processes,
+        "--process {process} is out of range: with --processes {processes} the processes are \
+         numbered 0 to {}",
+        processes - 1
+    );
+    Ok(Some(ClusterSpec {
+        processes,
+        process,
+        addresses: ClusterSpec::addresses(hostfile, processes)?,
+        workers,
+        connect_timeout: Duration::from_secs(connect_timeout),
+    }))
+}
+
 fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::from_file(&args.pipeline)?;
-    let processes = args.processes as usize;
-    let cluster = if processes > 1 {
-        anyhow::ensure!(
-            (args.process as usize) < processes,
-            "--process {} is out of range: with --processes {processes} the processes are \
-             numbered 0 to {}",
-            args.process,
-            processes - 1
-        );
-        Some(ClusterSpec {
-            processes,
-            process: args.process as usize,
-            addresses: ClusterSpec::addresses(args.hostfile.as_deref(), processes)?,
-            workers: args.flags.workers(1),
-            connect_timeout: Duration::from_secs(args.flags.connect_timeout),
-        })
-    } else {
-        None
-    };
+    let cluster = cluster_spec(
+        (args.processes, args.process, args.hostfile.as_deref()),
+        args.flags.workers(1),
+        args.flags.connect_timeout,
+    )?;
     let mut options = args.flags.options(cluster);
     // A process of `vizflow cluster --local` tells its supervisor how it goes, in
     // messages rather than log lines.
@@ -985,25 +997,11 @@ fn live_command(args: LiveArgs) -> anyhow::Result<ExitCode> {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         usize::from,
     );
-    let processes = args.processes as usize;
-    let cluster = if processes > 1 {
-        anyhow::ensure!(
-            (args.process as usize) < processes,
-            "--process {} is out of range: with --processes {processes} the processes are \
-             numbered 0 to {}",
-            args.process,
-            processes - 1
-        );
-        Some(ClusterSpec {
-            processes,
-            process: args.process as usize,
-            addresses: ClusterSpec::addresses(args.hostfile.as_deref(), processes)?,
-            workers,
-            connect_timeout: Duration::from_secs(args.connect_timeout),
-        })
-    } else {
-        None
-    };
+    let cluster = cluster_spec(
+        (args.processes, args.process, args.hostfile.as_deref()),
+        workers,
+        args.connect_timeout,
+    )?;
     let options = LiveOptions {
         input: match args.listen {
             Some(address) => LiveInput::Listen(address),

@@ -288,26 +288,8 @@ impl AggregatePlan {
             fields.push(Field::new(name, values.data_type().clone(), true));
             columns.push(values);
         }
-        for (c, ((component, kind), array)) in
-            (self.components.iter().zip(&component_arrays)).enumerate()
-        {
-            fields.push(Field::new(
-                component.name(),
-                array.data_type().clone(),
-                true,
-            ));
-            columns.push(array.clone());
-            // A float sum also exactly, so that merging partials rounds once.
-            if let (Component::Sum(_), ValueKind::Float) = (component, kind) {
-                let exact = exact_sum_array(groups.values().map(|state| &state.0[c]));
-                fields.push(Field::new(
-                    exact_name(&component.name()),
-                    DataType::Binary,
-                    false,
-                ));
-                columns.push(exact);
-            }
-        }
+        let components = (&self.components[..], &component_arrays[..]);
+        append_components(components, groups.values(), &mut fields, &mut columns);
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
             .map_err(|e| AggregateProblem::Arrow(e).into())
     }
@@ -330,6 +312,28 @@ pub(super) fn empty_accumulator(component: &Component, kind: ValueKind) -> Accum
 /// [`ExactSum::to_bytes`](crate::exact_sum::ExactSum::to_bytes)): `sum(x).exact`.
 pub fn exact_name(component: &str) -> String {
     format!("{component}.exact")
+}
+
+/// Appends the component columns of a partial (or of merged partials) to `fields` and
+/// `columns`: each component's `arrays` column, and after a float sum its exact values
+/// (from `states`, the groups' states in row order), so that merging partials rounds
+/// once.
+pub(super) fn append_components<'a>(
+    (components, arrays): (&[(Component, ValueKind)], &[ArrayRef]),
+    states: impl Iterator<Item = &'a AggState> + Clone,
+    fields: &mut Vec<Field>,
+    columns: &mut Vec<ArrayRef>,
+) {
+    for (c, ((component, kind), array)) in components.iter().zip(arrays).enumerate() {
+        let name = component.name();
+        fields.push(Field::new(&name, array.data_type().clone(), true));
+        columns.push(array.clone());
+        if let (Component::Sum(_), ValueKind::Float) = (component, kind) {
+            let exact = exact_sum_array(states.clone().map(|state| &state.0[c]));
+            fields.push(Field::new(exact_name(&name), DataType::Binary, false));
+            columns.push(exact);
+        }
+    }
 }
 
 /// A float sum component's exact values across groups.

@@ -16,8 +16,8 @@ use arrow::error::ArrowError;
 use arrow::row::{RowConverter, SortField};
 
 use super::plan::{
-    Component, ValueKind, call_values, component_array, empty_accumulator, exact_name,
-    exact_sum_array,
+    Component, ValueKind, append_components, call_values, component_array, empty_accumulator,
+    exact_name,
 };
 use super::state::{Accumulator, AggState, float_key, merge_option};
 use crate::expr::{ExprError, MetricExpr};
@@ -328,25 +328,13 @@ impl Reducer {
             fields.push(Field::new(name, values.data_type().clone(), true));
             columns.push(values);
         }
-        for (c, ((component, kind), array)) in
-            (self.components.iter().zip(&component_arrays)).enumerate()
-        {
-            fields.push(Field::new(
-                component.name(),
-                array.data_type().clone(),
-                true,
-            ));
-            columns.push(array.clone());
-            if let (Component::Sum(_), ValueKind::Float) = (component, kind) {
-                let exact = exact_sum_array(states.iter().map(|s| &s.0[c]));
-                fields.push(Field::new(
-                    exact_name(&component.name()),
-                    DataType::Binary,
-                    false,
-                ));
-                columns.push(exact);
-            }
-        }
+        let components = (&self.components[..], &component_arrays[..]);
+        append_components(
+            components,
+            states.iter().copied(),
+            &mut fields,
+            &mut columns,
+        );
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(order.len()));
         RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options).map_err(
             |source| ReduceError::Arrow {
