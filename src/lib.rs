@@ -38,6 +38,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod inspect;
 pub mod io;
 pub mod live;
 pub mod market;

@@ -51,6 +51,9 @@ enum Command {
     /// over two group columns, or lines of metrics over one; PNG or SVG.
     #[command(subcommand)]
     Plot(PlotCommand),
+    /// Show one date's rows as they leave a stage (optionally one symbol's): to check a
+    /// FIFO match or a return by eye.
+    Inspect(InspectArgs),
     /// Generate deterministic synthetic market data (the alpha schema).
     Gen(GenArgs),
     /// Measure a pipeline on generated data: wall time, rows/s, time per stage, peak
@@ -315,6 +318,39 @@ struct ReduceArgs {
     /// Progress display: auto (a bar on a terminal), log or quiet (none).
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     progress: ProgressArg,
+}
+
+#[derive(clap::Args)]
+struct InspectArgs {
+    /// The pipeline file (TOML).
+    pipeline: PathBuf,
+    /// The date, YYYYMMDD.
+    #[arg(long)]
+    date: String,
+    /// Only this symbol's rows.
+    #[arg(long)]
+    symbol: Option<String>,
+    /// After which stage: parse_time (with the columns derived from the trading time),
+    /// enrich (forward returns and rules, with the columns derived from them) or bin
+    /// (the rows as the aggregation gets them).
+    #[arg(long, value_enum, default_value_t = AfterArg::Enrich)]
+    after: AfterArg,
+    /// Show at most this many rows (all of them with -o).
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Directory of the input files (overrides [input] dir).
+    #[arg(long)]
+    input_dir: Option<PathBuf>,
+    /// Write the rows to FILE (.parquet or .csv) instead of showing them.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AfterArg {
+    ParseTime,
+    Enrich,
+    Bin,
 }
 
 #[derive(Subcommand)]
@@ -941,6 +977,58 @@ fn reduce_command(args: ReduceArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn inspect_command(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    use vizflow::inspect::{After, InspectOptions, inspect};
+    let pipeline = Pipeline::from_file(&args.pipeline)?;
+    let options = InspectOptions {
+        date: calendar::parse_date(&args.date)?,
+        symbol: args.symbol,
+        after: match args.after {
+            AfterArg::ParseTime => After::ParseTime,
+            AfterArg::Enrich => After::Enrich,
+            AfterArg::Bin => After::Bin,
+        },
+        input_dir: args.input_dir,
+    };
+    let rows = inspect(&pipeline, &options)?;
+    let total = rows.num_rows();
+    if total == 0 {
+        let of = options
+            .symbol
+            .map_or(String::new(), |s| format!(" of symbol {s}"));
+        eprintln!(
+            "no rows{of} on {} after this stage (is the symbol spelled as in the '{}' column?)",
+            args.date, pipeline.symbol
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match args.output {
+        Some(path) => {
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("parquet") => vizflow::io::write_parquet_atomic(&path, &rows, &[])?,
+                Some("csv") => {
+                    let mut bytes = Vec::new();
+                    arrow::csv::Writer::new(&mut bytes).write(&rows)?;
+                    vizflow::io::write_bytes_atomic(&path, &bytes)?;
+                }
+                _ => anyhow::bail!("-o {}: write a .parquet or .csv file", path.display()),
+            }
+            eprintln!("{total} rows -> {}", path.display());
+        }
+        None => {
+            let shown = rows.slice(0, total.min(args.limit));
+            println!("{}", arrow::util::pretty::pretty_format_batches(&[shown])?);
+            if total > args.limit {
+                println!(
+                    "... {} more rows (--limit N, or -o FILE for all)",
+                    total - args.limit
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn plot_command(command: PlotCommand) -> anyhow::Result<ExitCode> {
     use vizflow::plot::{Figure, PlotOptions, plot};
     let (args, figure) = match command {
@@ -1059,6 +1147,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send_command(args),
         Command::Reduce(args) => reduce_command(args),
         Command::Plot(args) => plot_command(args),
+        Command::Inspect(args) => inspect_command(args),
         Command::Gen(args) => gen_command(args),
         Command::Bench(args) => bench_command(args),
         Command::Demo(args) => demo_command(args),
