@@ -337,19 +337,6 @@ impl Axis {
             Some(bin) => bin.source.clone(),
             None => column.to_owned(),
         };
-        if let Some(ints) = values.as_primitive_opt::<Int64Type>() {
-            let width = bin.map_or(1.0, |b| b.width);
-            let positions = ints
-                .iter()
-                .map(|v| v.map_or(f64::NAN, |v| v as f64 * width))
-                .collect();
-            return Axis {
-                name,
-                positions,
-                labels: Vec::new(),
-                numeric: true,
-            };
-        }
         if let Some(days) = values.as_primitive_opt::<Date32Type>() {
             let positions: Vec<f64> = days.iter().map(|d| d.map_or(f64::NAN, f64::from)).collect();
             let labels = days
@@ -369,11 +356,13 @@ impl Axis {
             };
         }
         if values.data_type().is_integer() {
+            // A bin index in its source's units (bin x width).
+            let width = bin.map_or(1.0, |b| b.width);
             let ints = arrow::compute::cast(values, &DataType::Float64).expect("integers cast");
             let positions = ints
                 .as_primitive::<Float64Type>()
                 .iter()
-                .map(|v| v.unwrap_or(f64::NAN))
+                .map(|v| v.map_or(f64::NAN, |v| v * width))
                 .collect();
             return Axis {
                 name,
