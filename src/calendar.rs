@@ -347,6 +347,13 @@ pub fn parse_date(text: &str) -> Result<NaiveDate, CalendarError> {
         })
 }
 
+/// The date of an Arrow `Date32` value (days since 1970-01-01); `None` out of range.
+pub fn date_of_date32(days: i32) -> Option<NaiveDate> {
+    // 1970-01-01 is the 719,163rd day of the common era.
+    days.checked_add(719_163)
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+}
+
 /// Formats a date as `YYYYMMDD`.
 pub fn format_date(date: NaiveDate) -> String {
     date.format("%Y%m%d").to_string()

@@ -339,13 +339,13 @@ impl Axis {
         };
         if let Some(days) = values.as_primitive_opt::<Date32Type>() {
             let positions: Vec<f64> = days.iter().map(|d| d.map_or(f64::NAN, f64::from)).collect();
-            let labels = days
-                .iter()
-                .flatten()
-                .map(|d| {
-                    let date = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)
-                        .unwrap_or_default();
-                    (f64::from(d), date.format("%Y-%m-%d").to_string())
+            let mut distinct: Vec<i32> = days.iter().flatten().collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let labels = (distinct.into_iter())
+                .filter_map(|d| {
+                    let date = crate::calendar::date_of_date32(d)?;
+                    Some((f64::from(d), date.format("%Y-%m-%d").to_string()))
                 })
                 .collect();
             return Axis {

@@ -480,8 +480,7 @@ impl Merge {
             for key in &self.time_keys {
                 let values: Int32Array = (dates.iter())
                     .map(|d| {
-                        let date =
-                            d.and_then(|d| NaiveDate::from_num_days_from_ce_opt(d + 719_163))?;
+                        let date = d.and_then(calendar::date_of_date32)?;
                         Some(match *key {
                             "month" => date.year() * 100 + date.month() as i32,
                             "weekday" => date.weekday().number_from_monday() as i32,
@@ -500,7 +499,7 @@ impl Merge {
             let merged: arrow::array::Int64Array = values.unary(|k| rebin(k, *factor));
             columns.push((column.clone(), Arc::new(merged)));
         }
-        let batch = replace_columns(batch, columns);
+        let batch = vizflow_operators::batch::with_columns(batch, columns);
         let Some(filter) = &self.filter else {
             return Ok(batch);
         };
@@ -568,14 +567,6 @@ pub fn rebin(k: i64, factor: i64) -> i64 {
     }
 }
 
-/// `batch` with `columns` replacing those of the same name, or added.
-fn replace_columns(batch: &RecordBatch, columns: Vec<(String, ArrayRef)>) -> RecordBatch {
-    if columns.is_empty() {
-        return batch.clone();
-    }
-    vizflow_operators::batch::with_columns(batch, columns)
-}
-
 /// The table for people: exact-sum columns left out, and each bin column followed by
 /// its value in the source's units (`alpha1` beside `alpha1_bin`).
 pub fn for_display(reduced: &Reduced) -> RecordBatch {
@@ -596,7 +587,13 @@ pub fn for_display(reduced: &Reduced) -> RecordBatch {
         if let (Some(Bin { source, width, .. }), Some(index)) =
             (bin, column.as_primitive_opt::<Int64Type>())
         {
-            let values: Float64Array = index.iter().map(|k| k.map(|k| k as f64 * width)).collect();
+            // Rounded to 12 significant digits: bin 3 at 1e-4 shows as 0.0003, not
+            // 0.00030000000000000003.
+            let in_units = |k: i64| {
+                let value = k as f64 * width;
+                format!("{value:.11e}").parse().unwrap_or(value)
+            };
+            let values: Float64Array = index.iter().map(|k| k.map(in_units)).collect();
             fields.push(Field::new(source, DataType::Float64, true));
             columns.push(Arc::new(values));
         }
@@ -657,18 +654,15 @@ fn json_values(column: &ArrayRef) -> Vec<Value> {
                 })
                 .collect()
         }
-        DataType::Int64 => {
-            let a = column.as_primitive::<Int64Type>();
-            (0..n)
-                .map(|r| value(r, &|r| Value::from(a.value(r))))
-                .collect()
-        }
-        DataType::Int32 => {
-            let a = column.as_primitive::<arrow::datatypes::Int32Type>();
-            (0..n)
-                .map(|r| value(r, &|r| Value::from(a.value(r))))
-                .collect()
-        }
+        t if t.is_integer() => match arrow::compute::cast(column, &DataType::Int64) {
+            Ok(ints) => {
+                let a = ints.as_primitive::<Int64Type>();
+                (0..n)
+                    .map(|r| value(r, &|r| Value::from(a.value(r))))
+                    .collect()
+            }
+            Err(_) => vec![Value::Null; n],
+        },
         _ => {
             let text = arrow::compute::cast(column, &DataType::Utf8);
             match text {

@@ -239,6 +239,22 @@ fn listening(child: &mut Child) -> String {
         .to_owned()
 }
 
+/// Kills `pids` unless the returned guard is dropped within `seconds` (a failure that
+/// leaves a process waiting fails its test instead of hanging it). Dropping the guard
+/// disarms it at once, so it never signals a process id the system gave out again.
+fn watchdog(pids: Vec<u32>, seconds: u64) -> std::sync::mpsc::Sender<()> {
+    let (guard, disarmed) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let limit = std::time::Duration::from_secs(seconds);
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = disarmed.recv_timeout(limit) {
+            for pid in pids {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
+    });
+    guard
+}
+
 fn vizflow() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vizflow"))
 }
@@ -537,15 +553,9 @@ fn live_cluster(
                 .unwrap()
         })
         .collect();
-    // A failure could leave them waiting for each other: stop them after two minutes
+    // A failure could leave them waiting for each other: stopped after two minutes
     // (the test then fails).
-    let pids: Vec<u32> = children.iter().map(Child::id).collect();
-    std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(120));
-        for pid in pids {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-    });
+    let _watchdog = watchdog(children.iter().map(Child::id).collect(), 120);
     let senders: Vec<_> = (children.iter_mut().zip(feeds))
         .map(|(child, rows)| {
             let address = listening(child);
@@ -830,12 +840,8 @@ fn the_wall_clock_moves_the_watermark_and_closes_the_day() {
     let mut writer = StreamWriter::try_new(child.stdin.take().unwrap(), &rows.schema()).unwrap();
     writer.write(&rows).unwrap();
     writer.flush().unwrap();
-    // A failure would leave it waiting: stop it after a minute (the test then fails).
-    let pid = child.id();
-    std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(60));
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-    });
+    // A failure would leave it waiting: stopped after a minute (the test then fails).
+    let _watchdog = watchdog(vec![child.id()], 60);
     let mut wait_for = |text: &str| loop {
         let line = log.next().expect("vizflow live logs").unwrap();
         if line.contains(text) {

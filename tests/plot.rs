@@ -61,17 +61,20 @@ fn figures_hold_what_they_must() {
     let file = |name: &str| dir.path().join(name).display().to_string();
 
     let png = file("heat.png");
-    let heatmap = [
-        "plot",
-        "heatmap",
-        out,
-        "--x",
-        "alpha1_bin",
-        "--y",
-        "orderSide",
-        "--z",
-        "mean_return_60",
-    ];
+    let heatmap_of = |z| {
+        [
+            "plot",
+            "heatmap",
+            out,
+            "--x",
+            "alpha1_bin",
+            "--y",
+            "orderSide",
+            "--z",
+            z,
+        ]
+    };
+    let heatmap = heatmap_of("mean_return_60");
     let output = vizflow(&[&heatmap[..], &["--min-count", "20", "-o", &png]].concat());
     assert!(
         output.status.success(),
@@ -174,19 +177,7 @@ fn figures_hold_what_they_must() {
     );
 
     // Bad requests say what to do; nothing is left behind.
-    let output = vizflow(&[
-        "plot",
-        "heatmap",
-        out,
-        "--x",
-        "alpha1_bin",
-        "--y",
-        "orderSide",
-        "--z",
-        "nope",
-        "-o",
-        &file("x.png"),
-    ]);
+    let output = vizflow(&[&heatmap_of("nope")[..], &["-o", &file("x.png")]].concat());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success()

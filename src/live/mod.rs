@@ -819,11 +819,9 @@ fn dates_of(batch: &RecordBatch) -> Result<Vec<NaiveDate>, String> {
         return Err(format!("the '{DATE_COLUMN}' column has nulls"));
     }
     match column.data_type() {
-        // Days since 1970-01-01, the 719,163rd day of the common era.
         DataType::Date32 => (column.as_primitive::<Date32Type>().values().iter())
             .map(|d| {
-                d.checked_add(719_163)
-                    .and_then(NaiveDate::from_num_days_from_ce_opt)
+                calendar::date_of_date32(*d)
                     .ok_or_else(|| format!("the '{DATE_COLUMN}' value {d} is not a date"))
             })
             .collect(),

@@ -74,6 +74,14 @@ pub enum ReduceError {
         /// The sum.
         sum: i128,
     },
+    /// Building a merged component or metric failed.
+    #[error("{context}: {source}")]
+    Compute {
+        /// The component or metric, e.g. `metric 'vwap'`.
+        context: String,
+        /// Why.
+        source: super::AggregateError,
+    },
     /// A column has another type than the partials' first.
     #[error("column '{column}': {source}")]
     Arrow {
@@ -300,8 +308,9 @@ impl Reducer {
                         super::AggregateProblem::SumOverflow { sum } => {
                             ReduceError::SumOverflow { sum: *sum }
                         }
-                        _ => ReduceError::MissingComponent {
-                            column: component.name(),
+                        _ => ReduceError::Compute {
+                            context: format!("component '{}'", component.name()),
+                            source: error,
                         },
                     }
                 })?;
@@ -321,8 +330,9 @@ impl Reducer {
             let calls: Vec<ArrayRef> = (metric.calls().iter())
                 .map(|call| call_values(call, &find))
                 .collect::<Result<_, _>>()
-                .map_err(|error| ReduceError::MissingComponent {
-                    column: error.to_string(),
+                .map_err(|source| ReduceError::Compute {
+                    context: format!("metric '{name}'"),
+                    source,
                 })?;
             let values = metric.evaluate(&calls).map_err(metric_error)?;
             fields.push(Field::new(name, values.data_type().clone(), true));
