@@ -17,6 +17,12 @@
 //! | [`progress`] | the progress display of a run or a local cluster, and the messages a cluster's processes send |
 //! | [`synthetic`] | deterministic synthetic market data |
 //! | [`demo`] | the `vizflow demo` walkthrough |
+//! | [`partials`] | what a partial says about itself; listing a directory's partials |
+//! | [`reduce`] | `vizflow reduce`: partials merged exactly |
+//! | [`plot`] | `vizflow plot`: heatmaps and lines as PNG, SVG or HTML |
+//! | [`serve`] | `vizflow serve`: the dashboard and its JSON API |
+//! | [`inspect`] | `vizflow inspect`: a stage's rows for one date |
+//! | [`live`] | `vizflow live`: Arrow IPC feeds |
 //! | [`bench`](mod@bench) | `vizflow bench`: a measured run with its time per stage, peak memory and the read floor |
 //! | [`allocator`] | tuning of mimalloc, the `vizflow` binary's allocator |
 //!
@@ -47,6 +53,7 @@ pub mod plot;
 pub mod progress;
 pub mod reduce;
 pub mod run;
+pub mod serve;
 pub mod synthetic;
 
 pub use vizflow_operators as operators;

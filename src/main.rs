@@ -51,6 +51,9 @@ enum Command {
     /// over two group columns, or lines of metrics over one; PNG or SVG.
     #[command(subcommand)]
     Plot(PlotCommand),
+    /// A dashboard of a directory's partials in the browser (heatmap, lines, table, from
+    /// the exact merge), and its JSON API: GET /api/reduce?dates=&by=&where=&metric=.
+    Serve(ServeArgs),
     /// Show one date's rows as they leave a stage (optionally one symbol's): to check a
     /// FIFO match or a return by eye.
     Inspect(InspectArgs),
@@ -311,6 +314,10 @@ struct ReduceArgs {
     /// Merge partials of different pipelines when their metrics agree.
     #[arg(long)]
     allow_mixed: bool,
+    /// Also merge the provisional partial ({date}.live.parquet) of each date that has no
+    /// final partial yet: the dates a `vizflow live` has open, as far as they have come.
+    #[arg(long)]
+    live: bool,
     /// The pipeline (TOML) that made partials written before partials described their
     /// columns (VizFlow 0.1.0).
     #[arg(long)]
@@ -318,6 +325,25 @@ struct ReduceArgs {
     /// Progress display: auto (a bar on a terminal), log or quiet (none).
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     progress: ProgressArg,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The directory of partials ({date}.parquet, and the {date}.live.parquet of dates a
+    /// `vizflow live` has open, shown as provisional and refreshed as they change).
+    dir: PathBuf,
+    /// The address to listen on. Loopback by default; another address (e.g.
+    /// 0.0.0.0:8050) shows the dashboard to the network, without authentication.
+    #[arg(long, default_value = "127.0.0.1:8050")]
+    bind: std::net::SocketAddr,
+    /// The most groups one request may return (a larger answer is refused, asking to
+    /// group by fewer columns, filter or rebin).
+    #[arg(long, default_value_t = vizflow::serve::DEFAULT_MAX_GROUPS)]
+    max_groups: usize,
+    /// The pipeline (TOML) that made partials written before partials described their
+    /// columns (VizFlow 0.1.0).
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -922,6 +948,7 @@ fn reduce_command(args: ReduceArgs) -> anyhow::Result<ExitCode> {
         rebin,
         allow_mixed: args.allow_mixed,
         layout,
+        live: args.live,
         progress: matches!(args.progress, ProgressArg::Auto) && std::io::stderr().is_terminal(),
     };
     let reduced = reduce(&args.dir, &options)?;
@@ -937,7 +964,11 @@ fn reduce_command(args: ReduceArgs) -> anyhow::Result<ExitCode> {
                 groups - SHOWN
             );
         }
-        eprintln!("{groups} groups from {} dates", reduced.dates.len());
+        eprintln!(
+            "{groups} groups from {} dates{}",
+            reduced.dates.len(),
+            provisional_note(&reduced)
+        );
         return Ok(ExitCode::SUCCESS);
     };
     let extension = output
@@ -970,10 +1001,49 @@ fn reduce_command(args: ReduceArgs) -> anyhow::Result<ExitCode> {
         ),
     }
     eprintln!(
-        "{groups} groups from {} dates -> {}",
+        "{groups} groups from {} dates{} -> {}",
         reduced.dates.len(),
+        provisional_note(&reduced),
         output.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// ` (20240105 provisional)` when provisional partials were merged.
+fn provisional_note(reduced: &vizflow::reduce::Reduced) -> String {
+    if reduced.provisional.is_empty() {
+        return String::new();
+    }
+    let dates: Vec<String> = (reduced.provisional.iter())
+        .map(|d| calendar::format_date(*d))
+        .collect();
+    format!(" ({} provisional)", dates.join(", "))
+}
+
+fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let options = vizflow::serve::ServeOptions {
+        dir: args.dir,
+        bind: args.bind,
+        max_groups: args.max_groups,
+        layout: match &args.pipeline {
+            Some(path) => Some(vizflow::partials::Layout::of(&Pipeline::from_file(path)?)),
+            None => None,
+        },
+    };
+    vizflow::serve::serve(&options, |address| {
+        if !address.ip().is_loopback() {
+            eprintln!(
+                "warning: listening on {address}: anyone who can reach this machine can see the \
+                 dashboard (there is no authentication)"
+            );
+        }
+        println!(
+            "serving {} at http://{address}/ (Ctrl-C to stop)",
+            options.dir.display()
+        );
+        let _ = std::io::stdout().flush();
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1147,6 +1217,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send_command(args),
         Command::Reduce(args) => reduce_command(args),
         Command::Plot(args) => plot_command(args),
+        Command::Serve(args) => serve_command(args),
         Command::Inspect(args) => inspect_command(args),
         Command::Gen(args) => gen_command(args),
         Command::Bench(args) => bench_command(args),

@@ -128,22 +128,59 @@ impl Layout {
 /// The final partials in `dir`, `{YYYYMMDD}.parquet`, in date order (provisional and
 /// live files are not partials of a complete date).
 pub fn list(dir: &Path) -> std::io::Result<Vec<(NaiveDate, PathBuf)>> {
+    let mut partials: Vec<_> = (listing(dir)?.into_iter())
+        .filter(|(_, _, live)| !live)
+        .map(|(date, path, _)| (date, path))
+        .collect();
+    partials.sort();
+    Ok(partials)
+}
+
+/// The partials in `dir` as [`list`] gives them, plus, for each date that has no final
+/// partial, its provisional `{YYYYMMDD}.live.parquet` (a date `vizflow live` still has
+/// open), in date order. [`is_live`] tells which is which.
+pub fn list_with_live(dir: &Path) -> std::io::Result<Vec<(NaiveDate, PathBuf)>> {
+    let mut all = listing(dir)?;
+    // Final before live for each date, then one per date.
+    all.sort_by_key(|(date, _, live)| (*date, *live));
+    all.dedup_by_key(|(date, _, _)| *date);
+    Ok(all
+        .into_iter()
+        .map(|(date, path, _)| (date, path))
+        .collect())
+}
+
+/// Whether `path` is a provisional partial (`{YYYYMMDD}.live.parquet`).
+pub fn is_live(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(LIVE_SUFFIX))
+}
+
+const LIVE_SUFFIX: &str = ".live.parquet";
+
+/// Every `{YYYYMMDD}.parquet` and `{YYYYMMDD}.live.parquet` in `dir`, with whether it is
+/// live.
+fn listing(dir: &Path) -> std::io::Result<Vec<(NaiveDate, PathBuf, bool)>> {
     let mut partials = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        let Some(stem) = name.strip_suffix(".parquet") else {
-            continue;
+        let (stem, live) = match name.strip_suffix(LIVE_SUFFIX) {
+            Some(stem) => (stem, true),
+            None => match name.strip_suffix(".parquet") {
+                Some(stem) => (stem, false),
+                None => continue,
+            },
         };
         if stem.len() == 8
             && stem.bytes().all(|b| b.is_ascii_digit())
             && let Ok(date) = calendar::parse_date(stem)
         {
-            partials.push((date, path));
+            partials.push((date, path, live));
         }
     }
-    partials.sort();
     Ok(partials)
 }

@@ -46,6 +46,9 @@ pub struct ReduceOptions {
     /// The layout of partials written before partials described themselves (from
     /// `--pipeline`).
     pub layout: Option<Layout>,
+    /// Also merge the provisional partial (`{date}.live.parquet`) of each date that has
+    /// no final partial yet: the dates `vizflow live` has open, as far as they have come.
+    pub live: bool,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
 }
@@ -59,6 +62,9 @@ pub struct Reduced {
     pub layout: Layout,
     /// The dates merged.
     pub dates: Vec<NaiveDate>,
+    /// The dates of those merged from a provisional partial (with
+    /// [`ReduceOptions::live`]).
+    pub provisional: Vec<NaiveDate>,
 }
 
 /// Why partials could not be merged.
@@ -149,7 +155,12 @@ pub enum ReduceError {
 
 /// Merges the partials in `dir` as `options` say.
 pub fn reduce(dir: &Path, options: &ReduceOptions) -> Result<Reduced, ReduceError> {
-    let listed = partials::list(dir).map_err(|source| ReduceError::List {
+    let listed = if options.live {
+        partials::list_with_live(dir)
+    } else {
+        partials::list(dir)
+    };
+    let listed = listed.map_err(|source| ReduceError::List {
         dir: dir.to_owned(),
         source,
     })?;
@@ -198,8 +209,12 @@ pub fn reduce(dir: &Path, options: &ReduceOptions) -> Result<Reduced, ReduceErro
         return Err(error);
     }
     let merge = merge.expect("at least one partial read");
+    let provisional = (files.iter())
+        .filter(|(_, path)| partials::is_live(path))
+        .map(|(d, _)| *d)
+        .collect();
     let dates = files.into_iter().map(|(d, _)| d).collect();
-    merge.finish(dates)
+    merge.finish(dates, provisional)
 }
 
 /// The partials of the dates of `spec` (see [`ReduceOptions::dates`]).
@@ -537,7 +552,11 @@ impl Merge {
         Ok(())
     }
 
-    fn finish(self, dates: Vec<NaiveDate>) -> Result<Reduced, ReduceError> {
+    fn finish(
+        self,
+        dates: Vec<NaiveDate>,
+        provisional: Vec<NaiveDate>,
+    ) -> Result<Reduced, ReduceError> {
         let reducer = self.reducer.expect("made in new");
         let table = reducer.finish(&self.metrics)?;
         let mut layout = self.layout;
@@ -552,6 +571,7 @@ impl Merge {
             table,
             layout,
             dates,
+            provisional,
         })
     }
 }

@@ -5,46 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use chrono::NaiveDate;
-use vizflow::config::Pipeline;
-use vizflow::io::FileFormat;
-use vizflow::run::{ProgressStyle, RunOptions, run};
-use vizflow::synthetic::{GenSpec, generate};
-
-/// `examples/alpha_markout.toml` over two generated dates, partials in `dir/alpha_markout`.
-fn partials(dir: &Path) -> std::path::PathBuf {
-    let data = dir.join("data");
-    let spec = GenSpec {
-        rows: 20_000,
-        symbols: 40,
-        seed: 3,
-        format: FileFormat::IpcFile,
-        compression: None,
-        prefix: "alpha_".into(),
-    };
-    let dates = [
-        NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(),
-        NaiveDate::from_ymd_opt(2024, 1, 3).unwrap(),
-    ];
-    generate(&spec, &data, &dates).unwrap();
-    let out = dir.join("alpha_markout");
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alpha_markout.toml"),
-    )
-    .unwrap()
-    .replace("dir = \"data\"", &format!("dir = \"{}\"", data.display()))
-    .replace(
-        "dir = \"out/alpha_markout\"",
-        &format!("dir = \"{}\"", out.display()),
-    );
-    let options = RunOptions {
-        workers: 2,
-        progress: ProgressStyle::Quiet,
-        ..RunOptions::default()
-    };
-    run(&Pipeline::from_toml(&text).unwrap(), &options).unwrap();
-    out
-}
+mod common;
 
 fn vizflow(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vizflow"))
@@ -56,7 +17,7 @@ fn vizflow(args: &[&str]) -> std::process::Output {
 #[test]
 fn figures_hold_what_they_must() {
     let dir = tempfile::tempdir().unwrap();
-    let out = partials(dir.path());
+    let out = common::alpha_markout_partials(dir.path());
     let out = out.to_str().unwrap();
     let file = |name: &str| dir.path().join(name).display().to_string();
 

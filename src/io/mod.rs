@@ -39,7 +39,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use date_file::DateFile;
-pub use write::{read_parquet, write_batches, write_bytes_atomic, write_parquet_atomic};
+pub use write::{
+    read_parquet, read_parquet_metadata, write_batches, write_bytes_atomic, write_parquet_atomic,
+};
 
 /// The on-disk format of an input file, chosen by its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -48,13 +48,7 @@ pub fn read_parquet(path: &Path) -> Result<(RecordBatch, Vec<(String, String)>),
         source,
     })?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(corrupt)?;
-    let metadata = builder.metadata().file_metadata().key_value_metadata();
-    let metadata = metadata
-        .into_iter()
-        .flatten()
-        .filter(|kv| kv.key != ARROW_SCHEMA_KEY)
-        .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
-        .collect();
+    let metadata = key_values(&builder);
     // The reader copies the footer metadata into the schema; it is returned separately.
     let schema = Arc::new(
         builder
@@ -70,6 +64,31 @@ pub fn read_parquet(path: &Path) -> Result<(RecordBatch, Vec<(String, String)>),
         .map_err(|e| corrupt(e.into()))?;
     let batch = concat_batches(&schema, &batches).map_err(|e| corrupt(e.into()))?;
     Ok((batch, metadata))
+}
+
+/// The key-value metadata of a Parquet file (without arrow's `ARROW:schema` entry), read
+/// from its footer alone.
+pub fn read_parquet_metadata(path: &Path) -> Result<Vec<(String, String)>, IoError> {
+    let file = File::open(path).map_err(|source| IoError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|error| IoError::Corrupt {
+            path: path.into(),
+            format: FileFormat::Parquet,
+            message: error.to_string(),
+        })?;
+    Ok(key_values(&builder))
+}
+
+/// The footer's key-value metadata without arrow's own `ARROW:schema` entry.
+fn key_values(builder: &ParquetRecordBatchReaderBuilder<File>) -> Vec<(String, String)> {
+    let metadata = builder.metadata().file_metadata().key_value_metadata();
+    (metadata.into_iter().flatten())
+        .filter(|kv| kv.key != ARROW_SCHEMA_KEY)
+        .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+        .collect()
 }
 
 /// Writes `batches` to `path` in `format`, atomically like [`write_parquet_atomic`].

@@ -219,3 +219,39 @@ pub fn read_lines(
 pub fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// `examples/alpha_markout.toml` over two generated dates, partials in `dir/alpha_markout`.
+#[allow(dead_code)]
+pub fn alpha_markout_partials(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let spec = GenSpec {
+        rows: 20_000,
+        symbols: 40,
+        seed: 3,
+        format: FileFormat::IpcFile,
+        compression: None,
+        prefix: "alpha_".into(),
+    };
+    let dates = [
+        NaiveDate::from_ymd_opt(2024, 1, 2).unwrap(),
+        NaiveDate::from_ymd_opt(2024, 1, 3).unwrap(),
+    ];
+    generate(&spec, &data, &dates).unwrap();
+    let out = dir.join("alpha_markout");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alpha_markout.toml"),
+    )
+    .unwrap()
+    .replace("dir = \"data\"", &format!("dir = \"{}\"", data.display()))
+    .replace(
+        "dir = \"out/alpha_markout\"",
+        &format!("dir = \"{}\"", out.display()),
+    );
+    let options = RunOptions {
+        workers: 2,
+        progress: ProgressStyle::Quiet,
+        ..RunOptions::default()
+    };
+    run(&Pipeline::from_toml(&text).unwrap(), &options).unwrap();
+    out
+}
