@@ -53,7 +53,7 @@ const url = await new Promise((resolve, reject) => {
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"],
 });
 let failed = false;
 try {
