@@ -268,10 +268,11 @@ impl KeyedDate {
     }
 
     /// Skips the provisional results that this worker cannot send at their time
-    /// ([`crate::time::provisional_time`]) because the date's first rows reached it
-    /// later, at bucket `bucket`. It has no rows at or before them (a row reaches the
-    /// operator at a bucket at most its own) and has sent no final rows: it has nothing
-    /// to add to them.
+    /// ([`crate::time::provisional_time`]) because the earliest message of the date it
+    /// got came later, at bucket `bucket`. Called when those results are due (every
+    /// message at or before their time delivered), it has no rows at or before them (a
+    /// row reaches the operator at a bucket at most its own) and has sent no final
+    /// rows: it has nothing to add to them.
     pub(super) fn skip_provisional_before(&mut self, bucket: u32) {
         while let Some(at) = self.next_provisional() {
             if crate::time::bucket_for_elapsed(at) >= bucket {
