@@ -14,7 +14,7 @@
 mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vizflow::operators::forward_return::{ForwardReturnSpec, forward_returns};
+use vizflow::operators::forward_return::{ForwardReturnSpec, Horizon, forward_returns};
 
 /// The same allocator as the `vizflow` binary, so the figures match the CLI's.
 #[global_allocator]
@@ -32,7 +32,7 @@ fn bench_forward_return(c: &mut Criterion) {
         let spec = ForwardReturnSpec {
             symbol: "ukey".into(),
             price: "mid".into(),
-            horizons_s: horizons_s.clone(),
+            horizons: horizons_s.iter().map(|h| Horizon::Seconds(*h)).collect(),
             day_ms,
         };
         let name = match horizons_s.len() {

@@ -53,7 +53,7 @@ format = "hhmmssmmm"
 
 [forward_return]
 price = "mid"
-horizons = [60, 300, 600]
+horizons = [60, 300, 600, "close"]
 
 [bin]
 alpha1 = 1e-4
@@ -67,6 +67,7 @@ total_qty = "sum(qty)"
 mean_return_60 = "mean(return_60)"
 mean_return_300 = "mean(return_300)"
 mean_return_600 = "mean(return_600)"
+mean_return_close = "mean(return_close)"
 "#
 );
 
@@ -147,7 +148,7 @@ type Key = (Option<i64>, Option<String>);
 struct OracleGroup {
     count: i64,
     total_qty: i64,
-    returns: [(f64, i64); 3],
+    returns: [(f64, i64); 4],
 }
 
 /// The whole pipeline, row by row, straight from SEMANTICS.md.
@@ -184,9 +185,11 @@ fn oracle_cut_at(day: &RecordBatch, w: i64) -> BTreeMap<Key, OracleGroup> {
         .collect();
     let mut groups: BTreeMap<Key, OracleGroup> = BTreeMap::new();
     for i in (0..n).filter(|i| elapsed[*i] <= w) {
-        let mut returns = [None; 3];
-        for (h, horizon) in [60i64, 300, 600].iter().enumerate() {
-            let target = elapsed[i] + 1000 * horizon;
+        let mut returns = [None; 4];
+        // The close (SEMANTICS.md, *Cross-date returns*): the symbol's last row of the
+        // date, the one at or before the day's end, `w` on the date cut at `w`.
+        for (h, horizon) in [Some(60i64), Some(300), Some(600), None].iter().enumerate() {
+            let target = horizon.map_or(w, |horizon| elapsed[i] + 1000 * horizon);
             if target > w {
                 continue;
             }
@@ -234,10 +237,15 @@ fn assert_matches_oracle(partial: &RecordBatch, expected: &BTreeMap<Key, OracleG
     let (bins, sides) = (bins.as_primitive::<Int64Type>(), sides.as_string::<i32>());
     let count = col("count");
     let total_qty = col("total_qty");
-    let means: Vec<ArrayRef> = ["mean_return_60", "mean_return_300", "mean_return_600"]
-        .iter()
-        .map(|c| col(c))
-        .collect();
+    let means: Vec<ArrayRef> = [
+        "mean_return_60",
+        "mean_return_300",
+        "mean_return_600",
+        "mean_return_close",
+    ]
+    .iter()
+    .map(|c| col(c))
+    .collect();
     let mut actual = BTreeMap::new();
     for i in 0..partial.num_rows() {
         let key: Key = (

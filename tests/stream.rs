@@ -172,13 +172,85 @@ fn written(summary: &RunSummary) -> RecordBatch {
 
 /// The partial of the whole-date run over `day`'s rows other than `late`.
 fn whole_date_without(day: &RecordBatch, late: &[usize]) -> RecordBatch {
+    whole_date_without_as(day, late, |text| text)
+}
+
+/// [`whole_date_without`] with the pipeline's text edited by `edit`.
+fn whole_date_without_as(
+    day: &RecordBatch,
+    late: &[usize],
+    edit: fn(String) -> String,
+) -> RecordBatch {
     let dir = tempfile::tempdir().unwrap();
     let on_time: Vec<u32> = (0..day.num_rows() as u32)
         .filter(|i| late.binary_search(&(*i as usize)).is_err())
         .collect();
     let rows = arrow::compute::take_record_batch(day, &UInt32Array::from(on_time)).unwrap();
     write_day(dir.path(), &rows);
-    written(&run_date(&pipeline(dir.path(), 65_536, None), 1))
+    let text = edit(pipeline_text(dir.path(), 65_536, None));
+    written(&run_date(&Pipeline::from_toml(&text).unwrap(), 1))
+}
+
+/// [`pipeline_text`] with the return to the close (horizon `"close"`) and a metric over
+/// it (the oracle of `tests/oracle.rs` checks its values; here streaming must give what
+/// the whole-date run gives).
+fn with_close(text: String) -> String {
+    (text.replace("horizons = [1, 30]", "horizons = [1, 30, \"close\"]")).replace(
+        "[aggregate.metrics]",
+        "[aggregate.metrics]\n        rc = \"sum(return_close)\"",
+    )
+}
+
+/// The close under `[stream]`: a row waits for the date's last row (its return is
+/// final only at the close), late rows are left out, for any workers and batch sizes
+/// and across two processes partitioned either way: the whole-date run's partial.
+#[test]
+fn the_return_to_the_close_streams_for_any_workers_and_across_processes() {
+    let (day, elapsed) = day(22, 3_000, 30);
+    let late = late_rows(&elapsed, 2_000);
+    assert!(late.len() > 10, "the date has late rows");
+    let expected = whole_date_without_as(&day, &late, with_close);
+    assert!(expected.column_by_name("rc").unwrap().null_count() < expected.num_rows());
+    let dir = tempfile::tempdir().unwrap();
+    write_day(dir.path(), &day);
+    let stream = Some("lateness = \"2s\"");
+    for (workers, batch_rows) in [(1, 65_536), (2, 7), (4, 333)] {
+        let text = with_close(pipeline_text(dir.path(), batch_rows, stream));
+        let summary = run_date(&Pipeline::from_toml(&text).unwrap(), workers);
+        let case = format!("{workers} workers, batches of {batch_rows}");
+        assert_eq!(written(&summary), expected, "{case}");
+        let report = &summary.dates[0].report;
+        assert_eq!(
+            report.count("stream.late_rows"),
+            late.len() as u64,
+            "{case}"
+        );
+    }
+    let file = dir.path().join("stream.toml");
+    std::fs::write(&file, with_close(pipeline_text(dir.path(), 50, stream))).unwrap();
+    for partition in ["symbol", "date"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vizflow"))
+            .arg("cluster")
+            .arg(&file)
+            .args(["--local", "2", "--workers", "2", "--partition", partition])
+            .args(["--dates", DATE])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{partition}: {}",
+            common::stderr(&output)
+        );
+        let out = dir.path().join("out");
+        let partial = read_parquet(&vizflow::run::partial_path(&out, date()))
+            .unwrap()
+            .0;
+        assert_eq!(
+            sorted(&partial),
+            sorted(&expected),
+            "partitioned by {partition}"
+        );
+    }
 }
 
 #[test]
@@ -439,6 +511,14 @@ fn provisional_results_from_every_row_not_final_are_the_date_cut_at_their_waterm
     check_provisional_results(not_incremental);
 }
 
+/// With the close's return: its value on the date cut at `W` is the price at `W`'s,
+/// so each result is made from every row not final yet (every row of the date so far).
+#[test]
+fn provisional_results_with_the_close_are_the_date_cut_at_their_watermark() {
+    assert!(bound_with(with_close).incremental.is_none());
+    check_provisional_results(with_close);
+}
+
 /// [`pipeline_text`] with a metric that rules out incremental provisional results.
 fn not_incremental(text: String) -> String {
     let derive = "[derive]\n        r30z = \"coalesce(return_30, 0.5)\"\n\n        [aggregate]";
@@ -461,7 +541,7 @@ fn provisional_results_are_incremental_where_each_late_component_settles_once() 
         )
     }
     type Case = (&'static str, fn(String) -> String, Option<(u32, bool)>);
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         ("the test pipeline", |t| t, Some((0b11, true))),
         (
             "a strict function of one return",
@@ -475,6 +555,7 @@ fn provisional_results_are_incremental_where_each_late_component_settles_once() 
             None,
         ),
         ("not null where the return is", not_incremental, None),
+        ("the close's return", with_close, None),
         (
             "grouped by a return's bin",
             |t| {

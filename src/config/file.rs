@@ -13,6 +13,7 @@ use vizflow_operators::derive::{CastFailure, IntegerCast};
 use vizflow_operators::enrich::EnrichRule;
 use vizflow_operators::expr::{Expr, MetricExpr, Scalar};
 use vizflow_operators::fifo::{FifoMatch, FifoSpec};
+use vizflow_operators::forward_return::Horizon;
 use vizflow_operators::parse_time::{OutOfSession, TimestampFormat};
 use vizflow_operators::tag_condition::TagCondition;
 use vizflow_operators::tag_running::TagRunning;
@@ -246,8 +247,42 @@ impl MarketChoice {
 pub struct ForwardReturnConfig {
     /// The price column.
     pub price: String,
-    /// Horizons in seconds of trading time; each adds `return_{h}`.
-    pub horizons: Vec<i64>,
+    /// Horizons: seconds of trading time, each adding `return_{h}`, or `"close"`
+    /// (`return_close`, to the symbol's last row of the date).
+    pub horizons: Vec<HorizonConfig>,
+}
+
+/// A horizon as written: seconds, or a name.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HorizonConfig {
+    /// Seconds of trading time.
+    Seconds(i64),
+    /// `"close"` (or a name not known, refused when the pipeline is built).
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for HorizonConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = HorizonConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("seconds of trading time (an integer) or \"close\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HorizonConfig, E> {
+                Ok(HorizonConfig::Seconds(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<HorizonConfig, E> {
+                i64::try_from(v)
+                    .map(HorizonConfig::Seconds)
+                    .map_err(|_| E::custom(format!("{v} seconds is too long a horizon")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HorizonConfig, E> {
+                Ok(HorizonConfig::Name(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// `[[enrich]]`: one rule of the enrich stage, chosen by `rule`.
@@ -521,25 +556,41 @@ impl CastConfig {
 
 impl ForwardReturnConfig {
     /// The price column and the horizons.
-    fn build(&self, columns: &SemanticColumns) -> Result<(String, Vec<i64>), ConfigError> {
+    fn build(&self, columns: &SemanticColumns) -> Result<(String, Vec<Horizon>), ConfigError> {
         let wrong = |problem: String| {
             invalid(format!(
-                "[forward_return] horizons: {problem}; horizons are seconds of trading time, \
-                 e.g. horizons = [60, 300]"
+                "[forward_return] horizons: {problem}; horizons are seconds of trading time or \
+                 \"close\", e.g. horizons = [60, 300, \"close\"]"
             ))
         };
         if self.horizons.is_empty() {
             return Err(wrong("the list is empty".into()));
         }
-        for (i, h) in self.horizons.iter().enumerate() {
-            if *h <= 0 {
-                return Err(wrong(format!("{h} is not positive")));
+        let mut horizons = Vec::with_capacity(self.horizons.len());
+        for written in &self.horizons {
+            let horizon = match written {
+                HorizonConfig::Seconds(h) if *h <= 0 => {
+                    return Err(wrong(format!("{h} is not positive")));
+                }
+                HorizonConfig::Seconds(h) => Horizon::Seconds(*h),
+                HorizonConfig::Name(name) if name == "close" => Horizon::Close,
+                HorizonConfig::Name(name)
+                    if matches!(name.as_str(), "next_open" | "next_close") =>
+                {
+                    return Err(wrong(format!(
+                        "\"{name}\" (a return to the next trading day) is not available yet"
+                    )));
+                }
+                HorizonConfig::Name(name) => {
+                    return Err(wrong(format!("\"{name}\" is not a horizon")));
+                }
+            };
+            if horizons.contains(&horizon) {
+                return Err(wrong(format!("{horizon} is listed twice")));
             }
-            if self.horizons[..i].contains(h) {
-                return Err(wrong(format!("{h} is listed twice")));
-            }
+            horizons.push(horizon);
         }
-        Ok((columns.resolve(&self.price), self.horizons.clone()))
+        Ok((columns.resolve(&self.price), horizons))
     }
 }
 

@@ -48,6 +48,7 @@ use vizflow_operators::bin::BinSpec;
 use vizflow_operators::derive::IntegerCast;
 use vizflow_operators::enrich::{EnrichRule, TagRule, custom};
 use vizflow_operators::expr::Expr;
+use vizflow_operators::forward_return::Horizon;
 use vizflow_operators::parse_time::{OutOfSession, TimestampFormat};
 use vizflow_operators::suggest::column_hint;
 use vizflow_operators::watermark::StreamSpec;
@@ -150,7 +151,7 @@ pub struct Pipeline {
     /// The out-of-session policy.
     pub out_of_session: OutOfSession,
     /// Forward returns: price column and horizons.
-    pub forward_return: Option<(String, Vec<i64>)>,
+    pub forward_return: Option<(String, Vec<Horizon>)>,
     /// The enrich stage's rules, in order (`[[enrich]]`, then rules added with
     /// [`Pipeline::with_rule`]).
     pub enrich: Vec<Arc<dyn EnrichRule>>,

@@ -38,7 +38,7 @@ use vizflow_operators::derive::{DeriveSpec, IntegerCast};
 use vizflow_operators::enrich::{EnrichRule, EnrichSpec, checked_outputs};
 use vizflow_operators::enrich::{Incremental, check_streamable};
 use vizflow_operators::expr::Expr;
-use vizflow_operators::forward_return::ForwardReturnSpec;
+use vizflow_operators::forward_return::{ForwardReturnSpec, Horizon};
 use vizflow_operators::parse_time::{ParseTimeSpec, elapsed_ms};
 
 use super::{ConfigError, Pipeline, field, invalid, set};
@@ -55,8 +55,8 @@ enum Step {
     Derive { name: String, expr: Expr },
     /// `[time]`: `elapsed_ms` and `elapsed_seconds` from the timestamp column.
     ParseTime,
-    /// `[forward_return]`: the return over one horizon (seconds), on the original rows.
-    ForwardReturn { price: String, horizon: i64 },
+    /// `[forward_return]`: the return over one horizon, on the original rows.
+    ForwardReturn { price: String, horizon: Horizon },
     /// The `index`-th (from 0) enrich rule: an `[[enrich]]` table or a Rust rule.
     Rule {
         index: usize,
@@ -389,7 +389,7 @@ impl Pipeline {
         }
         let horizons = (keyed.rules.first())
             .and_then(|r| r.forward_returns())
-            .map_or(Vec::new(), |r| r.horizons_s.clone());
+            .map_or(Vec::new(), |r| r.horizons.clone());
         let mut late: BTreeMap<String, Late> = BTreeMap::new();
         for step in steps {
             match step {
@@ -398,10 +398,12 @@ impl Pipeline {
                     if let Some(k) = horizons.iter().position(|h| h == horizon) {
                         // Past `Parts::HORIZONS` it is refused below.
                         let bit = 1u32 << k.min(31);
+                        // The close's return on a date cut at `W` is the price at `W`'s:
+                        // it changes at every result, not once (no part of its own).
                         let column = Late {
                             horizons: bit,
                             revised: false,
-                            strict: true,
+                            strict: horizon.changes_once(),
                         };
                         late.insert(ForwardReturnSpec::output(*horizon), column);
                     }
@@ -673,7 +675,7 @@ impl Pipeline {
             }),
             Operator::Keyed => {
                 let mut rules: Vec<Arc<dyn EnrichRule>> = Vec::new();
-                let horizons: Vec<i64> = (steps.iter())
+                let horizons: Vec<Horizon> = (steps.iter())
                     .filter_map(|s| match s {
                         Step::ForwardReturn { horizon, .. } => Some(*horizon),
                         _ => None,
@@ -684,7 +686,7 @@ impl Pipeline {
                     let spec = ForwardReturnSpec {
                         symbol: self.symbol.clone(),
                         price: price.clone(),
-                        horizons_s: horizons,
+                        horizons,
                         day_ms: self.market.clock.total_ms(),
                     };
                     rules.push(spec.rule());

@@ -363,7 +363,7 @@ mod tests {
                 rules: vec![Arc::new(ForwardReturnSpec {
                     symbol: "symbol".to_owned(),
                     price: "price".to_owned(),
-                    horizons_s: vec![1],
+                    horizons: vec![crate::forward_return::Horizon::Seconds(1)],
                     day_ms: 240 * 60_000,
                 })],
                 keep: None,

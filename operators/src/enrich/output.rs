@@ -501,7 +501,7 @@ mod tests {
     #[test]
     fn rules_run_chunk_by_chunk_as_over_the_whole_date() {
         use crate::fifo::{FifoMatch, FifoSpec};
-        use crate::forward_return::ForwardReturnSpec;
+        use crate::forward_return::{ForwardReturnSpec, Horizon};
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let n = 3_000;
@@ -534,7 +534,7 @@ mod tests {
         let returns = ForwardReturnSpec {
             symbol: "ukey".into(),
             price: "price".into(),
-            horizons_s: vec![1, 5],
+            horizons: vec![Horizon::Seconds(1), Horizon::Seconds(5)],
             day_ms: 120_000,
         };
         let fifo = FifoMatch::new(FifoSpec::new("side", "qty").with_price("price")).unwrap();

@@ -43,7 +43,7 @@ use super::plan::RulePlan;
 use super::{Carried, EnrichError, EnrichRule, EnrichSpec, Revisions, checked_outputs};
 use crate::batch::{Parts, SelectedRows, SymbolInterner, selected_len};
 use crate::columns::{ELAPSED_MS, ROW_ID};
-use crate::forward_return::{ForwardReturnSpec, Stretch, returns_across};
+use crate::forward_return::{ForwardReturnSpec, Horizon, Stretch, returns_across};
 
 /// Checks that `spec`'s rules can run as rows are released: no rule reads or replaces
 /// a column that an earlier rule may still change after the row is released
@@ -56,11 +56,7 @@ pub fn check_streamable(spec: &EnrichSpec, provisional: bool) -> Result<(), Enri
         provisional,
         spec.rules.first().and_then(|r| r.forward_returns()),
     ) {
-        let columns: Vec<String> = returns
-            .horizons_s
-            .iter()
-            .map(|h| ForwardReturnSpec::output(*h))
-            .collect();
+        let columns: Vec<String> = returns.horizons.iter().map(|h| h.output()).collect();
         for rule in &spec.rules[1..] {
             if let Some(column) = rule.inputs().into_iter().find(|c| columns.contains(c)) {
                 return Err(EnrichError::ReadsReturns {
@@ -158,7 +154,7 @@ pub struct Provisional {
 /// The pipeline's binding decides whether the aggregate allows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Incremental {
-    /// The horizons (bits, by position in the forward returns' `horizons_s`) whose
+    /// The horizons (bits, by position in the forward returns' `horizons`) whose
     /// returns some component reads: each has its part, [`Parts::horizon`].
     pub horizons: u32,
     /// Whether some component reads a column a rule revises ([`Parts::REVISED`]).
@@ -247,10 +243,9 @@ impl KeyedDate {
             .first()
             .and_then(|rule| rule.forward_returns())
             .cloned();
-        let horizon_ms = returns
-            .as_ref()
-            .and_then(|r| r.horizons_s.iter().max())
-            .map_or(0, |h| 1000 * h);
+        let horizon_ms = (returns.as_ref())
+            .and_then(|r| r.horizons.iter().map(|h| h.reach_ms(r.day_ms)).max())
+            .unwrap_or(0);
         KeyedDate {
             spec: spec.clone(),
             returns,
@@ -405,11 +400,11 @@ impl KeyedDate {
         let (Some(spec), Some(streamed)) = (&self.returns, &self.streamed) else {
             return Ok(());
         };
-        for (k, horizon) in spec.horizons_s.iter().enumerate() {
+        for (k, horizon) in spec.horizons.iter().enumerate() {
             if incremental.horizons >> k & 1 == 0 {
                 continue;
             }
-            let offset = 1000 * horizon;
+            let offset = horizon.reach_ms(spec.day_ms);
             // The rows with `low < elapsed_ms <= high`.
             let (low, high) = (self.returned[k].saturating_sub(offset), at - offset);
             let mut rows = Vec::new();
@@ -502,7 +497,7 @@ impl KeyedDate {
             return Vec::new();
         };
         let stretches = self.stretches(i);
-        (spec.horizons_s.iter())
+        (spec.horizons.iter())
             .map(|horizon| {
                 let values = returns_across(&stretches, *horizon, close);
                 (ForwardReturnSpec::output(*horizon), values)
@@ -700,11 +695,11 @@ impl KeyedDate {
             return Ok(());
         };
         let segment = self.segments.front().expect("checked");
-        for (k, horizon) in spec.horizons_s.iter().enumerate() {
+        for (k, horizon) in spec.horizons.iter().enumerate() {
             if incremental.horizons >> k & 1 == 0 {
                 continue;
             }
-            let low = self.returned[k].saturating_sub(1000 * horizon);
+            let low = self.returned[k].saturating_sub(horizon.reach_ms(spec.day_ms));
             let picks: Vec<u32> = (segment.row_times.iter().enumerate())
                 .filter(|(_, t)| **t > low)
                 .map(|(row, _)| row as u32)
@@ -734,7 +729,7 @@ fn with_return(
     streamed: &Streamed,
     mut frame: Frame,
     spec: &ForwardReturnSpec,
-    horizon: i64,
+    horizon: Horizon,
     values: ArrayRef,
 ) -> Result<Vec<RecordBatch>, EnrichError> {
     let events = frame.events.times.len();
@@ -752,7 +747,7 @@ fn with_return(
 
 /// Every forward return, null, as columns of `events` events.
 fn null_returns(spec: Option<&ForwardReturnSpec>, events: usize) -> Vec<(String, ArrayRef)> {
-    let horizons = spec.map_or(&[][..], |s| &s.horizons_s[..]);
+    let horizons = spec.map_or(&[][..], |s| &s.horizons[..]);
     (horizons.iter())
         .map(|h| {
             let values = arrow::array::new_null_array(&DataType::Float64, events);

@@ -5,7 +5,9 @@
 //! null; otherwise the future price is `p` of the last row of the same symbol and date
 //! with `elapsed_ms <= target`, in event order (`elapsed_ms`, then `row_id`), and
 //! `return_{h} = future / current - 1`. A null current or future price gives a null
-//! return; NaN and infinities follow IEEE arithmetic.
+//! return; NaN and infinities follow IEEE arithmetic. The horizon `close`
+//! (SEMANTICS.md, *Cross-date returns*) targets the day's total trading time itself:
+//! its future price is the symbol's last row of the date, `return_close`.
 //!
 //! The computation is a rule of the keyed [`crate::enrich`] operator, which brings each
 //! symbol's rows of a date together in event order: every horizon is one forward-moving
@@ -23,6 +25,68 @@ use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 
 use crate::enrich::{EnrichError, EnrichRule, EnrichSpec, Rows, RuleOutput, enrich_owned};
 
+/// A forward return's horizon. Its `Debug` is its `Display` (`60`, `"close"`): a
+/// pipeline's hash is taken over its `Debug`, and horizons in seconds keep the hashes
+/// they had as plain numbers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Horizon {
+    /// `h` seconds of trading time after the row (`return_{h}`).
+    Seconds(i64),
+    /// The close of the row's date: the symbol's last row of the date
+    /// (`return_close`).
+    Close,
+}
+
+impl Horizon {
+    /// The output column, `return_{h}` or `return_close`.
+    pub fn output(self) -> String {
+        match self {
+            Horizon::Seconds(h) => format!("return_{h}"),
+            Horizon::Close => "return_close".to_owned(),
+        }
+    }
+
+    /// The target time of a row at `elapsed_ms` of a day that closes at `close_ms`
+    /// (its total trading time), or `None` when it is past the close.
+    #[inline(always)]
+    pub fn target(self, elapsed_ms: i64, close_ms: i64) -> Option<i64> {
+        match self {
+            Horizon::Seconds(h) => Some(elapsed_ms + 1000 * h).filter(|t| *t <= close_ms),
+            Horizon::Close => (elapsed_ms <= close_ms).then_some(close_ms),
+        }
+    }
+
+    /// How long after a row its return may still change, in ms of trading time: `h`
+    /// s, or the whole day (`day_ms`) for the close.
+    pub fn reach_ms(self, day_ms: i64) -> i64 {
+        match self {
+            Horizon::Seconds(h) => 1000 * h,
+            Horizon::Close => day_ms,
+        }
+    }
+
+    /// Whether the return is null until it is final, then final (it changes once):
+    /// the close's return on a date cut at `W` is the price at `W`'s, which moves on.
+    pub fn changes_once(self) -> bool {
+        matches!(self, Horizon::Seconds(_))
+    }
+}
+
+impl std::fmt::Debug for Horizon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Display for Horizon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Horizon::Seconds(h) => write!(f, "{h}"),
+            Horizon::Close => f.write_str("\"close\""),
+        }
+    }
+}
+
 /// What to compute.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ForwardReturnSpec {
@@ -30,16 +94,16 @@ pub struct ForwardReturnSpec {
     pub symbol: String,
     /// The price column.
     pub price: String,
-    /// Horizons in seconds of trading time.
-    pub horizons_s: Vec<i64>,
+    /// The horizons.
+    pub horizons: Vec<Horizon>,
     /// The day's total trading time in ms (targets past it give null).
     pub day_ms: i64,
 }
 
 impl ForwardReturnSpec {
-    /// The output column of a horizon, `return_{h}`.
-    pub fn output(horizon_s: i64) -> String {
-        format!("return_{horizon_s}")
+    /// The output column of a horizon, `return_{h}` or `return_close`.
+    pub fn output(horizon: Horizon) -> String {
+        horizon.output()
     }
 
     /// The returns as a rule of the enrich operator.
@@ -66,7 +130,7 @@ impl EnrichRule for ForwardReturnSpec {
     }
 
     fn output_names(&self) -> Vec<String> {
-        self.horizons_s.iter().map(|h| Self::output(*h)).collect()
+        self.horizons.iter().map(|h| h.output()).collect()
     }
 
     fn outputs(&self, schema: &Schema) -> Result<Vec<Field>, EnrichError> {
@@ -105,7 +169,7 @@ impl EnrichRule for ForwardReturnSpec {
             })?;
         let prices = prices.as_primitive::<Float64Type>();
         let columns = self
-            .horizons_s
+            .horizons
             .iter()
             .map(|horizon| returns(rows, prices, *horizon, self.day_ms))
             .collect();
@@ -119,9 +183,9 @@ impl EnrichRule for ForwardReturnSpec {
 }
 
 /// The returns of one horizon over rows in event order, symbol by symbol.
-fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon_s: i64, day_ms: i64) -> ArrayRef {
+fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon: Horizon, day_ms: i64) -> ArrayRef {
     let n = rows.len();
-    let (elapsed, offset) = (rows.elapsed_ms, 1000 * horizon_s);
+    let elapsed = rows.elapsed_ms;
     let price = prices.values();
     let mut values = Vec::with_capacity(n);
     // Each row's future row, kept only when nulls have to be looked up.
@@ -135,10 +199,11 @@ fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon_s: i64, day_ms: i64) 
             continue;
         }
         // The rows whose target is within the day: a prefix of the run (times ascend).
-        let within = first + elapsed[first..end].partition_point(|e| e + offset <= day_ms);
+        let within =
+            first + elapsed[first..end].partition_point(|e| horizon.target(*e, day_ms).is_some());
         let (mut ahead, last) = (first, end - 1);
         for i in first..within {
-            let target = elapsed[i] + offset;
+            let target = horizon.target(elapsed[i], day_ms).unwrap_or(day_ms);
             ahead = ahead.max(i);
             ahead = last_at_or_before(elapsed, ahead, last, target);
             values.push(price[ahead] / price[i] - 1.0);
@@ -210,15 +275,14 @@ impl Stretch<'_> {
     }
 }
 
-/// The returns at `horizon_s` of the rows of `stretches[0]`, where `stretches` are
+/// The returns at `horizon` of the rows of `stretches[0]`, where `stretches` are
 /// consecutive stretches of a date's rows (each symbol's rows in event order across
 /// them) holding every row up to the targets: the same values as the whole-date
 /// computation ([`ForwardReturnSpec`]'s rule) gives those rows.
-pub fn returns_across(stretches: &[Stretch<'_>], horizon_s: i64, day_ms: i64) -> ArrayRef {
+pub fn returns_across(stretches: &[Stretch<'_>], horizon: Horizon, day_ms: i64) -> ArrayRef {
     let first = &stretches[0];
     let (elapsed, price) = (first.elapsed_ms, first.prices.values());
     let n = elapsed.len();
-    let offset = 1000 * horizon_s;
     let mut values = Vec::with_capacity(n);
     let mut valid = BooleanBufferBuilder::new(n);
     // Prices without nulls (the usual case) need no check per row.
@@ -237,11 +301,12 @@ pub fn returns_across(stretches: &[Stretch<'_>], horizon_s: i64, day_ms: i64) ->
                 .filter(|(_, _, rows)| !rows.is_empty()),
         );
         // The rows whose target is within the day: a prefix (times ascend).
-        let within = rows.start + elapsed[rows.clone()].partition_point(|e| e + offset <= day_ms);
+        let within = rows.start
+            + elapsed[rows.clone()].partition_point(|e| horizon.target(*e, day_ms).is_some());
         // The future row: row `ahead` of slice `at`; it only moves forward.
         let (mut at, mut ahead) = (0usize, rows.start);
         for i in rows.start..within {
-            let target = elapsed[i] + offset;
+            let target = horizon.target(elapsed[i], day_ms).unwrap_or(day_ms);
             if at == 0 {
                 ahead = ahead.max(i);
             }
@@ -303,7 +368,7 @@ mod tests {
             elapsed_ms: &[0, 1_000],
             row_id: &[0, 1],
         };
-        let returns = returns(&rows, &prices, 1, 10_000);
+        let returns = returns(&rows, &prices, Horizon::Seconds(1), 10_000);
         let returns = returns.as_primitive::<Float64Type>();
         assert_eq!(returns.values().as_ref(), &[1.0, 0.0]);
         assert_eq!(returns.null_count(), 0);
@@ -340,7 +405,7 @@ mod tests {
         fn returns_across_stretches_equal_the_whole_date(
             rows in date(),
             cuts in proptest::collection::vec(0..40_000i64, 0..5),
-            horizon_s in 0..8i64,
+            horizon_s in 0..9i64,
             day_ms in 5_000..40_000i64,
         ) {
             let runs = |rows: &[(usize, i64, Option<f64>)]| {
@@ -358,11 +423,13 @@ mod tests {
             };
             let elapsed: Vec<i64> = rows.iter().map(|r| r.1).collect();
             let row_id: Vec<u64> = (0..rows.len() as u64).collect();
+            // 8 stands for the close.
+            let horizon = if horizon_s == 8 { Horizon::Close } else { Horizon::Seconds(horizon_s) };
             let whole_runs = runs(&rows);
             let whole = returns(
                 &Rows { columns: &[], runs: &whole_runs, elapsed_ms: &elapsed, row_id: &row_id },
                 &prices(&rows),
-                horizon_s,
+                horizon,
                 day_ms,
             );
             // The stretches: the rows between consecutive cuts, each in event order.
@@ -394,7 +461,7 @@ mod tests {
                 .collect();
             let mut actual = Vec::new();
             for k in 0..views.len() {
-                let got = returns_across(&views[k..], horizon_s, day_ms);
+                let got = returns_across(&views[k..], horizon, day_ms);
                 let got = got.as_primitive::<Float64Type>();
                 for (i, r) in stretches[k].iter().enumerate() {
                     actual.push((r.0, r.1, got.is_valid(i).then(|| got.value(i).to_bits())));
