@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -191,6 +191,28 @@ fn whole_date_without_as(
     written(&run_date(&Pipeline::from_toml(&text).unwrap(), 1))
 }
 
+/// The date's partial from `vizflow cluster --local 2 --workers 2` of `file` partitioned
+/// by `partition`, with the output directory (`dir/out`).
+fn cluster_partial(file: &Path, dir: &Path, partition: &str) -> (PathBuf, RecordBatch) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vizflow"))
+        .arg("cluster")
+        .arg(file)
+        .args(["--local", "2", "--workers", "2", "--partition", partition])
+        .args(["--dates", DATE])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{partition}: {}",
+        common::stderr(&output)
+    );
+    let out = dir.join("out");
+    let partial = read_parquet(&vizflow::run::partial_path(&out, date()))
+        .unwrap()
+        .0;
+    (out, partial)
+}
+
 /// [`pipeline_text`] with the return to the close (horizon `"close"`) and a metric over
 /// it (the oracle of `tests/oracle.rs` checks its values; here streaming must give what
 /// the whole-date run gives).
@@ -229,22 +251,7 @@ fn the_return_to_the_close_streams_for_any_workers_and_across_processes() {
     let file = dir.path().join("stream.toml");
     std::fs::write(&file, with_close(pipeline_text(dir.path(), 50, stream))).unwrap();
     for partition in ["symbol", "date"] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vizflow"))
-            .arg("cluster")
-            .arg(&file)
-            .args(["--local", "2", "--workers", "2", "--partition", partition])
-            .args(["--dates", DATE])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{partition}: {}",
-            common::stderr(&output)
-        );
-        let out = dir.path().join("out");
-        let partial = read_parquet(&vizflow::run::partial_path(&out, date()))
-            .unwrap()
-            .0;
+        let (_, partial) = cluster_partial(&file, dir.path(), partition);
         assert_eq!(
             sorted(&partial),
             sorted(&expected),
@@ -303,22 +310,7 @@ fn two_processes_find_the_same_late_rows_and_partial_for_both_partitionings() {
     )
     .unwrap();
     for partition in ["symbol", "date"] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vizflow"))
-            .arg("cluster")
-            .arg(&file)
-            .args(["--local", "2", "--workers", "2", "--partition", partition])
-            .args(["--dates", DATE])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{partition}: {}",
-            common::stderr(&output)
-        );
-        let out = dir.path().join("out");
-        let partial = read_parquet(&vizflow::run::partial_path(&out, date()))
-            .unwrap()
-            .0;
+        let (out, partial) = cluster_partial(&file, dir.path(), partition);
         assert_eq!(
             sorted(&partial),
             sorted(&expected),
