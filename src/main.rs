@@ -885,6 +885,11 @@ fn demo_command(args: DemoArgs) -> anyhow::Result<ExitCode> {
             out.display()
         );
     }
+    println!(
+        "\nOr explore the alpha markout's partials in the browser (a heatmap, lines and the table,\n\
+         merged exactly on the server; Ctrl-C to stop):\n  cargo run --release -- serve {}",
+        output.alpha_markout.output_dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
