@@ -40,6 +40,12 @@ function number(value) {
   return value.toFixed(4).replace(/\.?0+$/, "");
 }
 
+// Text from the partials (group values, column and metric names) as HTML text: the
+// tooltips are HTML.
+function htmlText(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
 function dateLabel(d) {
   return `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6, 8)}`;
 }
@@ -284,9 +290,9 @@ function draw(body) {
   const tooltip = (p) => {
     const [i, j, v] = p.data.value;
     return [
-      `${axisName(state.x)}: <b>${keyLabel(state.x, xs[i])}</b>`,
-      `${axisName(state.y)}: <b>${keyLabel(state.y, ys[j])}</b>`,
-      `${title}: <b>${number(v)}</b>`,
+      `${htmlText(axisName(state.x))}: <b>${htmlText(keyLabel(state.x, xs[i]))}</b>`,
+      `${htmlText(axisName(state.y))}: <b>${htmlText(keyLabel(state.y, ys[j]))}</b>`,
+      `${htmlText(title)}: <b>${number(v)}</b>`,
       `count: <b>${p.data.count === null ? "–" : p.data.count.toLocaleString()}</b>` +
         (p.seriesIndex === 1 ? ` (under ${minCount})` : ""),
     ].join("<br>");
@@ -333,7 +339,8 @@ function lineOption(text, sub, column, keys, values, name, counts) {
       formatter: (ps) => {
         const p = ps[0];
         const c = counts ? counts[p.dataIndex] : null;
-        return `${axisName(column)}: <b>${keyLabel(column, keys[p.dataIndex])}</b><br>${name}: <b>${number(p.value)}</b>` +
+        return `${htmlText(axisName(column))}: <b>${htmlText(keyLabel(column, keys[p.dataIndex]))}</b>` +
+          `<br>${htmlText(name)}: <b>${number(p.value)}</b>` +
           (c === null || c === undefined ? "" : `<br>count: <b>${c.toLocaleString()}</b>`);
       },
     },
