@@ -340,6 +340,10 @@ struct ServeArgs {
     /// group by fewer columns, filter or rebin).
     #[arg(long, default_value_t = vizflow::serve::DEFAULT_MAX_GROUPS)]
     max_groups: usize,
+    /// Seconds a client may take to send a request's headers before its connection is
+    /// closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    header_timeout: u64,
     /// The pipeline (TOML) that made partials written before partials described their
     /// columns (VizFlow 0.1.0).
     #[arg(long)]
@@ -1031,6 +1035,7 @@ fn serve_command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         dir: args.dir,
         bind: args.bind,
         max_groups: args.max_groups,
+        header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
         layout: match &args.pipeline {
             Some(path) => Some(vizflow::partials::Layout::of(&Pipeline::from_file(path)?)),
             None => None,

@@ -11,7 +11,10 @@
 //! a file outside the directory (or inside it). The server binds loopback unless told
 //! otherwise and then answers only requests addressed to a loopback name (a page on
 //! another site cannot reach it through DNS rebinding). One request's work is bounded:
-//! the query's length, the groups it may return, and the reduces running at once.
+//! the query's length, the groups it may return, and the reduces running at once; and
+//! so are connections: a client has [`ServeOptions::header_timeout`] to send a
+//! request's headers (at most [`MAX_HEADER_BYTES`]), and at most [`MAX_CONNECTIONS`] are
+//! open at once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +45,9 @@ pub struct ServeOptions {
     pub max_groups: usize,
     /// The layout of partials written before partials described themselves.
     pub layout: Option<Layout>,
+    /// How long a client may take to send a request's headers before its connection
+    /// is closed.
+    pub header_timeout: Duration,
 }
 
 /// The longest query string `/api/reduce` takes, in bytes.
@@ -49,6 +55,12 @@ pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 
 /// The default of [`ServeOptions::max_groups`].
 pub const DEFAULT_MAX_GROUPS: usize = 200_000;
+
+/// The largest request head (request line and headers) a connection may send, in bytes.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The most connections open at once; more wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -124,10 +136,42 @@ pub fn serve(options: &ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(
         let address = listener.local_addr()?;
         let app = router(shared, address.ip().is_loopback());
         ready(address);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped())
-            .await?;
-        Ok(())
+        let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let stop = stopped();
+        tokio::pin!(stop);
+        loop {
+            // A connection slot first: past the limit, clients wait in the backlog.
+            let slot = tokio::select! {
+                slot = connections.clone().acquire_owned() => slot.expect("never closed"),
+                () = &mut stop => return Ok(()),
+            };
+            let socket = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, _)) => socket,
+                    // A connection that failed before it was accepted (reset, or out of
+                    // file descriptors for a moment): the server goes on.
+                    Err(error) => {
+                        tracing::warn!("accepting a connection: {error}");
+                        continue;
+                    }
+                },
+                () = &mut stop => return Ok(()),
+            };
+            let app = app.clone();
+            let header_timeout = options.header_timeout;
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    tower_service::Service::call(&mut app.clone(), request)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .max_buf_size(MAX_HEADER_BYTES)
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                    .await;
+                drop(slot);
+            });
+        }
     })
 }
 

@@ -207,7 +207,7 @@ fn no_url_reaches_a_file_and_a_request_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let out = common::alpha_markout_partials(dir.path());
     std::fs::write(out.join("secret.txt"), "the secret").unwrap();
-    let server = Server::start(&out, &["--max-groups", "3"]);
+    let server = Server::start(&out, &["--max-groups", "3", "--header-timeout", "1"]);
 
     // The page and its assets are there...
     let (status, page) = server.get("/");
@@ -278,6 +278,23 @@ fn no_url_reaches_a_file_and_a_request_is_bounded() {
     let _ = stream.read_to_end(&mut response);
     let response = String::from_utf8_lossy(&response);
     assert!(!response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // A client that never finishes its headers (a slow-loris) is cut off, and the server
+    // answers others meanwhile.
+    let mut slow = TcpStream::connect(&server.address).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .unwrap();
+    assert_eq!(server.get("/api/reduce?by=orderSide").0, 200);
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = slow.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok(),
+        "the connection is closed, not left open: {closed:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
 
     // Bad requests are named.
     for (query, names) in [
