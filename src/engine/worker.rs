@@ -19,6 +19,7 @@ use vizflow_operators::bin::Bin;
 use vizflow_operators::columns::ROW_ID;
 use vizflow_operators::derive::{Derive, derive_fn};
 use vizflow_operators::enrich::{Enrich, Provisional};
+use vizflow_operators::forward_return::Horizon;
 use vizflow_operators::parse_time::{ParseTime, parse_time_fn};
 use vizflow_operators::report::{DateReport, Diagnostics, first_errors};
 use vizflow_operators::stash::FrontierStash;
@@ -127,6 +128,7 @@ pub(super) fn run_worker(
     // while a part of it waits for the parts before it.
     let mut queue = VecDeque::new();
     let streaming = context.pipeline.pipeline.stream.is_some();
+    let keyed_streams = keyed_streams(&context.pipeline);
     let mut hung_up = false;
     let mut reported: Option<Option<Time>> = None;
     // Whether a command was carried out or the input moved since the last step: then
@@ -151,7 +153,7 @@ pub(super) fn run_worker(
         // and only while the keyed stage is within `KEYED_LAG_MS` of the input, so that
         // it releases rows as they come instead of the reader running ahead with the
         // whole date.
-        let lagging = streaming && inputs.keyed_lags(&keyed, &context.input_times);
+        let lagging = keyed_streams && inputs.keyed_lags(&keyed, &context.input_times);
         while queue.front().is_some_and(|c| inputs.ready(c, lagging)) {
             let command = queue.pop_front().expect("a command");
             let paced = streaming && command.brings_rows();
@@ -173,7 +175,7 @@ pub(super) fn run_worker(
             let time = inputs.rows.as_ref().map_or(u64::MAX, |rows| *rows.time());
             context.input_times[index - context.first_worker].store(time, Ordering::Relaxed);
         }
-        let lagging = streaming && inputs.keyed_lags(&keyed, &context.input_times);
+        let lagging = keyed_streams && inputs.keyed_lags(&keyed, &context.input_times);
         if moved || queue.front().is_some_and(|c| inputs.ready(c, lagging)) {
             worker.step();
         } else {
@@ -275,15 +277,10 @@ fn build_rows(
                                 day_ms: pipeline.pipeline.market.clock.total_ms(),
                                 incremental: pipeline.incremental,
                             });
+                    let watermark = keyed_streams(pipeline);
                     let (spec, partition) = (spec.clone(), *partition);
-                    rows.enrich_partitioned(
-                        spec,
-                        diagnostics,
-                        partition,
-                        stream.is_some(),
-                        provisional,
-                    )
-                    .probe_with(&keyed)
+                    rows.enrich_partitioned(spec, diagnostics, partition, watermark, provisional)
+                        .probe_with(&keyed)
                 }
                 Stage::Bin(bins) => rows.bin(bins.clone(), diagnostics),
             };
@@ -317,6 +314,23 @@ fn build_rows(
             .probe_with(&probe);
     });
     (input, probe, keyed)
+}
+
+/// Whether the keyed stage releases rows as the watermark passes them (`[stream]`), so
+/// that the input is paced to it. Not when a return to the close is asked for without
+/// provisional results: such a return is final only when the date is, the date is held
+/// whole, and the whole-date path holds it best (one sort at the close, no segments;
+/// the late rows are found on arrival either way).
+fn keyed_streams(pipeline: &BoundPipeline) -> bool {
+    let Some(stream) = &pipeline.pipeline.stream else {
+        return false;
+    };
+    let to_the_close = pipeline.stages.iter().any(|stage| {
+        matches!(stage, Stage::Keyed(spec) if (spec.rules.first())
+            .and_then(|rule| rule.forward_returns())
+            .is_some_and(|r| r.horizons.contains(&Horizon::Close)))
+    });
+    stream.emit_every_ms.is_some() || !to_the_close
 }
 
 /// Builds the reports dataflow. Every process's report of a date meets on the date's
