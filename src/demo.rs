@@ -93,6 +93,7 @@ pub fn demo(
             },
             dates: None,
             filter: None,
+            live: false,
             output: output.clone(),
         };
         crate::plot::plot(&alpha_markout.output_dir, &options)?;

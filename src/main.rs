@@ -403,6 +403,10 @@ struct FigureArgs {
     /// Keep the groups for which this SQL condition over the group columns holds.
     #[arg(long = "where", value_name = "SQL")]
     filter: Option<String>,
+    /// Also merge the provisional partial ({date}.live.parquet) of each date a `vizflow
+    /// live` has open, as `vizflow reduce --live`; the subtitle says which.
+    #[arg(long)]
+    live: bool,
     /// The file to write: .png, .svg or .html (interactive: value and count under the
     /// pointer; self-contained).
     #[arg(short = 'o', long, value_name = "FILE")]
@@ -1135,6 +1139,7 @@ fn plot_command(command: PlotCommand) -> anyhow::Result<ExitCode> {
         figure,
         dates: args.dates,
         filter: args.filter,
+        live: args.live,
         output: args.output.clone(),
     };
     let plotted = plot(&args.dir, &options)?;

@@ -54,6 +54,9 @@ pub struct PlotOptions {
     pub dates: Option<String>,
     /// A condition over the groups (as `vizflow reduce --where`).
     pub filter: Option<String>,
+    /// Also merge the provisional partials of open dates (as `vizflow reduce --live`);
+    /// the subtitle names them.
+    pub live: bool,
     /// The file: `.png`, `.svg` or `.html` (the SVG figure in a page that shows each
     /// cell's or point's value and count under the pointer; self-contained).
     pub output: PathBuf,
@@ -129,6 +132,7 @@ pub fn plot(dir: &Path, options: &PlotOptions) -> Result<Plotted, PlotError> {
             dates: options.dates.clone(),
             by: Some(by),
             filter: options.filter.clone(),
+            live: options.live,
             ..ReduceOptions::default()
         },
     )?;
@@ -170,6 +174,16 @@ pub fn plot(dir: &Path, options: &PlotOptions) -> Result<Plotted, PlotError> {
         ),
         (Some(first), _) => first.format("%Y-%m-%d").to_string(),
         _ => String::new(),
+    };
+    let dates = match reduced.provisional.as_slice() {
+        [] => dates,
+        open => {
+            let open: Vec<String> = open
+                .iter()
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .collect();
+            format!("{dates} (provisional: {})", open.join(", "))
+        }
     };
     let draw_error = |message: String| PlotError::Draw {
         path: options.output.clone(),

@@ -76,6 +76,33 @@ fn figures_hold_what_they_must() {
     }
     assert!(!text.contains("<script"), "a static figure: no script");
 
+    // With --live, a date still open (its provisional partial) is merged and named.
+    std::fs::copy(
+        Path::new(out).join("20240102.parquet"),
+        Path::new(out).join("20240104.live.parquet"),
+    )
+    .unwrap();
+    let live_svg = file("live.svg");
+    let output = vizflow(&[&heatmap[..], &["--live", "-o", &live_svg]].concat());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&live_svg).unwrap();
+    assert!(
+        text.contains("2024-01-02 to 2024-01-04, 3 dates (provisional: 2024-01-04)"),
+        "the subtitle names the open date"
+    );
+    let output = vizflow(&[&heatmap[..], &["-o", &live_svg]].concat());
+    assert!(output.status.success());
+    let text = std::fs::read_to_string(&live_svg).unwrap();
+    assert!(
+        text.contains("2 dates") && !text.contains("provisional"),
+        "without --live"
+    );
+    std::fs::remove_file(Path::new(out).join("20240104.live.parquet")).unwrap();
+
     let line = file("line.svg");
     let output = vizflow(&[
         "plot",
