@@ -149,9 +149,11 @@ pub fn serve(options: &ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(
                 accepted = listener.accept() => match accepted {
                     Ok((socket, _)) => socket,
                     // A connection that failed before it was accepted (reset, or out of
-                    // file descriptors for a moment): the server goes on.
+                    // file descriptors for a moment): the server goes on, after a pause
+                    // so that a lasting error does not spin.
                     Err(error) => {
                         tracing::warn!("accepting a connection: {error}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
