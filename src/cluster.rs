@@ -199,6 +199,14 @@ pub struct DatePlan {
     /// Dates whose partial exists from the same pipeline (`--skip-existing`).
     #[serde(with = "date_keys")]
     pub skipped: Vec<NaiveDate>,
+    /// Dates of `run` read only for their prices: the next trading day of a date to
+    /// compute that is not computed itself (returns to the next day).
+    #[serde(with = "date_keys", default)]
+    pub prices_only: Vec<NaiveDate>,
+    /// (date, next trading day) as date keys, for the dates to compute whose next
+    /// trading day has a file (returns to the next day).
+    #[serde(default)]
+    pub next: Vec<(u32, u32)>,
     /// `vizflow live`: the dates are those the feeds bring, and this is the schema of
     /// the feed's batches (an Arrow IPC stream with no batch), from process 0's first
     /// batch, that every process binds the pipeline to.

@@ -5,7 +5,7 @@
 //! `[stream]`). Every column the pipeline reads stays (the dataflow drops those no
 //! later stage needs), with `row_id`, so that a row can be followed through.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::datatypes::DataType;
@@ -15,13 +15,14 @@ use vizflow_operators::bin::bin_batch;
 use vizflow_operators::columns::ROW_ID;
 use vizflow_operators::derive::{DeriveSpec, derive_fn};
 use vizflow_operators::enrich::{EnrichSpec, enrich};
+use vizflow_operators::next_day::{Day, NextDaySpec, fill_next_day};
 use vizflow_operators::parse_time::parse_time_fn;
 use vizflow_operators::report::Diagnostics;
 use vizflow_operators::time;
 
-use crate::config::{Pipeline, Stage};
+use crate::config::{BoundPipeline, Pipeline, Stage};
 use crate::io::DateFile;
-use crate::run::input_path;
+use crate::run::{input_path, trading_calendar};
 
 /// After which stage to look at the rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,71 +74,27 @@ pub enum InspectError {
 }
 
 /// The rows of `options.date` after `options.after`, in the order the stage gives them.
+/// Returns to the next trading day are computed from that day's file, read through the
+/// stages before the keyed stage, as `vizflow run` does.
 pub fn inspect(pipeline: &Pipeline, options: &InspectOptions) -> Result<RecordBatch, InspectError> {
     let dir = options.input_dir.as_ref().unwrap_or(&pipeline.input.dir);
     let file = DateFile::open(&input_path(dir, &pipeline.input.pattern, options.date))?;
     let bound = pipeline.bind(&file.schema())?;
-    let names: Vec<&str> = bound.read.iter().map(String::as_str).collect();
-    let mut batches = Vec::new();
-    for part in 0..file.num_parts() {
-        for (offset, batch) in file.read_part(part, &names, 65_536)? {
-            let n = batch.num_rows() as u64;
-            let ids = UInt64Array::from_iter_values(offset..offset + n);
-            let batch = with_columns(&batch, vec![(ROW_ID.to_owned(), std::sync::Arc::new(ids))]);
-            if let Some(batch) = of_symbol(&batch, &pipeline.symbol, options.symbol.as_deref()) {
-                batches.push(batch);
-            }
-        }
-    }
+    let symbol = options.symbol.as_deref();
+    let mut batches = read_rows(&file, &bound, symbol)?;
     let last = last_stage(&bound.stages, options.after)?;
     let date_key = time::date_key(options.date);
-    let diagnostics = Diagnostics::default();
-    let failed =
-        |stage: &'static str| move |message: String| InspectError::Stage { stage, message };
     for stage in &bound.stages[..=last] {
-        batches = match stage {
-            Stage::Derive(spec) => {
-                let spec = DeriveSpec {
-                    keep: None,
-                    ..spec.clone()
-                };
-                let mut derive = derive_fn(spec);
-                (batches.into_iter())
-                    .map(|b| derive(date_key, b, &diagnostics).map_err(|e| e.to_string()))
-                    .collect::<Result<_, _>>()
-                    .map_err(failed("derive"))?
-            }
-            Stage::ParseTime(spec) => {
-                let mut parse = parse_time_fn(spec.clone());
-                (batches.into_iter())
-                    .map(|b| parse(date_key, b, &diagnostics).map_err(|e| e.to_string()))
-                    .collect::<Result<_, _>>()
-                    .map_err(failed("parse_time"))?
-            }
-            Stage::Keyed(spec) => {
-                let batches: Vec<RecordBatch> =
-                    batches.into_iter().filter(|b| b.num_rows() > 0).collect();
-                if batches.is_empty() {
-                    Vec::new()
-                } else {
-                    let spec = EnrichSpec {
-                        keep: None,
-                        ..spec.clone()
-                    };
-                    enrich(&batches, &spec)
-                        .map_err(|e| failed("enrich")(e.to_string()))?
-                        .0
-                }
-            }
-            Stage::Bin(specs) => (batches.iter())
-                .map(|b| {
-                    bin_batch(b, specs)
-                        .map(|(b, _)| b)
-                        .map_err(|e| e.to_string())
-                })
+        batches = through(stage, batches, date_key)?;
+        if let Stage::Keyed(spec) = stage
+            && let Some(next) = NextDaySpec::of(spec)
+        {
+            let day = next_day(pipeline, dir, options.date, &bound, &next, symbol)?;
+            batches = (batches.iter())
+                .map(|b| fill_next_day(b, &next, day.as_ref()).map(|(rows, ..)| rows))
                 .collect::<Result<_, _>>()
-                .map_err(failed("bin"))?,
-        };
+                .map_err(|e| failed("enrich")(e.to_string()))?;
+        }
         batches.retain(|b| b.num_rows() > 0);
     }
     let Some(first) = batches.first() else {
@@ -163,6 +120,120 @@ pub fn inspect(pipeline: &Pipeline, options: &InspectOptions) -> Result<RecordBa
         .collect();
     order.extend(rest);
     Ok(rows.project(&order).expect("indices of the rows"))
+}
+
+fn failed(stage: &'static str) -> impl Fn(String) -> InspectError {
+    move |message| InspectError::Stage { stage, message }
+}
+
+/// A date's rows as read (the pipeline's columns, with `row_id`), `symbol`'s alone when
+/// given.
+fn read_rows(
+    file: &DateFile,
+    bound: &BoundPipeline,
+    symbol: Option<&str>,
+) -> Result<Vec<RecordBatch>, InspectError> {
+    let names: Vec<&str> = bound.read.iter().map(String::as_str).collect();
+    let mut batches = Vec::new();
+    for part in 0..file.num_parts() {
+        for (offset, batch) in file.read_part(part, &names, 65_536)? {
+            let n = batch.num_rows() as u64;
+            let ids = UInt64Array::from_iter_values(offset..offset + n);
+            let batch = with_columns(&batch, vec![(ROW_ID.to_owned(), std::sync::Arc::new(ids))]);
+            let column = &bound.pipeline.symbol;
+            if let Some(batch) = of_symbol(&batch, column, symbol) {
+                batches.push(batch);
+            }
+        }
+    }
+    Ok(batches)
+}
+
+/// The rows through one stage, with the dataflow's kernels, every column kept.
+fn through(
+    stage: &Stage,
+    batches: Vec<RecordBatch>,
+    date_key: u32,
+) -> Result<Vec<RecordBatch>, InspectError> {
+    let diagnostics = Diagnostics::default();
+    Ok(match stage {
+        Stage::Derive(spec) => {
+            let spec = DeriveSpec {
+                keep: None,
+                ..spec.clone()
+            };
+            let mut derive = derive_fn(spec);
+            (batches.into_iter())
+                .map(|b| derive(date_key, b, &diagnostics).map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()
+                .map_err(failed("derive"))?
+        }
+        Stage::ParseTime(spec) => {
+            let mut parse = parse_time_fn(spec.clone());
+            (batches.into_iter())
+                .map(|b| parse(date_key, b, &diagnostics).map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()
+                .map_err(failed("parse_time"))?
+        }
+        Stage::Keyed(spec) => {
+            let batches: Vec<RecordBatch> =
+                batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+            if batches.is_empty() {
+                Vec::new()
+            } else {
+                let spec = EnrichSpec {
+                    keep: None,
+                    ..spec.clone()
+                };
+                enrich(&batches, &spec)
+                    .map_err(|e| failed("enrich")(e.to_string()))?
+                    .0
+            }
+        }
+        Stage::Bin(specs) => (batches.iter())
+            .map(|b| {
+                bin_batch(b, specs)
+                    .map(|(b, _)| b)
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()
+            .map_err(failed("bin"))?,
+    })
+}
+
+/// The next trading day of `date` (as `vizflow run` finds it) through the stages before
+/// the keyed stage: its first and last price per symbol; `None` without a file.
+fn next_day(
+    pipeline: &Pipeline,
+    dir: &Path,
+    date: NaiveDate,
+    bound: &BoundPipeline,
+    spec: &NextDaySpec,
+    symbol: Option<&str>,
+) -> Result<Option<Day>, InspectError> {
+    let calendar =
+        trading_calendar(pipeline, dir).map_err(|e| failed("next trading day")(e.to_string()))?;
+    let Some(next) = calendar.next(date) else {
+        return Ok(None);
+    };
+    let path = input_path(dir, &pipeline.input.pattern, next);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let file = DateFile::open(&path)?;
+    bound
+        .check_schema(&file.schema())
+        .map_err(|e| failed("next trading day")(format!("{}: {e}", path.display())))?;
+    let mut batches = read_rows(&file, bound, symbol)?;
+    for stage in &bound.stages {
+        if matches!(stage, Stage::Keyed(_)) {
+            break;
+        }
+        batches = through(stage, batches, time::date_key(next))?;
+    }
+    Day::of_rows(&batches, spec)
+        .map(Some)
+        .map_err(|e| failed("next trading day")(e.to_string()))
 }
 
 /// The index of the last stage to run: the stage asked for and the derived columns

@@ -10,7 +10,7 @@
 //! same plan (process 0's: the dates to compute), each date's result comes out of the
 //! process that owns it ([`crate::engine::date_owner`]), which alone writes its files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
 use chrono::NaiveDate;
+use vizflow_operators::next_day::NextDays;
 use vizflow_operators::report::DateReport;
 use vizflow_operators::time::date_key;
 
@@ -226,12 +227,7 @@ pub fn select_dates(
     input_dir: &Path,
     selection: &DateSelection,
 ) -> Result<Vec<NaiveDate>, RunError> {
-    let calendar = || -> Result<TradingCalendar, RunError> {
-        Ok(match &pipeline.input.calendar {
-            Some(path) => TradingCalendar::from_file(path)?,
-            None => TradingCalendar::discover(input_dir, &pipeline.input.pattern)?,
-        })
-    };
+    let calendar = || trading_calendar(pipeline, input_dir);
     let mut dates = match selection {
         DateSelection::All => calendar()?.dates().to_vec(),
         DateSelection::Spec(spec) => calendar::parse_date_spec(spec, &calendar()?)?,
@@ -247,6 +243,17 @@ pub fn select_dates(
         )));
     }
     Ok(dates)
+}
+
+/// The run's trading days: `[input] calendar`, else the dates of the input files.
+pub(crate) fn trading_calendar(
+    pipeline: &Pipeline,
+    input_dir: &Path,
+) -> Result<TradingCalendar, RunError> {
+    Ok(match &pipeline.input.calendar {
+        Some(path) => TradingCalendar::from_file(path)?,
+        None => TradingCalendar::discover(input_dir, &pipeline.input.pattern)?,
+    })
 }
 
 /// True when `path` holds a partial made by a pipeline with `hash`.
@@ -362,14 +369,19 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         source,
     })?;
     let hash = pipeline.config_hash();
-    let plan = plan_dates(dates, &output_dir, &hash, options);
+    let mut plan = plan_dates(dates, &output_dir, &hash, options);
+    plan_next_days(pipeline, &input_dir, &mut plan)?;
     let (workers, place, plan) = join(plan, &hash, options)?;
+    let prices_only: BTreeSet<NaiveDate> = plan.prices_only.iter().copied().collect();
     let skipped = if place.process == 0 {
         plan.skipped.len()
     } else {
         0
     };
-    let total = skipped + (0..plan.run.len()).filter(|i| place.owns(*i)).count();
+    let total = skipped
+        + (plan.run.iter().enumerate())
+            .filter(|(i, date)| place.owns(*i) && !prices_only.contains(date))
+            .count();
     let mut recorder = Recorder {
         progress: Progress::run(options.progress, total),
         total,
@@ -381,6 +393,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         first_failure: None,
         fail_fast: options.fail_fast,
         provisional: BTreeMap::new(),
+        prices_only,
     };
     if place.process == 0 {
         for &date in &plan.skipped {
@@ -394,10 +407,14 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
     let Some(opened) = open_inputs(&plan, &inputs, place, &mut recorder) else {
         return Ok(recorder.finish(started));
     };
-    let bound = match &opened.first {
+    let mut bound = match &opened.first {
         Some(first) => bind(pipeline, first, &opened.others)?,
         None => return Ok(recorder.finish(started)),
     };
+    bound.next_days = Arc::new(NextDays::new(
+        plan.next.iter().copied(),
+        plan.prices_only.iter().map(|d| date_key(*d)),
+    ));
     let partition =
         options
             .partition
@@ -415,10 +432,12 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         place,
         // Dates in flight: one partitioned by symbol (a date's rows are never in memory
         // beside another's), one per worker partitioned by date.
+        // A date waiting for its next trading day's prices (returns to the next day)
+        // is in flight beside that day.
         window: match partition {
             Partition::Symbol => 1,
             Partition::Date => place.peers(),
-        },
+        } + usize::from(!plan.next.is_empty()),
     };
     feeder.run(engine, opened, &mut recorder)?;
     Ok(recorder.finish(started))
@@ -456,6 +475,39 @@ fn plan_dates(
         }
     }
     plan
+}
+
+/// With returns to the next trading day (`"next_open"`, `"next_close"`): the next
+/// trading day of each date to compute (the calendar's next date, `[input] calendar`
+/// or the input files), when it has a file, and those next days not computed, which
+/// are read for their prices alone (SEMANTICS.md, *Cross-date returns*).
+fn plan_next_days(
+    pipeline: &Pipeline,
+    input_dir: &Path,
+    plan: &mut DatePlan,
+) -> Result<(), RunError> {
+    let crosses = (pipeline.forward_return.as_ref())
+        .is_some_and(|(_, horizons)| horizons.iter().any(|h| h.crosses_date()));
+    if !crosses || plan.run.is_empty() {
+        return Ok(());
+    }
+    let calendar = trading_calendar(pipeline, input_dir)?;
+    let computed: BTreeSet<NaiveDate> = plan.run.iter().copied().collect();
+    for &date in &plan.run {
+        let Some(next) = calendar.next(date) else {
+            continue;
+        };
+        if !input_path(input_dir, &pipeline.input.pattern, next).exists() {
+            continue;
+        }
+        plan.next.push((date_key(date), date_key(next)));
+        if !computed.contains(&next) {
+            plan.prices_only.push(next);
+        }
+    }
+    plan.run.extend(plan.prices_only.iter().copied());
+    plan.run.sort();
+    Ok(())
 }
 
 /// This process's place among the workers of a run.
@@ -561,7 +613,7 @@ fn open_inputs(
                 }
             }
             (Err(_), Some(_)) => {}
-            (Err(error), None) if place.owns(ordinal) => {
+            (Err(error), None) if place.owns(ordinal) && !recorder.prices_only.contains(&date) => {
                 recorder.record(DateOutcome::failed(date, error.to_string()))
             }
             (Err(_), None) => {}
@@ -647,7 +699,7 @@ impl Feeder<'_> {
         }
         engine.finish()?;
         for (ordinal, &date) in self.plan.run.iter().enumerate().skip(fed) {
-            if self.place.owns(ordinal) {
+            if self.place.owns(ordinal) && !recorder.prices_only.contains(&date) {
                 recorder.record(DateOutcome::new(date, DateStatus::NotRun));
             }
         }
@@ -669,14 +721,9 @@ impl Feeder<'_> {
                 return Ok(ordinal);
             }
             engine.begin_date(date)?;
-            while engine.pending_dates() > self.window {
-                match engine.next_result()? {
-                    Some(result) => {
-                        recorder.failed_elsewhere(engine.take_failed_elsewhere());
-                        recorder.result(result)
-                    }
-                    None => break,
-                }
+            for result in engine.wait_for_window(self.window)? {
+                recorder.failed_elsewhere(engine.take_failed_elsewhere());
+                recorder.result(result)
             }
             if recorder.stopped() {
                 return Ok(ordinal + 1); // begun without rows: its result is "not run"
@@ -743,6 +790,8 @@ struct Recorder<'a> {
     fail_fast: bool,
     /// Each open date's provisional results so far, written with its final one.
     provisional: BTreeMap<NaiveDate, Vec<(i64, RecordBatch)>>,
+    /// The dates read for their prices alone: no outcome of their own.
+    prices_only: BTreeSet<NaiveDate>,
 }
 
 impl Recorder<'_> {
@@ -791,6 +840,9 @@ impl Recorder<'_> {
     /// written or fed (their owners report them).
     fn failed_elsewhere(&mut self, failures: Vec<(NaiveDate, Vec<String>)>) {
         for (date, errors) in failures {
+            if self.prices_only.contains(&date) {
+                continue;
+            }
             if self.first_failure.as_ref().is_none_or(|(d, _)| date < *d) {
                 let message = format!("{}: {}", calendar::format_date(date), errors.join("; "));
                 self.first_failure = Some((date, message));
@@ -799,6 +851,10 @@ impl Recorder<'_> {
     }
 
     fn result(&mut self, mut result: DateResult) {
+        if self.prices_only.contains(&result.date) {
+            // Read for the date before it (its failure is counted there).
+            return;
+        }
         if let ResultKind::Provisional { watermark_ms } = result.kind {
             if let Ok(partial) = result.partial {
                 let kept = self.provisional.entry(result.date).or_default();

@@ -208,7 +208,8 @@ fn errors_from_a_file_name_it() {
         Pipeline::from_file(&path).unwrap_err().to_string(),
         format!(
             "invalid pipeline {}: [forward_return] horizons: the list is empty; horizons are \
-             seconds of trading time or \"close\", e.g. horizons = [60, 300, \"close\"]",
+             seconds of trading time, \"close\", \"next_open\" or \"next_close\", e.g. \
+             horizons = [60, 300, \"close\"]",
             path.display()
         )
     );
@@ -518,7 +519,8 @@ fn horizons_empty() {
     assert_eq!(
         parse_error(&with_horizons("[]")),
         "invalid pipeline: [forward_return] horizons: the list is empty; horizons are seconds \
-         of trading time or \"close\", e.g. horizons = [60, 300, \"close\"]"
+         of trading time, \"close\", \"next_open\" or \"next_close\", e.g. horizons = [60, 300, \
+         \"close\"]"
     );
 }
 
@@ -527,12 +529,14 @@ fn horizons_not_positive() {
     assert_eq!(
         parse_error(&with_horizons("[60, -300]")),
         "invalid pipeline: [forward_return] horizons: -300 is not positive; horizons are seconds \
-         of trading time or \"close\", e.g. horizons = [60, 300, \"close\"]"
+         of trading time, \"close\", \"next_open\" or \"next_close\", e.g. horizons = [60, 300, \
+         \"close\"]"
     );
     assert_eq!(
         parse_error(&with_horizons("[0]")),
         "invalid pipeline: [forward_return] horizons: 0 is not positive; horizons are seconds \
-         of trading time or \"close\", e.g. horizons = [60, 300, \"close\"]"
+         of trading time, \"close\", \"next_open\" or \"next_close\", e.g. horizons = [60, 300, \
+         \"close\"]"
     );
 }
 
@@ -541,15 +545,17 @@ fn horizons_duplicate() {
     assert_eq!(
         parse_error(&with_horizons("[60, 300, 60]")),
         "invalid pipeline: [forward_return] horizons: 60 is listed twice; horizons are seconds \
-         of trading time or \"close\", e.g. horizons = [60, 300, \"close\"]"
+         of trading time, \"close\", \"next_open\" or \"next_close\", e.g. horizons = [60, 300, \
+         \"close\"]"
     );
 }
 
 #[test]
 fn horizons_by_name() {
-    let suffix = "; horizons are seconds of trading time or \"close\", e.g. horizons = [60, 300, \
-                  \"close\"]";
+    let suffix = "; horizons are seconds of trading time, \"close\", \"next_open\" or \
+                  \"next_close\", e.g. horizons = [60, 300, \"close\"]";
     assert!(Pipeline::from_toml(&with_horizons("[60, \"close\"]")).is_ok());
+    assert!(Pipeline::from_toml(&with_horizons("[\"next_open\", \"next_close\"]")).is_ok());
     assert_eq!(
         parse_error(&with_horizons("[\"close\", 60, \"close\"]")),
         format!("invalid pipeline: [forward_return] horizons: \"close\" is listed twice{suffix}")
@@ -559,15 +565,14 @@ fn horizons_by_name() {
         format!("invalid pipeline: [forward_return] horizons: \"open\" is not a horizon{suffix}")
     );
     assert_eq!(
-        parse_error(&with_horizons("[60, \"next_open\"]")),
+        parse_error(&with_horizons("[\"next_open\", \"next_open\"]")),
         format!(
-            "invalid pipeline: [forward_return] horizons: \"next_open\" (a return to the next \
-             trading day) is not available yet{suffix}"
+            "invalid pipeline: [forward_return] horizons: \"next_open\" is listed twice{suffix}"
         )
     );
     let float = parse_error(&with_horizons("[60, 1.5]"));
     assert!(
-        float.contains("expected seconds of trading time (an integer) or \"close\""),
+        float.contains("expected seconds of trading time (an integer) or a name"),
         "{float}"
     );
 }

@@ -41,6 +41,7 @@ pub mod enrich;
 mod error;
 pub mod exact_sum;
 pub mod expr;
+pub mod next_day;
 pub mod parse_time;
 pub mod report;
 mod rules;

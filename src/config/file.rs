@@ -267,7 +267,7 @@ impl<'de> Deserialize<'de> for HorizonConfig {
         impl serde::de::Visitor<'_> for Visitor {
             type Value = HorizonConfig;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("seconds of trading time (an integer) or \"close\"")
+                f.write_str("seconds of trading time (an integer) or a name (\"close\", \"next_open\", \"next_close\")")
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HorizonConfig, E> {
                 Ok(HorizonConfig::Seconds(v))
@@ -559,8 +559,8 @@ impl ForwardReturnConfig {
     fn build(&self, columns: &SemanticColumns) -> Result<(String, Vec<Horizon>), ConfigError> {
         let wrong = |problem: String| {
             invalid(format!(
-                "[forward_return] horizons: {problem}; horizons are seconds of trading time or \
-                 \"close\", e.g. horizons = [60, 300, \"close\"]"
+                "[forward_return] horizons: {problem}; horizons are seconds of trading time, \
+                 \"close\", \"next_open\" or \"next_close\", e.g. horizons = [60, 300, \"close\"]"
             ))
         };
         if self.horizons.is_empty() {
@@ -574,13 +574,8 @@ impl ForwardReturnConfig {
                 }
                 HorizonConfig::Seconds(h) => Horizon::Seconds(*h),
                 HorizonConfig::Name(name) if name == "close" => Horizon::Close,
-                HorizonConfig::Name(name)
-                    if matches!(name.as_str(), "next_open" | "next_close") =>
-                {
-                    return Err(wrong(format!(
-                        "\"{name}\" (a return to the next trading day) is not available yet"
-                    )));
-                }
+                HorizonConfig::Name(name) if name == "next_open" => Horizon::NextOpen,
+                HorizonConfig::Name(name) if name == "next_close" => Horizon::NextClose,
                 HorizonConfig::Name(name) => {
                     return Err(wrong(format!("\"{name}\" is not a horizon")));
                 }

@@ -39,6 +39,7 @@ use vizflow_operators::enrich::{EnrichRule, EnrichSpec, checked_outputs};
 use vizflow_operators::enrich::{Incremental, check_streamable};
 use vizflow_operators::expr::Expr;
 use vizflow_operators::forward_return::{ForwardReturnSpec, Horizon};
+use vizflow_operators::next_day::NextDays;
 use vizflow_operators::parse_time::{ParseTimeSpec, elapsed_ms};
 
 use super::{ConfigError, Pipeline, field, invalid, set};
@@ -276,6 +277,11 @@ pub struct BoundPipeline {
     /// With `[stream] emit_every`, whether provisional results are computed
     /// incrementally, and how (see [`Pipeline::incremental`]).
     pub incremental: Option<Incremental>,
+    /// The next trading day of each date, for the horizons `"next_open"` and
+    /// `"next_close"`: `vizflow run` sets it from the calendar and the input files.
+    /// Left empty, no date has a next day (the returns are null, counted as
+    /// `forward_return.no_next_date`).
+    pub next_days: Arc<NextDays>,
 }
 
 impl BoundPipeline {
@@ -362,6 +368,7 @@ impl Pipeline {
             stages,
             plan,
             incremental,
+            next_days: Arc::default(),
         })
     }
 
@@ -547,6 +554,14 @@ impl Pipeline {
         let mut list: Vec<String> = Vec::new();
         for column in &self.aggregate.group_by {
             need(column, &mut list);
+        }
+        if steps
+            .iter()
+            .any(|s| matches!(s, Step::ForwardReturn { horizon, .. } if horizon.crosses_date()))
+        {
+            // The returns to the next trading day are completed after the keyed stage,
+            // by symbol (`vizflow_operators::next_day`).
+            need(&self.symbol, &mut list);
         }
         for (_, metric) in &self.aggregate.metrics {
             for call in metric.calls() {

@@ -620,6 +620,30 @@ impl Engine {
         }
     }
 
+    /// Waits until at most `window` begun dates are pending, and returns the results
+    /// (provisional ones first) that came out meanwhile, in order. Unlike looping over
+    /// [`Engine::next_result`], it also returns once a date of another process is
+    /// dropped: a process that waits for its own next result may hold up the others
+    /// (a date waiting for its next trading day's prices needs every process to have
+    /// begun the day after).
+    pub fn wait_for_window(&mut self, window: usize) -> Result<Vec<DateResult>, EngineError> {
+        let mut results = Vec::new();
+        loop {
+            results.extend(self.provisional.drain(..));
+            self.report_completed()?;
+            while let Some(result) = self.completed() {
+                results.push(result);
+            }
+            if self.open.len() <= window {
+                return Ok(results);
+            }
+            match self.events.recv() {
+                Ok(message) => self.receive(message),
+                Err(_) => return Err(EngineError::Stopped),
+            }
+        }
+    }
+
     fn receive(&mut self, message: WorkerMessage) {
         match message {
             WorkerMessage::Partial(date_key, batch) => {

@@ -19,7 +19,7 @@ use vizflow_operators::bin::Bin;
 use vizflow_operators::columns::ROW_ID;
 use vizflow_operators::derive::{Derive, derive_fn};
 use vizflow_operators::enrich::{Enrich, Provisional};
-use vizflow_operators::forward_return::Horizon;
+use vizflow_operators::next_day::{NextDayReturns, NextDaySpec, day_prices};
 use vizflow_operators::parse_time::{ParseTime, parse_time_fn};
 use vizflow_operators::report::{DateReport, Diagnostics, first_errors};
 use vizflow_operators::stash::FrontierStash;
@@ -279,8 +279,39 @@ fn build_rows(
                             });
                     let watermark = keyed_streams(pipeline);
                     let (spec, partition) = (spec.clone(), *partition);
-                    rows.enrich_partitioned(spec, diagnostics, partition, watermark, provisional)
-                        .probe_with(&keyed)
+                    match NextDaySpec::of(&spec) {
+                        Some(next) => {
+                            // Returns to the next trading day: each date's first and
+                            // last prices are taken on the way in, and its rows wait
+                            // on the way out for its next day's.
+                            let days = pipeline.next_days.clone();
+                            let (rows, tables) =
+                                day_prices(rows, next.clone(), days.clone(), diagnostics.clone());
+                            rows.enrich_partitioned(
+                                spec,
+                                diagnostics.clone(),
+                                partition,
+                                watermark,
+                                provisional,
+                            )
+                            .probe_with(&keyed)
+                            .next_day_returns(
+                                tables.broadcast(),
+                                next,
+                                days,
+                                diagnostics,
+                            )
+                        }
+                        None => rows
+                            .enrich_partitioned(
+                                spec,
+                                diagnostics,
+                                partition,
+                                watermark,
+                                provisional,
+                            )
+                            .probe_with(&keyed),
+                    }
                 }
                 Stage::Bin(bins) => rows.bin(bins.clone(), diagnostics),
             };
@@ -317,8 +348,9 @@ fn build_rows(
 }
 
 /// Whether the keyed stage releases rows as the watermark passes them (`[stream]`), so
-/// that the input is paced to it. Not when a return to the close is asked for without
-/// provisional results: such a return is final only when the date is, the date is held
+/// that the input is paced to it. Not when a return to the close (or the next trading
+/// day) is asked for without provisional results: such a return is final only when
+/// the date is, the date is held
 /// whole, and the whole-date path holds it best (one sort at the close, no segments;
 /// the late rows are found on arrival either way).
 fn keyed_streams(pipeline: &BoundPipeline) -> bool {
@@ -328,7 +360,7 @@ fn keyed_streams(pipeline: &BoundPipeline) -> bool {
     let to_the_close = pipeline.stages.iter().any(|stage| {
         matches!(stage, Stage::Keyed(spec) if (spec.rules.first())
             .and_then(|rule| rule.forward_returns())
-            .is_some_and(|r| r.horizons.contains(&Horizon::Close)))
+            .is_some_and(|r| r.horizons.iter().any(|h| h.reach_ms(r.day_ms) >= r.day_ms)))
     });
     stream.emit_every_ms.is_some() || !to_the_close
 }

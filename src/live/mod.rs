@@ -142,6 +142,14 @@ pub enum LiveError {
          in order up to a lateness, e.g.\n\n[stream]\nlateness = \"2s\"\nemit_every = \"60s\"\n"
     )]
     NoStream,
+    /// The pipeline asks for returns to the next trading day.
+    #[error(
+        "vizflow live does not compute returns to the next trading day yet (horizon \"{0}\"): \
+         a date's final result would wait for the next day's feed. Remove it from \
+         [forward_return] horizons for the live run, and compute it afterwards with \
+         `vizflow run` over the recorded feed (--record)"
+    )]
+    NextDay(String),
     /// The listening address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -181,6 +189,14 @@ pub fn live(
 ) -> Result<LiveSummary, LiveError> {
     if pipeline.stream.is_none() {
         return Err(LiveError::NoStream);
+    }
+    let next_day = (pipeline.forward_return.iter())
+        .flat_map(|(_, horizons)| horizons)
+        .find(|h| h.crosses_date());
+    if let Some(horizon) = next_day {
+        return Err(LiveError::NextDay(
+            horizon.output()["return_".len()..].to_owned(),
+        ));
     }
     let output = &options.output_dir;
     std::fs::create_dir_all(output).map_err(|source| LiveError::OutputDir {

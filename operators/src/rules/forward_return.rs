@@ -35,6 +35,13 @@ pub enum Horizon {
     /// The close of the row's date: the symbol's last row of the date
     /// (`return_close`).
     Close,
+    /// The open of the next trading day: the symbol's first row that day
+    /// (`return_next_open`). The keyed stage outputs the row's own price in its place;
+    /// [`crate::next_day`] divides the next day's price by it once that day is read.
+    NextOpen,
+    /// The close of the next trading day: the symbol's last row that day
+    /// (`return_next_close`), computed as [`Horizon::NextOpen`] is.
+    NextClose,
 }
 
 impl Horizon {
@@ -43,7 +50,14 @@ impl Horizon {
         match self {
             Horizon::Seconds(h) => format!("return_{h}"),
             Horizon::Close => "return_close".to_owned(),
+            Horizon::NextOpen => "return_next_open".to_owned(),
+            Horizon::NextClose => "return_next_close".to_owned(),
         }
+    }
+
+    /// Whether the target is on the next trading day (`next_open`, `next_close`).
+    pub fn crosses_date(self) -> bool {
+        matches!(self, Horizon::NextOpen | Horizon::NextClose)
     }
 
     /// The target time of a row at `elapsed_ms` of a day that closes at `close_ms`
@@ -53,15 +67,19 @@ impl Horizon {
         match self {
             Horizon::Seconds(h) => Some(elapsed_ms + 1000 * h).filter(|t| *t <= close_ms),
             Horizon::Close => (elapsed_ms <= close_ms).then_some(close_ms),
+            // Not within the date (the keyed stage does not look for it).
+            Horizon::NextOpen | Horizon::NextClose => None,
         }
     }
 
     /// How long after a row its return may still change, in ms of trading time: `h`
-    /// s, or the whole day (`day_ms`) for the close.
+    /// s, the whole day (`day_ms`) for the close, and for the next day longer than any
+    /// date (never final before the date is complete).
     pub fn reach_ms(self, day_ms: i64) -> i64 {
         match self {
             Horizon::Seconds(h) => 1000 * h,
             Horizon::Close => day_ms,
+            Horizon::NextOpen | Horizon::NextClose => i64::MAX / 4,
         }
     }
 
@@ -83,6 +101,8 @@ impl std::fmt::Display for Horizon {
         match self {
             Horizon::Seconds(h) => write!(f, "{h}"),
             Horizon::Close => f.write_str("\"close\""),
+            Horizon::NextOpen => f.write_str("\"next_open\""),
+            Horizon::NextClose => f.write_str("\"next_close\""),
         }
     }
 }
@@ -184,6 +204,10 @@ impl EnrichRule for ForwardReturnSpec {
 
 /// The returns of one horizon over rows in event order, symbol by symbol.
 fn returns(rows: &Rows<'_>, prices: &Float64Array, horizon: Horizon, day_ms: i64) -> ArrayRef {
+    if horizon.crosses_date() {
+        // The row's own price, for `next_day` to divide the next day's by.
+        return Arc::new(prices.clone());
+    }
     let n = rows.len();
     let elapsed = rows.elapsed_ms;
     let price = prices.values();
@@ -281,6 +305,10 @@ impl Stretch<'_> {
 /// computation ([`ForwardReturnSpec`]'s rule) gives those rows.
 pub fn returns_across(stretches: &[Stretch<'_>], horizon: Horizon, day_ms: i64) -> ArrayRef {
     let first = &stretches[0];
+    if horizon.crosses_date() {
+        // The row's own price, as in the whole-date computation.
+        return Arc::new(first.prices.clone());
+    }
     let (elapsed, price) = (first.elapsed_ms, first.prices.values());
     let n = elapsed.len();
     let mut values = Vec::with_capacity(n);
