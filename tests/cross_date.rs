@@ -449,3 +449,52 @@ fn under_stream_provisional_results_have_no_next_day() {
         assert!(counts.iter().all(|c| c == Some(0)), "{column}: {counts:?}");
     }
 }
+
+/// Through the Engine API, rows pushed in shuffled batches of random sizes: with
+/// `BoundPipeline::next_days` set, as the oracle; left empty, every next-day return is
+/// null and counted as without a next date (and nothing waits for one).
+#[test]
+fn the_engine_api_takes_the_next_days_from_the_bound_pipeline() {
+    use rand::seq::SliceRandom;
+    use vizflow::engine::{Engine, Feeding, Workers};
+    use vizflow::operators::next_day::NextDays;
+    let days = days();
+    let dir = tempfile::tempdir().unwrap();
+    let dates = [20240103u32, 20240104];
+    for with_next in [true, false] {
+        let text = pipeline_text(dir.path(), false, 100, None);
+        let mut bound = (Pipeline::from_toml(&text).unwrap())
+            .bind(&days[&dates[0]].schema())
+            .unwrap();
+        if with_next {
+            bound.next_days = Arc::new(NextDays::new([(dates[0], dates[1])], []));
+        }
+        let workers = Workers::Local(common::process(2));
+        let mut engine =
+            Engine::launch(bound, workers, Partition::Symbol, Feeding::Shared).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut results = Vec::new();
+        for date in dates {
+            let day = &days[&date];
+            engine
+                .begin_date(vizflow::operators::time::date_of_key(date))
+                .unwrap();
+            let mut order: Vec<u32> = (0..day.num_rows() as u32).collect();
+            order.shuffle(&mut rng);
+            for chunk in order.chunks(rng.random_range(1..400)) {
+                engine.push(common::rows_with_ids(day, chunk)).unwrap();
+            }
+        }
+        results.extend(engine.finish().unwrap());
+        assert_eq!(results.len(), 2);
+        for (result, date) in results.iter().zip(dates) {
+            let next = (with_next && date == dates[0]).then(|| &days[&dates[1]]);
+            let (expected, no_date, no_row) = oracle(&days[&date], next);
+            let case = format!("next days set: {with_next}, {date}");
+            assert_partial(result.partial.as_ref().unwrap(), &expected, &case);
+            let count = |name: &str| result.report.count(name);
+            assert_eq!(count("forward_return.no_next_date"), no_date, "{case}");
+            assert_eq!(count("forward_return.no_next_row"), no_row, "{case}");
+        }
+    }
+}

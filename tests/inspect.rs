@@ -12,10 +12,16 @@ use chrono::NaiveDate;
 use vizflow::config::Pipeline;
 use vizflow::inspect::{After, InspectOptions, inspect};
 use vizflow::io::{FileFormat, read_parquet};
+use vizflow::operators::forward_return::Horizon;
 use vizflow::run::{ProgressStyle, RunOptions, run};
 use vizflow::synthetic::{GenSpec, generate};
 
 fn setup(dir: &Path) -> (Pipeline, NaiveDate) {
+    setup_with(dir, |text| text)
+}
+
+/// [`setup`] with the example's text edited by `edit`.
+fn setup_with(dir: &Path, edit: fn(String) -> String) -> (Pipeline, NaiveDate) {
     let date = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap();
     let spec = GenSpec {
         rows: 30_000,
@@ -38,7 +44,7 @@ fn setup(dir: &Path) -> (Pipeline, NaiveDate) {
         "dir = \"out/alpha_markout\"",
         &format!("dir = \"{}\"", dir.join("out").display()),
     );
-    (Pipeline::from_toml(&text).unwrap(), date)
+    (Pipeline::from_toml(&edit(text)).unwrap(), date)
 }
 
 fn text(batch: &RecordBatch, column: &str) -> Vec<String> {
@@ -154,4 +160,91 @@ fn the_rows_after_bin_are_those_the_partial_aggregates() {
         stdout.contains("matched_qty") && stdout.contains("more rows"),
         "{stdout}"
     );
+}
+
+/// Returns to the next trading day: computed from the next day's file, read through
+/// the stages before the keyed stage: the symbol's first (last) `mid` of that day in
+/// event order over the row's, minus one; null on the last date (no next file).
+#[test]
+fn returns_to_the_next_day_come_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, date) = setup_with(dir.path(), |text| {
+        text.replace(
+            "horizons = [60, 300, 600]",
+            "horizons = [60, 300, 600, \"next_open\", \"next_close\"]",
+        )
+        .replace(
+            "[aggregate.metrics]",
+            "[aggregate.metrics]\nopen = \"mean(return_next_open)\"\nclose = \"mean(return_next_close)\"",
+        )
+    });
+    let next = NaiveDate::from_ymd_opt(2024, 1, 3).unwrap();
+    let spec = GenSpec {
+        rows: 20_000,
+        symbols: 30,
+        seed: 12,
+        format: FileFormat::IpcFile,
+        compression: None,
+        prefix: "alpha_".into(),
+    };
+    generate(&spec, &dir.path().join("data"), &[next]).unwrap();
+    let horizons = &pipeline.forward_return.as_ref().unwrap().1;
+    assert!(horizons.contains(&Horizon::NextOpen) && horizons.contains(&Horizon::NextClose));
+    let options = |date, after| InspectOptions {
+        date,
+        symbol: None,
+        after,
+        input_dir: None,
+    };
+    let rows = inspect(&pipeline, &options(date, After::Enrich)).unwrap();
+    let next_rows = inspect(&pipeline, &options(next, After::ParseTime)).unwrap();
+    // The next day's first and last mid per symbol, in event order.
+    let key = |batch: &RecordBatch, r: usize| {
+        let elapsed = batch.column_by_name("elapsed_ms").unwrap();
+        let row_id = batch.column_by_name("row_id").unwrap();
+        let row_id = arrow::compute::cast(row_id, &DataType::Int64).unwrap();
+        (
+            elapsed.as_primitive::<Int64Type>().value(r),
+            row_id.as_primitive::<Int64Type>().value(r),
+        )
+    };
+    let mids = |batch: &RecordBatch| floats(batch, "mid");
+    let next_mid = mids(&next_rows);
+    let mut marks: BTreeMap<String, ((i64, i64), f64, (i64, i64), f64)> = BTreeMap::new();
+    for (r, symbol) in text(&next_rows, "ukey").into_iter().enumerate() {
+        let (k, m) = (key(&next_rows, r), next_mid[r].unwrap());
+        let mark = marks.entry(symbol).or_insert((k, m, k, m));
+        if k < mark.0 {
+            (mark.0, mark.1) = (k, m);
+        }
+        if k > mark.2 {
+            (mark.2, mark.3) = (k, m);
+        }
+    }
+    let (mid, open, close) = (
+        mids(&rows),
+        floats(&rows, "return_next_open"),
+        floats(&rows, "return_next_close"),
+    );
+    let mut compared = 0;
+    for (r, symbol) in text(&rows, "ukey").into_iter().enumerate() {
+        let (Some(mid), Some(mark)) = (mid[r], marks.get(&symbol)) else {
+            assert_eq!((open[r], close[r]), (None, None), "row {r}");
+            continue;
+        };
+        assert_eq!(open[r], Some(mark.1 / mid - 1.0), "row {r}");
+        assert_eq!(close[r], Some(mark.3 / mid - 1.0), "row {r}");
+        compared += 1;
+    }
+    assert!(compared > 10_000, "{compared}");
+    // The last date has no next file: null.
+    let last = inspect(&pipeline, &options(next, After::Enrich)).unwrap();
+    let open = floats(&last, "return_next_open");
+    assert!(open.iter().all(Option::is_none));
+}
+
+fn floats(batch: &RecordBatch, column: &str) -> Vec<Option<f64>> {
+    let values = batch.column_by_name(column).unwrap();
+    let values = values.as_primitive::<arrow::datatypes::Float64Type>();
+    values.iter().collect()
 }

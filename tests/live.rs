@@ -591,6 +591,34 @@ fn live_needs_a_stream_section() {
     assert!(stderr.contains("lateness = \"2s\""), "{stderr}");
 }
 
+/// Returns to the next trading day are refused by `live` (for now), saying what to do.
+#[test]
+fn live_refuses_next_day_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = pipeline_text(
+        dir.path(),
+        "alpha_{date}.feather",
+        dir.path(),
+        "lateness = \"2s\"",
+    );
+    let text = text.replacen("horizons = [", "horizons = [\"next_close\", ", 1);
+    assert!(text.contains("next_close"));
+    let pipeline_file: PathBuf = dir.path().join("p.toml");
+    std::fs::write(&pipeline_file, text).unwrap();
+    let output = vizflow()
+        .args(["live", pipeline_file.to_str().unwrap(), "--stdin"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("(horizon \"next_close\")"), "{stderr}");
+    assert!(
+        stderr.contains("`vizflow run` over the recorded feed"),
+        "{stderr}"
+    );
+}
+
 /// kill -9 in the middle of a date, twice: the `.live.parquet` on disk is a complete
 /// file equal to `vizflow run`'s provisional result at its watermark, and `vizflow run`
 /// over the recording (cut short, maybe in the middle of a message) gives the partial

@@ -202,8 +202,8 @@ enum Symbol<'a> {
 
 /// A batch's symbol column, read as integers or as text.
 enum Symbols {
-    Int(ArrayRef),
-    Text(ArrayRef),
+    Int(arrow::array::Int64Array),
+    Text(arrow::array::StringArray),
 }
 
 impl Symbols {
@@ -220,22 +220,18 @@ impl Symbols {
             })
         };
         Ok(if array.data_type().is_integer() {
-            Symbols::Int(cast(&DataType::Int64)?)
+            Symbols::Int(cast(&DataType::Int64)?.as_primitive::<Int64Type>().clone())
         } else {
-            Symbols::Text(cast(&DataType::Utf8)?)
+            Symbols::Text(cast(&DataType::Utf8)?.as_string::<i32>().clone())
         })
     }
 
     /// Row `row`'s symbol, `None` when null.
+    #[inline]
     fn get(&self, row: usize) -> Option<Symbol<'_>> {
         match self {
-            Symbols::Int(a) => a.is_valid(row).then(|| {
-                let a = a.as_primitive::<Int64Type>();
-                Symbol::Int(a.value(row))
-            }),
-            Symbols::Text(a) => a
-                .is_valid(row)
-                .then(|| Symbol::Text(a.as_string::<i32>().value(row))),
+            Symbols::Int(a) => a.is_valid(row).then(|| Symbol::Int(a.value(row))),
+            Symbols::Text(a) => a.is_valid(row).then(|| Symbol::Text(a.value(row))),
         }
     }
 }
@@ -378,7 +374,9 @@ pub fn day_prices<'scope>(
             Pipeline,
             "DayPrices",
             move |capability, _info| {
-                let mut capability = Some(capability);
+                // Nothing to send (no date is another's next): the tables' frontier
+                // must not hold up the operator waiting on it.
+                let mut capability = (!wanted.is_empty()).then_some(capability);
                 let mut pending = wanted;
                 let mut open: BTreeMap<u32, Day> = BTreeMap::new();
                 move |(input, frontier), output| {
@@ -610,40 +608,47 @@ fn fill(
         return Ok(without_next_day(rows, spec));
     };
     let symbols = Symbols::of(rows, &spec.symbol)?;
-    let found: Vec<Option<OpenClose>> = (0..n)
-        .map(|row| {
-            let symbol = symbols.get(row)?;
-            let marks = day.get(symbol).copied();
+    let owns = (spec.outputs.iter())
+        .map(|(name, _)| {
+            let own = rows
+                .column_by_name(name)
+                .ok_or_else(|| NextDayError::Missing(name.clone()))?;
+            Ok(own.as_primitive::<Float64Type>())
+        })
+        .collect::<Result<Vec<_>, NextDayError>>()?;
+    let mut values: Vec<Vec<f64>> = owns.iter().map(|_| Vec::with_capacity(n)).collect();
+    let mut valid: Vec<arrow::array::BooleanBufferBuilder> = (owns.iter())
+        .map(|_| arrow::array::BooleanBufferBuilder::new(n))
+        .collect();
+    for row in 0..n {
+        // One lookup per row, for every output.
+        let marks = symbols.get(row).and_then(|symbol| {
+            let marks = day.get(symbol);
             counts.no_next_row += u64::from(marks.is_none());
             marks
-        })
-        .collect();
-    let mut columns = Vec::with_capacity(spec.outputs.len());
-    for (name, is_close) in &spec.outputs {
-        let own = rows
-            .column_by_name(name)
-            .ok_or_else(|| NextDayError::Missing(name.clone()))?;
-        let own = own.as_primitive::<Float64Type>();
-        let mut values = Vec::with_capacity(n);
-        let mut valid = arrow::array::BooleanBufferBuilder::new(n);
-        for (row, marks) in found.iter().enumerate() {
+        });
+        for (k, (_, is_close)) in spec.outputs.iter().enumerate() {
             let next = marks.and_then(|(open, close)| match is_close {
                 true => close.price,
                 false => open.price,
             });
-            match next.filter(|_| own.is_valid(row)) {
+            match next.filter(|_| owns[k].is_valid(row)) {
                 Some(next) => {
-                    values.push(next / own.value(row) - 1.0);
-                    valid.append(true);
+                    values[k].push(next / owns[k].value(row) - 1.0);
+                    valid[k].append(true);
                 }
                 None => {
-                    values.push(0.0);
-                    valid.append(false);
+                    values[k].push(0.0);
+                    valid[k].append(false);
                 }
             }
         }
-        let values = Float64Array::new(values.into(), Some(NullBuffer::new(valid.finish())));
-        columns.push((name.clone(), Arc::new(values) as ArrayRef));
     }
+    let columns = (spec.outputs.iter().zip(values).zip(valid))
+        .map(|(((name, _), values), mut valid)| {
+            let values = Float64Array::new(values.into(), Some(NullBuffer::new(valid.finish())));
+            (name.clone(), Arc::new(values) as ArrayRef)
+        })
+        .collect();
     Ok(with_columns(rows, columns))
 }
