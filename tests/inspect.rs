@@ -210,15 +210,17 @@ fn returns_to_the_next_day_come_from_its_file() {
     };
     let mids = |batch: &RecordBatch| floats(batch, "mid");
     let next_mid = mids(&next_rows);
-    let mut marks: BTreeMap<String, ((i64, i64), f64, (i64, i64), f64)> = BTreeMap::new();
+    // Per symbol: (event order, mid) of its first and of its last row.
+    type Mark = ((i64, i64), f64);
+    let mut marks: BTreeMap<String, (Mark, Mark)> = BTreeMap::new();
     for (r, symbol) in text(&next_rows, "ukey").into_iter().enumerate() {
         let (k, m) = (key(&next_rows, r), next_mid[r].unwrap());
-        let mark = marks.entry(symbol).or_insert((k, m, k, m));
-        if k < mark.0 {
-            (mark.0, mark.1) = (k, m);
+        let (first, last) = marks.entry(symbol).or_insert(((k, m), (k, m)));
+        if k < first.0 {
+            *first = (k, m);
         }
-        if k > mark.2 {
-            (mark.2, mark.3) = (k, m);
+        if k > last.0 {
+            *last = (k, m);
         }
     }
     let (mid, open, close) = (
@@ -232,8 +234,8 @@ fn returns_to_the_next_day_come_from_its_file() {
             assert_eq!((open[r], close[r]), (None, None), "row {r}");
             continue;
         };
-        assert_eq!(open[r], Some(mark.1 / mid - 1.0), "row {r}");
-        assert_eq!(close[r], Some(mark.3 / mid - 1.0), "row {r}");
+        assert_eq!(open[r], Some(mark.0.1 / mid - 1.0), "row {r}");
+        assert_eq!(close[r], Some(mark.1.1 / mid - 1.0), "row {r}");
         compared += 1;
     }
     assert!(compared > 10_000, "{compared}");
