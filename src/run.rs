@@ -764,7 +764,11 @@ impl Feeder<'_> {
             Some(file) => file,
             None => self.inputs.open(date).map_err(InputError::Open)?,
         };
-        match self.bound.check_schema(&file.schema()) {
+        let checked = match self.bound.next_days.is_prices_only(date_key(date)) {
+            true => (self.bound).check_columns(&file.schema(), &self.bound.price_read),
+            false => self.bound.check_schema(&file.schema()),
+        };
+        match checked {
             Ok(()) => Ok(file),
             Err(message) => Err(InputError::Schema {
                 path: file.path().to_owned(),

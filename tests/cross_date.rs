@@ -498,3 +498,24 @@ fn the_engine_api_takes_the_next_days_from_the_bound_pipeline() {
         }
     }
 }
+
+/// A date read for its prices alone reads only the columns they come from: here the
+/// next day's file lacks `qty`, which only the aggregate reads, and its prices still
+/// count (the date itself would fail for the missing column).
+#[test]
+fn a_next_day_read_for_its_prices_needs_only_their_columns() {
+    let days = days();
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &days);
+    let day = &days[&20240104];
+    let qty = Arc::new(Int64Array::from_iter_values(0..day.num_rows() as i64)) as ArrayRef;
+    let with_qty = vizflow::operators::batch::with_columns(day, vec![("qty".to_owned(), qty)]);
+    let inputs = BTreeMap::from([(20240104, with_qty)]);
+    write_inputs(dir.path(), &inputs);
+    let text = pipeline_text(dir.path(), true, 300, None).replace(
+        "n = \"count()\"",
+        "n = \"count()\"\n        qty = \"sum(qty)\"",
+    );
+    let summary = run_dates(&text, "20240104", 2, None);
+    assert_run(&summary, &days, true, "next day without qty");
+}

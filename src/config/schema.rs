@@ -45,7 +45,13 @@ impl BoundPipeline {
     /// stage converts it to the bound type without changing a value. The error names the
     /// column and both types, or suggests a column and lists those available.
     pub fn check_schema(&self, schema: &Schema) -> Result<(), SchemaError> {
-        for column in &self.read {
+        self.check_columns(schema, &self.read)
+    }
+
+    /// [`BoundPipeline::check_schema`] for `columns` (some of those read) alone: a date
+    /// read for its prices only needs [`BoundPipeline::price_read`].
+    pub fn check_columns(&self, schema: &Schema, columns: &[String]) -> Result<(), SchemaError> {
+        for column in columns {
             let expected = self
                 .input_schema
                 .field_with_name(column)

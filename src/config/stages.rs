@@ -282,6 +282,10 @@ pub struct BoundPipeline {
     /// Left empty, no date has a next day (the returns are null, counted as
     /// `forward_return.no_next_date`).
     pub next_days: Arc<NextDays>,
+    /// The input columns a date read only for its prices needs (the symbol, the
+    /// timestamp and the forward returns' price, through the derived columns), in the
+    /// order of `read`; empty without returns to the next day.
+    pub price_read: Vec<String>,
 }
 
 impl BoundPipeline {
@@ -363,13 +367,45 @@ impl Pipeline {
         }
         Ok(BoundPipeline {
             pipeline: self.clone(),
-            read,
             input_schema: Arc::new(input.clone()),
             stages,
             plan,
             incremental,
+            price_read: self.price_read(&read),
+            read,
             next_days: Arc::default(),
         })
+    }
+
+    /// The columns of `read` that the symbol, the timestamp and the forward returns'
+    /// price come from, when the returns reach the next trading day (a date read for
+    /// its prices alone reads these: `BoundPipeline::price_read`).
+    fn price_read(&self, read: &[String]) -> Vec<String> {
+        let Some((price, horizons)) = &self.forward_return else {
+            return Vec::new();
+        };
+        if !horizons.iter().any(|h| h.crosses_date()) {
+            return Vec::new();
+        }
+        let mut wanted = vec![self.symbol.clone(), self.timestamp.clone(), price.clone()];
+        let mut needed: Vec<String> = Vec::new();
+        while let Some(column) = wanted.pop() {
+            if needed.contains(&column) {
+                continue;
+            }
+            // A derived column stands for the columns it uses (the last definition
+            // before any use is the one that counts; taking every one is safe).
+            for (name, expr) in &self.derive {
+                if *name == column {
+                    wanted.extend(expr.columns());
+                }
+            }
+            needed.push(column);
+        }
+        (read.iter())
+            .filter(|c| needed.contains(c))
+            .cloned()
+            .collect()
     }
 
     /// Whether provisional results can be computed incrementally ([`Incremental`]),

@@ -157,7 +157,7 @@ pub(super) fn run_worker(
         while queue.front().is_some_and(|c| inputs.ready(c, lagging)) {
             let command = queue.pop_front().expect("a command");
             let paced = streaming && command.brings_rows();
-            inputs.apply(command, &context.diagnostics);
+            inputs.apply(command, context);
             moved = true;
             if paced {
                 break;
@@ -475,7 +475,8 @@ impl WorkerInputs {
     }
 
     /// Carries out one command of the engine.
-    fn apply(&mut self, command: Command, diagnostics: &Diagnostics) {
+    fn apply(&mut self, command: Command, context: &WorkerContext) {
+        let diagnostics = &context.diagnostics;
         if let Command::Report(date_key, report) = command {
             if let Some(reports) = self.reports.as_mut() {
                 reports.advance_to(time::date_start(date_key));
@@ -501,8 +502,17 @@ impl WorkerInputs {
                     columns,
                     batch_rows,
                 } => {
-                    let batches =
-                        read_part(date_key, &file, part, &columns, batch_rows, diagnostics);
+                    let pipeline = &context.pipeline;
+                    let batches = if pipeline.next_days.is_prices_only(date_key) {
+                        // Read for its prices alone: the columns they come from, the
+                        // others null.
+                        let read = &pipeline.price_read;
+                        let batches =
+                            read_part(date_key, &file, part, read, batch_rows, diagnostics);
+                        batches.iter().map(|b| with_nulls(b, pipeline)).collect()
+                    } else {
+                        read_part(date_key, &file, part, &columns, batch_rows, diagnostics)
+                    };
                     match arrivals {
                         Some((arrivals, summaries)) => {
                             arrivals.arrive(date_key, arrival, batches, summaries, diagnostics)
@@ -542,6 +552,30 @@ impl WorkerInputs {
 
 /// Reads a part of a date's file, numbering the rows by their place in the file
 /// (`row_id`); a read error fails the date (and gives no batches).
+/// `batch` (the columns of `pipeline.price_read` and `row_id`) with every other
+/// column the pipeline reads as nulls of the run's type, in the order of
+/// `pipeline.read`.
+fn with_nulls(batch: &RecordBatch, pipeline: &BoundPipeline) -> RecordBatch {
+    let n = batch.num_rows();
+    let mut fields = Vec::with_capacity(pipeline.read.len() + 1);
+    let mut columns = Vec::with_capacity(pipeline.read.len() + 1);
+    for name in pipeline.read.iter().map(String::as_str).chain([ROW_ID]) {
+        let (field, column) = match batch.schema().field_with_name(name) {
+            Ok(field) => (field.clone(), batch.column_by_name(name).unwrap().clone()),
+            Err(_) => {
+                let data_type = (pipeline.input_schema.field_with_name(name))
+                    .map_or(arrow::datatypes::DataType::Null, |f| f.data_type().clone());
+                let field = arrow::datatypes::Field::new(name, data_type.clone(), true);
+                (field, arrow::array::new_null_array(&data_type, n))
+            }
+        };
+        fields.push(field);
+        columns.push(column);
+    }
+    let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    RecordBatch::try_new(schema, columns).expect("columns of the batch's length")
+}
+
 fn read_part(
     date_key: u32,
     file: &DateFile,
