@@ -127,48 +127,72 @@ fn cover(into: &mut OpenClose, other: &OpenClose) {
 }
 
 /// Per symbol, its first and last row of a date (those one worker saw, or all once
-/// merged). Symbols are integers or text.
+/// merged). Symbols are integers or text; each maps to its slot in `marks` (a small
+/// map, looked up once per row).
 #[derive(Clone, Debug, Default)]
 pub struct Day {
-    ints: FxHashMap<i64, OpenClose>,
-    texts: FxHashMap<String, OpenClose>,
+    ints: FxHashMap<i64, u32>,
+    texts: FxHashMap<String, u32>,
+    marks: Vec<OpenClose>,
     /// The date failed on its way to the keyed stage (read, parse, derive).
     failed: bool,
 }
 
 impl Day {
-    fn merge(&mut self, table: DayTable) {
-        self.failed |= table.failed;
-        for (symbol, marks) in table.ints {
-            self.ints
-                .entry(symbol)
-                .and_modify(|m| cover(m, &marks))
-                .or_insert(marks);
-        }
-        for (symbol, marks) in table.texts {
-            match self.texts.get_mut(symbol.as_str()) {
-                Some(m) => cover(m, &marks),
-                None => {
-                    self.texts.insert(symbol, marks);
-                }
+    #[inline]
+    fn add_int(&mut self, symbol: i64, marks: &OpenClose) {
+        match self.ints.get(&symbol) {
+            Some(&slot) => cover(&mut self.marks[slot as usize], marks),
+            None => {
+                self.ints.insert(symbol, self.marks.len() as u32);
+                self.marks.push(*marks);
             }
         }
     }
 
-    fn table(self, date_key: u32, failed: bool) -> DayTable {
-        DayTable {
-            date_key,
-            failed: self.failed || failed,
-            ints: self.ints.into_iter().collect(),
-            texts: self.texts.into_iter().collect(),
+    #[inline]
+    fn add_text(&mut self, symbol: &str, marks: &OpenClose) {
+        match self.texts.get(symbol) {
+            Some(&slot) => cover(&mut self.marks[slot as usize], marks),
+            None => {
+                self.texts
+                    .insert(symbol.to_owned(), self.marks.len() as u32);
+                self.marks.push(*marks);
+            }
         }
     }
 
+    fn merge(&mut self, table: DayTable) {
+        self.failed |= table.failed;
+        for (symbol, marks) in &table.ints {
+            self.add_int(*symbol, marks);
+        }
+        for (symbol, marks) in &table.texts {
+            self.add_text(symbol, marks);
+        }
+    }
+
+    fn table(self, date_key: u32, failed: bool) -> DayTable {
+        let marks = &self.marks;
+        DayTable {
+            date_key,
+            failed: self.failed || failed,
+            ints: (self.ints.iter())
+                .map(|(s, slot)| (*s, marks[*slot as usize]))
+                .collect(),
+            texts: (self.texts.iter())
+                .map(|(s, slot)| (s.clone(), marks[*slot as usize]))
+                .collect(),
+        }
+    }
+
+    #[inline]
     fn get(&self, symbol: Symbol<'_>) -> Option<&OpenClose> {
-        match symbol {
+        let slot = match symbol {
             Symbol::Int(s) => self.ints.get(&s),
             Symbol::Text(s) => self.texts.get(s),
-        }
+        };
+        slot.map(|slot| &self.marks[*slot as usize])
     }
 }
 
@@ -303,26 +327,24 @@ fn observe(day: &mut Day, batch: &RecordBatch, spec: &NextDaySpec) -> Result<(),
     let row_ids = row_ids
         .as_primitive::<arrow::datatypes::UInt64Type>()
         .values();
-    for row in 0..batch.num_rows() {
-        let Some(symbol) = symbols.get(row) else {
-            continue;
-        };
+    let mark = |row: usize| {
         let mark = Mark {
             elapsed_ms: elapsed[row],
             row_id: row_ids[row],
             price: prices.is_valid(row).then(|| prices.value(row)),
         };
-        match symbol {
-            Symbol::Int(s) => {
-                let m = day.ints.entry(s).or_insert((mark, mark));
-                cover(m, &(mark, mark));
+        (mark, mark)
+    };
+    match &symbols {
+        Symbols::Int(a) => {
+            for row in (0..batch.num_rows()).filter(|r| a.is_valid(*r)) {
+                day.add_int(a.value(row), &mark(row));
             }
-            Symbol::Text(s) => match day.texts.get_mut(s) {
-                Some(m) => cover(m, &(mark, mark)),
-                None => {
-                    day.texts.insert(s.to_owned(), (mark, mark));
-                }
-            },
+        }
+        Symbols::Text(a) => {
+            for row in (0..batch.num_rows()).filter(|r| a.is_valid(*r)) {
+                day.add_text(a.value(row), &mark(row));
+            }
         }
     }
     Ok(())
