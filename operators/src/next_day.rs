@@ -131,7 +131,7 @@ fn cover(into: &mut OpenClose, other: &OpenClose) {
 /// map, looked up once per row).
 #[derive(Clone, Debug, Default)]
 pub struct Day {
-    ints: FxHashMap<i64, u32>,
+    ints: IntSlots,
     texts: FxHashMap<String, u32>,
     marks: Vec<OpenClose>,
     /// The date failed on its way to the keyed stage (read, parse, derive).
@@ -141,8 +141,8 @@ pub struct Day {
 impl Day {
     #[inline]
     fn add_int(&mut self, symbol: i64, marks: &OpenClose) {
-        match self.ints.get(&symbol) {
-            Some(&slot) => cover(&mut self.marks[slot as usize], marks),
+        match self.ints.get(symbol) {
+            Some(slot) => cover(&mut self.marks[slot as usize], marks),
             None => {
                 self.ints.insert(symbol, self.marks.len() as u32);
                 self.marks.push(*marks);
@@ -178,7 +178,7 @@ impl Day {
             date_key,
             failed: self.failed || failed,
             ints: (self.ints.iter())
-                .map(|(s, slot)| (*s, marks[*slot as usize]))
+                .map(|(s, slot)| (s, marks[slot as usize]))
                 .collect(),
             texts: (self.texts.iter())
                 .map(|(s, slot)| (s.clone(), marks[*slot as usize]))
@@ -189,10 +189,67 @@ impl Day {
     #[inline]
     fn get(&self, symbol: Symbol<'_>) -> Option<&OpenClose> {
         let slot = match symbol {
-            Symbol::Int(s) => self.ints.get(&s),
-            Symbol::Text(s) => self.texts.get(s),
+            Symbol::Int(s) => self.ints.get(s),
+            Symbol::Text(s) => self.texts.get(s).copied(),
         };
-        slot.map(|slot| &self.marks[*slot as usize])
+        slot.map(|slot| &self.marks[slot as usize])
+    }
+}
+
+/// Integer symbols to slots: a vector indexed by the symbol's distance from a base
+/// while the symbols are dense enough (market identifiers usually are: a lookup is an
+/// index), a hash map for the others.
+#[derive(Clone, Debug, Default)]
+struct IntSlots {
+    base: i64,
+    /// `dense[s - base]`: the slot of symbol `s`, or [`IntSlots::NONE`].
+    dense: Vec<u32>,
+    sparse: FxHashMap<i64, u32>,
+    len: usize,
+}
+
+impl IntSlots {
+    const NONE: u32 = u32::MAX;
+    /// Room below the first symbol, for the symbols that come after it but sort before.
+    const BELOW: i64 = 4_096;
+
+    #[inline]
+    fn get(&self, symbol: i64) -> Option<u32> {
+        // Below the base, the distance wraps to a huge index: not in `dense`.
+        let at = symbol.wrapping_sub(self.base) as u64 as usize;
+        match self.dense.get(at) {
+            Some(&slot) if slot != Self::NONE => Some(slot),
+            _ if self.sparse.is_empty() => None,
+            _ => self.sparse.get(&symbol).copied(),
+        }
+    }
+
+    fn insert(&mut self, symbol: i64, slot: u32) {
+        if self.len == 0 {
+            self.base = symbol.saturating_sub(Self::BELOW);
+        }
+        self.len += 1;
+        let at = symbol.checked_sub(self.base).filter(|at| *at >= 0);
+        // Dense while it stays within a few entries per symbol.
+        let room = (8 * self.len).max(2 * Self::BELOW as usize);
+        match at.map(|at| at as usize).filter(|at| *at < room) {
+            Some(at) => {
+                if at >= self.dense.len() {
+                    self.dense.resize(at + 1, Self::NONE);
+                }
+                self.dense[at] = slot;
+            }
+            None => {
+                self.sparse.insert(symbol, slot);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i64, u32)> + '_ {
+        let dense = (self.dense.iter().enumerate())
+            .filter(|(_, slot)| **slot != Self::NONE)
+            .map(|(at, slot)| (self.base + at as i64, *slot));
+        dense.chain(self.sparse.iter().map(|(s, slot)| (*s, *slot)))
     }
 }
 
@@ -673,4 +730,51 @@ fn fill(
         })
         .collect();
     Ok(with_columns(rows, columns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The slots of any symbols, dense or scattered, negative or huge, are those a
+        /// hash map gives.
+        #[test]
+        fn int_slots_are_a_map(
+            symbols in proptest::collection::vec(
+                prop_oneof![
+                    600_000..603_000i64,
+                    -10i64..10,
+                    any::<i64>(),
+                    Just(i64::MIN),
+                    Just(i64::MAX),
+                ],
+                0..400,
+            ),
+            probes in proptest::collection::vec(any::<i64>(), 0..50),
+        ) {
+            let mut slots = IntSlots::default();
+            let mut map: FxHashMap<i64, u32> = FxHashMap::default();
+            for symbol in symbols {
+                prop_assert_eq!(slots.get(symbol), map.get(&symbol).copied());
+                if !map.contains_key(&symbol) {
+                    let slot = map.len() as u32;
+                    map.insert(symbol, slot);
+                    slots.insert(symbol, slot);
+                }
+            }
+            for (symbol, slot) in &map {
+                prop_assert_eq!(slots.get(*symbol), Some(*slot));
+            }
+            for probe in probes {
+                prop_assert_eq!(slots.get(probe), map.get(&probe).copied());
+            }
+            let mut listed: Vec<(i64, u32)> = slots.iter().collect();
+            listed.sort_unstable();
+            let mut expected: Vec<(i64, u32)> = map.into_iter().collect();
+            expected.sort_unstable();
+            prop_assert_eq!(listed, expected);
+        }
+    }
 }
