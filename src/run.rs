@@ -433,11 +433,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         // Dates in flight: one partitioned by symbol (a date's rows are never in memory
         // beside another's), one per worker partitioned by date.
         // A date waiting for its next trading day's prices (returns to the next day)
-        // is in flight beside that day.
+        // is in flight beside the dates up to that day.
         window: match partition {
             Partition::Symbol => 1,
             Partition::Date => place.peers(),
-        } + usize::from(!plan.next.is_empty()),
+        } + next_day_lag(&plan),
     };
     feeder.run(engine, opened, &mut recorder)?;
     Ok(recorder.finish(started))
@@ -508,6 +508,17 @@ fn plan_next_days(
     plan.run.extend(plan.prices_only.iter().copied());
     plan.run.sort();
     Ok(())
+}
+
+/// How many dates of the run a date may wait beyond (returns to the next day): 1 when
+/// each date's next trading day is the next date of the run, more when dates the
+/// calendar does not list (a `--dates-file`) come between.
+fn next_day_lag(plan: &DatePlan) -> usize {
+    let ordinal = |key: u32| plan.run.iter().position(|d| date_key(*d) == key);
+    (plan.next.iter())
+        .filter_map(|(date, next)| Some(ordinal(*next)? - ordinal(*date)?))
+        .max()
+        .unwrap_or(0)
 }
 
 /// This process's place among the workers of a run.

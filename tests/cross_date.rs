@@ -519,3 +519,29 @@ fn a_next_day_read_for_its_prices_needs_only_their_columns() {
     let summary = run_dates(&text, "20240104", 2, None);
     assert_run(&summary, &days, true, "next day without qty");
 }
+
+/// A dates file may list a date the calendar does not (the holiday with a file): it
+/// runs, between a date and that date's next trading day, which the date then waits
+/// beyond (the run keeps that many dates in flight instead of waiting for ever).
+#[test]
+fn a_listed_date_between_a_date_and_its_next_day() {
+    let days = days();
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &days);
+    let list = dir.path().join("dates.txt");
+    std::fs::write(&list, "20240104\n20240105\n20240108\n").unwrap();
+    let text = pipeline_text(dir.path(), true, 300, None);
+    for (workers, partition) in [(1, Partition::Symbol), (2, Partition::Date)] {
+        let options = RunOptions {
+            dates: DateSelection::File(list.clone()),
+            workers,
+            partition: Some(partition),
+            progress: ProgressStyle::Quiet,
+            ..RunOptions::default()
+        };
+        let summary = run(&Pipeline::from_toml(&text).unwrap(), &options).unwrap();
+        assert_eq!(summary.dates.len(), 3);
+        assert_run(&summary, &days, true, &format!("{partition:?}"));
+        std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    }
+}

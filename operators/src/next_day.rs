@@ -51,7 +51,7 @@ use crate::time::{Time, date_end, date_key_of};
 pub struct NextDays {
     /// Date key -> its next trading day's, for the dates whose next day has a file.
     next: BTreeMap<u32, u32>,
-    /// The dates that are some date's next trading day, and that date.
+    /// The dates that are some date's next trading day, and the last such date.
     previous: BTreeMap<u32, u32>,
     /// The dates that are some date's next trading day.
     wanted: BTreeSet<u32>,
@@ -68,6 +68,7 @@ impl NextDays {
     ) -> Self {
         let next: BTreeMap<u32, u32> = next.into_iter().collect();
         NextDays {
+            // In date order: the last date with a given next day stays.
             previous: next.iter().map(|(d, n)| (*n, *d)).collect(),
             wanted: next.values().copied().collect(),
             next,
@@ -80,7 +81,8 @@ impl NextDays {
         self.next.get(&date_key).copied()
     }
 
-    /// The date whose next trading day `date_key` is.
+    /// The last date whose next trading day `date_key` is (several dates share one
+    /// when a date the calendar does not list runs, from a dates file).
     pub fn previous_of(&self, date_key: u32) -> Option<u32> {
         self.previous.get(&date_key).copied()
     }
@@ -610,14 +612,17 @@ impl<'scope> NextDayReturns<'scope> for Stream<'scope, Time, Batch> {
                             capability,
                             batches,
                         } = entry.remove();
-                        let day = next.map(|n| prices.remove(&n).unwrap_or_default());
+                        // Every worker sent a table of the next day; kept for the other
+                        // dates with the same next day (dropped below).
+                        let empty = Day::default();
+                        let day = next.map(|n| prices.get(&n).unwrap_or(&empty));
                         let day = day.filter(|d| !d.failed);
                         let mut counts = Counts::default();
                         let mut session = output.session(&capability);
                         for mut batch in batches {
                             let emission = batch.emission;
                             let Some(rows) = batch.take() else { continue };
-                            match fill(&rows, &spec, day.as_ref(), &mut counts) {
+                            match fill(&rows, &spec, day, &mut counts) {
                                 Ok(rows) => {
                                     session.give_container(&mut Batch::emitted(rows, emission))
                                 }
@@ -635,12 +640,16 @@ impl<'scope> NextDayReturns<'scope> for Stream<'scope, Time, Batch> {
                             ],
                         );
                     }
-                    // The tables no date of this worker can still wait for: its previous
-                    // date's rows are all here and out.
+                    // The tables no date of this worker can still wait for: complete,
+                    // and the last date with that next day has all its rows here, and
+                    // none held here waits for it (dates complete in order).
                     prices.retain(|n, _| {
-                        days.previous_of(*n).is_some_and(|d| {
-                            held.contains_key(&d) || rows_frontier.less_equal(&date_end(d))
-                        })
+                        let Some(last) = days.previous_of(*n) else {
+                            return false;
+                        };
+                        tables_frontier.less_equal(&date_end(*n))
+                            || rows_frontier.less_equal(&date_end(last))
+                            || held.keys().any(|d| days.next_of(*d) == Some(*n))
                     });
                 }
             },
