@@ -450,9 +450,12 @@ fn under_stream_provisional_results_have_no_next_day() {
     }
 }
 
-/// Through the Engine API, rows pushed in shuffled batches of random sizes: with
-/// `BoundPipeline::next_days` set, as the oracle; left empty, every next-day return is
-/// null and counted as without a next date (and nothing waits for one).
+/// Through the Engine API, rows pushed in shuffled batches of random sizes, of
+/// 20240104 and 20240105 (a holiday of the calendar): planned next days as the oracle;
+/// found as the dates come (`NextDays::following`, as `vizflow live` does) the next
+/// date pushed, or with the calendar its next day (20240108, never pushed: none); left
+/// empty, every next-day return is null and counted as without a next date (and
+/// nothing waits for one).
 #[test]
 fn the_engine_api_takes_the_next_days_from_the_bound_pipeline() {
     use rand::seq::SliceRandom;
@@ -460,14 +463,28 @@ fn the_engine_api_takes_the_next_days_from_the_bound_pipeline() {
     use vizflow::operators::next_day::NextDays;
     let days = days();
     let dir = tempfile::tempdir().unwrap();
-    let dates = [20240103u32, 20240104];
-    for with_next in [true, false] {
+    let dates = [20240104u32, 20240105];
+    let cases = [
+        (
+            "planned",
+            Some(NextDays::new([(dates[0], dates[1])], [])),
+            true,
+        ),
+        ("following", Some(NextDays::following(None)), true),
+        (
+            "following the calendar",
+            Some(NextDays::following(Some(CALENDAR.to_vec()))),
+            false,
+        ),
+        ("none", None, false),
+    ];
+    for (case, next_days, has_next) in cases {
         let text = pipeline_text(dir.path(), false, 100, None);
         let mut bound = (Pipeline::from_toml(&text).unwrap())
             .bind(&days[&dates[0]].schema())
             .unwrap();
-        if with_next {
-            bound.next_days = Arc::new(NextDays::new([(dates[0], dates[1])], []));
+        if let Some(next_days) = next_days {
+            bound.next_days = Arc::new(next_days);
         }
         let workers = Workers::Local(common::process(2));
         let mut engine =
@@ -488,9 +505,9 @@ fn the_engine_api_takes_the_next_days_from_the_bound_pipeline() {
         results.extend(engine.finish().unwrap());
         assert_eq!(results.len(), 2);
         for (result, date) in results.iter().zip(dates) {
-            let next = (with_next && date == dates[0]).then(|| &days[&dates[1]]);
+            let next = (has_next && date == dates[0]).then(|| &days[&dates[1]]);
             let (expected, no_date, no_row) = oracle(&days[&date], next);
-            let case = format!("next days set: {with_next}, {date}");
+            let case = format!("{case}, {date}");
             assert_partial(result.partial.as_ref().unwrap(), &expected, &case);
             let count = |name: &str| result.report.count(name);
             assert_eq!(count("forward_return.no_next_date"), no_date, "{case}");

@@ -39,6 +39,17 @@ fn spec() -> GenSpec {
 /// `examples/alpha_markout.toml` over `input` (files named by `pattern`) into
 /// `output`, with `stream` as its `[stream]` section.
 fn pipeline_text(input: &Path, pattern: &str, output: &Path, stream: &str) -> String {
+    pipeline_text_with(input, pattern, output, stream, |text| text)
+}
+
+/// [`pipeline_text`] edited by `edit`.
+fn pipeline_text_with(
+    input: &Path,
+    pattern: &str,
+    output: &Path,
+    stream: &str,
+    edit: fn(String) -> String,
+) -> String {
     let example = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alpha_markout_live.toml"),
     )
@@ -50,7 +61,7 @@ fn pipeline_text(input: &Path, pattern: &str, output: &Path, stream: &str) -> St
             "dir = \"out/alpha_markout_live\"",
             &format!("dir = \"{}\"", output.display()),
         );
-    format!("{example}\n[stream]\n{stream}\n")
+    edit(format!("{example}\n[stream]\n{stream}\n"))
 }
 
 /// A generated date's rows in the order they are sent (and written for `vizflow run`):
@@ -151,8 +162,19 @@ fn date_column(date: NaiveDate, n: usize) -> (Field, ArrayRef) {
 
 /// Writes the pipeline of [`pipeline_text`] over `data` into `out` to `dir/live.toml`.
 fn live_pipeline(dir: &Path, data: &Path, out: &Path, stream: &str) -> PathBuf {
+    live_pipeline_with(dir, data, out, stream, |text| text)
+}
+
+/// [`live_pipeline`] with the text edited by `edit`.
+fn live_pipeline_with(
+    dir: &Path,
+    data: &Path,
+    out: &Path,
+    stream: &str,
+    edit: fn(String) -> String,
+) -> PathBuf {
     let path = dir.join("live.toml");
-    let text = pipeline_text(data, "alpha_{date}.feather", out, stream);
+    let text = pipeline_text_with(data, "alpha_{date}.feather", out, stream, edit);
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -160,9 +182,20 @@ fn live_pipeline(dir: &Path, data: &Path, out: &Path, stream: &str) -> PathBuf {
 /// Writes the test's dates into `dir/in` and runs `vizflow run` over them into
 /// `dir/run`: the input directory, and the outputs live must equal.
 fn run_first(dir: &Path, stream: &str) -> (PathBuf, Vec<Outputs>) {
+    run_first_with(dir, stream, |text| text)
+}
+
+/// [`run_first`] with the pipeline's text edited by `edit`.
+fn run_first_with(dir: &Path, stream: &str, edit: fn(String) -> String) -> (PathBuf, Vec<Outputs>) {
     let data = dir.join("in");
     write_days(&data, &dates());
-    let text = pipeline_text(&data, "alpha_{date}.feather", &dir.join("run"), stream);
+    let text = pipeline_text_with(
+        &data,
+        "alpha_{date}.feather",
+        &dir.join("run"),
+        stream,
+        edit,
+    );
     (data, run_over(&text))
 }
 
@@ -572,51 +605,73 @@ fn live_cluster(
     waiting.into_iter().map(|w| w.join().unwrap()).collect()
 }
 
+/// `vizflow live --stdin` over the pipeline `text` (written in `dir`), which must fail
+/// before reading: its standard error.
+fn refused(dir: &Path, text: &str) -> String {
+    let pipeline_file: PathBuf = dir.join("p.toml");
+    std::fs::write(&pipeline_file, text).unwrap();
+    let output = vizflow()
+        .args(["live", pipeline_file.to_str().unwrap(), "--stdin"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// Without `[stream]`, `vizflow live` says what to add.
 #[test]
 fn live_needs_a_stream_section() {
     let dir = tempfile::tempdir().unwrap();
     let text = pipeline_text(dir.path(), "alpha_{date}.feather", dir.path(), "");
-    let text = text.replace("[stream]\n", "");
-    let pipeline_file: PathBuf = dir.path().join("p.toml");
-    std::fs::write(&pipeline_file, text).unwrap();
-    let output = vizflow()
-        .args(["live", pipeline_file.to_str().unwrap(), "--stdin"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let stderr = refused(dir.path(), &text.replace("[stream]\n", ""));
     assert!(stderr.contains("needs a [stream] section"), "{stderr}");
     assert!(stderr.contains("lateness = \"2s\""), "{stderr}");
 }
 
-/// Returns to the next trading day are refused by `live` (for now), saying what to do.
+/// [`pipeline_text`] with returns to the next trading day's open and close.
+fn with_next_day(text: String) -> String {
+    assert!(text.contains("horizons = [60, 300, 600]"));
+    (text.replace(
+        "horizons = [60, 300, 600]",
+        "horizons = [60, 300, 600, \"next_open\", \"next_close\"]",
+    ))
+    .replace(
+        "[aggregate.metrics]",
+        "[aggregate.metrics]\nnext_open = \"mean(return_next_open)\"\nnext_close = \"sum(return_next_close)\"",
+    )
+}
+
+/// Returns to the next trading day, live: a date's final waits for the feed's next
+/// date (its provisional results go on, with these returns null); the finals,
+/// provisional results and reports equal `vizflow run` over the same files (whose next
+/// day is the next file), and the recording replays to them.
 #[test]
-fn live_refuses_next_day_returns() {
+fn live_returns_to_the_next_day_equal_run() {
     let dir = tempfile::tempdir().unwrap();
-    let text = pipeline_text(
-        dir.path(),
-        "alpha_{date}.feather",
-        dir.path(),
-        "lateness = \"2s\"",
-    );
-    let text = text.replacen("horizons = [", "horizons = [\"next_close\", ", 1);
-    assert!(text.contains("next_close"));
-    let pipeline_file: PathBuf = dir.path().join("p.toml");
-    std::fs::write(&pipeline_file, text).unwrap();
-    let output = vizflow()
-        .args(["live", pipeline_file.to_str().unwrap(), "--stdin"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(stderr.contains("(horizon \"next_close\")"), "{stderr}");
+    let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
+    let (data, expected) = run_first_with(dir.path(), stream, with_next_day);
+    // The first date has a next day; the last has none.
     assert!(
-        stderr.contains("`vizflow run` over the recorded feed"),
-        "{stderr}"
+        !expected[0].report.contains("no_next_date"),
+        "{}",
+        expected[0].report
     );
+    assert!(
+        expected[1].report.contains("no_next_date"),
+        "{}",
+        expected[1].report
+    );
+    let live_out = dir.path().join("live");
+    let record = dir.path().join("record");
+    let pipeline_file = live_pipeline_with(dir.path(), &data, &live_out, stream, with_next_day);
+    let mut child = live_on_stdin(&pipeline_file, "2", Some(&record));
+    send(child.stdin.take().unwrap(), &live_batches(false), 777);
+    finished(child);
+    assert_eq!(outputs(&live_out, 2), expected, "live equals run");
+    let replay = dir.path().join("replay");
+    let text = pipeline_text_with(&record, "{date}.arrows", &replay, stream, with_next_day);
+    assert_eq!(run_over(&text), expected, "the recording replays");
 }
 
 /// kill -9 in the middle of a date, twice: the `.live.parquet` on disk is a complete

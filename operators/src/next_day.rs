@@ -42,7 +42,7 @@ use crate::batch::{Batch, Emission, with_columns};
 use crate::columns::{ELAPSED_MS, ROW_ID};
 use crate::forward_return::Horizon;
 use crate::report::Diagnostics;
-use crate::time::{Time, date_end, date_key_of};
+use crate::time::{Time, date_end, date_key_of, date_start};
 
 /// The next trading day of each date of a run, and the dates read only for their
 /// prices (the next day of the run's last date, a date skipped by
@@ -56,6 +56,18 @@ pub struct NextDays {
     /// The dates that are some date's next trading day.
     wanted: BTreeSet<u32>,
     prices_only: BTreeSet<u32>,
+    /// A live feed ([`NextDays::following`]): the next trading day is found as the
+    /// dates come, not planned.
+    following: Option<Following>,
+}
+
+/// How a live feed finds a date's next trading day.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Following {
+    /// The calendar's trading days (date keys, ascending): the next day is the
+    /// calendar's, and has no prices when the feed brings no rows of it. Without a
+    /// calendar, the next date the feed brings rows of.
+    calendar: Option<Vec<u32>>,
 }
 
 impl NextDays {
@@ -73,6 +85,19 @@ impl NextDays {
             wanted: next.values().copied().collect(),
             next,
             prices_only: prices_only.into_iter().collect(),
+            following: None,
+        }
+    }
+
+    /// For a live feed, where the dates are not known in advance: a date's next trading
+    /// day is the next date of `calendar` (date keys) when given, else the next date
+    /// the feed brings rows of; a next day without rows is no next day (as a replay of
+    /// the recording finds no file for it). Every date's first and last prices are
+    /// kept, and a date waits until its next day is complete (or the feed ends).
+    pub fn following(calendar: Option<Vec<u32>>) -> Self {
+        NextDays {
+            following: Some(Following { calendar }),
+            ..NextDays::default()
         }
     }
 
@@ -449,6 +474,7 @@ pub fn day_prices<'scope>(
     Stream<'scope, Time, Vec<DayTable>>,
 ) {
     let wanted = days.wanted.clone();
+    let following = days.following.is_some();
     let tables = rows
         .clone()
         .unary_frontier::<CapacityContainerBuilder<Vec<DayTable>>, _, _, _>(
@@ -457,13 +483,16 @@ pub fn day_prices<'scope>(
             move |capability, _info| {
                 // Nothing to send (no date is another's next): the tables' frontier
                 // must not hold up the operator waiting on it.
-                let mut capability = (!wanted.is_empty()).then_some(capability);
+                let mut capability = (following || !wanted.is_empty()).then_some(capability);
                 let mut pending = wanted;
                 let mut open: BTreeMap<u32, Day> = BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each_time(|time, data| {
                         let date_key = date_key_of(*time.time());
-                        if !pending.contains(&date_key) {
+                        if following {
+                            // Every date the feed brings may be another's next day.
+                            pending.insert(date_key);
+                        } else if !pending.contains(&date_key) {
                             return;
                         }
                         let day = open.entry(date_key).or_default();
@@ -492,7 +521,16 @@ pub fn day_prices<'scope>(
                     }
                     // Hold the capability no later than the next date to send, nor than
                     // the frontier (a message of an earlier date may still come).
+                    let front = frontier.frontier().iter().min().copied();
                     match pending.first() {
+                        // A live feed's later dates may still come.
+                        None if following && front.is_some() => {
+                            if let (Some(held), Some(front)) = (capability.as_mut(), front)
+                                && *held.time() < front
+                            {
+                                held.downgrade(&front);
+                            }
+                        }
                         None => capability = None,
                         Some(&next) => {
                             let mut to = date_end(next);
@@ -604,10 +642,30 @@ impl<'scope> NextDayReturns<'scope> for Stream<'scope, Time, Batch> {
                         if rows_frontier.less_equal(&date_end(date_key)) {
                             break;
                         }
-                        let next = days.next_of(date_key);
-                        if next.is_some_and(|n| tables_frontier.less_equal(&date_end(n))) {
-                            break;
-                        }
+                        let complete = |n: u32| !tables_frontier.less_equal(&date_end(n));
+                        let next = match &days.following {
+                            None => match days.next_of(date_key) {
+                                Some(n) if !complete(n) => break,
+                                next => next,
+                            },
+                            Some(Following {
+                                calendar: Some(calendar),
+                            }) => match calendar.iter().find(|d| **d > date_key) {
+                                Some(&n) if !complete(n) => break,
+                                // No rows of it came: no next day.
+                                Some(&n) => prices.contains_key(&n).then_some(n),
+                                None => None,
+                            },
+                            Some(Following { calendar: None }) => {
+                                match prices.range(date_key + 1..).next() {
+                                    Some((&n, _)) if complete(n) => Some(n),
+                                    Some(_) => break,
+                                    // The feed has ended without a later date.
+                                    None if tables_frontier.is_empty() => None,
+                                    None => break,
+                                }
+                            }
+                        };
                         let Held {
                             capability,
                             batches,
@@ -644,6 +702,12 @@ impl<'scope> NextDayReturns<'scope> for Stream<'scope, Time, Batch> {
                     // and the last date with that next day has all its rows here, and
                     // none held here waits for it (dates complete in order).
                     prices.retain(|n, _| {
+                        if days.following.is_some() {
+                            // Until every earlier date is out: any may take it.
+                            return tables_frontier.less_equal(&date_end(*n))
+                                || rows_frontier.less_equal(&(date_start(*n) - 1))
+                                || held.keys().any(|d| d < n);
+                        }
                         let Some(last) = days.previous_of(*n) else {
                             return false;
                         };

@@ -43,6 +43,8 @@ use chrono::{NaiveDate, Timelike};
 use crossbeam_channel::{Receiver, Select, TryRecvError, bounded};
 use vizflow_operators::batch::{Partition, with_columns};
 use vizflow_operators::columns::ROW_ID;
+use vizflow_operators::next_day::NextDays;
+use vizflow_operators::time::date_key;
 
 use crate::calendar;
 use crate::cluster::{self, ClusterError, ClusterSpec, DatePlan};
@@ -142,14 +144,9 @@ pub enum LiveError {
          in order up to a lateness, e.g.\n\n[stream]\nlateness = \"2s\"\nemit_every = \"60s\"\n"
     )]
     NoStream,
-    /// The pipeline asks for returns to the next trading day.
-    #[error(
-        "vizflow live does not compute returns to the next trading day yet (horizon \"{0}\"): \
-         a date's final result would wait for the next day's feed. Remove it from \
-         [forward_return] horizons for the live run, and compute it afterwards with \
-         `vizflow run` over the recorded feed (--record)"
-    )]
-    NextDay(String),
+    /// `[input] calendar` could not be read (returns to the next trading day).
+    #[error(transparent)]
+    Calendar(#[from] crate::calendar::CalendarError),
     /// The listening address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -189,14 +186,6 @@ pub fn live(
 ) -> Result<LiveSummary, LiveError> {
     if pipeline.stream.is_none() {
         return Err(LiveError::NoStream);
-    }
-    let next_day = (pipeline.forward_return.iter())
-        .flat_map(|(_, horizons)| horizons)
-        .find(|h| h.crosses_date());
-    if let Some(horizon) = next_day {
-        return Err(LiveError::NextDay(
-            horizon.output()["return_".len()..].to_owned(),
-        ));
     }
     let output = &options.output_dir;
     std::fs::create_dir_all(output).map_err(|source| LiveError::OutputDir {
@@ -526,7 +515,17 @@ impl<'a> Feed<'a> {
         self.launch(bound, Workers::Cluster(connected))
     }
 
-    fn launch(&mut self, bound: BoundPipeline, workers: Workers) -> Result<(), LiveError> {
+    fn launch(&mut self, mut bound: BoundPipeline, workers: Workers) -> Result<(), LiveError> {
+        if !bound.price_read.is_empty() {
+            // Returns to the next trading day: found as the dates come (the calendar's
+            // next date when it is set, else the feed's next date).
+            let calendar = match &self.pipeline.input.calendar {
+                Some(path) => Some(calendar::TradingCalendar::from_file(path)?),
+                None => None,
+            };
+            let keys = calendar.map(|c| c.dates().iter().map(|d| date_key(*d)).collect());
+            bound.next_days = Arc::new(NextDays::following(keys));
+        }
         let engine = Engine::launch(
             bound.clone(),
             workers,
