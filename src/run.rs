@@ -501,7 +501,8 @@ fn plan_next_days(
             continue;
         }
         plan.next.push((date_key(date), date_key(next)));
-        if !computed.contains(&next) {
+        // Two dates share a next day when a dates file lists one the calendar does not.
+        if !computed.contains(&next) && !plan.prices_only.contains(&next) {
             plan.prices_only.push(next);
         }
     }

@@ -18,11 +18,13 @@
 //!    (`[stream] emit_every`) pass at once with these returns null: the date cut at `W`
 //!    has no next day.
 //!
-//! Which date follows which is the run's business ([`NextDays`]): a date whose next
-//! trading day has no file has none, and its returns are null, counted as
-//! `forward_return.no_next_date`; a symbol without a row on the next day gives null,
-//! counted as `forward_return.no_next_row` (both per output row). A next day that
-//! failed before its rows reached the keyed stage counts as no next date.
+//! Which date follows which is planned by the run ([`NextDays::new`]) or found as a
+//! live feed's dates come ([`NextDays::following`]; then every worker sends a table of
+//! every date it saw rows of). A date whose next trading day has no file (no rows,
+//! live) has none, and its returns are null, counted as `forward_return.no_next_date`;
+//! a symbol without a row on the next day gives null, counted as
+//! `forward_return.no_next_row` (both per output row). A next day that failed before
+//! its rows reached the keyed stage counts as no next date.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -46,7 +48,8 @@ use crate::time::{Time, date_end, date_key_of, date_start};
 
 /// The next trading day of each date of a run, and the dates read only for their
 /// prices (the next day of the run's last date, a date skipped by
-/// `--skip-existing`): their rows stop before the keyed stage.
+/// `--skip-existing`): their rows stop before the keyed stage. Or, for a live feed,
+/// how to find the next day as the dates come.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NextDays {
     /// Date key -> its next trading day's, for the dates whose next day has a file.
@@ -291,14 +294,6 @@ pub struct DayTable {
     pub ints: Vec<(i64, (Mark, Mark))>,
     /// Text symbols, each with its first and last row.
     pub texts: Vec<(String, (Mark, Mark))>,
-}
-
-impl From<DayTable> for Day {
-    fn from(table: DayTable) -> Day {
-        let mut day = Day::default();
-        day.merge(table);
-        day
-    }
 }
 
 /// A symbol value.
