@@ -297,7 +297,7 @@ pub struct DayTable {
 }
 
 /// A symbol value.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Symbol<'a> {
     Int(i64),
     Text(&'a str),
@@ -767,10 +767,18 @@ fn fill(
     let mut valid: Vec<arrow::array::BooleanBufferBuilder> = (owns.iter())
         .map(|_| arrow::array::BooleanBufferBuilder::new(n))
         .collect();
+    // The keyed stage gives each symbol's rows together: one lookup per run of them.
+    let mut last: Option<(Symbol<'_>, Option<&OpenClose>)> = None;
     for row in 0..n {
-        // One lookup per row, for every output.
         let marks = symbols.get(row).and_then(|symbol| {
-            let marks = day.get(symbol);
+            let marks = match last {
+                Some((s, marks)) if s == symbol => marks,
+                _ => {
+                    let marks = day.get(symbol);
+                    last = Some((symbol, marks));
+                    marks
+                }
+            };
             counts.no_next_row += u64::from(marks.is_none());
             marks
         });
