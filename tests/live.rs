@@ -470,25 +470,30 @@ fn live_over_tcp_takes_several_producers_and_survives_bad_ones() {
 /// other row is.
 #[test]
 fn live_across_two_processes_equals_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let stream = "lateness = \"60s\"\nemit_every = \"60s\"";
-    let (data, expected) = run_first(dir.path(), stream);
-    assert!(expected[0].report.contains("stream.late_rows"));
-    let live_out = dir.path().join("live");
-    let pipeline_file = live_pipeline(dir.path(), &data, &live_out, stream);
-    let batches = live_batches(true);
-    let feeds = [by_parity(&batches, 0), by_parity(&batches, 1)];
-    let logs = live_cluster(dir.path(), &pipeline_file, "2", feeds).join("\n");
-    assert_eq!(
-        outputs(&live_out, 2),
-        expected,
-        "2 processes: live equals run\n{logs}"
-    );
-    let live_files = std::fs::read_dir(&live_out).unwrap().filter(|entry| {
-        let name = entry.as_ref().unwrap().file_name();
-        name.to_string_lossy().ends_with(".live.parquet")
-    });
-    assert_eq!(live_files.count(), 0, "each .live.parquet is removed");
+    // Also with returns to the next trading day (the tables cross the processes).
+    let edits: [(&str, fn(String) -> String); 2] =
+        [("", |text| text), (" with next-day returns", with_next_day)];
+    for (case, edit) in edits {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = "lateness = \"60s\"\nemit_every = \"60s\"";
+        let (data, expected) = run_first_with(dir.path(), stream, edit);
+        assert!(expected[0].report.contains("stream.late_rows"));
+        let live_out = dir.path().join("live");
+        let pipeline_file = live_pipeline_with(dir.path(), &data, &live_out, stream, edit);
+        let batches = live_batches(true);
+        let feeds = [by_parity(&batches, 0), by_parity(&batches, 1)];
+        let logs = live_cluster(dir.path(), &pipeline_file, "2", feeds).join("\n");
+        assert_eq!(
+            outputs(&live_out, 2),
+            expected,
+            "2 processes{case}: live equals run\n{logs}"
+        );
+        let live_files = std::fs::read_dir(&live_out).unwrap().filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_string_lossy().ends_with(".live.parquet")
+        });
+        assert_eq!(live_files.count(), 0, "each .live.parquet is removed{case}");
+    }
 }
 
 /// Across two processes of one worker each, a date that only process 1's producer
