@@ -471,8 +471,10 @@ fn live_over_tcp_takes_several_producers_and_survives_bad_ones() {
 #[test]
 fn live_across_two_processes_equals_run() {
     // Also with returns to the next trading day (the tables cross the processes).
-    let edits: [(&str, fn(String) -> String); 2] =
-        [("", |text| text), (" with next-day returns", with_next_day)];
+    let edits = [
+        ("", (|text| text) as Edit),
+        (" with next-day returns", with_next_day),
+    ];
     for (case, edit) in edits {
         let dir = tempfile::tempdir().unwrap();
         let stream = "lateness = \"60s\"\nemit_every = \"60s\"";
@@ -633,6 +635,9 @@ fn live_needs_a_stream_section() {
     assert!(stderr.contains("needs a [stream] section"), "{stderr}");
     assert!(stderr.contains("lateness = \"2s\""), "{stderr}");
 }
+
+/// An edit of a pipeline's text.
+type Edit = fn(String) -> String;
 
 /// [`pipeline_text`] with returns to the next trading day's open and close.
 fn with_next_day(text: String) -> String {
