@@ -456,9 +456,9 @@ pub fn fill_next_day(
 
 /// Watches the rows on their way to the keyed stage (see the module docs): returns the
 /// rows to go on (without those of the dates read for their prices alone) and each
-/// worker's [`DayTable`] of every date that is another's next trading day, sent at the
-/// date's last time once the rows' frontier has passed it, for the caller to
-/// broadcast.
+/// worker's [`DayTable`] of every date that is another's next trading day (following a
+/// live feed: of every date it saw rows of), sent at the date's last time once the
+/// rows' frontier has passed it, for the caller to broadcast.
 pub fn day_prices<'scope>(
     rows: Stream<'scope, Time, Batch>,
     spec: NextDaySpec,
