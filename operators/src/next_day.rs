@@ -119,11 +119,6 @@ impl NextDays {
     pub fn is_prices_only(&self, date_key: u32) -> bool {
         self.prices_only.contains(&date_key)
     }
-
-    /// The dates fed for their prices alone.
-    pub fn prices_only(&self) -> impl Iterator<Item = u32> + '_ {
-        self.prices_only.iter().copied()
-    }
 }
 
 /// A row's place in its date's event order and its price.
@@ -169,6 +164,16 @@ pub struct Day {
 }
 
 impl Day {
+    /// The day of `batches` (a whole date's rows, as they reach the keyed stage), for
+    /// [`fill_next_day`] outside a dataflow (`vizflow inspect`).
+    pub fn of_rows(batches: &[RecordBatch], spec: &NextDaySpec) -> Result<Day, NextDayError> {
+        let mut day = Day::default();
+        for batch in batches {
+            observe(&mut day, batch, spec)?;
+        }
+        Ok(day)
+    }
+
     #[inline]
     fn add_int(&mut self, symbol: i64, marks: &OpenClose) {
         match self.ints.get(symbol) {
@@ -429,18 +434,6 @@ fn observe(day: &mut Day, batch: &RecordBatch, spec: &NextDaySpec) -> Result<(),
     Ok(())
 }
 
-impl Day {
-    /// The day of `batches` (a whole date's rows, as they reach the keyed stage), for
-    /// [`fill_next_day`] outside a dataflow (`vizflow inspect`).
-    pub fn of_rows(batches: &[RecordBatch], spec: &NextDaySpec) -> Result<Day, NextDayError> {
-        let mut day = Day::default();
-        for batch in batches {
-            observe(&mut day, batch, spec)?;
-        }
-        Ok(day)
-    }
-}
-
 /// The keyed stage's output rows `rows` with their next-day returns computed from
 /// their next trading day `day` (`None`: none), as the dataflow computes them; with
 /// how many rows had no next day and no row of their symbol that day.
@@ -517,21 +510,16 @@ pub fn day_prices<'scope>(
                     // Hold the capability no later than the next date to send, nor than
                     // the frontier (a message of an earlier date may still come).
                     let front = frontier.frontier().iter().min().copied();
-                    match pending.first() {
+                    let to = match (pending.first().map(|n| date_end(*n)), front) {
+                        (Some(next), Some(front)) => Some(next.min(front)),
+                        (Some(next), None) => Some(next),
                         // A live feed's later dates may still come.
-                        None if following && front.is_some() => {
-                            if let (Some(held), Some(front)) = (capability.as_mut(), front)
-                                && *held.time() < front
-                            {
-                                held.downgrade(&front);
-                            }
-                        }
+                        (None, Some(front)) if following => Some(front),
+                        (None, _) => None,
+                    };
+                    match to {
                         None => capability = None,
-                        Some(&next) => {
-                            let mut to = date_end(next);
-                            if let Some(front) = frontier.frontier().iter().min() {
-                                to = to.min(*front);
-                            }
+                        Some(to) => {
                             if let Some(held) = capability.as_mut()
                                 && *held.time() < to
                             {

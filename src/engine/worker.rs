@@ -279,38 +279,31 @@ fn build_rows(
                             });
                     let watermark = keyed_streams(pipeline);
                     let (spec, partition) = (spec.clone(), *partition);
-                    match NextDaySpec::of(&spec) {
+                    // Returns to the next trading day: each date's first and last
+                    // prices are taken on the way in, and its rows wait on the way out
+                    // for its next day's.
+                    let (rows, next_day) = match NextDaySpec::of(&spec) {
                         Some(next) => {
-                            // Returns to the next trading day: each date's first and
-                            // last prices are taken on the way in, and its rows wait
-                            // on the way out for its next day's.
                             let days = pipeline.next_days.clone();
                             let (rows, tables) =
                                 day_prices(rows, next.clone(), days.clone(), diagnostics.clone());
-                            rows.enrich_partitioned(
-                                spec,
-                                diagnostics.clone(),
-                                partition,
-                                watermark,
-                                provisional,
-                            )
-                            .probe_with(&keyed)
-                            .next_day_returns(
-                                tables.broadcast(),
-                                next,
-                                days,
-                                diagnostics,
-                            )
+                            (rows, Some((next, days, tables)))
                         }
-                        None => rows
-                            .enrich_partitioned(
-                                spec,
-                                diagnostics,
-                                partition,
-                                watermark,
-                                provisional,
-                            )
-                            .probe_with(&keyed),
+                        None => (rows, None),
+                    };
+                    let enriched = (rows.enrich_partitioned(
+                        spec,
+                        diagnostics.clone(),
+                        partition,
+                        watermark,
+                        provisional,
+                    ))
+                    .probe_with(&keyed);
+                    match next_day {
+                        Some((next, days, tables)) => {
+                            enriched.next_day_returns(tables.broadcast(), next, days, diagnostics)
+                        }
+                        None => enriched,
                     }
                 }
                 Stage::Bin(bins) => rows.bin(bins.clone(), diagnostics),
@@ -350,9 +343,8 @@ fn build_rows(
 /// Whether the keyed stage releases rows as the watermark passes them (`[stream]`), so
 /// that the input is paced to it. Not when a return to the close (or the next trading
 /// day) is asked for without provisional results: such a return is final only when
-/// the date is, the date is held
-/// whole, and the whole-date path holds it best (one sort at the close, no segments;
-/// the late rows are found on arrival either way).
+/// the date is, the date is held whole, and the whole-date path holds it best (one
+/// sort at the close, no segments; the late rows are found on arrival either way).
 fn keyed_streams(pipeline: &BoundPipeline) -> bool {
     let Some(stream) = &pipeline.pipeline.stream else {
         return false;
@@ -550,18 +542,17 @@ impl WorkerInputs {
     }
 }
 
-/// Reads a part of a date's file, numbering the rows by their place in the file
-/// (`row_id`); a read error fails the date (and gives no batches).
 /// `batch` (the columns of `pipeline.price_read` and `row_id`) with every other
 /// column the pipeline reads as nulls of the run's type, in the order of
 /// `pipeline.read`.
 fn with_nulls(batch: &RecordBatch, pipeline: &BoundPipeline) -> RecordBatch {
     let n = batch.num_rows();
+    let schema = batch.schema();
     let mut fields = Vec::with_capacity(pipeline.read.len() + 1);
     let mut columns = Vec::with_capacity(pipeline.read.len() + 1);
     for name in pipeline.read.iter().map(String::as_str).chain([ROW_ID]) {
-        let (field, column) = match batch.schema().field_with_name(name) {
-            Ok(field) => (field.clone(), batch.column_by_name(name).unwrap().clone()),
+        let (field, column) = match schema.index_of(name) {
+            Ok(i) => (schema.field(i).clone(), batch.column(i).clone()),
             Err(_) => {
                 let data_type = (pipeline.input_schema.field_with_name(name))
                     .map_or(arrow::datatypes::DataType::Null, |f| f.data_type().clone());
@@ -576,6 +567,8 @@ fn with_nulls(batch: &RecordBatch, pipeline: &BoundPipeline) -> RecordBatch {
     RecordBatch::try_new(schema, columns).expect("columns of the batch's length")
 }
 
+/// Reads a part of a date's file, numbering the rows by their place in the file
+/// (`row_id`); a read error fails the date (and gives no batches).
 fn read_part(
     date_key: u32,
     file: &DateFile,
