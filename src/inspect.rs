@@ -81,15 +81,31 @@ pub fn inspect(pipeline: &Pipeline, options: &InspectOptions) -> Result<RecordBa
     let file = DateFile::open(&input_path(dir, &pipeline.input.pattern, options.date))?;
     let bound = pipeline.bind(&file.schema())?;
     let symbol = options.symbol.as_deref();
-    let mut batches = read_rows(&file, &bound, symbol)?;
-    let last = last_stage(&bound.stages, options.after)?;
-    let date_key = time::date_key(options.date);
+    let batches = read_rows(&file, &bound, symbol)?;
+    rows_after(&bound, batches, options.date, options.after, |next| {
+        next_day(pipeline, dir, options.date, &bound, next, symbol)
+    })
+}
+
+/// `batches` (rows of `date` with the columns `bound` reads and `row_id`) through the
+/// stages up to `after`, with the dataflow's kernels, every column kept: the symbol,
+/// `row_id` and `elapsed_ms` first. `next_day` gives the next trading day's prices when
+/// a horizon reaches it (`None`: its returns are null).
+pub fn rows_after(
+    bound: &BoundPipeline,
+    mut batches: Vec<RecordBatch>,
+    date: NaiveDate,
+    after: After,
+    next_day: impl Fn(&NextDaySpec) -> Result<Option<Day>, InspectError>,
+) -> Result<RecordBatch, InspectError> {
+    let last = last_stage(&bound.stages, after)?;
+    let date_key = time::date_key(date);
     for stage in &bound.stages[..=last] {
         batches = through(stage, batches, date_key)?;
         if let Stage::Keyed(spec) = stage
             && let Some(next) = NextDaySpec::of(spec)
         {
-            let day = next_day(pipeline, dir, options.date, &bound, &next, symbol)?;
+            let day = next_day(&next)?;
             batches = (batches.iter())
                 .map(|b| fill_next_day(b, &next, day.as_ref()).map(|(rows, ..)| rows))
                 .collect::<Result<_, _>>()
@@ -110,7 +126,7 @@ pub fn inspect(pipeline: &Pipeline, options: &InspectOptions) -> Result<RecordBa
     })?;
     // The symbol, the row and its time first: what a person follows a row by.
     let schema = rows.schema();
-    let lead = [pipeline.symbol.as_str(), ROW_ID, "elapsed_ms"];
+    let lead = [bound.pipeline.symbol.as_str(), ROW_ID, "elapsed_ms"];
     let mut order: Vec<usize> = lead
         .iter()
         .filter_map(|c| schema.index_of(c).ok())

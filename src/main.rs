@@ -203,6 +203,7 @@ impl RunFlags {
             partition: self.partition.partition(),
             cluster,
             fail_fast: self.fail_fast,
+            stop: None,
         }
     }
 }

@@ -118,13 +118,9 @@ fn register_font() {
 /// Merges the partials in `dir` as the figure needs and draws it into
 /// `options.output` (written to a temporary file, then renamed).
 pub fn plot(dir: &Path, options: &PlotOptions) -> Result<Plotted, PlotError> {
-    register_font();
-    let (by, metrics): (Vec<String>, Vec<String>) = match &options.figure {
-        Figure::Heatmap { x, y, z, .. } => (vec![x.clone(), y.clone()], vec![z.clone()]),
-        Figure::Line { x, y, color, .. } => (
-            std::iter::once(x.clone()).chain(color.clone()).collect(),
-            y.clone(),
-        ),
+    let by: Vec<String> = match &options.figure {
+        Figure::Heatmap { x, y, .. } => vec![x.clone(), y.clone()],
+        Figure::Line { x, color, .. } => std::iter::once(x.clone()).chain(color.clone()).collect(),
     };
     let reduced = reduce(
         dir,
@@ -136,7 +132,24 @@ pub fn plot(dir: &Path, options: &PlotOptions) -> Result<Plotted, PlotError> {
             ..ReduceOptions::default()
         },
     )?;
-    for metric in &metrics {
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "partials".to_owned());
+    draw(&reduced, &name, options)
+}
+
+/// Draws the figure of `options` from merged partials (or any table of groups with the
+/// figure's columns) into `options.output`, titled after `name`; `options.dates`,
+/// `filter` and `live` are not used here (they select what `reduced` merged).
+pub fn draw(reduced: &Reduced, name: &str, options: &PlotOptions) -> Result<Plotted, PlotError> {
+    register_font();
+    let metrics: Vec<&String> = match &options.figure {
+        Figure::Heatmap { z, .. } => vec![z],
+        Figure::Line { y, .. } => y.iter().collect(),
+    };
+    for metric in metrics {
         if reduced.table.column_by_name(metric).is_none() {
             let available: Vec<&str> = (reduced.layout.metrics.iter())
                 .map(|(n, _)| n.as_str())
@@ -160,11 +173,6 @@ pub fn plot(dir: &Path, options: &PlotOptions) -> Result<Plotted, PlotError> {
             });
         }
     };
-    let name = dir
-        .canonicalize()
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "partials".to_owned());
     let dates = match (reduced.dates.first(), reduced.dates.last()) {
         (Some(first), Some(last)) if first != last => format!(
             "{} to {}, {} dates",
@@ -194,7 +202,7 @@ pub fn plot(dir: &Path, options: &PlotOptions) -> Result<Plotted, PlotError> {
         Figure::Line { x, y, .. } => format!("{name}: {} by {x}", y.join(", ")),
     };
     let figure = Drawing {
-        reduced: &reduced,
+        reduced,
         title: &title,
         subtitle: &dates,
         hovers: std::cell::RefCell::new(Vec::new()),
@@ -219,7 +227,7 @@ pub fn plot(dir: &Path, options: &PlotOptions) -> Result<Plotted, PlotError> {
                     .and_then(|()| area.present().map_err(|e| e.to_string()))
             };
             drawn.and_then(|()| {
-                let page = html_page(&title, &svg, &figure.hovers.borrow(), &reduced);
+                let page = html_page(&title, &svg, &figure.hovers.borrow(), reduced);
                 std::fs::write(&temporary, page).map_err(|e| e.to_string())
             })
         }

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -70,6 +71,10 @@ pub struct RunOptions {
     pub cluster: Option<ClusterSpec>,
     /// Stop at the first date that fails (the dates not run are reported as such).
     pub fail_fast: bool,
+    /// Set from elsewhere (a Ctrl-C in Python) to stop the run: no date is begun after
+    /// it is set, the dates in flight finish and are written, the rest are reported
+    /// as not run.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for RunOptions {
@@ -84,6 +89,7 @@ impl Default for RunOptions {
             partition: None,
             cluster: None,
             fail_fast: false,
+            stop: None,
         }
     }
 }
@@ -394,6 +400,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         fail_fast: options.fail_fast,
         provisional: BTreeMap::new(),
         prices_only,
+        stop: options.stop.clone(),
     };
     if place.process == 0 {
         for &date in &plan.skipped {
@@ -808,12 +815,16 @@ struct Recorder<'a> {
     provisional: BTreeMap<NaiveDate, Vec<(i64, RecordBatch)>>,
     /// The dates read for their prices alone: no outcome of their own.
     prices_only: BTreeSet<NaiveDate>,
+    /// [`RunOptions::stop`].
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Recorder<'_> {
-    /// True when a date failed in a `--fail-fast` run: no more dates are fed.
+    /// True when a date failed in a `--fail-fast` run, or the run was asked to stop:
+    /// no more dates are fed.
     fn stopped(&self) -> bool {
-        self.fail_fast && self.first_failure.is_some()
+        (self.fail_fast && self.first_failure.is_some())
+            || (self.stop.as_ref()).is_some_and(|stop| stop.load(Ordering::Relaxed))
     }
 
     fn record(&mut self, outcome: DateOutcome) {
