@@ -16,7 +16,7 @@ use vizflow_operators::columns::ROW_ID;
 use vizflow_operators::derive::{DeriveSpec, derive_fn};
 use vizflow_operators::enrich::{EnrichSpec, enrich};
 use vizflow_operators::next_day::{Day, NextDaySpec, fill_next_day};
-use vizflow_operators::parse_time::parse_time_fn;
+use vizflow_operators::parse_time::{ParseTimeSpec, parse_time_fn};
 use vizflow_operators::report::Diagnostics;
 use vizflow_operators::time;
 
@@ -185,7 +185,10 @@ fn through(
                 .map_err(failed("derive"))?
         }
         Stage::ParseTime(spec) => {
-            let mut parse = parse_time_fn(spec.clone());
+            let mut parse = parse_time_fn(ParseTimeSpec {
+                keep: None,
+                ..spec.clone()
+            });
             (batches.into_iter())
                 .map(|b| parse(date_key, b, &diagnostics).map_err(|e| e.to_string()))
                 .collect::<Result<_, _>>()

@@ -39,7 +39,8 @@ fn progress_style(progress: &str) -> PyResult<ProgressStyle> {
 
 /// Runs `work` on a thread of its own without the GIL, checking for a Ctrl-C every
 /// tenth of a second: on one, `stop` is set and the work is waited for (it stops at
-/// its next check), then `KeyboardInterrupt` is raised.
+/// its next check), then `KeyboardInterrupt` is raised (also for a Ctrl-C that came
+/// as the work ended).
 pub fn interruptible<T: Send + 'static>(
     py: Python<'_>,
     stop: Arc<AtomicBool>,
@@ -57,6 +58,9 @@ pub fn interruptible<T: Send + 'static>(
         match received {
             Ok(value) => {
                 let _ = py.detach(|| thread.join());
+                // A Ctrl-C after the last check: the work is done, but the caller asked
+                // to stop.
+                py.check_signals()?;
                 return Ok(value);
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {

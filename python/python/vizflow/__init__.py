@@ -276,6 +276,7 @@ class Engine:
 
     def __init__(self, pipeline: Pipeline, schema: Any, workers: int | None = None) -> None:
         self._engine = _vizflow.Engine(pipeline, _arrow_schema(schema), workers)
+        self._pending: list[DateResult] | None = None
 
     def begin_date(self, date: str | int | _dt.date) -> None:
         """Starts feeding ``date``; dates must increase."""
@@ -296,6 +297,10 @@ class Engine:
     def results(self) -> Iterator[DateResult]:
         """The results that have come out: completed dates' (waiting for them) and the
         current date's provisional ones so far."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, []
+            yield from pending
+            return
         while (item := self._engine.next_result()) is not None:
             yield _result(item)
 
@@ -303,9 +308,12 @@ class Engine:
         """Closes the input, waits for the remaining dates and stops the workers.
 
         Returns the final partials not taken from ``results()``, with a ``date``
-        column; raises ``DataError`` naming the dates that failed.
+        column (the provisional results that came out meanwhile stay for
+        ``results()``); raises ``DataError`` naming the dates that failed.
         """
         results = [_result(item) for item in self._engine.finish()]
+        # The provisional results that came out as the dates closed: results() gives them.
+        self._pending = [r for r in results if not r.final]
         failed = [r for r in results if r.final and not r.ok]
         if failed:
             lines = "\n".join(f"  FAILED {r.date:%Y%m%d}: {'; '.join(r.errors)}" for r in failed)
@@ -336,8 +344,13 @@ def _time_sections(
     }
 
 
-def _stages(frame: Any, sections: Mapping[str, Any], date: str | int | _dt.date, after: str) -> pl.DataFrame:
-    text = Pipeline.from_dict(dict(sections)).to_toml()
+def _stages(frame: Any, sections: Mapping[str, Any], date: str | int | _dt.date, after: str,
+            outputs: Sequence[str] = ()) -> pl.DataFrame:
+    sections = dict(sections)
+    # A pipeline computes only what its metrics use: count each output.
+    metrics = {"count": "count()", **{f"count_{c}": f"count({c})" for c in outputs}}
+    sections["aggregate"] = {"group_by": [], "metrics": metrics}
+    text = Pipeline.from_dict(sections).to_toml()
     return _frame(_vizflow.stages(frame, text, _date_text(date), after))
 
 
@@ -348,13 +361,18 @@ def parse_time(
     timestamp: str,
     market: str | Mapping[str, Any] = "CN",
     format: str | None = None,
-    symbol: str = "symbol",
     out_of_session: str | None = None,
 ) -> pl.DataFrame:
     """Adds ``elapsed_ms`` (trading time since the open) and ``elapsed_seconds`` to a
-    frame of ``date``'s rows, as ``[time]`` does (``symbol`` need not exist)."""
-    sections = _time_sections(timestamp, symbol, market, format, out_of_session)
-    return _stages(frame, sections, date, "parse_time")
+    frame of ``date``'s rows, as ``[time]`` does; ``row_id`` numbers the rows (their
+    position) unless the frame has it. ``out_of_session``: ``"clamp"`` (default),
+    ``"drop"`` or ``"error"``."""
+    frame = frame if isinstance(frame, pl.DataFrame) else pl.DataFrame(frame)
+    # The stage needs a symbol column; time parsing does not read it.
+    key = "__vizflow_symbol"
+    sections = _time_sections(timestamp, key, market, format, out_of_session)
+    out = _stages(frame.with_columns(pl.lit("").alias(key)), sections, date, "parse_time")
+    return out.drop(key)
 
 
 def forward_return(
@@ -374,7 +392,7 @@ def forward_return(
     are null here: a frame has no next day)."""
     sections = _time_sections(timestamp, symbol, market, format, out_of_session)
     sections["forward_return"] = {"price": price, "horizons": list(horizons)}
-    return _stages(frame, sections, date, "enrich")
+    return _stages(frame, sections, date, "enrich", [f"return_{h}" for h in horizons])
 
 
 def fifo_match(
@@ -400,7 +418,8 @@ def fifo_match(
     if price is not None:
         rule_["price"] = price
     sections["enrich"] = [rule_]
-    return _stages(frame, sections, date, "enrich")
+    outputs = ["matched_qty", "holding_period", "is_closed"] + (["matched_entry_price"] if price else [])
+    return _stages(frame, sections, date, "enrich", outputs)
 
 
 def bin(frame: Any, widths: Mapping[str, float]) -> pl.DataFrame:
