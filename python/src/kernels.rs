@@ -37,10 +37,13 @@ pub fn market_presets() -> Vec<String> {
         .collect()
 }
 
-/// A market preset: `(name, time zone, sessions as (start, end) wall-clock times,
-/// trading ms per day)`.
+/// A market as Python gets it: `(name, time zone, sessions as (start, end) wall-clock
+/// times, trading ms per day)`.
+type MarketTuple = (String, String, Vec<(String, String)>, i64);
+
+/// A market preset.
 #[pyfunction]
-pub fn market(name: &str) -> PyResult<(String, String, Vec<(String, String)>, i64)> {
+pub fn market(name: &str) -> PyResult<MarketTuple> {
     let market =
         vizflow::market::Market::preset(name).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let clock = &market.clock;

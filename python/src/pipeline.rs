@@ -84,10 +84,21 @@ impl PyPipeline {
 
     /// The pipeline with one more enrich rule written in Python (from `vizflow.rule`),
     /// run after the others.
-    fn with_rule(&self, rule: PythonRule) -> PyPipeline {
+    fn with_rule(&self, rule: PythonRule) -> PyResult<PyPipeline> {
+        if self.inner.stream.is_some() {
+            // The keyed stage under [stream] runs a rule over each release of rows,
+            // carrying each symbol's state from one to the next (EnrichRule::resume);
+            // a Python function sees a symbol's rows of a date at once.
+            return Err(errors::PipelineError::new_err(format!(
+                "invalid pipeline: the rule '{}' is written in Python and cannot run under \
+                 [stream] (it gets a symbol's rows of a date at once, not as the \
+                 watermark releases them); remove [stream] to use it",
+                rule.name
+            )));
+        }
         let mut inner = self.inner.clone();
         inner.enrich.push(Arc::new(rule));
-        PyPipeline { inner }
+        Ok(PyPipeline { inner })
     }
 
     fn __repr__(&self) -> String {

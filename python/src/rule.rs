@@ -25,7 +25,7 @@ use crate::arrow_io::normal_type;
 #[pyclass(name = "Rule", module = "vizflow", frozen, from_py_object)]
 #[derive(Clone)]
 pub struct PythonRule {
-    name: String,
+    pub(crate) name: String,
     inputs: Vec<String>,
     outputs: Vec<Field>,
     /// Takes a `pyarrow.RecordBatch` of one symbol's rows, returns an Arrow stream

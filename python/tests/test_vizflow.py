@@ -335,6 +335,16 @@ def test_python_rule_errors_fail_the_date(data: Path, pipeline_path: Path) -> No
         vf.run(p, input_dir=data, dates="20240102", progress="quiet")
 
 
+def test_python_rules_refuse_stream(pipeline_path: Path) -> None:
+    @vf.rule(inputs=["qty"], outputs={"y": pl.Int64})
+    def y(rows: pl.DataFrame) -> pl.DataFrame:
+        return rows.select(y=pl.col("qty").cast(pl.Int64))
+
+    p = vf.Pipeline.from_toml_str(pipeline_path.read_text() + '\n[stream]\nlateness = "2s"\n')
+    with pytest.raises(vf.PipelineError, match="rule 'y' is written in Python and cannot run under"):
+        p.with_rule(y)
+
+
 def test_a_rule_changes_the_pipeline_hash(pipeline_path: Path) -> None:
     def make(offset: int) -> vf.Rule:
         if offset:
