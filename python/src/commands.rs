@@ -275,14 +275,17 @@ fn figure(
     }
 }
 
-/// Draws a figure of the partials in `dir` into `path` (`.png`, `.svg`, `.html`) as
-/// `vizflow plot` does.
+/// Draws a figure into `path` (`.png`, `.svg`, `.html`): of the partials in a
+/// directory, merged as `vizflow plot` merges them (`dates`, `where`, `live`), or of a
+/// table of groups (a frame from `reduce`, or any frame with the figure's columns;
+/// `count()` greys the cells below `min_count` when the table has it). Returns the
+/// number of groups drawn.
 #[pyfunction]
-#[pyo3(signature = (dir, kind, x, y, path, color=None, min_count=0, dates=None, r#where=None, live=false))]
+#[pyo3(signature = (source, kind, x, y, path, color=None, min_count=0, dates=None, r#where=None, live=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn plot(
     py: Python<'_>,
-    dir: PathBuf,
+    source: &Bound<'_, PyAny>,
     kind: &str,
     x: String,
     y: Vec<String>,
@@ -293,39 +296,37 @@ pub fn plot(
     r#where: Option<String>,
     live: bool,
 ) -> PyResult<usize> {
-    let options = PlotOptions {
-        figure: figure(kind, x, y, color, min_count)?,
-        dates,
-        filter: r#where,
-        live,
-        output: path,
-    };
-    let plotted = py
-        .detach(|| vizflow::plot::plot(&dir, &options))
-        .map_err(errors::plot)?;
-    Ok(plotted.groups)
+    let figure = figure(kind, x, y, color, min_count)?;
+    if let Ok(dir) = source.extract::<PathBuf>() {
+        let options = PlotOptions {
+            figure,
+            dates,
+            filter: r#where,
+            live,
+            output: path,
+        };
+        let plotted = py
+            .detach(|| vizflow::plot::plot(&dir, &options))
+            .map_err(errors::plot)?;
+        return Ok(plotted.groups);
+    }
+    if dates.is_some() || r#where.is_some() || live {
+        return Err(PyValueError::new_err(
+            "dates, where and live select partials: pass a directory, or filter the frame",
+        ));
+    }
+    plot_table(py, source, figure, path)
 }
 
-/// Draws a figure of a table of groups (a frame from `reduce`, or any frame with the
-/// figure's columns) into `path`; `count()` greys cells below `min_count` when the
-/// table has it.
-#[pyfunction]
-#[pyo3(signature = (table, kind, x, y, path, color=None, min_count=0, name="frame".to_owned()))]
-#[allow(clippy::too_many_arguments)]
-pub fn plot_table(
+/// Draws `figure` of a table of groups into `path`.
+fn plot_table(
     py: Python<'_>,
     table: &Bound<'_, PyAny>,
-    kind: &str,
-    x: String,
-    y: Vec<String>,
+    mut figure: Figure,
     path: PathBuf,
-    color: Option<String>,
-    min_count: i64,
-    name: String,
 ) -> PyResult<usize> {
     let (schema, batches) = arrow_io::batches(table)?;
     let table = arrow::compute::concat_batches(&schema, &batches).map_err(errors::arrow)?;
-    let mut figure = figure(kind, x, y, color, min_count)?;
     // A frame from `reduce` has each bin column beside its value: an axis on either is
     // drawn as the partials' bins are (cells of the bin's width, labelled in the
     // source's units).
@@ -365,7 +366,7 @@ pub fn plot_table(
         output: path,
     };
     let plotted = py
-        .detach(|| draw(&reduced, &name, &options))
+        .detach(|| draw(&reduced, "frame", &options))
         .map_err(errors::plot)?;
     Ok(plotted.groups)
 }

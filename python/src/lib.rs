@@ -37,7 +37,6 @@ fn _vizflow(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(commands::run, m)?)?;
     m.add_function(wrap_pyfunction!(commands::reduce, m)?)?;
     m.add_function(wrap_pyfunction!(commands::plot, m)?)?;
-    m.add_function(wrap_pyfunction!(commands::plot_table, m)?)?;
     m.add_function(wrap_pyfunction!(arrow_io::buffer_address, m)?)?;
     kernels::register(m)?;
     Ok(())

@@ -86,7 +86,7 @@ def reduce(
     allow_mixed: bool = False,
 ) -> tuple[pa.Table, list[str], list[str]]: ...
 def plot(
-    dir: str,
+    source: str | Any,
     kind: str,
     x: str,
     y: list[str],
@@ -96,16 +96,6 @@ def plot(
     dates: str | None = None,
     where: str | None = None,
     live: bool = False,
-) -> int: ...
-def plot_table(
-    table: Any,
-    kind: str,
-    x: str,
-    y: list[str],
-    path: str,
-    color: str | None = None,
-    min_count: int = 0,
-    name: str = "frame",
 ) -> int: ...
 def stages(table: Any, toml: str, date: str, after: str) -> pa.Table: ...
 def bin(table: Any, widths: list[tuple[str, float]]) -> pa.Table: ...

@@ -56,15 +56,11 @@ def _draw(source: Any, kind: str, x: str, y: Sequence[str], path: str | _os.Path
         if isinstance(source, (str, _os.PathLike)):
             from . import _dates_spec
 
-            groups = _vizflow.plot(_os.fspath(source), kind, x, list(y), _os.fspath(target),
-                                   color=color, min_count=min_count, dates=_dates_spec(dates),
-                                   where=where, live=live)
-        else:
-            if dates is not None or where is not None or live:
-                raise ValueError("dates, where and live select partials: pass a directory, or filter the frame")
-            frame = source if isinstance(source, pl.DataFrame) else pl.DataFrame(source)
-            groups = _vizflow.plot_table(frame, kind, x, list(y), _os.fspath(target),
-                                         color=color, min_count=min_count)
+            source, dates = _os.fspath(source), _dates_spec(dates)
+        elif not isinstance(source, pl.DataFrame):
+            source = pl.DataFrame(source)
+        groups = _vizflow.plot(source, kind, x, list(y), _os.fspath(target), color=color,
+                               min_count=min_count, dates=dates, where=where, live=live)
         return Figure(target.read_bytes(), fmt, Path(path) if path is not None else None, groups)
 
 
