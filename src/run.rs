@@ -401,6 +401,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
         provisional: BTreeMap::new(),
         prices_only,
         stop: options.stop.clone(),
+        unfed: BTreeSet::new(),
     };
     if place.process == 0 {
         for &date in &plan.skipped {
@@ -745,7 +746,9 @@ impl Feeder<'_> {
                 recorder.result(result)
             }
             if recorder.stopped() {
-                return Ok(ordinal + 1); // begun without rows: its result is "not run"
+                // Begun without rows: its result is "not run", not an empty partial.
+                recorder.unfed.insert(date);
+                return Ok(ordinal + 1);
             }
             match self.file(date, &mut opened) {
                 Ok(file) => {
@@ -817,6 +820,9 @@ struct Recorder<'a> {
     prices_only: BTreeSet<NaiveDate>,
     /// [`RunOptions::stop`].
     stop: Option<Arc<AtomicBool>>,
+    /// Dates begun but not fed (the run stopped meanwhile): their results are "not
+    /// run".
+    unfed: BTreeSet<NaiveDate>,
 }
 
 impl Recorder<'_> {
@@ -890,6 +896,10 @@ impl Recorder<'_> {
             return;
         }
         let provisional = self.provisional.remove(&result.date).unwrap_or_default();
+        if self.unfed.remove(&result.date) {
+            self.record(DateOutcome::new(result.date, DateStatus::NotRun));
+            return;
+        }
         if !provisional.is_empty() {
             let count = result.report.counts.entry(PROVISIONAL_RESULTS.to_owned());
             *count.or_default() += provisional.len() as u64;

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow_pyarrow::{PyArrowType, Table};
 use pyo3::prelude::*;
+use vizflow_operators::columns::ROW_ID;
 
 use crate::errors;
 
@@ -80,20 +81,64 @@ pub fn normalise(batch: &RecordBatch, schema: &SchemaRef) -> PyResult<RecordBatc
     RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(errors::arrow)
 }
 
-/// The address of the values buffer of column `column` of the first batch of a
-/// stream: the zero-copy test compares it with the address Polars holds.
+/// Checks a `row_id` column: an integer type, no nulls, no negative value (a row's
+/// position in its date's file).
+pub fn check_row_id(batch: &RecordBatch) -> PyResult<()> {
+    let Some(ids) = batch.column_by_name(ROW_ID) else {
+        return Ok(());
+    };
+    let bad = |what: String| {
+        errors::DataError::new_err(format!(
+            "the row_id column {what}; it holds each row's position in its date's file \
+             (an integer from 0)"
+        ))
+    };
+    if !ids.data_type().is_integer() {
+        return Err(bad(format!("is {}", ids.data_type())));
+    }
+    if ids.null_count() > 0 {
+        return Err(bad("has nulls".to_owned()));
+    }
+    if ids.data_type().is_signed_integer() {
+        let as_i64 = arrow::compute::cast(ids, &DataType::Int64).map_err(errors::arrow)?;
+        if let Some(least) = arrow::compute::min(as_i64.as_primitive::<Int64Type>())
+            && least < 0
+        {
+            return Err(bad(format!("has the negative value {least}")));
+        }
+    }
+    Ok(())
+}
+
+/// The address of the values of column `column` of the first batch, as the engine
+/// reads a frame (through [`batches`]): the zero-copy test compares it with the
+/// address Polars holds.
 #[pyfunction]
 pub fn buffer_address(object: &Bound<'_, PyAny>, column: &str) -> PyResult<usize> {
-    let PyArrowType(table): PyArrowType<Table> = object.extract()?;
-    let batch =
-        (table.record_batches().first()).ok_or_else(|| errors::DataError::new_err("no batch"))?;
+    let (_, batches) = batches(object)?;
+    let batch = (batches.first()).ok_or_else(|| errors::DataError::new_err("no batch"))?;
     let array = batch
         .column_by_name(column)
         .ok_or_else(|| errors::DataError::new_err(format!("no column '{column}'")))?;
+    Ok(values_address(array.as_ref()))
+}
+
+/// The address of a primitive array's first value.
+fn values_address(array: &dyn Array) -> usize {
     let data = array.to_data();
-    let buffer = data
-        .buffers()
-        .first()
-        .ok_or_else(|| errors::DataError::new_err("the column has no values buffer"))?;
-    Ok(buffer.as_ptr() as usize + data.offset() * array.data_type().primitive_width().unwrap_or(0))
+    let width = array.data_type().primitive_width().unwrap_or(0);
+    (data.buffers().first()).map_or(0, |b| b.as_ptr() as usize + data.offset() * width)
+}
+
+/// A column made in Rust, handed out as results are ([`table`]), with the address of
+/// its values: the zero-copy test checks that the frame the API makes of it holds
+/// them there.
+#[pyfunction]
+pub fn exported_probe(py: Python<'_>) -> PyResult<(Py<PyAny>, usize)> {
+    let values: ArrayRef = Arc::new(arrow::array::Float64Array::from_iter_values(
+        (0..1000).map(f64::from),
+    ));
+    let address = values_address(values.as_ref());
+    let batch = RecordBatch::try_from_iter([("x", values)]).map_err(errors::arrow)?;
+    Ok((table(py, batch.schema(), vec![batch])?, address))
 }

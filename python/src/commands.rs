@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arrow::array::{ArrayRef, Date32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use vizflow::calendar;
 use vizflow::partials::{Bin, Layout};
@@ -71,7 +71,17 @@ pub fn interruptible<T: Send + 'static>(
                 }
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                return Err(errors::EngineError::new_err("the run stopped unexpectedly"));
+                // The work panicked: say with what.
+                let panic = py.detach(|| thread.join()).err();
+                let message = (panic.as_ref())
+                    .and_then(|p| {
+                        (p.downcast_ref::<String>().cloned())
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    })
+                    .unwrap_or_default();
+                return Err(errors::EngineError::new_err(format!(
+                    "the run stopped unexpectedly: {message}"
+                )));
             }
         }
     }
@@ -114,13 +124,8 @@ pub fn run(
     };
     let output = options.output_dir.clone().expect("set above");
     let pipeline = pipeline.inner.clone();
-    let summary = interruptible(py, stop.clone(), move || {
-        vizflow::run::run(&pipeline, &options)
-    })?
-    .map_err(errors::run)?;
-    if stop.load(Ordering::Relaxed) {
-        return Err(PyKeyboardInterrupt::new_err("the run was stopped"));
-    }
+    let summary = interruptible(py, stop, move || vizflow::run::run(&pipeline, &options))?
+        .map_err(errors::run)?;
     check_failed(&summary)?;
     let mut tables = Vec::new();
     for outcome in &summary.dates {

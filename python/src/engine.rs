@@ -28,6 +28,8 @@ pub fn parse_date(text: &str) -> PyResult<NaiveDate> {
 #[pyclass(name = "Engine", module = "vizflow")]
 pub struct PyEngine {
     engine: Mutex<Option<Engine>>,
+    /// The pipeline bound to the schema given: each pushed frame is checked against it.
+    bound: BoundPipeline,
 }
 
 /// One result of a date as Python gets it: `(date, final, watermark_ms, partial
@@ -122,10 +124,11 @@ impl PyEngine {
         }
         let workers = workers.unwrap_or_else(cores).max(1);
         let engine = py
-            .detach(|| Engine::start(bound, workers))
+            .detach(|| Engine::start(bound.clone(), workers))
             .map_err(errors::engine)?;
         Ok(PyEngine {
             engine: Mutex::new(Some(engine)),
+            bound,
         })
     }
 
@@ -138,7 +141,16 @@ impl PyEngine {
 
     /// Pushes rows of the current date: anything exporting an Arrow stream.
     fn push(&self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<()> {
-        let (_, batches) = arrow_io::batches(frame)?;
+        let (schema, batches) = arrow_io::batches(frame)?;
+        // The types the pipeline was bound to (the kernels were chosen for them).
+        self.bound.check_schema(&schema).map_err(|e| {
+            errors::DataError::new_err(format!(
+                "pushed frame: {e}; push frames of the Engine's schema"
+            ))
+        })?;
+        for batch in &batches {
+            arrow_io::check_row_id(batch)?;
+        }
         self.with(py, |e| {
             for batch in batches {
                 e.push(batch).map_err(errors::engine)?;
@@ -166,6 +178,15 @@ impl PyEngine {
         result.map(|r| result_tuple(py, r)).transpose()
     }
 
+    /// Stops the workers without waiting for results (what dropping the engine does):
+    /// for an engine left open when the interpreter exits.
+    fn close(&self, py: Python<'_>) {
+        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(engine) = engine {
+            py.detach(move || drop(engine));
+        }
+    }
+
     /// Closes the input, waits for every remaining date and stops the workers; the
     /// results not taken yet.
     fn finish(&self, py: Python<'_>) -> PyResult<Vec<PyResultTuple>> {
@@ -184,7 +205,9 @@ impl Drop for PyEngine {
     fn drop(&mut self) {
         // Stopping the workers waits for them, and a worker running a Python rule
         // needs the GIL: let go of it meanwhile.
-        let engine = self.engine.get_mut().ok().and_then(Option::take);
+        let engine = (self.engine.get_mut())
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(engine) = engine {
             Python::attach(|py| py.detach(move || drop(engine)));
         }

@@ -116,6 +116,9 @@ pub fn stages(
     let date = crate::engine::parse_date(date)?;
     let pipeline = Pipeline::from_toml(toml).map_err(errors::config)?;
     let (schema, batches) = arrow_io::batches(table)?;
+    for batch in &batches {
+        arrow_io::check_row_id(batch)?;
+    }
     let has_row_id = schema.index_of(ROW_ID).is_ok();
     let input = if has_row_id {
         let fields: Vec<_> = (schema.fields().iter())

@@ -38,6 +38,7 @@ fn _vizflow(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(commands::reduce, m)?)?;
     m.add_function(wrap_pyfunction!(commands::plot, m)?)?;
     m.add_function(wrap_pyfunction!(arrow_io::buffer_address, m)?)?;
+    m.add_function(wrap_pyfunction!(arrow_io::exported_probe, m)?)?;
     kernels::register(m)?;
     Ok(())
 }

@@ -45,7 +45,8 @@ impl PyPipeline {
         Self::from_toml_str(&text)
     }
 
-    /// The pipeline as TOML text (as read, or as made from a dict).
+    /// The pipeline as TOML text (as read, or as made from a dict); rules added with
+    /// `with_rule` are not in it (they are Python functions).
     fn to_toml(&self) -> String {
         self.inner.source.clone()
     }

@@ -97,8 +97,8 @@ impl PythonRule {
         EnrichError::rule(EnrichRule::name(self), message, Fault::Config)
     }
 
-    /// One symbol's rows `start..end` as a batch of the inputs, `elapsed_ms` and
-    /// `row_id` (slices: no copy).
+    /// One symbol's rows `start..end` as a batch of the inputs (slices of the columns,
+    /// no copy), `elapsed_ms` and `row_id` (copied from the stage's slices).
     fn rows_batch(&self, rows: &Rows<'_>, start: usize, end: usize) -> RecordBatch {
         let n = end - start;
         let mut fields: Vec<Field> = Vec::with_capacity(self.inputs.len() + 2);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 import threading
 import tomllib
@@ -137,7 +138,8 @@ def test_ctrl_c_stops_a_run_cleanly(data: Path, pipeline_path: Path, tmp_path: P
     assert names in (["20240102.parquet"], ["20240102.parquet", "20240103.parquet"])
     for partial in written:
         pl.read_parquet(partial)
-        assert partial.with_suffix(".report.json").exists()
+        report = json.loads(partial.with_name(partial.stem + ".report.json").read_text())
+        assert report["counts"]["rows_read"] == 30_000, partial
     assert not [f for f in out.iterdir() if f.name.startswith(".")]
 
 
@@ -259,6 +261,13 @@ def test_engine_errors(pipeline_path: Path, data: Path) -> None:
         engine.push(frame.drop("alpha1"))
     with pytest.raises(vf.DataError, match="expected a Polars DataFrame"):
         engine.push([1, 2, 3])
+    # Frames of other types than the Engine's schema, bad row_ids.
+    with pytest.raises(vf.DataError, match="pushed frame: .*alpha1"):
+        engine.push(frame.with_columns(pl.col("alpha1").cast(pl.String)))
+    with pytest.raises(vf.DataError, match="row_id column has the negative value -1"):
+        engine.push(frame.with_columns(row_id=pl.int_range(-1, frame.height - 1)))
+    with pytest.raises(vf.DataError, match="row_id column is Float64"):
+        engine.push(frame.with_columns(row_id=pl.lit(1.0)))
     engine.finish()
     with pytest.raises(vf.PipelineError, match="alpha1"):
         vf.Engine(p, schema=frame.drop("alpha1").schema)
@@ -408,6 +417,15 @@ aggregate = {{ group_by = [], metrics = {{ a = "count(return_60)", b = "count(re
 
 
 def test_results_and_inputs_cross_without_copying(cli_partials: Path) -> None:
+    # Out, as every result goes: a column made in Rust is where the frame holds it.
+    table, address = _vizflow.exported_probe()
+    frame = vf._frame(table)
+    assert frame["x"].to_arrow().buffers()[1].address == address
+    assert frame["x"].sum() == sum(range(1000))
+    # In, as the engine reads a frame (normalised): a float column is not copied.
+    source = pl.DataFrame({"x": [1.0, 2.0, 3.0], "s": ["a", "b", "c"]})
+    assert _vizflow.buffer_address(source, "x") == source["x"].to_arrow().buffers()[1].address
+
     table, _, _ = _vizflow.reduce(str(cli_partials), by=["alpha1_bin"])
     assert isinstance(table, pa.Table)
     arrow_address = table.column("total_notional").chunks[0].buffers()[1].address

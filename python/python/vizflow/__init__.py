@@ -2,11 +2,11 @@
 
 >>> import vizflow as vf
 >>> p = vf.Pipeline.from_toml("examples/alpha_markout.toml")
->>> df = vf.run(p, input_dir="data", dates="20240102..20240105", workers=2)
->>> m = vf.reduce("out/alpha_markout", by=["alpha1_bin"])
+>>> df = vf.run(p, input_dir="data", dates="20240102..20240105", output_dir="out/am")
+>>> m = vf.reduce("out/am", by=["alpha1_bin"])
 
-Results are Polars DataFrames that adopt the engine's Arrow buffers (no copy); inputs
-are anything exporting Arrow (Polars, pyarrow). The functions call the same code as
+Results are Polars DataFrames that adopt the engine's Arrow buffers (no copy of their
+numeric columns); inputs are anything exporting Arrow (Polars, pyarrow). The functions call the same code as
 the ``vizflow`` command line: results, files and error messages are the CLI's.
 """
 
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib as _hashlib
+import atexit as _atexit
 import inspect as _inspect
 import json as _json
 import os as _os
+import weakref as _weakref
 from dataclasses import dataclass as _dataclass, field as _field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -171,19 +173,26 @@ def _arrow_type(dtype: Any) -> pa.DataType:
     return pl.Series("x", [], dtype=dtype).to_arrow().type
 
 
-def _fingerprint(function: Callable[..., Any]) -> str:
+def _fingerprint(function: Callable[..., Any], version: str | None) -> str:
+    """What defines the rule's results as far as can be seen: its source (or code), the
+    values it closes over, its defaults, and ``version``. A rule reading other state
+    (globals, files) says so by changing ``version``."""
     try:
         source = _inspect.getsource(function)
     except (OSError, TypeError):
         code = getattr(function, "__code__", None)
         source = repr(code.co_code) + repr(code.co_consts) if code else repr(function)
-    return _hashlib.sha256(source.encode()).hexdigest()[:32]
+    closure = [c.cell_contents for c in (getattr(function, "__closure__", None) or ())
+               if not callable(c.cell_contents)]
+    parts = [source, repr(closure), repr(getattr(function, "__defaults__", None)), repr(version)]
+    return _hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
 def rule(
     inputs: Sequence[str],
     outputs: Mapping[str, Any],
     name: str | None = None,
+    version: str | None = None,
 ) -> Callable[[Callable[[pl.DataFrame], Any]], Rule]:
     """Makes a rule of a vectorised function, to add with ``Pipeline.with_rule``.
 
@@ -192,6 +201,10 @@ def rule(
     DataFrame (or a dict of Series) with the ``outputs`` columns, one value per row.
     ``outputs`` maps each name to its type (a Polars or pyarrow type). It runs
     inside the dataflow, once per symbol and date, holding the GIL.
+
+    The pipeline's hash (which ``skip_existing`` compares) covers the function's
+    source, the values it closes over and its defaults; change ``version`` when its
+    results change for another reason (a global, a file it reads).
 
     >>> @vf.rule(inputs=["qty", "orderSide"], outputs={"position": pl.Int64})
     ... def position(rows):
@@ -213,7 +226,7 @@ def rule(
             list(inputs),
             [(n, _arrow_type(t)) for n, t in outputs.items()],
             call,
-            _fingerprint(function),
+            _fingerprint(function, version),
         )
 
     return make
@@ -277,6 +290,7 @@ class Engine:
     def __init__(self, pipeline: Pipeline, schema: Any, workers: int | None = None) -> None:
         self._engine = _vizflow.Engine(pipeline, _arrow_schema(schema), workers)
         self._pending: list[DateResult] | None = None
+        _open_engines.add(self)
 
     def begin_date(self, date: str | int | _dt.date) -> None:
         """Starts feeding ``date``; dates must increase."""
@@ -309,19 +323,33 @@ class Engine:
 
         Returns the final partials not taken from ``results()``, with a ``date``
         column (the provisional results that came out meanwhile stay for
-        ``results()``); raises ``DataError`` naming the dates that failed.
+        ``results()``); raises ``DataError`` naming the dates that failed, with the
+        others' partials as its ``partials``.
         """
         results = [_result(item) for item in self._engine.finish()]
         # The provisional results that came out as the dates closed: results() gives them.
         self._pending = [r for r in results if not r.final]
+        _open_engines.discard(self)
+        frames = [r.partial for r in results if r.final and r.partial is not None]
+        partials = pl.concat(frames, how="diagonal_relaxed", rechunk=False) if frames else pl.DataFrame()
         failed = [r for r in results if r.final and not r.ok]
         if failed:
             lines = "\n".join(f"  FAILED {r.date:%Y%m%d}: {'; '.join(r.errors)}" for r in failed)
-            raise DataError(f"{len(failed)} dates failed:\n{lines}")
-        frames = [r.partial for r in results if r.final and r.partial is not None]
-        if not frames:
-            return pl.DataFrame()
-        return pl.concat(frames, how="diagonal_relaxed", rechunk=False)
+            error = DataError(f"{len(failed)} dates failed:\n{lines}")
+            error.partials = partials  # type: ignore[attr-defined]
+            raise error
+        return partials
+
+
+# Engines not finished when the interpreter exits are stopped then, while rules
+# written in Python can still run (not later, from a finalizer).
+_open_engines: "_weakref.WeakSet[Engine]" = _weakref.WeakSet()
+
+
+@_atexit.register
+def _close_open_engines() -> None:
+    for engine in list(_open_engines):
+        engine._engine.close()
 
 
 # ---- stateless operators on frames ------------------------------------------------
