@@ -314,7 +314,7 @@ function draw(body) {
     },
     visualMap: {
       seriesIndex: 0, min: low, max: high, calculable: true, orient: "vertical", right: 10, top: "middle",
-      text: [number(high), number(low)], formatter: number, itemHeight: 300,
+      formatter: number, itemHeight: 300, // the handles show the range: no end texts too
       inRange: { color: diverging ? DIVERGING : VIRIDIS },
     },
     series: [
