@@ -103,6 +103,17 @@ struct Shared {
 /// Serves `options.dir` until Ctrl-C (or SIGTERM); `ready` is called with the address
 /// once the server listens.
 pub fn serve(options: &ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    serve_until(options, ready, stopped())
+}
+
+/// Serves `options.dir` until `stop` completes (for a caller that owns the signals, e.g.
+/// Python, which keeps Ctrl-C for itself); `ready` is called with the address once the
+/// server listens.
+pub fn serve_until(
+    options: &ServeOptions,
+    ready: impl FnOnce(SocketAddr),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
     std::fs::read_dir(&options.dir).map_err(|source| ServeError::Dir {
         dir: options.dir.clone(),
         source,
@@ -137,7 +148,6 @@ pub fn serve(options: &ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<(
         let app = router(shared, address.ip().is_loopback());
         ready(address);
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let stop = stopped();
         tokio::pin!(stop);
         loop {
             // A connection slot first: past the limit, clients wait in the backlog.

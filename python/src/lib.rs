@@ -14,7 +14,8 @@
 //! | [`commands`] | `run`, `reduce`, `plot`: the CLI's commands as functions |
 //! | [`engine`] | `Engine`: a live dataflow fed with frames |
 //! | [`rule`] | rules written in Python, run inside the dataflow |
-//! | [`kernels`] | the stateless operators on frames |
+//! | [`kernels`] | the stateless operators on frames, markets and calendars |
+//! | [`serve`] | the dashboard server, from a thread of its own |
 
 use pyo3::prelude::*;
 
@@ -25,6 +26,7 @@ pub mod errors;
 pub mod kernels;
 pub mod pipeline;
 pub mod rule;
+pub mod serve;
 
 /// The extension module.
 #[pymodule]
@@ -34,6 +36,8 @@ fn _vizflow(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pipeline::PyPipeline>()?;
     m.add_class::<engine::PyEngine>()?;
     m.add_class::<rule::PythonRule>()?;
+    m.add_class::<serve::PyServer>()?;
+    m.add_function(wrap_pyfunction!(serve::serve, m)?)?;
     m.add_function(wrap_pyfunction!(commands::run, m)?)?;
     m.add_function(wrap_pyfunction!(commands::reduce, m)?)?;
     m.add_function(wrap_pyfunction!(commands::plot, m)?)?;

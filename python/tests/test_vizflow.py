@@ -192,6 +192,26 @@ def test_plot(cli_partials: Path, tmp_path: Path) -> None:
         vf.plot.heatmap(cli_partials, x="alpha1_bin", y="orderSide", z="nope", path=png)
 
 
+def test_serve_answers_as_reduce(cli_partials: Path) -> None:
+    import urllib.parse
+    import urllib.request
+
+    with vf.serve(cli_partials) as server:
+        assert server.url.startswith("http://127.0.0.1:") and server.running
+        page = urllib.request.urlopen(server.url).read().decode()
+        assert "<title>" in page
+        query = urllib.parse.urlencode({"by": "orderSide", "metric": "edge=sum(return_60) / count(return_60)"})
+        answer = json.loads(urllib.request.urlopen(f"{server.url}api/reduce?{query}").read())
+        expected = vf.reduce(cli_partials, by=["orderSide"], metrics={"edge": "sum(return_60) / count(return_60)"})
+        assert [r["edge"] for r in answer["rows"]] == expected["edge"].to_list()
+        assert [r["count"] for r in answer["rows"]] == expected["count"].to_list()
+    assert not server.running
+    with pytest.raises(OSError):
+        urllib.request.urlopen(server.url, timeout=5)
+    with pytest.raises(vf.DataError, match="not a directory of partials"):
+        vf.serve(cli_partials / "nope")
+
+
 # ---- the engine --------------------------------------------------------------------
 
 

@@ -42,6 +42,8 @@ __all__ = [
     "rule",
     "run",
     "reduce",
+    "serve",
+    "Server",
     "Engine",
     "DateResult",
     "plot",
@@ -162,6 +164,50 @@ def reduce(
         allow_mixed=allow_mixed,
     )
     return _frame(table)
+
+
+class Server:
+    """The dashboard of a directory of partials, served from a thread while Python goes
+    on (``vizflow serve``). Open ``url`` in a browser; ``stop()`` ends it (also on
+    leaving a ``with`` block, and when the interpreter exits)."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    @property
+    def url(self) -> str:
+        """The page, e.g. ``http://127.0.0.1:8050/``."""
+        return self._server.url
+
+    @property
+    def running(self) -> bool:
+        """True until stopped."""
+        return self._server.running
+
+    def stop(self) -> None:
+        """Stops the server and waits for it."""
+        self._server.stop()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _repr_html_(self) -> str:
+        return f'VizFlow dashboard: <a href="{self.url}" target="_blank">{self.url}</a>'
+
+    def __repr__(self) -> str:
+        return f"Server({self.url}, {'running' if self.running else 'stopped'})"
+
+
+def serve(dir: str | _os.PathLike[str], bind: str = "127.0.0.1:0", *, max_groups: int = 200_000) -> Server:
+    """Serves the dashboard of the partials in ``dir`` (heatmap, lines and table, merged
+    exactly; with the provisional partials of open dates) on ``bind``: loopback and a
+    free port by default; ``0.0.0.0:PORT`` must be asked for. Returns at once."""
+    server = Server(_vizflow.serve(_os.fspath(dir), bind=bind, max_groups=max_groups))
+    _atexit.register(server._server.stop)
+    return server
 
 
 # ---- rules written in Python ----------------------------------------------------
