@@ -2,10 +2,11 @@
 //! event order, run inside the dataflow as an `[[enrich]]` rule is.
 //!
 //! The keyed stage hands a rule a chunk of a worker's symbols at a time; this rule
-//! takes the GIL once per chunk and calls the function once per symbol with that
-//! symbol's rows (a `pyarrow.RecordBatch` of the declared inputs with `elapsed_ms` and
-//! `row_id`, which the Python side turns into a Polars frame without copying). The
-//! function's output columns are checked (names, one value per row) and cast to the
+//! takes the GIL once per chunk and hands over the chunk's rows once (a
+//! `pyarrow.RecordBatch` of the declared inputs with `elapsed_ms` and `row_id`, which
+//! the Python side turns into a Polars frame without copying) with where each symbol's
+//! rows start; the Python side calls the function once per symbol on a slice of that
+//! frame and checks each answer (its rows, its columns). The outputs are cast to the
 //! declared types.
 
 use std::fmt;
@@ -28,8 +29,9 @@ pub struct PythonRule {
     pub(crate) name: String,
     inputs: Vec<String>,
     outputs: Vec<Field>,
-    /// Takes a `pyarrow.RecordBatch` of one symbol's rows, returns an Arrow stream
-    /// exporter (a pyarrow table) of the output columns.
+    /// Takes a `pyarrow.RecordBatch` of some symbols' rows and the offsets where each
+    /// symbol's rows start (then the end); returns `(pyarrow table of the output
+    /// columns or None, None)`, or `(None, what is wrong)`.
     call: Arc<Py<PyAny>>,
     /// What defines the rule's results (its name and the function's code), for the
     /// pipeline's hash.
@@ -97,55 +99,61 @@ impl PythonRule {
         EnrichError::rule(EnrichRule::name(self), message, Fault::Config)
     }
 
-    /// One symbol's rows `start..end` as a batch of the inputs (slices of the columns,
-    /// no copy), `elapsed_ms` and `row_id` (copied from the stage's slices).
-    fn rows_batch(&self, rows: &Rows<'_>, start: usize, end: usize) -> RecordBatch {
-        let n = end - start;
+    /// The rows as one batch of the inputs (the columns as they are, no copy),
+    /// `elapsed_ms` and `row_id` (copied from the stage's slices).
+    fn rows_batch(&self, rows: &Rows<'_>) -> RecordBatch {
         let mut fields: Vec<Field> = Vec::with_capacity(self.inputs.len() + 2);
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.inputs.len() + 2);
         for (name, column) in self.inputs.iter().zip(rows.columns) {
             fields.push(Field::new(name, column.data_type().clone(), true));
-            columns.push(column.slice(start, n));
+            columns.push(column.clone());
         }
         fields.push(Field::new(ELAPSED_MS, DataType::Int64, false));
-        columns.push(Arc::new(Int64Array::from(
-            rows.elapsed_ms[start..end].to_vec(),
-        )));
+        columns.push(Arc::new(Int64Array::from(rows.elapsed_ms.to_vec())));
         fields.push(Field::new(ROW_ID, DataType::UInt64, false));
-        columns.push(Arc::new(UInt64Array::from(
-            rows.row_id[start..end].to_vec(),
-        )));
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("columns of n rows")
+        columns.push(Arc::new(UInt64Array::from(rows.row_id.to_vec())));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("columns of the rows")
     }
 
-    /// The function's output for one symbol's rows: each declared column, cast to its
-    /// type.
-    fn call_one(&self, py: Python<'_>, batch: RecordBatch) -> Result<Vec<ArrayRef>, EnrichError> {
-        let rows = batch.num_rows();
+    /// The function's outputs over every symbol's rows: each declared column, cast to
+    /// its type. The Python side calls the function once per symbol (`runs`) on slices
+    /// of one frame and checks each answer.
+    fn call(&self, py: Python<'_>, rows: &Rows<'_>) -> Result<Vec<ArrayRef>, EnrichError> {
         let python = |e: PyErr| self.error(format!("the function raised {e}"));
-        let argument = PyArrowType(batch).into_pyobject(py).map_err(python)?;
-        let returned = self.call.call1(py, (argument,)).map_err(python)?;
-        let PyArrowType(table): PyArrowType<Table> = returned.extract(py).map_err(|e: PyErr| {
-            self.error(format!("the function must return a Polars DataFrame: {e}"))
-        })?;
+        let argument = PyArrowType(self.rows_batch(rows))
+            .into_pyobject(py)
+            .map_err(python)?;
+        let returned = self
+            .call
+            .call1(py, (argument, rows.runs.to_vec()))
+            .map_err(python)?;
+        let (table, problem): (Option<PyArrowType<Table>>, Option<String>) =
+            returned.extract(py).map_err(python)?;
+        if let Some(problem) = problem {
+            return Err(self.error(problem));
+        }
+        let Some(PyArrowType(table)) = table else {
+            // No symbol had rows.
+            return Ok((self.outputs.iter())
+                .map(|f| arrow::array::new_empty_array(f.data_type()))
+                .collect());
+        };
         let (batches, schema) = table.into_inner();
         let out = arrow::compute::concat_batches(&schema, &batches)
             .map_err(|e| self.error(e.to_string()))?;
-        if out.num_rows() != rows {
+        if out.num_rows() != rows.len() {
             return Err(self.error(format!(
-                "the function returned {} rows for a symbol's {rows}; return one row per row",
-                out.num_rows()
+                "the function returned {} rows in all for {}; return one row per row",
+                out.num_rows(),
+                rows.len()
             )));
         }
         (self.outputs.iter())
             .map(|field| {
                 let column = out.column_by_name(field.name()).ok_or_else(|| {
-                    let returned: Vec<&str> =
-                        schema.fields().iter().map(|f| f.name().as_str()).collect();
                     self.error(format!(
-                        "the function returned no column '{}' (it returned {})",
-                        field.name(),
-                        returned.join(", ")
+                        "the function returned no column '{}'",
+                        field.name()
                     ))
                 })?;
                 arrow::compute::cast(column, field.data_type()).map_err(|e| {
@@ -179,29 +187,8 @@ impl EnrichRule for PythonRule {
     }
 
     fn apply(&self, rows: &Rows<'_>) -> Result<RuleOutput, EnrichError> {
-        let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.outputs.len()];
-        Python::attach(|py| {
-            for run in rows.runs.windows(2) {
-                let (start, end) = (run[0], run[1]);
-                if start == end {
-                    continue;
-                }
-                let columns = self.call_one(py, self.rows_batch(rows, start, end))?;
-                for (part, column) in parts.iter_mut().zip(columns) {
-                    part.push(column);
-                }
-            }
-            Ok::<(), EnrichError>(())
-        })?;
-        let columns = (parts.iter().zip(&self.outputs))
-            .map(|(part, field)| {
-                if part.is_empty() {
-                    return Ok(arrow::array::new_empty_array(field.data_type()));
-                }
-                let arrays: Vec<&dyn Array> = part.iter().map(|a| a.as_ref()).collect();
-                arrow::compute::concat(&arrays).map_err(|e| self.error(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // The GIL once per chunk of symbols; the rows cross once.
+        let columns = Python::attach(|py| self.call(py, rows))?;
         Ok(RuleOutput {
             columns,
             ..RuleOutput::default()

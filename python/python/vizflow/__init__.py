@@ -261,11 +261,27 @@ def rule(
     def make(function: Callable[[pl.DataFrame], Any]) -> Rule:
         names = list(outputs)
 
-        def call(batch: pa.RecordBatch) -> pa.Table:
-            out = function(pl.from_arrow(batch, rechunk=False))
-            if not isinstance(out, pl.DataFrame):
-                out = pl.DataFrame(out)
-            return out.select(names).to_arrow()
+        def call(batch: pa.RecordBatch, runs: list[int]) -> tuple[pa.Table | None, str | None]:
+            # One frame over the chunk's rows; the function sees each symbol's slice.
+            frame = pl.from_arrow(batch, rechunk=False)
+            outs = []
+            for start, end in zip(runs, runs[1:]):
+                if start == end:
+                    continue
+                out = function(frame.slice(start, end - start))
+                if not isinstance(out, pl.DataFrame):
+                    out = pl.DataFrame(out)
+                if out.height != end - start:
+                    return None, (f"the function returned {out.height} rows for a symbol's "
+                                  f"{end - start}; return one row per row")
+                missing = [n for n in names if n not in out.columns]
+                if missing:
+                    return None, (f"the function returned no column '{missing[0]}' "
+                                  f"(it returned {', '.join(out.columns)})")
+                outs.append(out.select(names))
+            if not outs:
+                return None, None
+            return pl.concat(outs, how="vertical_relaxed", rechunk=False).to_arrow(), None
 
         return Rule(
             name or function.__name__,

@@ -48,7 +48,7 @@ class Rule:
         name: str,
         inputs: list[str],
         outputs: list[tuple[str, pa.DataType]],
-        call: Callable[[pa.RecordBatch], Any],
+        call: Callable[[pa.RecordBatch, list[int]], tuple[pa.Table | None, str | None]],
         fingerprint: str,
     ) -> None: ...
     @property
