@@ -81,7 +81,7 @@ pub fn inspect(pipeline: &Pipeline, options: &InspectOptions) -> Result<RecordBa
     let file = DateFile::open(&input_path(dir, &pipeline.input.pattern, options.date))?;
     let bound = pipeline.bind(&file.schema())?;
     let symbol = options.symbol.as_deref();
-    let batches = read_rows(&file, &bound, symbol)?;
+    let batches = read_rows(&file, &bound, &bound.read, symbol)?;
     rows_after(&bound, batches, options.date, options.after, |next| {
         next_day(pipeline, dir, options.date, &bound, next, symbol)
     })
@@ -142,14 +142,14 @@ fn failed(stage: &'static str) -> impl Fn(String) -> InspectError {
     move |message| InspectError::Stage { stage, message }
 }
 
-/// A date's rows as read (the pipeline's columns, with `row_id`), `symbol`'s alone when
-/// given.
+/// A date's rows as read (`columns`, with `row_id`), `symbol`'s alone when given.
 fn read_rows(
     file: &DateFile,
     bound: &BoundPipeline,
+    columns: &[String],
     symbol: Option<&str>,
 ) -> Result<Vec<RecordBatch>, InspectError> {
-    let names: Vec<&str> = bound.read.iter().map(String::as_str).collect();
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
     let mut batches = Vec::new();
     for part in 0..file.num_parts() {
         for (offset, batch) in file.read_part(part, &names, 65_536)? {
@@ -239,11 +239,13 @@ fn next_day(
     if !path.exists() {
         return Ok(None);
     }
+    // As `vizflow run` reads a date for its prices alone: their columns, the others null.
     let file = DateFile::open(&path)?;
     bound
-        .check_schema(&file.schema())
+        .check_columns(&file.schema(), &bound.price_read)
         .map_err(|e| failed("next trading day")(format!("{}: {e}", path.display())))?;
-    let mut batches = read_rows(&file, bound, symbol)?;
+    let batches = read_rows(&file, bound, &bound.price_read, symbol)?;
+    let mut batches: Vec<RecordBatch> = batches.iter().map(|b| bound.with_nulls(b)).collect();
     for stage in &bound.stages {
         if matches!(stage, Stage::Keyed(_)) {
             break;

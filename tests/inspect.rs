@@ -245,6 +245,62 @@ fn returns_to_the_next_day_come_from_its_file() {
     assert!(open.iter().all(Option::is_none));
 }
 
+/// The next day is read for its prices alone, as `vizflow run` reads it: a next-day
+/// file without a column only the aggregate reads gives the same returns.
+#[test]
+fn the_next_day_is_read_for_its_prices_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, date) = setup_with(dir.path(), |text| {
+        text.replace(
+            "horizons = [60, 300, 600]",
+            "horizons = [60, 300, 600, \"next_open\", \"next_close\"]",
+        )
+        .replace(
+            "[aggregate.metrics]",
+            "[aggregate.metrics]\nopen = \"mean(return_next_open)\"\na2 = \"mean(alpha2)\"",
+        )
+    });
+    let next = NaiveDate::from_ymd_opt(2024, 1, 3).unwrap();
+    let spec = GenSpec {
+        rows: 20_000,
+        symbols: 30,
+        seed: 12,
+        format: FileFormat::IpcFile,
+        compression: None,
+        prefix: "alpha_".into(),
+    };
+    generate(&spec, &dir.path().join("data"), &[next]).unwrap();
+    let options = InspectOptions {
+        date,
+        symbol: None,
+        after: After::Enrich,
+        input_dir: None,
+    };
+    let with_alpha2 = inspect(&pipeline, &options).unwrap();
+    // The next day's file again, without alpha2.
+    let path = dir.path().join("data/alpha_20240103.feather");
+    let reader =
+        arrow::ipc::reader::FileReader::try_new(std::fs::File::open(&path).unwrap(), None).unwrap();
+    let keep: Vec<usize> = (reader.schema().fields().iter().enumerate())
+        .filter(|(_, f)| f.name() != "alpha2")
+        .map(|(i, _)| i)
+        .collect();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap().project(&keep).unwrap()).collect();
+    let mut writer = arrow::ipc::writer::FileWriter::try_new(
+        std::fs::File::create(&path).unwrap(),
+        &batches[0].schema(),
+    )
+    .unwrap();
+    for batch in &batches {
+        writer.write(batch).unwrap();
+    }
+    writer.finish().unwrap();
+    let without = inspect(&pipeline, &options).unwrap();
+    let open = floats(&without, "return_next_open");
+    assert_eq!(open, floats(&with_alpha2, "return_next_open"));
+    assert!(open.iter().filter(|v| v.is_some()).count() > 10_000);
+}
+
 fn floats(batch: &RecordBatch, column: &str) -> Vec<Option<f64>> {
     let values = batch.column_by_name(column).unwrap();
     let values = values.as_primitive::<arrow::datatypes::Float64Type>();

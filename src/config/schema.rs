@@ -2,7 +2,11 @@
 //! another date's file can be read with the bound pipeline
 //! ([`BoundPipeline::check_schema`]).
 
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
+use vizflow_operators::columns::ROW_ID;
 use vizflow_operators::suggest::column_hint;
 
 use super::BoundPipeline;
@@ -46,6 +50,31 @@ impl BoundPipeline {
     /// column and both types, or suggests a column and lists those available.
     pub fn check_schema(&self, schema: &Schema) -> Result<(), SchemaError> {
         self.check_columns(schema, &self.read)
+    }
+
+    /// `batch` (the columns of [`BoundPipeline::price_read`] and `row_id`) with every
+    /// other column the pipeline reads as nulls of the run's type, in the order of
+    /// [`BoundPipeline::read`]: a date read for its prices alone.
+    pub fn with_nulls(&self, batch: &RecordBatch) -> RecordBatch {
+        let n = batch.num_rows();
+        let schema = batch.schema();
+        let mut fields = Vec::with_capacity(self.read.len() + 1);
+        let mut columns = Vec::with_capacity(self.read.len() + 1);
+        for name in self.read.iter().map(String::as_str).chain([ROW_ID]) {
+            let (field, column) = match schema.index_of(name) {
+                Ok(i) => (schema.field(i).clone(), batch.column(i).clone()),
+                Err(_) => {
+                    let data_type = (self.input_schema.field_with_name(name))
+                        .map_or(DataType::Null, |f| f.data_type().clone());
+                    let field = Field::new(name, data_type.clone(), true);
+                    (field, arrow::array::new_null_array(&data_type, n))
+                }
+            };
+            fields.push(field);
+            columns.push(column);
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .expect("columns of the batch's length")
     }
 
     /// [`BoundPipeline::check_schema`] for `columns` (some of those read) alone: a date

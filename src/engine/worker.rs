@@ -501,7 +501,7 @@ impl WorkerInputs {
                         let read = &pipeline.price_read;
                         let batches =
                             read_part(date_key, &file, part, read, batch_rows, diagnostics);
-                        batches.iter().map(|b| with_nulls(b, pipeline)).collect()
+                        batches.iter().map(|b| pipeline.with_nulls(b)).collect()
                     } else {
                         read_part(date_key, &file, part, &columns, batch_rows, diagnostics)
                     };
@@ -540,31 +540,6 @@ impl WorkerInputs {
             }
         }
     }
-}
-
-/// `batch` (the columns of `pipeline.price_read` and `row_id`) with every other
-/// column the pipeline reads as nulls of the run's type, in the order of
-/// `pipeline.read`.
-fn with_nulls(batch: &RecordBatch, pipeline: &BoundPipeline) -> RecordBatch {
-    let n = batch.num_rows();
-    let schema = batch.schema();
-    let mut fields = Vec::with_capacity(pipeline.read.len() + 1);
-    let mut columns = Vec::with_capacity(pipeline.read.len() + 1);
-    for name in pipeline.read.iter().map(String::as_str).chain([ROW_ID]) {
-        let (field, column) = match schema.index_of(name) {
-            Ok(i) => (schema.field(i).clone(), batch.column(i).clone()),
-            Err(_) => {
-                let data_type = (pipeline.input_schema.field_with_name(name))
-                    .map_or(arrow::datatypes::DataType::Null, |f| f.data_type().clone());
-                let field = arrow::datatypes::Field::new(name, data_type.clone(), true);
-                (field, arrow::array::new_null_array(&data_type, n))
-            }
-        };
-        fields.push(field);
-        columns.push(column);
-    }
-    let schema = Arc::new(arrow::datatypes::Schema::new(fields));
-    RecordBatch::try_new(schema, columns).expect("columns of the batch's length")
 }
 
 /// Reads a part of a date's file, numbering the rows by their place in the file
