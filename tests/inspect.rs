@@ -47,6 +47,29 @@ fn setup_with(dir: &Path, edit: fn(String) -> String) -> (Pipeline, NaiveDate) {
     (Pipeline::from_toml(&edit(text)).unwrap(), date)
 }
 
+/// [`setup_with`] with the horizons `"next_open"` and `"next_close"` added and a next
+/// trading day's file (2024-01-03, other symbols and seed) beside the date's.
+fn setup_next_day(dir: &Path, edit: fn(String) -> String) -> (Pipeline, NaiveDate, NaiveDate) {
+    let (pipeline, date) = setup_with(dir, |text| {
+        text.replace(
+            "horizons = [60, 300, 600]",
+            "horizons = [60, 300, 600, \"next_open\", \"next_close\"]",
+        )
+    });
+    let pipeline = Pipeline::from_toml(&edit(pipeline.source.clone())).unwrap();
+    let next = NaiveDate::from_ymd_opt(2024, 1, 3).unwrap();
+    let spec = GenSpec {
+        rows: 20_000,
+        symbols: 30,
+        seed: 12,
+        format: FileFormat::IpcFile,
+        compression: None,
+        prefix: "alpha_".into(),
+    };
+    generate(&spec, &dir.join("data"), &[next]).unwrap();
+    (pipeline, date, next)
+}
+
 fn text(batch: &RecordBatch, column: &str) -> Vec<String> {
     let values =
         arrow::compute::cast(batch.column_by_name(column).unwrap(), &DataType::Utf8).unwrap();
@@ -168,26 +191,12 @@ fn the_rows_after_bin_are_those_the_partial_aggregates() {
 #[test]
 fn returns_to_the_next_day_come_from_its_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (pipeline, date) = setup_with(dir.path(), |text| {
+    let (pipeline, date, next) = setup_next_day(dir.path(), |text| {
         text.replace(
-            "horizons = [60, 300, 600]",
-            "horizons = [60, 300, 600, \"next_open\", \"next_close\"]",
-        )
-        .replace(
             "[aggregate.metrics]",
             "[aggregate.metrics]\nopen = \"mean(return_next_open)\"\nclose = \"mean(return_next_close)\"",
         )
     });
-    let next = NaiveDate::from_ymd_opt(2024, 1, 3).unwrap();
-    let spec = GenSpec {
-        rows: 20_000,
-        symbols: 30,
-        seed: 12,
-        format: FileFormat::IpcFile,
-        compression: None,
-        prefix: "alpha_".into(),
-    };
-    generate(&spec, &dir.path().join("data"), &[next]).unwrap();
     let horizons = &pipeline.forward_return.as_ref().unwrap().1;
     assert!(horizons.contains(&Horizon::NextOpen) && horizons.contains(&Horizon::NextClose));
     let options = |date, after| InspectOptions {
@@ -250,26 +259,12 @@ fn returns_to_the_next_day_come_from_its_file() {
 #[test]
 fn the_next_day_is_read_for_its_prices_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let (pipeline, date) = setup_with(dir.path(), |text| {
+    let (pipeline, date, _) = setup_next_day(dir.path(), |text| {
         text.replace(
-            "horizons = [60, 300, 600]",
-            "horizons = [60, 300, 600, \"next_open\", \"next_close\"]",
-        )
-        .replace(
             "[aggregate.metrics]",
             "[aggregate.metrics]\nopen = \"mean(return_next_open)\"\na2 = \"mean(alpha2)\"",
         )
     });
-    let next = NaiveDate::from_ymd_opt(2024, 1, 3).unwrap();
-    let spec = GenSpec {
-        rows: 20_000,
-        symbols: 30,
-        seed: 12,
-        format: FileFormat::IpcFile,
-        compression: None,
-        prefix: "alpha_".into(),
-    };
-    generate(&spec, &dir.path().join("data"), &[next]).unwrap();
     let options = InspectOptions {
         date,
         symbol: None,

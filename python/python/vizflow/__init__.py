@@ -271,12 +271,14 @@ def rule(
                 out = function(frame.slice(start, end - start))
                 if not isinstance(out, pl.DataFrame):
                     out = pl.DataFrame(out)
+                # Which symbol: its first row, by its place in the date's file.
+                where = f"the symbol of row_id {frame['row_id'][start]}"
                 if out.height != end - start:
-                    return None, (f"the function returned {out.height} rows for a symbol's "
-                                  f"{end - start}; return one row per row")
+                    return None, (f"the function returned {out.height} rows for {end - start} "
+                                  f"({where}); return one row per row")
                 missing = [n for n in names if n not in out.columns]
                 if missing:
-                    return None, (f"the function returned no column '{missing[0]}' "
+                    return None, (f"the function returned no column '{missing[0]}' for {where} "
                                   f"(it returned {', '.join(out.columns)})")
                 outs.append(out.select(names))
             if not outs:
