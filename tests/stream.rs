@@ -511,6 +511,24 @@ fn provisional_results_with_the_close_are_the_date_cut_at_their_watermark() {
     check_provisional_results(with_close);
 }
 
+/// Incremental provisional results whose final result still comes from final rows:
+/// a stage after the keyed stage counts a return's nulls (a bin of it).
+#[test]
+fn provisional_results_in_parts_beside_final_rows_are_the_date_cut_at_their_watermark() {
+    let incremental = bound_with(binned_return).incremental;
+    assert!(incremental.is_some_and(|i| !i.final_parts));
+    check_provisional_results(binned_return);
+}
+
+/// [`pipeline_text`] with a metric over a return's bin.
+fn binned_return(text: String) -> String {
+    let bin = "[bin]\n        return_1 = 0.001\n\n        [aggregate]";
+    (text.replacen("[aggregate]", bin, 1)).replace(
+        "[aggregate.metrics]",
+        "[aggregate.metrics]\n        b = \"sum(return_1_bin)\"",
+    )
+}
+
 /// [`pipeline_text`] with a metric that rules out incremental provisional results.
 fn not_incremental(text: String) -> String {
     let derive = "[derive]\n        r30z = \"coalesce(return_30, 0.5)\"\n\n        [aggregate]";
@@ -532,14 +550,20 @@ fn provisional_results_are_incremental_where_each_late_component_settles_once() 
             "[aggregate.metrics]\n        x = \"sum(x)\"",
         )
     }
-    type Case = (&'static str, fn(String) -> String, Option<(u32, bool)>);
-    let cases: [Case; 7] = [
-        ("the test pipeline", |t| t, Some((0b11, true))),
+    type Case = (
+        &'static str,
+        fn(String) -> String,
+        Option<(u32, bool, bool)>,
+    );
+    let cases: [Case; 8] = [
+        ("the test pipeline", |t| t, Some((0b11, true, true))),
         (
             "a strict function of one return",
             |t| metric(t, "abs(return_30) * 100"),
-            Some((0b11, true)),
+            Some((0b11, true, true)),
         ),
+        // Its nulls are counted (`bin.null.return_1`): the final rows still go on.
+        ("a return's bin", binned_return, Some((0b11, true, false))),
         ("two returns", |t| metric(t, "return_30 - return_1"), None),
         (
             "a return and a revised column",
@@ -567,7 +591,7 @@ fn provisional_results_are_incremental_where_each_late_component_settles_once() 
     for (case, edit, expected) in cases {
         let incremental = bound_with(edit)
             .incremental
-            .map(|i| (i.horizons, i.revised));
+            .map(|i| (i.horizons, i.revised, i.final_parts));
         assert_eq!(incremental, expected, "{case}");
     }
 }
@@ -595,7 +619,7 @@ fn check_provisional_results(edit: fn(String) -> String) {
             .map(|w| (w, cut_run_as(&day, &elapsed, &late, w, edit)))
             .collect();
         let empty = expected.iter().filter(|(_, e)| e.is_none()).count();
-        let final_expected = {
+        let (final_expected, counts_expected) = {
             let dir = tempfile::tempdir().unwrap();
             let on_time: Vec<u32> = (0..day.num_rows() as u32)
                 .filter(|i| late.binary_search(&(*i as usize)).is_err())
@@ -603,8 +627,10 @@ fn check_provisional_results(edit: fn(String) -> String) {
             let rows = arrow::compute::take_record_batch(&day, &UInt32Array::from(on_time));
             write_day(dir.path(), &rows.unwrap());
             let text = edit(pipeline_text(dir.path(), 65_536, None));
-            written(&run_date(&Pipeline::from_toml(&text).unwrap(), 1))
+            let whole = run_date(&Pipeline::from_toml(&text).unwrap(), 1);
+            (written(&whole), downstream_counts(&whole.dates[0].report))
         };
+        assert!(counts_expected.len() > 5, "{counts_expected:?}");
         let dir = tempfile::tempdir().unwrap();
         write_day(dir.path(), &day);
         let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
@@ -616,6 +642,11 @@ fn check_provisional_results(edit: fn(String) -> String) {
                 written(&summary),
                 final_expected,
                 "{case}: the final result"
+            );
+            assert_eq!(
+                downstream_counts(&summary.dates[0].report),
+                counts_expected,
+                "{case}: the counts of the keyed stage and after"
             );
             let results = provisional_results(&dir.path().join("out"));
             assert_eq!(
@@ -1023,6 +1054,19 @@ fn rules_pipeline(dir: &Path, batch_rows: usize, stream: Option<&str>) -> Pipeli
         output = dir.join("out").display(),
     );
     Pipeline::from_toml(&text).unwrap()
+}
+
+/// The counts of the keyed stage, its rules and the stages after it (those that do not
+/// depend on how the rows arrived).
+fn downstream_counts(report: &vizflow_operators::report::DateReport) -> Vec<(String, u64)> {
+    let after = ["aggregate.", "bin."];
+    let mut counts = keyed_counts(report);
+    counts.extend(
+        (report.counts.iter())
+            .filter(|(name, _)| after.iter().any(|k| name.starts_with(k)))
+            .map(|(name, count)| (name.clone(), *count)),
+    );
+    counts
 }
 
 /// The counts of the keyed stage and its rules.

@@ -74,6 +74,17 @@ pub enum Emission {
         /// The components they count in.
         parts: Parts,
     },
+    /// Rows' contributions to the aggregate's components `parts`, each sent once, when
+    /// it no longer changes (incremental provisional results whose final result is made
+    /// of them too: no final rows come). They count in every provisional result at
+    /// `next` and after (`i64::MAX`: in the final result alone), and in the final
+    /// result. The stages count a row where its [`Parts::BASE`] goes (once).
+    Part {
+        /// The next provisional result's watermark, or `i64::MAX`.
+        next: i64,
+        /// The components they count in.
+        parts: Parts,
+    },
     /// Rows of the provisional result at watermark `at` (ms of trading time) that are
     /// not final yet, evaluated on the date cut at `at`, counting in its components
     /// `parts`; it may have no rows. The rows sent before it for `at`
@@ -94,6 +105,17 @@ impl Emission {
             emission,
             Some(Emission::Provisional { .. } | Emission::Settled { .. })
         )
+    }
+
+    /// Whether the stages count the batch's rows in the date's report: final rows, and
+    /// the [`Parts::BASE`] of rows sent in parts ([`Emission::Part`]), where each row
+    /// goes once.
+    pub fn counted(emission: Option<Emission>) -> bool {
+        match emission {
+            None | Some(Emission::Final { .. }) => true,
+            Some(Emission::Part { parts, .. }) => parts.meets(Parts::BASE),
+            Some(Emission::Settled { .. } | Emission::Provisional { .. }) => false,
+        }
     }
 }
 
@@ -724,9 +746,9 @@ where
                         continue;
                     }
                     let started = Instant::now();
-                    let result = match provisional {
-                        true => logic(date_key, rows, &Diagnostics::default()),
-                        false => logic(date_key, rows, &diagnostics),
+                    let result = match Emission::counted(emission) {
+                        true => logic(date_key, rows, &diagnostics),
+                        false => logic(date_key, rows, &Diagnostics::default()),
                     };
                     diagnostics.time(date_key, &stage, started);
                     match result {

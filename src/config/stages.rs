@@ -434,6 +434,9 @@ impl Pipeline {
             .and_then(|r| r.forward_returns())
             .map_or(Vec::new(), |r| r.horizons.clone());
         let mut late: BTreeMap<String, Late> = BTreeMap::new();
+        // Whether a stage after the keyed stage counts a late column (the parts' rows
+        // then cannot stand for the final rows in the date's report).
+        let mut counts_late = false;
         for step in steps {
             match step {
                 Step::ForwardReturn { horizon, .. } => {
@@ -484,13 +487,15 @@ impl Pipeline {
                     };
                 }
                 Step::Bin(bin) => {
-                    // A null value has a null bin.
+                    // A null value has a null bin (and is counted: `bin.null.{column}`).
+                    counts_late |= late.contains_key(&bin.column);
                     match late.get(&bin.column).copied() {
                         Some(column) => late.insert(bin.output(), column),
                         None => late.remove(&bin.output()),
                     };
                 }
-                Step::Cast(_) | Step::RowId | Step::ParseTime => {}
+                Step::Cast(cast) => counts_late |= late.contains_key(&cast.column),
+                Step::RowId | Step::ParseTime => {}
             }
         }
         if self.aggregate.group_by.iter().any(|c| late.contains_key(c)) {
@@ -500,6 +505,8 @@ impl Pipeline {
         let mut incremental = Incremental {
             horizons: 0,
             revised: false,
+            // Returns to the next day wait for it after the keyed stage, as whole rows.
+            final_parts: !counts_late && !horizons.iter().any(|h| h.crosses_date()),
         };
         for column in plan.input_columns() {
             let Some(column_late) = late.get(&column) else {

@@ -109,8 +109,9 @@ fn result_time((date_key, at): &(u32, i64)) -> Time {
 struct Dated {
     merged: BTreeMap<Vec<u8>, AggState>,
     by_next: BTreeMap<i64, Groups>,
-    /// Whether final rows came ([`Emission::Final`]): then they are the date's final
-    /// result too. (Settled parts are not: with them, the final rows come untagged.)
+    /// Whether final rows ([`Emission::Final`]) or parts ([`Emission::Part`]) came:
+    /// then they are the date's final result too. (Settled parts are not: with them,
+    /// the final rows come untagged.)
     finals: bool,
 }
 
@@ -187,6 +188,12 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                     dated.finals = true;
                                     (dated.by_next.entry(next).or_default(), Parts::ALL)
                                 }
+                                Some(Emission::Part { next, parts }) => {
+                                    // They make the final result too, and count.
+                                    let dated = dated.stash(date_key, *time.time(), &time);
+                                    dated.finals = true;
+                                    (dated.by_next.entry(next).or_default(), parts)
+                                }
                                 Some(Emission::Settled { next, parts }) => {
                                     let dated = dated.stash(date_key, *time.time(), &time);
                                     let groups = dated.by_next.entry(next).or_default();
@@ -205,7 +212,10 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                     continue;
                                 }
                             };
-                            diagnostics.add(date_key, "aggregate.rows_in", rows.num_rows() as u64);
+                            if Emission::counted(emission) {
+                                let rows = rows.num_rows() as u64;
+                                diagnostics.add(date_key, "aggregate.rows_in", rows);
+                            }
                             let started = Instant::now();
                             let accumulated = accumulate(&plan, &converter, &rows, groups, parts);
                             diagnostics.time(date_key, "Aggregate", started);

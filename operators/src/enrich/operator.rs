@@ -15,7 +15,7 @@ use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 
 use super::EnrichSpec;
 use super::release::{Finished, KeyedDate, Provisional, Step};
-use crate::batch::{Batch, Emission, Partition, SelectedRows, by_symbol, selected_len};
+use crate::batch::{Batch, Emission, Partition, Parts, SelectedRows, by_symbol, selected_len};
 use crate::report::Diagnostics;
 use crate::time::{BUCKET_MS, Time, bucket_of, date_end, date_key_of, provisional_time};
 
@@ -108,6 +108,10 @@ where
             // but the final rows when they are computed incrementally (the final
             // rows then make the final result alone).
             let tagged = provisional.is_some_and(|p| p.incremental.is_none());
+            // Whether the parts make the final result too (no final rows then).
+            let final_parts =
+                provisional.is_some_and(|p| p.incremental.is_some_and(|i| i.final_parts));
+            let tags = (tagged, final_parts);
             move |(input, frontier), output| {
                 input.for_each_time(|time, data| {
                     let date_key = date_key_of(*time.time());
@@ -164,7 +168,7 @@ where
                     match state.finish() {
                         Ok((steps, rest)) => {
                             let out = &mut rows_out;
-                            send_steps(output, &mut capability, date_key, tagged, out, steps);
+                            send_steps(output, &mut capability, date_key, tags, out, steps);
                             sending.push_back((date_key, capability, rest, rows_out))
                         }
                         Err(error) => diagnostics.error(date_key, error.to_string()),
@@ -188,7 +192,7 @@ where
                             match state.release(released) {
                                 Ok(steps) => {
                                     let (cap, out) = (&mut date.capability, &mut date.rows_out);
-                                    send_steps(output, cap, date_key, tagged, out, steps);
+                                    send_steps(output, cap, date_key, tags, out, steps);
                                 }
                                 Err(error) => {
                                     diagnostics.error(date_key, error.to_string());
@@ -245,12 +249,13 @@ where
 /// Sends a date's steps on, in order: final rows at the date's capability, each
 /// provisional result at its [`provisional_time`], the capability moving there first
 /// (it is never past it: [`KeyedDate::skip_provisional_before`] and the release order).
-/// Final rows are tagged when `tagged`, the others always.
+/// Final rows are tagged when `tags.0`, the others always; settled parts make the final
+/// result too when `tags.1` (their [`Parts::BASE`] then counts the output rows).
 fn send_steps(
     output: &mut OutputBuilderSession<'_, Time, CapacityContainerBuilder<Batch>>,
     capability: &mut Capability<Time>,
     date_key: u32,
-    tagged: bool,
+    (tagged, final_parts): (bool, bool),
     rows_out: &mut u64,
     steps: Vec<Step>,
 ) {
@@ -261,6 +266,16 @@ fn send_steps(
                 let mut session = output.session(capability);
                 for batch in rows {
                     *rows_out += batch.num_rows() as u64;
+                    session.give_container(&mut Batch::emitted(batch, emission));
+                }
+            }
+            Step::Settled { rows, parts, next } if final_parts => {
+                let emission = Some(Emission::Part { next, parts });
+                let mut session = output.session(capability);
+                for batch in rows {
+                    if parts.meets(Parts::BASE) {
+                        *rows_out += batch.num_rows() as u64;
+                    }
                     session.give_container(&mut Batch::emitted(batch, emission));
                 }
             }

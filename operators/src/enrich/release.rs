@@ -41,6 +41,7 @@ use super::kernel::{common_schema, enrich_selected, same_columns};
 use super::output::EnrichOutput;
 use super::plan::RulePlan;
 use super::{Carried, EnrichError, EnrichRule, EnrichSpec, Revisions, checked_outputs};
+use crate::aggregate::FINAL;
 use crate::batch::{Parts, SelectedRows, SymbolInterner, selected_len};
 use crate::columns::{ELAPSED_MS, ROW_ID};
 use crate::forward_return::{ForwardReturnSpec, Horizon, Stretch, returns_across};
@@ -159,6 +160,12 @@ pub struct Incremental {
     pub horizons: u32,
     /// Whether some component reads a column a rule revises ([`Parts::REVISED`]).
     pub revised: bool,
+    /// Whether the parts make the final result too ([`crate::batch::Emission::Part`]):
+    /// then no final rows are built, each row goes downstream once per part and not
+    /// once more at the end. Not when a stage after the keyed stage needs whole rows
+    /// (a next day's returns) or counts a late column (a bin of a return: its rows'
+    /// [`Parts::BASE`] have the return null).
+    pub final_parts: bool,
 }
 
 /// What a date's keyed stage sends, in order: final rows, and the rows of provisional
@@ -362,10 +369,21 @@ impl KeyedDate {
         self.provisional.and_then(|p| p.incremental)
     }
 
-    /// [`Self::incremental`] while a provisional result is still to come (settled parts
-    /// are sent for it).
-    fn settling(&self) -> Option<Incremental> {
-        self.next_provisional().and(self.incremental())
+    /// Where the parts that settle now go, when they are sent: the incremental form,
+    /// and the next provisional result (`FINAL` after the last one, when the parts make
+    /// the final result too; none are sent then otherwise).
+    fn settling(&self) -> Option<(Incremental, i64)> {
+        let incremental = self.incremental()?;
+        match self.next_provisional() {
+            Some(next) => Some((incremental, next)),
+            None if incremental.final_parts => Some((incremental, FINAL)),
+            None => None,
+        }
+    }
+
+    /// Whether the parts make the final result too: no final rows are built.
+    fn final_parts(&self) -> bool {
+        self.incremental().is_some_and(|i| i.final_parts)
     }
 
     /// Cuts the pending rows below `watermark` and releases the segments whose returns
@@ -530,6 +548,9 @@ impl KeyedDate {
             let whole = enrich_selected(self.pending, &self.spec)?;
             return Ok((steps, Finished::Whole(Box::new(whole))));
         }
+        if self.final_parts() {
+            return self.finish_parts(steps);
+        }
         // No provisional result is left: nothing settles for one.
         let mut none = Vec::new();
         self.cut_segment(i64::MAX, &mut none)?;
@@ -550,6 +571,36 @@ impl KeyedDate {
         let out = project(out, &streamed.output)?;
         let finished = Finished::Streamed {
             batches: out.into_iter(),
+            counts: std::mem::take(&mut streamed.counts),
+        };
+        Ok((steps, finished))
+    }
+
+    /// [`Self::finish`] when the parts make the final result: the last parts of every
+    /// row, and the open entries' [`Parts::REVISED`] as they end the date.
+    fn finish_parts(mut self, mut steps: Vec<Step>) -> Result<(Vec<Step>, Finished), EnrichError> {
+        self.cut_segment(i64::MAX, &mut steps)?;
+        while !self.segments.is_empty() {
+            self.release_front(&mut Vec::new(), &mut steps)?;
+        }
+        let streamed = self.streamed.as_mut().expect("checked by the caller");
+        for (rule, carried) in streamed.plan.spec.rules.iter().zip(&mut streamed.carried) {
+            if let Some(revisions) = rule.unsettled(carried) {
+                streamed.open.revise(revisions);
+            }
+            for (name, count) in rule.finish(carried) {
+                *streamed.counts.entry(name).or_default() += count;
+            }
+        }
+        let mut open = Vec::new();
+        streamed.open.flush(true, &mut open)?;
+        let rows = project(open, &streamed.output)?;
+        if !rows.is_empty() {
+            let (parts, next) = (Parts::REVISED, FINAL);
+            steps.push(Step::Settled { rows, parts, next });
+        }
+        let finished = Finished::Streamed {
+            batches: Vec::new().into_iter(),
             counts: std::mem::take(&mut streamed.counts),
         };
         Ok((steps, finished))
@@ -616,9 +667,8 @@ impl KeyedDate {
             None => None,
         };
         let mut row_times = Vec::new();
-        if let (Some(incremental), Some(ruled)) = (self.settling(), &ruled) {
+        if let (Some((incremental, next)), Some(ruled)) = (self.settling(), &ruled) {
             let streamed = self.streamed.as_mut().expect("set above");
-            let next = self.next_at;
             cut_parts(
                 streamed,
                 &frame,
@@ -652,10 +702,14 @@ impl KeyedDate {
     ) -> Result<(), EnrichError> {
         let close = self.returns.as_ref().map_or(i64::MAX, |r| r.day_ms);
         let mut returns = self.returns_of(0, close);
-        if let Some(incremental) = self.settling() {
-            self.released_parts(&returns, incremental, steps)?;
+        if let Some((incremental, next)) = self.settling() {
+            self.released_parts(&returns, incremental, next, steps)?;
         }
         let segment = self.segments.pop_front().expect("checked");
+        if self.final_parts() {
+            // Its rows went in parts: nothing more of them goes on.
+            return Ok(());
+        }
         let streamed = self.streamed.as_mut().expect("a segment was cut");
         let mut frame = segment.frame;
         let revisions = match segment.ruled {
@@ -689,6 +743,7 @@ impl KeyedDate {
         &self,
         returns: &[(String, ArrayRef)],
         incremental: Incremental,
+        next: i64,
         steps: &mut Vec<Step>,
     ) -> Result<(), EnrichError> {
         let (Some(spec), Some(streamed)) = (&self.returns, &self.streamed) else {
@@ -716,7 +771,7 @@ impl KeyedDate {
             steps.push(Step::Settled {
                 rows: project(rows, &streamed.output)?,
                 parts: Parts::horizon(k),
-                next: self.next_at,
+                next,
             });
         }
         Ok(())
