@@ -520,6 +520,23 @@ fn provisional_results_in_parts_beside_final_rows_are_the_date_cut_at_their_wate
     check_provisional_results(binned_return);
 }
 
+/// Incremental provisional results whose open entries are evaluated at each result: a
+/// max of a column FIFO revises cannot be withdrawn when an entry matches further.
+#[test]
+fn provisional_results_with_open_entries_evaluated_are_the_date_cut_at_their_watermark() {
+    let incremental = bound_with(max_matched).incremental;
+    assert!(incremental.is_some_and(|i| i.final_parts && !i.withdraw));
+    check_provisional_results(max_matched);
+}
+
+/// [`pipeline_text`] with a max of the matched quantity.
+fn max_matched(text: String) -> String {
+    text.replace(
+        "[aggregate.metrics]",
+        "[aggregate.metrics]\n        most = \"max(matched_qty)\"",
+    )
+}
+
 /// [`pipeline_text`] with a metric over a return's bin.
 fn binned_return(text: String) -> String {
     let bin = "[bin]\n        return_1 = 0.001\n\n        [aggregate]";
@@ -553,17 +570,27 @@ fn provisional_results_are_incremental_where_each_late_component_settles_once() 
     type Case = (
         &'static str,
         fn(String) -> String,
-        Option<(u32, bool, bool)>,
+        Option<(u32, bool, bool, bool)>,
     );
-    let cases: [Case; 8] = [
-        ("the test pipeline", |t| t, Some((0b11, true, true))),
+    let cases: [Case; 9] = [
+        ("the test pipeline", |t| t, Some((0b11, true, true, true))),
         (
             "a strict function of one return",
             |t| metric(t, "abs(return_30) * 100"),
-            Some((0b11, true, true)),
+            Some((0b11, true, true, true)),
         ),
         // Its nulls are counted (`bin.null.return_1`): the final rows still go on.
-        ("a return's bin", binned_return, Some((0b11, true, false))),
+        (
+            "a return's bin",
+            binned_return,
+            Some((0b11, true, false, true)),
+        ),
+        // A max cannot be withdrawn: open entries are evaluated at each result.
+        (
+            "a max of a revised column",
+            max_matched,
+            Some((0b11, true, true, false)),
+        ),
         ("two returns", |t| metric(t, "return_30 - return_1"), None),
         (
             "a return and a revised column",
@@ -591,7 +618,7 @@ fn provisional_results_are_incremental_where_each_late_component_settles_once() 
     for (case, edit, expected) in cases {
         let incremental = bound_with(edit)
             .incremental
-            .map(|i| (i.horizons, i.revised, i.final_parts));
+            .map(|i| (i.horizons, i.revised, i.final_parts, i.withdraw));
         assert_eq!(incremental, expected, "{case}");
     }
 }

@@ -85,6 +85,16 @@ pub enum Emission {
         /// The components they count in.
         parts: Parts,
     },
+    /// Rows' contributions to `parts` sent before ([`Emission::Part`],
+    /// [`Emission::Settled`]) and withdrawn, as they were sent: their values changed
+    /// (an open entry matched further) and come again. Only for parts whose components
+    /// are counts and sums, which take a withdrawal exactly.
+    Withdrawn {
+        /// The next provisional result's watermark (as for the rows sent again).
+        next: i64,
+        /// The components they are withdrawn from.
+        parts: Parts,
+    },
     /// Rows of the provisional result at watermark `at` (ms of trading time) that are
     /// not final yet, evaluated on the date cut at `at`, counting in its components
     /// `parts`; it may have no rows. The rows sent before it for `at`
@@ -103,7 +113,11 @@ impl Emission {
     pub fn provisional_only(emission: Option<Emission>) -> bool {
         matches!(
             emission,
-            Some(Emission::Provisional { .. } | Emission::Settled { .. })
+            Some(
+                Emission::Provisional { .. }
+                    | Emission::Settled { .. }
+                    | Emission::Withdrawn { .. }
+            )
         )
     }
 
@@ -114,7 +128,11 @@ impl Emission {
         match emission {
             None | Some(Emission::Final { .. }) => true,
             Some(Emission::Part { parts, .. }) => parts.meets(Parts::BASE),
-            Some(Emission::Settled { .. } | Emission::Provisional { .. }) => false,
+            Some(
+                Emission::Settled { .. }
+                | Emission::Withdrawn { .. }
+                | Emission::Provisional { .. },
+            ) => false,
         }
     }
 }

@@ -507,6 +507,7 @@ impl Pipeline {
             revised: false,
             // Returns to the next day wait for it after the keyed stage, as whole rows.
             final_parts: !counts_late && !horizons.iter().any(|h| h.crosses_date()),
+            withdraw: false,
         };
         for column in plan.input_columns() {
             let Some(column_late) = late.get(&column) else {
@@ -530,6 +531,7 @@ impl Pipeline {
             parts.insert(column, part);
         }
         plan.set_parts(|column| parts.get(column).copied().unwrap_or(Parts::BASE));
+        incremental.withdraw = incremental.revised && plan.withdrawable(Parts::REVISED);
         Some(incremental)
     }
 

@@ -46,15 +46,18 @@ fn counts(accumulator: Accumulator) -> i64 {
     }
 }
 
-/// Counts `rows` (group ids) into count component `c`.
-fn fold_counts(states: &mut [AggState], c: usize, rows: impl Iterator<Item = usize>) {
+/// Counts `rows` (group ids) into count component `c`, each as `step` (1, or -1 to
+/// withdraw them).
+fn fold_counts(states: &mut [AggState], c: usize, step: i64, rows: impl Iterator<Item = usize>) {
     let mut n = take_component(states, c, counts);
-    rows.for_each(|id| n[id] += 1);
+    rows.for_each(|id| n[id] += step);
     put_component(states, c, n, Accumulator::Count);
 }
 
 /// Folds a batch into the groups of its time, into the components of `parts` (the
-/// others are left as they are). Returns the non-finite counts per column.
+/// others are left as they are), or takes it out of them when `withdraw` (rows folded
+/// in before: counts and sums only, see [`AggregatePlan::withdrawable`]). Returns the
+/// non-finite counts per column.
 ///
 /// Each column is read in one pass that updates all its components (a `mean(x)` is a
 /// sum and a non-null count of `x`); each component's per-group values are taken out of
@@ -65,8 +68,10 @@ pub(super) fn accumulate(
     batch: &RecordBatch,
     groups: &mut Groups,
     parts: Parts,
+    withdraw: bool,
 ) -> Result<Vec<(String, u64)>, AggregateError> {
     let ids = group_ids(plan, converter, batch, groups)?;
+    let step = if withdraw { -1 } else { 1 };
     let states = &mut groups.states;
     let mut nonfinite = Vec::new();
     // The components of a column share its part.
@@ -76,7 +81,7 @@ pub(super) fn accumulate(
             continue;
         }
         let Some(name) = component.column() else {
-            fold_counts(states, c, ids.iter().map(|id| *id as usize));
+            fold_counts(states, c, step, ids.iter().map(|id| *id as usize));
             continue;
         };
         // Every component of this column (they share its kind).
@@ -97,7 +102,7 @@ pub(super) fn accumulate(
                 let floats = arrow::compute::cast(column, &DataType::Float64)
                     .map_err(AggregateProblem::Cast)?;
                 let values = floats.as_primitive::<Float64Type>().values();
-                let mut folds = Folds::take(states, plan, &on_column);
+                let mut folds = Folds::take(states, plan, &on_column, step);
                 // Nulls are skipped; non-finite values too, and counted.
                 let mut skipped = 0u64;
                 for (row, (id, x)) in ids.iter().zip(values.iter()).enumerate() {
@@ -122,7 +127,7 @@ pub(super) fn accumulate(
                         .map_err(AggregateProblem::Cast)?
                 };
                 let values = column.as_primitive::<Int64Type>().values();
-                let mut folds = Folds::take(states, plan, &on_column);
+                let mut folds = Folds::take(states, plan, &on_column, step);
                 for (row, (id, x)) in ids.iter().zip(values.iter()).enumerate() {
                     if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
                         continue;
@@ -138,7 +143,7 @@ pub(super) fn accumulate(
                         let rows = ids.iter().enumerate();
                         let rows =
                             rows.filter(|(row, _)| nulls.as_ref().is_none_or(|n| n.is_valid(*row)));
-                        fold_counts(states, k, rows.map(|(_, id)| *id as usize));
+                        fold_counts(states, k, step, rows.map(|(_, id)| *id as usize));
                     }
                 }
             }
@@ -161,6 +166,8 @@ struct Folds {
     /// per-group values (integers, or floats as [`float_key`]s).
     min: Option<Extremes>,
     max: Option<Extremes>,
+    /// 1, or -1 when the values are withdrawn.
+    step: i64,
 }
 
 /// A min or max component: its index, its accumulator's constructor, and per group the
@@ -168,13 +175,19 @@ struct Folds {
 type Extremes = (usize, fn(Option<i64>) -> Accumulator, Vec<Option<i64>>);
 
 impl Folds {
-    fn take(states: &mut [AggState], plan: &AggregatePlan, components: &[usize]) -> Self {
+    fn take(
+        states: &mut [AggState],
+        plan: &AggregatePlan,
+        components: &[usize],
+        step: i64,
+    ) -> Self {
         let mut folds = Folds {
             non_null: None,
             float_sum: None,
             int_sum: None,
             min: None,
             max: None,
+            step,
         };
         let extreme = |a: Accumulator| match a {
             Accumulator::IntMin(m)
@@ -205,6 +218,7 @@ impl Folds {
                     folds.int_sum = Some((c, sums));
                 }
                 Component::Min(_) | Component::Max(_) => {
+                    debug_assert!(step > 0, "a min or max cannot be withdrawn");
                     let min = matches!(component, Component::Min(_));
                     let wrap: fn(Option<i64>) -> Accumulator = match (min, float) {
                         (true, true) => Accumulator::FloatMin,
@@ -226,13 +240,14 @@ impl Folds {
     #[inline(always)]
     fn add(&mut self, id: usize, key: i64, float: impl Fn() -> f64) {
         if let Some((_, counts)) = &mut self.non_null {
-            counts[id] += 1;
+            counts[id] += self.step;
         }
         if let Some((_, sums)) = &mut self.float_sum {
-            sums[id].add(float());
+            // Negating a float is exact.
+            sums[id].add(self.step as f64 * float());
         }
         if let Some((_, sums)) = &mut self.int_sum {
-            sums[id] += i128::from(key);
+            sums[id] += i128::from(self.step) * i128::from(key);
         }
         if let Some((_, _, mins)) = &mut self.min {
             merge_option(&mut mins[id], Some(key), i64::min);

@@ -113,9 +113,28 @@ struct Dated {
     /// then they are the date's final result too. (Settled parts are not: with them,
     /// the final rows come untagged.)
     finals: bool,
+    /// Parts' non-finite values per column, less those of parts withdrawn.
+    nonfinite: BTreeMap<String, i64>,
+}
+
+/// Where a batch's counts go in the PreAggregate operator.
+enum Counts<'a> {
+    /// In the date's report, now.
+    Now,
+    /// Into the date's signed non-finite counts (parts may be withdrawn), reported when
+    /// the date completes.
+    Signed(&'a mut BTreeMap<String, i64>),
+    /// Nowhere: the final rows report them.
+    None,
 }
 
 impl Dated {
+    /// The groups of the parts that count from the provisional result at `next` on,
+    /// and the date's signed non-finite counts.
+    fn part(&mut self, next: i64) -> (&mut Groups, &mut BTreeMap<String, i64>) {
+        (self.by_next.entry(next).or_default(), &mut self.nonfinite)
+    }
+
     /// Merges the rows that count in the provisional result at `at` (all with
     /// [`FINAL`]).
     fn merge_through(&mut self, at: i64) {
@@ -179,48 +198,57 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                         for batch in data {
                             let emission = batch.emission;
                             let Some(rows) = batch.take() else { continue };
-                            let (groups, parts) = match emission {
+                            // Where the rows go, and whether their counts go in the
+                            // report now (final rows), signed with the date (parts), or
+                            // nowhere (their final rows report them).
+                            let started = Instant::now();
+                            let (groups, parts, withdraw, counts) = match emission {
                                 None => {
-                                    (pending.stash(*time.time(), *time.time(), &time), Parts::ALL)
+                                    let groups = pending.stash(*time.time(), *time.time(), &time);
+                                    (groups, Parts::ALL, false, Counts::Now)
                                 }
                                 Some(Emission::Final { next }) => {
                                     let dated = dated.stash(date_key, *time.time(), &time);
                                     dated.finals = true;
-                                    (dated.by_next.entry(next).or_default(), Parts::ALL)
+                                    let groups = dated.by_next.entry(next).or_default();
+                                    (groups, Parts::ALL, false, Counts::Now)
                                 }
                                 Some(Emission::Part { next, parts }) => {
                                     // They make the final result too, and count.
                                     let dated = dated.stash(date_key, *time.time(), &time);
                                     dated.finals = true;
-                                    (dated.by_next.entry(next).or_default(), parts)
+                                    let (groups, nonfinite) = dated.part(next);
+                                    (groups, parts, false, Counts::Signed(nonfinite))
+                                }
+                                Some(Emission::Withdrawn { next, parts }) => {
+                                    let dated = dated.stash(date_key, *time.time(), &time);
+                                    let (groups, nonfinite) = dated.part(next);
+                                    (groups, parts, true, Counts::Signed(nonfinite))
                                 }
                                 Some(Emission::Settled { next, parts }) => {
                                     let dated = dated.stash(date_key, *time.time(), &time);
                                     let groups = dated.by_next.entry(next).or_default();
-                                    // Its final rows report what these would.
-                                    let _ = accumulate(&plan, &converter, &rows, groups, parts);
-                                    continue;
+                                    (groups, parts, false, Counts::None)
                                 }
                                 Some(Emission::Provisional { at, parts }) => {
+                                    // A result without rows is only marked.
                                     let groups =
                                         provisional.stash((date_key, at), *time.time(), &time);
-                                    // A result without rows is only marked. Its final rows
-                                    // report what these would.
-                                    if rows.num_rows() > 0 {
-                                        let _ = accumulate(&plan, &converter, &rows, groups, parts);
+                                    if rows.num_rows() == 0 {
+                                        continue;
                                     }
-                                    continue;
+                                    (groups, parts, false, Counts::None)
                                 }
                             };
                             if Emission::counted(emission) {
                                 let rows = rows.num_rows() as u64;
                                 diagnostics.add(date_key, "aggregate.rows_in", rows);
                             }
-                            let started = Instant::now();
-                            let accumulated = accumulate(&plan, &converter, &rows, groups, parts);
+                            let accumulated =
+                                accumulate(&plan, &converter, &rows, groups, parts, withdraw);
                             diagnostics.time(date_key, "Aggregate", started);
-                            match accumulated {
-                                Ok(nonfinite) => {
+                            match (accumulated, counts) {
+                                (Ok(nonfinite), Counts::Now) => {
                                     for (column, count) in nonfinite {
                                         diagnostics.add(
                                             date_key,
@@ -229,7 +257,16 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                         );
                                     }
                                 }
-                                Err(error) => diagnostics.error(date_key, error.to_string()),
+                                (Ok(nonfinite), Counts::Signed(into)) => {
+                                    let sign = if withdraw { -1 } else { 1 };
+                                    for (column, count) in nonfinite {
+                                        *into.entry(column).or_default() += sign * count as i64;
+                                    }
+                                }
+                                (Err(error), Counts::Now | Counts::Signed(_)) => {
+                                    diagnostics.error(date_key, error.to_string())
+                                }
+                                (_, Counts::None) => {}
                             }
                         }
                     });
@@ -262,6 +299,10 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                         if !dated.finals {
                             // Settled parts only: the final rows went on untagged.
                             continue;
+                        }
+                        for (column, count) in std::mem::take(&mut dated.nonfinite) {
+                            let name = format!("aggregate.nonfinite.{column}");
+                            diagnostics.add(date_key, &name, count.max(0) as u64);
                         }
                         dated.merge_through(FINAL);
                         let time = *capability.time();

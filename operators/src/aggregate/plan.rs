@@ -202,6 +202,14 @@ impl AggregatePlan {
         }
     }
 
+    /// Whether every component of `parts` takes a withdrawal exactly (counts and sums;
+    /// not a min or a max), see [`crate::batch::Emission::Withdrawn`].
+    pub fn withdrawable(&self, parts: Parts) -> bool {
+        (self.components.iter().zip(&self.parts))
+            .filter(|(_, part)| part.meets(parts))
+            .all(|((component, _), _)| !matches!(component, Component::Min(_) | Component::Max(_)))
+    }
+
     /// The schema of every partial this plan builds.
     pub fn output_schema(&self) -> SchemaRef {
         self.output_schema.clone()

@@ -279,6 +279,13 @@ fn send_steps(
                     session.give_container(&mut Batch::emitted(batch, emission));
                 }
             }
+            Step::Withdrawn { rows, parts, next } => {
+                let emission = Some(Emission::Withdrawn { next, parts });
+                let mut session = output.session(capability);
+                for batch in rows {
+                    session.give_container(&mut Batch::emitted(batch, emission));
+                }
+            }
             Step::Settled { rows, parts, next } => {
                 let emission = Some(Emission::Settled { next, parts });
                 let mut session = output.session(capability);

@@ -30,7 +30,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, UInt32Array,
+};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
 use rustc_hash::FxHashMap;
@@ -166,6 +168,12 @@ pub struct Incremental {
     /// (a next day's returns) or counts a late column (a bin of a return: its rows'
     /// [`Parts::BASE`] have the return null).
     pub final_parts: bool,
+    /// Whether an open entry's [`Parts::REVISED`] is sent when it is cut and, at each
+    /// provisional result after it changed, withdrawn and sent again
+    /// ([`crate::batch::Emission::Withdrawn`]), rather than evaluated at every result
+    /// while it is open: when every component of the part takes a withdrawal exactly
+    /// (counts and sums, no min or max).
+    pub withdraw: bool,
 }
 
 /// What a date's keyed stage sends, in order: final rows, and the rows of provisional
@@ -177,6 +185,13 @@ pub(super) enum Step {
     /// Rows' contributions to `parts` that no longer change, sent before the provisional
     /// result at `next` (see [`crate::batch::Emission::Settled`]).
     Settled {
+        rows: Vec<RecordBatch>,
+        parts: Parts,
+        next: i64,
+    },
+    /// Rows' contributions to `parts` sent before, as they were sent, withdrawn from the
+    /// provisional result at `next` on (see [`crate::batch::Emission::Withdrawn`]).
+    Withdrawn {
         rows: Vec<RecordBatch>,
         parts: Parts,
         next: i64,
@@ -344,7 +359,13 @@ impl KeyedDate {
             match self.incremental() {
                 Some(incremental) => {
                     self.returned_parts(at, incremental, &mut steps)?;
-                    let rows = self.open_at(incremental)?;
+                    let rows = match incremental.withdraw {
+                        true => {
+                            self.changed_open(at, &mut steps)?;
+                            Vec::new()
+                        }
+                        false => self.open_at(incremental)?,
+                    };
                     let parts = Parts::REVISED;
                     steps.push(Step::Provisional { at, rows, parts });
                 }
@@ -474,6 +495,41 @@ impl KeyedDate {
         project(out, &streamed.output)
     }
 
+    /// With withdrawals ([`Incremental::withdraw`]): the [`Parts::REVISED`] of the rows
+    /// a rule holds open that changed since they were sent (closed, or matched further
+    /// by the cut, where the rules' states are), withdrawn as they were sent and sent
+    /// as they are now, for the provisional result at `next` on; those that settled are
+    /// let go.
+    fn changed_open(&mut self, next: i64, steps: &mut Vec<Step>) -> Result<(), EnrichError> {
+        let Some(streamed) = &mut self.streamed else {
+            return Ok(());
+        };
+        if !streamed.open.active {
+            return Ok(());
+        }
+        for (rule, carried) in streamed.plan.spec.rules.iter().zip(&streamed.carried) {
+            if let Some(revisions) = rule.unsettled(carried) {
+                streamed.open.change(&revisions);
+            }
+        }
+        let (mut withdrawn, mut sent) = (Vec::new(), Vec::new());
+        streamed.open.flush_changes(&mut withdrawn, &mut sent)?;
+        let parts = Parts::REVISED;
+        let withdrawn = project(withdrawn, &streamed.output)?;
+        if !withdrawn.is_empty() {
+            steps.push(Step::Withdrawn {
+                rows: withdrawn,
+                parts,
+                next,
+            });
+        }
+        let rows = project(sent, &streamed.output)?;
+        if !rows.is_empty() {
+            steps.push(Step::Settled { rows, parts, next });
+        }
+        Ok(())
+    }
+
     /// The rows of the provisional result at `at` that are not final yet: those of the
     /// segments still held (every row at or before `at` is in one, [`Self::release`])
     /// run through the rules from a copy of their states, with `at` as the close, and
@@ -583,21 +639,29 @@ impl KeyedDate {
         while !self.segments.is_empty() {
             self.release_front(&mut Vec::new(), &mut steps)?;
         }
+        // The open entries as they end the date: with withdrawals, what they matched
+        // since they were last sent; else all of them, never sent.
+        let withdraw = self.incremental().is_some_and(|i| i.withdraw);
+        if withdraw {
+            self.changed_open(FINAL, &mut steps)?;
+        }
         let streamed = self.streamed.as_mut().expect("checked by the caller");
         for (rule, carried) in streamed.plan.spec.rules.iter().zip(&mut streamed.carried) {
-            if let Some(revisions) = rule.unsettled(carried) {
+            if let Some(revisions) = rule.unsettled(carried).filter(|_| !withdraw) {
                 streamed.open.revise(revisions);
             }
             for (name, count) in rule.finish(carried) {
                 *streamed.counts.entry(name).or_default() += count;
             }
         }
-        let mut open = Vec::new();
-        streamed.open.flush(true, &mut open)?;
-        let rows = project(open, &streamed.output)?;
-        if !rows.is_empty() {
-            let (parts, next) = (Parts::REVISED, FINAL);
-            steps.push(Step::Settled { rows, parts, next });
+        if !withdraw {
+            let mut open = Vec::new();
+            streamed.open.flush(true, &mut open)?;
+            let rows = project(open, &streamed.output)?;
+            if !rows.is_empty() {
+                let (parts, next) = (Parts::REVISED, FINAL);
+                steps.push(Step::Settled { rows, parts, next });
+            }
         }
         let finished = Finished::Streamed {
             batches: Vec::new().into_iter(),
@@ -815,7 +879,9 @@ fn null_returns(spec: Option<&ForwardReturnSpec>, events: usize) -> Vec<(String,
 /// provisional results, for the next one, at `next`), pushed to `steps`: every row's
 /// [`Parts::BASE`] (its returns null), and the [`Parts::REVISED`] of those that no rule
 /// holds open; the rows held open go to `streamed.open`, and those of them that settled
-/// meanwhile go on with their [`Parts::REVISED`].
+/// meanwhile go on with their [`Parts::REVISED`]. With withdrawals the rows held open
+/// go on with their [`Parts::REVISED`] as they are too, and their changes at the next
+/// result ([`KeyedDate::changed_open`]).
 fn cut_parts(
     streamed: &mut Streamed,
     frame: &Frame,
@@ -836,14 +902,31 @@ fn cut_parts(
             open.revise(revision.clone());
         }
         opened = open.hold_opened(&mut frame, &schema)?;
-        open.flush(false, &mut settled)?;
+        match incremental.withdraw {
+            // The rows that closed since the last result, as they were and are.
+            true if open.worth() => {
+                let mut withdrawn = Vec::new();
+                open.flush_changes(&mut withdrawn, &mut settled)?;
+                let rows = project(withdrawn, &streamed.output)?;
+                if !rows.is_empty() {
+                    let parts = Parts::REVISED;
+                    steps.push(Step::Withdrawn { rows, parts, next });
+                }
+            }
+            true => {}
+            false => open.flush(false, &mut settled)?,
+        }
     }
+    let opened_parts = match incremental.withdraw {
+        true => Parts::BASE.with(Parts::REVISED),
+        false => Parts::BASE,
+    };
     let rest: Vec<RecordBatch> =
         EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())?.collect::<Result<_, _>>()?;
     let output = &streamed.output;
     for (rows, parts) in [
         (rest, Parts::BASE.with(Parts::REVISED)),
-        (opened, Parts::BASE),
+        (opened, opened_parts),
         (settled, Parts::REVISED),
     ] {
         let rows = project(rows, output)?;
@@ -1116,9 +1199,7 @@ impl Held {
     /// Sends the held rows that settled, with their changes, to `out` (all of them when
     /// `all`): when enough settled or changed for the pass to pay for itself.
     fn flush(&mut self, all: bool, out: &mut Vec<RecordBatch>) -> Result<(), EnrichError> {
-        let worth =
-            2 * self.settled.len() >= self.rows.max(1) || self.changes.len() > 2 * self.rows + 4096;
-        if !all && (!worth || self.batches.is_empty()) {
+        if !all && !self.worth() {
             return Ok(());
         }
         let mut kept = Vec::new();
@@ -1147,16 +1228,81 @@ impl Held {
         Ok(())
     }
 
+    /// Whether enough held rows settled or changed for a pass over them to pay for
+    /// itself.
+    fn worth(&self) -> bool {
+        let worth =
+            2 * self.settled.len() >= self.rows.max(1) || self.changes.len() > 2 * self.rows + 4096;
+        worth && !self.batches.is_empty()
+    }
+
+    /// Sends the held rows that changed since the last pass, as they were
+    /// (`withdrawn`) and with their changes (`sent`); keeps those still open, changed.
+    fn flush_changes(
+        &mut self,
+        withdrawn: &mut Vec<RecordBatch>,
+        sent: &mut Vec<RecordBatch>,
+    ) -> Result<(), EnrichError> {
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        let mut kept = Vec::with_capacity(self.batches.len());
+        for batch in std::mem::take(&mut self.batches) {
+            let changed = self.changes_of(&batch)?;
+            if changed.is_empty() {
+                kept.push(batch);
+                continue;
+            }
+            let rows = UInt32Array::from_iter_values(changed.iter().map(|(row, ..)| *row as u32));
+            withdrawn.push(take_rows(&batch, &rows)?);
+            let batch = self.apply(batch, &changed)?;
+            sent.push(take_rows(&batch, &rows)?);
+            if self.settled.is_empty() {
+                kept.push(batch);
+                continue;
+            }
+            let settled = rows_in(&batch, &self.settled)?;
+            match settled.true_count() {
+                0 => kept.push(batch),
+                n if n == batch.num_rows() => {}
+                _ => {
+                    let open = arrow::compute::not(&settled).map_err(output_error)?;
+                    kept.push(filter(&batch, &open)?);
+                }
+            }
+        }
+        self.rows = kept.iter().map(RecordBatch::num_rows).sum();
+        self.batches = kept;
+        self.changes.clear();
+        self.changed_rows.clear();
+        self.revisions.clear();
+        self.settled.clear();
+        Ok(())
+    }
+
+    /// The rows of `batch` with a change: (row, revision, index in it).
+    fn changes_of(&self, batch: &RecordBatch) -> Result<Vec<(usize, u32, u32)>, EnrichError> {
+        Ok((row_ids(batch)?.values().iter().enumerate())
+            .filter(|(_, id)| self.changed_rows.may_contain(**id))
+            .filter_map(|(row, id)| self.changes.get(id).map(|(r, i)| (row, *r, *i)))
+            .collect())
+    }
+
     /// `batch` with the last changes of its rows applied.
     fn changed(&self, batch: RecordBatch) -> Result<RecordBatch, EnrichError> {
         if self.changes.is_empty() {
             return Ok(batch);
         }
-        // The rows with a change: (row, revision, index in it).
-        let changed: Vec<(usize, u32, u32)> = (row_ids(&batch)?.values().iter().enumerate())
-            .filter(|(_, id)| self.changed_rows.may_contain(**id))
-            .filter_map(|(row, id)| self.changes.get(id).map(|(r, i)| (row, *r, *i)))
-            .collect();
+        let changed = self.changes_of(&batch)?;
+        self.apply(batch, &changed)
+    }
+
+    /// `batch` with `changed` applied: (row, revision, index in it).
+    fn apply(
+        &self,
+        batch: RecordBatch,
+        changed: &[(usize, u32, u32)],
+    ) -> Result<RecordBatch, EnrichError> {
         if changed.is_empty() {
             return Ok(batch);
         }
@@ -1177,7 +1323,7 @@ impl Held {
             }
             let mut picks: Vec<(usize, usize)> =
                 (0..batch.num_rows()).map(|row| (0, row)).collect();
-            for &(row, r, i) in &changed {
+            for &(row, r, i) in changed {
                 if source_of[r as usize] != usize::MAX {
                     picks[row] = (source_of[r as usize], i as usize);
                 }
@@ -1233,6 +1379,11 @@ fn rows_in<V>(batch: &RecordBatch, set: &FxHashMap<u64, V>) -> Result<BooleanArr
 
 fn output_error(source: arrow::error::ArrowError) -> EnrichError {
     EnrichError::Output { source }
+}
+
+/// The rows `rows` of `batch`.
+fn take_rows(batch: &RecordBatch, rows: &UInt32Array) -> Result<RecordBatch, EnrichError> {
+    arrow::compute::take_record_batch(batch, rows).map_err(output_error)
 }
 
 fn filter(batch: &RecordBatch, keep: &BooleanArray) -> Result<RecordBatch, EnrichError> {
