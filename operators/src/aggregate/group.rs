@@ -223,7 +223,7 @@ mod tests {
             batch.slice(0, half),
             batch.slice(half, batch.num_rows() - half),
         ] {
-            accumulate(&plan, &converter, &part, &mut groups, Parts::ALL).unwrap();
+            accumulate(&plan, &converter, &part, &mut groups, Parts::ALL, false).unwrap();
         }
         let states: BTreeMap<Vec<u8>, AggState> = groups
             .keys
