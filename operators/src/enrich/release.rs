@@ -30,9 +30,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, UInt32Array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
 use rustc_hash::FxHashMap;
@@ -1102,6 +1100,26 @@ struct Held {
     revisions: Vec<Vec<(String, ArrayRef)>>,
     /// The held rows settled since the held rows were last gone through.
     settled: FxHashMap<u64, ()>,
+    /// With withdrawals, where each held row is (see [`Held::flush_changes`]).
+    located: Located,
+}
+
+/// How many dead held rows beyond the live ones [`Held::flush_changes`] lets be before
+/// it compacts the batches (none in unit tests, to test the compaction).
+const COMPACT_SLACK: usize = if cfg!(test) { 0 } else { 4096 };
+
+/// Where each held row is, when changed rows move to batches of their own instead of
+/// their batches being rewritten ([`Held::flush_changes`]): a pass then costs the
+/// changed rows, not the held ones.
+#[derive(Clone, Default)]
+struct Located {
+    /// Each located row's (batch, row). A row of a batch that is not here moved on (or
+    /// settled): it is dead.
+    at: FxHashMap<u64, (u32, u32)>,
+    /// The batches located so far (those after came since).
+    batches: usize,
+    /// The dead rows of the batches.
+    dead: usize,
 }
 
 impl Held {
@@ -1115,6 +1133,7 @@ impl Held {
             changed_rows: RowBits::default(),
             revisions: Vec::new(),
             settled: FxHashMap::default(),
+            located: Located::default(),
         }
     }
 
@@ -1130,6 +1149,7 @@ impl Held {
             changed_rows: self.changed_rows.clone(),
             revisions: self.revisions.clone(),
             settled: FxHashMap::default(),
+            located: self.located.clone(),
         }
     }
 
@@ -1237,7 +1257,9 @@ impl Held {
     }
 
     /// Sends the held rows that changed since the last pass, as they were
-    /// (`withdrawn`) and with their changes (`sent`); keeps those still open, changed.
+    /// (`withdrawn`) and with their changes (`sent`). The changed rows still open move
+    /// to a batch of their own, as they are now; the batches they were in keep them,
+    /// dead (not located there), until over half the held rows are dead.
     fn flush_changes(
         &mut self,
         withdrawn: &mut Vec<RecordBatch>,
@@ -1246,38 +1268,76 @@ impl Held {
         if self.changes.is_empty() {
             return Ok(());
         }
-        let mut kept = Vec::with_capacity(self.batches.len());
-        for batch in std::mem::take(&mut self.batches) {
-            let changed = self.changes_of(&batch)?;
-            if changed.is_empty() {
-                kept.push(batch);
-                continue;
-            }
-            let rows = UInt32Array::from_iter_values(changed.iter().map(|(row, ..)| *row as u32));
-            withdrawn.push(take_rows(&batch, &rows)?);
-            let batch = self.apply(batch, &changed)?;
-            sent.push(take_rows(&batch, &rows)?);
-            if self.settled.is_empty() {
-                kept.push(batch);
-                continue;
-            }
-            let settled = rows_in(&batch, &self.settled)?;
-            match settled.true_count() {
-                0 => kept.push(batch),
-                n if n == batch.num_rows() => {}
-                _ => {
+        self.locate()?;
+        // A change of a row not held (it settled before) changes nothing.
+        let mut picks: Vec<(usize, usize)> = (self.changes.keys())
+            .filter_map(|row_id| self.located.at.get(row_id))
+            .map(|(batch, row)| (*batch as usize, *row as usize))
+            .collect();
+        if !picks.is_empty() {
+            picks.sort_unstable();
+            let batches: Vec<&RecordBatch> = self.batches.iter().collect();
+            let before =
+                arrow::compute::interleave_record_batch(&batches, &picks).map_err(output_error)?;
+            let after = self.changed(before.clone())?;
+            withdrawn.push(before);
+            sent.push(after.clone());
+            self.located.dead += picks.len();
+            let open = match self.settled.is_empty() {
+                true => after,
+                false => {
+                    let settled = rows_in(&after, &self.settled)?;
                     let open = arrow::compute::not(&settled).map_err(output_error)?;
-                    kept.push(filter(&batch, &open)?);
+                    filter(&after, &open)?
                 }
+            };
+            for row_id in self.settled.keys() {
+                self.located.at.remove(row_id);
+            }
+            self.rows = self.rows + open.num_rows() - picks.len();
+            if open.num_rows() > 0 {
+                self.batches.push(open);
+                self.locate()?;
+            }
+            if self.located.dead > self.rows + COMPACT_SLACK {
+                self.compact()?;
             }
         }
-        self.rows = kept.iter().map(RecordBatch::num_rows).sum();
-        self.batches = kept;
         self.changes.clear();
         self.changed_rows.clear();
         self.revisions.clear();
         self.settled.clear();
         Ok(())
+    }
+
+    /// Locates the rows of the batches held since the last time.
+    fn locate(&mut self) -> Result<(), EnrichError> {
+        for (b, batch) in self.batches.iter().enumerate().skip(self.located.batches) {
+            for (row, row_id) in row_ids(batch)?.values().iter().enumerate() {
+                self.located.at.insert(*row_id, (b as u32, row as u32));
+            }
+        }
+        self.located.batches = self.batches.len();
+        Ok(())
+    }
+
+    /// Keeps the live rows of the batches alone.
+    fn compact(&mut self) -> Result<(), EnrichError> {
+        let mut kept = Vec::new();
+        for (b, batch) in std::mem::take(&mut self.batches).into_iter().enumerate() {
+            let ids = row_ids(&batch)?.values();
+            let live: BooleanArray = (ids.iter().enumerate())
+                .map(|(row, id)| Some(self.located.at.get(id) == Some(&(b as u32, row as u32))))
+                .collect();
+            match live.true_count() {
+                0 => {}
+                n if n == batch.num_rows() => kept.push(batch),
+                _ => kept.push(filter(&batch, &live)?),
+            }
+        }
+        self.batches = kept;
+        self.located = Located::default();
+        self.locate()
     }
 
     /// The rows of `batch` with a change: (row, revision, index in it).
@@ -1381,11 +1441,6 @@ fn output_error(source: arrow::error::ArrowError) -> EnrichError {
     EnrichError::Output { source }
 }
 
-/// The rows `rows` of `batch`.
-fn take_rows(batch: &RecordBatch, rows: &UInt32Array) -> Result<RecordBatch, EnrichError> {
-    arrow::compute::take_record_batch(batch, rows).map_err(output_error)
-}
-
 fn filter(batch: &RecordBatch, keep: &BooleanArray) -> Result<RecordBatch, EnrichError> {
     arrow::compute::filter_record_batch(batch, keep).map_err(output_error)
 }
@@ -1480,4 +1535,108 @@ fn split_at(
         Some((batch.clone(), Some(below.into()))),
         Some((batch, Some(rest.into()))),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, UInt64Array};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn batch(rows: &[(u64, i64)]) -> RecordBatch {
+        RecordBatch::try_from_iter([
+            (
+                ROW_ID,
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+            ),
+            (
+                "v",
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ),
+        ])
+        .unwrap()
+    }
+
+    /// Adds `sign` times each row's value to `into`.
+    fn tally(into: &mut BTreeMap<u64, i64>, batches: &[RecordBatch], sign: i64) {
+        for batch in batches {
+            let ids = batch.column(0).as_primitive::<UInt64Type>();
+            let values = batch
+                .column(1)
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            for (id, v) in ids.values().iter().zip(values.values()) {
+                *into.entry(*id).or_default() += sign * v;
+            }
+        }
+    }
+
+    proptest! {
+        /// Held rows whose values change over passes: what each pass withdraws and sends
+        /// leaves every row counted once, with its last value, however the changes fall
+        /// on the batches (moved rows, dead rows, compaction); settled rows go.
+        #[test]
+        fn withdrawn_and_sent_rows_leave_each_row_at_its_last_value(
+            sizes in proptest::collection::vec(1usize..20, 1..5),
+            passes in proptest::collection::vec(
+                proptest::collection::vec((0u64..60, -50i64..50, proptest::bool::weighted(0.2)), 0..30),
+                1..8,
+            ),
+        ) {
+            let mut held = Held::new(true);
+            let mut next_id = 0;
+            // What was sent, per row; each row's last value; the rows still open.
+            let (mut sent, mut last, mut now) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+            for size in sizes {
+                let rows: Vec<(u64, i64)> = (next_id..next_id + size as u64).map(|id| (id, 1)).collect();
+                next_id += size as u64;
+                held.batches.push(batch(&rows));
+                held.rows += rows.len();
+                tally(&mut sent, &held.batches[held.batches.len() - 1..], 1);
+                last.extend(rows.iter().copied());
+                now.extend(rows);
+            }
+            for changes in passes {
+                // One change per row a pass, of rows still held.
+                let mut seen = std::collections::BTreeSet::new();
+                let changes: Vec<(u64, i64, bool)> = changes
+                    .into_iter()
+                    .filter(|(id, ..)| now.contains_key(id) && seen.insert(*id))
+                    .collect();
+                held.revise(Revisions {
+                    row_ids: changes.iter().map(|c| c.0).collect(),
+                    columns: vec![(
+                        "v".to_owned(),
+                        Arc::new(Int64Array::from_iter_values(changes.iter().map(|c| c.1))) as ArrayRef,
+                    )],
+                    settled: changes.iter().map(|c| c.2).collect(),
+                    open: Vec::new(),
+                });
+                let (mut withdrawn, mut resent) = (Vec::new(), Vec::new());
+                held.flush_changes(&mut withdrawn, &mut resent).unwrap();
+                tally(&mut sent, &withdrawn, -1);
+                tally(&mut sent, &resent, 1);
+                for (id, v, settles) in changes {
+                    now.insert(id, v);
+                    last.insert(id, v);
+                    if settles {
+                        now.remove(&id);
+                    }
+                }
+                let expected = last.clone();
+                let counted: BTreeMap<u64, i64> = sent.iter().filter(|(_, v)| **v != 0).map(|(k, v)| (*k, *v)).collect();
+                let expected: BTreeMap<u64, i64> = expected.into_iter().filter(|(_, v)| *v != 0).collect();
+                prop_assert_eq!(&counted, &expected);
+                // The held rows are the open ones, once each.
+                prop_assert_eq!(held.rows, now.len());
+                held.locate().unwrap();
+                let mut live: Vec<u64> = held.located.at.keys().copied().collect();
+                live.sort_unstable();
+                prop_assert_eq!(live, now.keys().copied().collect::<Vec<_>>());
+            }
+        }
+    }
 }
