@@ -95,8 +95,9 @@ type ReportInput = InputHandle<Time, CapacityContainerBuilder<Vec<(u32, DateRepo
 /// The input of the rows dataflow.
 pub(super) type RowInput = InputHandle<Time, CapacityContainerBuilder<Batch>>;
 
-/// Commands a worker takes from its channel before carrying them out.
-const MAX_QUEUED: usize = 4;
+/// Commands a worker takes from its channel before carrying them out (one: see
+/// `COMMANDS_IN_FLIGHT` in the engine).
+const MAX_QUEUED: usize = 1;
 
 /// One worker: builds the dataflows, then feeds commands into them until the engine
 /// hangs up and the dataflows are done.
