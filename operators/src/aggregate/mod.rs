@@ -35,7 +35,11 @@
 //! contribution to each part of the components once, when it no longer changes
 //! ([`Emission::Settled`], kept like final rows), and at `W` only the parts still
 //! changing (the open entries' [`Parts::REVISED`]). The final rows then come untagged
-//! and make the final result alone.
+//! and make the final result alone. Or, usually, no final rows come and the parts make
+//! the final result too ([`Emission::Part`], kept the same way, the last with
+//! `next = FINAL`), and an open entry's part is withdrawn ([`Emission::Withdrawn`]:
+//! folded in negated, exact for counts and sums) and sent again when it changes instead
+//! of being evaluated at every `W`.
 //!
 //! In parts: this file is the operator; `plan.rs` binds a spec to a schema and builds
 //! partials ([`AggregatePlan`]); `state.rs` the mergeable group state ([`AggState`]);

@@ -1111,7 +1111,7 @@ const COMPACT_SLACK: usize = if cfg!(test) { 0 } else { 4096 };
 /// Where each held row is, when changed rows move to batches of their own instead of
 /// their batches being rewritten ([`Held::flush_changes`]): a pass then costs the
 /// changed rows, not the held ones.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Located {
     /// Each located row's (batch, row). A row of a batch that is not here moved on (or
     /// settled): it is dead.
@@ -1149,7 +1149,8 @@ impl Held {
             changed_rows: self.changed_rows.clone(),
             revisions: self.revisions.clone(),
             settled: FxHashMap::default(),
-            located: self.located.clone(),
+            // A fork is flushed whole (`flush(true)`), never by its changes.
+            located: Located::default(),
         }
     }
 
