@@ -48,15 +48,20 @@ fn setup_with(dir: &Path, edit: fn(String) -> String) -> (Pipeline, NaiveDate) {
 }
 
 /// [`setup_with`] with the horizons `"next_open"` and `"next_close"` added and a next
-/// trading day's file (2024-01-03, other symbols and seed) beside the date's.
-fn setup_next_day(dir: &Path, edit: fn(String) -> String) -> (Pipeline, NaiveDate, NaiveDate) {
+/// trading day's file (2024-01-03, other symbols and seed) beside the date's, and
+/// `metrics` (TOML lines) added to the aggregate's.
+fn setup_next_day(dir: &Path, metrics: &str) -> (Pipeline, NaiveDate, NaiveDate) {
     let (pipeline, date) = setup_with(dir, |text| {
         text.replace(
             "horizons = [60, 300, 600]",
             "horizons = [60, 300, 600, \"next_open\", \"next_close\"]",
         )
     });
-    let pipeline = Pipeline::from_toml(&edit(pipeline.source.clone())).unwrap();
+    let text = (pipeline.source).replace(
+        "[aggregate.metrics]",
+        &format!("[aggregate.metrics]\n{metrics}"),
+    );
+    let pipeline = Pipeline::from_toml(&text).unwrap();
     let next = NaiveDate::from_ymd_opt(2024, 1, 3).unwrap();
     let spec = GenSpec {
         rows: 20_000,
@@ -191,12 +196,8 @@ fn the_rows_after_bin_are_those_the_partial_aggregates() {
 #[test]
 fn returns_to_the_next_day_come_from_its_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (pipeline, date, next) = setup_next_day(dir.path(), |text| {
-        text.replace(
-            "[aggregate.metrics]",
-            "[aggregate.metrics]\nopen = \"mean(return_next_open)\"\nclose = \"mean(return_next_close)\"",
-        )
-    });
+    let metrics = "open = \"mean(return_next_open)\"\nclose = \"mean(return_next_close)\"";
+    let (pipeline, date, next) = setup_next_day(dir.path(), metrics);
     let horizons = &pipeline.forward_return.as_ref().unwrap().1;
     assert!(horizons.contains(&Horizon::NextOpen) && horizons.contains(&Horizon::NextClose));
     let options = |date, after| InspectOptions {
@@ -259,12 +260,8 @@ fn returns_to_the_next_day_come_from_its_file() {
 #[test]
 fn the_next_day_is_read_for_its_prices_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let (pipeline, date, _) = setup_next_day(dir.path(), |text| {
-        text.replace(
-            "[aggregate.metrics]",
-            "[aggregate.metrics]\nopen = \"mean(return_next_open)\"\na2 = \"mean(alpha2)\"",
-        )
-    });
+    let metrics = "open = \"mean(return_next_open)\"\na2 = \"mean(alpha2)\"";
+    let (pipeline, date, _) = setup_next_day(dir.path(), metrics);
     let options = InspectOptions {
         date,
         symbol: None,

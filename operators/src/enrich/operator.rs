@@ -260,40 +260,24 @@ fn send_steps(
     steps: Vec<Step>,
 ) {
     for step in steps {
-        match step {
-            Step::Final { rows, next } => {
-                let emission = tagged.then_some(Emission::Final { next });
-                let mut session = output.session(capability);
-                for batch in rows {
-                    *rows_out += batch.num_rows() as u64;
-                    session.give_container(&mut Batch::emitted(batch, emission));
-                }
-            }
+        // The rows, their tag, and whether they count as output rows.
+        let (rows, emission, counted) = match step {
+            Step::Final { rows, next } => (rows, tagged.then_some(Emission::Final { next }), true),
             Step::Settled { rows, parts, next } if final_parts => {
-                let emission = Some(Emission::Part { next, parts });
-                let mut session = output.session(capability);
-                for batch in rows {
-                    if parts.meets(Parts::BASE) {
-                        *rows_out += batch.num_rows() as u64;
-                    }
-                    session.give_container(&mut Batch::emitted(batch, emission));
-                }
-            }
-            Step::Withdrawn { rows, parts, next } => {
-                let emission = Some(Emission::Withdrawn { next, parts });
-                let mut session = output.session(capability);
-                for batch in rows {
-                    session.give_container(&mut Batch::emitted(batch, emission));
-                }
+                let counted = parts.meets(Parts::BASE);
+                (rows, Some(Emission::Part { next, parts }), counted)
             }
             Step::Settled { rows, parts, next } => {
-                let emission = Some(Emission::Settled { next, parts });
-                let mut session = output.session(capability);
-                for batch in rows {
-                    session.give_container(&mut Batch::emitted(batch, emission));
-                }
+                (rows, Some(Emission::Settled { next, parts }), false)
             }
-            Step::Provisional { at, rows, parts } => {
+            Step::Withdrawn { rows, parts, next } => {
+                (rows, Some(Emission::Withdrawn { next, parts }), false)
+            }
+            Step::Provisional {
+                at,
+                mut rows,
+                parts,
+            } => {
                 let time = provisional_time(date_key, at);
                 debug_assert!(
                     *capability.time() <= time,
@@ -302,18 +286,20 @@ fn send_steps(
                 if *capability.time() < time {
                     capability.downgrade(&time);
                 }
-                let emission = Some(Emission::Provisional { at, parts });
-                let mut session = output.session(capability);
                 if rows.is_empty() {
                     // It marks the result for the aggregate even without rows (and counts
                     // as a record, so that timely sends it: `Batch::record_count`).
-                    let empty = RecordBatch::new_empty(std::sync::Arc::new(Schema::empty()));
-                    session.give_container(&mut Batch::emitted(empty, emission));
+                    rows.push(RecordBatch::new_empty(std::sync::Arc::new(Schema::empty())));
                 }
-                for batch in rows {
-                    session.give_container(&mut Batch::emitted(batch, emission));
-                }
+                (rows, Some(Emission::Provisional { at, parts }), false)
             }
+        };
+        let mut session = output.session(capability);
+        for batch in rows {
+            if counted {
+                *rows_out += batch.num_rows() as u64;
+            }
+            session.give_container(&mut Batch::emitted(batch, emission));
         }
     }
 }

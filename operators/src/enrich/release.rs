@@ -510,19 +510,11 @@ impl KeyedDate {
                 streamed.open.change(&revisions);
             }
         }
-        let (mut withdrawn, mut sent) = (Vec::new(), Vec::new());
-        streamed.open.flush_changes(&mut withdrawn, &mut sent)?;
-        let parts = Parts::REVISED;
-        let withdrawn = project(withdrawn, &streamed.output)?;
-        if !withdrawn.is_empty() {
-            steps.push(Step::Withdrawn {
-                rows: withdrawn,
-                parts,
-                next,
-            });
-        }
+        let mut sent = Vec::new();
+        withdraw_changed(streamed, next, steps, &mut sent)?;
         let rows = project(sent, &streamed.output)?;
         if !rows.is_empty() {
+            let parts = Parts::REVISED;
             steps.push(Step::Settled { rows, parts, next });
         }
         Ok(())
@@ -645,7 +637,7 @@ impl KeyedDate {
         }
         let streamed = self.streamed.as_mut().expect("checked by the caller");
         for (rule, carried) in streamed.plan.spec.rules.iter().zip(&mut streamed.carried) {
-            if let Some(revisions) = rule.unsettled(carried).filter(|_| !withdraw) {
+            if !withdraw && let Some(revisions) = rule.unsettled(carried) {
                 streamed.open.revise(revisions);
             }
             for (name, count) in rule.finish(carried) {
@@ -902,15 +894,7 @@ fn cut_parts(
         opened = open.hold_opened(&mut frame, &schema)?;
         match incremental.withdraw {
             // The rows that closed since the last result, as they were and are.
-            true if open.worth() => {
-                let mut withdrawn = Vec::new();
-                open.flush_changes(&mut withdrawn, &mut settled)?;
-                let rows = project(withdrawn, &streamed.output)?;
-                if !rows.is_empty() {
-                    let parts = Parts::REVISED;
-                    steps.push(Step::Withdrawn { rows, parts, next });
-                }
-            }
+            true if open.worth() => withdraw_changed(streamed, next, steps, &mut settled)?,
             true => {}
             false => open.flush(false, &mut settled)?,
         }
@@ -931,6 +915,25 @@ fn cut_parts(
         if !rows.is_empty() {
             steps.push(Step::Settled { rows, parts, next });
         }
+    }
+    Ok(())
+}
+
+/// The rows held open that changed since they were sent ([`Held::flush_changes`]): their
+/// [`Parts::REVISED`] as sent, withdrawn from the provisional result at `next` on
+/// (pushed to `steps`), and the rows as they are now, to send again (pushed to `sent`).
+fn withdraw_changed(
+    streamed: &mut Streamed,
+    next: i64,
+    steps: &mut Vec<Step>,
+    sent: &mut Vec<RecordBatch>,
+) -> Result<(), EnrichError> {
+    let mut withdrawn = Vec::new();
+    streamed.open.flush_changes(&mut withdrawn, sent)?;
+    let rows = project(withdrawn, &streamed.output)?;
+    if !rows.is_empty() {
+        let parts = Parts::REVISED;
+        steps.push(Step::Withdrawn { rows, parts, next });
     }
     Ok(())
 }
@@ -1242,11 +1245,16 @@ impl Held {
         }
         self.rows = kept.iter().map(RecordBatch::num_rows).sum();
         self.batches = kept;
+        self.clear_changes();
+        Ok(())
+    }
+
+    /// Forgets the changes and settled rows taken since the last pass (it applied them).
+    fn clear_changes(&mut self) {
         self.changes.clear();
         self.changed_rows.clear();
         self.revisions.clear();
         self.settled.clear();
-        Ok(())
     }
 
     /// Whether enough held rows settled or changed for a pass over them to pay for
@@ -1304,10 +1312,7 @@ impl Held {
                 self.compact()?;
             }
         }
-        self.changes.clear();
-        self.changed_rows.clear();
-        self.revisions.clear();
-        self.settled.clear();
+        self.clear_changes();
         Ok(())
     }
 
