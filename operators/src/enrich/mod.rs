@@ -246,6 +246,12 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
         let _ = carried;
         None
     }
+    /// Those of [`EnrichRule::unsettled`] whose values changed since they last went
+    /// out (in their call's output, or from here), marking them gone out: a consumer
+    /// that sent each open row once then needs only these. All of them by default.
+    fn unsettled_changed(&self, carried: &mut Carried) -> Option<Revisions> {
+        self.unsettled(carried)
+    }
     /// The counts a rule can give only once a date's last [`EnrichRule::resume`] call
     /// is done, from the states left in `carried` (the FIFO's lots still open). Nothing
     /// by default.
@@ -305,6 +311,13 @@ impl Carried {
             .iter()
             .flatten()
             .filter_map(|state| state.downcast_ref::<T>())
+    }
+
+    /// Every symbol's state of type `T`, to change.
+    pub fn states_mut<T: 'static>(&mut self) -> impl Iterator<Item = &mut T> + '_ {
+        (self.states.iter_mut())
+            .flatten()
+            .filter_map(|state| state.downcast_mut::<T>())
     }
 
     /// Takes every symbol's state out (those of another type are dropped).

@@ -456,7 +456,7 @@ impl KeyedDate {
                 if picks.is_empty() {
                     continue;
                 }
-                let values = returns_across(&self.stretches(i), *horizon, at);
+                let values = returns_across(&self.stretches(i, *horizon), *horizon, at);
                 let frame = segment.frame.select(picks)?;
                 rows.extend(with_return(streamed, frame, spec, *horizon, values)?);
             }
@@ -505,8 +505,9 @@ impl KeyedDate {
         if !streamed.open.active {
             return Ok(());
         }
-        for (rule, carried) in streamed.plan.spec.rules.iter().zip(&streamed.carried) {
-            if let Some(revisions) = rule.unsettled(carried) {
+        // The entries sent at an earlier result and unchanged since are as sent.
+        for (rule, carried) in streamed.plan.spec.rules.iter().zip(&mut streamed.carried) {
+            if let Some(revisions) = rule.unsettled_changed(carried) {
                 streamed.open.change(&revisions);
             }
         }
@@ -560,18 +561,21 @@ impl KeyedDate {
         let Some(spec) = &self.returns else {
             return Vec::new();
         };
-        let stretches = self.stretches(i);
         (spec.horizons.iter())
             .map(|horizon| {
-                let values = returns_across(&stretches, *horizon, close);
+                let values = returns_across(&self.stretches(i, *horizon), *horizon, close);
                 (ForwardReturnSpec::output(*horizon), values)
             })
             .collect()
     }
 
-    /// The segments from the `i`-th on, for [`returns_across`].
-    fn stretches(&self, i: usize) -> Vec<Stretch<'_>> {
+    /// The segments from the `i`-th on that its rows' targets at `horizon` may be in,
+    /// for [`returns_across`].
+    fn stretches(&self, i: usize, horizon: Horizon) -> Vec<Stretch<'_>> {
+        let day_ms = self.returns.as_ref().map_or(i64::MAX, |r| r.day_ms);
+        let reach = (self.segments[i].end).saturating_add(horizon.reach_ms(day_ms));
         (self.segments.iter().skip(i))
+            .take_while(|s| s.start <= reach)
             .map(|s| Stretch {
                 runs: &s.runs,
                 elapsed_ms: s.elapsed_ms(),
@@ -755,9 +759,14 @@ impl KeyedDate {
         steps: &mut Vec<Step>,
     ) -> Result<(), EnrichError> {
         let close = self.returns.as_ref().map_or(i64::MAX, |r| r.day_ms);
-        let mut returns = self.returns_of(0, close);
+        // When the parts make the final result, the returns of the rows whose parts
+        // were not sent yet are all it needs (`released_parts` computes them).
+        let mut returns = match self.final_parts() {
+            true => Vec::new(),
+            false => self.returns_of(0, close),
+        };
         if let Some((incremental, next)) = self.settling() {
-            self.released_parts(&returns, incremental, next, steps)?;
+            self.released_parts(&returns, close, incremental, next, steps)?;
         }
         let segment = self.segments.pop_front().expect("checked");
         if self.final_parts() {
@@ -792,10 +801,12 @@ impl KeyedDate {
 
 impl KeyedDate {
     /// The [`Parts::horizon`] of the first segment's rows not sent yet, as it is
-    /// released (its `returns` are final), for the next provisional result.
+    /// released (its `returns` are final: those computed already, else from the
+    /// segments with `close` as the day's end), for the next provisional result.
     fn released_parts(
         &self,
         returns: &[(String, ArrayRef)],
+        close: i64,
         incremental: Incremental,
         next: i64,
         steps: &mut Vec<Step>,
@@ -817,9 +828,10 @@ impl KeyedDate {
                 continue;
             }
             let name = ForwardReturnSpec::output(*horizon);
-            let values = (returns.iter().find(|(n, _)| *n == name))
-                .map(|(_, values)| values.clone())
-                .expect("a return per horizon");
+            let values = match returns.iter().find(|(n, _)| *n == name) {
+                Some((_, values)) => values.clone(),
+                None => returns_across(&self.stretches(0, *horizon), *horizon, close),
+            };
             let frame = segment.frame.select(picks)?;
             let rows = with_return(streamed, frame, spec, *horizon, values)?;
             steps.push(Step::Settled {

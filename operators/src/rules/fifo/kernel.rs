@@ -309,6 +309,9 @@ pub struct Lot {
     /// The entry's output row in this call's output, or `u32::MAX` for a lot of an
     /// earlier call.
     row: u32,
+    /// `matched` as the entry row last went out: in its call's output, or as a change
+    /// since ([`crate::rules::fifo::FifoMatch`]'s `unsettled_changed`).
+    pub(crate) reported: i64,
 }
 
 /// A lot of an earlier call that an exit took from: its entry row's `matched_qty` and
@@ -356,6 +359,7 @@ pub fn fifo_symbol_resumed(
                     price,
                     priced,
                     row: out.len() as u32,
+                    reported: 0,
                 });
             }
             push_entry(out, source, qty);
@@ -395,11 +399,17 @@ pub fn fifo_symbol_resumed(
         }
         push_remainder(out, source, remaining, first_exit_row);
     }
-    for lot in lots.iter_mut() {
-        if lot.row != u32::MAX {
-            open.push(lot.row_id);
+    // This call's lots still open are the last ones (those of earlier calls are before
+    // them): the row goes out with what they matched.
+    let first_open = open.len();
+    for lot in lots.iter_mut().rev() {
+        if lot.row == u32::MAX {
+            break;
         }
+        open.push(lot.row_id);
+        lot.reported = lot.matched;
         lot.row = u32::MAX;
     }
+    open[first_open..].reverse();
     out.counts.output_rows += (out.len() - first_row) as u64;
 }

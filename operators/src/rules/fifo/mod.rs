@@ -333,6 +333,22 @@ impl EnrichRule for FifoMatch {
         (!revisions.is_empty()).then(|| revisions_of(&revisions, Vec::new()))
     }
 
+    fn unsettled_changed(&self, carried: &mut Carried) -> Option<Revisions> {
+        let revisions: Vec<Revision> = (carried.states_mut::<VecDeque<Lot>>())
+            .flatten()
+            .filter(|lot| lot.matched != lot.reported)
+            .map(|lot| {
+                lot.reported = lot.matched;
+                Revision {
+                    row_id: lot.row_id,
+                    matched_qty: lot.matched,
+                    is_closed: false,
+                }
+            })
+            .collect();
+        (!revisions.is_empty()).then(|| revisions_of(&revisions, Vec::new()))
+    }
+
     fn finish(&self, carried: &mut Carried) -> Vec<(String, u64)> {
         let open: usize = carried
             .drain::<VecDeque<Lot>>()

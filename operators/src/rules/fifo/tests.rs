@@ -471,3 +471,62 @@ fn error_texts() {
          a date must share one schema"
     );
 }
+
+/// One resumed call of the rule over one symbol's rows: (side, qty, row_id), a second
+/// apart.
+fn resume(rule: &FifoMatch, carried: &mut Carried, rows: &[(&str, i64, u64)]) {
+    let sides: ArrayRef = Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0)));
+    let qty: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1)));
+    let prices: ArrayRef = Arc::new(Float64Array::from(vec![1.0; rows.len()]));
+    let elapsed: Vec<i64> = rows.iter().map(|r| 1_000 * r.2 as i64).collect();
+    let row_id: Vec<u64> = rows.iter().map(|r| r.2).collect();
+    let rows = Rows {
+        columns: &[sides, qty, prices],
+        runs: &[0, rows.len()],
+        elapsed_ms: &elapsed,
+        row_id: &row_id,
+    };
+    rule.resume(&rows, &[0], carried).unwrap();
+}
+
+/// (row_id, matched_qty) of each change, and whether any closes its row.
+fn changes(revisions: Option<Revisions>) -> Vec<(u64, i64)> {
+    let Some(revisions) = revisions else {
+        return Vec::new();
+    };
+    assert!(revisions.settled.iter().all(|s| !s));
+    let matched = revisions
+        .columns
+        .iter()
+        .find(|(n, _)| n == MATCHED_QTY)
+        .unwrap();
+    let matched = matched.1.as_primitive::<Int64Type>().values();
+    revisions
+        .row_ids
+        .iter()
+        .copied()
+        .zip(matched.iter().copied())
+        .collect()
+}
+
+#[test]
+fn unsettled_changed_gives_the_open_entries_changed_since_they_went_out() {
+    let rule = FifoMatch::new(spec()).unwrap();
+    let mut carried = Carried::default();
+    // Entry 0 goes out matched 4 of 10 (its call's output says so); entry 2 unmatched.
+    resume(
+        &rule,
+        &mut carried,
+        &[("B", 10, 0), ("S", 4, 1), ("B", 5, 2)],
+    );
+    assert_eq!(changes(rule.unsettled_changed(&mut carried)), []);
+    // Entry 0 matched further by an exit of a later call: changed, once.
+    resume(&rule, &mut carried, &[("S", 3, 3)]);
+    assert_eq!(changes(rule.unsettled_changed(&mut carried)), [(0, 7)]);
+    assert_eq!(changes(rule.unsettled_changed(&mut carried)), []);
+    // Entry 0 closes (a settling change of the call, not this), entry 2 matched by 1.
+    resume(&rule, &mut carried, &[("S", 4, 4)]);
+    assert_eq!(changes(rule.unsettled_changed(&mut carried)), [(2, 1)]);
+    // `unsettled` still gives every open entry with a match, changed or not.
+    assert_eq!(changes(rule.unsettled(&carried)), [(2, 1)]);
+}
