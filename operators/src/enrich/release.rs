@@ -1115,26 +1115,43 @@ struct Held {
     revisions: Vec<Vec<(String, ArrayRef)>>,
     /// The held rows settled since the held rows were last gone through.
     settled: FxHashMap<u64, ()>,
-    /// With withdrawals, where each held row is (see [`Held::flush_changes`]).
-    located: Located,
+    /// With withdrawals, the held rows that moved on (see [`Held::flush_changes`]).
+    dead: Dead,
 }
 
 /// How many dead held rows beyond the live ones [`Held::flush_changes`] lets be before
 /// it compacts the batches (none in unit tests, to test the compaction).
 const COMPACT_SLACK: usize = if cfg!(test) { 0 } else { 4096 };
 
-/// Where each held row is, when changed rows move to batches of their own instead of
-/// their batches being rewritten ([`Held::flush_changes`]): a pass then costs the
-/// changed rows, not the held ones.
+/// Which held rows are dead, when changed rows move to batches of their own instead of
+/// their batches being rewritten ([`Held::flush_changes`]): a row that changed since
+/// it was held (it went on to a batch of its own, or settled) stays in its batch,
+/// dead, until the batches are compacted.
 #[derive(Default)]
-struct Located {
-    /// Each located row's (batch, row). A row of a batch that is not here moved on (or
-    /// settled): it is dead.
-    at: FxHashMap<u64, (u32, u32)>,
-    /// The batches located so far (those after came since).
-    batches: usize,
-    /// The dead rows of the batches.
-    dead: usize,
+struct Dead {
+    /// Per held batch, which of its rows are dead (none past its end, or for the
+    /// batches past the end).
+    rows: Vec<Vec<bool>>,
+    /// How many there are.
+    count: usize,
+}
+
+impl Dead {
+    fn is(&self, batch: usize, row: usize) -> bool {
+        (self.rows.get(batch)).is_some_and(|rows| rows.get(row).copied().unwrap_or(false))
+    }
+
+    fn mark(&mut self, batch: usize, row: usize, len: usize) {
+        if self.rows.len() <= batch {
+            self.rows.resize_with(batch + 1, Vec::new);
+        }
+        let rows = &mut self.rows[batch];
+        if rows.is_empty() {
+            rows.resize(len, false);
+        }
+        self.count += usize::from(!rows[row]);
+        rows[row] = true;
+    }
 }
 
 impl Held {
@@ -1148,7 +1165,7 @@ impl Held {
             changed_rows: RowBits::default(),
             revisions: Vec::new(),
             settled: FxHashMap::default(),
-            located: Located::default(),
+            dead: Dead::default(),
         }
     }
 
@@ -1165,7 +1182,7 @@ impl Held {
             revisions: self.revisions.clone(),
             settled: FxHashMap::default(),
             // A fork is flushed whole (`flush(true)`), never by its changes.
-            located: Located::default(),
+            dead: Dead::default(),
         }
     }
 
@@ -1280,7 +1297,8 @@ impl Held {
     /// Sends the held rows that changed since the last pass, as they were
     /// (`withdrawn`) and with their changes (`sent`). The changed rows still open move
     /// to a batch of their own, as they are now; the batches they were in keep them,
-    /// dead (not located there), until over half the held rows are dead.
+    /// dead, until over half the held rows are dead. A pass goes over the held rows'
+    /// ids (a bit each, mostly) and copies the changed rows alone.
     fn flush_changes(
         &mut self,
         withdrawn: &mut Vec<RecordBatch>,
@@ -1289,21 +1307,28 @@ impl Held {
         if self.changes.is_empty() {
             return Ok(());
         }
-        self.locate()?;
         // A change of a row not held (it settled before) changes nothing.
-        let mut picks: Vec<(usize, usize)> = (self.changes.keys())
-            .filter_map(|row_id| self.located.at.get(row_id))
-            .map(|(batch, row)| (*batch as usize, *row as usize))
-            .collect();
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        for (b, batch) in self.batches.iter().enumerate() {
+            for (row, id) in row_ids(batch)?.values().iter().enumerate() {
+                if self.changed_rows.may_contain(*id)
+                    && self.changes.contains_key(id)
+                    && !self.dead.is(b, row)
+                {
+                    picks.push((b, row));
+                }
+            }
+        }
         if !picks.is_empty() {
-            picks.sort_unstable();
             let batches: Vec<&RecordBatch> = self.batches.iter().collect();
             let before =
                 arrow::compute::interleave_record_batch(&batches, &picks).map_err(output_error)?;
             let after = self.changed(before.clone())?;
             withdrawn.push(before);
             sent.push(after.clone());
-            self.located.dead += picks.len();
+            for &(b, row) in &picks {
+                self.dead.mark(b, row, self.batches[b].num_rows());
+            }
             let open = match self.settled.is_empty() {
                 true => after,
                 false => {
@@ -1312,15 +1337,11 @@ impl Held {
                     filter(&after, &open)?
                 }
             };
-            for row_id in self.settled.keys() {
-                self.located.at.remove(row_id);
-            }
             self.rows = self.rows + open.num_rows() - picks.len();
             if open.num_rows() > 0 {
                 self.batches.push(open);
-                self.locate()?;
             }
-            if self.located.dead > self.rows + COMPACT_SLACK {
+            if self.dead.count > self.rows + COMPACT_SLACK {
                 self.compact()?;
             }
         }
@@ -1328,34 +1349,23 @@ impl Held {
         Ok(())
     }
 
-    /// Locates the rows of the batches held since the last time.
-    fn locate(&mut self) -> Result<(), EnrichError> {
-        for (b, batch) in self.batches.iter().enumerate().skip(self.located.batches) {
-            for (row, row_id) in row_ids(batch)?.values().iter().enumerate() {
-                self.located.at.insert(*row_id, (b as u32, row as u32));
-            }
-        }
-        self.located.batches = self.batches.len();
-        Ok(())
-    }
-
     /// Keeps the live rows of the batches alone.
     fn compact(&mut self) -> Result<(), EnrichError> {
+        let dead = std::mem::take(&mut self.dead);
         let mut kept = Vec::new();
         for (b, batch) in std::mem::take(&mut self.batches).into_iter().enumerate() {
-            let ids = row_ids(&batch)?.values();
-            let live: BooleanArray = (ids.iter().enumerate())
-                .map(|(row, id)| Some(self.located.at.get(id) == Some(&(b as u32, row as u32))))
-                .collect();
-            match live.true_count() {
-                0 => {}
-                n if n == batch.num_rows() => kept.push(batch),
-                _ => kept.push(filter(&batch, &live)?),
+            match dead.rows.get(b).filter(|rows| !rows.is_empty()) {
+                None => kept.push(batch),
+                Some(rows) => {
+                    let live = BooleanArray::from_iter(rows.iter().map(|d| Some(!d)));
+                    if live.true_count() > 0 {
+                        kept.push(filter(&batch, &live)?);
+                    }
+                }
             }
         }
         self.batches = kept;
-        self.located = Located::default();
-        self.locate()
+        Ok(())
     }
 
     /// The rows of `batch` with a change: (row, revision, index in it).
@@ -1650,8 +1660,11 @@ mod tests {
                 prop_assert_eq!(&counted, &expected);
                 // The held rows are the open ones, once each.
                 prop_assert_eq!(held.rows, now.len());
-                held.locate().unwrap();
-                let mut live: Vec<u64> = held.located.at.keys().copied().collect();
+                let mut live: Vec<u64> = Vec::new();
+                for (b, batch) in held.batches.iter().enumerate() {
+                    let ids = row_ids(batch).unwrap().values();
+                    live.extend((ids.iter().enumerate()).filter(|(row, _)| !held.dead.is(b, *row)).map(|(_, id)| *id));
+                }
                 live.sort_unstable();
                 prop_assert_eq!(live, now.keys().copied().collect::<Vec<_>>());
             }

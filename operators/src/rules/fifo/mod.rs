@@ -334,8 +334,10 @@ impl EnrichRule for FifoMatch {
     }
 
     fn unsettled_changed(&self, carried: &mut Carried) -> Option<Revisions> {
+        // Exits take from the first lot on: the lots behind it are unmatched, as they
+        // went out.
         let revisions: Vec<Revision> = (carried.states_mut::<VecDeque<Lot>>())
-            .flatten()
+            .filter_map(|lots| lots.front_mut())
             .filter(|lot| lot.matched != lot.reported)
             .map(|lot| {
                 lot.reported = lot.matched;
