@@ -30,7 +30,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, UInt32Array,
+};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
 use rustc_hash::FxHashMap;
@@ -1320,9 +1322,7 @@ impl Held {
             }
         }
         if !picks.is_empty() {
-            let batches: Vec<&RecordBatch> = self.batches.iter().collect();
-            let before =
-                arrow::compute::interleave_record_batch(&batches, &picks).map_err(output_error)?;
+            let before = take_rows(&self.batches, &picks)?;
             let after = self.changed(before.clone())?;
             withdrawn.push(before);
             sent.push(after.clone());
@@ -1456,6 +1456,22 @@ impl RowBits {
         self.words.fill(0);
         self.large = false;
     }
+}
+
+/// The rows `picks` ((batch, row), by batch) of `batches`, as one batch: a take from
+/// each batch, in turn (cheaper than picking each row's value from any batch).
+fn take_rows(
+    batches: &[RecordBatch],
+    picks: &[(usize, usize)],
+) -> Result<RecordBatch, EnrichError> {
+    let mut taken = Vec::new();
+    for run in picks.chunk_by(|a, b| a.0 == b.0) {
+        let rows = UInt32Array::from_iter_values(run.iter().map(|(_, row)| *row as u32));
+        let batch = &batches[run[0].0];
+        taken.push(arrow::compute::take_record_batch(batch, &rows).map_err(output_error)?);
+    }
+    let schema = batches[picks[0].0].schema();
+    arrow::compute::concat_batches(&schema, &taken).map_err(output_error)
 }
 
 /// Which rows of `batch` have their `row_id` in `set`.
