@@ -834,29 +834,44 @@ fn dates_of(batch: &RecordBatch) -> Result<Vec<NaiveDate>, String> {
         return Err(format!("the '{DATE_COLUMN}' column has nulls"));
     }
     match column.data_type() {
-        DataType::Date32 => (column.as_primitive::<Date32Type>().values().iter())
-            .map(|d| {
-                calendar::date_of_date32(*d)
-                    .ok_or_else(|| format!("the '{DATE_COLUMN}' value {d} is not a date"))
-            })
-            .collect(),
+        DataType::Date32 => by_runs(column.as_primitive::<Date32Type>().values(), |d| {
+            calendar::date_of_date32(d)
+                .ok_or_else(|| format!("the '{DATE_COLUMN}' value {d} is not a date"))
+        }),
         t if t.is_integer() => {
             let ints = arrow::compute::cast(column, &DataType::Int64).map_err(|e| e.to_string())?;
-            (ints.as_primitive::<Int64Type>().values().iter())
-                .map(|v| {
-                    let (year, month, day) = (v / 10_000, v / 100 % 100, v % 100);
-                    (i32::try_from(year)
-                        .ok()
-                        .filter(|y| (1000..=9999).contains(y)))
-                    .and_then(|y| NaiveDate::from_ymd_opt(y, month as u32, day as u32))
-                    .ok_or_else(|| format!("the '{DATE_COLUMN}' value {v} is not a date YYYYMMDD"))
-                })
-                .collect()
+            by_runs(ints.as_primitive::<Int64Type>().values(), |v| {
+                let (year, month, day) = (v / 10_000, v / 100 % 100, v % 100);
+                (i32::try_from(year)
+                    .ok()
+                    .filter(|y| (1000..=9999).contains(y)))
+                .and_then(|y| NaiveDate::from_ymd_opt(y, month as u32, day as u32))
+                .ok_or_else(|| format!("the '{DATE_COLUMN}' value {v} is not a date YYYYMMDD"))
+            })
         }
         other => Err(format!(
             "the '{DATE_COLUMN}' column is {other}; send Date32 or an integer YYYYMMDD"
         )),
     }
+}
+
+/// `date` of each value, computed once per run of equal values (a batch's rows are
+/// mostly of one date).
+fn by_runs<T: Copy + PartialEq>(
+    values: &[T],
+    date: impl Fn(T) -> Result<NaiveDate, String>,
+) -> Result<Vec<NaiveDate>, String> {
+    let mut dates = Vec::with_capacity(values.len());
+    let mut last: Option<(T, NaiveDate)> = None;
+    for value in values {
+        let day = match last {
+            Some((of, day)) if of == *value => day,
+            _ => date(*value)?,
+        };
+        last = Some((*value, day));
+        dates.push(day);
+    }
+    Ok(dates)
 }
 
 /// The batch's rows by date, in date order (each date's rows in arrival order).
@@ -932,4 +947,40 @@ fn controls(batch: &RecordBatch) -> Result<(RecordBatch, Control), String> {
     let keep = BooleanArray::from(data);
     let rows = arrow::compute::filter_record_batch(batch, &keep).map_err(|e| e.to_string())?;
     Ok((rows, control))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Date32Array, Int32Array};
+    use std::sync::Arc;
+
+    fn batch(dates: ArrayRef) -> RecordBatch {
+        RecordBatch::try_from_iter([(DATE_COLUMN, dates)]).unwrap()
+    }
+
+    fn day(date: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(date, "%Y%m%d").unwrap()
+    }
+
+    #[test]
+    fn each_rows_date_from_integers_or_date32_in_runs_or_not() {
+        let ints = Arc::new(Int32Array::from(vec![
+            20240102, 20240102, 20240103, 20240102, 20240103,
+        ]));
+        let expected = ["20240102", "20240102", "20240103", "20240102", "20240103"].map(day);
+        assert_eq!(dates_of(&batch(ints)).unwrap(), expected);
+        let days = expected.map(|d| (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days());
+        let date32 = Arc::new(Date32Array::from_iter_values(days.map(|d| d as i32)));
+        assert_eq!(dates_of(&batch(date32)).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_value_that_is_no_date_is_named_even_after_good_ones() {
+        let ints = Arc::new(Int32Array::from(vec![20240102, 20240102, 20241302]));
+        assert_eq!(
+            dates_of(&batch(ints)).unwrap_err(),
+            "the 'date' value 20241302 is not a date YYYYMMDD"
+        );
+    }
 }
