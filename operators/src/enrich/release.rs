@@ -227,9 +227,51 @@ struct Segment {
     /// With incremental provisional results, each current row's `elapsed_ms` (after
     /// the rules).
     row_times: Vec<i64>,
+    /// With incremental provisional results, the current rows as output when it was
+    /// cut (its returns null), for its rows' [`Parts::horizon`] ([`Segment::part`]).
+    base: Vec<RecordBatch>,
 }
 
 impl Segment {
+    /// The output rows of the current rows `picks` (ascending) with the return at
+    /// `horizon` (`values`, per event), the other returns null: the rows as cut with the
+    /// return's column set when they are all the rows (a part of a segment's rows
+    /// mostly is), else built again from the frame.
+    fn part(
+        &self,
+        streamed: &Streamed,
+        spec: &ForwardReturnSpec,
+        horizon: Horizon,
+        picks: Vec<u32>,
+        values: ArrayRef,
+    ) -> Result<Vec<RecordBatch>, EnrichError> {
+        if picks.len() < self.row_times.len() || self.base.is_empty() {
+            let frame = self.frame.select(picks)?;
+            return with_return(streamed, frame, spec, horizon, values);
+        }
+        debug_assert_eq!(
+            (self.base.iter()).map(RecordBatch::num_rows).sum::<usize>(),
+            self.row_times.len()
+        );
+        // A value per current row, from each row's event.
+        let values = match &self.frame.rows {
+            Some(events) => arrow::compute::take(&values, &UInt32Array::from(events.clone()), None)
+                .map_err(output_error)?,
+            None => values,
+        };
+        let name = ForwardReturnSpec::output(horizon);
+        let mut offset = 0;
+        let mut rows = Vec::with_capacity(self.base.len());
+        for batch in &self.base {
+            let mut columns = batch.columns().to_vec();
+            let at = (batch.schema().index_of(&name)).map_err(output_error)?;
+            columns[at] = values.slice(offset, batch.num_rows());
+            offset += batch.num_rows();
+            rows.push(RecordBatch::try_new(batch.schema(), columns).map_err(output_error)?);
+        }
+        Ok(rows)
+    }
+
     /// Each event's `elapsed_ms`.
     fn elapsed_ms(&self) -> &[i64] {
         match &self.frame.events.times {
@@ -459,8 +501,7 @@ impl KeyedDate {
                     continue;
                 }
                 let values = returns_across(&self.stretches(i, *horizon), *horizon, at);
-                let frame = segment.frame.select(picks)?;
-                rows.extend(with_return(streamed, frame, spec, *horizon, values)?);
+                rows.extend(segment.part(streamed, spec, *horizon, picks, values)?);
             }
             self.returned[k] = at;
             if !rows.is_empty() {
@@ -726,10 +767,10 @@ impl KeyedDate {
             )?),
             None => None,
         };
-        let mut row_times = Vec::new();
+        let (mut row_times, mut base) = (Vec::new(), Vec::new());
         if let (Some((incremental, next)), Some(ruled)) = (self.settling(), &ruled) {
             let streamed = self.streamed.as_mut().expect("set above");
-            cut_parts(
+            base = cut_parts(
                 streamed,
                 &frame,
                 ruled,
@@ -749,6 +790,7 @@ impl KeyedDate {
             prices,
             ruled,
             row_times,
+            base,
         });
         Ok(())
     }
@@ -834,8 +876,7 @@ impl KeyedDate {
                 Some((_, values)) => values.clone(),
                 None => returns_across(&self.stretches(0, *horizon), *horizon, close),
             };
-            let frame = segment.frame.select(picks)?;
-            let rows = with_return(streamed, frame, spec, *horizon, values)?;
+            let rows = segment.part(streamed, spec, *horizon, picks, values)?;
             steps.push(Step::Settled {
                 rows: project(rows, &streamed.output)?,
                 parts: Parts::horizon(k),
@@ -894,18 +935,20 @@ fn cut_parts(
     incremental: Incremental,
     next: i64,
     steps: &mut Vec<Step>,
-) -> Result<(), EnrichError> {
+) -> Result<Vec<RecordBatch>, EnrichError> {
     let mut frame = frame.clone();
     let events = frame.events.times.len();
     add_returns(&mut frame, null_returns(returns, events));
     let schema = streamed.plan.schema.clone();
+    let all: Vec<RecordBatch> =
+        EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())?.collect::<Result<_, _>>()?;
     let open = &mut streamed.open;
-    let (mut opened, mut settled) = (Vec::new(), Vec::new());
+    let (mut opened, mut rest, mut settled) = (Vec::new(), all.clone(), Vec::new());
     if incremental.revised && open.active {
         for revision in ruled {
             open.revise(revision.clone());
         }
-        opened = open.hold_opened(&mut frame, &schema)?;
+        (opened, rest) = open.hold_rows(&all)?;
         match incremental.withdraw {
             // The rows that closed since the last result, as they were and are.
             true if open.worth() => withdraw_changed(streamed, next, steps, &mut settled)?,
@@ -917,8 +960,6 @@ fn cut_parts(
         true => Parts::BASE.with(Parts::REVISED),
         false => Parts::BASE,
     };
-    let rest: Vec<RecordBatch> =
-        EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())?.collect::<Result<_, _>>()?;
     let output = &streamed.output;
     for (rows, parts) in [
         (rest, Parts::BASE.with(Parts::REVISED)),
@@ -930,7 +971,7 @@ fn cut_parts(
             steps.push(Step::Settled { rows, parts, next });
         }
     }
-    Ok(())
+    Ok(all)
 }
 
 /// The rows held open that changed since they were sent ([`Held::flush_changes`]): their
@@ -1125,6 +1166,9 @@ struct Held {
 /// it compacts the batches (none in unit tests, to test the compaction).
 const COMPACT_SLACK: usize = if cfg!(test) { 0 } else { 4096 };
 
+/// Rows held ([`Held::hold_rows`]), and the others.
+type HeldAndRest = (Vec<RecordBatch>, Vec<RecordBatch>);
+
 /// Which held rows are dead, when changed rows move to batches of their own instead of
 /// their batches being rewritten ([`Held::flush_changes`]): a row that changed since
 /// it was held (it went on to a batch of its own, or settled) stays in its batch,
@@ -1235,6 +1279,31 @@ impl Held {
         }
         self.opened.clear();
         Ok(held)
+    }
+
+    /// Moves the rows of `rows` that the last revisions opened into the held rows;
+    /// returns them, and the others.
+    fn hold_rows(&mut self, rows: &[RecordBatch]) -> Result<HeldAndRest, EnrichError> {
+        if self.opened.is_empty() {
+            return Ok((Vec::new(), rows.to_vec()));
+        }
+        let (mut held, mut rest) = (Vec::new(), Vec::with_capacity(rows.len()));
+        for batch in rows {
+            let open = rows_in(batch, &self.opened)?;
+            match open.true_count() {
+                0 => rest.push(batch.clone()),
+                n if n == batch.num_rows() => held.push(batch.clone()),
+                _ => {
+                    held.push(filter(batch, &open)?);
+                    let others = arrow::compute::not(&open).map_err(output_error)?;
+                    rest.push(filter(batch, &others)?);
+                }
+            }
+        }
+        self.rows += held.iter().map(RecordBatch::num_rows).sum::<usize>();
+        self.batches.extend(held.iter().cloned());
+        self.opened.clear();
+        Ok((held, rest))
     }
 
     /// Takes a rule's changes to rows' values only: all that a provisional result
