@@ -926,7 +926,8 @@ fn null_returns(spec: Option<&ForwardReturnSpec>, events: usize) -> Vec<(String,
 /// holds open; the rows held open go to `streamed.open`, and those of them that settled
 /// meanwhile go on with their [`Parts::REVISED`]. With withdrawals the rows held open
 /// go on with their [`Parts::REVISED`] as they are too, and their changes at the next
-/// result ([`KeyedDate::changed_open`]).
+/// result ([`KeyedDate::changed_open`]). Returns the segment's rows as output (for
+/// [`Segment::part`]).
 fn cut_parts(
     streamed: &mut Streamed,
     frame: &Frame,
@@ -948,7 +949,11 @@ fn cut_parts(
         for revision in ruled {
             open.revise(revision.clone());
         }
-        (opened, rest) = open.hold_rows(&all)?;
+        // With withdrawals the rows held go on as the others do: `all`, unparted.
+        let (held, others) = open.hold_rows(&all, !incremental.withdraw)?;
+        if !incremental.withdraw {
+            (opened, rest) = (held, others);
+        }
         match incremental.withdraw {
             // The rows that closed since the last result, as they were and are.
             true if open.worth() => withdraw_changed(streamed, next, steps, &mut settled)?,
@@ -956,14 +961,10 @@ fn cut_parts(
             false => open.flush(false, &mut settled)?,
         }
     }
-    let opened_parts = match incremental.withdraw {
-        true => Parts::BASE.with(Parts::REVISED),
-        false => Parts::BASE,
-    };
     let output = &streamed.output;
     for (rows, parts) in [
         (rest, Parts::BASE.with(Parts::REVISED)),
-        (opened, opened_parts),
+        (opened, Parts::BASE),
         (settled, Parts::REVISED),
     ] {
         let rows = project(rows, output)?;
@@ -1282,28 +1283,30 @@ impl Held {
     }
 
     /// Moves the rows of `rows` that the last revisions opened into the held rows;
-    /// returns them, and the others.
-    fn hold_rows(&mut self, rows: &[RecordBatch]) -> Result<HeldAndRest, EnrichError> {
+    /// returns them, and the others when `rest`.
+    fn hold_rows(&mut self, rows: &[RecordBatch], rest: bool) -> Result<HeldAndRest, EnrichError> {
         if self.opened.is_empty() {
             return Ok((Vec::new(), rows.to_vec()));
         }
-        let (mut held, mut rest) = (Vec::new(), Vec::with_capacity(rows.len()));
+        let (mut held, mut others) = (Vec::new(), Vec::new());
         for batch in rows {
             let open = rows_in(batch, &self.opened)?;
             match open.true_count() {
-                0 => rest.push(batch.clone()),
+                0 => others.push(batch.clone()),
                 n if n == batch.num_rows() => held.push(batch.clone()),
                 _ => {
                     held.push(filter(batch, &open)?);
-                    let others = arrow::compute::not(&open).map_err(output_error)?;
-                    rest.push(filter(batch, &others)?);
+                    if rest {
+                        let not_open = arrow::compute::not(&open).map_err(output_error)?;
+                        others.push(filter(batch, &not_open)?);
+                    }
                 }
             }
         }
         self.rows += held.iter().map(RecordBatch::num_rows).sum::<usize>();
         self.batches.extend(held.iter().cloned());
         self.opened.clear();
-        Ok((held, rest))
+        Ok((held, others))
     }
 
     /// Takes a rule's changes to rows' values only: all that a provisional result
