@@ -105,8 +105,16 @@ impl DateProgress {
                 late_rows,
                 provisional,
             } => {
-                let late = match late_rows {
+                let late = match *late_rows {
                     0 => String::new(),
+                    // Many late rows: the input is not in event order within the
+                    // lateness, which is more likely a setting to fix than a feed.
+                    n if n.saturating_mul(100) >= (*rows).max(1) => format!(
+                        " ({n} late, dropped: {:.1}% of the date's rows; an input out of \
+                         event order by more than [stream] lateness wants a larger lateness, \
+                         or no [stream]; see late_row_ids in the report)",
+                        100.0 * n as f64 / (*rows).max(1) as f64
+                    ),
                     n => format!(" ({n} late, dropped; see late_row_ids in the report)"),
                 };
                 let provisional = match provisional {
@@ -367,6 +375,36 @@ mod tests {
              12 groups, out/20240104.parquet, 240 provisional results beside it (1.00M rows/s \
              overall)"
         );
+    }
+
+    #[test]
+    fn a_date_with_many_late_rows_says_what_to_change() {
+        let line = |late_rows| {
+            DateProgress {
+                done: 1,
+                total: 1,
+                date: NaiveDate::from_ymd_opt(2024, 1, 4).unwrap(),
+                status: DateProgressStatus::Written {
+                    rows: 70_000,
+                    groups: 12,
+                    partial: "out/20240104.parquet".into(),
+                    late_rows,
+                    provisional: 0,
+                },
+                rows_per_second: 1e6,
+            }
+            .log_line()
+        };
+        assert_eq!(
+            line(35_000),
+            "[1/1] 20240104: 70000 rows (35000 late, dropped: 50.0% of the date's rows; an \
+             input out of event order by more than [stream] lateness wants a larger lateness, \
+             or no [stream]; see late_row_ids in the report) -> 12 groups, \
+             out/20240104.parquet (1.00M rows/s overall)"
+        );
+        // Under 1% of the rows: counted, without the advice.
+        assert!(!line(699).contains("lateness"));
+        assert!(line(700).contains("1.0% of the date's rows"));
     }
 
     #[test]
