@@ -354,9 +354,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_date_with_late_rows_says_how_many_were_dropped() {
-        let progress = DateProgress {
+    /// The only date of a run, written: 70,000 rows, 12 groups.
+    fn written(late_rows: u64, provisional: u64) -> DateProgress {
+        DateProgress {
             done: 1,
             total: 1,
             date: NaiveDate::from_ymd_opt(2024, 1, 4).unwrap(),
@@ -364,13 +364,17 @@ mod tests {
                 rows: 70_000,
                 groups: 12,
                 partial: "out/20240104.parquet".into(),
-                late_rows: 17,
-                provisional: 240,
+                late_rows,
+                provisional,
             },
             rows_per_second: 1e6,
-        };
+        }
+    }
+
+    #[test]
+    fn a_date_with_late_rows_says_how_many_were_dropped() {
         assert_eq!(
-            progress.log_line(),
+            written(17, 240).log_line(),
             "[1/1] 20240104: 70000 rows (17 late, dropped; see late_row_ids in the report) -> \
              12 groups, out/20240104.parquet, 240 provisional results beside it (1.00M rows/s \
              overall)"
@@ -379,22 +383,7 @@ mod tests {
 
     #[test]
     fn a_date_with_many_late_rows_says_what_to_change() {
-        let line = |late_rows| {
-            DateProgress {
-                done: 1,
-                total: 1,
-                date: NaiveDate::from_ymd_opt(2024, 1, 4).unwrap(),
-                status: DateProgressStatus::Written {
-                    rows: 70_000,
-                    groups: 12,
-                    partial: "out/20240104.parquet".into(),
-                    late_rows,
-                    provisional: 0,
-                },
-                rows_per_second: 1e6,
-            }
-            .log_line()
-        };
+        let line = |late_rows| written(late_rows, 0).log_line();
         assert_eq!(
             line(35_000),
             "[1/1] 20240104: 70000 rows (35000 late, dropped: 50.0% of the date's rows; an \

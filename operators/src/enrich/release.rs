@@ -1043,11 +1043,10 @@ fn settle(
         held.revise(revision);
     }
     let schema = plan.schema.clone();
+    let rows: Vec<RecordBatch> =
+        EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())?.collect::<Result<_, _>>()?;
     // The rows this call opened wait in `held`; the others go on.
-    held.hold_opened(&mut frame, &schema)?;
-    for batch in EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())? {
-        out.push(batch?);
-    }
+    out.extend(held.hold_rows(&rows, true)?.1);
     held.flush(false, out)
 }
 
@@ -1247,39 +1246,6 @@ impl Held {
         );
         self.opened
             .extend(revisions.open.into_iter().map(|row_id| (row_id, ())));
-    }
-
-    /// Moves the rows of `frame` that the last revisions opened into the held rows
-    /// (as output batches of `schema`); returns those batches.
-    fn hold_opened(
-        &mut self,
-        frame: &mut Frame,
-        schema: &SchemaRef,
-    ) -> Result<Vec<RecordBatch>, EnrichError> {
-        let mut held = Vec::new();
-        if self.opened.is_empty() {
-            return Ok(held);
-        }
-        frame.compute_event_columns();
-        let row_ids = frame.event_columns().1;
-        let (mut open, mut rest) = (Vec::new(), Vec::with_capacity(row_ids.len()));
-        for (row, row_id) in row_ids.iter().enumerate() {
-            match self.opened.contains_key(row_id) {
-                true => open.push(row as u32),
-                false => rest.push(row as u32),
-            }
-        }
-        if !open.is_empty() {
-            self.rows += open.len();
-            let open = frame.select(open)?;
-            for batch in EnrichOutput::of_frame(open, schema.clone(), true, BTreeMap::new())? {
-                held.push(batch?);
-            }
-            self.batches.extend(held.iter().cloned());
-            frame.reshape("held", rest)?;
-        }
-        self.opened.clear();
-        Ok(held)
     }
 
     /// Moves the rows of `rows` that the last revisions opened into the held rows;

@@ -401,7 +401,6 @@ pub fn fifo_symbol_resumed(
     }
     // This call's lots still open are the last ones (those of earlier calls are before
     // them): the row goes out with what they matched.
-    let first_open = open.len();
     for lot in lots.iter_mut().rev() {
         if lot.row == u32::MAX {
             break;
@@ -410,6 +409,5 @@ pub fn fifo_symbol_resumed(
         lot.reported = lot.matched;
         lot.row = u32::MAX;
     }
-    open[first_open..].reverse();
     out.counts.output_rows += (out.len() - first_row) as u64;
 }
