@@ -84,6 +84,24 @@ pub enum Emission {
         next: i64,
         /// The components they count in.
         parts: Parts,
+        /// When the aggregate keeps the rows' groups for their narrow parts
+        /// ([`Emission::Narrow`]), the number those parts name this batch by.
+        kept: Option<u64>,
+    },
+    /// The return at one horizon of the rows of the [`Emission::Part`] batch `kept`, a
+    /// column of their number (by its name), null for the rows not in this part: the
+    /// [`Parts::horizon`] of `rows` of them (each row's once), for components that read
+    /// that return alone. The stages after the keyed stage pass it on as it is; the
+    /// aggregate folds it into the groups it kept for the rows (a null adds nothing).
+    Narrow {
+        /// The next provisional result's watermark, or `i64::MAX`.
+        next: i64,
+        /// The components they count in: one horizon's.
+        parts: Parts,
+        /// The [`Emission::Part`] batch whose rows these are.
+        kept: u64,
+        /// How many of its rows are in this part.
+        rows: u32,
     },
     /// Rows' contributions to `parts` sent before ([`Emission::Part`],
     /// [`Emission::Settled`]) and withdrawn, as they were sent: their values changed
@@ -129,7 +147,8 @@ impl Emission {
             None | Some(Emission::Final { .. }) => true,
             Some(Emission::Part { parts, .. }) => parts.meets(Parts::BASE),
             Some(
-                Emission::Settled { .. }
+                Emission::Narrow { .. }
+                | Emission::Settled { .. }
                 | Emission::Withdrawn { .. }
                 | Emission::Provisional { .. },
             ) => false,
@@ -755,6 +774,11 @@ where
                 let mut session = output.session(&time);
                 for batch in data {
                     let emission = batch.emission;
+                    if matches!(emission, Some(Emission::Narrow { .. })) {
+                        // Only the aggregate reads it.
+                        session.give_container(batch);
+                        continue;
+                    }
                     let Some(rows) = batch.take() else { continue };
                     // A provisional result's rows count nowhere (their final versions
                     // do), and one without rows still goes on: it marks the result.

@@ -508,6 +508,7 @@ impl Pipeline {
             // Returns to the next day wait for it after the keyed stage, as whole rows.
             final_parts: !counts_late && !horizons.iter().any(|h| h.crosses_date()),
             withdraw: false,
+            narrow: 0,
         };
         for column in plan.input_columns() {
             let Some(column_late) = late.get(&column) else {
@@ -532,6 +533,19 @@ impl Pipeline {
         }
         plan.set_parts(|column| parts.get(column).copied().unwrap_or(Parts::BASE));
         incremental.withdraw = incremental.revised && plan.withdrawable(Parts::REVISED);
+        // A horizon's parts are narrow when every component of them reads the return
+        // itself, the parts make the final result and a cut's rows go on whole.
+        if incremental.final_parts && (incremental.withdraw || !incremental.revised) {
+            for (k, horizon) in horizons.iter().enumerate() {
+                let (part, name) = (Parts::horizon(k), ForwardReturnSpec::output(*horizon));
+                let mut columns = parts.iter().filter(|(_, p)| **p == part);
+                if incremental.horizons >> k & 1 == 1 && columns.all(|(c, _)| *c == name) {
+                    incremental.narrow |= 1 << k;
+                }
+            }
+        }
+        let narrow = (0..Parts::HORIZONS).filter(|k| incremental.narrow >> k & 1 == 1);
+        plan.set_narrow(narrow.fold(Parts::NONE, |parts, k| parts.with(Parts::horizon(k))));
         Some(incremental)
     }
 

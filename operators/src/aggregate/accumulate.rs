@@ -71,8 +71,19 @@ pub(super) fn accumulate(
     withdraw: bool,
 ) -> Result<Vec<(String, u64)>, AggregateError> {
     let ids = group_ids(plan, converter, batch, groups)?;
+    fold(plan, batch, &ids, &mut groups.states, parts, withdraw)
+}
+
+/// [`accumulate`] of rows whose groups are known: `ids`, indices into `states`.
+pub(super) fn fold(
+    plan: &AggregatePlan,
+    batch: &RecordBatch,
+    ids: &[u32],
+    states: &mut [AggState],
+    parts: Parts,
+    withdraw: bool,
+) -> Result<Vec<(String, u64)>, AggregateError> {
     let step = if withdraw { -1 } else { 1 };
-    let states = &mut groups.states;
     let mut nonfinite = Vec::new();
     // The components of a column share its part.
     let mut done: Vec<bool> = plan.parts.iter().map(|p| !p.meets(parts)).collect();

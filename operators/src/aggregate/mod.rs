@@ -70,7 +70,11 @@ use crate::report::Diagnostics;
 use crate::stash::FrontierStash;
 use crate::time::{DateOwners, Time, date_end, date_key_of, date_start, provisional_time};
 
-use accumulate::accumulate;
+use accumulate::{accumulate, fold};
+use arrow::array::RecordBatch;
+use arrow::row::RowConverter;
+use group::group_ids;
+use rustc_hash::FxHashMap;
 pub use error::{AggregateError, AggregateProblem};
 use group::Groups;
 pub use plan::{AggregatePlan, exact_name};
@@ -113,6 +117,16 @@ fn result_time((date_key, at): &(u32, i64)) -> Time {
 struct Dated {
     merged: BTreeMap<Vec<u8>, AggState>,
     by_next: BTreeMap<i64, Groups>,
+    /// The date's groups: each row's group is found here once, then in the groups of
+    /// its result by [`Groups::ids_of`].
+    groups: Groups,
+    /// The groups (in `groups`) of the rows of each numbered batch
+    /// ([`Emission::Part`]'s `kept`) whose narrow parts have not all come, and how many
+    /// rows' parts are still to come.
+    kept: FxHashMap<u64, (Vec<u32>, usize)>,
+    /// Narrow parts that came before their batch (messages of one time may be
+    /// delivered in any order).
+    early: FxHashMap<u64, Vec<(Emission, RecordBatch)>>,
     /// Whether final rows ([`Emission::Final`]) or parts ([`Emission::Part`]) came:
     /// then they are the date's final result too. (Settled parts are not: with them,
     /// the final rows come untagged.)
@@ -121,22 +135,97 @@ struct Dated {
     nonfinite: BTreeMap<String, i64>,
 }
 
-/// Where a batch's counts go in the PreAggregate operator.
-enum Counts<'a> {
-    /// In the date's report, now.
-    Now,
-    /// Into the date's signed non-finite counts (parts may be withdrawn), reported when
-    /// the date completes.
-    Signed(&'a mut BTreeMap<String, i64>),
-    /// Nowhere: the final rows report them.
-    None,
-}
-
 impl Dated {
-    /// The groups of the parts that count from the provisional result at `next` on,
-    /// and the date's signed non-finite counts.
-    fn part(&mut self, next: i64) -> (&mut Groups, &mut BTreeMap<String, i64>) {
-        (self.by_next.entry(next).or_default(), &mut self.nonfinite)
+    /// Folds rows tagged `emission` (not a provisional result's) into the groups of
+    /// the first provisional result they count in. Returns the non-finite counts to
+    /// report now (of final rows; those of parts are kept, signed, and reported when
+    /// the date completes; settled parts' are nobody's).
+    fn fold(
+        &mut self,
+        plan: &AggregatePlan,
+        converter: &RowConverter,
+        emission: Emission,
+        rows: &RecordBatch,
+    ) -> Result<Vec<(String, u64)>, AggregateError> {
+        let (next, parts, withdraw) = match emission {
+            Emission::Final { next } => (next, Parts::ALL, false),
+            Emission::Part { next, parts, .. } | Emission::Settled { next, parts } => {
+                (next, parts, false)
+            }
+            Emission::Withdrawn { next, parts } => (next, parts, true),
+            Emission::Narrow { kept, .. } => {
+                return match self.kept.contains_key(&kept) {
+                    true => self.fold_narrow(plan, emission, rows),
+                    false => {
+                        let early = self.early.entry(kept).or_default();
+                        early.push((emission, rows.clone()));
+                        Ok(Vec::new())
+                    }
+                };
+            }
+            Emission::Provisional { .. } => unreachable!("a provisional result's rows"),
+        };
+        self.finals |= matches!(emission, Emission::Final { .. } | Emission::Part { .. });
+        let date_ids = group_ids(plan, converter, rows, &mut self.groups)?;
+        let groups = self.by_next.entry(next).or_default();
+        let ids = groups.ids_of(&date_ids, &self.groups, plan);
+        let nonfinite = fold(plan, rows, &ids, &mut groups.states, parts, withdraw)?;
+        let narrow = plan.narrow.0.count_ones() as usize;
+        if let Emission::Part {
+            kept: Some(kept), ..
+        } = emission
+            && narrow > 0
+            && rows.num_rows() > 0
+        {
+            self.kept.insert(kept, (date_ids, rows.num_rows() * narrow));
+            for (emission, rows) in self.early.remove(&kept).unwrap_or_default() {
+                self.fold_narrow(plan, emission, &rows)?;
+            }
+        }
+        Ok(match emission {
+            Emission::Final { .. } => nonfinite,
+            Emission::Settled { .. } => Vec::new(),
+            _ => {
+                self.count_signed(nonfinite, withdraw);
+                Vec::new()
+            }
+        })
+    }
+
+    /// [`Dated::fold`] of a narrow part whose batch came.
+    fn fold_narrow(
+        &mut self,
+        plan: &AggregatePlan,
+        emission: Emission,
+        rows: &RecordBatch,
+    ) -> Result<Vec<(String, u64)>, AggregateError> {
+        let Emission::Narrow {
+            next,
+            parts,
+            kept,
+            rows: count,
+        } = emission
+        else {
+            unreachable!("a narrow part")
+        };
+        let (date_ids, left) = self.kept.get_mut(&kept).expect("its batch came");
+        let groups = self.by_next.entry(next).or_default();
+        let ids = groups.ids_of(date_ids, &self.groups, plan);
+        let nonfinite = fold(plan, rows, &ids, &mut groups.states, parts, false)?;
+        *left = left.saturating_sub(count as usize);
+        if *left == 0 {
+            self.kept.remove(&kept);
+        }
+        self.count_signed(nonfinite, false);
+        Ok(Vec::new())
+    }
+
+    /// Adds parts' non-finite counts to the date's, negated when they are withdrawn.
+    fn count_signed(&mut self, nonfinite: Vec<(String, u64)>, withdraw: bool) {
+        let sign = if withdraw { -1 } else { 1 };
+        for (column, count) in nonfinite {
+            *self.nonfinite.entry(column).or_default() += sign * count as i64;
+        }
     }
 
     /// Merges the rows that count in the provisional result at `at` (all with
@@ -206,33 +295,14 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                             // report now (final rows), signed with the date (parts), or
                             // nowhere (their final rows report them).
                             let started = Instant::now();
-                            let (groups, parts, withdraw, counts) = match emission {
+                            if Emission::counted(emission) {
+                                let rows = rows.num_rows() as u64;
+                                diagnostics.add(date_key, "aggregate.rows_in", rows);
+                            }
+                            let accumulated = match emission {
                                 None => {
                                     let groups = pending.stash(*time.time(), *time.time(), &time);
-                                    (groups, Parts::ALL, false, Counts::Now)
-                                }
-                                Some(Emission::Final { next }) => {
-                                    let dated = dated.stash(date_key, *time.time(), &time);
-                                    dated.finals = true;
-                                    let groups = dated.by_next.entry(next).or_default();
-                                    (groups, Parts::ALL, false, Counts::Now)
-                                }
-                                Some(Emission::Part { next, parts }) => {
-                                    // They make the final result too, and count.
-                                    let dated = dated.stash(date_key, *time.time(), &time);
-                                    dated.finals = true;
-                                    let (groups, nonfinite) = dated.part(next);
-                                    (groups, parts, false, Counts::Signed(nonfinite))
-                                }
-                                Some(Emission::Withdrawn { next, parts }) => {
-                                    let dated = dated.stash(date_key, *time.time(), &time);
-                                    let (groups, nonfinite) = dated.part(next);
-                                    (groups, parts, true, Counts::Signed(nonfinite))
-                                }
-                                Some(Emission::Settled { next, parts }) => {
-                                    let dated = dated.stash(date_key, *time.time(), &time);
-                                    let groups = dated.by_next.entry(next).or_default();
-                                    (groups, parts, false, Counts::None)
+                                    accumulate(&plan, &converter, &rows, groups, Parts::ALL, false)
                                 }
                                 Some(Emission::Provisional { at, parts }) => {
                                     // A result without rows is only marked.
@@ -241,18 +311,19 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                     if rows.num_rows() == 0 {
                                         continue;
                                     }
-                                    (groups, parts, false, Counts::None)
+                                    // Its counts are nobody's: its rows' final
+                                    // versions report them.
+                                    accumulate(&plan, &converter, &rows, groups, parts, false)
+                                        .map(|_| Vec::new())
+                                }
+                                Some(emission) => {
+                                    let dated = dated.stash(date_key, *time.time(), &time);
+                                    dated.fold(&plan, &converter, emission, &rows)
                                 }
                             };
-                            if Emission::counted(emission) {
-                                let rows = rows.num_rows() as u64;
-                                diagnostics.add(date_key, "aggregate.rows_in", rows);
-                            }
-                            let accumulated =
-                                accumulate(&plan, &converter, &rows, groups, parts, withdraw);
                             diagnostics.time(date_key, "Aggregate", started);
-                            match (accumulated, counts) {
-                                (Ok(nonfinite), Counts::Now) => {
+                            match accumulated {
+                                Ok(nonfinite) => {
                                     for (column, count) in nonfinite {
                                         diagnostics.add(
                                             date_key,
@@ -261,16 +332,17 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                         );
                                     }
                                 }
-                                (Ok(nonfinite), Counts::Signed(into)) => {
-                                    let sign = if withdraw { -1 } else { 1 };
-                                    for (column, count) in nonfinite {
-                                        *into.entry(column).or_default() += sign * count as i64;
-                                    }
-                                }
-                                (Err(error), Counts::Now | Counts::Signed(_)) => {
-                                    diagnostics.error(date_key, error.to_string())
-                                }
-                                (_, Counts::None) => {}
+                                // Rows for provisional results only: their final
+                                // versions report it.
+                                Err(_)
+                                    if matches!(
+                                        emission,
+                                        Some(
+                                            Emission::Provisional { .. }
+                                                | Emission::Settled { .. }
+                                        )
+                                    ) => {}
+                                Err(error) => diagnostics.error(date_key, error.to_string()),
                             }
                         }
                     });
@@ -372,5 +444,93 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                     }
                 },
             )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Float64Array, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    /// `mean(r)` by `k`, `r` a return whose part comes narrow.
+    fn plan() -> AggregatePlan {
+        let spec = AggregateSpec {
+            group_by: vec!["k".to_owned()],
+            metrics: [("n", "count()"), ("mean_r", "mean(r)"), ("max_r", "max(r)")]
+                .into_iter()
+                .map(|(name, m)| (name.to_owned(), MetricExpr::parse(m).unwrap()))
+                .collect(),
+        };
+        let schema = Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("r", DataType::Float64, true),
+        ]);
+        let mut plan = AggregatePlan::new(&spec, &schema).unwrap();
+        let horizon = Parts::horizon(0);
+        plan.set_parts(|column| if column == "r" { horizon } else { Parts::BASE });
+        plan.set_narrow(horizon);
+        plan
+    }
+
+    fn rows(k: &[i64], r: &[Option<f64>]) -> RecordBatch {
+        RecordBatch::try_from_iter([
+            ("k", Arc::new(Int64Array::from(k.to_vec())) as ArrayRef),
+            ("r", Arc::new(Float64Array::from(r.to_vec())) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    fn narrow(r: &[Option<f64>]) -> RecordBatch {
+        RecordBatch::try_from_iter([("r", Arc::new(Float64Array::from(r.to_vec())) as ArrayRef)])
+            .unwrap()
+    }
+
+    /// A numbered batch's rows and their narrow parts, in pieces, in any order of
+    /// arrival (messages of one time may come in any order), fold to what the rows
+    /// with their returns give at once; nothing is kept after the last part.
+    #[test]
+    fn narrow_parts_fold_into_the_groups_of_their_rows_in_any_order() {
+        let plan = plan();
+        let converter = plan.converter();
+        let k = [1, 2, 1, 3, 2];
+        let r = [Some(0.5), Some(0.25), None, Some(-2.0), Some(1e-3)];
+        let base = rows(&k, &[None; 5]);
+        let part = |kept| Emission::Part {
+            next: 60_000,
+            parts: Parts::BASE,
+            kept: Some(kept),
+        };
+        let piece = |next, rows| Emission::Narrow {
+            next,
+            parts: Parts::horizon(0),
+            kept: 7,
+            rows,
+        };
+        // Rows 0, 2 and 3 in one piece (a null return among them), 1 and 4 later.
+        let pieces = [
+            (piece(120_000, 3), narrow(&[r[0], None, r[2], r[3], None])),
+            (piece(180_000, 2), narrow(&[None, r[1], None, None, r[4]])),
+        ];
+        let mut expected = Dated::default();
+        let whole = Emission::Final { next: 60_000 };
+        expected.fold(&plan, &converter, whole, &rows(&k, &r)).unwrap();
+        expected.merge_through(FINAL);
+        let orders: [[usize; 3]; 4] = [[0, 1, 2], [1, 0, 2], [1, 2, 0], [2, 1, 0]];
+        for order in orders {
+            let mut dated = Dated::default();
+            for i in order {
+                let (emission, batch) = match i {
+                    0 => (part(7), base.clone()),
+                    i => pieces[i - 1].clone(),
+                };
+                dated.fold(&plan, &converter, emission, &batch).unwrap();
+            }
+            assert!(dated.kept.is_empty() && dated.early.is_empty(), "{order:?}");
+            dated.merge_through(FINAL);
+            // Exact sums compare by value in the partial.
+            let partial = |dated: &Dated| plan.finalize(20240102, &dated.merged).unwrap();
+            assert_eq!(partial(&dated), partial(&expected), "{order:?}");
+        }
     }
 }

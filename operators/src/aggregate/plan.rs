@@ -83,6 +83,9 @@ pub struct AggregatePlan {
     /// Each component's part (incremental provisional results, see [`Parts`]): all
     /// [`Parts::BASE`] unless [`AggregatePlan::set_parts`] says otherwise.
     pub(super) parts: Vec<Parts>,
+    /// The parts that come narrow ([`crate::batch::Emission::Narrow`]), each once per
+    /// row: see [`AggregatePlan::set_narrow`].
+    pub(super) narrow: Parts,
     metrics: Vec<(String, MetricExpr)>,
     output_schema: SchemaRef,
 }
@@ -184,6 +187,7 @@ impl AggregatePlan {
             group_by: spec.group_by.clone(),
             key_fields,
             parts: vec![Parts::BASE; components.len()],
+            narrow: Parts::NONE,
             components,
             metrics: spec.metrics.clone(),
             output_schema: Arc::new(Schema::empty()),
@@ -200,6 +204,13 @@ impl AggregatePlan {
         for ((component, _), part) in self.components.iter().zip(&mut self.parts) {
             *part = component.column().map_or(Parts::BASE, &part_of);
         }
+    }
+
+    /// Says which parts come narrow: the return alone, for the rows of a batch whose
+    /// groups the aggregate keeps from its [`Parts::BASE`] until each of these parts of
+    /// each of its rows came (see [`crate::batch::Emission::Narrow`]).
+    pub fn set_narrow(&mut self, parts: Parts) {
+        self.narrow = parts;
     }
 
     /// Whether every component of `parts` takes a withdrawal exactly (counts and sums;

@@ -259,19 +259,44 @@ fn send_steps(
     rows_out: &mut u64,
     steps: Vec<Step>,
 ) {
+    // Each batch with the same tag.
+    let tag = |rows: Vec<RecordBatch>, emission| rows.into_iter().map(move |b| (b, emission));
     for step in steps {
-        // The rows, their tag, and whether they count as output rows.
-        let (rows, emission, counted) = match step {
-            Step::Final { rows, next } => (rows, tagged.then_some(Emission::Final { next }), true),
-            Step::Settled { rows, parts, next } if final_parts => {
-                let counted = parts.meets(Parts::BASE);
-                (rows, Some(Emission::Part { next, parts }), counted)
+        // The rows with their tags, and whether they count as output rows.
+        let (rows, counted): (Vec<(RecordBatch, Option<Emission>)>, bool) = match step {
+            Step::Final { rows, next } => {
+                (tag(rows, tagged.then_some(Emission::Final { next })).collect(), true)
             }
-            Step::Settled { rows, parts, next } => {
-                (rows, Some(Emission::Settled { next, parts }), false)
+            Step::Settled {
+                rows,
+                parts,
+                next,
+                kept,
+            } if final_parts => {
+                let counted = parts.meets(Parts::BASE);
+                let numbered = (rows.into_iter().enumerate()).map(|(i, batch)| {
+                    let kept = kept.map(|first| first + i as u64);
+                    (batch, Some(Emission::Part { next, parts, kept }))
+                });
+                (numbered.collect(), counted)
+            }
+            Step::Settled {
+                rows, parts, next, ..
+            } => (tag(rows, Some(Emission::Settled { next, parts })).collect(), false),
+            Step::Narrow { rows, parts, next } => {
+                let narrow = rows.into_iter().map(|(kept, rows, batch)| {
+                    let emission = Emission::Narrow {
+                        next,
+                        parts,
+                        kept,
+                        rows,
+                    };
+                    (batch, Some(emission))
+                });
+                (narrow.collect(), false)
             }
             Step::Withdrawn { rows, parts, next } => {
-                (rows, Some(Emission::Withdrawn { next, parts }), false)
+                (tag(rows, Some(Emission::Withdrawn { next, parts })).collect(), false)
             }
             Step::Provisional {
                 at,
@@ -291,11 +316,11 @@ fn send_steps(
                     // as a record, so that timely sends it: `Batch::record_count`).
                     rows.push(RecordBatch::new_empty(std::sync::Arc::new(Schema::empty())));
                 }
-                (rows, Some(Emission::Provisional { at, parts }), false)
+                (tag(rows, Some(Emission::Provisional { at, parts })).collect(), false)
             }
         };
         let mut session = output.session(capability);
-        for batch in rows {
+        for (batch, emission) in rows {
             if counted {
                 *rows_out += batch.num_rows() as u64;
             }

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, UInt32Array,
 };
-use arrow::buffer::BooleanBuffer;
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
 use rustc_hash::FxHashMap;
 
@@ -131,6 +131,8 @@ pub(super) struct KeyedDate {
     /// up to which each row's [`Parts::horizon`] was sent: the rows whose time plus the
     /// horizon is at or below it.
     returned: Vec<i64>,
+    /// With narrow parts, the number of the next batch of rows sent whole when cut.
+    next_kept: u64,
 }
 
 /// Provisional results of a date (`[stream] emit_every`): one at every multiple of
@@ -174,6 +176,12 @@ pub struct Incremental {
     /// while it is open: when every component of the part takes a withdrawal exactly
     /// (counts and sums, no min or max).
     pub withdraw: bool,
+    /// The horizons (bits, as `horizons`) whose parts are narrow
+    /// ([`crate::batch::Emission::Narrow`]): the return alone, for the rows of a batch
+    /// the aggregate kept the groups of when their [`Parts::BASE`] went. When every
+    /// component of the part reads the return itself, the parts make the final result
+    /// and a cut's rows go on whole (`final_parts`, and `withdraw` when `revised`).
+    pub narrow: u32,
 }
 
 /// What a date's keyed stage sends, in order: final rows, and the rows of provisional
@@ -183,9 +191,20 @@ pub(super) enum Step {
     /// [`crate::batch::Emission::Final`]).
     Final { rows: Vec<RecordBatch>, next: i64 },
     /// Rows' contributions to `parts` that no longer change, sent before the provisional
-    /// result at `next` (see [`crate::batch::Emission::Settled`]).
+    /// result at `next` (see [`crate::batch::Emission::Settled`]). With `kept`, the
+    /// batches are numbered from it, for their narrow parts ([`Step::Narrow`]).
     Settled {
         rows: Vec<RecordBatch>,
+        parts: Parts,
+        next: i64,
+        kept: Option<u64>,
+    },
+    /// The [`Parts::horizon`] `parts` of rows sent before with a number
+    /// ([`Step::Settled`]'s `kept`), narrow: per batch, its number, how many of its rows
+    /// are in the part and the return's column, null for the others (see
+    /// [`crate::batch::Emission::Narrow`]).
+    Narrow {
+        rows: Vec<(u64, u32, RecordBatch)>,
         parts: Parts,
         next: i64,
     },
@@ -230,24 +249,36 @@ struct Segment {
     /// With incremental provisional results, the current rows as output when it was
     /// cut (its returns null), for its rows' [`Parts::horizon`] ([`Segment::part`]).
     base: Vec<RecordBatch>,
+    /// With narrow parts, the number of the first batch of `base` (the others follow).
+    kept: Option<u64>,
 }
 
 impl Segment {
-    /// The output rows of the current rows `picks` (ascending) with the return at
-    /// `horizon` (`values`, per event), the other returns null: the rows as cut with the
-    /// return's column set when they are all the rows (a part of a segment's rows
-    /// mostly is), else built again from the frame.
+    /// The [`Parts::horizon`] of the current rows `picks` (ascending), the `k`-th
+    /// horizon's return being `values` (per event): narrow when the horizon's parts are
+    /// and the rows were numbered when cut ([`Segment::narrow`]); else their output
+    /// rows with that return, the other returns null: the rows as cut with the return's
+    /// column set when they are all the rows (a part of a segment's rows mostly is),
+    /// else built again from the frame.
     fn part(
         &self,
         streamed: &Streamed,
         spec: &ForwardReturnSpec,
-        horizon: Horizon,
+        (k, horizon): (usize, Horizon),
+        incremental: Incremental,
         picks: Vec<u32>,
         values: ArrayRef,
-    ) -> Result<Vec<RecordBatch>, EnrichError> {
+    ) -> Result<PartRows, EnrichError> {
+        if incremental.narrow >> k & 1 == 1
+            && let Some(first) = self.kept
+        {
+            let name = ForwardReturnSpec::output(horizon);
+            return Ok(PartRows::Narrow(self.narrow(first, &name, &picks, values)?));
+        }
         if picks.len() < self.row_times.len() || self.base.is_empty() {
             let frame = self.frame.select(picks)?;
-            return with_return(streamed, frame, spec, horizon, values);
+            let rows = with_return(streamed, frame, spec, horizon, values)?;
+            return Ok(PartRows::Rows(rows));
         }
         debug_assert_eq!(
             (self.base.iter()).map(RecordBatch::num_rows).sum::<usize>(),
@@ -269,7 +300,56 @@ impl Segment {
             offset += batch.num_rows();
             rows.push(RecordBatch::try_new(batch.schema(), columns).map_err(output_error)?);
         }
-        Ok(rows)
+        Ok(PartRows::Rows(rows))
+    }
+
+    /// [`Segment::part`] narrow ([`Step::Narrow`]), for the batches of `base` numbered
+    /// from `first`: per batch with rows in `picks`, its number, how many and the
+    /// return's column `name`, null for its rows not picked.
+    fn narrow(
+        &self,
+        first: u64,
+        name: &str,
+        picks: &[u32],
+        values: ArrayRef,
+    ) -> Result<Vec<(u64, u32, RecordBatch)>, EnrichError> {
+        let values = match &self.frame.rows {
+            Some(events) => arrow::compute::take(&values, &UInt32Array::from(events.clone()), None)
+                .map_err(output_error)?,
+            None => values,
+        };
+        let values = values.as_primitive::<Float64Type>();
+        let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Float64, true)]));
+        let all = picks.len() == self.row_times.len();
+        let (mut offset, mut p) = (0, 0);
+        let mut out = Vec::new();
+        for (b, batch) in self.base.iter().enumerate() {
+            let (n, start) = (batch.num_rows(), p);
+            while p < picks.len() && (picks[p] as usize) < offset + n {
+                p += 1;
+            }
+            let column = values.slice(offset, n);
+            let column = match all {
+                true => column,
+                false => {
+                    let mut picked = vec![false; n];
+                    for row in &picks[start..p] {
+                        picked[*row as usize - offset] = true;
+                    }
+                    let picked = NullBuffer::from(picked);
+                    let nulls = NullBuffer::union(column.nulls(), Some(&picked));
+                    Float64Array::new(column.values().clone(), nulls)
+                }
+            };
+            offset += n;
+            if p > start {
+                let rows = (p - start) as u32;
+                let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(column)])
+                    .map_err(output_error)?;
+                out.push((first + b as u64, rows, batch));
+            }
+        }
+        Ok(out)
     }
 
     /// Each event's `elapsed_ms`.
@@ -279,6 +359,54 @@ impl Segment {
             _ => unreachable!("a segment's event columns are computed when it is cut"),
         }
     }
+}
+
+/// A horizon's part of some of a segment's rows ([`Segment::part`]).
+enum PartRows {
+    /// Output rows, for [`Step::Settled`].
+    Rows(Vec<RecordBatch>),
+    /// Narrow, for [`Step::Narrow`].
+    Narrow(Vec<(u64, u32, RecordBatch)>),
+}
+
+impl PartRows {
+    /// Adds them to the rows or the narrow rows of a part.
+    fn add_to(self, rows: &mut Vec<RecordBatch>, narrow: &mut Vec<(u64, u32, RecordBatch)>) {
+        match self {
+            PartRows::Rows(more) => rows.extend(more),
+            PartRows::Narrow(more) => narrow.extend(more),
+        }
+    }
+}
+
+/// Pushes a part (`parts`, for the provisional result at `next` on) of output rows
+/// and of narrow rows, those that it has.
+fn push_part(
+    steps: &mut Vec<Step>,
+    rows: Vec<RecordBatch>,
+    narrow: Vec<(u64, u32, RecordBatch)>,
+    output: &SchemaRef,
+    parts: Parts,
+    next: i64,
+) -> Result<(), EnrichError> {
+    let rows = project(rows, output)?;
+    if !rows.is_empty() {
+        let kept = None;
+        steps.push(Step::Settled {
+            rows,
+            parts,
+            next,
+            kept,
+        });
+    }
+    if !narrow.is_empty() {
+        steps.push(Step::Narrow {
+            rows: narrow,
+            parts,
+            next,
+        });
+    }
+    Ok(())
 }
 
 /// What a date released in segments keeps between releases.
@@ -323,6 +451,7 @@ impl KeyedDate {
             provisional,
             next_at: provisional.map_or(i64::MAX, |p| p.every_ms),
             returned: vec![i64::MIN; Parts::HORIZONS],
+            next_kept: 0,
         }
     }
 
@@ -488,7 +617,7 @@ impl KeyedDate {
             let offset = horizon.reach_ms(spec.day_ms);
             // The rows with `low < elapsed_ms <= high`.
             let (low, high) = (self.returned[k].saturating_sub(offset), at - offset);
-            let mut rows = Vec::new();
+            let (mut rows, mut narrow) = (Vec::new(), Vec::new());
             for (i, segment) in self.segments.iter().enumerate() {
                 if segment.start > high || segment.end.saturating_sub(1) <= low {
                     continue;
@@ -501,17 +630,11 @@ impl KeyedDate {
                     continue;
                 }
                 let values = returns_across(&self.stretches(i, *horizon), *horizon, at);
-                rows.extend(segment.part(streamed, spec, *horizon, picks, values)?);
+                let part = segment.part(streamed, spec, (k, *horizon), incremental, picks, values);
+                part?.add_to(&mut rows, &mut narrow);
             }
             self.returned[k] = at;
-            if !rows.is_empty() {
-                let parts = Parts::horizon(k);
-                steps.push(Step::Settled {
-                    rows: project(rows, &streamed.output)?,
-                    parts,
-                    next: at,
-                });
-            }
+            push_part(steps, rows, narrow, &streamed.output, Parts::horizon(k), at)?;
         }
         Ok(())
     }
@@ -556,12 +679,8 @@ impl KeyedDate {
         }
         let mut sent = Vec::new();
         withdraw_changed(streamed, next, steps, &mut sent)?;
-        let rows = project(sent, &streamed.output)?;
-        if !rows.is_empty() {
-            let parts = Parts::REVISED;
-            steps.push(Step::Settled { rows, parts, next });
-        }
-        Ok(())
+        let parts = Parts::REVISED;
+        push_part(steps, sent, Vec::new(), &streamed.output, parts, next)
     }
 
     /// The rows of the provisional result at `at` that are not final yet: those of the
@@ -697,7 +816,13 @@ impl KeyedDate {
             let rows = project(open, &streamed.output)?;
             if !rows.is_empty() {
                 let (parts, next) = (Parts::REVISED, FINAL);
-                steps.push(Step::Settled { rows, parts, next });
+                let kept = None;
+                steps.push(Step::Settled {
+                    rows,
+                    parts,
+                    next,
+                    kept,
+                });
             }
         }
         let finished = Finished::Streamed {
@@ -767,18 +892,20 @@ impl KeyedDate {
             )?),
             None => None,
         };
-        let (mut row_times, mut base) = (Vec::new(), Vec::new());
+        let (mut row_times, mut base, mut kept) = (Vec::new(), Vec::new(), None);
         if let (Some((incremental, next)), Some(ruled)) = (self.settling(), &ruled) {
             let streamed = self.streamed.as_mut().expect("set above");
+            kept = (incremental.narrow != 0).then_some(self.next_kept);
             base = cut_parts(
                 streamed,
                 &frame,
                 ruled,
                 self.returns.as_ref(),
-                incremental,
+                (incremental, kept),
                 next,
                 steps,
             )?;
+            self.next_kept += base.len() as u64;
             frame.compute_event_columns();
             row_times = frame.event_columns().0.to_vec();
         }
@@ -791,6 +918,7 @@ impl KeyedDate {
             ruled,
             row_times,
             base,
+            kept,
         });
         Ok(())
     }
@@ -876,12 +1004,10 @@ impl KeyedDate {
                 Some((_, values)) => values.clone(),
                 None => returns_across(&self.stretches(0, *horizon), *horizon, close),
             };
-            let rows = segment.part(streamed, spec, *horizon, picks, values)?;
-            steps.push(Step::Settled {
-                rows: project(rows, &streamed.output)?,
-                parts: Parts::horizon(k),
-                next,
-            });
+            let (mut rows, mut narrow) = (Vec::new(), Vec::new());
+            let part = segment.part(streamed, spec, (k, *horizon), incremental, picks, values);
+            part?.add_to(&mut rows, &mut narrow);
+            push_part(steps, rows, narrow, &streamed.output, Parts::horizon(k), next)?;
         }
         Ok(())
     }
@@ -927,13 +1053,14 @@ fn null_returns(spec: Option<&ForwardReturnSpec>, events: usize) -> Vec<(String,
 /// meanwhile go on with their [`Parts::REVISED`]. With withdrawals the rows held open
 /// go on with their [`Parts::REVISED`] as they are too, and their changes at the next
 /// result ([`KeyedDate::changed_open`]). Returns the segment's rows as output (for
-/// [`Segment::part`]).
+/// [`Segment::part`]), no batch empty. With narrow parts (`kept`, when the rows go on
+/// whole: [`Incremental::narrow`]) those batches go on numbered from `kept`.
 fn cut_parts(
     streamed: &mut Streamed,
     frame: &Frame,
     ruled: &[Revisions],
     returns: Option<&ForwardReturnSpec>,
-    incremental: Incremental,
+    (incremental, kept): (Incremental, Option<u64>),
     next: i64,
     steps: &mut Vec<Step>,
 ) -> Result<Vec<RecordBatch>, EnrichError> {
@@ -941,8 +1068,9 @@ fn cut_parts(
     let events = frame.events.times.len();
     add_returns(&mut frame, null_returns(returns, events));
     let schema = streamed.plan.schema.clone();
-    let all: Vec<RecordBatch> =
+    let mut all: Vec<RecordBatch> =
         EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())?.collect::<Result<_, _>>()?;
+    all.retain(|batch| batch.num_rows() > 0);
     let open = &mut streamed.open;
     let (mut opened, mut rest, mut settled) = (Vec::new(), all.clone(), Vec::new());
     if incremental.revised && open.active {
@@ -961,15 +1089,21 @@ fn cut_parts(
             false => open.flush(false, &mut settled)?,
         }
     }
+    debug_assert!(kept.is_none() || rest.len() == all.len(), "numbered rows go whole");
     let output = &streamed.output;
-    for (rows, parts) in [
-        (rest, Parts::BASE.with(Parts::REVISED)),
-        (opened, Parts::BASE),
-        (settled, Parts::REVISED),
+    for (rows, parts, kept) in [
+        (rest, Parts::BASE.with(Parts::REVISED), kept),
+        (opened, Parts::BASE, None),
+        (settled, Parts::REVISED, None),
     ] {
         let rows = project(rows, output)?;
         if !rows.is_empty() {
-            steps.push(Step::Settled { rows, parts, next });
+            steps.push(Step::Settled {
+                rows,
+                parts,
+                next,
+                kept,
+            });
         }
     }
     Ok(all)
