@@ -511,6 +511,25 @@ fn provisional_results_with_the_close_are_the_date_cut_at_their_watermark() {
     check_provisional_results(with_close);
 }
 
+/// Incremental provisional results with one horizon's parts narrow (the return alone:
+/// every component of them reads it) and the other's whole rows (a component reads an
+/// expression of it).
+#[test]
+fn provisional_results_with_narrow_and_whole_parts_are_the_date_cut_at_their_watermark() {
+    let incremental = bound_with(scaled_return).incremental;
+    assert!(incremental.is_some_and(|i| i.horizons == 0b11 && i.narrow == 0b01));
+    check_provisional_results(scaled_return);
+}
+
+/// [`pipeline_text`] with a metric over an expression of a return.
+fn scaled_return(text: String) -> String {
+    let derive = "[derive]\n        x = \"abs(return_30) * 100\"\n\n        [aggregate]";
+    (text.replacen("[aggregate]", derive, 1)).replace(
+        "[aggregate.metrics]",
+        "[aggregate.metrics]\n        x = \"sum(x)\"",
+    )
+}
+
 /// Incremental provisional results whose final result still comes from final rows:
 /// a stage after the keyed stage counts a return's nulls (a bin of it).
 #[test]
@@ -557,7 +576,9 @@ fn not_incremental(text: String) -> String {
 
 /// Which pipelines get incremental provisional results: those where each component a
 /// late column feeds (a return, a column FIFO revises) reads one return and is null
-/// where it is, or reads revised columns alone, and no group-by column is late.
+/// where it is, or reads revised columns alone, and no group-by column is late. And
+/// which of their horizons' parts are narrow: those whose components read the return
+/// itself, when the parts make the final result and rows go on whole when cut.
 #[test]
 fn provisional_results_are_incremental_where_each_late_component_settles_once() {
     fn metric(text: String, derived: &str) -> String {
@@ -570,26 +591,31 @@ fn provisional_results_are_incremental_where_each_late_component_settles_once() 
     type Case = (
         &'static str,
         fn(String) -> String,
-        Option<(u32, bool, bool, bool)>,
+        Option<(u32, bool, bool, bool, u32)>,
     );
     let cases: [Case; 9] = [
-        ("the test pipeline", |t| t, Some((0b11, true, true, true))),
+        (
+            "the test pipeline",
+            |t| t,
+            Some((0b11, true, true, true, 0b11)),
+        ),
         (
             "a strict function of one return",
-            |t| metric(t, "abs(return_30) * 100"),
-            Some((0b11, true, true, true)),
+            scaled_return,
+            Some((0b11, true, true, true, 0b01)),
         ),
         // Its nulls are counted (`bin.null.return_1`): the final rows still go on.
         (
             "a return's bin",
             binned_return,
-            Some((0b11, true, false, true)),
+            Some((0b11, true, false, true, 0)),
         ),
-        // A max cannot be withdrawn: open entries are evaluated at each result.
+        // A max cannot be withdrawn: open entries are evaluated at each result (and
+        // the rows held open go apart when cut).
         (
             "a max of a revised column",
             max_matched,
-            Some((0b11, true, true, false)),
+            Some((0b11, true, true, false, 0)),
         ),
         ("two returns", |t| metric(t, "return_30 - return_1"), None),
         (
@@ -618,7 +644,7 @@ fn provisional_results_are_incremental_where_each_late_component_settles_once() 
     for (case, edit, expected) in cases {
         let incremental = bound_with(edit)
             .incremental
-            .map(|i| (i.horizons, i.revised, i.final_parts, i.withdraw));
+            .map(|i| (i.horizons, i.revised, i.final_parts, i.withdraw, i.narrow));
         assert_eq!(incremental, expected, "{case}");
     }
 }

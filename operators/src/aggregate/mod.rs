@@ -73,12 +73,12 @@ use crate::time::{DateOwners, Time, date_end, date_key_of, date_start, provision
 use accumulate::{accumulate, fold};
 use arrow::array::RecordBatch;
 use arrow::row::RowConverter;
-use group::group_ids;
-use rustc_hash::FxHashMap;
 pub use error::{AggregateError, AggregateProblem};
 use group::Groups;
+use group::group_ids;
 pub use plan::{AggregatePlan, exact_name};
 pub use reduce::{ReduceError, Reducer};
+use rustc_hash::FxHashMap;
 pub use state::{Accumulator, AggState, float_key, float_of_key};
 
 /// The name of the date column of every partial.
@@ -338,8 +338,7 @@ impl<'scope> Aggregate<'scope> for Stream<'scope, Time, Batch> {
                                     if matches!(
                                         emission,
                                         Some(
-                                            Emission::Provisional { .. }
-                                                | Emission::Settled { .. }
+                                            Emission::Provisional { .. } | Emission::Settled { .. }
                                         )
                                     ) => {}
                                 Err(error) => diagnostics.error(date_key, error.to_string()),
@@ -514,7 +513,9 @@ mod tests {
         ];
         let mut expected = Dated::default();
         let whole = Emission::Final { next: 60_000 };
-        expected.fold(&plan, &converter, whole, &rows(&k, &r)).unwrap();
+        expected
+            .fold(&plan, &converter, whole, &rows(&k, &r))
+            .unwrap();
         expected.merge_through(FINAL);
         let orders: [[usize; 3]; 4] = [[0, 1, 2], [1, 0, 2], [1, 2, 0], [2, 1, 0]];
         for order in orders {

@@ -264,9 +264,10 @@ fn send_steps(
     for step in steps {
         // The rows with their tags, and whether they count as output rows.
         let (rows, counted): (Vec<(RecordBatch, Option<Emission>)>, bool) = match step {
-            Step::Final { rows, next } => {
-                (tag(rows, tagged.then_some(Emission::Final { next })).collect(), true)
-            }
+            Step::Final { rows, next } => (
+                tag(rows, tagged.then_some(Emission::Final { next })).collect(),
+                true,
+            ),
             Step::Settled {
                 rows,
                 parts,
@@ -282,7 +283,10 @@ fn send_steps(
             }
             Step::Settled {
                 rows, parts, next, ..
-            } => (tag(rows, Some(Emission::Settled { next, parts })).collect(), false),
+            } => (
+                tag(rows, Some(Emission::Settled { next, parts })).collect(),
+                false,
+            ),
             Step::Narrow { rows, parts, next } => {
                 let narrow = rows.into_iter().map(|(kept, rows, batch)| {
                     let emission = Emission::Narrow {
@@ -295,9 +299,10 @@ fn send_steps(
                 });
                 (narrow.collect(), false)
             }
-            Step::Withdrawn { rows, parts, next } => {
-                (tag(rows, Some(Emission::Withdrawn { next, parts })).collect(), false)
-            }
+            Step::Withdrawn { rows, parts, next } => (
+                tag(rows, Some(Emission::Withdrawn { next, parts })).collect(),
+                false,
+            ),
             Step::Provisional {
                 at,
                 mut rows,
@@ -316,7 +321,10 @@ fn send_steps(
                     // as a record, so that timely sends it: `Batch::record_count`).
                     rows.push(RecordBatch::new_empty(std::sync::Arc::new(Schema::empty())));
                 }
-                (tag(rows, Some(Emission::Provisional { at, parts })).collect(), false)
+                (
+                    tag(rows, Some(Emission::Provisional { at, parts })).collect(),
+                    false,
+                )
             }
         };
         let mut session = output.session(capability);

@@ -1007,7 +1007,14 @@ impl KeyedDate {
             let (mut rows, mut narrow) = (Vec::new(), Vec::new());
             let part = segment.part(streamed, spec, (k, *horizon), incremental, picks, values);
             part?.add_to(&mut rows, &mut narrow);
-            push_part(steps, rows, narrow, &streamed.output, Parts::horizon(k), next)?;
+            push_part(
+                steps,
+                rows,
+                narrow,
+                &streamed.output,
+                Parts::horizon(k),
+                next,
+            )?;
         }
         Ok(())
     }
@@ -1089,7 +1096,10 @@ fn cut_parts(
             false => open.flush(false, &mut settled)?,
         }
     }
-    debug_assert!(kept.is_none() || rest.len() == all.len(), "numbered rows go whole");
+    debug_assert!(
+        kept.is_none() || rest.len() == all.len(),
+        "numbered rows go whole"
+    );
     let output = &streamed.output;
     for (rows, parts, kept) in [
         (rest, Parts::BASE.with(Parts::REVISED), kept),
