@@ -1531,7 +1531,8 @@ impl Held {
         Ok(())
     }
 
-    /// Keeps the live rows of the batches alone.
+    /// Keeps the live rows of the batches alone, in one batch (a pass over the held
+    /// rows, and each take from them, costs per batch too).
     fn compact(&mut self) -> Result<(), EnrichError> {
         let dead = std::mem::take(&mut self.dead);
         let mut kept = Vec::new();
@@ -1545,6 +1546,10 @@ impl Held {
                     }
                 }
             }
+        }
+        if kept.len() > 1 {
+            let schema = kept[0].schema();
+            kept = vec![arrow::compute::concat_batches(&schema, &kept).map_err(output_error)?];
         }
         self.batches = kept;
         Ok(())
