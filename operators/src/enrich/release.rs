@@ -813,17 +813,8 @@ impl KeyedDate {
         if !withdraw {
             let mut open = Vec::new();
             streamed.open.flush(true, &mut open)?;
-            let rows = project(open, &streamed.output)?;
-            if !rows.is_empty() {
-                let (parts, next) = (Parts::REVISED, FINAL);
-                let kept = None;
-                steps.push(Step::Settled {
-                    rows,
-                    parts,
-                    next,
-                    kept,
-                });
-            }
+            let (parts, next) = (Parts::REVISED, FINAL);
+            push_part(&mut steps, open, Vec::new(), &streamed.output, parts, next)?;
         }
         let finished = Finished::Streamed {
             batches: Vec::new().into_iter(),
