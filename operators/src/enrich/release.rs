@@ -1281,18 +1281,18 @@ struct Held {
     /// Whether anything is held at all (a rule revises a column of the output).
     active: bool,
     /// The rows that the last call opened: the only open rows its output can have.
-    opened: FxHashMap<u64, ()>,
+    opened: RowSet,
     /// The held rows.
     batches: Vec<RecordBatch>,
     rows: usize,
     /// Each revised row's last change: (revision, index in it).
     changes: FxHashMap<u64, (u32, u32)>,
-    /// The rows in `changes`, as bits: most rows of a batch have none, and a bit is
-    /// cheaper to test than the map.
-    changed_rows: RowBits,
+    /// The rows in `changes`: most rows of a batch have none, and a bit is cheaper to
+    /// test than the map.
+    changed_rows: RowSet,
     revisions: Vec<Vec<(String, ArrayRef)>>,
     /// The held rows settled since the held rows were last gone through.
-    settled: FxHashMap<u64, ()>,
+    settled: RowSet,
     /// With withdrawals, the held rows that moved on (see [`Held::flush_changes`]).
     dead: Dead,
 }
@@ -1339,13 +1339,13 @@ impl Held {
     fn new(active: bool) -> Self {
         Held {
             active,
-            opened: FxHashMap::default(),
+            opened: RowSet::default(),
             batches: Vec::new(),
             rows: 0,
             changes: FxHashMap::default(),
-            changed_rows: RowBits::default(),
+            changed_rows: RowSet::default(),
             revisions: Vec::new(),
-            settled: FxHashMap::default(),
+            settled: RowSet::default(),
             dead: Dead::default(),
         }
     }
@@ -1355,13 +1355,13 @@ impl Held {
     fn fork(&self) -> Held {
         Held {
             active: self.active,
-            opened: FxHashMap::default(),
+            opened: RowSet::default(),
             batches: self.batches.clone(),
             rows: self.rows,
             changes: self.changes.clone(),
             changed_rows: self.changed_rows.clone(),
             revisions: self.revisions.clone(),
-            settled: FxHashMap::default(),
+            settled: RowSet::default(),
             // A fork is flushed whole (`flush(true)`), never by its changes.
             dead: Dead::default(),
         }
@@ -1374,13 +1374,9 @@ impl Held {
         }
         self.change(&revisions);
         let settled = (revisions.row_ids.iter()).zip(&revisions.settled);
-        self.settled.extend(
-            settled
-                .filter(|(_, s)| **s)
-                .map(|(row_id, _)| (*row_id, ())),
-        );
-        self.opened
-            .extend(revisions.open.into_iter().map(|row_id| (row_id, ())));
+        self.settled
+            .extend(settled.filter(|(_, s)| **s).map(|(row_id, _)| *row_id));
+        self.opened.extend(revisions.open);
     }
 
     /// Moves the rows of `rows` that the last revisions opened into the held rows;
@@ -1486,10 +1482,8 @@ impl Held {
         let mut picks: Vec<(usize, usize)> = Vec::new();
         for (b, batch) in self.batches.iter().enumerate() {
             for (row, id) in row_ids(batch)?.values().iter().enumerate() {
-                if self.changed_rows.may_contain(*id)
-                    && self.changes.contains_key(id)
-                    && !self.dead.is(b, row)
-                {
+                // The rows in `changes` are those in `changed_rows`.
+                if self.changed_rows.contains(*id) && !self.dead.is(b, row) {
                     picks.push((b, row));
                 }
             }
@@ -1549,7 +1543,7 @@ impl Held {
     /// The rows of `batch` with a change: (row, revision, index in it).
     fn changes_of(&self, batch: &RecordBatch) -> Result<Vec<(usize, u32, u32)>, EnrichError> {
         Ok((row_ids(batch)?.values().iter().enumerate())
-            .filter(|(_, id)| self.changed_rows.may_contain(**id))
+            .filter(|(_, id)| self.changed_rows.contains(**id))
             .filter_map(|(row, id)| self.changes.get(id).map(|(r, i)| (row, *r, *i)))
             .collect())
     }
@@ -1600,39 +1594,66 @@ impl Held {
     }
 }
 
-/// A set of `row_id`s as bits. Row ids are a row's place in its date's input, from 0,
-/// so the bits are dense; an id too large for them makes every id a maybe.
+/// A set of `row_id`s: a bit each below [`RowSet::LIMIT`] (row ids are a row's place
+/// in its date's input, from 0, so the bits are dense), a hash set above. Testing and
+/// adding a bit is much cheaper than a hash map's; clearing zeroes the words set only.
 #[derive(Clone, Debug, Default)]
-struct RowBits {
+struct RowSet {
     words: Vec<u64>,
-    large: bool,
+    /// The words with a bit set, to clear.
+    set_words: Vec<u32>,
+    large: rustc_hash::FxHashSet<u64>,
+    len: usize,
 }
 
-impl RowBits {
-    /// Ids from here on are not kept as bits (16 MB of them).
+impl RowSet {
+    /// Ids from here on go in the hash set (16 MB of bits below).
     const LIMIT: u64 = 1 << 27;
 
     fn insert(&mut self, id: u64) {
         if id >= Self::LIMIT {
-            self.large = true;
+            self.len += usize::from(self.large.insert(id));
             return;
         }
         let word = (id / 64) as usize;
         if word >= self.words.len() {
             self.words.resize(word + 1, 0);
         }
-        self.words[word] |= 1 << (id % 64);
+        let (bits, bit) = (&mut self.words[word], 1 << (id % 64));
+        if *bits == 0 {
+            self.set_words.push(word as u32);
+        }
+        self.len += usize::from(*bits & bit == 0);
+        *bits |= bit;
     }
 
-    /// False when `id` was not inserted since the last clear.
-    fn may_contain(&self, id: u64) -> bool {
-        self.large
-            || (self.words.get((id / 64) as usize)).is_some_and(|word| word >> (id % 64) & 1 == 1)
+    fn contains(&self, id: u64) -> bool {
+        match id < Self::LIMIT {
+            true => (self.words.get((id / 64) as usize)).is_some_and(|w| w >> (id % 64) & 1 == 1),
+            false => self.large.contains(&id),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     fn clear(&mut self) {
-        self.words.fill(0);
-        self.large = false;
+        for word in self.set_words.drain(..) {
+            self.words[word as usize] = 0;
+        }
+        self.large.clear();
+        self.len = 0;
+    }
+}
+
+impl Extend<u64> for RowSet {
+    fn extend<I: IntoIterator<Item = u64>>(&mut self, ids: I) {
+        ids.into_iter().for_each(|id| self.insert(id));
     }
 }
 
@@ -1653,9 +1674,9 @@ fn take_rows(
 }
 
 /// Which rows of `batch` have their `row_id` in `set`.
-fn rows_in<V>(batch: &RecordBatch, set: &FxHashMap<u64, V>) -> Result<BooleanArray, EnrichError> {
+fn rows_in(batch: &RecordBatch, set: &RowSet) -> Result<BooleanArray, EnrichError> {
     let ids = row_ids(batch)?.values();
-    let bits = BooleanBuffer::collect_bool(ids.len(), |i| set.contains_key(&ids[i]));
+    let bits = BooleanBuffer::collect_bool(ids.len(), |i| set.contains(ids[i]));
     Ok(BooleanArray::new(bits, None))
 }
 
@@ -1797,6 +1818,34 @@ mod tests {
     }
 
     proptest! {
+        /// A row set holds what was added since it was cleared, below the bits' limit
+        /// and above it, as a set does.
+        #[test]
+        fn a_row_set_is_a_set(
+            rounds in proptest::collection::vec(
+                proptest::collection::vec(
+                    prop_oneof![0u64..300, (RowSet::LIMIT - 5)..(RowSet::LIMIT + 5)],
+                    0..40,
+                ),
+                1..4,
+            ),
+        ) {
+            let mut set = RowSet::default();
+            for ids in rounds {
+                set.clear();
+                let mut model = std::collections::BTreeSet::new();
+                for id in ids {
+                    set.insert(id);
+                    model.insert(id);
+                }
+                prop_assert_eq!(set.len(), model.len());
+                prop_assert_eq!(set.is_empty(), model.is_empty());
+                for id in (0..310).chain((RowSet::LIMIT - 8)..(RowSet::LIMIT + 8)) {
+                    prop_assert_eq!(set.contains(id), model.contains(&id), "{}", id);
+                }
+            }
+        }
+
         /// Held rows whose values change over passes: what each pass withdraws and sends
         /// leaves every row counted once, with its last value, however the changes fall
         /// on the batches (moved rows, dead rows, compaction); settled rows go.
