@@ -39,7 +39,10 @@
 //! the final result too ([`Emission::Part`], kept the same way, the last with
 //! `next = FINAL`), and an open entry's part is withdrawn ([`Emission::Withdrawn`]:
 //! folded in negated, exact for counts and sums) and sent again when it changes instead
-//! of being evaluated at every `W`.
+//! of being evaluated at every `W`. A horizon's part whose components read the return
+//! itself comes narrow ([`Emission::Narrow`]): the return alone, for the rows of a
+//! numbered part batch whose groups the worker kept when it came (a date's rows find
+//! their groups once, in the date's groups, and each result's groups by those).
 //!
 //! In parts: this file is the operator; `plan.rs` binds a spec to a schema and builds
 //! partials ([`AggregatePlan`]); `state.rs` the mergeable group state ([`AggState`]);

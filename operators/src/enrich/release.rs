@@ -151,7 +151,7 @@ pub struct Provisional {
 
 /// How a date's provisional results are computed incrementally: each row's
 /// contribution to each [`Parts`] of the aggregate's components is sent once, when it
-/// no longer changes ([`Step::Settled`]): [`Parts::BASE`] and, for the rows no rule
+/// no longer changes ([`crate::batch::Emission::Part`]): [`Parts::BASE`] and, for the rows no rule
 /// holds open, [`Parts::REVISED`] when the row is cut; [`Parts::horizon`]`(k)` once
 /// the watermark reaches the row's time plus the `k`-th horizon (a return not known by
 /// `W` is null in the result at `W`, and adds nothing to these parts); an open entry's
