@@ -341,7 +341,12 @@ pub fn returns_across(stretches: &[Stretch<'_>], horizon: Horizon, day_ms: i64) 
             loop {
                 let (times, _, range) = &slices[at];
                 let last = range.end - 1;
-                ahead = last_at_or_before(times, ahead, last, target);
+                // A stretch that ends at or before the target is passed whole (under
+                // `emit_every` a target is several short stretches ahead).
+                ahead = match times[last] <= target {
+                    true => last,
+                    false => last_at_or_before(times, ahead, last, target),
+                };
                 if ahead < last {
                     break;
                 }
