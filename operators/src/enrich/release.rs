@@ -1478,19 +1478,24 @@ impl Held {
         if self.changes.is_empty() {
             return Ok(());
         }
-        // A change of a row not held (it settled before) changes nothing.
-        let mut picks: Vec<(usize, usize)> = Vec::new();
+        // A change of a row not held (it settled before) changes nothing. Each row
+        // picked, and its change: (row taken, revision, index in it).
+        let (mut picks, mut changed) = (Vec::new(), Vec::new());
         for (b, batch) in self.batches.iter().enumerate() {
             for (row, id) in row_ids(batch)?.values().iter().enumerate() {
-                // The rows in `changes` are those in `changed_rows`.
-                if self.changed_rows.contains(*id) && !self.dead.is(b, row) {
+                // The rows in `changes` are those in `changed_rows` (a bit, mostly not).
+                if self.changed_rows.contains(*id)
+                    && !self.dead.is(b, row)
+                    && let Some((r, i)) = self.changes.get(id)
+                {
+                    changed.push((picks.len(), *r, *i));
                     picks.push((b, row));
                 }
             }
         }
         if !picks.is_empty() {
             let before = take_rows(&self.batches, &picks)?;
-            let after = self.changed(before.clone())?;
+            let after = self.apply(before.clone(), &changed)?;
             withdrawn.push(before);
             sent.push(after.clone());
             for &(b, row) in &picks {
