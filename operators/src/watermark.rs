@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::Int64Array;
+use arrow::array::{Array, Int64Array};
 
 /// The `[stream]` section: how late a row may arrive, what happens to one that arrives
 /// later, and how often provisional results come out.
@@ -83,19 +83,26 @@ pub fn classify(
     lateness_ms: i64,
 ) -> Vec<LateRow> {
     let mut late = Vec::new();
-    for (index, value) in elapsed_ms.iter().enumerate() {
-        let Some(t) = value else { continue };
-        let watermark = watermark(*largest, floor, lateness_ms);
-        if t < watermark {
+    let (mut top, mut mark) = (*largest, watermark(*largest, floor, lateness_ms));
+    // The watermark moves only when the largest time does: worked out then, not per row.
+    let mut see = |index: usize, t: i64| {
+        if t < mark {
             late.push(LateRow {
                 index,
                 elapsed_ms: t,
-                watermark,
+                watermark: mark,
             });
-        } else if largest.is_none_or(|l| t > l) {
-            *largest = Some(t);
+        } else if top.is_none_or(|l| t > l) {
+            top = Some(t);
+            mark = watermark(top, floor, lateness_ms);
         }
+    };
+    let values = elapsed_ms.values();
+    match elapsed_ms.nulls().filter(|n| n.null_count() > 0) {
+        None => values.iter().enumerate().for_each(|(i, t)| see(i, *t)),
+        Some(nulls) => nulls.valid_indices().for_each(|i| see(i, values[i])),
     }
+    *largest = top;
     late
 }
 
@@ -200,6 +207,32 @@ mod tests {
                 }
             }
             prop_assert_eq!(late, expected);
+        }
+    }
+
+    proptest! {
+        /// Null times are skipped: the late rows, and the largest time after them, are
+        /// those of the other rows alone.
+        #[test]
+        fn null_times_are_never_late_and_move_nothing(
+            times in proptest::collection::vec(proptest::option::weighted(0.8, 0i64..20_000), 0..200),
+            lateness in 0i64..5_000,
+            floor in prop_oneof![Just(i64::MIN), 0i64..20_000],
+        ) {
+            let valid: Vec<(usize, i64)> = (times.iter().enumerate())
+                .filter_map(|(i, t)| t.map(|t| (i, t)))
+                .collect();
+            let dense = Int64Array::from_iter_values(valid.iter().map(|(_, t)| *t));
+            let (mut dense_largest, mut largest) = (None, None);
+            let expected: Vec<(usize, i64, i64)> = classify(&dense, &mut dense_largest, floor, lateness)
+                .into_iter()
+                .map(|row| (valid[row.index].0, row.elapsed_ms, row.watermark))
+                .collect();
+            let late = classify(&Int64Array::from(times), &mut largest, floor, lateness);
+            let late: Vec<(usize, i64, i64)> =
+                late.into_iter().map(|row| (row.index, row.elapsed_ms, row.watermark)).collect();
+            prop_assert_eq!(late, expected);
+            prop_assert_eq!(largest, dense_largest);
         }
     }
 
