@@ -149,14 +149,14 @@ pub struct Provisional {
     pub incremental: Option<Incremental>,
 }
 
-/// How a date's provisional results are computed incrementally: each row's
-/// contribution to each [`Parts`] of the aggregate's components is sent once, when it
-/// no longer changes ([`crate::batch::Emission::Part`]): [`Parts::BASE`] and, for the rows no rule
-/// holds open, [`Parts::REVISED`] when the row is cut; [`Parts::horizon`]`(k)` once
-/// the watermark reaches the row's time plus the `k`-th horizon (a return not known by
-/// `W` is null in the result at `W`, and adds nothing to these parts); an open entry's
-/// [`Parts::REVISED`] when it settles, and until then, at each `W`, as matched by `W`.
-/// The pipeline's binding decides whether the aggregate allows it.
+/// How a date's provisional results are computed incrementally: each row's contribution
+/// to each [`Parts`] of the aggregate's components is sent once, when it no longer
+/// changes ([`crate::batch::Emission::Part`]): [`Parts::BASE`] and, for the rows no
+/// rule holds open, [`Parts::REVISED`] when the row is cut; [`Parts::horizon`]`(k)`
+/// once the watermark reaches the row's time plus the `k`-th horizon (a return not
+/// known by `W` is null in the result at `W`, and adds nothing to these parts); an open
+/// entry's [`Parts::REVISED`] when it settles, and until then, at each `W`, as matched
+/// by `W`. The pipeline's binding decides whether the aggregate allows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Incremental {
     /// The horizons (bits, by position in the forward returns' `horizons`) whose
@@ -1482,13 +1482,9 @@ impl Held {
         // picked, and its change: (row taken, revision, index in it).
         let (mut picks, mut changed) = (Vec::new(), Vec::new());
         for (b, batch) in self.batches.iter().enumerate() {
-            for (row, id) in row_ids(batch)?.values().iter().enumerate() {
-                // The rows in `changes` are those in `changed_rows` (a bit, mostly not).
-                if self.changed_rows.contains(*id)
-                    && !self.dead.is(b, row)
-                    && let Some((r, i)) = self.changes.get(id)
-                {
-                    changed.push((picks.len(), *r, *i));
+            for (row, r, i) in self.changes_of(batch)? {
+                if !self.dead.is(b, row) {
+                    changed.push((picks.len(), r, i));
                     picks.push((b, row));
                 }
             }
