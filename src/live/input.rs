@@ -189,10 +189,7 @@ fn next_message(
     }
     let mut message = prefix;
     let start = message.len();
-    message.resize(start + length, 0);
-    if read_full(input, &mut message[start..])? != length {
-        return Err("the producer disconnected in the middle of a message".into());
-    }
+    read_more(input, &mut message, length)?;
     let body = arrow::ipc::root_as_message(&message[start..])
         .map_err(|e| format!("not a valid Arrow IPC stream message: {e}"))?
         .bodyLength();
@@ -200,12 +197,20 @@ fn next_message(
     if body > max_message_bytes {
         return Err(too_large("body", body));
     }
-    let start = message.len();
-    message.resize(start + body, 0);
-    if read_full(input, &mut message[start..])? != body {
-        return Err("the producer disconnected in the middle of a message".into());
-    }
+    read_more(input, &mut message, body)?;
     Ok(Some(message))
+}
+
+/// Appends the next `length` bytes of `input` to `message`, read into its spare
+/// capacity (not zeroed first: a message's body is most of what a feed reads).
+fn read_more(input: &mut impl Read, message: &mut Vec<u8>, length: usize) -> Result<(), String> {
+    message.reserve_exact(length);
+    let read = (input.take(length as u64).read_to_end(message))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    match read == length {
+        true => Ok(()),
+        false => Err("the producer disconnected in the middle of a message".into()),
+    }
 }
 
 /// Reads until `buf` is full or the input ends; returns how much was read.
@@ -240,5 +245,77 @@ pub(super) fn accept(listener: TcpListener, max_message_bytes: usize, events: Se
         }
         let events = events.clone();
         std::thread::spawn(move || read_stream(stream, connection, max_message_bytes, &events));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, Int64Array};
+    use arrow::ipc::writer::StreamWriter;
+
+    use super::*;
+
+    fn batches() -> Vec<RecordBatch> {
+        (0..3)
+            .map(|b| {
+                let n = 1_000 * (b + 1);
+                RecordBatch::try_from_iter([
+                    ("id", Arc::new(Int64Array::from_iter_values(0..n)) as _),
+                    (
+                        "x",
+                        Arc::new(Float64Array::from_iter_values(
+                            (0..n).map(|i| i as f64 / 3.0),
+                        )) as _,
+                    ),
+                ])
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn stream(batches: &[RecordBatch]) -> Vec<u8> {
+        let mut writer = StreamWriter::try_new(Vec::new(), &batches[0].schema()).unwrap();
+        batches.iter().for_each(|b| writer.write(b).unwrap());
+        writer.into_inner().unwrap()
+    }
+
+    fn read_all(bytes: &[u8]) -> (Vec<RecordBatch>, StreamEnd) {
+        let mut read = Vec::new();
+        let end = read_messages(
+            bytes,
+            1 << 20,
+            || true,
+            |b| {
+                read.push(b);
+                true
+            },
+        );
+        (read, end)
+    }
+
+    /// A stream reads back batch for batch; cut anywhere inside a message, the batches
+    /// before it come and the stream ends with an error naming the cut.
+    #[test]
+    fn messages_read_whole_or_fail_where_cut() {
+        let sent = batches();
+        let bytes = stream(&sent);
+        let (read, end) = read_all(&bytes);
+        assert!(matches!(end, StreamEnd::Clean));
+        assert_eq!(read, sent);
+        // Past the schema and the first batch's message, then inside the second's body.
+        let first = stream(&sent[..1]).len() - 8; // less the end-of-stream marker
+        for cut in [first + 4, first + 100, first + 10_000] {
+            let (read, end) = read_all(&bytes[..cut]);
+            assert_eq!(read, sent[..1], "cut at {cut}");
+            match end {
+                StreamEnd::Error(error) => assert!(
+                    error.contains("message 3") && error.contains("in the middle of a message"),
+                    "cut at {cut}: {error}"
+                ),
+                StreamEnd::Clean => panic!("cut at {cut}: read as complete"),
+            }
+        }
     }
 }

@@ -1670,6 +1670,9 @@ fn take_rows(
         let batch = &batches[run[0].0];
         taken.push(arrow::compute::take_record_batch(batch, &rows).map_err(output_error)?);
     }
+    if taken.len() == 1 {
+        return Ok(taken.pop().expect("one batch"));
+    }
     let schema = batches[picks[0].0].schema();
     arrow::compute::concat_batches(&schema, &taken).map_err(output_error)
 }
