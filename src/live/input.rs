@@ -295,8 +295,9 @@ mod tests {
         (read, end)
     }
 
-    /// A stream reads back batch for batch; cut anywhere inside a message, the batches
-    /// before it come and the stream ends with an error naming the cut.
+    /// A stream reads back batch for batch; cut inside a message (in its length, its
+    /// metadata or its body), the batches before it come and the stream ends with an
+    /// error naming the message.
     #[test]
     fn messages_read_whole_or_fail_where_cut() {
         let sent = batches();
@@ -304,7 +305,8 @@ mod tests {
         let (read, end) = read_all(&bytes);
         assert!(matches!(end, StreamEnd::Clean));
         assert_eq!(read, sent);
-        // Past the schema and the first batch's message, then inside the second's body.
+        // Past the schema's and the first batch's messages: in the second batch's length,
+        // metadata and body.
         let first = stream(&sent[..1]).len() - 8; // less the end-of-stream marker
         for cut in [first + 4, first + 100, first + 10_000] {
             let (read, end) = read_all(&bytes[..cut]);
