@@ -152,6 +152,9 @@ fn read_messages(
     }
 }
 
+/// What a stream that ends inside a message is told.
+const CUT_SHORT: &str = "the producer disconnected in the middle of a message";
+
 /// The next message of an IPC stream (its length prefix, metadata and body, as the
 /// decoder takes them), or `None` at its end (the end-of-stream marker, or the end of
 /// the input between messages). Its metadata and body must each fit in
@@ -164,13 +167,13 @@ fn next_message(
     match read_full(input, &mut word)? {
         0 => return Ok(None),
         4 => {}
-        _ => return Err("the producer disconnected in the middle of a message".into()),
+        _ => return Err(CUT_SHORT.into()),
     }
     let mut prefix = word.to_vec();
     if word == [0xff; 4] {
         // The continuation marker, then the length.
         if read_full(input, &mut word)? != 4 {
-            return Err("the producer disconnected in the middle of a message".into());
+            return Err(CUT_SHORT.into());
         }
         prefix.extend_from_slice(&word);
     }
@@ -209,7 +212,7 @@ fn read_more(input: &mut impl Read, message: &mut Vec<u8>, length: usize) -> Res
         .map_err(|e| format!("cannot read: {e}"))?;
     match read == length {
         true => Ok(()),
-        false => Err("the producer disconnected in the middle of a message".into()),
+        false => Err(CUT_SHORT.into()),
     }
 }
 
