@@ -548,6 +548,49 @@ fn provisional_results_with_open_entries_evaluated_are_the_date_cut_at_their_wat
     check_provisional_results(max_matched);
 }
 
+/// Incremental provisional results whose open entries' changes go narrow: the revised
+/// columns and the column a derived one reads besides them (`px`, a *place* column),
+/// for the groups the aggregate kept for the batch each entry was sent in. Without
+/// anything derived from a revised column they go narrow too (no place column); a
+/// derived column that reads one the keyed stage does not keep (derived after it)
+/// sends them whole.
+#[test]
+fn provisional_results_with_narrow_revised_values_are_the_date_cut_at_their_watermark() {
+    let places = |edit| bound_with(edit).incremental.and_then(|i| i.revised_narrow);
+    assert_eq!(places(|t| t), Some(0));
+    assert_eq!(places(max_matched), None, "a max is not withdrawn");
+    assert_eq!(places(|t| revised_times(t, "holding_period + 1")), None);
+    let bound = bound_with(notional);
+    let keep = bound.stages.iter().find_map(|s| match s {
+        vizflow::config::Stage::Keyed(spec) => spec.keep.clone(),
+        _ => None,
+    });
+    let px = keep.unwrap().iter().position(|c| c == "px").unwrap();
+    assert_eq!(places(notional), Some(1 << px));
+    check_provisional_results(notional);
+}
+
+/// [`pipeline_text`] with a metric over `matched_qty * px`.
+fn notional(text: String) -> String {
+    revised_times(text, "px")
+}
+
+/// [`pipeline_text`] with a metric over `matched_qty` times `factor` (`f`, derived
+/// after the keyed stage from a column the FIFO adds, when it is not a column).
+fn revised_times(text: String, factor: &str) -> String {
+    let derive = format!(
+        "[derive]\n        f = \"{factor}\"\n        x = \"matched_qty * f\"\n\n        [aggregate]"
+    );
+    let derive = match factor {
+        "px" => "[derive]\n        x = \"matched_qty * px\"\n\n        [aggregate]".to_owned(),
+        _ => derive,
+    };
+    (text.replacen("[aggregate]", &derive, 1)).replace(
+        "[aggregate.metrics]",
+        "[aggregate.metrics]\n        x = \"sum(x)\"",
+    )
+}
+
 /// [`pipeline_text`] with a max of the matched quantity.
 fn max_matched(text: String) -> String {
     text.replace(

@@ -85,8 +85,12 @@ pub enum Emission {
         /// The components they count in.
         parts: Parts,
         /// When the aggregate keeps the rows' groups for their narrow parts
-        /// ([`Emission::Narrow`]), the number those parts name this batch by.
+        /// ([`Emission::Narrow`], [`Emission::Revised`]), the number those parts name
+        /// this batch by.
         kept: Option<u64>,
+        /// How many of its rows are entries a rule holds open, whose changes come as
+        /// [`Emission::Revised`] (each settles once).
+        open: u32,
     },
     /// The return at one horizon of the rows of the [`Emission::Part`] batch `kept`, a
     /// column of their number (by its name), null for the rows not in this part: the
@@ -102,6 +106,23 @@ pub enum Emission {
         kept: u64,
         /// How many of its rows are in this part.
         rows: u32,
+    },
+    /// Changes of the revised columns of open entries sent before in numbered
+    /// [`Emission::Part`] batches, narrow: per row, its batch ([`KEPT_BATCH`](crate::columns::KEPT_BATCH)) and row
+    /// in it ([`KEPT_ROW`](crate::columns::KEPT_ROW)), the revised columns and the other columns that the derived
+    /// columns of `parts` read. `withdrawn`: as they were sent, taken out of the
+    /// components `parts` from the provisional result at `next` on; else as they are
+    /// now, with [`SETTLES`](crate::columns::SETTLES) true for the entries that no longer change. Only for
+    /// parts whose components take a withdrawal exactly. The derive stages after the
+    /// keyed stage evaluate the derived columns they can on them, the other stages pass
+    /// them on; the aggregate folds them into the groups it kept for their batches.
+    Revised {
+        /// The next provisional result's watermark, or `i64::MAX`.
+        next: i64,
+        /// The components they count in.
+        parts: Parts,
+        /// Whether they are withdrawn.
+        withdrawn: bool,
     },
     /// Rows' contributions to `parts` sent before ([`Emission::Part`],
     /// [`Emission::Settled`]) and withdrawn, as they were sent: their values changed
@@ -148,6 +169,7 @@ impl Emission {
             Some(Emission::Part { parts, .. }) => parts.meets(Parts::BASE),
             Some(
                 Emission::Narrow { .. }
+                | Emission::Revised { .. }
                 | Emission::Settled { .. }
                 | Emission::Withdrawn { .. }
                 | Emission::Provisional { .. },
@@ -755,15 +777,35 @@ pub fn with_columns(batch: &RecordBatch, columns: Vec<(String, ArrayRef)>) -> Re
 /// the stateless operators (derive, parse_time, bin). `logic` gets the date key of the
 /// batch's time, the batch and the diagnostics (to count what it did), and returns the
 /// batch to pass on; an error (of the caller's type, recorded by its text) fails the
-/// batch's date and passes nothing.
+/// batch's date and passes nothing. Narrow batches ([`Emission::Narrow`],
+/// [`Emission::Revised`]) pass as they are.
 pub fn map_batches<'scope, L, E>(
     stream: Stream<'scope, Time, Batch>,
     name: &str,
     diagnostics: Diagnostics,
-    mut logic: L,
+    logic: L,
 ) -> Stream<'scope, Time, Batch>
 where
     L: FnMut(u32, RecordBatch, &Diagnostics) -> Result<RecordBatch, E> + 'static,
+    E: std::fmt::Display + 'static,
+{
+    type Pass<E> = fn(RecordBatch) -> Result<RecordBatch, E>;
+    map_stage(stream, name, diagnostics, logic, None::<Pass<E>>)
+}
+
+/// [`map_batches`], with `revised` for the narrow batches of revised values
+/// ([`Emission::Revised`]) when the stage has work on them (a derive stage evaluates
+/// the derived columns of the revised ones).
+pub fn map_stage<'scope, L, R, E>(
+    stream: Stream<'scope, Time, Batch>,
+    name: &str,
+    diagnostics: Diagnostics,
+    mut logic: L,
+    mut revised: Option<R>,
+) -> Stream<'scope, Time, Batch>
+where
+    L: FnMut(u32, RecordBatch, &Diagnostics) -> Result<RecordBatch, E> + 'static,
+    R: FnMut(RecordBatch) -> Result<RecordBatch, E> + 'static,
     E: std::fmt::Display,
 {
     let stage = name.to_owned();
@@ -774,10 +816,25 @@ where
                 let mut session = output.session(&time);
                 for batch in data {
                     let emission = batch.emission;
-                    if matches!(emission, Some(Emission::Narrow { .. })) {
+                    match (emission, &mut revised) {
+                        (Some(Emission::Revised { .. }), Some(revised)) => {
+                            let Some(rows) = batch.take() else { continue };
+                            let started = Instant::now();
+                            match revised(rows) {
+                                Ok(out) => {
+                                    session.give_container(&mut Batch::emitted(out, emission))
+                                }
+                                Err(error) => diagnostics.error(date_key, error.to_string()),
+                            }
+                            diagnostics.time(date_key, &stage, started);
+                            continue;
+                        }
                         // Only the aggregate reads it.
-                        session.give_container(batch);
-                        continue;
+                        (Some(Emission::Narrow { .. } | Emission::Revised { .. }), _) => {
+                            session.give_container(batch);
+                            continue;
+                        }
+                        _ => {}
                     }
                     let Some(rows) = batch.take() else { continue };
                     // A provisional result's rows count nowhere (their final versions

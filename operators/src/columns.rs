@@ -10,6 +10,15 @@
 //! A row's event order is (`elapsed_ms`, `row_id`); rules may not add columns named
 //! like either of them ([`crate::enrich::checked_outputs`]).
 
+/// In a narrow batch of revised values ([`crate::batch::Emission::Revised`]), the
+/// number of the batch each row was sent in (UInt64).
+pub const KEPT_BATCH: &str = "__kept_batch";
+/// In a narrow batch of revised values, each row's place in its batch (UInt32).
+pub const KEPT_ROW: &str = "__kept_row";
+/// In a narrow batch of revised values sent again, whether the entry no longer changes
+/// (Boolean).
+pub const SETTLES: &str = "__settles";
+
 /// The name of the row identity column (0-based position in the date's file).
 pub const ROW_ID: &str = "row_id";
 /// The name of the trading-time column `parse_time` adds (ms since the first session's

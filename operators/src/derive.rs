@@ -17,7 +17,7 @@ use arrow::datatypes::{DataType, Float64Type, UInt64Type};
 use arrow::error::ArrowError;
 use timely::dataflow::Stream;
 
-use crate::batch::{Batch, map_batches, with_columns};
+use crate::batch::{Batch, map_stage, with_columns};
 use crate::columns::ROW_ID;
 use crate::expr::{Expr, ExprError};
 use crate::report::Diagnostics;
@@ -457,8 +457,38 @@ pub trait Derive<'scope> {
 
 impl<'scope> Derive<'scope> for Stream<'scope, Time, Batch> {
     fn derive(self, spec: DeriveSpec, diagnostics: Diagnostics) -> Stream<'scope, Time, Batch> {
-        map_batches(self, "Derive", diagnostics, derive_fn(spec))
+        let columns = spec.columns.clone();
+        let revised = move |batch: RecordBatch| derive_revised(&batch, &columns);
+        map_stage(self, "Derive", diagnostics, derive_fn(spec), Some(revised))
     }
+}
+
+/// The derived `columns` that can be evaluated on a narrow batch of revised values
+/// ([`crate::batch::Emission::Revised`]), in order, added to it: those whose columns
+/// it has (the pipeline's binding sends such batches only when every derived column
+/// that a revised component reads is among them). The others are left out, and no
+/// column is dropped.
+pub fn derive_revised(
+    batch: &RecordBatch,
+    columns: &[(String, Expr)],
+) -> Result<RecordBatch, DeriveError> {
+    let mut out = batch.clone();
+    for (name, expr) in columns {
+        let schema = out.schema();
+        if !expr
+            .columns()
+            .iter()
+            .all(|c| schema.column_with_name(c).is_some())
+        {
+            continue;
+        }
+        let values = expr.evaluate(&out).map_err(|source| DeriveError::Expr {
+            column: name.clone(),
+            source: Box::new(source),
+        })?;
+        out = with_columns(&out, vec![(name.clone(), values)]);
+    }
+    Ok(out)
 }
 
 /// The `derive` operator's work on one batch of a date (`date_key`), counts included:

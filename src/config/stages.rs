@@ -33,7 +33,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use vizflow_operators::aggregate::AggregatePlan;
 use vizflow_operators::batch::Parts;
 use vizflow_operators::bin::BinSpec;
-use vizflow_operators::columns::{ELAPSED_MS, ELAPSED_SECONDS, ROW_ID};
+use vizflow_operators::columns::{
+    ELAPSED_MS, ELAPSED_SECONDS, KEPT_BATCH, KEPT_ROW, ROW_ID, SETTLES,
+};
 use vizflow_operators::derive::{DeriveSpec, IntegerCast};
 use vizflow_operators::enrich::{EnrichRule, EnrichSpec, checked_outputs};
 use vizflow_operators::enrich::{Incremental, check_streamable};
@@ -509,6 +511,7 @@ impl Pipeline {
             final_parts: !counts_late && !horizons.iter().any(|h| h.crosses_date()),
             withdraw: false,
             narrow: 0,
+            revised_narrow: None,
         };
         for column in plan.input_columns() {
             let Some(column_late) = late.get(&column) else {
@@ -546,6 +549,33 @@ impl Pipeline {
         }
         let narrow = (0..Parts::HORIZONS).filter(|k| incremental.narrow >> k & 1 == 1);
         plan.set_narrow(narrow.fold(Parts::NONE, |parts, k| parts.with(Parts::horizon(k))));
+        // An open entry's changes go narrow when the parts make the final result and
+        // are withdrawn, and every column other than the revised ones that a derived
+        // column of them reads (a place column) is one the keyed stage keeps.
+        if incremental.final_parts && incremental.withdraw {
+            let keep = keyed.keep.as_deref().unwrap_or(&[]);
+            let revised = |c: &str| late.get(c).is_some_and(|l| l.revised);
+            let mut places = Some(0u64);
+            for step in steps {
+                let Step::Derive { name, expr } = step else {
+                    continue;
+                };
+                if !revised(name) {
+                    continue;
+                }
+                for read in expr.columns().iter().filter(|c| !revised(c)) {
+                    places = match keep.iter().position(|c| c == read) {
+                        Some(i) if i < 64 => places.map(|p| p | 1 << i),
+                        _ => None,
+                    };
+                }
+            }
+            let reserved = [KEPT_BATCH, KEPT_ROW, SETTLES];
+            if keep.iter().any(|c| reserved.contains(&c.as_str())) {
+                places = None;
+            }
+            incremental.revised_narrow = places;
+        }
         Some(incremental)
     }
 

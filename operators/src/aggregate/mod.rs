@@ -68,13 +68,15 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 
 use crate::batch::{Batch, Emission, Parts};
+use crate::columns::{KEPT_BATCH, KEPT_ROW, SETTLES};
 use crate::expr::MetricExpr;
 use crate::report::Diagnostics;
 use crate::stash::FrontierStash;
 use crate::time::{DateOwners, Time, date_end, date_key_of, date_start, provisional_time};
 
 use accumulate::{accumulate, fold};
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{UInt32Type, UInt64Type};
 use arrow::row::RowConverter;
 pub use error::{AggregateError, AggregateProblem};
 use group::Groups;
@@ -125,8 +127,16 @@ struct Dated {
     groups: Groups,
     /// The groups (in `groups`) of the rows of each numbered batch
     /// ([`Emission::Part`]'s `kept`) whose narrow parts have not all come, and how many
-    /// rows' parts are still to come.
+    /// rows' parts (and open entries' settling changes) are still to come.
     kept: FxHashMap<u64, (Vec<u32>, usize)>,
+    /// Numbered batches whose parts all came, by the latest provisional result they
+    /// count in: let go when it is built. (A message of a time may come before an
+    /// earlier one of the same time, so the last part counted down is not the last to
+    /// come; every part of a result has come when it is built.)
+    retired: Vec<(i64, u64)>,
+    /// Per numbered batch, the latest provisional result a part counted down counts
+    /// in, until it retires.
+    last_next: FxHashMap<u64, i64>,
     /// Narrow parts that came before their batch (messages of one time may be
     /// delivered in any order).
     early: FxHashMap<u64, Vec<(Emission, RecordBatch)>>,
@@ -156,6 +166,7 @@ impl Dated {
                 (next, parts, false)
             }
             Emission::Withdrawn { next, parts } => (next, parts, true),
+            Emission::Revised { .. } => return self.fold_revised(plan, emission, rows),
             Emission::Narrow { kept, .. } => {
                 return match self.kept.contains_key(&kept) {
                     true => self.fold_narrow(plan, emission, rows),
@@ -175,14 +186,20 @@ impl Dated {
         let nonfinite = fold(plan, rows, &ids, &mut groups.states, parts, withdraw)?;
         let narrow = plan.narrow.0.count_ones() as usize;
         if let Emission::Part {
-            kept: Some(kept), ..
+            kept: Some(kept),
+            open,
+            ..
         } = emission
-            && narrow > 0
+            && (narrow > 0 || open > 0)
             && rows.num_rows() > 0
         {
-            self.kept.insert(kept, (date_ids, rows.num_rows() * narrow));
+            let left = rows.num_rows() * narrow + open as usize;
+            self.kept.insert(kept, (date_ids, left));
             for (emission, rows) in self.early.remove(&kept).unwrap_or_default() {
-                self.fold_narrow(plan, emission, &rows)?;
+                match emission {
+                    Emission::Revised { .. } => self.fold_revised(plan, emission, &rows)?,
+                    _ => self.fold_narrow(plan, emission, &rows)?,
+                };
             }
         }
         Ok(match emission {
@@ -211,16 +228,94 @@ impl Dated {
         else {
             unreachable!("a narrow part")
         };
-        let (date_ids, left) = self.kept.get_mut(&kept).expect("its batch came");
+        let (date_ids, _) = self.kept.get(&kept).expect("its batch came");
         let groups = self.by_next.entry(next).or_default();
         let ids = groups.ids_of(date_ids, &self.groups, plan);
         let nonfinite = fold(plan, rows, &ids, &mut groups.states, parts, false)?;
-        *left = left.saturating_sub(count as usize);
-        if *left == 0 {
-            self.kept.remove(&kept);
-        }
+        self.count_down(kept, count as usize, next);
         self.count_signed(nonfinite, false);
         Ok(Vec::new())
+    }
+
+    /// [`Dated::fold`] of open entries' revised values ([`Emission::Revised`]): each
+    /// row into the group its entry's row has in the batch it was sent in. Rows whose
+    /// batch did not come yet wait for it (in [`Dated::early`], under the first such
+    /// batch); an entry that settles lets its batch's groups go once nothing else is to
+    /// come for them.
+    fn fold_revised(
+        &mut self,
+        plan: &AggregatePlan,
+        emission: Emission,
+        rows: &RecordBatch,
+    ) -> Result<Vec<(String, u64)>, AggregateError> {
+        let Emission::Revised {
+            next,
+            parts,
+            withdrawn,
+        } = emission
+        else {
+            unreachable!("revised values")
+        };
+        let (batches, places) = revised_places(rows)?;
+        let mut date_ids = Vec::with_capacity(rows.num_rows());
+        let mut waiting: Option<(u64, Vec<bool>)> = None;
+        for (row, (kept, place)) in batches.iter().zip(places).enumerate() {
+            match self.kept.get(kept) {
+                Some((ids, _)) => date_ids.push(ids[*place as usize]),
+                None => {
+                    let (_, mask) =
+                        waiting.get_or_insert_with(|| (*kept, vec![false; rows.num_rows()]));
+                    mask[row] = true;
+                }
+            }
+        }
+        let rows = match waiting {
+            None => rows.clone(),
+            Some((first, mask)) => {
+                let early = arrow::array::BooleanArray::from(mask);
+                let here = arrow::compute::not(&early).map_err(AggregateProblem::Cast)?;
+                let later = arrow::compute::filter_record_batch(rows, &early)
+                    .map_err(AggregateProblem::Cast)?;
+                self.early.entry(first).or_default().push((emission, later));
+                arrow::compute::filter_record_batch(rows, &here).map_err(AggregateProblem::Cast)?
+            }
+        };
+        if rows.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let groups = self.by_next.entry(next).or_default();
+        let ids = groups.ids_of(&date_ids, &self.groups, plan);
+        let nonfinite = fold(plan, &rows, &ids, &mut groups.states, parts, withdrawn)?;
+        self.count_signed(nonfinite, withdrawn);
+        if !withdrawn {
+            let (batches, _) = revised_places(&rows)?;
+            let settles = (rows.column_by_name(SETTLES))
+                .and_then(|c| c.as_boolean_opt())
+                .ok_or_else(|| AggregateProblem::MissingColumn {
+                    column: SETTLES.to_owned(),
+                })?;
+            for (kept, settles) in batches.iter().zip(settles.values().iter()) {
+                if settles {
+                    self.count_down(*kept, 1, next);
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Counts down `count` parts of numbered batch `kept` that count from the result at
+    /// `next` on; once none is to come, it retires.
+    fn count_down(&mut self, kept: u64, count: usize, next: i64) {
+        let Some((_, left)) = self.kept.get_mut(&kept) else {
+            return;
+        };
+        *left = left.saturating_sub(count);
+        let last = self.last_next.entry(kept).or_insert(next);
+        *last = (*last).max(next);
+        if *left == 0 {
+            self.retired.push((*last, kept));
+            self.last_next.remove(&kept);
+        }
     }
 
     /// Adds parts' non-finite counts to the date's, negated when they are withdrawn.
@@ -234,6 +329,14 @@ impl Dated {
     /// Merges the rows that count in the provisional result at `at` (all with
     /// [`FINAL`]).
     fn merge_through(&mut self, at: i64) {
+        let kept = &mut self.kept;
+        self.retired.retain(|(last, number)| {
+            let done = *last <= at;
+            if done {
+                kept.remove(number);
+            }
+            !done
+        });
         while let Some(entry) = self.by_next.first_entry() {
             if *entry.key() > at {
                 break;
@@ -241,6 +344,20 @@ impl Dated {
             merge_into(&mut self.merged, entry.remove());
         }
     }
+}
+
+/// The batch numbers and places of a narrow batch of revised values.
+fn revised_places(rows: &RecordBatch) -> Result<(&[u64], &[u32]), AggregateError> {
+    let missing = |column: &str| AggregateProblem::MissingColumn {
+        column: column.to_owned(),
+    };
+    let batches = (rows.column_by_name(KEPT_BATCH))
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+        .ok_or_else(|| missing(KEPT_BATCH))?;
+    let places = (rows.column_by_name(KEPT_ROW))
+        .and_then(|c| c.as_primitive_opt::<UInt32Type>())
+        .ok_or_else(|| missing(KEPT_ROW))?;
+    Ok((batches.values(), places.values()))
 }
 
 fn merge_into(merged: &mut BTreeMap<Vec<u8>, AggState>, groups: Groups) {
@@ -502,6 +619,7 @@ mod tests {
             next: 60_000,
             parts: Parts::BASE,
             kept: Some(kept),
+            open: 0,
         };
         let piece = |next, rows| Emission::Narrow {
             next,
@@ -530,10 +648,127 @@ mod tests {
                 };
                 dated.fold(&plan, &converter, emission, &batch).unwrap();
             }
-            assert!(dated.kept.is_empty() && dated.early.is_empty(), "{order:?}");
             dated.merge_through(FINAL);
+            assert!(dated.kept.is_empty() && dated.early.is_empty(), "{order:?}");
+            assert!(
+                dated.retired.is_empty() && dated.last_next.is_empty(),
+                "{order:?}"
+            );
             // Exact sums compare by value in the partial.
             let partial = |dated: &Dated| plan.finalize(20240102, &dated.merged).unwrap();
+            assert_eq!(partial(&dated), partial(&expected), "{order:?}");
+        }
+    }
+
+    /// Open entries' changes, narrow ([`Emission::Revised`]): withdrawn as sent and
+    /// sent again, in any order of arrival, before or after their batch, fold to what
+    /// the rows with their last values give at once; nothing is kept once every open
+    /// entry settled.
+    #[test]
+    fn revised_values_fold_into_the_groups_of_their_rows_in_any_order() {
+        let spec = AggregateSpec {
+            group_by: vec!["k".to_owned()],
+            metrics: [("n", "count()"), ("m", "sum(m)")]
+                .into_iter()
+                .map(|(name, m)| (name.to_owned(), MetricExpr::parse(m).unwrap()))
+                .collect(),
+        };
+        let schema = Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("m", DataType::Float64, true),
+        ]);
+        let mut plan = AggregatePlan::new(&spec, &schema).unwrap();
+        plan.set_parts(|column| {
+            if column == "m" {
+                Parts::REVISED
+            } else {
+                Parts::BASE
+            }
+        });
+        let converter = plan.converter();
+        let k = [1, 2, 1, 3, 2];
+        let m = |values: [f64; 5]| {
+            RecordBatch::try_from_iter([
+                ("k", Arc::new(Int64Array::from(k.to_vec())) as ArrayRef),
+                (
+                    "m",
+                    Arc::new(Float64Array::from(values.to_vec())) as ArrayRef,
+                ),
+            ])
+            .unwrap()
+        };
+        // Rows 1 and 4 are open entries: sent with 0 and 0.25 matched.
+        let sent = m([0.5, 0.0, 1.0, 2.0, 0.25]);
+        let last = m([0.5, 3.0, 1.0, 2.0, 0.75]);
+        let revised = |rows: &[(u32, f64)], settles: Option<&[bool]>| {
+            let mut columns = vec![
+                (
+                    KEPT_BATCH,
+                    Arc::new(arrow::array::UInt64Array::from(vec![7; rows.len()])) as ArrayRef,
+                ),
+                (
+                    KEPT_ROW,
+                    Arc::new(arrow::array::UInt32Array::from_iter_values(
+                        rows.iter().map(|r| r.0),
+                    )),
+                ),
+                (
+                    "m",
+                    Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                ),
+            ];
+            if let Some(settles) = settles {
+                let settles = arrow::array::BooleanArray::from(settles.to_vec());
+                columns.push((SETTLES, Arc::new(settles)));
+            }
+            RecordBatch::try_from_iter(columns).unwrap()
+        };
+        let change = |next, withdrawn| Emission::Revised {
+            next,
+            parts: Parts::REVISED,
+            withdrawn,
+        };
+        let pieces = [
+            (
+                Emission::Part {
+                    next: 60_000,
+                    parts: Parts::BASE.with(Parts::REVISED),
+                    kept: Some(7),
+                    open: 2,
+                },
+                sent,
+            ),
+            (change(120_000, true), revised(&[(1, 0.0)], None)),
+            (change(120_000, false), revised(&[(1, 1.5)], Some(&[false]))),
+            (change(FINAL, true), revised(&[(1, 1.5), (4, 0.25)], None)),
+            (
+                change(FINAL, false),
+                revised(&[(1, 3.0), (4, 0.75)], Some(&[true, true])),
+            ),
+        ];
+        let mut expected = Dated::default();
+        let whole = Emission::Final { next: 60_000 };
+        expected.fold(&plan, &converter, whole, &last).unwrap();
+        expected.merge_through(FINAL);
+        let partial = |dated: &Dated| plan.finalize(20240102, &dated.merged).unwrap();
+        let orders: [[usize; 5]; 4] = [
+            [0, 1, 2, 3, 4],
+            [4, 3, 2, 1, 0],
+            [2, 0, 4, 1, 3],
+            [3, 1, 0, 4, 2],
+        ];
+        for order in orders {
+            let mut dated = Dated::default();
+            for i in order {
+                let (emission, batch) = pieces[i].clone();
+                dated.fold(&plan, &converter, emission, &batch).unwrap();
+            }
+            dated.merge_through(FINAL);
+            assert!(dated.kept.is_empty() && dated.early.is_empty(), "{order:?}");
+            assert!(
+                dated.retired.is_empty() && dated.last_next.is_empty(),
+                "{order:?}"
+            );
             assert_eq!(partial(&dated), partial(&expected), "{order:?}");
         }
     }

@@ -273,11 +273,19 @@ fn send_steps(
                 parts,
                 next,
                 kept,
+                open,
             } if final_parts => {
                 let counted = parts.meets(Parts::BASE);
                 let numbered = (rows.into_iter().enumerate()).map(|(i, batch)| {
                     let kept = kept.map(|first| first + i as u64);
-                    (batch, Some(Emission::Part { next, parts, kept }))
+                    let open = open.get(i).copied().unwrap_or(0);
+                    let emission = Emission::Part {
+                        next,
+                        parts,
+                        kept,
+                        open,
+                    };
+                    (batch, Some(emission))
                 });
                 (numbered.collect(), counted)
             }
@@ -303,6 +311,19 @@ fn send_steps(
                 tag(rows, Some(Emission::Withdrawn { next, parts })).collect(),
                 false,
             ),
+            Step::Revised {
+                rows,
+                parts,
+                next,
+                withdrawn,
+            } => {
+                let emission = Emission::Revised {
+                    next,
+                    parts,
+                    withdrawn,
+                };
+                (tag(rows, Some(emission)).collect(), false)
+            }
             Step::Provisional {
                 at,
                 mut rows,

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, UInt32Array, UInt64Array,
 };
 use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
@@ -44,8 +44,8 @@ use super::output::EnrichOutput;
 use super::plan::RulePlan;
 use super::{Carried, EnrichError, EnrichRule, EnrichSpec, Revisions, checked_outputs};
 use crate::aggregate::FINAL;
-use crate::batch::{Parts, SelectedRows, SymbolInterner, selected_len};
-use crate::columns::{ELAPSED_MS, ROW_ID};
+use crate::batch::{Parts, SelectedRows, SymbolInterner, selected_len, with_columns};
+use crate::columns::{ELAPSED_MS, KEPT_BATCH, KEPT_ROW, ROW_ID, SETTLES};
 use crate::forward_return::{ForwardReturnSpec, Horizon, Stretch, returns_across};
 
 /// Checks that `spec`'s rules can run as rows are released: no rule reads or replaces
@@ -182,6 +182,13 @@ pub struct Incremental {
     /// component of the part reads the return itself, the parts make the final result
     /// and a cut's rows go on whole (`final_parts`, and `withdraw` when `revised`).
     pub narrow: u32,
+    /// With withdrawals and the parts making the final result, whether the changes of
+    /// open entries go narrow ([`crate::batch::Emission::Revised`]): the revised
+    /// columns alone, with the columns that the derived columns reading them read
+    /// besides (the *place* columns: bits over the keyed stage's kept columns,
+    /// [`EnrichSpec::keep`]), for the rows of a batch the aggregate kept the groups of.
+    /// An open entry is held as those columns alone, not as its whole row.
+    pub revised_narrow: Option<u64>,
 }
 
 /// What a date's keyed stage sends, in order: final rows, and the rows of provisional
@@ -198,6 +205,18 @@ pub(super) enum Step {
         parts: Parts,
         next: i64,
         kept: Option<u64>,
+        /// With `kept`, how many of each batch's rows are open entries whose changes
+        /// come narrow ([`Step::Revised`]); none when empty.
+        open: Vec<u32>,
+    },
+    /// Changes of open entries sent before in numbered batches, narrow (see
+    /// [`crate::batch::Emission::Revised`]): `withdrawn` as they were sent, else as
+    /// they are now.
+    Revised {
+        rows: Vec<RecordBatch>,
+        parts: Parts,
+        next: i64,
+        withdrawn: bool,
     },
     /// The [`Parts::horizon`] `parts` of rows sent before with a number
     /// ([`Step::Settled`]'s `kept`), narrow: per batch, its number, how many of its rows
@@ -391,12 +410,12 @@ fn push_part(
 ) -> Result<(), EnrichError> {
     let rows = project(rows, output)?;
     if !rows.is_empty() {
-        let kept = None;
         steps.push(Step::Settled {
             rows,
             parts,
             next,
-            kept,
+            kept: None,
+            open: Vec::new(),
         });
     }
     if !narrow.is_empty() {
@@ -425,6 +444,10 @@ struct Streamed {
     /// With incremental provisional results, the rows a rule holds open since they were
     /// cut (their [`Parts::REVISED`] still changes).
     open: Held,
+    /// With narrow revised values ([`Incremental::revised_narrow`]), the columns an
+    /// open entry is held as (besides its batch number and place in it): `row_id`, the
+    /// revised columns and the place columns.
+    narrow: Option<Vec<String>>,
     counts: BTreeMap<String, u64>,
 }
 
@@ -851,12 +874,18 @@ impl KeyedDate {
                 }
                 streamed
             }
-            None => self.streamed.insert(Streamed::new(
-                &self.spec,
-                self.returns.as_ref(),
-                schema,
-                self.provisional.is_some(),
-            )?),
+            None => {
+                let mut streamed = Streamed::new(
+                    &self.spec,
+                    self.returns.as_ref(),
+                    schema,
+                    self.provisional.is_some(),
+                )?;
+                if let Some(places) = self.incremental().and_then(|i| i.revised_narrow) {
+                    streamed.narrow = narrow_columns(&self.spec, &streamed, places);
+                }
+                self.streamed.insert(streamed)
+            }
         };
         let ids = streamed
             .interner
@@ -886,7 +915,8 @@ impl KeyedDate {
         let (mut row_times, mut base, mut kept) = (Vec::new(), Vec::new(), None);
         if let (Some((incremental, next)), Some(ruled)) = (self.settling(), &ruled) {
             let streamed = self.streamed.as_mut().expect("set above");
-            kept = (incremental.narrow != 0).then_some(self.next_kept);
+            let numbered = incremental.narrow != 0 || streamed.narrow.is_some();
+            kept = numbered.then_some(self.next_kept);
             base = cut_parts(
                 streamed,
                 &frame,
@@ -1071,20 +1101,27 @@ fn cut_parts(
     all.retain(|batch| batch.num_rows() > 0);
     let open = &mut streamed.open;
     let (mut opened, mut rest, mut settled) = (Vec::new(), all.clone(), Vec::new());
+    // With narrow revised values, how many open entries each numbered batch has.
+    let mut open_counts = Vec::new();
     if incremental.revised && open.active {
         for revision in ruled {
             open.revise(revision.clone());
         }
-        // With withdrawals the rows held go on as the others do: `all`, unparted.
-        let (held, others) = open.hold_rows(&all, !incremental.withdraw)?;
-        if !incremental.withdraw {
-            (opened, rest) = (held, others);
+        match (&streamed.narrow, kept) {
+            (Some(columns), Some(first)) => open_counts = open.hold_narrow(&all, first, columns)?,
+            _ => {
+                // With withdrawals the rows held go on as the others do: `all`, unparted.
+                let (held, others) = open.hold_rows(&all, !incremental.withdraw)?;
+                if !incremental.withdraw {
+                    (opened, rest) = (held, others);
+                }
+            }
         }
         match incremental.withdraw {
             // The rows that closed since the last result, as they were and are.
-            true if open.worth() => withdraw_changed(streamed, next, steps, &mut settled)?,
+            true if streamed.open.worth() => withdraw_changed(streamed, next, steps, &mut settled)?,
             true => {}
-            false => open.flush(false, &mut settled)?,
+            false => streamed.open.flush(false, &mut settled)?,
         }
     }
     debug_assert!(
@@ -1092,10 +1129,10 @@ fn cut_parts(
         "numbered rows go whole"
     );
     let output = &streamed.output;
-    for (rows, parts, kept) in [
-        (rest, Parts::BASE.with(Parts::REVISED), kept),
-        (opened, Parts::BASE, None),
-        (settled, Parts::REVISED, None),
+    for (rows, parts, kept, open) in [
+        (rest, Parts::BASE.with(Parts::REVISED), kept, open_counts),
+        (opened, Parts::BASE, None, Vec::new()),
+        (settled, Parts::REVISED, None, Vec::new()),
     ] {
         let rows = project(rows, output)?;
         if !rows.is_empty() {
@@ -1104,6 +1141,7 @@ fn cut_parts(
                 parts,
                 next,
                 kept,
+                open,
             });
         }
     }
@@ -1120,6 +1158,23 @@ fn withdraw_changed(
     sent: &mut Vec<RecordBatch>,
 ) -> Result<(), EnrichError> {
     let mut withdrawn = Vec::new();
+    if streamed.narrow.is_some() {
+        // Narrow: both go as they are, for the groups the aggregate kept.
+        let mut again = Vec::new();
+        streamed.open.flush_changes(&mut withdrawn, &mut again)?;
+        for (rows, withdrawn) in [(withdrawn, true), (again, false)] {
+            if !rows.is_empty() {
+                let parts = Parts::REVISED;
+                steps.push(Step::Revised {
+                    rows,
+                    parts,
+                    next,
+                    withdrawn,
+                });
+            }
+        }
+        return Ok(());
+    }
     streamed.open.flush_changes(&mut withdrawn, sent)?;
     let rows = project(withdrawn, &streamed.output)?;
     if !rows.is_empty() {
@@ -1127,6 +1182,23 @@ fn withdraw_changed(
         steps.push(Step::Withdrawn { rows, parts, next });
     }
     Ok(())
+}
+
+/// The columns an open entry is held as with narrow revised values: `row_id`, the
+/// revised columns of the output and the place columns (`places`, bits over the
+/// keyed stage's kept columns); none when one of them is not in the output.
+fn narrow_columns(spec: &EnrichSpec, streamed: &Streamed, places: u64) -> Option<Vec<String>> {
+    let mut columns = vec![ROW_ID.to_owned()];
+    let revised = streamed.plan.spec.rules.iter().flat_map(|r| r.revises());
+    columns.extend(revised.filter(|c| streamed.output.column_with_name(c).is_some()));
+    let keep = spec.keep.as_ref()?;
+    for (i, column) in keep.iter().enumerate().take(64) {
+        if places >> i & 1 == 1 && !columns.contains(column) {
+            streamed.output.column_with_name(column)?;
+            columns.push(column.clone());
+        }
+    }
+    Some(columns)
 }
 
 /// The forward returns as columns of a segment's events.
@@ -1232,6 +1304,7 @@ impl Streamed {
                 .collect(),
             held: Held::new(holds),
             open: Held::new(holds),
+            narrow: None,
             schema,
             plan,
             output,
@@ -1406,6 +1479,49 @@ impl Held {
         Ok((held, others))
     }
 
+    /// [`Held::hold_rows`] with narrow revised values: holds, of the rows of `rows` (the
+    /// batches numbered from `first`) that the last revisions opened, the `columns`
+    /// alone, with each row's batch number and place in it; returns how many each batch
+    /// has.
+    fn hold_narrow(
+        &mut self,
+        rows: &[RecordBatch],
+        first: u64,
+        columns: &[String],
+    ) -> Result<Vec<u32>, EnrichError> {
+        if self.opened.is_empty() {
+            return Ok(vec![0; rows.len()]);
+        }
+        let mut counts = Vec::with_capacity(rows.len());
+        for (b, batch) in rows.iter().enumerate() {
+            let open = rows_in(batch, &self.opened)?;
+            let n = open.true_count();
+            counts.push(n as u32);
+            if n == 0 {
+                continue;
+            }
+            let schema = batch.schema();
+            let indices = (columns.iter())
+                .map(|c| schema.index_of(c).map_err(output_error))
+                .collect::<Result<Vec<_>, _>>()?;
+            let narrow = filter(&batch.project(&indices).map_err(output_error)?, &open)?;
+            let places =
+                UInt32Array::from_iter_values(open.values().set_indices().map(|i| i as u32));
+            let numbers = UInt64Array::from_value(first + b as u64, n);
+            let narrow = with_columns(
+                &narrow,
+                vec![
+                    (KEPT_BATCH.to_owned(), Arc::new(numbers) as ArrayRef),
+                    (KEPT_ROW.to_owned(), Arc::new(places) as ArrayRef),
+                ],
+            );
+            self.rows += n;
+            self.batches.push(narrow);
+        }
+        self.opened.clear();
+        Ok(counts)
+    }
+
     /// Takes a rule's changes to rows' values only: all that a provisional result
     /// needs (it sends every row, open or settled).
     fn change(&mut self, revisions: &Revisions) {
@@ -1493,16 +1609,28 @@ impl Held {
             let before = take_rows(&self.batches, &picks)?;
             let after = self.apply(before.clone(), &changed)?;
             withdrawn.push(before);
-            sent.push(after.clone());
+            if after.schema().column_with_name(KEPT_ROW).is_none() {
+                sent.push(after.clone());
+            }
             for &(b, row) in &picks {
                 self.dead.mark(b, row, self.batches[b].num_rows());
             }
-            let open = match self.settled.is_empty() {
-                true => after,
-                false => {
+            let narrow = after.schema().column_with_name(KEPT_ROW).is_some();
+            let open = match (self.settled.is_empty(), narrow) {
+                (true, false) => after,
+                (true, true) => {
+                    let settles = BooleanArray::from(vec![false; after.num_rows()]);
+                    sent.push(with_settles(&after, settles));
+                    after
+                }
+                (false, _) => {
                     let settled = rows_in(&after, &self.settled)?;
                     let open = arrow::compute::not(&settled).map_err(output_error)?;
-                    filter(&after, &open)?
+                    let rest = filter(&after, &open)?;
+                    if narrow {
+                        sent.push(with_settles(&after, settled));
+                    }
+                    rest
                 }
             };
             self.rows = self.rows + open.num_rows() - picks.len();
@@ -1675,6 +1803,14 @@ fn take_rows(
     }
     let schema = batches[picks[0].0].schema();
     arrow::compute::concat_batches(&schema, &taken).map_err(output_error)
+}
+
+/// A narrow batch of revised values with whether each entry settles ([`SETTLES`]).
+fn with_settles(batch: &RecordBatch, settles: BooleanArray) -> RecordBatch {
+    with_columns(
+        batch,
+        vec![(SETTLES.to_owned(), Arc::new(settles) as ArrayRef)],
+    )
 }
 
 /// Which rows of `batch` have their `row_id` in `set`.
