@@ -259,9 +259,19 @@ impl Dated {
         let (batches, places) = revised_places(rows)?;
         let mut date_ids = Vec::with_capacity(rows.num_rows());
         let mut waiting: Option<(u64, Vec<bool>)> = None;
+        // Rows come in runs of one batch: its groups are looked up once a run.
+        let mut run: Option<(u64, &Vec<u32>)> = None;
         for (row, (kept, place)) in batches.iter().zip(places).enumerate() {
-            match self.kept.get(kept) {
-                Some((ids, _)) => date_ids.push(ids[*place as usize]),
+            let ids = match run {
+                Some((number, ids)) if number == *kept => Some(ids),
+                _ => {
+                    let ids = self.kept.get(kept).map(|(ids, _)| ids);
+                    run = ids.map(|ids| (*kept, ids));
+                    ids
+                }
+            };
+            match ids {
+                Some(ids) => date_ids.push(ids[*place as usize]),
                 None => {
                     let (_, mask) =
                         waiting.get_or_insert_with(|| (*kept, vec![false; rows.num_rows()]));
