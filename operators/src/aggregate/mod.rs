@@ -42,7 +42,9 @@
 //! of being evaluated at every `W`. A horizon's part whose components read the return
 //! itself comes narrow ([`Emission::Narrow`]): the return alone, for the rows of a
 //! numbered part batch whose groups the worker kept when it came (a date's rows find
-//! their groups once, in the date's groups, and each result's groups by those).
+//! their groups once, in the date's groups, and each result's groups by those). So do
+//! an open entry's withdrawn and sent changes ([`Emission::Revised`]): its revised
+//! columns and those derived from them, each row into its entry's group.
 //!
 //! In parts: this file is the operator; `plan.rs` binds a spec to a schema and builds
 //! partials ([`AggregatePlan`]); `state.rs` the mergeable group state ([`AggState`]);

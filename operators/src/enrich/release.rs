@@ -26,6 +26,9 @@
 //! at each multiple `W` of `emit_every` the pending rows are cut at `W` and the rows not
 //! final yet are evaluated on the date cut at `W` ([`Step::Provisional`]): the held
 //! segments' rows with returns past `W` null, the entries as matched by `W`.
+//! Incrementally ([`Incremental`]), an open entry's changes are withdrawn and sent
+//! again at each `W`, narrow when the binding allows ([`Incremental::revised_narrow`]):
+//! the entry is held as its revised and place columns, not its whole row.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
