@@ -560,6 +560,26 @@ fn provisional_results_with_narrow_revised_values_are_the_date_cut_at_their_wate
     assert_eq!(places(|t| t), Some(0));
     assert_eq!(places(max_matched), None, "a max is not withdrawn");
     assert_eq!(places(|t| revised_times(t, "holding_period + 1")), None);
+    // A kept column replaced after the keyed stage, read before (`a`, so the keyed
+    // stage keeps it) and after (`x`): the narrow rows would carry the keyed stage's
+    // `qty`, the whole rows the replaced one.
+    let replaced = |t: String| {
+        let derive = "[derive]\n        a = \"matched_qty * qty\"\n        qty = \"holding_period + 1\"\n        x = \"matched_qty * qty\"\n\n        [aggregate]";
+        (t.replacen("[aggregate]", derive, 1)).replace(
+            "[aggregate.metrics]",
+            "[aggregate.metrics]\n        a = \"sum(a)\"\n        x = \"sum(x)\"",
+        )
+    };
+    assert_eq!(places(replaced), None);
+    // A derived column named like a column of the narrow rows.
+    let reserved = |t: String| {
+        let derive = "[derive]\n        __settles = \"matched_qty * 2\"\n\n        [aggregate]";
+        (t.replacen("[aggregate]", derive, 1)).replace(
+            "[aggregate.metrics]",
+            "[aggregate.metrics]\n        s = \"sum(__settles)\"",
+        )
+    };
+    assert_eq!(places(reserved), None);
     let bound = bound_with(notional);
     let keep = bound.stages.iter().find_map(|s| match s {
         vizflow::config::Stage::Keyed(spec) => spec.keep.clone(),

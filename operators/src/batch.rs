@@ -89,7 +89,7 @@ pub enum Emission {
         /// this batch by.
         kept: Option<u64>,
         /// How many of its rows are entries a rule holds open, whose changes come as
-        /// [`Emission::Revised`] (each settles once).
+        /// [`Emission::Revised`] (each settles once, or stays open to the date's end).
         open: u32,
     },
     /// The return at one horizon of the rows of the [`Emission::Part`] batch `kept`, a

@@ -551,12 +551,29 @@ impl Pipeline {
         plan.set_narrow(narrow.fold(Parts::NONE, |parts, k| parts.with(Parts::horizon(k))));
         // An open entry's changes go narrow when the parts make the final result and
         // are withdrawn, and every column other than the revised ones that a derived
-        // column of them reads (a place column) is one the keyed stage keeps.
+        // column of them reads (a place column) is one the keyed stage keeps, as it
+        // keeps it: no derived column after the keyed stage replaces a kept or revised
+        // column (the narrow rows carry the keyed stage's), and none is named like a
+        // column of the narrow rows.
         if incremental.final_parts && incremental.withdraw {
             let keep = keyed.keep.as_deref().unwrap_or(&[]);
             let revised = |c: &str| late.get(c).is_some_and(|l| l.revised);
+            let rules_revise: Vec<String> = keyed.rules.iter().flat_map(|r| r.revises()).collect();
+            let reserved = [KEPT_BATCH, KEPT_ROW, SETTLES];
+            let keyed_end = (steps.iter())
+                .rposition(|s| matches!(s, Step::ForwardReturn { .. } | Step::Rule { .. }));
             let mut places = Some(0u64);
-            for step in steps {
+            for (at, step) in steps.iter().enumerate() {
+                let written = match step {
+                    Step::Derive { name, .. } => name.clone(),
+                    Step::Bin(bin) => bin.output(),
+                    _ => continue,
+                };
+                let after_keyed = keyed_end.is_some_and(|end| at > end);
+                let replaces = keep.contains(&written) || rules_revise.contains(&written);
+                if reserved.contains(&written.as_str()) || (after_keyed && replaces) {
+                    places = None;
+                }
                 let Step::Derive { name, expr } = step else {
                     continue;
                 };
@@ -570,7 +587,6 @@ impl Pipeline {
                     };
                 }
             }
-            let reserved = [KEPT_BATCH, KEPT_ROW, SETTLES];
             if keep.iter().any(|c| reserved.contains(&c.as_str())) {
                 places = None;
             }

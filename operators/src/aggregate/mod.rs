@@ -129,7 +129,9 @@ struct Dated {
     groups: Groups,
     /// The groups (in `groups`) of the rows of each numbered batch
     /// ([`Emission::Part`]'s `kept`) whose narrow parts have not all come, and how many
-    /// rows' parts (and open entries' settling changes) are still to come.
+    /// rows' parts (and open entries' settling changes) are still to come. (An entry
+    /// open at the date's end never settles: its batch's groups stay until the date
+    /// completes.)
     kept: FxHashMap<u64, (Vec<u32>, usize)>,
     /// Numbered batches whose parts all came, by the latest provisional result they
     /// count in: let go when it is built. (A message of a time may come before an
