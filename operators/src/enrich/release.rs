@@ -549,7 +549,9 @@ impl KeyedDate {
     pub(super) fn release(&mut self, watermark: i64) -> Result<Vec<Step>, EnrichError> {
         self.last_release = watermark;
         let mut steps = Vec::new();
+        let mut last_result = None;
         while let Some(at) = self.next_provisional().filter(|at| *at < watermark) {
+            last_result = Some(at);
             // Rows at `at` belong to it: cut just above.
             let rows = self.release_to(at + 1, &mut steps)?;
             steps.push(Step::Final { rows, next: at });
@@ -574,7 +576,15 @@ impl KeyedDate {
             }
             self.pass_provisional();
         }
-        let rows = self.release_to(watermark, &mut steps)?;
+        // Just cut at a provisional result, the rows after it wait for the next one (or
+        // the next release step): a cut has costs per symbol (each symbol's rule states
+        // and prices to find again), and cutting at both would double the cuts. The
+        // segments whose returns' targets are all cut go.
+        let cut = last_result.is_none_or(|at| watermark.saturating_sub(at) >= self.step_ms);
+        let rows = match cut {
+            true => self.release_to(watermark, &mut steps)?,
+            false => self.release_segments(self.cut, &mut steps)?,
+        };
         steps.push(Step::Final {
             rows,
             next: self.next_at,
@@ -613,6 +623,16 @@ impl KeyedDate {
         steps: &mut Vec<Step>,
     ) -> Result<Vec<RecordBatch>, EnrichError> {
         self.cut_segment(watermark, steps)?;
+        self.release_segments(watermark, steps)
+    }
+
+    /// Releases the segments whose returns the watermark at `watermark` makes final;
+    /// returns their final output rows (and pushes the parts that settle to `steps`).
+    fn release_segments(
+        &mut self,
+        watermark: i64,
+        steps: &mut Vec<Step>,
+    ) -> Result<Vec<RecordBatch>, EnrichError> {
         let mut out = Vec::new();
         while self
             .segments
@@ -1188,8 +1208,8 @@ fn withdraw_changed(
 }
 
 /// The columns an open entry is held as with narrow revised values: `row_id`, the
-/// revised columns of the output and the place columns (`places`, bits over the
-/// keyed stage's kept columns); none when one of them is not in the output.
+/// revised columns that are in the output and the place columns (`places`, bits over
+/// the keyed stage's kept columns); none when a place column is not in the output.
 fn narrow_columns(spec: &EnrichSpec, streamed: &Streamed, places: u64) -> Option<Vec<String>> {
     let mut columns = vec![ROW_ID.to_owned()];
     let revised = streamed.plan.spec.rules.iter().flat_map(|r| r.revises());
