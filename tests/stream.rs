@@ -563,21 +563,19 @@ fn provisional_results_with_narrow_revised_values_are_the_date_cut_at_their_wate
     // A kept column replaced after the keyed stage, read before (`a`, so the keyed
     // stage keeps it) and after (`x`): the narrow rows would carry the keyed stage's
     // `qty`, the whole rows the replaced one.
-    let replaced = |t: String| {
-        let derive = "[derive]\n        a = \"matched_qty * qty\"\n        qty = \"holding_period + 1\"\n        x = \"matched_qty * qty\"\n\n        [aggregate]";
-        (t.replacen("[aggregate]", derive, 1)).replace(
-            "[aggregate.metrics]",
-            "[aggregate.metrics]\n        a = \"sum(a)\"\n        x = \"sum(x)\"",
-        )
+    let replaced = |t| {
+        let derive = [
+            ("a", "matched_qty * qty"),
+            ("qty", "holding_period + 1"),
+            ("x", "matched_qty * qty"),
+        ];
+        with_derived(t, &derive, &[("a", "sum(a)"), ("x", "sum(x)")])
     };
     assert_eq!(places(replaced), None);
     // A derived column named like a column of the narrow rows.
-    let reserved = |t: String| {
-        let derive = "[derive]\n        __settles = \"matched_qty * 2\"\n\n        [aggregate]";
-        (t.replacen("[aggregate]", derive, 1)).replace(
-            "[aggregate.metrics]",
-            "[aggregate.metrics]\n        s = \"sum(__settles)\"",
-        )
+    let reserved = |t| {
+        let derive = [("__settles", "matched_qty * 2")];
+        with_derived(t, &derive, &[("s", "sum(__settles)")])
     };
     assert_eq!(places(reserved), None);
     let bound = bound_with(notional);
@@ -598,16 +596,25 @@ fn notional(text: String) -> String {
 /// [`pipeline_text`] with a metric over `matched_qty` times `factor` (`f`, derived
 /// after the keyed stage from a column the FIFO adds, when it is not a column).
 fn revised_times(text: String, factor: &str) -> String {
-    let derive = format!(
-        "[derive]\n        f = \"{factor}\"\n        x = \"matched_qty * f\"\n\n        [aggregate]"
-    );
-    let derive = match factor {
-        "px" => "[derive]\n        x = \"matched_qty * px\"\n\n        [aggregate]".to_owned(),
-        _ => derive,
+    let metric = [("x", "sum(x)")];
+    match factor {
+        "px" => with_derived(text, &[("x", "matched_qty * px")], &metric),
+        _ => with_derived(text, &[("f", factor), ("x", "matched_qty * f")], &metric),
+    }
+}
+
+/// [`pipeline_text`] with the derived columns `derive` and the metrics `metrics`
+/// (name, expression), in order.
+fn with_derived(text: String, derive: &[(&str, &str)], metrics: &[(&str, &str)]) -> String {
+    let lines = |pairs: &[(&str, &str)]| {
+        (pairs.iter())
+            .map(|(name, expr)| format!("\n        {name} = \"{expr}\""))
+            .collect::<String>()
     };
+    let derive = format!("[derive]{}\n\n        [aggregate]", lines(derive));
     (text.replacen("[aggregate]", &derive, 1)).replace(
         "[aggregate.metrics]",
-        "[aggregate.metrics]\n        x = \"sum(x)\"",
+        &format!("[aggregate.metrics]{}", lines(metrics)),
     )
 }
 
