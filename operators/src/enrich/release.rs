@@ -1632,28 +1632,27 @@ impl Held {
             let before = take_rows(&self.batches, &picks)?;
             let after = self.apply(before.clone(), &changed)?;
             withdrawn.push(before);
-            if after.schema().column_with_name(KEPT_ROW).is_none() {
-                sent.push(after.clone());
-            }
             for &(b, row) in &picks {
                 self.dead.mark(b, row, self.batches[b].num_rows());
             }
-            let narrow = after.schema().column_with_name(KEPT_ROW).is_some();
-            let open = match (self.settled.is_empty(), narrow) {
-                (true, false) => after,
-                (true, true) => {
-                    let settles = BooleanArray::from(vec![false; after.num_rows()]);
+            let settled = match self.settled.is_empty() {
+                true => None,
+                false => Some(rows_in(&after, &self.settled)?),
+            };
+            // Narrow rows go again with whether each settles.
+            match after.schema().column_with_name(KEPT_ROW) {
+                Some(_) => {
+                    let none = || BooleanArray::from(vec![false; after.num_rows()]);
+                    let settles = settled.clone().unwrap_or_else(none);
                     sent.push(with_settles(&after, settles));
-                    after
                 }
-                (false, _) => {
-                    let settled = rows_in(&after, &self.settled)?;
+                None => sent.push(after.clone()),
+            }
+            let open = match settled {
+                None => after,
+                Some(settled) => {
                     let open = arrow::compute::not(&settled).map_err(output_error)?;
-                    let rest = filter(&after, &open)?;
-                    if narrow {
-                        sent.push(with_settles(&after, settled));
-                    }
-                    rest
+                    filter(&after, &open)?
                 }
             };
             self.rows = self.rows + open.num_rows() - picks.len();
