@@ -38,6 +38,7 @@ fn one_rule(rule: Arc<dyn EnrichRule>) -> EnrichSpec {
         symbol: "ukey".into(),
         rules: vec![rule],
         keep: None,
+        open_in_place: None,
     }
 }
 

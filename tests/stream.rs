@@ -588,6 +588,79 @@ fn provisional_results_with_narrow_revised_values_are_the_date_cut_at_their_wate
     check_provisional_results(notional);
 }
 
+/// Under `[stream]` alone, open entries go on in place (`EnrichSpec::open_in_place`):
+/// their rows with the revised columns null, their values narrow when they settle. The
+/// binding chooses it when every component a revised column feeds is null wherever it
+/// is (a `max` too: each value comes once), nothing after the keyed stage counts a
+/// revised column and no group-by column is one; the place columns are those the
+/// derived columns of revised ones read. Either way the partial is the whole-date
+/// run's, for 1, 2 and 4 workers (the other `[stream]` tests run in place too).
+#[test]
+fn open_entries_go_on_in_place_where_a_null_adds_nothing_and_give_the_whole_date_results() {
+    let alone = "lateness = \"2s\"";
+    let in_place = |edit| bound_in(edit, alone).keyed().and_then(|s| s.open_in_place);
+    assert_eq!(in_place(|t| t), Some(0));
+    assert_eq!(in_place(max_matched), Some(0));
+    let keep = bound_in(notional, alone)
+        .keyed()
+        .and_then(|s| s.keep.clone());
+    let px = keep.unwrap().iter().position(|c| c == "px").unwrap();
+    assert_eq!(in_place(notional), Some(1 << px));
+    assert_eq!(
+        in_place(not_null_strict),
+        None,
+        "not null where matched_qty is"
+    );
+    assert_eq!(in_place(binned_matched), None, "a bin counts nulls");
+    let by_closed = |t: String| {
+        t.replace(
+            "group_by = [\"side\", \"ukey\"]",
+            "group_by = [\"is_closed\"]",
+        )
+    };
+    assert_eq!(in_place(by_closed), None, "a revised group-by column");
+    // A derived column after the keyed stage replacing a kept column.
+    let replaced = |t| {
+        let derive = [("a", "matched_qty * qty"), ("qty", "holding_period + 1")];
+        with_derived(t, &derive, &[("a", "sum(a)"), ("q", "sum(qty)")])
+    };
+    assert_eq!(in_place(replaced), None);
+    // Provisional results have their own incremental form.
+    assert_eq!(
+        bound_with(|t| t).keyed().and_then(|s| s.open_in_place),
+        None
+    );
+    for edit in [notional, max_matched, not_null_strict] {
+        let (day, elapsed) = day(41, 2_000, 20);
+        let late = late_rows(&elapsed, 2_000);
+        let expected = whole_date_without_as(&day, &late, edit);
+        let dir = tempfile::tempdir().unwrap();
+        write_day(dir.path(), &day);
+        for (workers, batch_rows) in [(1, 65_536), (2, 7), (4, 250)] {
+            let text = edit(pipeline_text(dir.path(), batch_rows, Some(alone)));
+            let summary = run_date(&Pipeline::from_toml(&text).unwrap(), workers);
+            let case = format!("{} workers, batches of {batch_rows}", workers);
+            assert_eq!(written(&summary), expected, "{case}: {text}");
+        }
+    }
+}
+
+/// [`pipeline_text`] with a metric over a derived column that is not null where
+/// `matched_qty` is.
+fn not_null_strict(text: String) -> String {
+    let derive = [("m", "CASE WHEN matched_qty > 0 THEN px ELSE 0.5 END")];
+    with_derived(text, &derive, &[("m", "sum(m)")])
+}
+
+/// [`pipeline_text`] with a metric over the matched quantity's bin.
+fn binned_matched(text: String) -> String {
+    let bin = "[bin]\n        matched_qty = 100\n\n        [aggregate]";
+    (text.replacen("[aggregate]", bin, 1)).replace(
+        "[aggregate.metrics]",
+        "[aggregate.metrics]\n        b = \"sum(matched_qty_bin)\"",
+    )
+}
+
 /// [`pipeline_text`] with a metric over `matched_qty * px`.
 fn notional(text: String) -> String {
     revised_times(text, "px")
@@ -721,8 +794,13 @@ fn provisional_results_are_incremental_where_each_late_component_settles_once() 
 
 /// [`pipeline`] edited by `edit`, with provisional results, bound to the test's schema.
 fn bound_with(edit: fn(String) -> String) -> vizflow::config::BoundPipeline {
+    bound_in(edit, "lateness = \"2s\"\nemit_every = \"60s\"")
+}
+
+/// [`pipeline`] edited by `edit`, with the `[stream]` section `stream`, bound to the
+/// test's schema.
+fn bound_in(edit: fn(String) -> String, stream: &str) -> vizflow::config::BoundPipeline {
     let dir = tempfile::tempdir().unwrap();
-    let stream = "lateness = \"2s\"\nemit_every = \"60s\"";
     let text = edit(pipeline_text(dir.path(), 100, Some(stream)));
     let (day, _) = day(1, 10, 5);
     Pipeline::from_toml(&text)

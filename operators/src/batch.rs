@@ -91,6 +91,11 @@ pub enum Emission {
         /// How many of its rows are entries a rule holds open, whose changes come as
         /// [`Emission::Revised`] (each settles once, or stays open to the date's end).
         open: u32,
+        /// Whether each open entry's values come once, when it settles (or the date
+        /// ends), its revised columns null here, and nothing is withdrawn (`[stream]`
+        /// without provisional results): the batch's groups can go as soon as they
+        /// all came.
+        once: bool,
     },
     /// The return at one horizon of the rows of the [`Emission::Part`] batch `kept`, a
     /// column of their number (by its name), null for the rows not in this part: the

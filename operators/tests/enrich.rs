@@ -128,6 +128,7 @@ fn spec() -> EnrichSpec {
             running("half_qty", "prev + 0.5 * coalesce(qty, 0)", Scalar::Int(0)),
         ],
         keep: None,
+        open_in_place: None,
     }
 }
 

@@ -316,6 +316,20 @@ impl BoundPipeline {
     }
 }
 
+/// How a column after the keyed stage depends on its late columns
+/// ([`Pipeline::late_columns`]).
+#[derive(Clone, Copy, Default)]
+struct Late {
+    /// The horizons (by position in the keyed stage's) it depends on.
+    horizons: u32,
+    /// Whether it depends on a column a rule revises.
+    revised: bool,
+    /// Null wherever a return it depends on is null.
+    strict: bool,
+    /// Null wherever a revised column it depends on is null.
+    revised_strict: bool,
+}
+
 impl Pipeline {
     /// Binds the pipeline to the schema of an input file: checks every column and
     /// expression, and plans which columns to read and keep.
@@ -341,7 +355,7 @@ impl Pipeline {
         })?;
         let pruned = self.prune(&steps, writes);
         let read = pruned.read(&steps);
-        let stages = self.stages(input, &steps, &pruned, &read)?;
+        let mut stages = self.stages(input, &steps, &pruned, &read)?;
         let mut plan = plan;
         let mut incremental = None;
         if let Some(stream) = &self.stream {
@@ -357,12 +371,13 @@ impl Pipeline {
                         .to_owned(),
                 ));
             }
-            for stage in &stages {
+            for stage in &mut stages {
                 if let Stage::Keyed(spec) = stage {
                     check_streamable(spec, provisional)
                         .map_err(|e| invalid(format!("[[enrich]] {e}")))?;
-                    if provisional {
-                        incremental = self.incremental(&steps, spec, &mut plan);
+                    match provisional {
+                        true => incremental = self.incremental(&steps, spec, &mut plan),
+                        false => spec.open_in_place = self.in_place(&steps, spec, &mut plan),
                     }
                 }
             }
@@ -410,6 +425,92 @@ impl Pipeline {
             .collect()
     }
 
+    /// The columns that are late after the keyed stage `keyed`: those that a forward
+    /// return or a column a rule revises feeds, through the derived columns and bins
+    /// after it; and the late columns that a stage after it counts (a bin or a cast of
+    /// one: a row's counts then depend on its late values).
+    fn late_columns(steps: &[Step], keyed: &EnrichSpec) -> (BTreeMap<String, Late>, Vec<String>) {
+        let horizons = (keyed.rules.first())
+            .and_then(|r| r.forward_returns())
+            .map_or(Vec::new(), |r| r.horizons.clone());
+        let mut late: BTreeMap<String, Late> = BTreeMap::new();
+        let mut counted = Vec::new();
+        for step in steps {
+            match step {
+                Step::ForwardReturn { horizon, .. } => {
+                    // A return nothing needs is pruned: not among the stage's.
+                    if let Some(k) = horizons.iter().position(|h| h == horizon) {
+                        // Past `Parts::HORIZONS` it is refused by `incremental`.
+                        let bit = 1u32 << k.min(31);
+                        // The close's return on a date cut at `W` is the price at `W`'s:
+                        // it changes at every result, not once (no part of its own).
+                        let column = Late {
+                            horizons: bit,
+                            strict: horizon.changes_once(),
+                            ..Late::default()
+                        };
+                        late.insert(ForwardReturnSpec::output(*horizon), column);
+                    }
+                }
+                Step::Rule { rule, .. } => {
+                    for column in rule.output_names() {
+                        late.remove(&column);
+                    }
+                    for column in rule.revises() {
+                        let revised = Late {
+                            revised: true,
+                            strict: true,
+                            revised_strict: true,
+                            ..Late::default()
+                        };
+                        late.insert(column, revised);
+                    }
+                }
+                Step::Derive { name, expr } => {
+                    let mut column = Late {
+                        strict: true,
+                        revised_strict: true,
+                        ..Late::default()
+                    };
+                    for read in expr.columns() {
+                        if let Some(from) = late.get(&read) {
+                            column.horizons |= from.horizons;
+                            column.revised |= from.revised;
+                            if from.horizons != 0 {
+                                column.strict &= from.strict && expr.null_strict(&read);
+                            }
+                            if from.revised {
+                                column.revised_strict &=
+                                    from.revised_strict && expr.null_strict(&read);
+                            }
+                        }
+                    }
+                    match column.horizons != 0 || column.revised {
+                        true => late.insert(name.clone(), column),
+                        false => late.remove(name),
+                    };
+                }
+                Step::Bin(bin) => {
+                    // A null value has a null bin (and is counted: `bin.null.{column}`).
+                    if late.contains_key(&bin.column) {
+                        counted.push(bin.column.clone());
+                    }
+                    match late.get(&bin.column).copied() {
+                        Some(column) => late.insert(bin.output(), column),
+                        None => late.remove(&bin.output()),
+                    };
+                }
+                Step::Cast(cast) => {
+                    if late.contains_key(&cast.column) {
+                        counted.push(cast.column.clone());
+                    }
+                }
+                Step::RowId | Step::ParseTime => {}
+            }
+        }
+        (late, counted)
+    }
+
     /// Whether provisional results can be computed incrementally ([`Incremental`]),
     /// and if so the part of each of `plan`'s components ([`Parts`]). A column is late
     /// when a forward return or a column a rule revises feeds it, through the derived
@@ -424,82 +525,10 @@ impl Pipeline {
         keyed: &EnrichSpec,
         plan: &mut AggregatePlan,
     ) -> Option<Incremental> {
-        #[derive(Clone, Copy, Default)]
-        struct Late {
-            /// The horizons (by position in the keyed stage's) it depends on.
-            horizons: u32,
-            revised: bool,
-            /// Null wherever a return it depends on is null.
-            strict: bool,
-        }
         let horizons = (keyed.rules.first())
             .and_then(|r| r.forward_returns())
             .map_or(Vec::new(), |r| r.horizons.clone());
-        let mut late: BTreeMap<String, Late> = BTreeMap::new();
-        // Whether a stage after the keyed stage counts a late column (the parts' rows
-        // then cannot stand for the final rows in the date's report).
-        let mut counts_late = false;
-        for step in steps {
-            match step {
-                Step::ForwardReturn { horizon, .. } => {
-                    // A return nothing needs is pruned: not among the stage's.
-                    if let Some(k) = horizons.iter().position(|h| h == horizon) {
-                        // Past `Parts::HORIZONS` it is refused below.
-                        let bit = 1u32 << k.min(31);
-                        // The close's return on a date cut at `W` is the price at `W`'s:
-                        // it changes at every result, not once (no part of its own).
-                        let column = Late {
-                            horizons: bit,
-                            revised: false,
-                            strict: horizon.changes_once(),
-                        };
-                        late.insert(ForwardReturnSpec::output(*horizon), column);
-                    }
-                }
-                Step::Rule { rule, .. } => {
-                    for column in rule.output_names() {
-                        late.remove(&column);
-                    }
-                    for column in rule.revises() {
-                        let revised = Late {
-                            revised: true,
-                            strict: true,
-                            ..Late::default()
-                        };
-                        late.insert(column, revised);
-                    }
-                }
-                Step::Derive { name, expr } => {
-                    let mut column = Late {
-                        strict: true,
-                        ..Late::default()
-                    };
-                    for read in expr.columns() {
-                        if let Some(from) = late.get(&read) {
-                            column.horizons |= from.horizons;
-                            column.revised |= from.revised;
-                            if from.horizons != 0 {
-                                column.strict &= from.strict && expr.null_strict(&read);
-                            }
-                        }
-                    }
-                    match column.horizons != 0 || column.revised {
-                        true => late.insert(name.clone(), column),
-                        false => late.remove(name),
-                    };
-                }
-                Step::Bin(bin) => {
-                    // A null value has a null bin (and is counted: `bin.null.{column}`).
-                    counts_late |= late.contains_key(&bin.column);
-                    match late.get(&bin.column).copied() {
-                        Some(column) => late.insert(bin.output(), column),
-                        None => late.remove(&bin.output()),
-                    };
-                }
-                Step::Cast(cast) => counts_late |= late.contains_key(&cast.column),
-                Step::RowId | Step::ParseTime => {}
-            }
-        }
+        let (late, counted) = Self::late_columns(steps, keyed);
         if self.aggregate.group_by.iter().any(|c| late.contains_key(c)) {
             return None;
         }
@@ -507,8 +536,10 @@ impl Pipeline {
         let mut incremental = Incremental {
             horizons: 0,
             revised: false,
-            // Returns to the next day wait for it after the keyed stage, as whole rows.
-            final_parts: !counts_late && !horizons.iter().any(|h| h.crosses_date()),
+            // Returns to the next day wait for it after the keyed stage, as whole rows;
+            // a stage after it that counts a late column needs whole rows too (a bin
+            // of a return: its rows' `Parts::BASE` have the return null).
+            final_parts: counted.is_empty() && !horizons.iter().any(|h| h.crosses_date()),
             withdraw: false,
             narrow: 0,
             revised_narrow: None,
@@ -550,49 +581,100 @@ impl Pipeline {
         let narrow = (0..Parts::HORIZONS).filter(|k| incremental.narrow >> k & 1 == 1);
         plan.set_narrow(narrow.fold(Parts::NONE, |parts, k| parts.with(Parts::horizon(k))));
         // An open entry's changes go narrow when the parts make the final result and
-        // are withdrawn, and every column other than the revised ones that a derived
-        // column of them reads (a place column) is one the keyed stage keeps, as it
-        // keeps it: no derived column after the keyed stage replaces a kept or revised
-        // column (the narrow rows carry the keyed stage's), and none is named like a
-        // column of the narrow rows.
+        // are withdrawn.
         if incremental.final_parts && incremental.withdraw {
-            let keep = keyed.keep.as_deref().unwrap_or(&[]);
-            let revised = |c: &str| late.get(c).is_some_and(|l| l.revised);
-            let rules_revise: Vec<String> = keyed.rules.iter().flat_map(|r| r.revises()).collect();
-            let reserved = [KEPT_BATCH, KEPT_ROW, SETTLES];
-            let keyed_end = (steps.iter())
-                .rposition(|s| matches!(s, Step::ForwardReturn { .. } | Step::Rule { .. }));
-            let mut places = Some(0u64);
-            for (at, step) in steps.iter().enumerate() {
-                let written = match step {
-                    Step::Derive { name, .. } => name.clone(),
-                    Step::Bin(bin) => bin.output(),
-                    _ => continue,
-                };
-                let after_keyed = keyed_end.is_some_and(|end| at > end);
-                let replaces = keep.contains(&written) || rules_revise.contains(&written);
-                if reserved.contains(&written.as_str()) || (after_keyed && replaces) {
-                    places = None;
-                }
-                let Step::Derive { name, expr } = step else {
-                    continue;
-                };
-                if !revised(name) {
-                    continue;
-                }
-                for read in expr.columns().iter().filter(|c| !revised(c)) {
-                    places = match keep.iter().position(|c| c == read) {
-                        Some(i) if i < 64 => places.map(|p| p | 1 << i),
-                        _ => None,
-                    };
-                }
-            }
-            if keep.iter().any(|c| reserved.contains(&c.as_str())) {
-                places = None;
-            }
-            incremental.revised_narrow = places;
+            incremental.revised_narrow = Self::place_columns(steps, keyed, &late);
         }
         Some(incremental)
+    }
+
+    /// With `[stream]` and no provisional results, whether open entries can go on in
+    /// place ([`EnrichSpec::open_in_place`]), and if so their place columns, with the
+    /// part of each of `plan`'s components ([`Parts::REVISED`] for those that a revised
+    /// column feeds). An open entry's row then goes on with its revised columns null,
+    /// and its values come once, when it settles: it can when no group-by column is
+    /// revised, no stage after the keyed stage counts a revised column (a bin or a cast
+    /// of one), each column a component reads that a revised column feeds is null
+    /// wherever that revised column is (so the row adds nothing to the component until
+    /// its values come; any function then, `min` and `max` too), and the narrow rows
+    /// can carry what the derived columns of revised ones read
+    /// ([`Pipeline::place_columns`]). The forward returns are final when a row goes on.
+    fn in_place(
+        &self,
+        steps: &[Step],
+        keyed: &EnrichSpec,
+        plan: &mut AggregatePlan,
+    ) -> Option<u64> {
+        if keyed.rules.iter().all(|r| r.revises().is_empty()) {
+            // No entry is ever held open.
+            return None;
+        }
+        let (late, counted) = Self::late_columns(steps, keyed);
+        let revised = |c: &String| late.get(c).is_some_and(|l| l.revised);
+        if self.aggregate.group_by.iter().any(revised) || counted.iter().any(revised) {
+            return None;
+        }
+        let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
+        for column in plan.input_columns() {
+            match late.get(&column) {
+                Some(l) if l.revised && !l.revised_strict => return None,
+                Some(l) if l.revised => {
+                    parts.insert(column, Parts::REVISED);
+                }
+                _ => {}
+            }
+        }
+        let places = Self::place_columns(steps, keyed, &late)?;
+        plan.set_parts(|column| parts.get(column).copied().unwrap_or(Parts::BASE));
+        Some(places)
+    }
+
+    /// The place columns of open entries' narrow rows ([`Incremental::revised_narrow`]),
+    /// as bits over the keyed stage's kept columns ([`EnrichSpec::keep`]): every column
+    /// other than the revised ones that a derived column of them reads. None when one
+    /// is not a column the keyed stage keeps, as it keeps it: when a derived column
+    /// after the keyed stage replaces a kept or revised column (the narrow rows carry
+    /// the keyed stage's), or when a column is named like a column of the narrow rows.
+    fn place_columns(
+        steps: &[Step],
+        keyed: &EnrichSpec,
+        late: &BTreeMap<String, Late>,
+    ) -> Option<u64> {
+        let keep = keyed.keep.as_deref().unwrap_or(&[]);
+        let revised = |c: &str| late.get(c).is_some_and(|l| l.revised);
+        let rules_revise: Vec<String> = keyed.rules.iter().flat_map(|r| r.revises()).collect();
+        let reserved = [KEPT_BATCH, KEPT_ROW, SETTLES];
+        let keyed_end = (steps.iter())
+            .rposition(|s| matches!(s, Step::ForwardReturn { .. } | Step::Rule { .. }));
+        let mut places = Some(0u64);
+        for (at, step) in steps.iter().enumerate() {
+            let written = match step {
+                Step::Derive { name, .. } => name.clone(),
+                Step::Bin(bin) => bin.output(),
+                _ => continue,
+            };
+            let after_keyed = keyed_end.is_some_and(|end| at > end);
+            let replaces = keep.contains(&written) || rules_revise.contains(&written);
+            if reserved.contains(&written.as_str()) || (after_keyed && replaces) {
+                places = None;
+            }
+            let Step::Derive { name, expr } = step else {
+                continue;
+            };
+            if !revised(name) {
+                continue;
+            }
+            for read in expr.columns().iter().filter(|c| !revised(c)) {
+                places = match keep.iter().position(|c| c == read) {
+                    Some(i) if i < 64 => places.map(|p| p | 1 << i),
+                    _ => None,
+                };
+            }
+        }
+        if keep.iter().any(|c| reserved.contains(&c.as_str())) {
+            places = None;
+        }
+        places
     }
 
     /// Every step, in the order rows go through them; derived columns at the earliest
@@ -819,6 +901,7 @@ impl Pipeline {
                     symbol: self.symbol.clone(),
                     rules,
                     keep,
+                    open_in_place: None,
                 })
             }
             Operator::Bin => Stage::Bin(

@@ -129,10 +129,11 @@ struct Dated {
     groups: Groups,
     /// The groups (in `groups`) of the rows of each numbered batch
     /// ([`Emission::Part`]'s `kept`) whose narrow parts have not all come, and how many
-    /// rows' parts (and open entries' settling changes) are still to come. (An entry
-    /// open at the date's end never settles: its batch's groups stay until the date
-    /// completes.)
-    kept: FxHashMap<u64, (Vec<u32>, usize)>,
+    /// rows' parts (and open entries' settling changes) are still to come, and whether
+    /// they go as soon as none is ([`Emission::Part`]'s `once`). (An entry open at the
+    /// date's end never settles under `emit_every`: its batch's groups stay until the
+    /// date completes.)
+    kept: FxHashMap<u64, Kept>,
     /// Numbered batches whose parts all came, by the latest provisional result they
     /// count in: let go when it is built. (A message of a time may come before an
     /// earlier one of the same time, so the last part counted down is not the last to
@@ -192,13 +193,19 @@ impl Dated {
         if let Emission::Part {
             kept: Some(kept),
             open,
+            once,
             ..
         } = emission
             && (narrow > 0 || open > 0)
             && rows.num_rows() > 0
         {
             let left = rows.num_rows() * narrow + open as usize;
-            self.kept.insert(kept, (date_ids, left));
+            let groups = Kept {
+                date_ids,
+                left,
+                once,
+            };
+            self.kept.insert(kept, groups);
             for (emission, rows) in self.early.remove(&kept).unwrap_or_default() {
                 match emission {
                     Emission::Revised { .. } => self.fold_revised(plan, emission, &rows)?,
@@ -232,7 +239,7 @@ impl Dated {
         else {
             unreachable!("a narrow part")
         };
-        let (date_ids, _) = self.kept.get(&kept).expect("its batch came");
+        let date_ids = &self.kept.get(&kept).expect("its batch came").date_ids;
         let groups = self.by_next.entry(next).or_default();
         let ids = groups.ids_of(date_ids, &self.groups, plan);
         let nonfinite = fold(plan, rows, &ids, &mut groups.states, parts, false)?;
@@ -269,7 +276,7 @@ impl Dated {
             let ids = match run {
                 Some((number, ids)) if number == *kept => Some(ids),
                 _ => {
-                    let ids = self.kept.get(kept).map(|(ids, _)| ids);
+                    let ids = self.kept.get(kept).map(|kept| &kept.date_ids);
                     run = ids.map(|ids| (*kept, ids));
                     ids
                 }
@@ -318,15 +325,22 @@ impl Dated {
     }
 
     /// Counts down `count` parts of numbered batch `kept` that count from the result at
-    /// `next` on; once none is to come, it retires.
+    /// `next` on; once none is to come, it retires (it goes at once when nothing else
+    /// can come for it: [`Kept::once`]).
     fn count_down(&mut self, kept: u64, count: usize, next: i64) {
-        let Some((_, left)) = self.kept.get_mut(&kept) else {
+        let Some(groups) = self.kept.get_mut(&kept) else {
             return;
         };
-        *left = left.saturating_sub(count);
+        groups.left = groups.left.saturating_sub(count);
+        if groups.once {
+            if groups.left == 0 {
+                self.kept.remove(&kept);
+            }
+            return;
+        }
         let last = self.last_next.entry(kept).or_insert(next);
         *last = (*last).max(next);
-        if *left == 0 {
+        if groups.left == 0 {
             self.retired.push((*last, kept));
             self.last_next.remove(&kept);
         }
@@ -358,6 +372,19 @@ impl Dated {
             merge_into(&mut self.merged, entry.remove());
         }
     }
+}
+
+/// The groups of a numbered batch's rows, kept for their narrow parts and open
+/// entries' changes ([`Dated::kept`]).
+struct Kept {
+    /// Each row's group, in the date's groups.
+    date_ids: Vec<u32>,
+    /// How many rows' narrow parts and open entries' settling changes are still to come.
+    left: usize,
+    /// Whether each open entry's values come once, as it settles, and nothing is
+    /// withdrawn ([`Emission::Part`]'s `once`): then nothing can come after the last,
+    /// and the groups go at once instead of when the result it counts in is built.
+    once: bool,
 }
 
 /// The batch numbers and places of a narrow batch of revised values.
@@ -634,6 +661,7 @@ mod tests {
             parts: Parts::BASE,
             kept: Some(kept),
             open: 0,
+            once: false,
         };
         let piece = |next, rows| Emission::Narrow {
             next,
@@ -749,6 +777,7 @@ mod tests {
                     parts: Parts::BASE.with(Parts::REVISED),
                     kept: Some(7),
                     open: 2,
+                    once: false,
                 },
                 sent,
             ),
@@ -783,6 +812,51 @@ mod tests {
                 dated.retired.is_empty() && dated.last_next.is_empty(),
                 "{order:?}"
             );
+            assert_eq!(partial(&dated), partial(&expected), "{order:?}");
+        }
+
+        // Open entries in place (`once`): sent with their revised values null, their
+        // last values coming once as they settle, before or after their batch; the
+        // batch's groups go as soon as the last came, before the date completes.
+        let nulled = RecordBatch::try_from_iter([
+            ("k", Arc::new(Int64Array::from(k.to_vec())) as ArrayRef),
+            (
+                "m",
+                Arc::new(Float64Array::from(vec![
+                    Some(0.5),
+                    None,
+                    Some(1.0),
+                    Some(2.0),
+                    None,
+                ])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let in_place = Emission::Part {
+            next: FINAL,
+            parts: Parts::ALL,
+            kept: Some(7),
+            open: 2,
+            once: true,
+        };
+        let pieces = [
+            (in_place, nulled),
+            (change(FINAL, false), revised(&[(4, 0.75)], Some(&[true]))),
+            (change(FINAL, false), revised(&[(1, 3.0)], Some(&[true]))),
+        ];
+        let orders: [[usize; 3]; 4] = [[0, 1, 2], [1, 0, 2], [1, 2, 0], [2, 1, 0]];
+        for order in orders {
+            let mut dated = Dated::default();
+            for i in order {
+                let (emission, batch) = pieces[i].clone();
+                dated.fold(&plan, &converter, emission, &batch).unwrap();
+            }
+            assert!(dated.kept.is_empty() && dated.early.is_empty(), "{order:?}");
+            assert!(
+                dated.retired.is_empty() && dated.last_next.is_empty(),
+                "{order:?}"
+            );
+            dated.merge_through(FINAL);
             assert_eq!(partial(&dated), partial(&expected), "{order:?}");
         }
     }

@@ -276,6 +276,7 @@ mod tests {
                 symbol: "ukey".into(),
                 rules: vec![custom(Expand)],
                 keep,
+                open_in_place: None,
             };
             let parts = vec![
                 (shared.clone(), Some(even.clone())),
@@ -340,6 +341,7 @@ mod tests {
                 "running".into(),
                 "qty".into(),
             ]),
+            open_in_place: None,
         };
         let (out, _) = enrich(&[batch()], &spec).unwrap();
         let ukeys: Vec<String> = out
@@ -362,6 +364,7 @@ mod tests {
             symbol: "ukey".into(),
             rules: vec![custom(Expand)],
             keep: None,
+            open_in_place: None,
         };
         let (out, counts) = enrich(&[batch()], &spec).unwrap();
         // Input order; per symbol in event order A: rows 2 (qty 2), 3 (4), 0 (5) and
@@ -392,6 +395,7 @@ mod tests {
             symbol: "ukey".into(),
             rules: vec![custom(Expand)],
             keep: Some(vec!["running".into(), "ukey".into()]),
+            open_in_place: None,
         };
         let (out, _) = enrich(&[batch()], &spec).unwrap();
         let names: Vec<String> = out[0]
@@ -428,6 +432,7 @@ mod tests {
             symbol: "ukey".into(),
             rules: vec![custom(Wrong)],
             keep: None,
+            open_in_place: None,
         };
         let error = enrich(&[batch()], &spec).unwrap_err();
         assert_eq!(error.fault(), crate::Fault::Config);

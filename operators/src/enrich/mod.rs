@@ -424,6 +424,14 @@ pub struct EnrichSpec {
     /// When set, the columns to keep afterwards (the others are neither gathered nor
     /// passed on; missing ones are skipped).
     pub keep: Option<Vec<String>>,
+    /// With `[stream]` and no provisional results, when the aggregate allows it: an
+    /// open entry's row goes on when it is released, its revised columns null
+    /// ([`EnrichRule::revises`]), and its values follow narrow when it settles
+    /// ([`crate::batch::Emission::Revised`]), instead of its whole row waiting until
+    /// then. The bits are its *place* columns, over `keep`: the columns besides the
+    /// revised ones that the derived columns of revised ones read (see
+    /// [`Incremental::revised_narrow`](crate::enrich::Incremental::revised_narrow)).
+    pub open_in_place: Option<u64>,
 }
 
 impl EnrichSpec {

@@ -108,10 +108,13 @@ where
             // but the final rows when they are computed incrementally (the final
             // rows then make the final result alone).
             let tagged = provisional.is_some_and(|p| p.incremental.is_none());
-            // Whether the parts make the final result too (no final rows then).
-            let final_parts =
-                provisional.is_some_and(|p| p.incremental.is_some_and(|i| i.final_parts));
-            let tags = (tagged, final_parts);
+            // Whether the parts make the final result too (no final rows then), and
+            // whether open entries go on in place, their values once as they settle
+            // (`[stream]` without provisional results: `EnrichSpec::open_in_place`).
+            let in_place = watermark && provisional.is_none() && spec.open_in_place.is_some();
+            let final_parts = in_place
+                || provisional.is_some_and(|p| p.incremental.is_some_and(|i| i.final_parts));
+            let tags = (tagged, final_parts, in_place);
             move |(input, frontier), output| {
                 input.for_each_time(|time, data| {
                     let date_key = date_key_of(*time.time());
@@ -250,12 +253,13 @@ where
 /// provisional result at its [`provisional_time`], the capability moving there first
 /// (it is never past it: [`KeyedDate::skip_provisional_before`] and the release order).
 /// Final rows are tagged when `tags.0`, the others always; settled parts make the final
-/// result too when `tags.1` (their [`Parts::BASE`] then counts the output rows).
+/// result too when `tags.1` (their [`Parts::BASE`] then counts the output rows), each
+/// open entry's values coming once when `tags.2` ([`Emission::Part`]'s `once`).
 fn send_steps(
     output: &mut OutputBuilderSession<'_, Time, CapacityContainerBuilder<Batch>>,
     capability: &mut Capability<Time>,
     date_key: u32,
-    (tagged, final_parts): (bool, bool),
+    (tagged, final_parts, once): (bool, bool, bool),
     rows_out: &mut u64,
     steps: Vec<Step>,
 ) {
@@ -284,6 +288,7 @@ fn send_steps(
                         parts,
                         kept,
                         open,
+                        once,
                     };
                     (batch, Some(emission))
                 });
@@ -429,6 +434,7 @@ mod tests {
                     day_ms: 240 * 60_000,
                 })],
                 keep: None,
+                open_in_place: None,
             };
             let provisional = Provisional {
                 every_ms: 60_000,

@@ -554,6 +554,7 @@ mod tests {
                 .map(String::from)
                 .to_vec(),
             ),
+            open_in_place: None,
         };
         let run = |chunk_rows: usize| {
             let parts = vec![

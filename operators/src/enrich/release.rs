@@ -609,6 +609,13 @@ impl KeyedDate {
         }
     }
 
+    /// Whether open entries go on in place ([`EnrichSpec::open_in_place`]): without
+    /// provisional results, once the first segment is cut, when the binding asked for it
+    /// and the revised columns can be null.
+    fn in_place(&self) -> bool {
+        self.provisional.is_none() && self.streamed.as_ref().is_some_and(|s| s.narrow.is_some())
+    }
+
     /// Whether the parts make the final result too: no final rows are built.
     fn final_parts(&self) -> bool {
         self.incremental().is_some_and(|i| i.final_parts)
@@ -809,12 +816,14 @@ impl KeyedDate {
         if self.final_parts() {
             return self.finish_parts(steps);
         }
-        // No provisional result is left: nothing settles for one.
-        let mut none = Vec::new();
-        self.cut_segment(i64::MAX, &mut none)?;
+        // No provisional result is left: nothing settles for one, but with open
+        // entries in place every row goes in parts.
+        let in_place = self.in_place();
+        let mut steps = steps;
+        self.cut_segment(i64::MAX, &mut steps)?;
         let mut out = Vec::new();
         while !self.segments.is_empty() {
-            self.release_front(&mut out, &mut none)?;
+            self.release_front(&mut out, &mut steps)?;
         }
         let streamed = self.streamed.as_mut().expect("checked above");
         for (rule, carried) in streamed.plan.spec.rules.iter().zip(&mut streamed.carried) {
@@ -825,7 +834,15 @@ impl KeyedDate {
                 *streamed.counts.entry(name).or_default() += count;
             }
         }
-        streamed.held.flush(true, &mut out)?;
+        match in_place {
+            // The entries still held, as they end the date.
+            true => {
+                let mut last = Vec::new();
+                streamed.held.flush(true, &mut last)?;
+                push_settling(last, &mut steps);
+            }
+            false => streamed.held.flush(true, &mut out)?,
+        }
         let out = project(out, &streamed.output)?;
         let finished = Finished::Streamed {
             batches: out.into_iter(),
@@ -904,7 +921,12 @@ impl KeyedDate {
                     schema,
                     self.provisional.is_some(),
                 )?;
-                if let Some(places) = self.incremental().and_then(|i| i.revised_narrow) {
+                let places = match self.provisional {
+                    Some(_) => self.incremental().and_then(|i| i.revised_narrow),
+                    // Open entries in place: their revised columns go on null.
+                    None => (self.spec.open_in_place).filter(|_| streamed.revised_nullable()),
+                };
+                if let Some(places) = places {
                     streamed.narrow = narrow_columns(&self.spec, &streamed, places);
                 }
                 self.streamed.insert(streamed)
@@ -989,6 +1011,7 @@ impl KeyedDate {
             // Its rows went in parts: nothing more of them goes on.
             return Ok(());
         }
+        let in_place = self.in_place();
         let streamed = self.streamed.as_mut().expect("a segment was cut");
         let mut frame = segment.frame;
         let revisions = match segment.ruled {
@@ -1000,6 +1023,11 @@ impl KeyedDate {
                 rules(plan, &mut frame, counts, &mut streamed.carried)?
             }
         };
+        if in_place {
+            let first = self.next_kept;
+            self.next_kept += settle_in_place(streamed, frame, returns, revisions, first, steps)?;
+            return Ok(());
+        }
         let mut released = Vec::new();
         let held = &mut streamed.held;
         settle(
@@ -1131,7 +1159,9 @@ fn cut_parts(
             open.revise(revision.clone());
         }
         match (&streamed.narrow, kept) {
-            (Some(columns), Some(first)) => open_counts = open.hold_narrow(&all, first, columns)?,
+            (Some(columns), Some(first)) => {
+                open_counts = open_counts_of(&open.hold_narrow(&all, first, columns)?);
+            }
             _ => {
                 // With withdrawals the rows held go on as the others do: `all`, unparted.
                 let (held, others) = open.hold_rows(&all, !incremental.withdraw)?;
@@ -1280,7 +1310,114 @@ fn settle(
     held.flush(false, out)
 }
 
+/// [`settle`] with open entries in place ([`EnrichSpec::open_in_place`]): every row of
+/// the segment goes on now, in batches numbered from `first` (an open entry with its
+/// revised columns null, held narrow), and the held entries that settled go narrow
+/// with their values ([`Step::Revised`]). Returns how many batches it numbered.
+fn settle_in_place(
+    streamed: &mut Streamed,
+    mut frame: Frame,
+    returns: Vec<(String, ArrayRef)>,
+    revisions: Vec<Revisions>,
+    first: u64,
+    steps: &mut Vec<Step>,
+) -> Result<u64, EnrichError> {
+    add_returns(&mut frame, returns);
+    for revision in revisions {
+        streamed.held.revise_settled(revision);
+    }
+    let schema = streamed.plan.schema.clone();
+    let mut rows: Vec<RecordBatch> =
+        EnrichOutput::of_frame(frame, schema, true, BTreeMap::new())?.collect::<Result<_, _>>()?;
+    rows.retain(|batch| batch.num_rows() > 0);
+    let columns = streamed.narrow.as_ref().expect("open entries in place");
+    let masks = streamed.held.hold_narrow(&rows, first, columns)?;
+    let revised: Vec<String> = (streamed.plan.spec.rules.iter())
+        .flat_map(|r| r.revises())
+        .collect();
+    for (batch, mask) in rows.iter_mut().zip(&masks) {
+        if let Some(open) = mask {
+            *batch = null_where(batch, &revised, open)?;
+        }
+    }
+    let numbered = rows.len() as u64;
+    let rows = project(rows, &streamed.output)?;
+    if !rows.is_empty() {
+        steps.push(Step::Settled {
+            rows,
+            parts: Parts::ALL,
+            next: FINAL,
+            kept: Some(first),
+            open: open_counts_of(&masks),
+        });
+    }
+    let mut settled = Vec::new();
+    streamed.held.flush(false, &mut settled)?;
+    push_settling(settled, steps);
+    Ok(numbered)
+}
+
+/// Pushes held entries' values, narrow, each the last it has (they settled, or the
+/// date ended): [`Step::Revised`] for the final result, with [`SETTLES`] true.
+fn push_settling(rows: Vec<RecordBatch>, steps: &mut Vec<Step>) {
+    let rows: Vec<RecordBatch> = (rows.into_iter())
+        .filter(|batch| batch.num_rows() > 0)
+        .map(|batch| {
+            let all = BooleanArray::new(BooleanBuffer::new_set(batch.num_rows()), None);
+            with_settles(&batch, all)
+        })
+        .collect();
+    if !rows.is_empty() {
+        steps.push(Step::Revised {
+            rows,
+            parts: Parts::REVISED,
+            next: FINAL,
+            withdrawn: false,
+        });
+    }
+}
+
+/// How many open entries each batch has, by [`Held::hold_narrow`]'s masks.
+fn open_counts_of(masks: &[Option<BooleanArray>]) -> Vec<u32> {
+    (masks.iter())
+        .map(|mask| mask.as_ref().map_or(0, |m| m.true_count() as u32))
+        .collect()
+}
+
+/// `batch` with its columns named in `names` null on the rows of `rows`.
+fn null_where(
+    batch: &RecordBatch,
+    names: &[String],
+    rows: &BooleanArray,
+) -> Result<RecordBatch, EnrichError> {
+    let valid = NullBuffer::new(!rows.values());
+    let schema = batch.schema();
+    let mut columns = batch.columns().to_vec();
+    for name in names {
+        let Some((i, _)) = schema.column_with_name(name) else {
+            continue;
+        };
+        let data = columns[i].to_data();
+        let nulls = NullBuffer::union(data.nulls(), Some(&valid));
+        let data = (data.into_builder().nulls(nulls).build()).map_err(output_error)?;
+        columns[i] = arrow::array::make_array(data);
+    }
+    RecordBatch::try_new(schema, columns).map_err(output_error)
+}
+
 impl Streamed {
+    /// Whether every revised column of the output can be null (an open entry's go on
+    /// null in place: [`EnrichSpec::open_in_place`]).
+    fn revised_nullable(&self) -> bool {
+        (self.plan.spec.rules.iter())
+            .flat_map(|r| r.revises())
+            .all(|c| {
+                self.output
+                    .field_with_name(&c)
+                    .is_ok_and(|f| f.is_nullable())
+            })
+    }
+
     fn new(
         spec: &EnrichSpec,
         returns: Option<&ForwardReturnSpec>,
@@ -1504,23 +1641,23 @@ impl Held {
 
     /// [`Held::hold_rows`] with narrow revised values: holds, of the rows of `rows` (the
     /// batches numbered from `first`) that the last revisions opened, the `columns`
-    /// alone, with each row's batch number and place in it; returns how many each batch
-    /// has.
+    /// alone, with each row's batch number and place in it; returns which rows each
+    /// batch has (none when it has none).
     fn hold_narrow(
         &mut self,
         rows: &[RecordBatch],
         first: u64,
         columns: &[String],
-    ) -> Result<Vec<u32>, EnrichError> {
+    ) -> Result<Vec<Option<BooleanArray>>, EnrichError> {
         if self.opened.is_empty() {
-            return Ok(vec![0; rows.len()]);
+            return Ok(vec![None; rows.len()]);
         }
-        let mut counts = Vec::with_capacity(rows.len());
+        let mut masks = Vec::with_capacity(rows.len());
         for (b, batch) in rows.iter().enumerate() {
             let open = rows_in(batch, &self.opened)?;
             let n = open.true_count();
-            counts.push(n as u32);
             if n == 0 {
+                masks.push(None);
                 continue;
             }
             let schema = batch.schema();
@@ -1540,9 +1677,33 @@ impl Held {
             );
             self.rows += n;
             self.batches.push(narrow);
+            masks.push(Some(open));
         }
         self.opened.clear();
-        Ok(counts)
+        Ok(masks)
+    }
+
+    /// [`Held::revise`] keeping the changes of the rows that settle alone: with open
+    /// entries in place ([`EnrichSpec::open_in_place`]) an entry's values go on once,
+    /// when it settles (its last change has them all), or as they are when the date
+    /// ends ([`Held::revise`] then).
+    fn revise_settled(&mut self, revisions: Revisions) {
+        if !self.active {
+            return;
+        }
+        let index = self.revisions.len() as u32;
+        let settled = (revisions.row_ids.iter()).zip(&revisions.settled);
+        let mut any = false;
+        for (i, (row_id, _)) in settled.enumerate().filter(|(_, (_, s))| **s) {
+            self.changes.insert(*row_id, (index, i as u32));
+            self.changed_rows.insert(*row_id);
+            self.settled.insert(*row_id);
+            any = true;
+        }
+        if any {
+            self.revisions.push(revisions.columns);
+        }
+        self.opened.extend(revisions.open);
     }
 
     /// Takes a rule's changes to rows' values only: all that a provisional result

@@ -136,6 +136,7 @@ impl ForwardReturnSpec {
             symbol: self.symbol.clone(),
             rules: vec![self.rule()],
             keep: None,
+            open_in_place: None,
         }
     }
 }

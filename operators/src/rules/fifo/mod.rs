@@ -451,6 +451,7 @@ pub fn fifo_match(
         symbol: symbol.to_owned(),
         rules: vec![Arc::new(FifoMatch::new(spec.clone())?)],
         keep: None,
+        open_in_place: None,
     };
     let (batches, counts) = enrich(batches, &spec)?;
     let count = |name: &str| counts.get(name).copied().unwrap_or(0);
