@@ -625,11 +625,12 @@ fn open_entries_go_on_in_place_where_a_null_adds_nothing_and_give_the_whole_date
         with_derived(t, &derive, &[("a", "sum(a)"), ("q", "sum(qty)")])
     };
     assert_eq!(in_place(replaced), None);
-    // Provisional results have their own incremental form.
-    assert_eq!(
-        bound_with(|t| t).keyed().and_then(|s| s.open_in_place),
-        None
-    );
+    // Provisional results have their own incremental form; a return to the close does
+    // not stream.
+    let provisional = bound_with(|t| t).keyed().and_then(|s| s.open_in_place);
+    assert_eq!(provisional, None);
+    assert_eq!(in_place(with_close), None);
+    // With late rows, the partial is the whole-date run's over the rows on time.
     for edit in [notional, max_matched, not_null_strict] {
         let (day, elapsed) = day(41, 2_000, 20);
         let late = late_rows(&elapsed, 2_000);
@@ -643,6 +644,38 @@ fn open_entries_go_on_in_place_where_a_null_adds_nothing_and_give_the_whole_date
             assert_eq!(written(&summary), expected, "{case}: {text}");
         }
     }
+    // Without, the counts after the keyed stage are the whole-date run's too (a
+    // non-finite value from revised values among them: `ln(0)` of an entry never
+    // matched), in place and not.
+    let (day, elapsed) = day(42, 2_000, u32::MAX);
+    assert!(late_rows(&elapsed, 2_500).is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    write_day(dir.path(), &day);
+    let on_time = Some("lateness = \"2500ms\"");
+    for edit in [notional, log_matched, not_null_strict] {
+        let text = |batch_rows, stream| edit(pipeline_text(dir.path(), batch_rows, stream));
+        let whole = run_date(&Pipeline::from_toml(&text(65_536, None)).unwrap(), 1);
+        let counts = downstream_counts(&whole.dates[0].report);
+        let log = text(1, None).contains("ln(");
+        let nonfinite = counts.iter().find(|(n, _)| n == "aggregate.nonfinite.lq");
+        assert_eq!(nonfinite.is_some_and(|(_, n)| *n > 0), log, "{counts:?}");
+        for (workers, batch_rows) in [(1, 65_536), (2, 7), (4, 250)] {
+            let summary = run_date(
+                &Pipeline::from_toml(&text(batch_rows, on_time)).unwrap(),
+                workers,
+            );
+            let case = format!("{workers} workers, batches of {batch_rows}");
+            assert_eq!(written(&summary), written(&whole), "{case}");
+            let report = &summary.dates[0].report;
+            assert_eq!(downstream_counts(report), counts, "{case}");
+        }
+    }
+}
+
+/// [`pipeline_text`] with a metric over `ln(matched_qty)`: minus infinity for an entry
+/// never matched.
+fn log_matched(text: String) -> String {
+    with_derived(text, &[("lq", "ln(matched_qty)")], &[("lq", "sum(lq)")])
 }
 
 /// [`pipeline_text`] with a metric over a derived column that is not null where

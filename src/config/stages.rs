@@ -598,7 +598,8 @@ impl Pipeline {
     /// wherever that revised column is (so the row adds nothing to the component until
     /// its values come; any function then, `min` and `max` too), and the narrow rows
     /// can carry what the derived columns of revised ones read
-    /// ([`Pipeline::place_columns`]). The forward returns are final when a row goes on.
+    /// ([`Pipeline::place_columns`]). The forward returns are final when a row goes on;
+    /// none reaches the close (the date would not stream).
     fn in_place(
         &self,
         steps: &[Step],
@@ -607,6 +608,12 @@ impl Pipeline {
     ) -> Option<u64> {
         if keyed.rules.iter().all(|r| r.revises().is_empty()) {
             // No entry is ever held open.
+            return None;
+        }
+        let returns = keyed.rules.first().and_then(|r| r.forward_returns());
+        if returns.is_some_and(|r| r.horizons.iter().any(|h| h.reach_ms(r.day_ms) >= r.day_ms)) {
+            // A return to the close or the next day: the keyed stage does not stream
+            // (the date runs whole), and a next day's returns wait for whole rows.
             return None;
         }
         let (late, counted) = Self::late_columns(steps, keyed);

@@ -1323,8 +1323,9 @@ fn settle_in_place(
     steps: &mut Vec<Step>,
 ) -> Result<u64, EnrichError> {
     add_returns(&mut frame, returns);
+    // (FIFO resumed reports settling changes alone; a rule may report others too.)
     for revision in revisions {
-        streamed.held.revise_settled(revision);
+        streamed.held.revise(revision);
     }
     let schema = streamed.plan.schema.clone();
     let mut rows: Vec<RecordBatch> =
@@ -1407,15 +1408,11 @@ fn null_where(
 
 impl Streamed {
     /// Whether every revised column of the output can be null (an open entry's go on
-    /// null in place: [`EnrichSpec::open_in_place`]).
+    /// null in place: [`EnrichSpec::open_in_place`]); those pruned from it need not.
     fn revised_nullable(&self) -> bool {
         (self.plan.spec.rules.iter())
             .flat_map(|r| r.revises())
-            .all(|c| {
-                self.output
-                    .field_with_name(&c)
-                    .is_ok_and(|f| f.is_nullable())
-            })
+            .all(|c| (self.output.field_with_name(&c)).map_or(true, |f| f.is_nullable()))
     }
 
     fn new(
@@ -1681,29 +1678,6 @@ impl Held {
         }
         self.opened.clear();
         Ok(masks)
-    }
-
-    /// [`Held::revise`] keeping the changes of the rows that settle alone: with open
-    /// entries in place ([`EnrichSpec::open_in_place`]) an entry's values go on once,
-    /// when it settles (its last change has them all), or as they are when the date
-    /// ends ([`Held::revise`] then).
-    fn revise_settled(&mut self, revisions: Revisions) {
-        if !self.active {
-            return;
-        }
-        let index = self.revisions.len() as u32;
-        let settled = (revisions.row_ids.iter()).zip(&revisions.settled);
-        let mut any = false;
-        for (i, (row_id, _)) in settled.enumerate().filter(|(_, (_, s))| **s) {
-            self.changes.insert(*row_id, (index, i as u32));
-            self.changed_rows.insert(*row_id);
-            self.settled.insert(*row_id);
-            any = true;
-        }
-        if any {
-            self.revisions.push(revisions.columns);
-        }
-        self.opened.extend(revisions.open);
     }
 
     /// Takes a rule's changes to rows' values only: all that a provisional result
