@@ -44,7 +44,10 @@
 //! numbered part batch whose groups the worker kept when it came (a date's rows find
 //! their groups once, in the date's groups, and each result's groups by those). So do
 //! an open entry's withdrawn and sent changes ([`Emission::Revised`]): its revised
-//! columns and those derived from them, each row into its entry's group.
+//! columns and those derived from them, each row into its entry's group. Under
+//! `[stream]` alone, open entries may go in place the same way: their rows in numbered
+//! parts for the final result with the revised columns null, each entry's values once
+//! when it settles, and the batch's groups let go as soon as they all came (`once`).
 //!
 //! In parts: this file is the operator; `plan.rs` binds a spec to a schema and builds
 //! partials ([`AggregatePlan`]); `state.rs` the mergeable group state ([`AggState`]);

@@ -14,7 +14,10 @@
 //! A rule whose output on a row changes after the row is released (`FIFOMatch`: an
 //! entry's `matched_qty` and `is_closed` until its lot closes) says so
 //! ([`Revisions`]); such rows wait in [`Held`] until they settle (or the date ends) and
-//! go on with their last values. Rules after it may not read those columns
+//! go on with their last values. Or, when the binding allows it
+//! ([`EnrichSpec::open_in_place`]), they go on at once with those columns null, in
+//! numbered batches, and are held narrow: their last values follow, each once, when
+//! they settle ([`settle_in_place`]). Rules after it may not read those columns
 //! ([`check_streamable`]).
 //!
 //! When the date completes before any segment was cut (replay without `[stream]`, where
