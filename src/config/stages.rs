@@ -611,7 +611,7 @@ impl Pipeline {
             return None;
         }
         let returns = keyed.rules.first().and_then(|r| r.forward_returns());
-        if returns.is_some_and(|r| r.horizons.iter().any(|h| h.reach_ms(r.day_ms) >= r.day_ms)) {
+        if returns.is_some_and(ForwardReturnSpec::reaches_the_close) {
             // A return to the close or the next day: the keyed stage does not stream
             // (the date runs whole), and a next day's returns wait for whole rows.
             return None;

@@ -19,6 +19,7 @@ use vizflow_operators::bin::Bin;
 use vizflow_operators::columns::ROW_ID;
 use vizflow_operators::derive::{Derive, derive_fn};
 use vizflow_operators::enrich::{Enrich, Provisional};
+use vizflow_operators::forward_return::ForwardReturnSpec;
 use vizflow_operators::next_day::{NextDayReturns, NextDaySpec, day_prices};
 use vizflow_operators::parse_time::{ParseTime, parse_time_fn};
 use vizflow_operators::report::{DateReport, Diagnostics, first_errors};
@@ -353,7 +354,7 @@ fn keyed_streams(pipeline: &BoundPipeline) -> bool {
     let to_the_close = pipeline.stages.iter().any(|stage| {
         matches!(stage, Stage::Keyed(spec) if (spec.rules.first())
             .and_then(|rule| rule.forward_returns())
-            .is_some_and(|r| r.horizons.iter().any(|h| h.reach_ms(r.day_ms) >= r.day_ms)))
+            .is_some_and(ForwardReturnSpec::reaches_the_close))
     });
     stream.emit_every_ms.is_some() || !to_the_close
 }

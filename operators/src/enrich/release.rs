@@ -808,7 +808,7 @@ impl KeyedDate {
     /// With provisional results, those still to come go first (the watermark jumps
     /// to the date's end).
     pub(super) fn finish(mut self) -> Result<(Vec<Step>, Finished), EnrichError> {
-        let steps = match self.next_provisional() {
+        let mut steps = match self.next_provisional() {
             Some(_) => self.release(i64::MAX)?,
             None => Vec::new(),
         };
@@ -822,7 +822,6 @@ impl KeyedDate {
         // No provisional result is left: nothing settles for one, but with open
         // entries in place every row goes in parts.
         let in_place = self.in_place();
-        let mut steps = steps;
         self.cut_segment(i64::MAX, &mut steps)?;
         let mut out = Vec::new();
         while !self.segments.is_empty() {
@@ -1245,7 +1244,7 @@ fn withdraw_changed(
 /// the keyed stage's kept columns); none when a place column is not in the output.
 fn narrow_columns(spec: &EnrichSpec, streamed: &Streamed, places: u64) -> Option<Vec<String>> {
     let mut columns = vec![ROW_ID.to_owned()];
-    let revised = streamed.plan.spec.rules.iter().flat_map(|r| r.revises());
+    let revised = streamed.revised();
     columns.extend(revised.filter(|c| streamed.output.column_with_name(c).is_some()));
     let keep = spec.keep.as_ref()?;
     for (i, column) in keep.iter().enumerate().take(64) {
@@ -1336,9 +1335,7 @@ fn settle_in_place(
     rows.retain(|batch| batch.num_rows() > 0);
     let columns = streamed.narrow.as_ref().expect("open entries in place");
     let masks = streamed.held.hold_narrow(&rows, first, columns)?;
-    let revised: Vec<String> = (streamed.plan.spec.rules.iter())
-        .flat_map(|r| r.revises())
-        .collect();
+    let revised: Vec<String> = streamed.revised().collect();
     for (batch, mask) in rows.iter_mut().zip(&masks) {
         if let Some(open) = mask {
             *batch = null_where(batch, &revised, open)?;
@@ -1410,11 +1407,15 @@ fn null_where(
 }
 
 impl Streamed {
+    /// The columns the rules may change after a row is released ([`EnrichRule::revises`]).
+    fn revised(&self) -> impl Iterator<Item = String> + '_ {
+        self.plan.spec.rules.iter().flat_map(|r| r.revises())
+    }
+
     /// Whether every revised column of the output can be null (an open entry's go on
     /// null in place: [`EnrichSpec::open_in_place`]); those pruned from it need not.
     fn revised_nullable(&self) -> bool {
-        (self.plan.spec.rules.iter())
-            .flat_map(|r| r.revises())
+        (self.revised())
             .all(|c| (self.output.field_with_name(&c)).map_or(true, |f| f.is_nullable()))
     }
 

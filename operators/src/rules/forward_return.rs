@@ -126,6 +126,13 @@ impl ForwardReturnSpec {
         horizon.output()
     }
 
+    /// Whether a horizon reaches the day's close (or the next day): the keyed stage then
+    /// waits for the date's end, under `[stream]` too, unless provisional results are
+    /// asked for.
+    pub fn reaches_the_close(&self) -> bool {
+        (self.horizons.iter()).any(|h| h.reach_ms(self.day_ms) >= self.day_ms)
+    }
+
     /// The returns as a rule of the enrich operator.
     pub fn rule(&self) -> Arc<dyn EnrichRule> {
         Arc::new(self.clone())
