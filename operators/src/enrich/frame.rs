@@ -127,6 +127,17 @@ impl Frame {
         }
     }
 
+    /// `elapsed_ms` of the current rows, gathered alone when
+    /// [`Frame::compute_event_columns`] did not run since the rows were reshaped.
+    pub(super) fn row_times(&mut self) -> Vec<i64> {
+        let (elapsed, _) = self.events.times.split();
+        match (&self.rows, &self.reshaped_times) {
+            (None, _) => elapsed.to_vec(),
+            (Some(_), Some((times, _))) => times.clone(),
+            (Some(rows), None) => rows.iter().map(|e| elapsed[*e as usize]).collect(),
+        }
+    }
+
     /// `elapsed_ms` and `row_id` of the current rows (after
     /// [`Frame::compute_event_columns`]).
     pub(super) fn event_columns(&self) -> (&[i64], &[u64]) {

@@ -113,6 +113,12 @@ pub fn release_step_ms(horizon_ms: i64) -> i64 {
     horizon_ms.max(10_000)
 }
 
+/// Rows waiting to be cut, with the smallest and largest of their times when known.
+struct Pending {
+    rows: SelectedRows,
+    times: Option<(i64, i64)>,
+}
+
 /// One worker's share of a date in the keyed stage (see the module docs).
 pub(super) struct KeyedDate {
     /// The rules, forward returns first when there are any.
@@ -122,7 +128,7 @@ pub(super) struct KeyedDate {
     horizon_ms: i64,
     step_ms: i64,
     /// Rows not yet in a segment.
-    pending: Vec<SelectedRows>,
+    pending: Vec<Pending>,
     /// Rows below this are in segments or released.
     cut: i64,
     /// Where the watermark was at the last release.
@@ -519,18 +525,27 @@ impl KeyedDate {
         parts: impl IntoIterator<Item = SelectedRows>,
     ) -> Result<(), EnrichError> {
         for part in parts {
-            if self.cut > i64::MIN
-                && let Some((row_id, elapsed_ms)) = first_below(&part, self.cut)?
-            {
-                return Err(EnrichError::BehindRelease {
-                    row_id,
-                    elapsed_ms,
-                    released: self.cut,
-                });
+            if selected_len(&part) == 0 {
+                continue;
             }
-            if selected_len(&part) > 0 {
-                self.pending.push(part);
+            // Once rows are cut, a part's times are bounded as it comes (a pass over
+            // them that checks none is below the cut too), so that a cut need not go
+            // over the parts all below it, or all above.
+            let mut times = None;
+            if self.cut > i64::MIN {
+                let (min, max) = time_bounds(&part)?;
+                if min < self.cut
+                    && let Some((row_id, elapsed_ms)) = first_below(&part, self.cut)?
+                {
+                    return Err(EnrichError::BehindRelease {
+                        row_id,
+                        elapsed_ms,
+                        released: self.cut,
+                    });
+                }
+                times = Some((min, max));
             }
+            self.pending.push(Pending { rows: part, times });
         }
         Ok(())
     }
@@ -813,7 +828,8 @@ impl KeyedDate {
             None => Vec::new(),
         };
         if self.streamed.is_none() {
-            let whole = enrich_selected(self.pending, &self.spec)?;
+            let pending = self.pending.into_iter().map(|p| p.rows).collect();
+            let whole = enrich_selected(pending, &self.spec)?;
             return Ok((steps, Finished::Whole(Box::new(whole))));
         }
         if self.final_parts() {
@@ -974,8 +990,7 @@ impl KeyedDate {
                 steps,
             )?;
             self.next_kept += base.len() as u64;
-            frame.compute_event_columns();
-            row_times = frame.event_columns().0.to_vec();
+            row_times = frame.row_times();
         }
         self.segments.push_back(Segment {
             end: watermark,
@@ -1758,7 +1773,8 @@ impl Held {
         }
         // A change of a row not held (it settled before) changes nothing. Each row
         // picked, and its change: (row taken, revision, index in it).
-        let (mut picks, mut changed) = (Vec::new(), Vec::new());
+        let capacity = self.changes.len();
+        let (mut picks, mut changed) = (Vec::with_capacity(capacity), Vec::with_capacity(capacity));
         for (b, batch) in self.batches.iter().enumerate() {
             for (row, r, i) in self.changes_of(batch)? {
                 if !self.dead.is(b, row) {
@@ -1768,8 +1784,7 @@ impl Held {
             }
         }
         if !picks.is_empty() {
-            let before = take_rows(&self.batches, &picks)?;
-            let after = self.apply(before.clone(), &changed)?;
+            let (before, after) = self.picked(&picks, &changed)?;
             withdrawn.push(before);
             for &(b, row) in &picks {
                 self.dead.mark(b, row, self.batches[b].num_rows());
@@ -1859,28 +1874,71 @@ impl Held {
         let schema = batch.schema();
         let mut columns = batch.columns().to_vec();
         for (c, field) in schema.fields().iter().enumerate() {
-            // The arrays to pick from: the batch's, then each revision's of this column.
-            let mut sources: Vec<&dyn Array> = vec![columns[c].as_ref()];
-            let mut source_of = vec![usize::MAX; self.revisions.len()];
-            for (r, revision) in self.revisions.iter().enumerate() {
-                if let Some((_, values)) = revision.iter().find(|(n, _)| n == field.name()) {
-                    source_of[r] = sources.len();
-                    sources.push(values.as_ref());
-                }
+            let rows = || (0..batch.num_rows()).map(|row| (0, row)).collect();
+            let column = columns[c].as_ref();
+            if let Some(values) = self.changed_column(field.name(), vec![column], rows, changed)? {
+                columns[c] = values;
             }
-            if sources.len() == 1 {
-                continue;
-            }
-            let mut picks: Vec<(usize, usize)> =
-                (0..batch.num_rows()).map(|row| (0, row)).collect();
-            for &(row, r, i) in changed {
-                if source_of[r as usize] != usize::MAX {
-                    picks[row] = (source_of[r as usize], i as usize);
-                }
-            }
-            columns[c] = arrow::compute::interleave(&sources, &picks).map_err(output_error)?;
         }
         RecordBatch::try_new(schema, columns).map_err(output_error)
+    }
+
+    /// The held rows at `picks` (batch, row) as they are, and with `changed` applied
+    /// (pick, revision, index in it): each column picked once from the batches, with
+    /// no batch taken from and joined first.
+    fn picked(
+        &self,
+        picks: &[(usize, usize)],
+        changed: &[(usize, u32, u32)],
+    ) -> Result<(RecordBatch, RecordBatch), EnrichError> {
+        let schema = self.batches[picks[0].0].schema();
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for (c, field) in schema.fields().iter().enumerate() {
+            let held: Vec<&dyn Array> = (self.batches.iter())
+                .map(|batch| batch.column(c).as_ref())
+                .collect();
+            let column = arrow::compute::interleave(&held, picks).map_err(output_error)?;
+            let rows = || picks.to_vec();
+            let changed = self.changed_column(field.name(), held, rows, changed)?;
+            after.push(changed.unwrap_or_else(|| column.clone()));
+            before.push(column);
+        }
+        Ok((
+            RecordBatch::try_new(schema.clone(), before).map_err(output_error)?,
+            RecordBatch::try_new(schema, after).map_err(output_error)?,
+        ))
+    }
+
+    /// Column `name` of the rows that `rows()` picks from `sources` (arrays of its
+    /// type), with `changed` applied (pick, revision, index in it); none when no
+    /// revision changes the column.
+    fn changed_column<'a>(
+        &'a self,
+        name: &str,
+        mut sources: Vec<&'a dyn Array>,
+        rows: impl FnOnce() -> Vec<(usize, usize)>,
+        changed: &[(usize, u32, u32)],
+    ) -> Result<Option<ArrayRef>, EnrichError> {
+        // The arrays to pick from: the rows', then each revision's of this column.
+        let held = sources.len();
+        let mut source_of = vec![usize::MAX; self.revisions.len()];
+        for (r, revision) in self.revisions.iter().enumerate() {
+            if let Some((_, values)) = revision.iter().find(|(n, _)| n == name) {
+                source_of[r] = sources.len();
+                sources.push(values.as_ref());
+            }
+        }
+        if sources.len() == held {
+            return Ok(None);
+        }
+        let mut picks = rows();
+        for &(pick, r, i) in changed {
+            if source_of[r as usize] != usize::MAX {
+                picks[pick] = (source_of[r as usize], i as usize);
+            }
+        }
+        let values = arrow::compute::interleave(&sources, &picks).map_err(output_error)?;
+        Ok(Some(values))
     }
 }
 
@@ -1945,25 +2003,6 @@ impl Extend<u64> for RowSet {
     fn extend<I: IntoIterator<Item = u64>>(&mut self, ids: I) {
         ids.into_iter().for_each(|id| self.insert(id));
     }
-}
-
-/// The rows `picks` ((batch, row), by batch) of `batches`, as one batch: a take from
-/// each batch, in turn (cheaper than picking each row's value from any batch).
-fn take_rows(
-    batches: &[RecordBatch],
-    picks: &[(usize, usize)],
-) -> Result<RecordBatch, EnrichError> {
-    let mut taken = Vec::new();
-    for run in picks.chunk_by(|a, b| a.0 == b.0) {
-        let rows = UInt32Array::from_iter_values(run.iter().map(|(_, row)| *row as u32));
-        let batch = &batches[run[0].0];
-        taken.push(arrow::compute::take_record_batch(batch, &rows).map_err(output_error)?);
-    }
-    if taken.len() == 1 {
-        return Ok(taken.pop().expect("one batch"));
-    }
-    let schema = batches[picks[0].0].schema();
-    arrow::compute::concat_batches(&schema, &taken).map_err(output_error)
 }
 
 /// A narrow batch of revised values with whether each entry settles ([`SETTLES`]).
@@ -2050,35 +2089,80 @@ fn first_below(part: &SelectedRows, watermark: i64) -> Result<Option<(u64, i64)>
     Ok(found)
 }
 
+/// The smallest and largest `elapsed_ms` of a part's rows (it has some).
+fn time_bounds(part: &SelectedRows) -> Result<(i64, i64), EnrichError> {
+    let (elapsed, _) = event_values(part)?;
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    crate::batch::for_each_row(part.0.num_rows(), part.1.as_ref(), |r| {
+        min = min.min(elapsed[r]);
+        max = max.max(elapsed[r]);
+    });
+    Ok((min, max))
+}
+
 /// The part's rows below `watermark` and the others, each `None` when there are none.
 fn split_at(
-    part: SelectedRows,
+    part: Pending,
     watermark: i64,
-) -> Result<(Option<SelectedRows>, Option<SelectedRows>), EnrichError> {
+) -> Result<(Option<SelectedRows>, Option<Pending>), EnrichError> {
+    match part.times {
+        Some((_, max)) if max < watermark => return Ok((Some(part.rows), None)),
+        Some((min, _)) if min >= watermark => return Ok((None, Some(part))),
+        _ => {}
+    }
+    let Pending { rows: part, times } = part;
     let (elapsed, _) = event_values(&part)?;
-    let (mut below, mut rest) = (0usize, 0usize);
+    // How many rows are below, and where the first row that is not is: rows come in
+    // event order within the lateness, so the rows below are mostly the first ones,
+    // and the part splits in two slices.
+    let (mut below, mut seen, mut first_rest) = (0usize, 0usize, usize::MAX);
     crate::batch::for_each_row(part.0.num_rows(), part.1.as_ref(), |r| {
-        below += usize::from(elapsed[r] < watermark);
-        rest += usize::from(elapsed[r] >= watermark);
+        let is_below = elapsed[r] < watermark;
+        below += usize::from(is_below);
+        if !is_below && first_rest == usize::MAX {
+            first_rest = seen;
+        }
+        seen += 1;
     });
+    let rest = seen - below;
     if rest == 0 {
         return Ok((Some(part), None));
     }
     if below == 0 {
-        return Ok((None, Some(part)));
+        return Ok((None, Some(Pending { rows: part, times })));
+    }
+    if first_rest == below {
+        let (batch, selection) = part;
+        let (head, tail) = match selection {
+            Some(rows) => (
+                (batch.clone(), Some(rows.slice(0, below))),
+                (batch, Some(rows.slice(below, rest))),
+            ),
+            None => (
+                (batch.slice(0, below), None),
+                (batch.slice(below, rest), None),
+            ),
+        };
+        // The part's bounds still bound its tail.
+        return Ok((Some(head), Some(Pending { rows: tail, times })));
     }
     let (mut below, mut rest) = (Vec::with_capacity(below), Vec::with_capacity(rest));
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
     crate::batch::for_each_row(part.0.num_rows(), part.1.as_ref(), |r| {
         match elapsed[r] < watermark {
             true => below.push(r as u32),
-            false => rest.push(r as u32),
+            false => {
+                rest.push(r as u32);
+                (min, max) = (min.min(elapsed[r]), max.max(elapsed[r]));
+            }
         }
     });
     let batch = part.0;
-    Ok((
-        Some((batch.clone(), Some(below.into()))),
-        Some((batch, Some(rest.into()))),
-    ))
+    let rest = Pending {
+        rows: (batch.clone(), Some(rest.into())),
+        times: Some((min, max)),
+    };
+    Ok((Some((batch, Some(below.into()))), Some(rest)))
 }
 
 #[cfg(test)]
@@ -2118,7 +2202,56 @@ mod tests {
         }
     }
 
+    /// The (row, elapsed_ms) pairs a part selects, in its order.
+    fn selected(part: &SelectedRows) -> Vec<(u64, i64)> {
+        let (elapsed, row_id) = event_values(part).unwrap();
+        let mut rows = Vec::new();
+        crate::batch::for_each_row(part.0.num_rows(), part.1.as_ref(), |r| {
+            rows.push((row_id[r], elapsed[r]));
+        });
+        rows
+    }
+
     proptest! {
+        /// A pending part splits at a watermark into its rows below it and the others,
+        /// each in the part's order, whether the part has a selection or not, whether
+        /// its times are bounded or not, and however its rows are out of order; the
+        /// bounds kept bound the rows left.
+        #[test]
+        fn a_part_splits_into_its_rows_below_the_watermark_and_the_others(
+            times in proptest::collection::vec(0i64..40, 1..30),
+            select in proptest::option::of(proptest::collection::vec(proptest::bool::ANY, 30)),
+            bounded in proptest::bool::ANY,
+            watermark in 0i64..45,
+        ) {
+            let batch = RecordBatch::try_from_iter([
+                (ELAPSED_MS, Arc::new(Int64Array::from(times.clone())) as ArrayRef),
+                (ROW_ID, Arc::new(UInt64Array::from_iter_values(0..times.len() as u64))),
+            ])
+            .unwrap();
+            let selection = select.map(|keep| {
+                UInt32Array::from_iter_values((0..times.len() as u32).filter(|r| keep[*r as usize]))
+            });
+            let part = (batch, selection);
+            let rows = selected(&part);
+            prop_assume!(!rows.is_empty());
+            let times = bounded.then(|| time_bounds(&part).unwrap());
+            let (below, rest) = split_at(Pending { rows: part, times }, watermark).unwrap();
+            let below = below.map(|p| selected(&p)).unwrap_or_default();
+            let expected: Vec<_> = rows.iter().filter(|r| r.1 < watermark).copied().collect();
+            prop_assert_eq!(below, expected);
+            let expected: Vec<_> = rows.iter().filter(|r| r.1 >= watermark).copied().collect();
+            match rest {
+                None => prop_assert!(expected.is_empty()),
+                Some(rest) => {
+                    if let Some((min, max)) = rest.times {
+                        prop_assert!(expected.iter().all(|r| min <= r.1 && r.1 <= max));
+                    }
+                    prop_assert_eq!(selected(&rest.rows), expected);
+                }
+            }
+        }
+
         /// A row set holds what was added since it was cleared, below the bits' limit
         /// and above it, as a set does.
         #[test]
