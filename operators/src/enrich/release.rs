@@ -383,6 +383,18 @@ impl Segment {
         Ok(out)
     }
 
+    /// The current rows with `low < elapsed_ms <= high`, ascending: all of them,
+    /// without a look at their times, when the segment is within those bounds.
+    fn rows_between(&self, low: i64, high: i64) -> Vec<u32> {
+        if self.start > low && self.end.saturating_sub(1) <= high {
+            return (0..self.row_times.len() as u32).collect();
+        }
+        (self.row_times.iter().enumerate())
+            .filter(|(_, t)| **t > low && **t <= high)
+            .map(|(row, _)| row as u32)
+            .collect()
+    }
+
     /// Each event's `elapsed_ms`.
     fn elapsed_ms(&self) -> &[i64] {
         match &self.frame.events.times {
@@ -693,10 +705,7 @@ impl KeyedDate {
                 if segment.start > high || segment.end.saturating_sub(1) <= low {
                     continue;
                 }
-                let picks: Vec<u32> = (segment.row_times.iter().enumerate())
-                    .filter(|(_, t)| **t > low && **t <= high)
-                    .map(|(row, _)| row as u32)
-                    .collect();
+                let picks = segment.rows_between(low, high);
                 if picks.is_empty() {
                     continue;
                 }
@@ -1081,10 +1090,7 @@ impl KeyedDate {
                 continue;
             }
             let low = self.returned[k].saturating_sub(horizon.reach_ms(spec.day_ms));
-            let picks: Vec<u32> = (segment.row_times.iter().enumerate())
-                .filter(|(_, t)| **t > low)
-                .map(|(row, _)| row as u32)
-                .collect();
+            let picks = segment.rows_between(low, i64::MAX);
             if picks.is_empty() {
                 continue;
             }
