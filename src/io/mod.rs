@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 pub use date_file::DateFile;
 pub use write::{
     read_parquet, read_parquet_metadata, write_batches, write_bytes_atomic, write_parquet_atomic,
+    write_parquet_snapshot_atomic,
 };
 
 /// The on-disk format of an input file, chosen by its extension.

@@ -30,8 +30,34 @@ pub fn write_parquet_atomic(
     metadata: &[(String, String)],
 ) -> Result<(), IoError> {
     write_atomic(path, |out| {
-        write_parquet(out, batch.schema(), std::slice::from_ref(batch), metadata)
+        let batches = std::slice::from_ref(batch);
+        write_parquet(out, batch.schema(), batches, metadata, zstd())
     })
+}
+
+/// [`write_parquet_atomic`] uncompressed, for a small file written again and again (a
+/// live feed's provisional partial, at every `emit_every`): there a compressor for each
+/// column of each file costs more than it saves.
+pub fn write_parquet_snapshot_atomic(
+    path: &Path,
+    batch: &RecordBatch,
+    metadata: &[(String, String)],
+) -> Result<(), IoError> {
+    write_atomic(path, |out| {
+        let batches = std::slice::from_ref(batch);
+        write_parquet(
+            out,
+            batch.schema(),
+            batches,
+            metadata,
+            Compression::UNCOMPRESSED,
+        )
+    })
+}
+
+/// How partials and tables are compressed.
+fn zstd() -> Compression {
+    Compression::ZSTD(ZstdLevel::default())
 }
 
 /// Reads a whole Parquet file (all columns) into one batch plus its key-value metadata
@@ -121,7 +147,7 @@ pub fn write_batches(
             batches.iter().try_for_each(|batch| writer.write(batch))?;
             Ok(writer.finish()?)
         }
-        FileFormat::Parquet => write_parquet(out, schema, batches, &[]),
+        FileFormat::Parquet => write_parquet(out, schema, batches, &[], zstd()),
         FileFormat::Csv => {
             let mut writer = arrow::csv::WriterBuilder::new()
                 .with_header(true)
@@ -136,13 +162,14 @@ fn write_parquet(
     schema: SchemaRef,
     batches: &[RecordBatch],
     metadata: &[(String, String)],
+    compression: Compression,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let metadata = metadata
         .iter()
         .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
         .collect();
     let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_compression(compression)
         .set_key_value_metadata(Some(metadata))
         .build();
     let mut writer = ArrowWriter::try_new(out, schema, Some(properties))?;

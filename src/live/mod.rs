@@ -50,7 +50,7 @@ use crate::calendar;
 use crate::cluster::{self, ClusterError, ClusterSpec, DatePlan};
 use crate::config::{BoundPipeline, Pipeline};
 use crate::engine::{DateResult, Engine, EngineError, Feeding, ResultKind, Workers};
-use crate::io::write_parquet_atomic;
+use crate::io::write_parquet_snapshot_atomic;
 use crate::partials::Layout;
 use crate::run::{DateOutcome, DateStatus, PROVISIONAL_RESULTS, outcome_of, partial_path};
 
@@ -730,7 +730,7 @@ impl<'a> Feed<'a> {
                 ("vizflow.rows".to_owned(), rows.to_string()),
             ]);
             let path = live_path(output, result.date);
-            match write_parquet_atomic(&path, &partial, &metadata) {
+            match write_parquet_snapshot_atomic(&path, &partial, &metadata) {
                 Ok(()) => tracing::info!(
                     "{} at {watermark_ms} ms: {rows} rows so far, {} groups -> {}",
                     calendar::format_date(result.date),

@@ -25,7 +25,9 @@ const BATCH_ROWS: usize = 8_192;
 pub fn send(address: SocketAddr, files: &[(NaiveDate, PathBuf)]) -> anyhow::Result<u64> {
     let connection = TcpStream::connect(address)?;
     connection.set_nodelay(true)?;
-    let mut out = Some(BufWriter::with_capacity(1 << 20, connection));
+    // Smaller than a batch's body, which then goes to the socket without a copy into
+    // the buffer; a message's prefix and metadata are gathered in it.
+    let mut out = Some(BufWriter::with_capacity(64 << 10, connection));
     let mut writer: Option<StreamWriter<BufWriter<TcpStream>>> = None;
     let mut rows = 0u64;
     for (date, path) in files {
