@@ -29,10 +29,7 @@ pub fn write_parquet_atomic(
     batch: &RecordBatch,
     metadata: &[(String, String)],
 ) -> Result<(), IoError> {
-    write_atomic(path, |out| {
-        let batches = std::slice::from_ref(batch);
-        write_parquet(out, batch.schema(), batches, metadata, zstd())
-    })
+    write_one_parquet_atomic(path, batch, metadata, zstd())
 }
 
 /// [`write_parquet_atomic`] uncompressed, for a small file written again and again (a
@@ -43,15 +40,19 @@ pub fn write_parquet_snapshot_atomic(
     batch: &RecordBatch,
     metadata: &[(String, String)],
 ) -> Result<(), IoError> {
+    write_one_parquet_atomic(path, batch, metadata, Compression::UNCOMPRESSED)
+}
+
+/// `batch` to `path` as Parquet with `compression`, atomically.
+fn write_one_parquet_atomic(
+    path: &Path,
+    batch: &RecordBatch,
+    metadata: &[(String, String)],
+    compression: Compression,
+) -> Result<(), IoError> {
     write_atomic(path, |out| {
         let batches = std::slice::from_ref(batch);
-        write_parquet(
-            out,
-            batch.schema(),
-            batches,
-            metadata,
-            Compression::UNCOMPRESSED,
-        )
+        write_parquet(out, batch.schema(), batches, metadata, compression)
     })
 }
 

@@ -1778,7 +1778,7 @@ impl Held {
             return Ok(());
         }
         // A change of a row not held (it settled before) changes nothing. Each row
-        // picked, and its change: (row taken, revision, index in it).
+        // picked, and its change: (pick, revision, index in it).
         let capacity = self.changes.len();
         let (mut picks, mut changed) = (Vec::with_capacity(capacity), Vec::with_capacity(capacity));
         for (b, batch) in self.batches.iter().enumerate() {
