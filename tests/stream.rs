@@ -296,6 +296,77 @@ fn late_rows_and_finals_match_the_oracle_for_any_workers_and_batch_sizes() {
     }
 }
 
+/// `day`'s rows with about one in `every` moved out of the sessions (the pre-open
+/// auction, the lunch break, after the close), and which.
+fn out_of_session(day: &RecordBatch, seed: u64, every: u32) -> (RecordBatch, Vec<usize>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let ticks = day
+        .column_by_name("ticktime")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let mut moved = Vec::new();
+    let ticks: Int64Array = (ticks.values().iter().enumerate())
+        .map(|(i, t)| match rng.random_ratio(1, every) {
+            true => {
+                moved.push(i);
+                [92_000_000, 114_500_000, 150_200_000][rng.random_range(0..3)]
+            }
+            false => *t,
+        })
+        .collect();
+    let mut columns = day.columns().to_vec();
+    columns[day.schema().index_of("ticktime").unwrap()] = Arc::new(ticks);
+    (RecordBatch::try_new(day.schema(), columns).unwrap(), moved)
+}
+
+/// [`pipeline_text`] with rows out of session dropped.
+fn dropping(text: String) -> String {
+    let clock = "format = \"hhmmssmmm\" }";
+    assert!(text.contains(clock));
+    text.replace(clock, "format = \"hhmmssmmm\", out_of_session = \"drop\" }")
+}
+
+/// Rows that `parse_time` drops (out of session) never arrive: they are neither late
+/// nor make others late, whatever the batches (the rows kept go on as a selection of
+/// their batch, which the late rows are found in and taken out of). The late rows are
+/// the oracle's over the rows kept, named by their place in the file.
+#[test]
+fn rows_dropped_out_of_session_are_not_late_and_the_late_rows_are_named_by_their_row() {
+    let (day, elapsed) = day(4, 3_000, 20);
+    let (day, moved) = out_of_session(&day, 5, 25);
+    assert!(moved.len() > 50, "rows moved out of the sessions");
+    // The oracle sees the rows kept, in file order; its late rows are mapped back.
+    let kept: Vec<usize> = (0..day.num_rows())
+        .filter(|i| moved.binary_search(i).is_err())
+        .collect();
+    let kept_elapsed: Vec<i64> = kept.iter().map(|i| elapsed[*i]).collect();
+    let late: Vec<usize> = (late_rows(&kept_elapsed, 2_000).into_iter())
+        .map(|k| kept[k])
+        .collect();
+    assert!(late.len() > 10, "the date has late rows");
+    let expected = whole_date_without_as(&day, &late, dropping);
+    let dir = tempfile::tempdir().unwrap();
+    write_day(dir.path(), &day);
+    for (workers, batch_rows) in [(1, 65_536), (2, 7), (2, 1_000), (4, 33)] {
+        let case = format!("{workers} workers, batches of {batch_rows}");
+        let text = dropping(pipeline_text(
+            dir.path(),
+            batch_rows,
+            Some("lateness = \"2s\""),
+        ));
+        let summary = run_date(&Pipeline::from_toml(&text).unwrap(), workers);
+        let report = &summary.dates[0].report;
+        assert_eq!(
+            report.count("parse_time.dropped"),
+            moved.len() as u64,
+            "{case}"
+        );
+        let ids: Vec<u64> = late.iter().map(|i| *i as u64).collect();
+        assert_eq!(report.late_row_ids, ids, "{case}");
+        assert_eq!(written(&summary), expected, "{case}");
+    }
+}
+
 #[test]
 fn two_processes_find_the_same_late_rows_and_partial_for_both_partitionings() {
     let (day, elapsed) = day(21, 4_000, 30);

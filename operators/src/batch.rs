@@ -692,7 +692,8 @@ impl Distributor<Batch> for BySymbol {
         time: &T,
         pushers: &mut [P],
     ) {
-        let Some(batch) = container.take() else {
+        // A selection (rows a stage before dropped are left out of it) is read through.
+        let Some((batch, selection)) = container.take_selected() else {
             return;
         };
         let Some(column) = batch.column_by_name(&self.column) else {
@@ -705,13 +706,13 @@ impl Distributor<Batch> for BySymbol {
         // Each destination's rows, allocated at their exact size (a date's selections
         // live until the keyed stage has ordered the rows).
         let mut counts = vec![0usize; pushers.len()];
-        for dest in &destinations {
-            counts[*dest as usize] += 1;
-        }
+        for_each_row(batch.num_rows(), selection.as_ref(), |row| {
+            counts[destinations[row] as usize] += 1;
+        });
         let mut indices: Vec<Vec<u32>> = counts.into_iter().map(Vec::with_capacity).collect();
-        for (row, dest) in destinations.iter().enumerate() {
-            indices[*dest as usize].push(row as u32);
-        }
+        for_each_row(batch.num_rows(), selection.as_ref(), |row| {
+            indices[destinations[row] as usize].push(row as u32);
+        });
         for (dest, rows) in indices.into_iter().enumerate() {
             if rows.is_empty() {
                 continue;

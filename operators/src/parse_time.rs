@@ -29,7 +29,7 @@
 use std::fmt;
 
 use arrow::array::{
-    Array, AsArray, BooleanArray, BooleanBufferBuilder, Int64Array, StringArrayType,
+    Array, AsArray, BooleanArray, BooleanBufferBuilder, Int64Array, StringArrayType, UInt32Array,
 };
 use arrow::buffer::NullBuffer;
 use arrow::compute::{CastOptions, cast_with_options};
@@ -38,6 +38,7 @@ use arrow::error::ArrowError;
 use chrono::{DateTime, NaiveDate, NaiveTime, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
 
+use crate::batch::SelectedRows;
 use crate::clock::{TradingClock, format_ms_of_day};
 use crate::columns::{ELAPSED_MS, ELAPSED_SECONDS, ROW_ID};
 
@@ -660,6 +661,34 @@ pub fn parse_time_batch(
     spec: &ParseTimeSpec,
     date: NaiveDate,
 ) -> Result<(arrow::array::RecordBatch, ElapsedTimes), ParseTimeError> {
+    let (out, times) = parse_time_unfiltered(batch, spec, date)?;
+    let out = match &times.keep {
+        Some(keep) => arrow::compute::filter_record_batch(&out, keep)?,
+        None => out,
+    };
+    Ok((out, times))
+}
+
+/// [`parse_time_batch`] with the rows it keeps as a selection of the batch rather than
+/// copied out of it (`None`: all of them): for a stage whose rows go on to the exchange
+/// by symbol, which reads through a selection.
+pub fn parse_time_selected(
+    batch: &arrow::array::RecordBatch,
+    spec: &ParseTimeSpec,
+    date: NaiveDate,
+) -> Result<(SelectedRows, ElapsedTimes), ParseTimeError> {
+    let (out, times) = parse_time_unfiltered(batch, spec, date)?;
+    let selection = (times.keep.as_ref())
+        .map(|keep| UInt32Array::from_iter_values(keep.values().set_indices().map(|i| i as u32)));
+    Ok(((out, selection), times))
+}
+
+/// [`parse_time_batch`] with the dropped rows left in, and `keep` in the times.
+fn parse_time_unfiltered(
+    batch: &arrow::array::RecordBatch,
+    spec: &ParseTimeSpec,
+    date: NaiveDate,
+) -> Result<(arrow::array::RecordBatch, ElapsedTimes), ParseTimeError> {
     let column =
         batch
             .column_by_name(&spec.column)
@@ -701,9 +730,6 @@ pub fn parse_time_batch(
             .collect();
         out = out.project(&indices)?;
     }
-    if let Some(keep) = &times.keep {
-        out = arrow::compute::filter_record_batch(&out, keep)?;
-    }
     Ok((out, times))
 }
 
@@ -730,8 +756,7 @@ impl<'scope> ParseTime<'scope>
 }
 
 /// The `parse_time` operator's work on one batch of a date (`date_key`), counts
-/// included: what the operator maps every batch with, and what a worker runs on a
-/// batch as it arrives when the pipeline streams.
+/// included: what the operator maps every batch with.
 pub fn parse_time_fn(
     spec: ParseTimeSpec,
 ) -> impl FnMut(
@@ -739,9 +764,34 @@ pub fn parse_time_fn(
     arrow::array::RecordBatch,
     &crate::report::Diagnostics,
 ) -> Result<arrow::array::RecordBatch, ParseTimeError> {
+    counted(spec, parse_time_batch)
+}
+
+/// [`parse_time_fn`] with the rows kept as a selection ([`parse_time_selected`]): what a
+/// worker runs on a batch as it arrives when the pipeline streams.
+pub fn parse_time_selected_fn(
+    spec: ParseTimeSpec,
+) -> impl FnMut(
+    u32,
+    arrow::array::RecordBatch,
+    &crate::report::Diagnostics,
+) -> Result<SelectedRows, ParseTimeError> {
+    counted(spec, parse_time_selected)
+}
+
+/// `parse` on each batch of a date, its clamped and dropped rows counted.
+fn counted<T>(
+    spec: ParseTimeSpec,
+    parse: fn(
+        &arrow::array::RecordBatch,
+        &ParseTimeSpec,
+        NaiveDate,
+    ) -> Result<(T, ElapsedTimes), ParseTimeError>,
+) -> impl FnMut(u32, arrow::array::RecordBatch, &crate::report::Diagnostics) -> Result<T, ParseTimeError>
+{
     move |date_key, batch, diagnostics| {
         let date = crate::time::date_of_key(date_key);
-        let (out, times) = parse_time_batch(&batch, &spec, date)?;
+        let (out, times) = parse(&batch, &spec, date)?;
         diagnostics.add_all(
             date_key,
             [

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::datatypes::{Int64Type, UInt64Type};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline as PipelinePact;
@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Input, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
-use vizflow_operators::batch::Batch;
+use vizflow_operators::batch::{Batch, SelectedRows, selected_len, take_rows};
 use vizflow_operators::columns::{ELAPSED_MS, ROW_ID};
 use vizflow_operators::report::Diagnostics;
 use vizflow_operators::time::{self, Time};
@@ -26,9 +26,10 @@ use vizflow_operators::watermark::{Coverage, LatePolicy, StreamSpec, classify, w
 
 use super::worker::RowInput;
 
-/// One stage's work on a batch as it arrives.
+/// One stage's work on a batch as it arrives: the rows out, with the rows of them that
+/// go on when not all do (a selection, read through by the exchange by symbol).
 pub(super) type StageFn =
-    Box<dyn FnMut(u32, RecordBatch, &Diagnostics) -> Result<RecordBatch, String>>;
+    Box<dyn FnMut(u32, RecordBatch, &Diagnostics) -> Result<SelectedRows, String>>;
 
 /// A part's summary: its date, its source, its number in the source's arrival order of
 /// the date and its largest `elapsed_ms`.
@@ -46,7 +47,7 @@ struct HeldPart {
     part: u64,
     /// The producer's explicit watermark when the part arrived (`i64::MIN`: none).
     floor: i64,
-    batches: Vec<RecordBatch>,
+    batches: Vec<SelectedRows>,
 }
 
 /// A worker's arrivals (see the module docs).
@@ -128,24 +129,40 @@ impl Arrivals {
         let mut mapped = Vec::with_capacity(batches.len());
         let mut largest: Option<i64> = None;
         for batch in batches {
-            let mut batch = Some(batch);
+            let mut batch = Some((batch, None));
             for (name, stage) in &mut self.stages {
-                let Some(rows) = batch.take() else { break };
+                let Some((rows, selection)) = batch.take() else {
+                    break;
+                };
+                // A stage reads every row of its batch: a selection is copied out first.
+                let rows = match selection {
+                    Some(selection) => take_rows(&rows, &selection),
+                    None => rows,
+                };
                 let started = std::time::Instant::now();
                 let result = stage(date_key, rows, diagnostics);
                 diagnostics.time(date_key, name, started);
                 match result {
-                    Ok(out) if out.num_rows() > 0 => batch = Some(out),
+                    Ok(out) if selected_len(&out) > 0 => batch = Some(out),
                     Ok(_) => {}
                     Err(error) => diagnostics.error(date_key, error),
                 }
             }
-            let Some(batch) = batch else { continue };
+            let Some((batch, selection)) = batch else {
+                continue;
+            };
             if let Some(elapsed) = batch.column_by_name(ELAPSED_MS) {
-                let max = arrow::compute::max(elapsed.as_primitive::<Int64Type>());
+                let elapsed = elapsed.as_primitive::<Int64Type>();
+                let max = match &selection {
+                    None => arrow::compute::max(elapsed),
+                    Some(rows) => (rows.values().iter())
+                        .filter(|row| elapsed.is_valid(**row as usize))
+                        .map(|row| elapsed.value(*row as usize))
+                        .max(),
+                };
                 largest = largest.max(max);
             }
-            mapped.push(batch);
+            mapped.push((batch, selection));
         }
         if summaries.time() < &time::date_start(date_key) {
             summaries.advance_to(time::date_start(date_key));
@@ -242,24 +259,35 @@ impl Arrivals {
     ) {
         let date_key = part.date_key;
         let mut largest = before;
-        for batch in part.batches {
+        for (batch, selection) in part.batches {
             let Some(elapsed) = batch.column_by_name(ELAPSED_MS) else {
-                input.send_batch(&mut Batch::new(batch));
+                input.send_batch(&mut batch_of(batch, selection));
                 continue;
             };
             let elapsed = elapsed.as_primitive::<Int64Type>();
-            let late = classify(elapsed, &mut largest, part.floor, self.spec.lateness_ms);
+            // The selected rows' times, in order: the late rows are found among them.
+            let selected = selection.as_ref().map(|rows| {
+                let values = rows.values().iter().map(|row| elapsed.value(*row as usize));
+                Int64Array::from_iter_values(values)
+            });
+            let times = selected.as_ref().unwrap_or(elapsed);
+            let late = classify(times, &mut largest, part.floor, self.spec.lateness_ms);
             if late.is_empty() {
-                input.send_batch(&mut Batch::new(batch));
+                input.send_batch(&mut batch_of(batch, selection));
                 continue;
             }
+            // The row of the batch that the `index`-th selected row is.
+            let row_of = |index: usize| {
+                selection
+                    .as_ref()
+                    .map_or(index, |s| s.value(index) as usize)
+            };
             let row_ids = batch
                 .column_by_name(ROW_ID)
                 .map(|c| c.as_primitive::<UInt64Type>().clone());
             let row_id = |index: usize| {
-                row_ids
-                    .as_ref()
-                    .map_or(index as u64, |ids| ids.value(index))
+                let row = row_of(index);
+                row_ids.as_ref().map_or(row as u64, |ids| ids.value(row))
             };
             match self.spec.late {
                 LatePolicy::Error => {
@@ -269,19 +297,27 @@ impl Arrivals {
                 LatePolicy::Drop => {
                     let ids: Vec<u64> = late.iter().map(|row| row_id(row.index)).collect();
                     diagnostics.late_rows(date_key, &ids);
-                    let mut keep = vec![true; batch.num_rows()];
+                    let mut keep = vec![true; times.len()];
                     for row in &late {
                         keep[row.index] = false;
                     }
-                    let kept =
-                        arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep));
-                    match kept {
-                        Ok(kept) if kept.num_rows() > 0 => input.send_batch(&mut Batch::new(kept)),
-                        Ok(_) => {}
-                        Err(error) => diagnostics.error(date_key, format!("stream: {error}")),
+                    let kept = (0..times.len())
+                        .filter(|i| keep[*i])
+                        .map(|i| row_of(i) as u32);
+                    let kept = UInt32Array::from_iter_values(kept);
+                    if !kept.is_empty() {
+                        input.send_batch(&mut Batch::selected(batch, kept));
                     }
                 }
             }
         }
+    }
+}
+
+/// A batch to send, with its selection.
+fn batch_of(batch: RecordBatch, selection: Option<UInt32Array>) -> Batch {
+    match selection {
+        Some(rows) => Batch::selected(batch, rows),
+        None => Batch::new(batch),
     }
 }

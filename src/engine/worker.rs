@@ -21,7 +21,7 @@ use vizflow_operators::derive::{Derive, derive_fn};
 use vizflow_operators::enrich::{Enrich, Provisional};
 use vizflow_operators::forward_return::ForwardReturnSpec;
 use vizflow_operators::next_day::{NextDayReturns, NextDaySpec, day_prices};
-use vizflow_operators::parse_time::{ParseTime, parse_time_fn};
+use vizflow_operators::parse_time::{ParseTime, parse_time_selected_fn};
 use vizflow_operators::report::{DateReport, Diagnostics, first_errors};
 use vizflow_operators::stash::FrontierStash;
 use vizflow_operators::time::{self, DateOwners, Time};
@@ -211,12 +211,16 @@ fn arrival_stages(pipeline: &BoundPipeline) -> Vec<(&'static str, StageFn)> {
             match stage {
                 Stage::Derive(spec) => {
                     let mut derive = derive_fn(spec.clone());
-                    let run =
-                        move |d, b, g: &Diagnostics| derive(d, b, g).map_err(|e| e.to_string());
+                    let run = move |d, b, g: &Diagnostics| {
+                        derive(d, b, g)
+                            .map(|b| (b, None))
+                            .map_err(|e| e.to_string())
+                    };
                     Some(("Derive", Box::new(run)))
                 }
+                // Its rows out of session go as a selection: no copy of the others.
                 Stage::ParseTime(spec) => {
-                    let mut parse = parse_time_fn(spec.clone());
+                    let mut parse = parse_time_selected_fn(spec.clone());
                     let run =
                         move |d, b, g: &Diagnostics| parse(d, b, g).map_err(|e| e.to_string());
                     Some(("ParseTime", Box::new(run)))
