@@ -779,14 +779,17 @@ pub fn parse_time_selected_fn(
     counted(spec, parse_time_selected)
 }
 
+/// A batch's rows with their times: [`parse_time_batch`] or [`parse_time_selected`].
+type ParseFn<T> = fn(
+    &arrow::array::RecordBatch,
+    &ParseTimeSpec,
+    NaiveDate,
+) -> Result<(T, ElapsedTimes), ParseTimeError>;
+
 /// `parse` on each batch of a date, its clamped and dropped rows counted.
 fn counted<T>(
     spec: ParseTimeSpec,
-    parse: fn(
-        &arrow::array::RecordBatch,
-        &ParseTimeSpec,
-        NaiveDate,
-    ) -> Result<(T, ElapsedTimes), ParseTimeError>,
+    parse: ParseFn<T>,
 ) -> impl FnMut(u32, arrow::array::RecordBatch, &crate::report::Diagnostics) -> Result<T, ParseTimeError>
 {
     move |date_key, batch, diagnostics| {
