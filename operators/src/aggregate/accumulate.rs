@@ -260,39 +260,54 @@ impl Folds {
             match (&mut self.non_null, &mut self.float_sum) {
                 // `mean(x)`, with or without `sum(x)`.
                 (Some((_, counts)), Some((_, sums))) => {
-                    for_valid(ids, nulls, |row, id| {
-                        let x = values[row];
-                        match x.is_finite() {
-                            true => {
-                                counts[id as usize] += step;
-                                sums[id as usize].add(signed * x);
+                    for_valid(
+                        ids,
+                        nulls,
+                        #[inline(always)]
+                        |row, id| {
+                            let x = values[row];
+                            match x.is_finite() {
+                                true => {
+                                    counts[id as usize] += step;
+                                    sums[id as usize].add(signed * x);
+                                }
+                                false => skipped += 1,
                             }
-                            false => skipped += 1,
-                        }
-                    });
+                        },
+                    );
                     return skipped;
                 }
                 // `sum(x)`.
                 (None, Some((_, sums))) => {
-                    for_valid(ids, nulls, |row, id| {
-                        let x = values[row];
-                        match x.is_finite() {
-                            true => sums[id as usize].add(signed * x),
-                            false => skipped += 1,
-                        }
-                    });
+                    for_valid(
+                        ids,
+                        nulls,
+                        #[inline(always)]
+                        |row, id| {
+                            let x = values[row];
+                            match x.is_finite() {
+                                true => sums[id as usize].add(signed * x),
+                                false => skipped += 1,
+                            }
+                        },
+                    );
                     return skipped;
                 }
                 _ => {}
             }
         }
-        for_valid(ids, nulls, |row, id| {
-            let x = values[row];
-            match x.is_finite() {
-                true => self.add(id as usize, float_key(x), || x),
-                false => skipped += 1,
-            }
-        });
+        for_valid(
+            ids,
+            nulls,
+            #[inline(always)]
+            |row, id| {
+                let x = values[row];
+                match x.is_finite() {
+                    true => self.add(id as usize, float_key(x), || x),
+                    false => skipped += 1,
+                }
+            },
+        );
         skipped
     }
 
@@ -304,25 +319,38 @@ impl Folds {
                 // `mean(x)`, with or without `sum(x)`.
                 (Some((_, counts)), Some((_, sums))) => {
                     let count = self.step;
-                    for_valid(ids, nulls, |row, id| {
-                        counts[id as usize] += count;
-                        sums[id as usize] += step * i128::from(values[row]);
-                    });
+                    for_valid(
+                        ids,
+                        nulls,
+                        #[inline(always)]
+                        |row, id| {
+                            counts[id as usize] += count;
+                            sums[id as usize] += step * i128::from(values[row]);
+                        },
+                    );
                     return;
                 }
                 // `sum(x)`.
                 (None, Some((_, sums))) => {
-                    for_valid(ids, nulls, |row, id| {
-                        sums[id as usize] += step * i128::from(values[row]);
-                    });
+                    for_valid(
+                        ids,
+                        nulls,
+                        #[inline(always)]
+                        |row, id| {
+                            sums[id as usize] += step * i128::from(values[row]);
+                        },
+                    );
                     return;
                 }
                 _ => {}
             }
         }
-        for_valid(ids, nulls, |row, id| {
-            self.add(id as usize, values[row], || 0.0)
-        });
+        for_valid(
+            ids,
+            nulls,
+            #[inline(always)]
+            |row, id| self.add(id as usize, values[row], || 0.0),
+        );
     }
 
     /// Adds a value to group `id`: `key` is the integer or the float's [`float_key`],
@@ -378,11 +406,13 @@ mod tests {
     fn partial(batches: &[RecordBatch], withdrawn: &[RecordBatch]) -> RecordBatch {
         let spec = AggregateSpec {
             group_by: vec!["k".into()],
-            metrics: ["count()", "count(x)", "sum(x)", "mean(x)", "sum(i)", "mean(i)"]
-                .into_iter()
-                .enumerate()
-                .map(|(i, m)| (format!("m{i}"), MetricExpr::parse(m).unwrap()))
-                .collect(),
+            metrics: [
+                "count()", "count(x)", "sum(x)", "mean(x)", "sum(i)", "mean(i)",
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (format!("m{i}"), MetricExpr::parse(m).unwrap()))
+            .collect(),
         };
         let plan = AggregatePlan::new(&spec, &batches[0].schema()).unwrap();
         assert!(plan.withdrawable(Parts::ALL));
