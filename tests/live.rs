@@ -310,6 +310,17 @@ fn live_on_stdin(pipeline: &Path, workers: &str, record: Option<&Path>) -> Child
         .unwrap()
 }
 
+/// Sends `batches` (in batches of `size` rows) to `child`'s standard input from a thread
+/// of its own, while its standard error is read: a producer must not wait on a
+/// consumer that waits on its log being read. Returns the log.
+fn sent_and_finished(mut child: Child, batches: Vec<RecordBatch>, size: usize) -> String {
+    let input = child.stdin.take().unwrap();
+    let sender = std::thread::spawn(move || send(input, &batches, size));
+    let stderr = finished(child);
+    sender.join().unwrap();
+    stderr
+}
+
 /// Waits for `child` and returns its stderr, asserting it succeeded.
 fn finished(child: Child) -> String {
     let output = child.wait_with_output().unwrap();
@@ -350,9 +361,8 @@ fn live_over_stdin_equals_run(stream: &str) {
         let live_out = dir.path().join(format!("live{workers}"));
         let record = dir.path().join(format!("record{workers}"));
         let pipeline_file = live_pipeline(dir.path(), &data, &live_out, stream);
-        let mut child = live_on_stdin(&pipeline_file, workers, Some(&record));
-        send(child.stdin.take().unwrap(), &live_batches(false), 777);
-        finished(child);
+        let child = live_on_stdin(&pipeline_file, workers, Some(&record));
+        sent_and_finished(child, live_batches(false), 777);
         assert_eq!(
             outputs(&live_out, 2),
             expected,
@@ -687,9 +697,8 @@ fn live_returns_to_the_next_day_equal_run() {
     let live_out = dir.path().join("live");
     let record = dir.path().join("record");
     let pipeline_file = live_pipeline_with(dir.path(), &data, &live_out, stream, with_next_day);
-    let mut child = live_on_stdin(&pipeline_file, "2", Some(&record));
-    send(child.stdin.take().unwrap(), &live_batches(false), 777);
-    finished(child);
+    let child = live_on_stdin(&pipeline_file, "2", Some(&record));
+    sent_and_finished(child, live_batches(false), 777);
     assert_eq!(outputs(&live_out, 2), expected, "live equals run");
     let replay = dir.path().join("replay");
     let text = pipeline_text_with(&record, "{date}.arrows", &replay, stream, with_next_day);

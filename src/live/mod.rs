@@ -28,6 +28,7 @@
 mod input;
 mod record;
 mod send;
+mod snapshots;
 
 pub use send::send;
 
@@ -50,12 +51,12 @@ use crate::calendar;
 use crate::cluster::{self, ClusterError, ClusterSpec, DatePlan};
 use crate::config::{BoundPipeline, Pipeline};
 use crate::engine::{DateResult, Engine, EngineError, Feeding, ResultKind, Workers};
-use crate::io::write_parquet_snapshot_atomic;
 use crate::partials::Layout;
 use crate::run::{DateOutcome, DateStatus, PROVISIONAL_RESULTS, outcome_of, partial_path};
 
 use input::{Event, Gate};
 use record::Recording;
+use snapshots::{Snapshot, Snapshots};
 
 /// The column of a live batch that says which date each row is of.
 pub const DATE_COLUMN: &str = "date";
@@ -268,6 +269,8 @@ struct Feed<'a> {
     /// Each open date's provisional results so far (a later date's may come before an
     /// earlier one's final result, across processes).
     provisional: BTreeMap<NaiveDate, Vec<(i64, RecordBatch)>>,
+    /// Puts each provisional partial in place, beside the feed.
+    snapshots: Snapshots,
     recording: Option<Recording>,
     summary: LiveSummary,
     /// The watermark the wall clock gave the date being fed.
@@ -287,6 +290,7 @@ impl<'a> Feed<'a> {
             producers: BTreeMap::new(),
             rows: 0,
             provisional: BTreeMap::new(),
+            snapshots: Snapshots::start(options.timeline.clone()),
             recording: (options.record.clone())
                 .map(|dir| Recording::new(dir, options.cluster.as_ref().map(|c| c.process))),
             summary: LiveSummary::default(),
@@ -729,25 +733,22 @@ impl<'a> Feed<'a> {
                 ("vizflow.watermark_ms".to_owned(), watermark_ms.to_string()),
                 ("vizflow.rows".to_owned(), rows.to_string()),
             ]);
-            let path = live_path(output, result.date);
-            match write_parquet_snapshot_atomic(&path, &partial, &metadata) {
-                Ok(()) => tracing::info!(
-                    "{} at {watermark_ms} ms: {rows} rows so far, {} groups -> {}",
-                    calendar::format_date(result.date),
-                    partial.num_rows(),
-                    path.display()
-                ),
-                Err(error) => tracing::error!("cannot write {}: {error}", path.display()),
-            }
-            if let Some(timeline) = &self.options.timeline {
-                let written = (Instant::now(), watermark_ms);
-                let mut timeline = timeline.lock().unwrap_or_else(|e| e.into_inner());
-                timeline.provisional.push(written);
-            }
+            let snapshot = Snapshot {
+                path: live_path(output, result.date),
+                partial: partial.clone(),
+                metadata,
+                date: calendar::format_date(result.date),
+                watermark_ms,
+                rows,
+            };
+            self.snapshots
+                .write(snapshot, self.options.timeline.as_ref());
             let date = self.provisional.entry(result.date).or_default();
             date.push((watermark_ms, partial));
             return;
         }
+        // The date's `.live.parquet` is in place before its final outputs remove it.
+        self.snapshots.sync();
         let provisional = self.provisional.remove(&result.date).unwrap_or_default();
         if !provisional.is_empty() {
             let count = result.report.counts.entry(PROVISIONAL_RESULTS.to_owned());
