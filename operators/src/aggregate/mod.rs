@@ -318,10 +318,23 @@ impl Dated {
                 .ok_or_else(|| AggregateProblem::MissingColumn {
                     column: SETTLES.to_owned(),
                 })?;
+            // Counted down a run of one batch's rows at a time.
+            let mut run: Option<(u64, usize)> = None;
             for (kept, settles) in batches.iter().zip(settles.values().iter()) {
-                if settles {
-                    self.count_down(*kept, 1, next);
+                if !settles {
+                    continue;
                 }
+                match &mut run {
+                    Some((number, count)) if number == kept => *count += 1,
+                    _ => {
+                        if let Some((number, count)) = run.replace((*kept, 1)) {
+                            self.count_down(number, count, next);
+                        }
+                    }
+                }
+            }
+            if let Some((number, count)) = run {
+                self.count_down(number, count, next);
             }
         }
         Ok(Vec::new())
