@@ -161,6 +161,31 @@ fn for_valid(ids: &[u32], nulls: Option<&NullBuffer>, mut f: impl FnMut(usize, u
     }
 }
 
+/// Calls `add` with each row's group id and value that is valid (by `nulls`) and
+/// finite; returns how many valid values were not finite.
+#[inline(always)]
+fn for_finite(
+    ids: &[u32],
+    nulls: Option<&NullBuffer>,
+    values: &[f64],
+    mut add: impl FnMut(usize, f64),
+) -> u64 {
+    let mut skipped = 0u64;
+    for_valid(
+        ids,
+        nulls,
+        #[inline(always)]
+        |row, id| {
+            let x = values[row];
+            match x.is_finite() {
+                true => add(id as usize, x),
+                false => skipped += 1,
+            }
+        },
+    );
+    skipped
+}
+
 /// The components of one column, taken out of the group states for a pass over a
 /// batch: at most one of each kind (the plan has no duplicate components).
 struct Folds {
@@ -255,60 +280,41 @@ impl Folds {
     /// how many were not finite (skipped).
     fn fold_floats(&mut self, ids: &[u32], nulls: Option<&NullBuffer>, values: &[f64]) -> u64 {
         let (step, signed) = (self.step, self.step as f64);
-        let mut skipped = 0u64;
         if self.sums_only() && self.int_sum.is_none() {
             match (&mut self.non_null, &mut self.float_sum) {
                 // `mean(x)`, with or without `sum(x)`.
                 (Some((_, counts)), Some((_, sums))) => {
-                    for_valid(
+                    return for_finite(
                         ids,
                         nulls,
+                        values,
                         #[inline(always)]
-                        |row, id| {
-                            let x = values[row];
-                            match x.is_finite() {
-                                true => {
-                                    counts[id as usize] += step;
-                                    sums[id as usize].add(signed * x);
-                                }
-                                false => skipped += 1,
-                            }
+                        |id, x| {
+                            counts[id] += step;
+                            sums[id].add(signed * x);
                         },
                     );
-                    return skipped;
                 }
                 // `sum(x)`.
                 (None, Some((_, sums))) => {
-                    for_valid(
+                    return for_finite(
                         ids,
                         nulls,
+                        values,
                         #[inline(always)]
-                        |row, id| {
-                            let x = values[row];
-                            match x.is_finite() {
-                                true => sums[id as usize].add(signed * x),
-                                false => skipped += 1,
-                            }
-                        },
+                        |id, x| sums[id].add(signed * x),
                     );
-                    return skipped;
                 }
                 _ => {}
             }
         }
-        for_valid(
+        for_finite(
             ids,
             nulls,
+            values,
             #[inline(always)]
-            |row, id| {
-                let x = values[row];
-                match x.is_finite() {
-                    true => self.add(id as usize, float_key(x), || x),
-                    false => skipped += 1,
-                }
-            },
-        );
-        skipped
+            |id, x| self.add(id, float_key(x), || x),
+        )
     }
 
     /// Folds the valid values of an integer column (`values`, rows' groups `ids`).
