@@ -365,6 +365,19 @@ fn rows_dropped_out_of_session_are_not_late_and_the_late_rows_are_named_by_their
         assert_eq!(report.late_row_ids, ids, "{case}");
         assert_eq!(written(&summary), expected, "{case}");
     }
+    // With `late = "error"`, the date fails naming the first late row by its place in
+    // the file, and its time.
+    let text = pipeline_text(dir.path(), 33, Some("lateness = \"2s\"\nlate = \"error\""));
+    let summary = run_date(&Pipeline::from_toml(&dropping(text)).unwrap(), 2);
+    let DateStatus::Failed(message) = &summary.dates[0].status else {
+        panic!("the date did not fail: {:?}", summary.dates[0].status);
+    };
+    let first = late[0];
+    let named = format!(
+        "row {first} arrived late: its elapsed_ms {}",
+        elapsed[first]
+    );
+    assert!(message.contains(&named), "{message}\nexpected: {named}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-use arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{Int64Type, UInt64Type};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline as PipelinePact;
@@ -266,10 +266,16 @@ impl Arrivals {
             };
             let elapsed = elapsed.as_primitive::<Int64Type>();
             // The selected rows' times, in order: the late rows are found among them.
-            let selected = selection.as_ref().map(|rows| {
-                let values = rows.values().iter().map(|row| elapsed.value(*row as usize));
-                Int64Array::from_iter_values(values)
-            });
+            let selected = match &selection {
+                Some(rows) => match arrow::compute::take(elapsed, rows, None) {
+                    Ok(times) => Some(times.as_primitive::<Int64Type>().clone()),
+                    Err(error) => {
+                        diagnostics.error(date_key, format!("stream: {error}"));
+                        continue;
+                    }
+                },
+                None => None,
+            };
             let times = selected.as_ref().unwrap_or(elapsed);
             let late = classify(times, &mut largest, part.floor, self.spec.lateness_ms);
             if late.is_empty() {

@@ -39,7 +39,8 @@ pub(super) struct Snapshots {
     thread: Option<JoinHandle<()>>,
 }
 
-/// How many jobs may wait: the feed waits (and with it, its producers) beyond this.
+/// How many jobs may wait for the writer, and how many it looks ahead at for later
+/// snapshots: the feed waits (and with it, its producers) beyond that.
 const QUEUE: usize = 64;
 
 impl Snapshots {
@@ -108,7 +109,9 @@ fn write_all(queue: Receiver<Job>, timeline: Option<Arc<Mutex<Timeline>>>) {
                 Err(_) => return,
             }
         }
-        pending.extend(queue.try_iter());
+        // Looks ahead at most a queue's worth for later snapshots.
+        let room = QUEUE.saturating_sub(pending.len());
+        pending.extend(queue.try_iter().take(room));
         let job = pending.pop_front().expect("one job at least");
         match job {
             Job::Sync(done) => {
