@@ -741,8 +741,7 @@ impl<'a> Feed<'a> {
                 watermark_ms,
                 rows,
             };
-            self.snapshots
-                .write(snapshot, self.options.timeline.as_ref());
+            self.snapshots.write(snapshot);
             let date = self.provisional.entry(result.date).or_default();
             date.push((watermark_ms, partial));
             return;

@@ -37,6 +37,8 @@ enum Job {
 pub(super) struct Snapshots {
     jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    /// Where each snapshot put in place is noted (`vizflow bench --live`).
+    timeline: Option<Arc<Mutex<Timeline>>>,
 }
 
 /// How many jobs may wait for the writer, and how many it looks ahead at for later
@@ -47,9 +49,10 @@ impl Snapshots {
     /// Starts the writer; it notes each snapshot put in place in `timeline`.
     pub(super) fn start(timeline: Option<Arc<Mutex<Timeline>>>) -> Self {
         let (jobs, queue) = bounded(QUEUE);
+        let noted = timeline.clone();
         let thread = std::thread::Builder::new()
             .name("vizflow-snapshots".into())
-            .spawn(move || write_all(queue, timeline))
+            .spawn(move || write_all(queue, noted))
             .ok();
         if thread.is_none() {
             tracing::warn!("cannot start a thread to write the provisional partials");
@@ -57,11 +60,12 @@ impl Snapshots {
         Snapshots {
             jobs: thread.is_some().then_some(jobs),
             thread,
+            timeline,
         }
     }
 
     /// Queues `snapshot`; writes it here when the writer thread could not start.
-    pub(super) fn write(&self, snapshot: Snapshot, timeline: Option<&Arc<Mutex<Timeline>>>) {
+    pub(super) fn write(&self, snapshot: Snapshot) {
         let snapshot = match &self.jobs {
             Some(jobs) => match jobs.send(Job::Write(snapshot)) {
                 Ok(()) => return,
@@ -72,7 +76,7 @@ impl Snapshots {
             },
             None => snapshot,
         };
-        put_in_place(snapshot, &mut Vec::new(), timeline);
+        put_in_place(snapshot, &mut Vec::new(), self.timeline.as_ref());
     }
 
     /// Waits until every snapshot queued is written: before a date's final outputs,
