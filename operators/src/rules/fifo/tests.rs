@@ -530,3 +530,31 @@ fn unsettled_changed_gives_the_open_entries_changed_since_they_went_out() {
     // `unsettled` still gives every open entry with a match, changed or not.
     assert_eq!(changes(rule.unsettled(&carried)), [(2, 1)]);
 }
+
+proptest::proptest! {
+    /// A `Utf8` side column's sides, read from its offsets and bytes (with a table when
+    /// both sides are one byte), are those of each value by `FifoSpec::side_of`, null
+    /// being neither; for sides of one byte and of several, values of other lengths
+    /// (the empty one last too), and a slice of the column.
+    #[test]
+    fn utf8_sides_are_each_values_side(
+        values in proptest::collection::vec(
+            proptest::option::weighted(0.9, proptest::sample::select(vec!["B", "S", "", "BS", "b", "BUY", "SELL", "\0"])),
+            0..40,
+        ),
+        sides in proptest::sample::select(vec![("B", "S"), ("BUY", "SELL"), ("B", "SELL"), ("\0", "S")]),
+        offset in 0usize..5,
+    ) {
+        let spec = FifoSpec { entry_side: sides.0.into(), exit_side: sides.1.into(), ..FifoSpec::new("side", "qty") };
+        let column = StringArray::from(values.clone());
+        let offset = offset.min(values.len());
+        let column: ArrayRef = Arc::new(column.slice(offset, values.len() - offset));
+        let mut got = Vec::new();
+        push_sides(&column, &spec, &mut got).unwrap();
+        let expected: Vec<Side> = values[offset..]
+            .iter()
+            .map(|v| v.map_or(Side::Other, |v| spec.side_of(v)))
+            .collect();
+        proptest::prop_assert_eq!(got, expected);
+    }
+}
