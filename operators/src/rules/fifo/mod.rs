@@ -474,7 +474,6 @@ pub fn fifo_match(
     Ok((batches, counts))
 }
 
-/// Appends each row's [`Side`]. Dictionaries are classified once per dictionary value.
 /// The side of row `i` of a `Utf8` column (`offsets`, `bytes`): when both sides are one
 /// byte, a one-byte value's side by `table` (by byte), without a branch on the value (the
 /// sides of consecutive rows do not follow a pattern the processor can predict). Inlined:
@@ -497,6 +496,7 @@ fn utf8_side(
     }
 }
 
+/// Appends each row's [`Side`]. Dictionaries are classified once per dictionary value.
 fn push_sides(values: &ArrayRef, spec: &FifoSpec, out: &mut Vec<Side>) -> Result<(), EnrichError> {
     let classify = |value: Option<&str>| value.map_or(Side::Other, |v| spec.side_of(v));
     match values.data_type() {
