@@ -672,6 +672,49 @@ fn provisional_results_with_narrow_revised_values_are_the_date_cut_at_their_wate
     check_provisional_results(notional);
 }
 
+/// An open entry sent idle (nothing matched yet: `matched_qty` 0, `is_closed` false)
+/// adds nothing to sums of its revised columns, or of products of them with finite
+/// columns: when it changes it is sent again but not withdrawn (`Incremental::idle`,
+/// the place columns that must be finite). Not with a count of values (it counts a 0),
+/// nor through a sum or a quotient. With a factor that is NaN or infinite for some
+/// entries (`ln(px - 10.5)`: 0 times it is NaN, counted), those are withdrawn: the
+/// results and the counts are the oracle's.
+#[test]
+fn open_entries_sent_idle_are_not_withdrawn_and_results_stay_the_date_cut_at_w() {
+    let idle = |edit| bound_with(edit).incremental.and_then(|i| i.idle);
+    let keep = |edit| {
+        let bound = bound_with(edit);
+        let keep = bound.stages.iter().find_map(|s| match s {
+            vizflow::config::Stage::Keyed(spec) => spec.keep.clone(),
+            _ => None,
+        });
+        keep.unwrap()
+    };
+    let bit = |edit, column: &str| 1u64 << keep(edit).iter().position(|c| c == column).unwrap();
+    assert_eq!(idle(|t| t), Some(0), "sums of the revised columns");
+    assert_eq!(idle(notional), Some(bit(notional, "px")));
+    let chained = |t| {
+        let derive = [("a", "-matched_qty * 2"), ("x", "cast(a as double) * px")];
+        with_derived(t, &derive, &[("x", "sum(x)")])
+    };
+    assert_eq!(idle(chained), Some(bit(chained, "px")));
+    assert_eq!(idle(nan_factor), Some(bit(nan_factor, "f")));
+    let counted = |t| with_derived(t, &[], &[("m", "mean(matched_qty)")]);
+    assert_eq!(idle(counted), None, "a count of values counts a zero");
+    let plus = |t| with_derived(t, &[("x", "matched_qty + px")], &[("x", "sum(x)")]);
+    assert_eq!(idle(plus), None);
+    let quotient = |t| with_derived(t, &[("x", "matched_qty / px")], &[("x", "sum(x)")]);
+    assert_eq!(idle(quotient), None);
+    check_provisional_results(nan_factor);
+}
+
+/// [`pipeline_text`] with a metric over `matched_qty` times a factor that is NaN or
+/// infinite for some rows (`px` below 10.5 or null).
+fn nan_factor(text: String) -> String {
+    let derive = [("f", "ln(px - 10.5)"), ("x", "matched_qty * f")];
+    with_derived(text, &derive, &[("x", "sum(x)")])
+}
+
 /// Under `[stream]` alone, open entries go on in place (`EnrichSpec::open_in_place`):
 /// their rows with the revised columns null, their values narrow when they settle. The
 /// binding chooses it when every component a revised column feeds is null wherever it

@@ -543,6 +543,7 @@ impl Pipeline {
             withdraw: false,
             narrow: 0,
             revised_narrow: None,
+            idle: None,
         };
         for column in plan.input_columns() {
             let Some(column_late) = late.get(&column) else {
@@ -584,8 +585,73 @@ impl Pipeline {
         // are withdrawn.
         if incremental.final_parts && incremental.withdraw {
             incremental.revised_narrow = Self::place_columns(steps, keyed, &late);
+            incremental.idle = (incremental.revised_narrow)
+                .and_then(|places| Self::idle_factors(steps, keyed, plan, places));
         }
         Some(incremental)
+    }
+
+    /// Whether an open entry sent with its revised columns zero, `false` or null adds
+    /// nothing to `plan`'s [`Parts::REVISED`] ([`Incremental::idle`]), and if so which
+    /// of the place columns (bits of `places`) must be finite for that: every component
+    /// of the part is a sum, and each column they read is zero where the revised
+    /// columns are (`Expr::zero_where`, through the derived columns after the keyed
+    /// stage `keyed`), given those columns finite.
+    fn idle_factors(
+        steps: &[Step],
+        keyed: &EnrichSpec,
+        plan: &AggregatePlan,
+        places: u64,
+    ) -> Option<u64> {
+        let summed = plan.summed(Parts::REVISED)?;
+        // The columns zero where an idle entry's revised ones are, with the columns
+        // they need finite for that.
+        let mut zero: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for step in steps {
+            match step {
+                Step::Rule { rule, .. } => {
+                    for column in rule.output_names() {
+                        zero.remove(&column);
+                    }
+                    for column in rule.revises() {
+                        zero.insert(column, Vec::new());
+                    }
+                }
+                Step::Derive { name, expr } => {
+                    let is_zero = |c: &str| zero.contains_key(c);
+                    match expr.zero_where(&is_zero) {
+                        Some(mut factors) => {
+                            for read in expr.columns() {
+                                factors.extend(zero.get(&read).into_iter().flatten().cloned());
+                            }
+                            zero.insert(name.clone(), factors);
+                        }
+                        None => {
+                            zero.remove(name);
+                        }
+                    }
+                }
+                Step::Bin(bin) => {
+                    zero.remove(&bin.output());
+                }
+                Step::Cast(cast) => {
+                    zero.remove(&cast.column);
+                }
+                Step::ForwardReturn { .. } | Step::RowId | Step::ParseTime => {}
+            }
+        }
+        let keep = keyed.keep.as_deref().unwrap_or(&[]);
+        let mut finite = 0u64;
+        for column in summed {
+            for factor in zero.get(column)? {
+                let bit = keep.iter().position(|c| c == factor).filter(|i| *i < 64)?;
+                if places >> bit & 1 == 0 {
+                    return None;
+                }
+                finite |= 1 << bit;
+            }
+        }
+        Some(finite)
     }
 
     /// With `[stream]` and no provisional results, whether open entries can go on in

@@ -221,6 +221,18 @@ impl AggregatePlan {
             .all(|((component, _), _)| !matches!(component, Component::Min(_) | Component::Max(_)))
     }
 
+    /// The columns that the components of `parts` read, when every one is a sum (a zero
+    /// adds nothing to a sum, where a count of values counts it); `None` otherwise.
+    pub fn summed(&self, parts: Parts) -> Option<Vec<&str>> {
+        (self.components.iter().zip(&self.parts))
+            .filter(|(_, part)| part.meets(parts))
+            .map(|((component, _), _)| match component {
+                Component::Sum(column) => Some(column.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The schema of every partial this plan builds.
     pub fn output_schema(&self) -> SchemaRef {
         self.output_schema.clone()

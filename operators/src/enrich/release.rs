@@ -40,7 +40,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, UInt32Array, UInt64Array,
 };
 use arrow::buffer::{BooleanBuffer, NullBuffer};
-use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt64Type};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
 use rustc_hash::FxHashMap;
 
 use super::event_order::{EventTimes, event_order, event_values};
@@ -201,6 +201,14 @@ pub struct Incremental {
     /// [`EnrichSpec::keep`]), for the rows of a batch the aggregate kept the groups of.
     /// An open entry is held as those columns alone, not as its whole row.
     pub revised_narrow: Option<u64>,
+    /// With narrow changes, whether an open entry sent *idle* (every revised column
+    /// zero, `false` or null) added nothing to [`Parts::REVISED`], as long as the place
+    /// columns of these bits (as `revised_narrow`'s) are finite or null: then it is not
+    /// withdrawn when it changes, only sent again. When every component of the part is
+    /// a sum (a zero adds nothing to a sum; a count of values counts it) of a revised
+    /// column, or of a derived column that is zero where the revised ones are
+    /// (`Expr::zero_where`: `matched_qty * fillPrice`, with `fillPrice` finite).
+    pub idle: Option<u64>,
 }
 
 /// What a date's keyed stage sends, in order: final rows, and the rows of provisional
@@ -472,7 +480,86 @@ struct Streamed {
     /// open entry is held as (besides its batch number and place in it): `row_id`, the
     /// revised columns and the place columns.
     narrow: Option<Vec<String>>,
+    /// With narrow revised values, how to tell an open entry that was sent idle
+    /// ([`Incremental::idle`]): it is not withdrawn.
+    idle: Option<Idle>,
     counts: BTreeMap<String, u64>,
+}
+
+/// The columns of an open entry's narrow row that say whether it was sent idle
+/// ([`Incremental::idle`]): the revised ones (zero, `false` or null) and the place
+/// columns it must have finite or null.
+struct Idle {
+    revised: Vec<String>,
+    finite: Vec<String>,
+}
+
+impl Idle {
+    /// The rows of `rows` (narrow rows as sent) that were not sent idle: each is
+    /// withdrawn. A column of another type than an integer, a float or a boolean
+    /// counts as not idle.
+    fn added(&self, rows: &RecordBatch) -> BooleanArray {
+        let mut added = vec![false; rows.num_rows()];
+        let columns = |names: &[String]| {
+            let columns = names.iter().map(|name| rows.column_by_name(name));
+            columns.collect::<Vec<_>>()
+        };
+        for column in columns(&self.revised) {
+            let Some(column) = column else {
+                added.fill(true);
+                break;
+            };
+            let valid = |row: usize| column.is_valid(row);
+            match column.data_type() {
+                DataType::Boolean => {
+                    let values = column.as_boolean().values();
+                    (added.iter_mut().enumerate()).for_each(|(row, a)| {
+                        *a |= valid(row) && values.value(row);
+                    });
+                }
+                DataType::Int64 => {
+                    let values = column.as_primitive::<Int64Type>().values();
+                    (added.iter_mut().zip(values).enumerate()).for_each(|(row, (a, v))| {
+                        *a |= valid(row) && *v != 0;
+                    });
+                }
+                DataType::Float64 => {
+                    let values = column.as_primitive::<Float64Type>().values();
+                    (added.iter_mut().zip(values).enumerate()).for_each(|(row, (a, v))| {
+                        *a |= valid(row) && *v != 0.0;
+                    });
+                }
+                _ => added.fill(true),
+            }
+        }
+        for column in columns(&self.finite) {
+            match column.map(|c| (c, c.data_type())) {
+                Some((column, DataType::Float64)) => {
+                    let values = column.as_primitive::<Float64Type>().values();
+                    (added.iter_mut().zip(values).enumerate()).for_each(|(row, (a, v))| {
+                        *a |= column.is_valid(row) && !v.is_finite();
+                    });
+                }
+                Some((_, data_type)) if data_type.is_integer() => {}
+                _ => added.fill(true),
+            }
+        }
+        BooleanArray::from(added)
+    }
+
+    /// `withdrawn` (narrow rows as sent) without the rows sent idle.
+    fn withdrawn(&self, withdrawn: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, EnrichError> {
+        let mut kept = Vec::with_capacity(withdrawn.len());
+        for rows in withdrawn {
+            let added = self.added(&rows);
+            match added.true_count() {
+                0 => {}
+                n if n == rows.num_rows() => kept.push(rows),
+                _ => kept.push(filter(&rows, &added)?),
+            }
+        }
+        Ok(kept)
+    }
 }
 
 impl KeyedDate {
@@ -956,6 +1043,13 @@ impl KeyedDate {
                 if let Some(places) = places {
                     streamed.narrow = narrow_columns(&self.spec, &streamed, places);
                 }
+                let idle = self
+                    .provisional
+                    .and(self.incremental())
+                    .and_then(|i| i.idle);
+                if let (Some(finite), Some(_)) = (idle, &streamed.narrow) {
+                    streamed.idle = idle_columns(&self.spec, &streamed, finite);
+                }
                 self.streamed.insert(streamed)
             }
         };
@@ -1238,6 +1332,9 @@ fn withdraw_changed(
         // Narrow: both go as they are, for the groups the aggregate kept.
         let mut again = Vec::new();
         streamed.open.flush_changes(&mut withdrawn, &mut again)?;
+        if let Some(idle) = &streamed.idle {
+            withdrawn = idle.withdrawn(withdrawn)?;
+        }
         for (rows, withdrawn) in [(withdrawn, true), (again, false)] {
             if !rows.is_empty() {
                 let parts = Parts::REVISED;
@@ -1275,6 +1372,19 @@ fn narrow_columns(spec: &EnrichSpec, streamed: &Streamed, places: u64) -> Option
         }
     }
     Some(columns)
+}
+
+/// The columns that tell an open entry sent idle ([`Idle`]): the revised columns of
+/// its narrow row, and the place columns of `finite` (bits over the kept columns).
+fn idle_columns(spec: &EnrichSpec, streamed: &Streamed, finite: u64) -> Option<Idle> {
+    let narrow = streamed.narrow.as_ref()?;
+    let revised: Vec<String> = streamed.revised().filter(|c| narrow.contains(c)).collect();
+    let keep = spec.keep.as_ref()?;
+    let finite = (keep.iter().enumerate().take(64))
+        .filter(|(i, _)| finite >> i & 1 == 1)
+        .map(|(_, column)| narrow.contains(column).then(|| column.clone()))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Idle { revised, finite })
 }
 
 /// The forward returns as columns of a segment's events.
@@ -1487,6 +1597,7 @@ impl Streamed {
             held: Held::new(holds),
             open: Held::new(holds),
             narrow: None,
+            idle: None,
             schema,
             plan,
             output,

@@ -544,6 +544,79 @@ impl Expr {
         strict(&self.node, column)
     }
 
+    /// Whether the expression is zero or null wherever each column that `zero` names
+    /// is zero, `false` or null, given that the other columns it multiplies them by are
+    /// finite or null: `Some` of those columns, or `None` when it may not be. Sums,
+    /// differences and products of such columns, with negations and numeric casts, are;
+    /// a product with a finite number literal too. Anything else counts as not (a
+    /// quotient: `0 / 0` is NaN; a function: `exp(0)` is 1).
+    ///
+    /// ```
+    /// use vizflow_operators::expr::Expr;
+    ///
+    /// let zero = |c: &str| c == "q";
+    /// let factors = |text: &str| Expr::parse(text).unwrap().zero_where(&zero);
+    /// assert_eq!(factors("q * px * 2"), Some(vec!["px".to_owned()]));
+    /// assert_eq!(factors("-q + q * q"), Some(vec![]));
+    /// assert_eq!(factors("q + px"), None);
+    /// assert_eq!(factors("q / px"), None);
+    /// assert_eq!(factors("q * (px + 1)"), None);
+    /// ```
+    pub fn zero_where(&self, zero: &dyn Fn(&str) -> bool) -> Option<Vec<String>> {
+        fn finite_literal(array: &ArrayRef) -> bool {
+            match array.data_type() {
+                DataType::Float64 => array.as_primitive::<Float64Type>().value(0).is_finite(),
+                DataType::Float32 => {
+                    let values = array.as_primitive::<arrow::datatypes::Float32Type>();
+                    values.value(0).is_finite()
+                }
+                data_type => data_type.is_integer(),
+            }
+        }
+        // The factors of `node` that must be finite, when it is zero.
+        fn zeros(node: &Node, zero: &dyn Fn(&str) -> bool, factors: &mut Vec<String>) -> bool {
+            match node {
+                Node::Column(name) => zero(name),
+                Node::Negate(arg) => zeros(arg, zero, factors),
+                Node::Cast { arg, to, .. } => {
+                    (to.is_numeric() || *to == DataType::Boolean) && zeros(arg, zero, factors)
+                }
+                Node::Binary(BinaryOp::Add | BinaryOp::Sub, left, right) => {
+                    zeros(left, zero, factors) && zeros(right, zero, factors)
+                }
+                Node::Binary(BinaryOp::Mul, left, right) => {
+                    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+                    let (l, r) = (
+                        zeros(left, zero, &mut mine),
+                        zeros(right, zero, &mut theirs),
+                    );
+                    let finite = |other: &Node, found: &mut Vec<String>| match other {
+                        Node::Column(name) => {
+                            found.push(name.clone());
+                            true
+                        }
+                        Node::Literal(array) => array.is_valid(0) && finite_literal(array),
+                        _ => false,
+                    };
+                    let ok = match (l, r) {
+                        (true, true) => true,
+                        (true, false) => finite(right, &mut mine),
+                        (false, true) => finite(left, &mut theirs),
+                        (false, false) => false,
+                    };
+                    factors.extend(mine.into_iter().chain(theirs));
+                    ok
+                }
+                _ => false,
+            }
+        }
+        let mut factors = Vec::new();
+        let zero = zeros(&self.node, zero, &mut factors);
+        factors.sort();
+        factors.dedup();
+        zero.then_some(factors)
+    }
+
     /// Checks every referenced column exists in `schema` and types are compatible; returns
     /// the output type.
     ///
