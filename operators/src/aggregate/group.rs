@@ -21,9 +21,6 @@ pub(super) struct Groups {
     strings: FxHashMap<Box<[u8]>, u64>,
     pub(super) keys: Vec<Box<[u8]>>,
     pub(super) states: Vec<AggState>,
-    /// For groups found by a date's ids ([`Groups::ids_of`]): the id here of each
-    /// date id (`u32::MAX` for none yet).
-    of_date: Vec<u32>,
 }
 
 impl Groups {
@@ -32,33 +29,6 @@ impl Groups {
         self.keys.push(key.into());
         self.states.push(plan.empty_state());
         id
-    }
-
-    /// The ids here of the groups `date_ids` has of `date` (the groups of every row of
-    /// a date, by [`group_ids`]), adding those not here. Groups filled this way are
-    /// filled only this way (their own key maps stay empty).
-    pub(super) fn ids_of(
-        &mut self,
-        date_ids: &[u32],
-        date: &Groups,
-        plan: &AggregatePlan,
-    ) -> Vec<u32> {
-        if self.of_date.len() < date.keys.len() {
-            self.of_date.resize(date.keys.len(), u32::MAX);
-        }
-        let mut ids = Vec::with_capacity(date_ids.len());
-        for &d in date_ids {
-            let id = match self.of_date[d as usize] {
-                u32::MAX => {
-                    let id = self.add(&date.keys[d as usize], plan);
-                    self.of_date[d as usize] = id;
-                    id
-                }
-                id => id,
-            };
-            ids.push(id);
-        }
-        ids
     }
 }
 

@@ -126,9 +126,9 @@ fn result_time((date_key, at): &(u32, i64)) -> Time {
 #[derive(Default)]
 struct Dated {
     merged: BTreeMap<Vec<u8>, AggState>,
-    by_next: BTreeMap<i64, Groups>,
-    /// The date's groups: each row's group is found here once, then in the groups of
-    /// its result by [`Groups::ids_of`].
+    by_next: BTreeMap<i64, ByDateId>,
+    /// The date's groups: each row's group is found here once; the results' states
+    /// are by these ids ([`ByDateId`]).
     groups: Groups,
     /// The groups (in `groups`) of the rows of each numbered batch
     /// ([`Emission::Part`]'s `kept`) whose narrow parts have not all come, and how many
@@ -190,8 +190,9 @@ impl Dated {
         self.finals |= matches!(emission, Emission::Final { .. } | Emission::Part { .. });
         let date_ids = group_ids(plan, converter, rows, &mut self.groups)?;
         let groups = self.by_next.entry(next).or_default();
-        let ids = groups.ids_of(&date_ids, &self.groups, plan);
-        let nonfinite = fold(plan, rows, &ids, &mut groups.states, parts, withdraw)?;
+        let states = groups.states(&self.groups, plan);
+        let nonfinite = fold(plan, rows, &date_ids, states, parts, withdraw)?;
+        groups.count_in(&date_ids);
         let narrow = plan.narrow.0.count_ones() as usize;
         if let Emission::Part {
             kept: Some(kept),
@@ -244,8 +245,8 @@ impl Dated {
         };
         let date_ids = &self.kept.get(&kept).expect("its batch came").date_ids;
         let groups = self.by_next.entry(next).or_default();
-        let ids = groups.ids_of(date_ids, &self.groups, plan);
-        let nonfinite = fold(plan, rows, &ids, &mut groups.states, parts, false)?;
+        let states = groups.states(&self.groups, plan);
+        let nonfinite = fold(plan, rows, date_ids, states, parts, false)?;
         self.count_down(kept, count as usize, next);
         self.count_signed(nonfinite, false);
         Ok(Vec::new())
@@ -308,8 +309,8 @@ impl Dated {
             return Ok(Vec::new());
         }
         let groups = self.by_next.entry(next).or_default();
-        let ids = groups.ids_of(&date_ids, &self.groups, plan);
-        let nonfinite = fold(plan, &rows, &ids, &mut groups.states, parts, withdrawn)?;
+        let states = groups.states(&self.groups, plan);
+        let nonfinite = fold(plan, &rows, &date_ids, states, parts, withdrawn)?;
         self.count_signed(nonfinite, withdrawn);
         if !withdrawn {
             let (batches, _) = revised_places(&rows)?;
@@ -385,7 +386,56 @@ impl Dated {
             if *entry.key() > at {
                 break;
             }
-            merge_into(&mut self.merged, entry.remove());
+            entry
+                .remove()
+                .merge_into(&mut self.merged, &self.groups.keys);
+        }
+    }
+}
+
+/// The states of the rows that count from one provisional result on, by the date's
+/// group ids ([`Dated::groups`]), so that rows whose groups are known fold with no
+/// mapping. A group is in the result when a row counts in it here whole, or with its
+/// [`Parts::BASE`]; the later parts of a row (its returns, its entry's changes) count
+/// from a result no earlier than its base part does, so they only add to groups the
+/// results have from here or before.
+#[derive(Default)]
+struct ByDateId {
+    states: Vec<AggState>,
+    /// Whether a row counts in the group here with its base part.
+    based: Vec<bool>,
+}
+
+impl ByDateId {
+    /// The states, one per group of `date` (empty for those nothing counted in yet).
+    fn states(&mut self, date: &Groups, plan: &AggregatePlan) -> &mut [AggState] {
+        let groups = date.keys.len();
+        if self.states.len() < groups {
+            self.states.resize_with(groups, || plan.empty_state());
+            self.based.resize(groups, false);
+        }
+        &mut self.states
+    }
+
+    /// Says that rows of the groups `date_ids` count here with their base part.
+    fn count_in(&mut self, date_ids: &[u32]) {
+        for id in date_ids {
+            self.based[*id as usize] = true;
+        }
+    }
+
+    /// Adds the states to `merged` (by the groups' `keys`, the date's).
+    fn merge_into(self, merged: &mut BTreeMap<Vec<u8>, AggState>, keys: &[Box<[u8]>]) {
+        for ((state, based), key) in self.states.into_iter().zip(self.based).zip(keys) {
+            match merged.get_mut(key.as_ref()) {
+                Some(into) => into.plus_equals(&state),
+                None if based => {
+                    merged.insert(key.to_vec(), state);
+                }
+                // Not a group of the result (nothing counted in it with a base part
+                // here or before): nothing counted in it here either.
+                None => {}
+            }
         }
     }
 }
@@ -660,6 +710,49 @@ mod tests {
     fn narrow(r: &[Option<f64>]) -> RecordBatch {
         RecordBatch::try_from_iter([("r", Arc::new(Float64Array::from(r.to_vec())) as ArrayRef)])
             .unwrap()
+    }
+
+    /// A provisional result has the groups of the rows counted in it or before, and
+    /// no other, even when later parts folded into its states after rows of a new
+    /// group came for a later result.
+    #[test]
+    fn a_result_has_the_groups_of_its_rows_alone() {
+        let plan = plan();
+        let converter = plan.converter();
+        let part = |next, kept| Emission::Part {
+            next,
+            parts: Parts::BASE,
+            kept: Some(kept),
+            open: 0,
+            once: false,
+        };
+        let mut dated = Dated::default();
+        let first = rows(&[1, 2], &[None, None]);
+        dated
+            .fold(&plan, &converter, part(60_000, 1), &first)
+            .unwrap();
+        // Group 3 first comes for the result at 180 s; then the first rows' returns,
+        // for the result at 120 s.
+        let later = rows(&[3], &[None]);
+        dated
+            .fold(&plan, &converter, part(180_000, 2), &later)
+            .unwrap();
+        let returns = Emission::Narrow {
+            next: 120_000,
+            parts: Parts::horizon(0),
+            kept: 1,
+            rows: 2,
+        };
+        let values = narrow(&[Some(0.5), Some(0.25)]);
+        dated.fold(&plan, &converter, returns, &values).unwrap();
+        dated.merge_through(120_000);
+        let at_120 = plan.finalize(20240102, &dated.merged).unwrap();
+        assert_eq!(at_120.num_rows(), 2, "groups 1 and 2 alone");
+        dated.merge_through(180_000);
+        assert_eq!(
+            plan.finalize(20240102, &dated.merged).unwrap().num_rows(),
+            3
+        );
     }
 
     /// A numbered batch's rows and their narrow parts, in pieces, in any order of
