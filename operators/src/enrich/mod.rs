@@ -271,6 +271,12 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
     fn revises(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether the rule's changes say where their rows went out, and what they were
+    /// then ([`Revisions::places`], [`Revisions::before`]): a keyed stage then keeps an
+    /// open row's place rather than the row. False by default.
+    fn places(&self) -> bool {
+        false
+    }
     /// What defines the rule's results, for the pipeline's hash: its name by default (a
     /// rule from the pipeline file is in the file's text); a [`TagRule`] adds its
     /// [fingerprint](TagRule::fingerprint).
@@ -284,6 +290,9 @@ pub trait EnrichRule: Send + Sync + fmt::Debug {
 #[derive(Default)]
 pub struct Carried {
     states: Vec<Option<Box<dyn Any>>>,
+    /// The number of the call being made, set by the keyed stage before each (see
+    /// [`Revisions::places`]).
+    pub epoch: u32,
 }
 
 impl Carried {
@@ -412,6 +421,14 @@ pub struct Revisions {
     pub settled: Vec<bool>,
     /// This call's rows whose added columns may still change, by `row_id`.
     pub open: Vec<u64>,
+    /// Per change, where its row went out, when the rule says
+    /// ([`EnrichRule::places`]; else empty): the [`Carried::epoch`] of the call whose
+    /// output had it, and its place in that call's `open`.
+    pub places: Vec<(u32, u32)>,
+    /// With `places`: the changed columns as each row last went out (in its call's
+    /// output, or as a change since), one value per change: what a consumer that sent
+    /// the row withdraws.
+    pub before: Vec<(String, ArrayRef)>,
 }
 
 /// The rules of an `enrich` stage and the symbol column they are keyed by.

@@ -199,7 +199,9 @@ pub struct Incremental {
     /// columns alone, with the columns that the derived columns reading them read
     /// besides (the *place* columns: bits over the keyed stage's kept columns,
     /// [`EnrichSpec::keep`]), for the rows of a batch the aggregate kept the groups of.
-    /// An open entry is held as those columns alone, not as its whole row.
+    /// Only when the one rule that revises columns says where its rows went out
+    /// ([`EnrichRule::places`]): an open entry is held by place (its batch and row, and
+    /// its place columns), and a change carries the entry's values as last sent.
     pub revised_narrow: Option<u64>,
     /// With narrow changes, whether an open entry sent *idle* (every revised column
     /// zero, `false` or null) added nothing to [`Parts::REVISED`], as long as the place
@@ -483,6 +485,9 @@ struct Streamed {
     /// With narrow revised values, how to tell an open entry that was sent idle
     /// ([`Incremental::idle`]): it is not withdrawn.
     idle: Option<Idle>,
+    /// With narrow revised values and a rule that says where its open rows went out
+    /// ([`EnrichRule::places`]), the open entries by place, instead of in `open`.
+    placed: Option<Placed>,
     counts: BTreeMap<String, u64>,
 }
 
@@ -499,35 +504,39 @@ impl Idle {
     /// withdrawn. A column of another type than an integer, a float or a boolean
     /// counts as not idle.
     fn added(&self, rows: &RecordBatch) -> BooleanArray {
-        let mut added = vec![false; rows.num_rows()];
+        let n = rows.num_rows();
+        let mut added = vec![false; n];
         let columns = |names: &[String]| {
             let columns = names.iter().map(|name| rows.column_by_name(name));
             columns.collect::<Vec<_>>()
         };
+        // `added[row] |= valid(row) && f(row)`, over the valid rows' bits.
+        fn mark(added: &mut [bool], column: &ArrayRef, f: impl Fn(usize) -> bool) {
+            match column
+                .logical_nulls()
+                .filter(|nulls| nulls.null_count() > 0)
+            {
+                None => (added.iter_mut().enumerate()).for_each(|(row, a)| *a |= f(row)),
+                Some(nulls) => nulls.valid_indices().for_each(|row| added[row] |= f(row)),
+            }
+        }
         for column in columns(&self.revised) {
             let Some(column) = column else {
                 added.fill(true);
                 break;
             };
-            let valid = |row: usize| column.is_valid(row);
             match column.data_type() {
                 DataType::Boolean => {
                     let values = column.as_boolean().values();
-                    (added.iter_mut().enumerate()).for_each(|(row, a)| {
-                        *a |= valid(row) && values.value(row);
-                    });
+                    mark(&mut added, column, |row| values.value(row));
                 }
                 DataType::Int64 => {
                     let values = column.as_primitive::<Int64Type>().values();
-                    (added.iter_mut().zip(values).enumerate()).for_each(|(row, (a, v))| {
-                        *a |= valid(row) && *v != 0;
-                    });
+                    mark(&mut added, column, |row| values[row] != 0);
                 }
                 DataType::Float64 => {
                     let values = column.as_primitive::<Float64Type>().values();
-                    (added.iter_mut().zip(values).enumerate()).for_each(|(row, (a, v))| {
-                        *a |= valid(row) && *v != 0.0;
-                    });
+                    mark(&mut added, column, |row| values[row] != 0.0);
                 }
                 _ => added.fill(true),
             }
@@ -536,9 +545,7 @@ impl Idle {
             match column.map(|c| (c, c.data_type())) {
                 Some((column, DataType::Float64)) => {
                     let values = column.as_primitive::<Float64Type>().values();
-                    (added.iter_mut().zip(values).enumerate()).for_each(|(row, (a, v))| {
-                        *a |= column.is_valid(row) && !v.is_finite();
-                    });
+                    mark(&mut added, column, |row| !values[row].is_finite());
                 }
                 Some((_, data_type)) if data_type.is_integer() => {}
                 _ => added.fill(true),
@@ -841,7 +848,10 @@ impl KeyedDate {
         // The entries sent at an earlier result and unchanged since are as sent.
         for (rule, carried) in streamed.plan.spec.rules.iter().zip(&mut streamed.carried) {
             if let Some(revisions) = rule.unsettled_changed(carried) {
-                streamed.open.change(&revisions);
+                match &mut streamed.placed {
+                    Some(placed) => placed.change(&revisions),
+                    None => streamed.open.change(&revisions),
+                }
             }
         }
         let mut sent = Vec::new();
@@ -1049,6 +1059,14 @@ impl KeyedDate {
                     .and_then(|i| i.idle);
                 if let (Some(finite), Some(_)) = (idle, &streamed.narrow) {
                     streamed.idle = idle_columns(&self.spec, &streamed, finite);
+                }
+                if self.provisional.is_some() {
+                    streamed.placed = Placed::of(&streamed);
+                    // Narrow changes need their places (the binding checks the rule
+                    // gives them): else the held rows go whole.
+                    if streamed.placed.is_none() {
+                        streamed.narrow = None;
+                    }
                 }
                 self.streamed.insert(streamed)
             }
@@ -1272,14 +1290,19 @@ fn cut_parts(
     // With narrow revised values, how many open entries each numbered batch has.
     let mut open_counts = Vec::new();
     if incremental.revised && open.active {
-        for revision in ruled {
-            open.revise(revision);
-        }
-        match (&streamed.narrow, kept) {
-            (Some(columns), Some(first)) => {
-                open_counts = open_counts_of(&open.hold_narrow(&all, first, columns)?);
+        match (&mut streamed.placed, kept) {
+            // Narrow revised values: the open entries by where they went out.
+            (Some(placed), Some(first)) => {
+                for revision in ruled {
+                    placed.change(revision);
+                }
+                let epoch = streamed.carried.first().map_or(0, |c| c.epoch);
+                open_counts = open_counts_of(&placed.hold(&all, first, ruled, epoch)?);
             }
             _ => {
+                for revision in ruled {
+                    open.revise(revision);
+                }
                 // With withdrawals the rows held go on as the others do: `all`, unparted.
                 let (held, others) = open.hold_rows(&all, !incremental.withdraw)?;
                 if !incremental.withdraw {
@@ -1331,7 +1354,9 @@ fn withdraw_changed(
     if streamed.narrow.is_some() {
         // Narrow: both go as they are, for the groups the aggregate kept.
         let mut again = Vec::new();
-        streamed.open.flush_changes(&mut withdrawn, &mut again)?;
+        let placed = (streamed.placed.as_mut())
+            .ok_or_else(|| placed_error("narrow changes without their places".to_owned()))?;
+        placed.flush(&mut withdrawn, &mut again)?;
         if let Some(idle) = &streamed.idle {
             withdrawn = idle.withdrawn(withdrawn)?;
         }
@@ -1372,6 +1397,278 @@ fn narrow_columns(spec: &EnrichSpec, streamed: &Streamed, places: u64) -> Option
         }
     }
     Some(columns)
+}
+
+/// The open entries of a date by where they went out, when their rule says
+/// ([`EnrichRule::places`], [`Revisions::places`]): an entry is held as its numbered
+/// batch and row and its place columns, in the cut that sent it, at its place in that
+/// call's `open`; a change carries the entry's place and its values as they last went
+/// out, so no held rows are searched, moved or compacted. A cut's places go once every
+/// entry of it settled.
+struct Placed {
+    /// The narrow rows' columns: `row_id`, the revised ones, the place columns.
+    fields: Vec<Field>,
+    /// Which of `fields` are the place columns.
+    places: Vec<usize>,
+    /// By epoch (a cut's call of the rules), the places of its open entries.
+    cuts: Vec<Option<CutPlaces>>,
+    /// The changes since the last flush, in order.
+    changes: Vec<Revisions>,
+    /// Each open row's place in its call's `open`, by row id from the lowest, or by
+    /// row id when they are spread far (both reused from cut to cut).
+    index: Vec<u32>,
+    by_id: FxHashMap<u64, u32>,
+}
+
+/// Where one cut's open entries went out, by their place in the call's `open`.
+struct CutPlaces {
+    kept_batch: Vec<u64>,
+    kept_row: Vec<u32>,
+    /// The place columns.
+    values: Vec<ArrayRef>,
+    /// How many of its entries have not settled.
+    live: usize,
+}
+
+impl Placed {
+    /// The store, when the one rule that revises a column of the output says where
+    /// its rows went out and the entries go narrow.
+    fn of(streamed: &Streamed) -> Option<Placed> {
+        let narrow = streamed.narrow.as_ref()?;
+        let rules = &streamed.plan.spec.rules;
+        let revising: Vec<_> = rules.iter().filter(|r| !r.revises().is_empty()).collect();
+        if revising.len() != 1 || !revising[0].places() {
+            return None;
+        }
+        let revised: Vec<String> = streamed.revised().collect();
+        let mut fields = Vec::with_capacity(narrow.len());
+        for name in narrow {
+            fields.push(streamed.plan.schema.field_with_name(name).ok()?.clone());
+        }
+        let places = (fields.iter().enumerate())
+            .filter(|(_, f)| f.name() != ROW_ID && !revised.contains(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        Some(Placed {
+            fields,
+            places,
+            cuts: Vec::new(),
+            changes: Vec::new(),
+            index: Vec::new(),
+            by_id: FxHashMap::default(),
+        })
+    }
+
+    /// Takes a rule's changes (sent at the next flush).
+    fn change(&mut self, revisions: &Revisions) {
+        if !revisions.row_ids.is_empty() {
+            self.changes.push(Revisions {
+                row_ids: revisions.row_ids.clone(),
+                columns: revisions.columns.clone(),
+                settled: revisions.settled.clone(),
+                open: Vec::new(),
+                places: revisions.places.clone(),
+                before: revisions.before.clone(),
+            });
+        }
+    }
+
+    /// Holds the places of the open entries of a cut's output `rows` (numbered from
+    /// `first`) that the cut's call of the rules (`ruled`, at `epoch`) opened; returns
+    /// which rows each batch has (none when it has none).
+    fn hold(
+        &mut self,
+        rows: &[RecordBatch],
+        first: u64,
+        ruled: &[Revisions],
+        epoch: u32,
+    ) -> Result<Vec<Option<BooleanArray>>, EnrichError> {
+        let Some(open) = ruled.iter().map(|r| &r.open).find(|open| !open.is_empty()) else {
+            return Ok(vec![None; rows.len()]);
+        };
+        // Each open row's place in `open`, by its row id's offset from the smallest (a
+        // cut's row ids are near one another: a stretch of the input), or by a map when
+        // they are spread far.
+        let low = *open.iter().min().expect("not empty");
+        let span = (open.iter().max().expect("not empty") - low) as usize + 1;
+        let dense = span <= 16 * open.len() + (1 << 16);
+        let (index, by_id) = (&mut self.index, &mut self.by_id);
+        index.clear();
+        by_id.clear();
+        match dense {
+            true => {
+                index.resize(span, u32::MAX);
+                for (k, id) in open.iter().enumerate() {
+                    index[(id - low) as usize] = k as u32;
+                }
+            }
+            false => by_id.extend(open.iter().enumerate().map(|(k, id)| (*id, k as u32))),
+        }
+        let place_of = |id: u64| match dense {
+            true => match id.checked_sub(low) {
+                Some(offset) if (offset as usize) < span => index[offset as usize],
+                _ => u32::MAX,
+            },
+            false => by_id.get(&id).copied().unwrap_or(u32::MAX),
+        };
+        let mut in_order = vec![(usize::MAX, 0usize); open.len()];
+        let mut masks = Vec::with_capacity(rows.len());
+        let mut found = 0;
+        for (b, batch) in rows.iter().enumerate() {
+            let ids = row_ids(batch)?.values();
+            let before = found;
+            let mask = BooleanBuffer::collect_bool(ids.len(), |row| {
+                let k = place_of(ids[row]);
+                if k != u32::MAX {
+                    in_order[k as usize] = (b, row);
+                    found += 1;
+                }
+                k != u32::MAX
+            });
+            masks.push((found > before).then(|| BooleanArray::new(mask, None)));
+        }
+        if found != open.len() || in_order.iter().any(|(b, _)| *b == usize::MAX) {
+            return Err(placed_error(format!(
+                "a rule opened {} rows and its output has {found}",
+                open.len()
+            )));
+        }
+        let mut values = Vec::with_capacity(self.places.len());
+        for c in &self.places {
+            let name = self.fields[*c].name();
+            let sources = (rows.iter())
+                .map(|batch| batch.column_by_name(name).map(|a| a.as_ref()))
+                .collect::<Option<Vec<&dyn Array>>>()
+                .ok_or_else(|| placed_error(format!("no place column {name}")))?;
+            values.push(arrow::compute::interleave(&sources, &in_order).map_err(output_error)?);
+        }
+        let epoch = epoch as usize;
+        if self.cuts.len() <= epoch {
+            self.cuts.resize_with(epoch + 1, || None);
+        }
+        self.cuts[epoch] = Some(CutPlaces {
+            kept_batch: in_order.iter().map(|(b, _)| first + *b as u64).collect(),
+            kept_row: in_order.iter().map(|(_, r)| *r as u32).collect(),
+            values,
+            live: open.len(),
+        });
+        Ok(masks)
+    }
+
+    /// Sends the changes since the last flush: each entry as it last went out
+    /// (`withdrawn`) and as it is now (`sent`, with whether it settles), narrow. A cut
+    /// whose entries all settled lets its places go.
+    fn flush(
+        &mut self,
+        withdrawn: &mut Vec<RecordBatch>,
+        sent: &mut Vec<RecordBatch>,
+    ) -> Result<(), EnrichError> {
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        // The live cuts, as sources to pick the place columns from.
+        let mut source_of = vec![usize::MAX; self.cuts.len()];
+        let mut live = Vec::new();
+        for (epoch, cut) in self.cuts.iter().enumerate() {
+            if let Some(cut) = cut {
+                source_of[epoch] = live.len();
+                live.push(cut);
+            }
+        }
+        let mut out = Vec::with_capacity(self.changes.len());
+        for revisions in &self.changes {
+            let n = revisions.row_ids.len();
+            if revisions.places.len() != n {
+                return Err(placed_error(
+                    "a rule's changes do not say where their rows went out".to_owned(),
+                ));
+            }
+            let (mut kept_batch, mut kept_row) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let mut picks = Vec::with_capacity(n);
+            for (epoch, place) in &revisions.places {
+                let (e, p) = (*epoch as usize, *place as usize);
+                let source = source_of.get(e).copied().unwrap_or(usize::MAX);
+                let Some(cut) = live.get(source).filter(|cut| p < cut.kept_row.len()) else {
+                    return Err(placed_error(format!(
+                        "a change of a row that no cut sent open (epoch {epoch}, place {place})"
+                    )));
+                };
+                kept_batch.push(cut.kept_batch[p]);
+                kept_row.push(cut.kept_row[p]);
+                picks.push((source, p));
+            }
+            let mut places = Vec::with_capacity(self.places.len());
+            for k in 0..self.places.len() {
+                let arrays: Vec<&dyn Array> =
+                    live.iter().map(|cut| cut.values[k].as_ref()).collect();
+                places.push(arrow::compute::interleave(&arrays, &picks).map_err(output_error)?);
+            }
+            let kept: [ArrayRef; 2] = [
+                Arc::new(UInt64Array::from(kept_batch)),
+                Arc::new(UInt32Array::from(kept_row)),
+            ];
+            let before = self.narrow_rows(revisions, &revisions.before, &places, &kept)?;
+            let now = self.narrow_rows(revisions, &revisions.columns, &places, &kept)?;
+            let settles = BooleanArray::from(revisions.settled.clone());
+            out.push((before, with_settles(&now, settles)));
+        }
+        for revisions in std::mem::take(&mut self.changes) {
+            for ((epoch, _), settled) in revisions.places.iter().zip(&revisions.settled) {
+                let slot = &mut self.cuts[*epoch as usize];
+                if let (true, Some(cut)) = (*settled, slot.as_mut()) {
+                    cut.live -= 1;
+                    if cut.live == 0 {
+                        *slot = None;
+                    }
+                }
+            }
+        }
+        for (before, now) in out {
+            withdrawn.push(before);
+            sent.push(now);
+        }
+        Ok(())
+    }
+
+    /// Narrow rows of `revisions`' entries with the revised columns `values`, the
+    /// place columns `places` and their batch numbers and rows `kept`.
+    fn narrow_rows(
+        &self,
+        revisions: &Revisions,
+        values: &[(String, ArrayRef)],
+        places: &[ArrayRef],
+        kept: &[ArrayRef; 2],
+    ) -> Result<RecordBatch, EnrichError> {
+        let n = revisions.row_ids.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.fields.len() + 2);
+        let mut place = places.iter();
+        for (i, field) in self.fields.iter().enumerate() {
+            let column = if field.name() == ROW_ID {
+                Arc::new(UInt64Array::from(revisions.row_ids.clone())) as ArrayRef
+            } else if self.places.contains(&i) {
+                place.next().expect("a value per place column").clone()
+            } else {
+                match values.iter().find(|(c, _)| c == field.name()) {
+                    Some((_, v)) if v.data_type() == field.data_type() => v.clone(),
+                    Some((_, v)) => {
+                        arrow::compute::cast(v, field.data_type()).map_err(output_error)?
+                    }
+                    None => arrow::array::new_null_array(field.data_type(), n),
+                }
+            };
+            columns.push(column);
+        }
+        let mut fields = self.fields.clone();
+        fields.push(Field::new(KEPT_BATCH, DataType::UInt64, false));
+        fields.push(Field::new(KEPT_ROW, DataType::UInt32, false));
+        columns.extend(kept.iter().cloned());
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(output_error)
+    }
+}
+
+/// An open entry's change that [`Placed`] cannot place: a rule broke its promise.
+fn placed_error(message: String) -> EnrichError {
+    output_error(arrow::error::ArrowError::InvalidArgumentError(message))
 }
 
 /// The columns that tell an open entry sent idle ([`Idle`]): the revised columns of
@@ -1415,6 +1712,9 @@ fn rules(
         .collect();
     frame.runs = symbols.iter().map(|s| runs[*s as usize]).collect();
     frame.runs.push(*runs.last().expect("runs end"));
+    for carried in carried.iter_mut() {
+        carried.epoch += 1;
+    }
     let mut revisions = Vec::new();
     plan.run_resumed(frame, counts, &symbols, carried, &mut revisions)?;
     Ok(revisions)
@@ -1598,6 +1898,7 @@ impl Streamed {
             open: Held::new(holds),
             narrow: None,
             idle: None,
+            placed: None,
             schema,
             plan,
             output,
@@ -1910,15 +2211,7 @@ impl Held {
                 true => None,
                 false => Some(rows_in(&after, &self.settled)?),
             };
-            // Narrow rows go again with whether each settles.
-            match after.schema().column_with_name(KEPT_ROW) {
-                Some(_) => {
-                    let none = || BooleanArray::from(vec![false; after.num_rows()]);
-                    let settles = settled.clone().unwrap_or_else(none);
-                    sent.push(with_settles(&after, settles));
-                }
-                None => sent.push(after.clone()),
-            }
+            sent.push(after.clone());
             let open = match settled {
                 None => after,
                 Some(settled) => {
@@ -2435,7 +2728,7 @@ mod tests {
                         Arc::new(Int64Array::from_iter_values(changes.iter().map(|c| c.1))) as ArrayRef,
                     )],
                     settled: changes.iter().map(|c| c.2).collect(),
-                    open: Vec::new(),
+                    ..Revisions::default()
                 });
                 let (mut withdrawn, mut resent) = (Vec::new(), Vec::new());
                 held.flush_changes(&mut withdrawn, &mut resent).unwrap();

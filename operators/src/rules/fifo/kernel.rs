@@ -312,6 +312,9 @@ pub struct Lot {
     /// `matched` as the entry row last went out: in its call's output, or as a change
     /// since ([`crate::rules::fifo::FifoMatch`]'s `unsettled_changed`).
     pub(crate) reported: i64,
+    /// Where the entry row went out: the call's epoch and its place in the call's
+    /// `open` ([`crate::enrich::Revisions::places`]).
+    pub(crate) place: (u32, u32),
 }
 
 /// A lot of an earlier call that an exit took from: its entry row's `matched_qty` and
@@ -324,6 +327,10 @@ pub struct Revision {
     pub matched_qty: i64,
     /// Its `is_closed` now.
     pub is_closed: bool,
+    /// Its `matched_qty` as it last went out (its `is_closed` was false).
+    pub reported: i64,
+    /// Where it went out ([`Lot`]'s `place`).
+    pub place: (u32, u32),
 }
 
 /// [`fifo_symbol`] over rows that continue the symbol's rows of earlier calls: `lots`
@@ -331,7 +338,8 @@ pub struct Revision {
 /// lots after this call's rows. Exits take from them first; a lot of an earlier call
 /// that they close gets a [`Revision`] (a lot still open at the date's end has what was
 /// matched of it in `lots`). This call's entry rows have what was closed by the end of
-/// the call; the `row_id`s of those whose lots are still open are pushed to `open`.
+/// the call; the `row_id`s of those whose lots are still open are pushed to `open`,
+/// and each such lot's place is `(epoch, its index in open)`.
 /// `unclosed_entries` is not counted here: the lots left open at the end of the
 /// date are.
 pub fn fifo_symbol_resumed(
@@ -341,6 +349,7 @@ pub fn fifo_symbol_resumed(
     out: &mut FifoOutput,
     revisions: &mut Vec<Revision>,
     open: &mut Vec<u64>,
+    epoch: u32,
 ) {
     let first_row = out.len();
     for index in range {
@@ -360,6 +369,7 @@ pub fn fifo_symbol_resumed(
                     priced,
                     row: out.len() as u32,
                     reported: 0,
+                    place: (epoch, u32::MAX),
                 });
             }
             push_entry(out, source, qty);
@@ -380,6 +390,8 @@ pub fn fifo_symbol_resumed(
                         row_id: lot.row_id,
                         matched_qty: lot.matched,
                         is_closed: true,
+                        reported: lot.reported,
+                        place: lot.place,
                     });
                 }
             } else {
@@ -405,6 +417,7 @@ pub fn fifo_symbol_resumed(
         if lot.row == u32::MAX {
             break;
         }
+        lot.place = (epoch, open.len() as u32);
         open.push(lot.row_id);
         lot.reported = lot.matched;
         lot.row = u32::MAX;

@@ -302,6 +302,7 @@ impl EnrichRule for FifoMatch {
         let n = rows.len();
         let mut out = FifoOutput::with_capacity(n + n / 2);
         let (mut revisions, mut open) = (Vec::new(), Vec::new());
+        let epoch = carried.epoch;
         for (run, symbol) in rows.runs.windows(2).zip(symbols) {
             let lots: &mut VecDeque<Lot> = carried.state_mut(*symbol);
             fifo_symbol_resumed(
@@ -311,6 +312,7 @@ impl EnrichRule for FifoMatch {
                 &mut out,
                 &mut revisions,
                 &mut open,
+                epoch,
             );
         }
         let changed = !revisions.is_empty() || !open.is_empty();
@@ -320,6 +322,10 @@ impl EnrichRule for FifoMatch {
 
     fn revises(&self) -> Vec<String> {
         vec![MATCHED_QTY.to_owned(), IS_CLOSED.to_owned()]
+    }
+
+    fn places(&self) -> bool {
+        true
     }
 
     /// The entries of lots still open at the date's end that exits took from, with
@@ -333,6 +339,8 @@ impl EnrichRule for FifoMatch {
                 row_id: lot.row_id,
                 matched_qty: lot.matched,
                 is_closed: false,
+                reported: lot.reported,
+                place: lot.place,
             })
             .collect();
         (!revisions.is_empty()).then(|| revisions_of(&revisions, Vec::new()))
@@ -345,11 +353,13 @@ impl EnrichRule for FifoMatch {
             .filter_map(|lots| lots.front_mut())
             .filter(|lot| lot.matched != lot.reported)
             .map(|lot| {
-                lot.reported = lot.matched;
+                let reported = std::mem::replace(&mut lot.reported, lot.matched);
                 Revision {
                     row_id: lot.row_id,
                     matched_qty: lot.matched,
                     is_closed: false,
+                    reported,
+                    place: lot.place,
                 }
             })
             .collect();
@@ -420,6 +430,19 @@ fn revisions_of(revisions: &[Revision], open: Vec<u64>) -> Revisions {
         ],
         settled: revisions.iter().map(|r| r.is_closed).collect(),
         open,
+        places: revisions.iter().map(|r| r.place).collect(),
+        before: vec![
+            (
+                MATCHED_QTY.to_owned(),
+                Arc::new(Int64Array::from_iter_values(
+                    revisions.iter().map(|r| r.reported),
+                )) as ArrayRef,
+            ),
+            (
+                IS_CLOSED.to_owned(),
+                Arc::new(BooleanArray::from(vec![false; revisions.len()])) as ArrayRef,
+            ),
+        ],
     }
 }
 
