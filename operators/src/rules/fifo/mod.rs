@@ -414,36 +414,27 @@ impl KernelInputs {
 fn revisions_of(revisions: &[Revision], open: Vec<u64>) -> Revisions {
     Revisions {
         row_ids: revisions.iter().map(|r| r.row_id).collect(),
-        columns: vec![
-            (
-                MATCHED_QTY.to_owned(),
-                Arc::new(Int64Array::from_iter_values(
-                    revisions.iter().map(|r| r.matched_qty),
-                )) as ArrayRef,
-            ),
-            (
-                IS_CLOSED.to_owned(),
-                Arc::new(BooleanArray::from_iter(
-                    revisions.iter().map(|r| Some(r.is_closed)),
-                )) as ArrayRef,
-            ),
-        ],
+        columns: revised_columns(revisions, |r| r.matched_qty, |r| r.is_closed),
         settled: revisions.iter().map(|r| r.is_closed).collect(),
         open,
         places: revisions.iter().map(|r| r.place).collect(),
-        before: vec![
-            (
-                MATCHED_QTY.to_owned(),
-                Arc::new(Int64Array::from_iter_values(
-                    revisions.iter().map(|r| r.reported),
-                )) as ArrayRef,
-            ),
-            (
-                IS_CLOSED.to_owned(),
-                Arc::new(BooleanArray::from(vec![false; revisions.len()])) as ArrayRef,
-            ),
-        ],
+        // An entry that went out closed does not change again.
+        before: revised_columns(revisions, |r| r.reported, |_| false),
     }
+}
+
+/// The revised columns of `revisions`: `matched_qty` and `is_closed` as given.
+fn revised_columns(
+    revisions: &[Revision],
+    matched_qty: impl Fn(&Revision) -> i64,
+    is_closed: impl Fn(&Revision) -> bool,
+) -> Vec<(String, ArrayRef)> {
+    let matched = Int64Array::from_iter_values(revisions.iter().map(matched_qty));
+    let closed = BooleanArray::from_iter(revisions.iter().map(|r| Some(is_closed(r))));
+    vec![
+        (MATCHED_QTY.to_owned(), Arc::new(matched) as ArrayRef),
+        (IS_CLOSED.to_owned(), Arc::new(closed) as ArrayRef),
+    ]
 }
 
 /// The kernel's output for `n` rows as a [`RuleOutput`].
