@@ -2757,4 +2757,105 @@ mod tests {
             }
         }
     }
+
+    /// `Placed` finds a cut's open entries in its output in the order of the call's
+    /// `open`, whether their row ids are near one another (an index over their range)
+    /// or spread far (a map), and builds a change's rows from their places: withdrawn
+    /// as last sent, sent as now with whether it settles; a cut's places go with its
+    /// last entry.
+    #[test]
+    fn placed_entries_are_found_by_their_place_in_open_for_near_and_far_ids() {
+        for spread in [1u64, 1 << 40] {
+            let ids = [
+                (0..5).map(|i| i * spread).collect::<Vec<_>>(),
+                (5..9).map(|i| i * spread).collect(),
+            ];
+            let batches: Vec<RecordBatch> = (ids.iter())
+                .map(|ids| {
+                    let px = ids.iter().map(|i| (*i / spread) as f64 + 0.5);
+                    RecordBatch::try_from_iter([
+                        (ROW_ID, Arc::new(UInt64Array::from(ids.clone())) as ArrayRef),
+                        ("v", Arc::new(Int64Array::from(vec![0; ids.len()]))),
+                        ("px", Arc::new(Float64Array::from_iter_values(px))),
+                    ])
+                    .unwrap()
+                })
+                .collect();
+            let mut placed = Placed {
+                fields: vec![
+                    Field::new(ROW_ID, DataType::UInt64, false),
+                    Field::new("v", DataType::Int64, false),
+                    Field::new("px", DataType::Float64, false),
+                ],
+                places: vec![2],
+                cuts: Vec::new(),
+                changes: Vec::new(),
+                index: Vec::new(),
+                by_id: FxHashMap::default(),
+            };
+            // The rule's order, not the output's.
+            let open = vec![7 * spread, spread, 3 * spread];
+            let ruled = [Revisions {
+                open,
+                ..Revisions::default()
+            }];
+            let masks = placed.hold(&batches, 10, &ruled, 3).unwrap();
+            let set = |m: &Option<BooleanArray>| {
+                m.as_ref()
+                    .map(|m| m.values().set_indices().collect::<Vec<_>>())
+            };
+            assert_eq!(
+                masks.iter().map(set).collect::<Vec<_>>(),
+                [Some(vec![1, 3]), Some(vec![2])]
+            );
+            let cut = placed.cuts[3].as_ref().unwrap();
+            assert_eq!(
+                (&cut.kept_batch[..], &cut.kept_row[..]),
+                (&[11, 10, 10][..], &[2, 1, 3][..])
+            );
+            // Entries 2 (id 3) and 0 (id 7) change, the first settling.
+            let values =
+                |v: Vec<i64>| vec![("v".to_owned(), Arc::new(Int64Array::from(v)) as ArrayRef)];
+            placed.change(&Revisions {
+                row_ids: vec![3 * spread, 7 * spread],
+                columns: values(vec![5, 6]),
+                settled: vec![true, false],
+                places: vec![(3, 2), (3, 0)],
+                before: values(vec![0, 1]),
+                ..Revisions::default()
+            });
+            let (mut withdrawn, mut sent) = (Vec::new(), Vec::new());
+            placed.flush(&mut withdrawn, &mut sent).unwrap();
+            let column = |b: &RecordBatch, c: &str| {
+                arrow::compute::cast(b.column_by_name(c).unwrap(), &DataType::Float64).unwrap()
+            };
+            let floats = |b: &RecordBatch, c: &str| {
+                column(b, c).as_primitive::<Float64Type>().values().to_vec()
+            };
+            for (rows, v) in [(&withdrawn[0], [0.0, 1.0]), (&sent[0], [5.0, 6.0])] {
+                assert_eq!(floats(rows, "v"), v);
+                assert_eq!(floats(rows, "px"), [3.5, 7.5]);
+                assert_eq!(floats(rows, KEPT_BATCH), [10.0, 11.0]);
+                assert_eq!(floats(rows, KEPT_ROW), [3.0, 2.0]);
+            }
+            let settles = sent[0]
+                .column_by_name(SETTLES)
+                .unwrap()
+                .as_boolean()
+                .clone();
+            assert_eq!(settles, BooleanArray::from(vec![true, false]));
+            assert_eq!(placed.cuts[3].as_ref().unwrap().live, 2);
+            // The last two settle: the cut's places go.
+            placed.change(&Revisions {
+                row_ids: vec![7 * spread, spread],
+                columns: values(vec![7, 8]),
+                settled: vec![true, true],
+                places: vec![(3, 0), (3, 1)],
+                before: values(vec![6, 0]),
+                ..Revisions::default()
+            });
+            placed.flush(&mut withdrawn, &mut sent).unwrap();
+            assert!(placed.cuts[3].is_none());
+        }
+    }
 }
