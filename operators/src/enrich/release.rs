@@ -478,9 +478,11 @@ struct Streamed {
     /// With incremental provisional results, the rows a rule holds open since they were
     /// cut (their [`Parts::REVISED`] still changes).
     open: Held,
-    /// With narrow revised values ([`Incremental::revised_narrow`]), the columns an
-    /// open entry is held as (besides its batch number and place in it): `row_id`, the
-    /// revised columns and the place columns.
+    /// With narrow revised values ([`Incremental::revised_narrow`], or open entries in
+    /// place under `[stream]` alone), the columns of an open entry's narrow rows
+    /// (besides its batch number and place in it): `row_id`, the revised columns and
+    /// the place columns. Under `emit_every` the entries are held in `placed`; in
+    /// place, in `held` ([`Held::hold_narrow`]).
     narrow: Option<Vec<String>>,
     /// With narrow revised values, how to tell an open entry that was sent idle
     /// ([`Incremental::idle`]): it is not withdrawn.
