@@ -584,11 +584,7 @@ impl Pipeline {
         // An open entry's changes go narrow when the parts make the final result and
         // are withdrawn, and the one rule that revises columns says where its rows
         // went out (`EnrichRule::places`: the entries are held by place).
-        let revising: Vec<_> = (keyed.rules.iter())
-            .filter(|r| !r.revises().is_empty())
-            .collect();
-        let placed = revising.len() == 1 && revising[0].places();
-        if incremental.final_parts && incremental.withdraw && placed {
+        if incremental.final_parts && incremental.withdraw && keyed.revisions_placed() {
             incremental.revised_narrow = Self::place_columns(steps, keyed, &late);
             incremental.idle = (incremental.revised_narrow)
                 .and_then(|places| Self::idle_factors(steps, keyed, plan, places));

@@ -452,6 +452,13 @@ pub struct EnrichSpec {
 }
 
 impl EnrichSpec {
+    /// Whether one rule alone revises columns and it says where its rows went out
+    /// ([`EnrichRule::places`]): a keyed stage can then hold open entries by place.
+    pub fn revisions_placed(&self) -> bool {
+        let mut revising = self.rules.iter().filter(|r| !r.revises().is_empty());
+        matches!((revising.next(), revising.next()), (Some(rule), None) if rule.places())
+    }
+
     /// The columns of `fields` that are kept.
     pub(super) fn kept(&self, mut fields: Vec<Field>) -> Vec<Field> {
         if let Some(keep) = &self.keep {

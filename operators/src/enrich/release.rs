@@ -1437,9 +1437,7 @@ impl Placed {
     /// its rows went out and the entries go narrow.
     fn of(streamed: &Streamed) -> Option<Placed> {
         let narrow = streamed.narrow.as_ref()?;
-        let rules = &streamed.plan.spec.rules;
-        let revising: Vec<_> = rules.iter().filter(|r| !r.revises().is_empty()).collect();
-        if revising.len() != 1 || !revising[0].places() {
+        if !streamed.plan.spec.revisions_placed() {
             return None;
         }
         let revised: Vec<String> = streamed.revised().collect();
